@@ -1,0 +1,13 @@
+//! The typed pipeline API: [`Pipeline`], [`Stream`], [`KeyedStream`], connected streams and
+//! windows. Every step has a stable name; checkpointed state is addressed by it.
+
+pub mod connected;
+pub mod keyed;
+pub(crate) mod partition;
+pub mod pipeline;
+pub mod stream;
+
+pub use connected::{ConnectedKeyedStreams, ConnectedStreams};
+pub use keyed::KeyedStream;
+pub use pipeline::Pipeline;
+pub use stream::{SinkStep, Stream};

@@ -1,0 +1,69 @@
+//! Job configuration and its validation.
+
+use crate::state::key_group::MAX_KEY_GROUPS;
+use crate::state::{MemoryBackend, StateBackend};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// How a job runs: parallelism, key groups, state, batching.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// The job's name (part of state and checkpoint paths).
+    pub name: String,
+    /// Parallelism of steps that do not set their own.
+    pub parallelism: usize,
+    /// Number of key groups: the upper bound for any keyed step's parallelism.
+    pub max_parallelism: usize,
+    /// Where keyed state lives.
+    pub state_backend: Arc<dyn StateBackend>,
+    /// Records per batch read from a source.
+    pub batch_size: usize,
+    /// Batches buffered per channel before the sender blocks (backpressure).
+    pub channel_capacity: usize,
+}
+
+impl JobConfig {
+    /// Defaults: parallelism 1, 128 key groups, in-memory state, batches of 1024 records.
+    pub fn new(name: impl Into<String>) -> Self {
+        JobConfig {
+            name: name.into(),
+            parallelism: 1,
+            max_parallelism: 128,
+            state_backend: Arc::new(MemoryBackend::new()),
+            batch_size: 1024,
+            channel_capacity: 16,
+        }
+    }
+
+    /// Checks the settings that do not depend on the graph.
+    ///
+    /// # Errors
+    /// A `Config` error that says which setting is wrong and why.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config("the job name must not be empty"));
+        }
+        if self.parallelism == 0 {
+            return Err(Error::config("parallelism must be at least 1, got 0"));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_KEY_GROUPS {
+            return Err(Error::config(format!(
+                "max parallelism (the number of key groups) must be between 1 and {MAX_KEY_GROUPS}, got {}",
+                self.max_parallelism
+            )));
+        }
+        if self.parallelism > self.max_parallelism {
+            return Err(Error::config(format!(
+                "parallelism {} exceeds max parallelism {}: a keyed step cannot have more subtasks than key groups",
+                self.parallelism, self.max_parallelism
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        if self.channel_capacity == 0 {
+            return Err(Error::config("channel capacity must be at least 1"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! Errors: one [`Error`] type whose [`ErrorKind`] says who must act.
+//!
+//! `Config` errors are the user's to fix, `Data` errors are bad records, `External` errors come
+//! from disks and brokers (some are worth a retry), `Checkpoint` errors abort one checkpoint but
+//! not the job, and `Internal` errors are bugs in Weir. Context is added as an error travels up
+//! ("restoring checkpoint 42, operator authorize[1]").
+
+use std::fmt;
+
+/// Who must act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The pipeline or its configuration is wrong: the user must change it.
+    Config,
+    /// A record could not be handled (bad encoding, a user function rejected it).
+    Data,
+    /// A disk, broker or other external system failed.
+    External {
+        /// Whether retrying the same operation may succeed.
+        retryable: bool,
+    },
+    /// A checkpoint could not be taken or restored; the job may continue or fall back.
+    Checkpoint,
+    /// A user function panicked or returned an error while processing.
+    UserFunction,
+    /// The job was cancelled through its handle.
+    Cancelled,
+    /// A broken invariant inside Weir: a bug.
+    Internal,
+}
+
+/// Weir's error: a kind, a message and the context it travelled through.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    context: Vec<String>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Weir's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// A configuration error: the user must change the pipeline or its settings.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// A bad record.
+    pub fn data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Data, message)
+    }
+
+    /// A failure of an external system.
+    pub fn external(retryable: bool, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::External { retryable }, message)
+    }
+
+    /// A checkpoint failure.
+    pub fn checkpoint(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Checkpoint, message)
+    }
+
+    /// A bug in Weir.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// A user function failed.
+    pub fn user(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UserFunction, message)
+    }
+
+    /// An I/O error from the local filesystem; `what` says what was being done.
+    pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
+        Self::new(ErrorKind::External { retryable: false }, what).with_source(err)
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Adds a line of context, outermost last.
+    pub fn context(mut self, context: impl Into<String>) -> Self {
+        self.context.push(context.into());
+        self
+    }
+
+    /// Who must act on this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The innermost message, without context.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.context.iter().rev() {
+            write!(f, "{c}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds context to any `Result<_, Error>`.
+pub trait ResultExt<T> {
+    /// Adds a line of context to the error, if any.
+    fn context(self, context: impl Into<String>) -> Result<T>;
+    /// Adds lazily built context to the error, if any.
+    fn with_context<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context(self, context: impl Into<String>) -> Result<T> {
+        self.map_err(|e| e.context(context))
+    }
+    fn with_context<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| e.context(f()))
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::external(false, "RocksDB").with_source(e)
+    }
+}
+
+impl From<bincode::error::EncodeError> for Error {
+    fn from(e: bincode::error::EncodeError) -> Self {
+        Error::data("encoding a value with bincode").with_source(e)
+    }
+}
+
+impl From<bincode::error::DecodeError> for Error {
+    fn from(e: bincode::error::DecodeError) -> Self {
+        Error::data("decoding a value with bincode").with_source(e)
+    }
+}

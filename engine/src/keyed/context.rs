@@ -1,0 +1,136 @@
+//! What a keyed user function sees: the current key, its state, timers, time and output.
+
+use super::handles::{ListState, MapState, ValueState};
+use super::scope::{is_live, split_value, KeyScope, StateOps, NS_USER};
+use super::timers::TimeDomain;
+use crate::data::{Data, Record, Timestamp};
+use crate::metrics::OperatorMetrics;
+use crate::Result;
+use std::marker::PhantomData;
+
+/// The context of one call of a keyed function, for key `K` and output `O`.
+pub struct KeyedContext<'a, K, O> {
+    pub(crate) scope: KeyScope<'a>,
+    pub(crate) key: &'a K,
+    pub(crate) out: &'a mut Vec<Record<O>>,
+    pub(crate) metrics: &'a OperatorMetrics,
+}
+
+impl<K, O: Data> KeyedContext<'_, K, O> {
+    /// The current key.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// Event time of the record being processed (or of the timer firing).
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.scope.timestamp
+    }
+
+    /// The operator's current watermark.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.scope.watermark
+    }
+
+    /// Wall-clock time, ms since the epoch.
+    pub fn current_processing_time(&self) -> u64 {
+        self.scope.now_ms
+    }
+
+    /// Emits `value` with the current event time.
+    pub fn emit(&mut self, value: O) {
+        self.out.push(Record {
+            value,
+            timestamp: self.scope.timestamp,
+        });
+    }
+
+    /// Emits `value` with event time `timestamp`.
+    pub fn emit_at(&mut self, value: O, timestamp: Timestamp) {
+        self.out.push(Record::with_timestamp(value, timestamp));
+    }
+
+    /// Adds `n` to the operator's counter `name` (shown in the job report).
+    pub fn count(&self, name: &str, n: u64) {
+        self.metrics.count(name, n);
+    }
+
+    /// The value state `name` of the current key.
+    pub fn value_state<'s, V: Data>(&'s mut self, name: &'s str) -> ValueState<'s, V> {
+        ValueState {
+            ops: &mut self.scope,
+            name,
+            ttl: None,
+            _v: PhantomData,
+        }
+    }
+
+    /// The map state `name` of the current key.
+    pub fn map_state<'s, UK: Data, UV: Data>(&'s mut self, name: &'s str) -> MapState<'s, UK, UV> {
+        MapState {
+            ops: &mut self.scope,
+            name,
+            ttl: None,
+            _kv: PhantomData,
+        }
+    }
+
+    /// The list state `name` of the current key.
+    pub fn list_state<'s, V: Data>(&'s mut self, name: &'s str) -> ListState<'s, V> {
+        ListState {
+            ops: &mut self.scope,
+            name,
+            _v: PhantomData,
+        }
+    }
+
+    /// Calls `on_timer` for the current key once the watermark reaches `time`.
+    pub fn register_event_time_timer(&mut self, time: Timestamp) -> Result<()> {
+        self.scope.register_timer(TimeDomain::EventTime, time, vec![NS_USER])
+    }
+
+    /// Calls `on_timer` for the current key once the wall clock reaches `time_ms`.
+    pub fn register_processing_time_timer(&mut self, time_ms: Timestamp) -> Result<()> {
+        self.scope.register_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
+    }
+
+    /// Deletes an event-time timer of the current key.
+    pub fn delete_event_time_timer(&mut self, time: Timestamp) -> Result<()> {
+        self.scope.delete_timer(TimeDomain::EventTime, time, vec![NS_USER])
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    pub fn delete_processing_time_timer(&mut self, time_ms: Timestamp) -> Result<()> {
+        self.scope.delete_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
+    }
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// The time it was registered for.
+    pub time: Timestamp,
+    /// Its clock.
+    pub domain: TimeDomain,
+}
+
+/// Deletes the expired entries of state `name` of the scope's key (a TTL clean-up timer fired).
+pub(crate) fn clean_up_expired(scope: &mut KeyScope<'_>, name: &str) -> Result<()> {
+    let mut expired = Vec::new();
+    let mut raws = Vec::new();
+    scope.scan_raw(name, &mut |suffix, v| {
+        raws.push((suffix.to_vec(), v.to_vec()));
+        Ok(true)
+    })?;
+    for (suffix, v) in raws {
+        if let Ok((Some(e), _)) = split_value(&v) {
+            if !is_live(Some(e), &*scope) {
+                expired.push(suffix);
+            }
+        }
+    }
+    for s in expired {
+        scope.delete_raw(name, &s)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Keyed state and timers as user functions see them.
+
+pub mod context;
+pub mod handles;
+pub mod scope;
+pub mod timers;
+
+pub use context::{KeyedContext, Timer};
+pub use handles::{ListState, MapState, ValueState};
+pub use scope::Ttl;
+pub use timers::TimeDomain;

@@ -1,0 +1,207 @@
+//! The state of the current key as seen by typed handles: raw access scoped to one key,
+//! value encoding with optional expiry, and TTL bookkeeping.
+
+use super::timers::{TimeDomain, TimerEntry, TimerService};
+use crate::data::Timestamp;
+use crate::state::layout::write_user_state_prefix;
+use crate::state::{KeyGroup, KeyedStore};
+use crate::{Error, Result};
+use std::time::Duration;
+
+/// Timer namespace of timers registered by user functions.
+pub(crate) const NS_USER: u8 = 0;
+/// Timer namespace of TTL clean-up timers (followed by the state name).
+pub(crate) const NS_TTL: u8 = 1;
+
+/// Time to live of a state entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    /// How long an entry lives after its last write.
+    pub duration: Duration,
+    /// The clock: event time (deterministic under replay; measured from the record's
+    /// timestamp, expired once the watermark passes) or processing time (the wall clock).
+    pub domain: TimeDomain,
+}
+
+impl Ttl {
+    /// Entries expire `d` of event time after the timestamp of the record that wrote them,
+    /// once the watermark passes that point. Replays expire exactly the same entries.
+    pub fn event_time(d: Duration) -> Self {
+        Ttl {
+            duration: d,
+            domain: TimeDomain::EventTime,
+        }
+    }
+
+    /// Entries expire `d` of wall-clock time after they were written.
+    pub fn processing_time(d: Duration) -> Self {
+        Ttl {
+            duration: d,
+            domain: TimeDomain::ProcessingTime,
+        }
+    }
+}
+
+/// Raw, key-scoped state operations; implemented by the runtime's per-key scope.
+pub(crate) trait StateOps {
+    fn get_raw(&mut self, name: &str, suffix: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn put_raw(&mut self, name: &str, suffix: &[u8], value: &[u8]) -> Result<()>;
+    fn delete_raw(&mut self, name: &str, suffix: &[u8]) -> Result<()>;
+    /// Visits `(suffix, value)` of every entry of `name` for the current key, in suffix order.
+    fn scan_raw(&mut self, name: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    fn delete_all_raw(&mut self, name: &str) -> Result<()>;
+    /// Current time in `domain` (watermark or wall clock).
+    fn now(&self, domain: TimeDomain) -> Timestamp;
+    /// The expiry of an entry written now with `ttl`; registers its clean-up timer.
+    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl) -> Result<Expiry>;
+}
+
+/// The current key's slice of a keyed store.
+pub(crate) struct KeyScope<'a> {
+    pub(crate) store: &'a mut dyn KeyedStore,
+    pub(crate) timers: &'a mut TimerService,
+    pub(crate) key_group: KeyGroup,
+    pub(crate) key: &'a [u8],
+    pub(crate) watermark: Timestamp,
+    pub(crate) now_ms: u64,
+    /// Event time of the record (or timer) being processed.
+    pub(crate) timestamp: Option<Timestamp>,
+    pub(crate) buf: &'a mut Vec<u8>,
+}
+
+impl KeyScope<'_> {
+    fn entry_key(&mut self, name: &str, suffix: &[u8]) -> Vec<u8> {
+        write_user_state_prefix(self.buf, self.key_group, name, self.key);
+        self.buf.extend_from_slice(suffix);
+        self.buf.clone()
+    }
+
+    /// Registers a timer for the current key in namespace `ns`.
+    pub(crate) fn register_timer(&mut self, domain: TimeDomain, time: Timestamp, ns: Vec<u8>) -> Result<()> {
+        let t = TimerEntry {
+            time,
+            key_group: self.key_group,
+            key: self.key.to_vec(),
+            namespace: ns,
+        };
+        self.timers.register(self.store, domain, t)
+    }
+
+    /// Deletes a timer of the current key in namespace `ns`.
+    pub(crate) fn delete_timer(&mut self, domain: TimeDomain, time: Timestamp, ns: Vec<u8>) -> Result<()> {
+        let t = TimerEntry {
+            time,
+            key_group: self.key_group,
+            key: self.key.to_vec(),
+            namespace: ns,
+        };
+        self.timers.delete(self.store, domain, &t)
+    }
+}
+
+impl StateOps for KeyScope<'_> {
+    fn get_raw(&mut self, name: &str, suffix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = self.entry_key(name, suffix);
+        self.store.get(&k)
+    }
+
+    fn put_raw(&mut self, name: &str, suffix: &[u8], value: &[u8]) -> Result<()> {
+        let k = self.entry_key(name, suffix);
+        self.store.put(&k, value)
+    }
+
+    fn delete_raw(&mut self, name: &str, suffix: &[u8]) -> Result<()> {
+        let k = self.entry_key(name, suffix);
+        self.store.delete(&k)
+    }
+
+    fn scan_raw(&mut self, name: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        let prefix = self.entry_key(name, &[]);
+        let n = prefix.len();
+        self.store.scan_prefix(&prefix, &mut |k, v| f(&k[n..], v))
+    }
+
+    fn delete_all_raw(&mut self, name: &str) -> Result<()> {
+        let prefix = self.entry_key(name, &[]);
+        self.store.delete_prefix(&prefix)
+    }
+
+    fn now(&self, domain: TimeDomain) -> Timestamp {
+        match domain {
+            TimeDomain::EventTime => self.watermark,
+            TimeDomain::ProcessingTime => self.now_ms as Timestamp,
+        }
+    }
+
+    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl) -> Result<Expiry> {
+        let base = match ttl.domain {
+            TimeDomain::EventTime => self.timestamp.ok_or_else(|| {
+                Error::data(format!(
+                    "state \"{name}\" has an event-time TTL but the current record has no timestamp; assign timestamps upstream"
+                ))
+            })?,
+            TimeDomain::ProcessingTime => self.now_ms as Timestamp,
+        };
+        let expiry = base.saturating_add(ttl.duration.as_millis() as Timestamp);
+        let mut ns = vec![NS_TTL];
+        ns.extend_from_slice(name.as_bytes());
+        self.register_timer(ttl.domain, expiry, ns)?;
+        Ok((ttl.domain, expiry))
+    }
+}
+
+/// An entry's expiry: the clock and the time at which it expires.
+pub(crate) type Expiry = (TimeDomain, Timestamp);
+
+/// Encodes a state value: `[0] value`, or `[1|2] expiry:i64 value` for an entry that expires
+/// in event time (1) or processing time (2).
+pub(crate) fn encode_value<V: serde::Serialize>(v: &V, expiry: Option<Expiry>) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(16);
+    match expiry {
+        None => out.push(0),
+        Some((domain, e)) => {
+            out.push(match domain {
+                TimeDomain::EventTime => 1,
+                TimeDomain::ProcessingTime => 2,
+            });
+            out.extend_from_slice(&e.to_be_bytes());
+        }
+    }
+    bincode::serde::encode_into_std_write(v, &mut out, bincode::config::standard())?;
+    Ok(out)
+}
+
+/// Splits an encoded state value into its expiry and payload.
+pub(crate) fn split_value(raw: &[u8]) -> Result<(Option<Expiry>, &[u8])> {
+    let domain = match raw.first() {
+        Some(0) => return Ok((None, &raw[1..])),
+        Some(1) => TimeDomain::EventTime,
+        Some(2) => TimeDomain::ProcessingTime,
+        _ => return Err(Error::data("malformed state value header")),
+    };
+    if raw.len() < 9 {
+        return Err(Error::data("malformed state value header"));
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&raw[1..9]);
+    Ok((Some((domain, i64::from_be_bytes(a))), &raw[9..]))
+}
+
+/// Whether an entry with `expiry` is still visible at the scope's current times.
+pub(crate) fn is_live(expiry: Option<Expiry>, ops: &dyn StateOps) -> bool {
+    match expiry {
+        None => true,
+        Some((domain, at)) => at > ops.now(domain),
+    }
+}
+
+/// Decodes a payload with bincode.
+pub(crate) fn decode<V: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<V> {
+    let (v, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+    Ok(v)
+}
+
+/// Encodes with bincode.
+pub(crate) fn encode<V: serde::Serialize>(v: &V) -> Result<Vec<u8>> {
+    Ok(bincode::serde::encode_to_vec(v, bincode::config::standard())?)
+}

@@ -1,0 +1,149 @@
+//! What every keyed operator shares: its store and timers, the current key's encoding and key
+//! group, the watermark, and firing timers in order.
+
+use crate::data::{Key, Record, Timestamp};
+use crate::keyed::context::clean_up_expired;
+use crate::keyed::scope::{KeyScope, NS_TTL, NS_USER};
+use crate::keyed::timers::{TimeDomain, TimerService};
+use crate::keyed::{KeyedContext, Timer};
+use crate::metrics::OperatorMetrics;
+use crate::operator::{OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::state::{key_group_of, KeyGroup, KeyGroupRange, KeyedStore};
+use crate::{Error, Result};
+use std::marker::PhantomData;
+
+/// Store, timers and per-key scratch space of a keyed operator subtask.
+pub(crate) struct KeyedCore<K> {
+    store: Box<dyn KeyedStore>,
+    timers: TimerService,
+    key_buf: Vec<u8>,
+    scratch: Vec<u8>,
+    pub(crate) watermark: Timestamp,
+    max_parallelism: usize,
+    key_groups: KeyGroupRange,
+    pub(crate) metrics: OperatorMetrics,
+    describe: String,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K: Key> KeyedCore<K> {
+    /// Takes the store the runtime opened and rebuilds the timer index from it.
+    pub(crate) fn open(ctx: &mut OperatorContext) -> Result<Self> {
+        let mut store = ctx
+            .store
+            .take()
+            .ok_or_else(|| Error::internal(format!("keyed operator {} has no state store", ctx.describe())))?;
+        let timers = TimerService::load(store.as_mut(), ctx.key_groups)?;
+        Ok(KeyedCore {
+            store,
+            timers,
+            key_buf: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(128),
+            watermark: Timestamp::MIN,
+            max_parallelism: ctx.max_parallelism,
+            key_groups: ctx.key_groups,
+            metrics: ctx.metrics.clone(),
+            describe: ctx.describe(),
+            _k: PhantomData,
+        })
+    }
+
+    fn encode_key(&mut self, key: &K) -> Result<KeyGroup> {
+        self.key_buf.clear();
+        bincode::serde::encode_into_std_write(key, &mut self.key_buf, bincode::config::standard())?;
+        let kg = key_group_of(&self.key_buf, self.max_parallelism);
+        if !self.key_groups.contains(kg) {
+            return Err(Error::internal(format!(
+                "{}: key {key:?} (key group {kg}) was routed to a subtask owning key groups {}..={}",
+                self.describe, self.key_groups.start, self.key_groups.end
+            )));
+        }
+        Ok(kg)
+    }
+
+    /// Runs `f` with the context of `key` and event time `ts`; output goes to `out`.
+    pub(crate) fn with_key<O, R>(
+        &mut self,
+        key: &K,
+        ts: Option<Timestamp>,
+        now_ms: u64,
+        out: &mut Vec<Record<O>>,
+        f: impl FnOnce(&mut KeyedContext<'_, K, O>) -> Result<R>,
+    ) -> Result<R> {
+        let kg = self.encode_key(key)?;
+        let mut ctx = KeyedContext {
+            scope: KeyScope {
+                store: self.store.as_mut(),
+                timers: &mut self.timers,
+                key_group: kg,
+                key: &self.key_buf,
+                watermark: self.watermark,
+                now_ms,
+                timestamp: ts,
+                buf: &mut self.scratch,
+            },
+            key,
+            out,
+            metrics: &self.metrics,
+        };
+        f(&mut ctx)
+    }
+
+    /// Fires every timer of `domain` due at `up_to`, earliest first; user timers go to
+    /// `on_timer`, TTL clean-up timers are handled here.
+    pub(crate) fn fire_timers<O>(
+        &mut self,
+        domain: TimeDomain,
+        up_to: Timestamp,
+        now_ms: u64,
+        out: &mut Vec<Record<O>>,
+        on_timer: &mut dyn FnMut(&mut KeyedContext<'_, K, O>, Timer) -> Result<()>,
+    ) -> Result<()> {
+        while let Some(t) = self.timers.pop_due(self.store.as_mut(), domain, up_to)? {
+            let key: K = crate::keyed::scope::decode(&t.key)?;
+            let ts = match domain {
+                TimeDomain::EventTime => Some(t.time),
+                TimeDomain::ProcessingTime => None,
+            };
+            let mut ctx = KeyedContext {
+                scope: KeyScope {
+                    store: self.store.as_mut(),
+                    timers: &mut self.timers,
+                    key_group: t.key_group,
+                    key: &t.key,
+                    watermark: self.watermark,
+                    now_ms,
+                    timestamp: ts,
+                    buf: &mut self.scratch,
+                },
+                key: &key,
+                out,
+                metrics: &self.metrics,
+            };
+            match t.namespace.first() {
+                Some(&NS_USER) => on_timer(&mut ctx, Timer { time: t.time, domain })?,
+                Some(&NS_TTL) => {
+                    let name = std::str::from_utf8(&t.namespace[1..])
+                        .map_err(|_| Error::internal("TTL timer with a non-UTF-8 state name"))?;
+                    clean_up_expired(&mut ctx.scope, name)?;
+                }
+                _ => return Err(Error::internal("timer with an unknown namespace")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest processing-time timer.
+    pub(crate) fn next_processing_time(&self) -> Option<u64> {
+        self.timers.next_processing_time().map(|t| t.max(0) as u64)
+    }
+
+    /// Writes the store's snapshot for a checkpoint.
+    pub(crate) fn snapshot(&mut self, target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        let mut snap = OperatorSnapshot::default();
+        if let Some(dir) = &target.dir {
+            snap.keyed_files = self.store.snapshot_to(dir)?;
+        }
+        Ok(snap)
+    }
+}

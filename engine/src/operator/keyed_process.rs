@@ -1,0 +1,173 @@
+//! Keyed process functions: user logic with keyed state and timers, one or two inputs.
+
+use super::keyed_core::KeyedCore;
+use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp};
+use crate::keyed::timers::TimeDomain;
+use crate::keyed::{KeyedContext, Timer};
+use crate::message::Barrier;
+use crate::runtime::task::now_ms;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// A function over a keyed stream with keyed state and timers.
+///
+/// One instance runs per subtask (cloned from the one given to the pipeline). Fields of the
+/// instance are not checkpointed: keep anything that must survive a failure in keyed state.
+pub trait KeyedProcess<K, I>: Send + 'static {
+    /// The output record type.
+    type Out: Data;
+
+    /// Handles one record of the current key (`ctx.key()`).
+    fn process(&mut self, value: I, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+
+    /// Handles a timer of the current key that fired.
+    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()> {
+        let _ = (timer, ctx);
+        Ok(())
+    }
+}
+
+/// A function over two keyed streams with the same key type and shared keyed state: the
+/// building block of joins and enrichment.
+pub trait KeyedCoProcess<K, A, B>: Send + 'static {
+    /// The output record type.
+    type Out: Data;
+
+    /// Handles a record of the first input.
+    fn process_first(&mut self, value: A, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+
+    /// Handles a record of the second input.
+    fn process_second(&mut self, value: B, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+
+    /// Handles a timer of the current key that fired.
+    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()> {
+        let _ = (timer, ctx);
+        Ok(())
+    }
+}
+
+/// Extracts the key of a record.
+pub type KeyFn<K, T> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// Either input of a keyed operator: one process function handles both through this.
+pub(crate) trait KeyedLogic<K>: Send {
+    type Out: Data;
+    fn process_input(&mut self, input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<Self::Out>>) -> Result<()>;
+    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+}
+
+/// Adapts a [`KeyedProcess`] and its key function.
+pub(crate) struct OneInput<K, I, P> {
+    pub(crate) key_fn: KeyFn<K, I>,
+    pub(crate) process: P,
+}
+
+impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P> {
+    type Out = P::Out;
+    fn process_input(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<P::Out>>) -> Result<()> {
+        let now = now_ms();
+        for r in downcast::<I>(batch)? {
+            let key = (self.key_fn)(&r.value);
+            let p = &mut self.process;
+            core.with_key(&key, r.timestamp, now, out, |ctx| p.process(r.value, ctx))?;
+        }
+        Ok(())
+    }
+    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, P::Out>) -> Result<()> {
+        self.process.on_timer(timer, ctx)
+    }
+}
+
+/// Adapts a [`KeyedCoProcess`] and its two key functions.
+pub(crate) struct TwoInputs<K, A, B, P> {
+    pub(crate) key_a: KeyFn<K, A>,
+    pub(crate) key_b: KeyFn<K, B>,
+    pub(crate) process: P,
+}
+
+impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for TwoInputs<K, A, B, P> {
+    type Out = P::Out;
+    fn process_input(&mut self, input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<P::Out>>) -> Result<()> {
+        let now = now_ms();
+        let p = &mut self.process;
+        match input {
+            0 => {
+                for r in downcast::<A>(batch)? {
+                    let key = (self.key_a)(&r.value);
+                    core.with_key(&key, r.timestamp, now, out, |ctx| p.process_first(r.value, ctx))?;
+                }
+            }
+            1 => {
+                for r in downcast::<B>(batch)? {
+                    let key = (self.key_b)(&r.value);
+                    core.with_key(&key, r.timestamp, now, out, |ctx| p.process_second(r.value, ctx))?;
+                }
+            }
+            i => return Err(Error::internal(format!("keyed co-process has no input {i}"))),
+        }
+        Ok(())
+    }
+    fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, P::Out>) -> Result<()> {
+        self.process.on_timer(timer, ctx)
+    }
+}
+
+/// The operator running a keyed function.
+pub(crate) struct KeyedOperator<K, L> {
+    pub(crate) logic: L,
+    pub(crate) core: Option<KeyedCore<K>>,
+}
+
+impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
+    pub(crate) fn new(logic: L) -> Self {
+        KeyedOperator { logic, core: None }
+    }
+
+    fn core(&mut self) -> Result<&mut KeyedCore<K>> {
+        self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))
+    }
+
+    fn fire(&mut self, domain: TimeDomain, up_to: Timestamp, out: &mut Emitter) -> Result<()> {
+        let mut buf: Vec<Record<L::Out>> = Vec::new();
+        let logic = &mut self.logic;
+        let core = self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))?;
+        core.fire_timers(domain, up_to, now_ms(), &mut buf, &mut |ctx, t| logic.on_timer(t, ctx))?;
+        out.batch(erase(buf));
+        Ok(())
+    }
+}
+
+impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        self.core = Some(KeyedCore::open(ctx)?);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
+        let mut buf: Vec<Record<L::Out>> = Vec::with_capacity(batch.len());
+        let core = self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))?;
+        self.logic.process_input(input, batch, core, &mut buf)?;
+        out.batch(erase(buf));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Emitter) -> Result<()> {
+        self.core()?.watermark = wm;
+        self.fire(TimeDomain::EventTime, wm, out)?;
+        out.watermark(wm);
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, now: u64, out: &mut Emitter) -> Result<()> {
+        self.fire(TimeDomain::ProcessingTime, now as Timestamp, out)
+    }
+
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.core.as_ref().and_then(|c| c.next_processing_time())
+    }
+
+    fn snapshot(&mut self, _barrier: &Barrier, target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        self.core()?.snapshot(target)
+    }
+}

@@ -1,0 +1,166 @@
+//! The operator contract the runtime drives, and the built-in operators.
+//!
+//! [`OperatorCore`] is type-erased: batches arrive as [`ErasedBatch`] and typed wrappers downcast
+//! them once per batch. The runtime calls one operator of a subtask at a time, so everything an
+//! operator emits has been delivered downstream before the runtime calls it again; in particular
+//! nothing is in flight inside a chain when a barrier is handled.
+
+pub(crate) mod keyed_core;
+pub mod keyed_process;
+pub mod rolling;
+pub mod sink;
+pub mod stateless;
+pub mod watermarks;
+
+use crate::data::{ErasedBatch, Timestamp};
+use crate::message::{Barrier, CheckpointId};
+use crate::metrics::OperatorMetrics;
+use crate::state::{KeyGroupRange, KeyedStore};
+use crate::Result;
+
+/// Something an operator emitted, in order.
+pub enum Emitted {
+    /// Records.
+    Batch(Box<dyn ErasedBatch>),
+    /// The operator's output watermark advanced.
+    Watermark(Timestamp),
+    /// The operator's output became idle (`true`) or active (`false`).
+    Idle(bool),
+}
+
+/// Collects what an operator emits during one call.
+#[derive(Default)]
+pub struct Emitter {
+    pub(crate) items: Vec<Emitted>,
+    pub(crate) records: u64,
+}
+
+impl Emitter {
+    /// Emits a batch (dropped if empty).
+    pub fn batch(&mut self, batch: Box<dyn ErasedBatch>) {
+        if !batch.is_empty() {
+            self.records += batch.len() as u64;
+            self.items.push(Emitted::Batch(batch));
+        }
+    }
+    /// Emits a watermark.
+    pub fn watermark(&mut self, wm: Timestamp) {
+        self.items.push(Emitted::Watermark(wm));
+    }
+    /// Emits an idleness change.
+    pub fn idle(&mut self, idle: bool) {
+        self.items.push(Emitted::Idle(idle));
+    }
+}
+
+/// Where an operator subtask runs: identity, parallelism and its keyed state, if any.
+pub struct OperatorContext {
+    /// The job's name.
+    pub job: String,
+    /// The operator's stable name.
+    pub operator: String,
+    /// This subtask's index.
+    pub subtask: usize,
+    /// The operator's parallelism.
+    pub parallelism: usize,
+    /// Number of key groups of the job.
+    pub max_parallelism: usize,
+    /// Key groups owned by this subtask.
+    pub key_groups: KeyGroupRange,
+    /// The keyed store, for keyed operators (opened by the runtime before `open`).
+    pub store: Option<Box<dyn KeyedStore>>,
+    /// Counters reported per operator.
+    pub metrics: OperatorMetrics,
+    /// Operator state restored from a checkpoint (what `snapshot` returned), if any.
+    pub restored_state: Option<Vec<u8>>,
+}
+
+impl OperatorContext {
+    /// `operator[subtask]`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}[{}]", self.operator, self.subtask)
+    }
+}
+
+/// What one operator contributes to a checkpoint.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OperatorSnapshot {
+    /// Files of the keyed store's snapshot, relative to the snapshot directory.
+    pub keyed_files: Vec<std::path::PathBuf>,
+    /// Opaque operator state (source positions, sink committables), bincode-encoded.
+    pub operator_state: Option<Vec<u8>>,
+}
+
+/// Where an operator subtask writes its part of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct SnapshotTarget {
+    /// A directory private to this operator subtask and checkpoint; it does not exist yet.
+    /// `None` when the job persists no checkpoints (no checkpoint storage is configured): then
+    /// only sinks' committables matter.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// A running operator subtask.
+///
+/// # Checkpointing
+/// `snapshot` is called when barrier `n` is aligned, after every record before the barrier was
+/// processed and before any record after it. What it returns, together with the keyed store's
+/// snapshot, must be enough to continue from exactly that point after a crash.
+pub trait OperatorCore: Send {
+    /// Called once before the first record; keyed operators find their store in `ctx.store`.
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Processes a batch that arrived on logical input `input` (0, or 1 for two-input operators).
+    fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()>;
+
+    /// The combined watermark of the inputs advanced to `wm`. Operators fire event-time timers
+    /// up to `wm` and then forward a watermark (the default forwards `wm` unchanged).
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Emitter) -> Result<()> {
+        out.watermark(wm);
+        Ok(())
+    }
+
+    /// The inputs became idle or active again; the default forwards the change.
+    fn on_idle(&mut self, idle: bool, out: &mut Emitter) -> Result<()> {
+        out.idle(idle);
+        Ok(())
+    }
+
+    /// Processing time passed `now_ms` (called periodically and at deadlines the operator asked
+    /// for with [`next_deadline_ms`](Self::next_deadline_ms)).
+    fn on_processing_time(&mut self, now_ms: u64, out: &mut Emitter) -> Result<()> {
+        let _ = (now_ms, out);
+        Ok(())
+    }
+
+    /// The earliest processing time at which the operator wants `on_processing_time`.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// Contributes this operator's part of checkpoint `barrier.id` (see the trait docs). Keyed
+    /// operators write their store's snapshot under `target.dir`.
+    fn snapshot(&mut self, barrier: &Barrier, target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        let _ = (barrier, target);
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Checkpoint `id` is complete (its metadata is durable): side effects held back until then
+    /// (sink commits) may now happen.
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// All inputs have ended (after a final `on_watermark(MAX_WATERMARK)`): emit what remains.
+    fn finish(&mut self, out: &mut Emitter) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// The job ended (normally or not): release external resources. Must not panic.
+    fn close(&mut self) {}
+}

@@ -1,0 +1,104 @@
+//! The operator that drives a sink writer through the two-phase commit protocol.
+
+use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::data::{downcast, Data, ErasedBatch};
+use crate::keyed::scope::{decode, encode};
+use crate::message::{Barrier, CheckpointId};
+use crate::sink::{Sink, SinkContext, SinkWriter};
+use crate::{Error, Result, ResultExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What a sink subtask keeps in a checkpoint: the committables not yet known to be committed.
+#[derive(Serialize, Deserialize)]
+struct SinkState<C> {
+    checkpoint: CheckpointId,
+    pending: Vec<(CheckpointId, C)>,
+}
+
+/// Runs a [`Sink`]'s writer.
+///
+/// # Checkpointing
+/// The checkpoint of barrier `n` holds every committable up to `n` that was not committed
+/// before the barrier. After a restore the writer commits them all again (commit is
+/// idempotent), so a crash between "checkpoint complete" and "commit" loses nothing.
+pub(crate) struct SinkOp<T, S: Sink<T>> {
+    pub(crate) sink: Arc<S>,
+    pub(crate) writer: Option<Box<dyn SinkWriter<T, S::Committable>>>,
+    pub(crate) pending: Vec<(CheckpointId, S::Committable)>,
+}
+
+impl<T: Data, S: Sink<T>> SinkOp<T, S> {
+    pub(crate) fn new(sink: Arc<S>) -> Self {
+        SinkOp {
+            sink,
+            writer: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut Box<dyn SinkWriter<T, S::Committable>>> {
+        self.writer.as_mut().ok_or_else(|| Error::internal("sink used before open"))
+    }
+}
+
+impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let restored: Option<SinkState<S::Committable>> = match &ctx.restored_state {
+            Some(bytes) => Some(decode(bytes).context("decoding the sink's checkpointed committables")?),
+            None => None,
+        };
+        let sink_ctx = SinkContext {
+            name: ctx.operator.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
+        };
+        let mut writer = self.sink.create_writer(&sink_ctx)?;
+        if let Some(state) = restored {
+            if !state.pending.is_empty() {
+                // The restored checkpoint is complete: its committables may or may not have
+                // been committed before the failure. Commit (again); commit is idempotent.
+                writer.commit(state.pending).context("re-committing restored committables")?;
+            }
+        }
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, _out: &mut Emitter) -> Result<()> {
+        let batch = downcast::<T>(batch)?;
+        self.writer()?.write(batch)
+    }
+
+    fn snapshot(&mut self, barrier: &Barrier, _target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        if let Some(c) = self.writer()?.pre_commit(barrier.id)? {
+            self.pending.push((barrier.id, c));
+        }
+        let state = SinkState {
+            checkpoint: barrier.id,
+            pending: self.pending.clone(),
+        };
+        Ok(OperatorSnapshot {
+            keyed_files: Vec::new(),
+            operator_state: Some(encode(&state)?),
+        })
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        let split = self.pending.partition_point(|(c, _)| *c <= id);
+        if split == 0 {
+            return Ok(());
+        }
+        let ready: Vec<_> = self.pending.drain(..split).collect();
+        self.writer()?.commit(ready)
+    }
+
+    fn close(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            if let Err(e) = w.abort() {
+                tracing::warn!(error = %e, "sink abort failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Everything a pipeline author needs: `use weir_engine::prelude::*;`.
+
+pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
+pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
+pub use crate::error::{Error, ErrorKind, Result, ResultExt};
+pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
+pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
+pub use crate::operator::rolling::AggregateFunction;
+pub use crate::runtime::{JobHandle, JobReport, OperatorReport};
+pub use crate::sink::{CollectSink, DiscardSink, Sink, SinkContext, SinkWriter};
+pub use crate::source::{
+    FileLinesSource, GeneratorSource, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo, VecSource,
+};
+pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
+pub use crate::time::WatermarkStrategy;

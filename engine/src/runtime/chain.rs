@@ -1,0 +1,213 @@
+//! A chain: the operators of one subtask, fused because they are connected forward with equal
+//! parallelism, and the outputs of the last one.
+//!
+//! Pushing an event into operator `i` delivers everything it emits to operator `i + 1` (or the
+//! outputs) before returning, so the chain holds nothing in flight between calls.
+
+use crate::data::{ErasedBatch, Timestamp};
+use crate::message::{Barrier, CheckpointId, Message};
+use crate::operator::{Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::runtime::exchange::Outputs;
+use crate::{Error, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One operator of a chain with its runtime context.
+pub(crate) struct Link {
+    pub(crate) op: Box<dyn OperatorCore>,
+    pub(crate) ctx: OperatorContext,
+    emitter: Emitter,
+}
+
+/// The operators of a subtask and its outputs.
+pub(crate) struct Chain {
+    pub(crate) links: Vec<Link>,
+    pub(crate) outputs: Outputs,
+}
+
+enum Input {
+    Batch(usize, Box<dyn ErasedBatch>),
+    Watermark(Timestamp),
+    Idle(bool),
+    Time(u64),
+    Finish,
+}
+
+/// Runs `f`, turning a panic into an error; both get the operator's name as context.
+fn guarded<T>(ctx: &OperatorContext, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.context(format!("operator {}", ctx.describe()))),
+        Err(p) => Err(Error::user(format!(
+            "operator {} panicked: {}",
+            ctx.describe(),
+            panic_message(&p)
+        ))),
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+impl Chain {
+    pub(crate) fn new(ops: Vec<(Box<dyn OperatorCore>, OperatorContext)>, outputs: Outputs) -> Self {
+        Chain {
+            links: ops
+                .into_iter()
+                .map(|(op, ctx)| Link {
+                    op,
+                    ctx,
+                    emitter: Emitter::default(),
+                })
+                .collect(),
+            outputs,
+        }
+    }
+
+    /// Opens every operator, first to last.
+    pub(crate) fn open(&mut self) -> Result<()> {
+        for l in &mut self.links {
+            let describe = l.ctx.describe();
+            let (op, ctx) = (&mut l.op, &mut l.ctx);
+            match catch_unwind(AssertUnwindSafe(|| op.open(ctx))) {
+                Ok(r) => r.map_err(|e| e.context(format!("opening operator {describe}")))?,
+                Err(p) => {
+                    return Err(Error::user(format!(
+                        "operator {describe} panicked while opening: {}",
+                        panic_message(&p)
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes records into the chain head's logical input `input`.
+    pub(crate) fn push_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>) -> Result<()> {
+        self.push_one(0, Input::Batch(input, batch))
+    }
+
+    /// Advances the chain head's input watermark.
+    pub(crate) fn push_watermark(&mut self, wm: Timestamp) -> Result<()> {
+        self.push_one(0, Input::Watermark(wm))
+    }
+
+    /// Marks the chain head's input idle or active.
+    pub(crate) fn push_idle(&mut self, idle: bool) -> Result<()> {
+        self.push_one(0, Input::Idle(idle))
+    }
+
+    /// Lets every operator see processing time `now_ms`.
+    pub(crate) fn on_processing_time(&mut self, now_ms: u64) -> Result<()> {
+        for i in 0..self.links.len() {
+            self.push_one(i, Input::Time(now_ms))?;
+        }
+        Ok(())
+    }
+
+    /// The earliest processing-time deadline any operator asked for.
+    pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
+        self.links.iter().filter_map(|l| l.op.next_deadline_ms()).min()
+    }
+
+    /// Finishes every operator in order: each one's last output reaches the next before it
+    /// finishes.
+    pub(crate) fn finish_operators(&mut self) -> Result<()> {
+        for i in 0..self.links.len() {
+            self.push_one(i, Input::Finish)?;
+        }
+        Ok(())
+    }
+
+    /// Sends end of stream downstream.
+    pub(crate) fn end_outputs(&mut self) -> Result<()> {
+        self.outputs.broadcast(|| Message::End)
+    }
+
+    /// Snapshots every operator for `barrier` and forwards it downstream.
+    pub(crate) fn snapshot(
+        &mut self,
+        barrier: &Barrier,
+        target_for: &dyn Fn(&OperatorContext) -> SnapshotTarget,
+    ) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+        let mut out = Vec::with_capacity(self.links.len());
+        for l in &mut self.links {
+            let target = target_for(&l.ctx);
+            let (op, ctx) = (&mut l.op, &l.ctx);
+            let snap = guarded(ctx, || op.snapshot(barrier, &target))?;
+            out.push((l.ctx.operator.clone(), l.ctx.subtask, snap));
+        }
+        let b = *barrier;
+        self.outputs.broadcast(|| Message::Barrier(b))?;
+        Ok(out)
+    }
+
+    /// Tells every operator that checkpoint `id` is complete.
+    pub(crate) fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        for l in &mut self.links {
+            let (op, ctx) = (&mut l.op, &l.ctx);
+            guarded(ctx, || op.notify_checkpoint_complete(id))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every operator; never fails.
+    pub(crate) fn close(&mut self) {
+        for l in &mut self.links {
+            let op = &mut l.op;
+            if catch_unwind(AssertUnwindSafe(|| op.close())).is_err() {
+                tracing::warn!(operator = %l.ctx.describe(), "operator panicked while closing");
+            }
+        }
+    }
+
+    /// Delivers `input` to link `i` and everything it emits onward.
+    fn push_one(&mut self, i: usize, input: Input) -> Result<()> {
+        if i == self.links.len() {
+            return match input {
+                Input::Batch(_, b) => self.outputs.send_batch(b),
+                Input::Watermark(w) => self.outputs.broadcast(|| Message::Watermark(w)),
+                Input::Idle(idle) => self.outputs.broadcast(|| Message::Idle(idle)),
+                Input::Time(_) | Input::Finish => Ok(()),
+            };
+        }
+        let mut emitter = std::mem::take(&mut self.links[i].emitter);
+        {
+            let l = &mut self.links[i];
+            let (op, ctx) = (&mut l.op, &l.ctx);
+            let em = &mut emitter;
+            let r = match input {
+                Input::Batch(input, b) => {
+                    ctx.metrics.add_in(b.len() as u64);
+                    guarded(ctx, || op.process_batch(input, b, em))
+                }
+                Input::Watermark(w) => guarded(ctx, || op.on_watermark(w, em)),
+                Input::Idle(idle) => guarded(ctx, || op.on_idle(idle, em)),
+                Input::Time(now) => guarded(ctx, || op.on_processing_time(now, em)),
+                Input::Finish => guarded(ctx, || op.finish(em)),
+            };
+            r?;
+            ctx.metrics.add_out(emitter.records);
+        }
+        emitter.records = 0;
+        let mut items = std::mem::take(&mut emitter.items);
+        for item in items.drain(..) {
+            let next = match item {
+                Emitted::Batch(b) => Input::Batch(0, b),
+                Emitted::Watermark(w) => Input::Watermark(w),
+                Emitted::Idle(idle) => Input::Idle(idle),
+            };
+            self.push_one(i + 1, next)?;
+        }
+        emitter.items = items;
+        self.links[i].emitter = emitter;
+        Ok(())
+    }
+}
+

@@ -1,0 +1,138 @@
+//! The output side of a subtask: routes batches to the subtasks of downstream operators.
+//!
+//! Watermarks, idleness, barriers and end of stream go to every channel; batches go where the
+//! edge's partitioning says. Sends block while a channel is full (backpressure), waking
+//! periodically to notice a cancelled job.
+
+use crate::data::ErasedBatch;
+use crate::message::Message;
+use crate::runtime::job::JobShared;
+use crate::{Error, Result};
+use crossbeam_channel::{SendTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Splits a batch by key group among the subtasks of a keyed downstream operator.
+pub trait KeyPartitioner: Send + Sync {
+    /// Splits `batch` into one (possibly empty) batch per downstream subtask, given the
+    /// downstream parallelism and the job's number of key groups.
+    fn split(
+        &self,
+        batch: Box<dyn ErasedBatch>,
+        parallelism: usize,
+        max_parallelism: usize,
+    ) -> Result<Vec<Box<dyn ErasedBatch>>>;
+}
+
+/// How records of an edge are distributed.
+#[derive(Clone)]
+pub enum Partitioning {
+    /// Subtask `i` sends to subtask `i` (same parallelism only).
+    Forward,
+    /// Whole batches round-robin over downstream subtasks.
+    Rebalance,
+    /// Every batch to every downstream subtask.
+    Broadcast,
+    /// By key group of each record's key.
+    Hash(Arc<dyn KeyPartitioner>),
+}
+
+impl std::fmt::Debug for Partitioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Partitioning::Forward => "forward",
+            Partitioning::Rebalance => "rebalance",
+            Partitioning::Broadcast => "broadcast",
+            Partitioning::Hash(_) => "hash",
+        })
+    }
+}
+
+/// One outgoing edge of a subtask: a partitioning and a sender per reachable downstream subtask.
+pub(crate) struct OutputEdge {
+    pub(crate) partitioning: Partitioning,
+    /// Indexed by downstream subtask; for `Forward` a single sender.
+    pub(crate) senders: Vec<Sender<Message>>,
+    pub(crate) next: usize,
+    pub(crate) max_parallelism: usize,
+}
+
+/// All outgoing edges of a subtask.
+pub(crate) struct Outputs {
+    pub(crate) edges: Vec<OutputEdge>,
+    pub(crate) job: Arc<JobShared>,
+}
+
+impl Outputs {
+    /// Routes a batch (cloned for every edge but the last).
+    pub(crate) fn send_batch(&mut self, batch: Box<dyn ErasedBatch>) -> Result<()> {
+        let n = self.edges.len();
+        let mut batch = Some(batch);
+        for e in 0..n {
+            let b = if e + 1 == n {
+                batch.take().expect("batch present for the last edge")
+            } else {
+                batch.as_ref().expect("batch present").clone_batch()
+            };
+            self.route(e, b)?;
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, e: usize, batch: Box<dyn ErasedBatch>) -> Result<()> {
+        let job = self.job.clone();
+        let edge = &mut self.edges[e];
+        match &edge.partitioning {
+            Partitioning::Forward => send(&job, &edge.senders[0], Message::Batch(batch)),
+            Partitioning::Rebalance => {
+                let i = edge.next % edge.senders.len();
+                edge.next = edge.next.wrapping_add(1);
+                send(&job, &edge.senders[i], Message::Batch(batch))
+            }
+            Partitioning::Broadcast => {
+                let (last, rest) = edge.senders.split_last().expect("an edge has a sender");
+                for s in rest {
+                    send(&job, s, Message::Batch(batch.clone_batch()))?;
+                }
+                send(&job, last, Message::Batch(batch))
+            }
+            Partitioning::Hash(p) => {
+                let parts = p.split(batch, edge.senders.len(), edge.max_parallelism)?;
+                for (i, part) in parts.into_iter().enumerate() {
+                    if !part.is_empty() {
+                        send(&job, &edge.senders[i], Message::Batch(part))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a control event (watermark, idleness, barrier, end) to every channel.
+    pub(crate) fn broadcast(&mut self, make: impl Fn() -> Message) -> Result<()> {
+        for edge in &self.edges {
+            for s in &edge.senders {
+                send(&self.job, s, make())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends with backpressure; gives up when the job is cancelled.
+fn send(job: &JobShared, tx: &Sender<Message>, mut msg: Message) -> Result<()> {
+    loop {
+        match tx.send_timeout(msg, Duration::from_millis(50)) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(m)) => {
+                if job.is_cancelled() {
+                    return Err(Error::new(crate::ErrorKind::Cancelled, "job cancelled"));
+                }
+                msg = m;
+            }
+            Err(SendTimeoutError::Disconnected(_)) => {
+                return Err(Error::internal("downstream subtask stopped (output channel closed)"))
+            }
+        }
+    }
+}

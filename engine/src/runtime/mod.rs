@@ -1,0 +1,14 @@
+//! The runtime: subtask threads, channels, barrier alignment, exchanges and the job master.
+
+pub(crate) mod chain;
+pub mod control;
+pub mod exchange;
+pub(crate) mod gate;
+pub mod job;
+pub(crate) mod plan;
+pub mod report;
+pub(crate) mod source_driver;
+pub mod task;
+
+pub use job::{JobHandle, Progress};
+pub use report::{JobReport, OperatorReport};

@@ -1,0 +1,47 @@
+//! Type-erased access to a source reader for the task loop.
+
+use crate::data::{erase, Data, ErasedBatch, Record};
+use crate::source::{ReadStatus, SourceReader, SplitPosition};
+use crate::Result;
+
+/// A source reader as the task loop sees it.
+pub(crate) trait SourceDriver: Send {
+    /// Reads up to `max` records.
+    fn poll(&mut self, max: usize) -> Result<(Option<Box<dyn ErasedBatch>>, ReadStatus)>;
+    /// Positions of every assigned split, remembered as those of checkpoint `id`.
+    fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition>;
+    /// Checkpoint `id` is complete.
+    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()>;
+}
+
+/// Drives a typed reader, remembering the positions of the last checkpoints taken so it can
+/// tell the reader which positions a completed checkpoint holds.
+pub(crate) struct TypedSourceDriver<T: Data> {
+    pub(crate) reader: Box<dyn SourceReader<T>>,
+    pub(crate) taken: Vec<(u64, Vec<SplitPosition>)>,
+    pub(crate) records: crate::metrics::OperatorMetrics,
+}
+
+impl<T: Data> SourceDriver for TypedSourceDriver<T> {
+    fn poll(&mut self, max: usize) -> Result<(Option<Box<dyn ErasedBatch>>, ReadStatus)> {
+        let mut out: Vec<Record<T>> = Vec::with_capacity(max);
+        let status = self.reader.poll(&mut out, max)?;
+        self.records.add_out(out.len() as u64);
+        let batch = if out.is_empty() { None } else { Some(erase(out)) };
+        Ok((batch, status))
+    }
+
+    fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition> {
+        let p = self.reader.positions();
+        self.taken.push((id, p.clone()));
+        p
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        let positions = match self.taken.iter().position(|(c, _)| *c == id) {
+            Some(i) => self.taken.drain(..=i).last().map(|(_, p)| p).unwrap_or_default(),
+            None => return Ok(()),
+        };
+        self.reader.notify_checkpoint_complete(id, &positions)
+    }
+}

@@ -1,0 +1,284 @@
+//! The loop of one subtask thread: read from the head (a source reader or the input gate),
+//! push through the chain, answer barriers and control messages.
+//!
+//! End of input is a checkpoint like any other: an exhausted source keeps answering checkpoint
+//! triggers (its positions no longer move), and when every source is exhausted the master
+//! triggers a `Final` barrier. On that barrier each subtask delivers the final watermark,
+//! finishes its operators (their last output travels ahead of the barrier), snapshots and sends
+//! end of stream. Sinks commit the final output only once that checkpoint is complete, exactly
+//! as for periodic checkpoints.
+
+use crate::data::{Timestamp, MAX_WATERMARK};
+use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::operator::{OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::runtime::chain::Chain;
+use crate::runtime::control::Control;
+use crate::runtime::gate::{GateEvent, InputGate};
+use crate::runtime::job::{JobShared, TaskEvent};
+use crate::runtime::source_driver::SourceDriver;
+use crate::source::{ReadStatus, SplitPosition};
+use crate::{Error, ErrorKind, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often operators see processing time when nothing else happens.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Wall-clock time in milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Where a subtask's records come from.
+pub(crate) enum Head {
+    Source(Box<dyn SourceDriver>),
+    Gate(InputGate),
+}
+
+/// Everything one subtask thread owns.
+pub(crate) struct Task {
+    pub(crate) id: usize,
+    pub(crate) name: String,
+    pub(crate) head: Head,
+    pub(crate) chain: Chain,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) events: Sender<TaskEvent>,
+    pub(crate) job: Arc<JobShared>,
+    pub(crate) batch_size: usize,
+}
+
+/// What a subtask reports when a barrier passed through it.
+#[derive(Debug)]
+pub struct TaskAck {
+    /// The task.
+    pub task: usize,
+    /// The barrier.
+    pub barrier: Barrier,
+    /// Snapshot of every operator in the chain: (operator, subtask, snapshot).
+    pub operators: Vec<(String, usize, OperatorSnapshot)>,
+    /// Source positions, for source tasks.
+    pub source_positions: Option<Vec<SplitPosition>>,
+    /// Time the barrier waited for alignment.
+    pub alignment: Duration,
+    /// Time of the synchronous snapshot.
+    pub sync_duration: Duration,
+}
+
+enum Phase {
+    Running,
+    /// Finished and snapshotted the final checkpoint `id`: waits for its completion.
+    AwaitingFinalCommit(CheckpointId),
+}
+
+impl Task {
+    /// Runs the subtask until it finishes, fails or is cancelled.
+    pub(crate) fn run(mut self) -> Result<()> {
+        self.chain.open()?;
+        let r = match std::mem::replace(&mut self.head, Head::Gate(InputGate::new(Vec::new()))) {
+            Head::Source(src) => self.run_source(src),
+            Head::Gate(gate) => self.run_gate(gate),
+        };
+        self.chain.close();
+        r
+    }
+
+    fn run_source(&mut self, mut src: Box<dyn SourceDriver>) -> Result<()> {
+        let mut exhausted = false;
+        let mut phase = Phase::Running;
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            // Control first: a trigger must not wait behind a long stream of records.
+            loop {
+                match self.control.try_recv() {
+                    Ok(c) => {
+                        if let Some(done) = self.on_source_control(c, &mut src, &mut phase)? {
+                            return Ok(done);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(Error::internal("control channel closed")),
+                }
+            }
+            self.check_cancelled()?;
+            if Instant::now() >= next_tick {
+                self.chain.on_processing_time(now_ms())?;
+                next_tick = Instant::now() + TICK;
+            }
+            let wait = if exhausted || matches!(phase, Phase::AwaitingFinalCommit(_)) {
+                TICK
+            } else {
+                let (batch, status) = src.poll(self.batch_size)?;
+                if let Some(b) = batch {
+                    self.chain.push_batch(0, b)?;
+                }
+                match status {
+                    ReadStatus::More => continue,
+                    ReadStatus::Pending(d) => d.min(TICK),
+                    ReadStatus::Finished => {
+                        exhausted = true;
+                        // Event time ends with the input; downstream timers may fire now.
+                        self.chain.push_watermark(MAX_WATERMARK)?;
+                        let _ = self.events.send(TaskEvent::SourceExhausted { task: self.id });
+                        TICK
+                    }
+                }
+            };
+            match self.control.recv_timeout(wait) {
+                Ok(c) => {
+                    if let Some(done) = self.on_source_control(c, &mut src, &mut phase)? {
+                        return Ok(done);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::internal("control channel closed")),
+            }
+        }
+    }
+
+    /// Handles a control message in a source task; `Some(())` means the task is done.
+    fn on_source_control(
+        &mut self,
+        c: Control,
+        src: &mut Box<dyn SourceDriver>,
+        phase: &mut Phase,
+    ) -> Result<Option<()>> {
+        match c {
+            Control::TriggerCheckpoint(barrier) => {
+                let started = Instant::now();
+                let positions = src.snapshot_positions(barrier.id);
+                if barrier.kind == BarrierKind::Final {
+                    // Only sent once every source is exhausted: the final watermark already went out.
+                    self.chain.finish_operators()?;
+                }
+                let operators = self.snapshot_chain(&barrier)?;
+                self.ack(TaskAck {
+                    task: self.id,
+                    barrier,
+                    operators,
+                    source_positions: Some(positions),
+                    alignment: Duration::ZERO,
+                    sync_duration: started.elapsed(),
+                });
+                if barrier.kind == BarrierKind::Final {
+                    self.chain.end_outputs()?;
+                    *phase = Phase::AwaitingFinalCommit(barrier.id);
+                }
+                Ok(None)
+            }
+            Control::CheckpointComplete(id) => {
+                src.notify_checkpoint_complete(id)?;
+                self.chain.notify_checkpoint_complete(id)?;
+                Ok(match phase {
+                    Phase::AwaitingFinalCommit(f) if id >= *f => Some(()),
+                    _ => None,
+                })
+            }
+            Control::Cancel => Err(cancelled()),
+        }
+    }
+
+    fn run_gate(&mut self, mut gate: InputGate) -> Result<()> {
+        let mut phase = Phase::Running;
+        let mut watermark: Timestamp = Timestamp::MIN;
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.chain.on_processing_time(now_ms())?;
+                next_tick = now + TICK;
+            }
+            let mut timeout = next_tick.saturating_duration_since(now);
+            if let Some(d) = self.chain.next_deadline_ms() {
+                let wall = now_ms();
+                if d <= wall {
+                    self.chain.on_processing_time(wall)?;
+                    continue;
+                }
+                timeout = timeout.min(Duration::from_millis(d - wall));
+            }
+            match gate.next(&self.control, timeout)? {
+                GateEvent::Batch(input, b) => self.chain.push_batch(input, b)?,
+                GateEvent::Watermark(w) => {
+                    watermark = w;
+                    self.chain.push_watermark(w)?;
+                }
+                GateEvent::Idle(idle) => self.chain.push_idle(idle)?,
+                GateEvent::Aligned(barrier, alignment) => {
+                    let started = Instant::now();
+                    if barrier.kind == BarrierKind::Final {
+                        if watermark < MAX_WATERMARK {
+                            watermark = MAX_WATERMARK;
+                            self.chain.push_watermark(MAX_WATERMARK)?;
+                        }
+                        self.chain.finish_operators()?;
+                    }
+                    let operators = self.snapshot_chain(&barrier)?;
+                    self.ack(TaskAck {
+                        task: self.id,
+                        barrier,
+                        operators,
+                        source_positions: None,
+                        alignment,
+                        sync_duration: started.elapsed(),
+                    });
+                    if barrier.kind == BarrierKind::Final {
+                        phase = Phase::AwaitingFinalCommit(barrier.id);
+                    }
+                }
+                GateEvent::Ended => {
+                    if !matches!(phase, Phase::AwaitingFinalCommit(_)) {
+                        return Err(Error::internal(format!(
+                            "{}: inputs ended without the final checkpoint barrier",
+                            self.name
+                        )));
+                    }
+                    self.chain.end_outputs()?;
+                }
+                GateEvent::Control(Control::CheckpointComplete(id)) => {
+                    self.chain.notify_checkpoint_complete(id)?;
+                    if let Phase::AwaitingFinalCommit(f) = phase {
+                        if id >= f {
+                            return Ok(());
+                        }
+                    }
+                }
+                GateEvent::Control(Control::Cancel) => return Err(cancelled()),
+                GateEvent::Control(Control::TriggerCheckpoint(_)) => {
+                    return Err(Error::internal("checkpoint trigger sent to a non-source task"))
+                }
+                GateEvent::Timeout => self.check_cancelled()?,
+            }
+        }
+    }
+
+    fn snapshot_chain(&mut self, barrier: &Barrier) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+        let dir = self.job.snapshot_dir(barrier.id);
+        let target_for = |ctx: &OperatorContext| SnapshotTarget {
+            dir: dir.as_ref().map(|d| {
+                d.join(crate::state::backend::sanitize(&ctx.operator))
+                    .join(ctx.subtask.to_string())
+            }),
+        };
+        self.chain.snapshot(barrier, &target_for)
+    }
+
+    fn ack(&self, ack: TaskAck) {
+        let _ = self.events.send(TaskEvent::Ack(Box::new(ack)));
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.job.is_cancelled() {
+            Err(cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn cancelled() -> Error {
+    Error::new(ErrorKind::Cancelled, "job cancelled")
+}

@@ -1,0 +1,68 @@
+//! Sinks: where records leave a pipeline, with a two-phase commit contract.
+//!
+//! A sink writer receives records; on each checkpoint barrier it pre-commits everything
+//! written since the previous barrier into a *committable*, which the engine stores in the
+//! checkpoint. Only when the checkpoint is complete (its metadata durable) does the engine call
+//! `commit`, and after a restore it calls `commit` again with the committables found in the
+//! restored checkpoint: commit must therefore be idempotent. Output of records after the
+//! restored checkpoint is never committed; replay produces it again.
+
+pub mod collect;
+pub mod discard;
+
+use crate::data::{Data, Record};
+use crate::message::CheckpointId;
+use crate::Result;
+
+pub use collect::{CollectSink, Collected};
+pub use discard::DiscardSink;
+
+/// Where a sink writer runs.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// The sink step's name.
+    pub name: String,
+    /// Subtask index.
+    pub subtask: usize,
+    /// The sink's parallelism.
+    pub parallelism: usize,
+    /// The checkpoint the job restored from, if it did: output pre-committed after it (and
+    /// not in it) belongs to an abandoned attempt and must be discarded.
+    pub restored_checkpoint: Option<CheckpointId>,
+}
+
+/// A sink for records of type `T`.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// What pre-commit produces and commit consumes; stored in checkpoints.
+    type Committable: Data;
+
+    /// A writer for one subtask.
+    ///
+    /// # Errors
+    /// `Config` or `External` if the destination cannot be used.
+    fn create_writer(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T, Self::Committable>>>;
+}
+
+/// Writes one subtask's records.
+///
+/// # Checkpointing
+/// After `pre_commit(n)` returns, the committable must be enough to make the records written
+/// before barrier `n` visible later, even from another process after a crash. Records must
+/// not become visible before `commit` is called with their committable.
+pub trait SinkWriter<T, C>: Send {
+    /// Writes records (not visible until committed).
+    fn write(&mut self, records: Vec<Record<T>>) -> Result<()>;
+
+    /// Barrier `checkpoint`: flushes and turns everything written since the previous
+    /// pre-commit into a committable (`None` if nothing was written).
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<C>>;
+
+    /// Makes the records of these committables visible. Idempotent: committing the same
+    /// committable twice has the effect of committing it once.
+    fn commit(&mut self, committables: Vec<(CheckpointId, C)>) -> Result<()>;
+
+    /// Discards records written but not pre-committed (the job is failing or cancelled).
+    fn abort(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! A deterministic generator source: record `i` is a pure function of `i`, so replay after a
+//! failure reproduces exactly the same records, at any parallelism.
+
+use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
+use crate::data::{Data, Record, Timestamp};
+use crate::{Error, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Mixes a seed and an index into a well-distributed 64-bit value (SplitMix64). Use it inside
+/// a generator function to derive seeded pseudo-random fields from the record index.
+pub fn mix(seed: u64, index: u64) -> u64 {
+    let mut z = seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+type GenFn<T> = Arc<dyn Fn(u64) -> T + Send + Sync>;
+type TsFn<T> = Arc<dyn Fn(u64, &T) -> Timestamp + Send + Sync>;
+
+/// Generates record `i = 0, 1, 2, …` with a user function; bounded or unbounded, optionally
+/// rate-limited. Split `k` of `n` produces the indices `k, k + n, k + 2n, …`; a split's offset
+/// is how many of its indices were read.
+pub struct GeneratorSource<T> {
+    make: GenFn<T>,
+    timestamp: Option<TsFn<T>>,
+    count: Option<u64>,
+    splits: usize,
+    rate: Option<f64>,
+}
+
+impl<T> std::fmt::Debug for GeneratorSource<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratorSource")
+            .field("count", &self.count)
+            .field("splits", &self.splits)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+impl<T: Data> GeneratorSource<T> {
+    /// An unbounded generator with one split.
+    pub fn new(make: impl Fn(u64) -> T + Send + Sync + 'static) -> Self {
+        GeneratorSource {
+            make: Arc::new(make),
+            timestamp: None,
+            count: None,
+            splits: 1,
+            rate: None,
+        }
+    }
+
+    /// Stops after `count` records in total.
+    pub fn bounded(mut self, count: u64) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Divides the sequence into `n` splits (at least 1).
+    pub fn splits(mut self, n: usize) -> Self {
+        self.splits = n.max(1);
+        self
+    }
+
+    /// Emits at most `events_per_second` records per second in total.
+    pub fn rate_per_second(mut self, events_per_second: f64) -> Self {
+        self.rate = Some(events_per_second);
+        self
+    }
+
+    /// Sets each record's event time from its index and value.
+    pub fn with_timestamps(mut self, f: impl Fn(u64, &T) -> Timestamp + Send + Sync + 'static) -> Self {
+        self.timestamp = Some(Arc::new(f));
+        self
+    }
+}
+
+impl<T: Data> Source for GeneratorSource<T> {
+    type Out = T;
+
+    fn splits(&self) -> Result<Vec<SplitId>> {
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return Err(Error::config(format!("generator rate must be a positive number, got {r}")));
+            }
+        }
+        Ok((0..self.splits).map(|k| format!("gen-{k}-of-{}", self.splits)).collect())
+    }
+
+    fn create_reader(
+        &self,
+        splits: Vec<(SplitId, Option<u64>)>,
+        _subtask: SubtaskInfo,
+    ) -> Result<Box<dyn SourceReader<T>>> {
+        let mut parsed = Vec::with_capacity(splits.len());
+        for (id, off) in splits {
+            let k = id
+                .strip_prefix("gen-")
+                .and_then(|s| s.split("-of-").next())
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|_| id.ends_with(&format!("-of-{}", self.splits)))
+                .ok_or_else(|| Error::config(format!("split {id} does not belong to this generator")))?;
+            parsed.push((id, k, off.unwrap_or(0)));
+        }
+        let per_split_rate = self.rate.map(|r| r / self.splits as f64);
+        Ok(Box::new(GeneratorReader {
+            make: self.make.clone(),
+            timestamp: self.timestamp.clone(),
+            count: self.count,
+            stride: self.splits as u64,
+            start: Instant::now(),
+            start_read: parsed.iter().map(|p| p.2).sum(),
+            rate: per_split_rate.map(|r| r * parsed.len() as f64),
+            splits: parsed,
+            current: 0,
+        }))
+    }
+}
+
+struct GeneratorReader<T> {
+    make: GenFn<T>,
+    timestamp: Option<TsFn<T>>,
+    count: Option<u64>,
+    stride: u64,
+    /// (split id, split number, records of this split read so far)
+    splits: Vec<(SplitId, u64, u64)>,
+    current: usize,
+    rate: Option<f64>,
+    start: Instant,
+    start_read: u64,
+}
+
+impl<T: Data> GeneratorReader<T> {
+    fn next_index(&self, split: usize) -> Option<u64> {
+        let (_, k, read) = &self.splits[split];
+        let i = k + read * self.stride;
+        match self.count {
+            Some(c) if i >= c => None,
+            _ => Some(i),
+        }
+    }
+}
+
+impl<T: Data> SourceReader<T> for GeneratorReader<T> {
+    fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus> {
+        let n = self.splits.len();
+        if n == 0 {
+            return Ok(if self.count.is_some() {
+                ReadStatus::Finished
+            } else {
+                ReadStatus::Pending(Duration::from_millis(100))
+            });
+        }
+        let mut budget = max;
+        if let Some(rate) = self.rate {
+            let read: u64 = self.splits.iter().map(|s| s.2).sum::<u64>() - self.start_read;
+            let allowed = (self.start.elapsed().as_secs_f64() * rate) as u64;
+            if read >= allowed {
+                let wait = (read + 1) as f64 / rate - self.start.elapsed().as_secs_f64();
+                return Ok(ReadStatus::Pending(Duration::from_secs_f64(wait.clamp(0.0005, 0.05))));
+            }
+            budget = budget.min((allowed - read) as usize);
+        }
+        let mut exhausted = 0;
+        while budget > 0 && exhausted < n {
+            let s = self.current % n;
+            match self.next_index(s) {
+                Some(i) => {
+                    let value = (self.make)(i);
+                    let timestamp = self.timestamp.as_ref().map(|f| f(i, &value));
+                    out.push(Record { value, timestamp });
+                    self.splits[s].2 += 1;
+                    budget -= 1;
+                    exhausted = 0;
+                    // Round-robin over splits record by record keeps their event times close.
+                    self.current += 1;
+                }
+                None => {
+                    exhausted += 1;
+                    self.current += 1;
+                }
+            }
+        }
+        Ok(if exhausted >= n { ReadStatus::Finished } else { ReadStatus::More })
+    }
+
+    fn positions(&self) -> Vec<SplitPosition> {
+        self.splits
+            .iter()
+            .map(|(id, _, read)| SplitPosition {
+                split: id.clone(),
+                offset: *read,
+            })
+            .collect()
+    }
+}

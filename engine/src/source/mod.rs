@@ -1,0 +1,92 @@
+//! Sources: where records enter a pipeline, with replayable read positions.
+//!
+//! A source is divided into splits (a Kafka partition, a file, a slice of a generated
+//! sequence). The engine assigns split `i` to subtask `i % parallelism` and asks each reader
+//! for the position of every split it reads: the offset of the next record. Checkpoints store
+//! these positions; after a failure the reader is created again at them, so replay resumes
+//! exactly after the last record whose effects the restored state already holds.
+
+pub mod file_lines;
+pub mod generator;
+pub mod vec;
+
+use crate::data::{Data, Record};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use file_lines::FileLinesSource;
+pub use generator::GeneratorSource;
+pub use vec::VecSource;
+
+/// A split's stable identifier.
+pub type SplitId = String;
+
+/// Where reading of one split continues: the offset of the next record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitPosition {
+    /// The split.
+    pub split: SplitId,
+    /// Offset of the next record to read (its meaning is the source's: index, byte, Kafka offset).
+    pub offset: u64,
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Records may be available right away.
+    More,
+    /// Nothing now; poll again after about this long.
+    Pending(Duration),
+    /// Every split of this reader is exhausted (bounded sources only).
+    Finished,
+}
+
+/// Identity of the subtask a reader runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct SubtaskInfo {
+    /// Subtask index.
+    pub index: usize,
+    /// The operator's parallelism.
+    pub parallelism: usize,
+}
+
+/// A source of records of type `Out`.
+pub trait Source: Send + Sync + 'static {
+    /// The record type.
+    type Out: Data;
+
+    /// Every split, in a stable order. Called when the job starts.
+    ///
+    /// # Errors
+    /// `Config` or `External` if the source cannot be reached or is misconfigured.
+    fn splits(&self) -> Result<Vec<SplitId>>;
+
+    /// A reader of `splits`, each starting at the given offset, or at the source's configured
+    /// start position when the offset is `None` (a fresh start).
+    fn create_reader(
+        &self,
+        splits: Vec<(SplitId, Option<u64>)>,
+        subtask: SubtaskInfo,
+    ) -> Result<Box<dyn SourceReader<Self::Out>>>;
+}
+
+/// Reads the splits assigned to one subtask.
+///
+/// # Checkpointing
+/// `positions` must describe exactly the records handed out so far: after a crash, a reader
+/// created at these positions continues with the first record not yet returned by `poll`.
+pub trait SourceReader<T>: Send {
+    /// Appends up to `max` records to `out`.
+    fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus>;
+
+    /// The position of every assigned split.
+    fn positions(&self) -> Vec<SplitPosition>;
+
+    /// Checkpoint `id`, which holds `positions`, is complete (for example to commit offsets to
+    /// a consumer group for monitoring).
+    fn notify_checkpoint_complete(&mut self, id: u64, positions: &[SplitPosition]) -> Result<()> {
+        let _ = (id, positions);
+        Ok(())
+    }
+}

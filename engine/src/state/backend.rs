@@ -1,0 +1,89 @@
+//! The contract between keyed operators and a state backend.
+//!
+//! A backend opens one [`KeyedStore`] per operator subtask: an ordered byte map whose entries
+//! are laid out as [`layout`](super::layout) describes. Stores are not durable by themselves
+//! (RocksDB runs with its write-ahead log off): durability comes from checkpoints, which copy a
+//! consistent view of the store out with [`KeyedStore::snapshot_to`] and bring it back with
+//! [`StateBackend::open_store`] given a restore directory.
+
+use super::key_group::KeyGroupRange;
+use crate::Result;
+use std::path::{Path, PathBuf};
+
+/// Identifies the store of one operator subtask.
+#[derive(Debug, Clone)]
+pub struct StoreScope {
+    /// The job's name.
+    pub job: String,
+    /// The operator's stable name.
+    pub operator: String,
+    /// Subtask index.
+    pub subtask: usize,
+    /// Key groups this subtask owns.
+    pub key_groups: KeyGroupRange,
+}
+
+impl StoreScope {
+    /// A directory-safe relative path for this store: `job/operator/subtask`.
+    pub fn relative_dir(&self) -> PathBuf {
+        PathBuf::from(sanitize(&self.job))
+            .join(sanitize(&self.operator))
+            .join(self.subtask.to_string())
+    }
+}
+
+/// Replaces characters that are not safe in a path component.
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect()
+}
+
+/// A factory of keyed stores: RocksDB for real jobs, memory for tests and small jobs.
+pub trait StateBackend: Send + Sync + std::fmt::Debug {
+    /// Short name for reports ("rocksdb", "memory").
+    fn name(&self) -> &'static str;
+
+    /// Checks the configuration before a job starts (for example that the state directory can
+    /// be created and written). Called once per job run.
+    ///
+    /// # Errors
+    /// A `Config` error naming the problem.
+    fn validate(&self) -> Result<()>;
+
+    /// Opens the store of `scope`, empty, or filled with exactly the content of a directory
+    /// previously written by [`KeyedStore::snapshot_to`] when `restore_from` is given. Whatever a
+    /// previous run of the same scope left in the working directory is discarded.
+    ///
+    /// # Errors
+    /// `External` on I/O failure, `Checkpoint` if the restore directory is unusable.
+    fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>>;
+}
+
+/// An ordered map from bytes to bytes holding one operator subtask's keyed state.
+///
+/// Writes are visible to later reads immediately. Nothing survives a crash unless a checkpoint
+/// copied it out with [`snapshot_to`](Self::snapshot_to).
+pub trait KeyedStore: Send {
+    /// The value under `key`, if any.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes `key` (no error if absent).
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+    /// Visits, in ascending key order, every entry whose key starts with `prefix`, until `f`
+    /// returns `Ok(false)` or an error.
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    /// Removes every entry whose key starts with `prefix`.
+    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()>;
+    /// An estimate of the bytes of live state (keys and values).
+    fn approximate_size(&mut self) -> Result<u64>;
+    /// Synchronous phase of a checkpoint: writes a consistent, immutable copy of the whole store
+    /// into `dir` (which must not exist yet) and returns the files written, relative to `dir`.
+    /// After it returns, later writes to the store do not change anything under `dir`, and if
+    /// the process dies, `dir` holds a complete snapshot (its files fsynced).
+    ///
+    /// # Errors
+    /// `Checkpoint` if the snapshot cannot be written.
+    fn snapshot_to(&mut self, dir: &Path) -> Result<Vec<PathBuf>>;
+}

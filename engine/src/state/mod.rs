@@ -1,0 +1,12 @@
+//! Keyed state: backends, the byte layout, key groups and the typed handles user functions see.
+
+pub mod backend;
+pub mod key_group;
+pub mod layout;
+pub mod memory;
+pub mod rocks;
+
+pub use backend::{KeyedStore, StateBackend, StoreScope};
+pub use key_group::{key_group_of, KeyGroup, KeyGroupRange};
+pub use memory::MemoryBackend;
+pub use rocks::RocksDbBackend;

@@ -1,0 +1,20 @@
+//! # Weir
+//!
+//! An exactly-once stream processing engine. This facade re-exports the engine
+//! ([`engine`], with its [`prelude`]) and the connectors ([`connectors`]).
+//!
+//! ```no_run
+//! use weir::prelude::*;
+//!
+//! let p = Pipeline::new("running-sum").parallelism(2);
+//! p.source("numbers", GeneratorSource::new(|i| (i % 10, i)).bounded(1_000))
+//!     .key_by("by-key", |(k, _)| *k)
+//!     .reduce("sum", |(k, a), (_, b)| (k, a + b))
+//!     .sink("out", DiscardSink::new());
+//! println!("{}", p.run().unwrap());
+//! ```
+#![warn(missing_docs)]
+
+pub use weir_connectors as connectors;
+pub use weir_engine as engine;
+pub use weir_engine::prelude;
