@@ -14,6 +14,9 @@
 //! println!("{}", p.run().unwrap());
 //! ```
 #![warn(missing_docs)]
+#![doc = ""]
+#![doc = "---"]
+#![doc = include_str!("../README.md")]
 
 pub use weir_connectors as connectors;
 pub use weir_engine as engine;

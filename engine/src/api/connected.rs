@@ -5,7 +5,7 @@ use super::keyed::{per_subtask, KeyedStream};
 use super::stream::{add_operator, factory, Stream};
 use crate::data::{Data, Key};
 use crate::operator::keyed_process::{KeyedCoProcess, KeyedOperator, TwoInputs};
-use crate::operator::stateless::CoFlatMapOp;
+use crate::operator::stateless::{CoFlatMapOp, FlatFn};
 use crate::runtime::exchange::Partitioning;
 use std::sync::Arc;
 
@@ -38,8 +38,8 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         first: impl Fn(A) -> I1 + Send + Sync + 'static,
         second: impl Fn(B) -> I2 + Send + Sync + 'static,
     ) -> Stream<O> {
-        let f1: Arc<dyn Fn(A, &mut Vec<O>) + Send + Sync> = Arc::new(move |a, out: &mut Vec<O>| out.extend(first(a)));
-        let f2: Arc<dyn Fn(B, &mut Vec<O>) + Send + Sync> = Arc::new(move |b, out: &mut Vec<O>| out.extend(second(b)));
+        let f1: FlatFn<A, O> = Arc::new(move |a, out: &mut Vec<O>| out.extend(first(a)));
+        let f2: FlatFn<B, O> = Arc::new(move |b, out: &mut Vec<O>| out.extend(second(b)));
         let id = add_operator(
             &self.first.graph,
             name,

@@ -5,7 +5,7 @@ use super::keyed::KeyedStream;
 use crate::data::{Data, Key};
 use crate::graph::{Graph, NodeId, NodeKind, OperatorFactory};
 use crate::operator::sink::SinkOp;
-use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
+use crate::operator::stateless::{FilterOp, FlatFn, FlatMapOp, MapOp};
 use crate::operator::watermarks::WatermarkOp;
 use crate::operator::OperatorCore;
 use crate::runtime::exchange::Partitioning;
@@ -130,7 +130,7 @@ impl<T: Data> Stream<T> {
         name: &str,
         f: impl Fn(T) -> I + Send + Sync + 'static,
     ) -> Stream<O> {
-        let f: Arc<dyn Fn(T, &mut Vec<O>) + Send + Sync> = Arc::new(move |t, out: &mut Vec<O>| out.extend(f(t)));
+        let f: FlatFn<T, O> = Arc::new(move |t, out: &mut Vec<O>| out.extend(f(t)));
         self.then(name, factory(move || FlatMapOp { f: f.clone() }))
     }
 

@@ -42,13 +42,16 @@ impl Ttl {
     }
 }
 
+/// Visits `(suffix, value)` of one entry; returns whether to continue.
+pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// Raw, key-scoped state operations; implemented by the runtime's per-key scope.
 pub(crate) trait StateOps {
     fn get_raw(&mut self, name: &str, suffix: &[u8]) -> Result<Option<Vec<u8>>>;
     fn put_raw(&mut self, name: &str, suffix: &[u8], value: &[u8]) -> Result<()>;
     fn delete_raw(&mut self, name: &str, suffix: &[u8]) -> Result<()>;
     /// Visits `(suffix, value)` of every entry of `name` for the current key, in suffix order.
-    fn scan_raw(&mut self, name: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    fn scan_raw(&mut self, name: &str, f: &mut EntryVisitor<'_>) -> Result<()>;
     fn delete_all_raw(&mut self, name: &str) -> Result<()>;
     /// Current time in `domain` (watermark or wall clock).
     fn now(&self, domain: TimeDomain) -> Timestamp;
@@ -115,7 +118,7 @@ impl StateOps for KeyScope<'_> {
         self.store.delete(&k)
     }
 
-    fn scan_raw(&mut self, name: &str, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_raw(&mut self, name: &str, f: &mut EntryVisitor<'_>) -> Result<()> {
         let prefix = self.entry_key(name, &[]);
         let n = prefix.len();
         self.store.scan_prefix(&prefix, &mut |k, v| f(&k[n..], v))

@@ -12,6 +12,9 @@ use crate::state::{key_group_of, KeyGroup, KeyGroupRange, KeyedStore};
 use crate::{Error, Result};
 use std::marker::PhantomData;
 
+/// Handles a user timer with the context of its key.
+pub(crate) type TimerHandler<'h, K, O> = dyn FnMut(&mut KeyedContext<'_, K, O>, Timer) -> Result<()> + 'h;
+
 /// Store, timers and per-key scratch space of a keyed operator subtask.
 pub(crate) struct KeyedCore<K> {
     store: Box<dyn KeyedStore>,
@@ -97,7 +100,7 @@ impl<K: Key> KeyedCore<K> {
         up_to: Timestamp,
         now_ms: u64,
         out: &mut Vec<Record<O>>,
-        on_timer: &mut dyn FnMut(&mut KeyedContext<'_, K, O>, Timer) -> Result<()>,
+        on_timer: &mut TimerHandler<'_, K, O>,
     ) -> Result<()> {
         while let Some(t) = self.timers.pop_due(self.store.as_mut(), domain, up_to)? {
             let key: K = crate::keyed::scope::decode(&t.key)?;

@@ -5,6 +5,9 @@ use crate::data::{downcast, erase, Data, ErasedBatch, Record};
 use crate::{Error, Result};
 use std::sync::Arc;
 
+/// A function that appends its outputs for one input.
+pub(crate) type FlatFn<I, O> = Arc<dyn Fn(I, &mut Vec<O>) + Send + Sync>;
+
 /// `map`: one output per input.
 pub(crate) struct MapOp<I, O> {
     pub(crate) f: Arc<dyn Fn(I) -> O + Send + Sync>,
@@ -42,7 +45,7 @@ impl<T: Data> OperatorCore for FilterOp<T> {
 
 /// `flat_map`: any number of outputs per input, all with the input's timestamp.
 pub(crate) struct FlatMapOp<I, O> {
-    pub(crate) f: Arc<dyn Fn(I, &mut Vec<O>) + Send + Sync>,
+    pub(crate) f: FlatFn<I, O>,
 }
 
 impl<I: Data, O: Data> OperatorCore for FlatMapOp<I, O> {
@@ -64,8 +67,8 @@ impl<I: Data, O: Data> OperatorCore for FlatMapOp<I, O> {
 
 /// Two-input `flat_map` over connected streams: one function per input, one output type.
 pub(crate) struct CoFlatMapOp<A, B, O> {
-    pub(crate) first: Arc<dyn Fn(A, &mut Vec<O>) + Send + Sync>,
-    pub(crate) second: Arc<dyn Fn(B, &mut Vec<O>) + Send + Sync>,
+    pub(crate) first: FlatFn<A, O>,
+    pub(crate) second: FlatFn<B, O>,
 }
 
 impl<A: Data, B: Data, O: Data> OperatorCore for CoFlatMapOp<A, B, O> {

@@ -89,11 +89,6 @@ impl InputGate {
         }
     }
 
-    /// The barrier currently being aligned, if any.
-    pub(crate) fn aligning(&self) -> Option<Barrier> {
-        self.aligning.as_ref().map(|a| a.barrier)
-    }
-
     /// The next event, waiting at most `timeout` (control messages are always read).
     pub(crate) fn next(&mut self, control: &Receiver<Control>, timeout: Duration) -> Result<GateEvent> {
         if let Some(e) = self.pending.pop_front() {

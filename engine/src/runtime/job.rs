@@ -209,8 +209,9 @@ fn run_master(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         match event {
-            TaskEvent::Exited { result, .. } => {
+            TaskEvent::Exited { task, result } => {
                 exited += 1;
+                tracing::debug!(task, ok = result.is_ok(), "subtask exited");
                 if let Err(e) = result {
                     if failure.is_none() && !(e.kind() == ErrorKind::Cancelled && shared.is_cancelled()) {
                         tracing::error!(error = %e, "job {} failed", cfg.name);

@@ -3,6 +3,7 @@
 
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeId, NodeKind};
+use crate::message::Message;
 use crate::metrics::OperatorMetrics;
 use crate::operator::OperatorContext;
 use crate::runtime::chain::Chain;
@@ -19,11 +20,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Channels into one subtask: (receiver, logical input), by (node, subtask).
+type InputChannels = HashMap<(NodeId, usize), Vec<(Receiver<Message>, usize)>>;
+
 /// The metrics of one operator subtask, by operator name.
 #[derive(Clone)]
 pub(crate) struct MetricsEntry {
     pub(crate) operator: String,
-    pub(crate) subtask: usize,
     pub(crate) is_source: bool,
     pub(crate) metrics: OperatorMetrics,
 }
@@ -45,7 +48,6 @@ pub(crate) struct PhysicalPlan {
     pub(crate) controls: Vec<Sender<Control>>,
     pub(crate) source_tasks: Vec<usize>,
     pub(crate) metrics: Vec<MetricsEntry>,
-    pub(crate) parallelism: Vec<usize>,
 }
 
 /// Checks the graph's shape and resolves each node's parallelism.
@@ -124,8 +126,8 @@ pub(crate) fn build(
 
     // Channels for every edge that is not fused into a chain.
     // senders[edge][upstream subtask] -> senders indexed by downstream subtask (or one, forward)
-    let mut senders: HashMap<usize, Vec<Vec<Sender<crate::message::Message>>>> = HashMap::new();
-    let mut receivers: HashMap<(NodeId, usize), Vec<(Receiver<crate::message::Message>, usize)>> = HashMap::new();
+    let mut senders: HashMap<usize, Vec<Vec<Sender<Message>>>> = HashMap::new();
+    let mut receivers: InputChannels = HashMap::new();
     for (ei, e) in graph.edges.iter().enumerate() {
         if chained_into[e.to] == Some(e.from) {
             continue;
@@ -155,7 +157,6 @@ pub(crate) fn build(
         controls: Vec::new(),
         source_tasks: Vec::new(),
         metrics: Vec::new(),
-        parallelism: par.clone(),
     };
     let backend_checked = std::cell::Cell::new(false);
     for head in (0..n).filter(|&id| chained_into[id].is_none()) {
@@ -237,7 +238,6 @@ pub(crate) fn build(
                 }
                 plan.metrics.push(MetricsEntry {
                     operator: node.name.clone(),
-                    subtask: s,
                     is_source: matches!(node.kind, NodeKind::Source(_)),
                     metrics,
                 });

@@ -39,7 +39,7 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
 
     fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
         let positions = match self.taken.iter().position(|(c, _)| *c == id) {
-            Some(i) => self.taken.drain(..=i).last().map(|(_, p)| p).unwrap_or_default(),
+            Some(i) => self.taken.drain(..=i).next_back().map(|(_, p)| p).unwrap_or_default(),
             None => return Ok(()),
         };
         self.reader.notify_checkpoint_complete(id, &positions)

@@ -73,6 +73,7 @@ pub trait KeyedStore: Send {
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Visits, in ascending key order, every entry whose key starts with `prefix`, until `f`
     /// returns `Ok(false)` or an error.
+    #[allow(clippy::type_complexity)]
     fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
     /// Removes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()>;

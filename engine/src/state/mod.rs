@@ -1,6 +1,8 @@
 //! Keyed state: backends, the byte layout, key groups and the typed handles user functions see.
 
 pub mod backend;
+#[cfg(test)]
+mod conformance;
 pub mod key_group;
 pub mod layout;
 pub mod memory;
