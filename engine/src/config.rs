@@ -1,5 +1,7 @@
 //! Job configuration and its validation.
 
+use crate::checkpoint::CheckpointConfig;
+use crate::runtime::restart::RestartStrategy;
 use crate::state::key_group::MAX_KEY_GROUPS;
 use crate::state::{MemoryBackend, StateBackend};
 use crate::{Error, Result};
@@ -20,6 +22,15 @@ pub struct JobConfig {
     pub batch_size: usize,
     /// Batches buffered per channel before the sender blocks (backpressure).
     pub channel_capacity: usize,
+    /// Checkpointing; `None` means sinks commit only at the commit barriers (every
+    /// `commit_interval`) and a failure fails the job (nothing to restore from).
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Time between commit barriers when no checkpoint storage is configured.
+    pub commit_interval: std::time::Duration,
+    /// What to do when the job fails (only with checkpoint storage).
+    pub restart: RestartStrategy,
+    /// Set when a restore mode was given before any checkpoint storage (a configuration error).
+    pub(crate) graph_errors_restore_without_storage: bool,
 }
 
 impl JobConfig {
@@ -32,6 +43,10 @@ impl JobConfig {
             state_backend: Arc::new(MemoryBackend::new()),
             batch_size: 1024,
             channel_capacity: 16,
+            checkpoint: None,
+            commit_interval: std::time::Duration::from_secs(1),
+            restart: RestartStrategy::default(),
+            graph_errors_restore_without_storage: false,
         }
     }
 
@@ -63,6 +78,18 @@ impl JobConfig {
         }
         if self.channel_capacity == 0 {
             return Err(Error::config("channel capacity must be at least 1"));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(Error::config("commit interval must be greater than zero"));
+        }
+        self.restart.validate()?;
+        if self.graph_errors_restore_without_storage {
+            return Err(Error::config(
+                "restore_mode() needs checkpoint storage: call checkpoint_storage() before restore_mode()",
+            ));
+        }
+        if let Some(c) = &self.checkpoint {
+            c.validate()?;
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ pub(crate) trait ErasedSource: Send + Sync {
         splits: Vec<(SplitId, Option<u64>)>,
         subtask: SubtaskInfo,
         metrics: OperatorMetrics,
+        name: &str,
     ) -> Result<Box<dyn SourceDriver>>;
 }
 
@@ -36,12 +37,14 @@ impl<S: Source> ErasedSource for S {
         splits: Vec<(SplitId, Option<u64>)>,
         subtask: SubtaskInfo,
         metrics: OperatorMetrics,
+        name: &str,
     ) -> Result<Box<dyn SourceDriver>> {
         let reader = self.create_reader(splits, subtask)?;
         Ok(Box::new(TypedSourceDriver::<S::Out> {
             reader,
             taken: Vec::new(),
             records: metrics,
+            name: name.to_string(),
         }))
     }
 }

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

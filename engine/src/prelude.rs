@@ -1,6 +1,7 @@
 //! Everything a pipeline author needs: `use weir_engine::prelude::*;`.
 
 pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
+pub use crate::api::{Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream};
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Result, ResultExt};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
@@ -13,3 +14,6 @@ pub use crate::source::{
 };
 pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
 pub use crate::time::WatermarkStrategy;
+pub use crate::checkpoint::fail::FailAction;
+pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
+pub use crate::runtime::restart::RestartStrategy;

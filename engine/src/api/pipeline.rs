@@ -2,7 +2,9 @@
 //! that streams add steps to.
 
 use super::stream::Stream;
+use crate::checkpoint::{CheckpointConfig, RestoreMode};
 use crate::config::JobConfig;
+use crate::runtime::restart::RestartStrategy;
 use crate::graph::{Graph, NodeKind};
 use crate::runtime::exchange::Partitioning;
 use crate::runtime::job::{self, JobHandle};
@@ -14,6 +16,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A dataflow pipeline under construction.
 ///
@@ -67,6 +70,43 @@ impl Pipeline {
     /// Keeps keyed state in RocksDB under `dir`.
     pub fn state_dir(self, dir: impl Into<PathBuf>) -> Self {
         self.state_backend(RocksDbBackend::new(dir))
+    }
+
+    /// Takes checkpoints into local directory `dir` every second (see [`CheckpointConfig`]
+    /// for the defaults). With checkpoints, a failed job restarts from the latest completed one
+    /// per the restart strategy, and a new run of the job resumes from it.
+    pub fn checkpoint_storage(self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpointing(CheckpointConfig::new(dir))
+    }
+
+    /// Sets the complete checkpoint configuration.
+    pub fn checkpointing(mut self, config: CheckpointConfig) -> Self {
+        self.config.checkpoint = Some(config);
+        self
+    }
+
+    /// Sets the checkpoint interval (with checkpoint storage) or the commit interval (without).
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        match &mut self.config.checkpoint {
+            Some(c) => c.interval = interval,
+            None => self.config.commit_interval = interval,
+        }
+        self
+    }
+
+    /// Which checkpoint a new run starts from (default: the latest completed one).
+    pub fn restore_mode(mut self, mode: RestoreMode) -> Self {
+        match &mut self.config.checkpoint {
+            Some(c) => c.restore = mode,
+            None => self.config.graph_errors_restore_without_storage = true,
+        }
+        self
+    }
+
+    /// What to do when the job fails (default: 10 restarts, 100 ms apart).
+    pub fn restart_strategy(mut self, strategy: RestartStrategy) -> Self {
+        self.config.restart = strategy;
+        self
     }
 
     /// Records per source batch.

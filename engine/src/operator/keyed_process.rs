@@ -145,6 +145,7 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     }
 
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
+        crate::checkpoint::fail::hit(crate::checkpoint::fail::PROCESS_RECORD)?;
         let mut buf: Vec<Record<L::Out>> = Vec::with_capacity(batch.len());
         let core = self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))?;
         self.logic.process_input(input, batch, core, &mut buf)?;

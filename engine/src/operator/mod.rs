@@ -11,6 +11,7 @@ pub mod rolling;
 pub mod sink;
 pub mod stateless;
 pub mod watermarks;
+pub(crate) mod window;
 
 use crate::data::{ErasedBatch, Timestamp};
 use crate::message::{Barrier, CheckpointId};

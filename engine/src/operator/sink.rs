@@ -1,6 +1,7 @@
 //! The operator that drives a sink writer through the two-phase commit protocol.
 
 use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::checkpoint::fail;
 use crate::data::{downcast, Data, ErasedBatch};
 use crate::keyed::scope::{decode, encode};
 use crate::message::{Barrier, CheckpointId};
@@ -75,6 +76,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
         if let Some(c) = self.writer()?.pre_commit(barrier.id)? {
             self.pending.push((barrier.id, c));
         }
+        fail::hit(fail::AFTER_PRE_COMMIT)?;
         let state = SinkState {
             checkpoint: barrier.id,
             pending: self.pending.clone(),
@@ -90,6 +92,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
         if split == 0 {
             return Ok(());
         }
+        fail::hit(fail::DURING_COMMIT)?;
         let ready: Vec<_> = self.pending.drain(..split).collect();
         self.writer()?.commit(ready)
     }

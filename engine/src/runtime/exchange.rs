@@ -131,7 +131,11 @@ fn send(job: &JobShared, tx: &Sender<Message>, mut msg: Message) -> Result<()> {
                 msg = m;
             }
             Err(SendTimeoutError::Disconnected(_)) => {
-                return Err(Error::internal("downstream subtask stopped (output channel closed)"))
+                // A consequence, not a cause: the downstream subtask reports its own failure.
+                return Err(Error::new(
+                    crate::ErrorKind::Cancelled,
+                    "downstream subtask stopped (output channel closed)",
+                ));
             }
         }
     }

@@ -1,31 +1,38 @@
-//! Running a job: spawning subtask threads, the master loop that drives barriers and reacts
-//! to failures, and the handle users hold.
+//! Running a job: attempts, the master loop that drives checkpoints and reacts to failures,
+//! and the handle users hold.
 //!
-//! The master is the only place that decides a checkpoint is complete, and only after every
-//! subtask acknowledged it; only then are sinks told to commit. A failure anywhere cancels
-//! every subtask: no thread is left running when `join` returns.
+//! The master alone decides that a checkpoint is complete: after every subtask acknowledged
+//! its barrier and, with checkpoint storage, after the checkpoint's metadata is durable. Only
+//! then are sinks told to commit. Any failure cancels every subtask of the attempt; the
+//! restart strategy then decides whether a new attempt restores the latest completed
+//! checkpoint. No thread of an attempt outlives it.
 
+use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::metadata::CheckpointMetadata;
 use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::runtime::control::Control;
 use crate::runtime::plan::{self, MetricsEntry, PhysicalPlan, RestoreInput};
-use crate::runtime::report::{JobReport, OperatorReport};
+use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
+use crate::runtime::restart::RestartTracker;
 use crate::runtime::task::{now_ms, TaskAck};
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// State shared by every thread of a running job.
+/// Distinguishes runs of the same job within one process.
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// State shared by the threads of one attempt.
 #[derive(Debug, Default)]
 pub struct JobShared {
     cancelled: AtomicBool,
-    cancel_requested: AtomicBool,
     snapshot_root: Option<PathBuf>,
 }
 
@@ -37,35 +44,66 @@ impl JobShared {
         }
     }
 
-    /// Whether subtasks must stop.
+    /// Whether the attempt's subtasks must stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Where subtasks write their snapshots for checkpoint `id`, when checkpoints are persisted.
+    /// Where subtasks stage their snapshots for checkpoint `id`, when checkpoints are persisted.
     pub(crate) fn snapshot_dir(&self, id: CheckpointId) -> Option<PathBuf> {
         self.snapshot_root.as_ref().map(|r| r.join(format!("chk-{id}")))
     }
 }
 
-/// What subtasks tell the master.
+/// What the job's threads tell the master.
 pub(crate) enum TaskEvent {
+    /// A subtask opened its operators (state restored) and runs.
+    Running,
     /// A barrier passed through the subtask and its snapshot is taken.
     Ack(Box<TaskAck>),
     /// A source subtask read all of its input.
     SourceExhausted { task: usize },
     /// The subtask's thread ended.
     Exited { task: usize, result: Result<()> },
+    /// The asynchronous phase of a checkpoint ended.
+    Uploaded {
+        attempt: u32,
+        id: CheckpointId,
+        result: Box<Result<CheckpointMetadata>>,
+    },
     /// The user asked to cancel.
     CancelRequested,
 }
 
+/// What a running job shows while it runs (for progress displays).
+#[derive(Debug, Default)]
+struct Live {
+    attempt_metrics: Mutex<Arc<Vec<MetricsEntry>>>,
+    /// Source records read by finished attempts.
+    earlier_source_records: AtomicU64,
+    restarts: AtomicU32,
+    last_checkpoint: Mutex<Option<(CheckpointId, Instant)>>,
+    cancel_requested: AtomicBool,
+}
+
+/// A live view of a running job.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Records read by all sources so far, over all attempts (replays included).
+    pub source_records: u64,
+    /// Records received by sinks in the current attempt.
+    pub sink_records: u64,
+    /// The latest completed checkpoint and its age.
+    pub last_checkpoint: Option<(CheckpointId, Duration)>,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
 /// A running job.
 pub struct JobHandle {
-    shared: Arc<JobShared>,
+    live: Arc<Live>,
     events: Sender<TaskEvent>,
     master: Option<JoinHandle<Result<JobReport>>>,
-    metrics: Arc<Vec<MetricsEntry>>,
 }
 
 impl std::fmt::Debug for JobHandle {
@@ -74,19 +112,12 @@ impl std::fmt::Debug for JobHandle {
     }
 }
 
-/// A live view of a running job's progress.
-#[derive(Debug, Clone, Default)]
-pub struct Progress {
-    /// Records read by all sources so far.
-    pub source_records: u64,
-    /// Records received by sinks so far.
-    pub sink_records: u64,
-}
-
 impl JobHandle {
-    /// Asks the job to stop. `join` then returns a report marked cancelled.
+    /// Asks the job to stop. `join` then returns a report marked cancelled. Output committed
+    /// so far stays committed; with checkpoint storage, a new run resumes from the latest
+    /// completed checkpoint.
     pub fn cancel(&self) {
-        self.shared.cancel_requested.store(true, Ordering::Relaxed);
+        self.live.cancel_requested.store(true, Ordering::Relaxed);
         let _ = self.events.send(TaskEvent::CancelRequested);
     }
 
@@ -95,15 +126,34 @@ impl JobHandle {
         self.master.as_ref().map(|m| m.is_finished()).unwrap_or(true)
     }
 
-    /// Records read by all source subtasks so far.
+    /// Records read by all source subtasks so far (all attempts).
     pub fn source_records(&self) -> u64 {
-        self.metrics.iter().filter(|m| m.is_source).map(|m| m.metrics.records_out()).sum()
+        self.progress().source_records
+    }
+
+    /// The job's progress.
+    pub fn progress(&self) -> Progress {
+        let metrics = self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let current: u64 = metrics.iter().filter(|m| m.is_source).map(|m| m.metrics.records_out()).sum();
+        let sink: u64 = metrics.iter().filter(|m| m.is_sink).map(|m| m.metrics.records_in()).sum();
+        Progress {
+            source_records: self.live.earlier_source_records.load(Ordering::Relaxed) + current,
+            sink_records: sink,
+            last_checkpoint: self
+                .live
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|(id, at)| (id, at.elapsed())),
+            restarts: self.live.restarts.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits for the job to end.
     ///
     /// # Errors
-    /// The first failure of any subtask, with the step and subtask named.
+    /// The failure that ended the job (after the restart strategy gave up), naming the step
+    /// and subtask.
     pub fn join(mut self) -> Result<JobReport> {
         let master = self.master.take().expect("joined once");
         match master.join() {
@@ -128,177 +178,504 @@ impl Drop for JobHandle {
 /// Starts the job described by `graph`.
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
     plan::validate(&graph, &cfg)?;
-    let shared = Arc::new(JobShared::new(None));
+    let coordinator = match &cfg.checkpoint {
+        Some(c) => {
+            // Unique per run: two runs of a job (even in one process) never share staging.
+            let run = format!(
+                "{}-{}-{}",
+                crate::state::backend::sanitize(&cfg.name),
+                std::process::id(),
+                RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            let staging = match cfg.state_backend.local_dir() {
+                Some(d) => d.join("_snapshots").join(run),
+                None => std::env::temp_dir().join(format!("weir-snapshots-{run}")),
+            };
+            Some(Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?)
+        }
+        None => None,
+    };
     let (events_tx, events_rx) = unbounded();
-    let plan = plan::build(&graph, &cfg, shared.clone(), events_tx.clone(), &RestoreInput::default())?;
-    let metrics = Arc::new(plan.metrics.clone());
-    let m = metrics.clone();
-    let s = shared.clone();
-    let master = std::thread::Builder::new()
-        .name(format!("weir-master-{}", cfg.name))
-        .spawn(move || run_master(plan, s, events_rx, &cfg, &m))
-        .map_err(|e| Error::io("spawning the job master thread", e))?;
+    let live = Arc::new(Live::default());
+    let master = {
+        let (live, events_tx) = (live.clone(), events_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("weir-master-{}", cfg.name))
+            .spawn(move || {
+                let mut m = Master {
+                    graph,
+                    cfg,
+                    coordinator,
+                    events: events_rx,
+                    events_tx,
+                    live,
+                    report: JobReport::default(),
+                };
+                m.run()
+            })
+            .map_err(|e| Error::io("spawning the job master thread", e))?
+    };
     Ok(JobHandle {
-        shared,
+        live,
         events: events_tx,
         master: Some(master),
-        metrics,
     })
 }
 
-fn run_master(
-    plan: PhysicalPlan,
-    shared: Arc<JobShared>,
+/// How an attempt ended.
+enum AttemptEnd {
+    Finished,
+    Cancelled,
+    Failed(Error, Instant),
+}
+
+/// The job master: runs attempts until the job finishes, is cancelled or gives up.
+struct Master {
+    graph: Arc<Graph>,
+    cfg: JobConfig,
+    coordinator: Option<Coordinator>,
     events: Receiver<TaskEvent>,
-    cfg: &JobConfig,
-    metrics: &[MetricsEntry],
-) -> Result<JobReport> {
-    let started = Instant::now();
-    let PhysicalPlan {
-        tasks,
-        controls,
-        source_tasks,
-        ..
-    } = plan;
-    let n_tasks = tasks.len();
-    let mut threads = Vec::with_capacity(n_tasks);
-    for task in tasks {
-        let events = task.events.clone();
-        let id = task.id;
-        let name = task.name.clone();
-        let spawned = std::thread::Builder::new().name(format!("weir-{name}")).spawn(move || {
-            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run())) {
-                Ok(r) => r,
-                Err(p) => Err(Error::internal(format!(
-                    "subtask {name} panicked: {}",
-                    crate::runtime::chain::panic_message(&p)
-                ))),
+    events_tx: Sender<TaskEvent>,
+    live: Arc<Live>,
+    report: JobReport,
+}
+
+impl Master {
+    fn run(&mut self) -> Result<JobReport> {
+        let started = Instant::now();
+        self.report.job = self.cfg.name.clone();
+        let parallelism = Arc::new(plan::parallelism_by_name(&self.graph, &self.cfg)?);
+        let mut tracker = RestartTracker::new(self.cfg.restart.clone());
+        // When the last failure was detected, and how far (in records) its attempt had read.
+        let mut failed_at: Option<(Instant, u64)> = None;
+        let mut last_reached = 0u64;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let restore_started = Instant::now();
+            let restored = match self.coordinator.as_mut() {
+                Some(c) => c.restore(&parallelism),
+                None => Ok(None),
             };
-            let _ = events.send(TaskEvent::Exited { task: id, result });
+            let outcome = match restored {
+                Ok(restored) => {
+                    let base = restored.as_ref().map(|r| r.metadata.stats.source_records).unwrap_or(0);
+                    let restored_id = restored.as_ref().map(|r| r.metadata.id);
+                    if let Some(r) = &restored {
+                        tracing::info!(checkpoint = r.metadata.id, attempt, "restoring checkpoint");
+                    }
+                    let (input, dir) = match restored {
+                        Some(r) => (r.input, Some(r.dir)),
+                        None => (RestoreInput::default(), None),
+                    };
+                    let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
+                    if let (Some((fail_time, reached)), Some(running)) = (failed_at.take(), out.1) {
+                        self.report.restores.push(RestoreStats {
+                            attempt,
+                            checkpoint: restored_id,
+                            detect_to_running_ms: running.duration_since(fail_time).as_secs_f64() * 1e3,
+                            restore_ms: running.duration_since(restore_started).as_secs_f64() * 1e3,
+                            records_replayed: reached.saturating_sub(base),
+                        });
+                    }
+                    last_reached = out.2;
+                    out.0
+                }
+                Err(e) => AttemptEnd::Failed(e, Instant::now()),
+            };
+            match outcome {
+                AttemptEnd::Finished => break,
+                AttemptEnd::Cancelled => {
+                    self.report.cancelled = true;
+                    break;
+                }
+                AttemptEnd::Failed(e, at) => {
+                    self.report.failures.push(FailureInfo {
+                        attempt,
+                        at_ms: now_ms(),
+                        error: e.to_string(),
+                    });
+                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Cancelled);
+                    if self.live.cancel_requested.load(Ordering::Relaxed) {
+                        self.report.cancelled = true;
+                        break;
+                    }
+                    if self.coordinator.is_none() || !retryable {
+                        if self.coordinator.is_none() && retryable {
+                            tracing::error!("job failed and has no checkpoint storage to recover from");
+                        }
+                        return Err(e.context(format!("job {}", self.cfg.name)));
+                    }
+                    let Some(delay) = tracker.on_failure() else {
+                        return Err(e.context(format!(
+                            "job {} failed and the restart strategy gave up after {} restarts",
+                            self.cfg.name,
+                            tracker.restarts()
+                        )));
+                    };
+                    tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");
+                    self.live.restarts.store(tracker.restarts(), Ordering::Relaxed);
+                    failed_at = Some((at, last_reached));
+                    if !self.sleep_unless_cancelled(delay) {
+                        self.report.cancelled = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.report.duration = started.elapsed();
+        self.report.restarts = tracker.restarts();
+        if let Some(c) = &self.coordinator {
+            self.report.checkpoints = c.completed.clone();
+        }
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Sleeps `d`; false if the user cancelled meanwhile.
+    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.live.cancel_requested.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+        }
+        !self.live.cancel_requested.load(Ordering::Relaxed)
+    }
+
+    /// Runs one attempt; returns how it ended, when all its subtasks were running, and how
+    /// far its sources had read (records since the job's first start, replays excluded).
+    fn run_attempt(
+        &mut self,
+        attempt: u32,
+        input: &RestoreInput,
+        restore_dir: Option<PathBuf>,
+        base_source_records: u64,
+        parallelism: &Arc<HashMap<String, usize>>,
+    ) -> (AttemptEnd, Option<Instant>, u64) {
+        if let Some(c) = &self.coordinator {
+            c.clear_staging();
+        }
+        let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
+        let shared = Arc::new(JobShared::new(snapshot_root));
+        let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
+        if let Some(d) = restore_dir {
+            // Stores copied or linked what they need while opening.
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let plan = match built {
+            Ok(p) => p,
+            Err(e) => return (AttemptEnd::Failed(e, Instant::now()), None, base_source_records),
+        };
+        let PhysicalPlan {
+            tasks,
+            controls,
+            source_tasks,
+            metrics,
+        } = plan;
+        let metrics = Arc::new(metrics);
+        *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = metrics.clone();
+        let n_tasks = tasks.len();
+        let mut threads = Vec::with_capacity(n_tasks);
+        let mut end: Option<AttemptEnd> = None;
+        for task in tasks {
+            let events = task.events.clone();
+            let id = task.id;
+            let name = task.name.clone();
+            let spawned = std::thread::Builder::new().name(format!("weir-{name}")).spawn(move || {
+                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run())) {
+                    Ok(r) => r,
+                    Err(p) => Err(Error::internal(format!(
+                        "subtask {name} panicked: {}",
+                        crate::runtime::chain::panic_message(&p)
+                    ))),
+                };
+                let _ = events.send(TaskEvent::Exited { task: id, result });
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    end = Some(AttemptEnd::Failed(
+                        Error::io("spawning a subtask thread", e),
+                        Instant::now(),
+                    ));
+                    break;
+                }
+            }
+        }
+        let mut a = Attempt {
+            number: attempt,
+            controls: &controls,
+            n_tasks,
+            spawned: threads.len(),
+            source_tasks: source_tasks.iter().copied().collect(),
+            exhausted: BTreeSet::new(),
+            running: 0,
+            running_at: None,
+            pending: None,
+            uploading: None,
+            final_id: None,
+            next_trigger: Instant::now() + self.interval(),
+            base_source_records,
+            parallelism: parallelism.clone(),
+        };
+        if end.is_some() {
+            cancel_all(&shared, &controls);
+        }
+        let mut exited = 0usize;
+        let mut secondary: Option<Error> = None;
+        while exited < a.spawned || a.uploading.is_some() {
+            let event = match self.events.recv_timeout(Duration::from_millis(20)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    if end.is_none() {
+                        if let Err(e) = self.on_tick(&mut a) {
+                            end = Some(AttemptEnd::Failed(e, Instant::now()));
+                            cancel_all(&shared, &controls);
+                        }
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let result = match event {
+                TaskEvent::Exited { task, result } => {
+                    exited += 1;
+                    tracing::debug!(task, ok = result.is_ok(), "subtask exited");
+                    match result {
+                        // A subtask stopped because a neighbour did: keep looking for the cause.
+                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                            if !shared.is_cancelled() && secondary.is_none() {
+                                secondary = Some(e);
+                                cancel_all(&shared, &controls);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                        Ok(()) => Ok(()),
+                    }
+                }
+                TaskEvent::CancelRequested => {
+                    if end.is_none() {
+                        end = Some(AttemptEnd::Cancelled);
+                    }
+                    cancel_all(&shared, &controls);
+                    Ok(())
+                }
+                TaskEvent::Uploaded { attempt: n, id, result } => match a.uploading.take() {
+                    Some((_, triggered)) if n == attempt && end.is_none() => {
+                        self.on_uploaded(&mut a, id, triggered, *result)
+                    }
+                    // The attempt is over: this checkpoint is abandoned.
+                    _ => Ok(()),
+                },
+                _ if end.is_some() => Ok(()),
+                TaskEvent::Running => {
+                    a.running += 1;
+                    if a.running == a.n_tasks {
+                        a.running_at = Some(Instant::now());
+                    }
+                    Ok(())
+                }
+                TaskEvent::SourceExhausted { task } => {
+                    a.exhausted.insert(task);
+                    self.maybe_trigger(&mut a)
+                }
+                TaskEvent::Ack(ack) => self.on_ack(&mut a, *ack),
+            };
+            if let Err(e) = result {
+                if end.is_none() {
+                    tracing::error!(error = %e, attempt, "job attempt failed");
+                    end = Some(AttemptEnd::Failed(e, Instant::now()));
+                }
+                cancel_all(&shared, &controls);
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        let attempt_reads: u64 = metrics.iter().filter(|m| m.is_source).map(|m| m.metrics.records_out()).sum();
+        self.live.earlier_source_records.fetch_add(attempt_reads, Ordering::Relaxed);
+        self.report.merge_operators(OperatorReport::collect(&metrics));
+        let end = match (end, secondary) {
+            (Some(e), _) => e,
+            (None, Some(e)) => AttemptEnd::Failed(e, Instant::now()),
+            (None, None) => AttemptEnd::Finished,
+        };
+        (end, a.running_at, base_source_records + attempt_reads)
+    }
+
+    fn interval(&self) -> Duration {
+        match &self.cfg.checkpoint {
+            Some(c) => c.interval,
+            None => self.cfg.commit_interval,
+        }
+    }
+
+    /// Periodic work: checkpoint timeout and trigger.
+    fn on_tick(&mut self, a: &mut Attempt<'_>) -> Result<()> {
+        if let Some(p) = &a.pending {
+            let timeout = self.cfg.checkpoint.as_ref().map(|c| c.timeout);
+            if timeout.is_some_and(|t| p.triggered.elapsed() > t) {
+                tracing::warn!(checkpoint = p.barrier.id, "checkpoint timed out and is aborted; the job continues");
+                self.report.checkpoints_aborted += 1;
+                a.pending = None;
+                a.next_trigger = Instant::now() + self.min_pause();
+            }
+        }
+        self.maybe_trigger(a)
+    }
+
+    fn min_pause(&self) -> Duration {
+        self.cfg.checkpoint.as_ref().map(|c| c.min_pause).unwrap_or_default()
+    }
+
+    /// Triggers the final checkpoint once every source is exhausted, or a periodic one when due.
+    fn maybe_trigger(&mut self, a: &mut Attempt<'_>) -> Result<()> {
+        if a.pending.is_some() || a.uploading.is_some() || a.final_id.is_some() {
+            return Ok(());
+        }
+        let all_exhausted = !a.source_tasks.is_empty() && a.exhausted == a.source_tasks;
+        if all_exhausted {
+            let b = self.trigger(a, BarrierKind::Final);
+            a.final_id = Some(b.id);
+        } else if Instant::now() >= a.next_trigger && a.running == a.n_tasks {
+            self.trigger(a, BarrierKind::Checkpoint);
+        }
+        Ok(())
+    }
+
+    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Barrier {
+        let id = match self.coordinator.as_mut() {
+            Some(c) => c.take_id(),
+            None => {
+                self.report.commit_barriers += 1;
+                self.report.commit_barriers
+            }
+        };
+        let barrier = Barrier {
+            id,
+            kind,
+            triggered_at_ms: now_ms(),
+        };
+        tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
+        for &t in &a.source_tasks {
+            let _ = a.controls[t].send(Control::TriggerCheckpoint(barrier));
+        }
+        a.pending = Some(Pending {
+            barrier,
+            acks: Vec::with_capacity(a.n_tasks),
+            triggered: Instant::now(),
         });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                shared.cancelled.store(true, Ordering::Relaxed);
-                for c in &controls {
-                    let _ = c.send(Control::Cancel);
-                }
-                for t in threads {
-                    let _ = t.join();
-                }
-                return Err(Error::io("spawning a subtask thread", e));
+        a.next_trigger = Instant::now() + self.interval();
+        barrier
+    }
+
+    fn on_ack(&mut self, a: &mut Attempt<'_>, ack: TaskAck) -> Result<()> {
+        let Some(p) = &mut a.pending else { return Ok(()) };
+        if ack.barrier.id != p.barrier.id {
+            return Ok(()); // a late ack of an aborted checkpoint
+        }
+        p.acks.push(ack);
+        if p.acks.len() < a.n_tasks {
+            return Ok(());
+        }
+        let p = a.pending.take().expect("pending checked above");
+        match self.coordinator.as_mut() {
+            None => {
+                // Nothing to persist: the barrier only marks what sinks may commit.
+                self.notify_complete(a, p.barrier.id);
+                Ok(())
+            }
+            Some(c) => {
+                let tx = self.events_tx.clone();
+                let (attempt, id) = (a.number, p.barrier.id);
+                a.uploading = Some((p.barrier, p.triggered));
+                c.start_upload(p.barrier, p.acks, a.parallelism.clone(), a.base_source_records, move |result| {
+                    let _ = tx.send(TaskEvent::Uploaded {
+                        attempt,
+                        id,
+                        result: Box::new(result),
+                    });
+                });
+                Ok(())
             }
         }
     }
 
-    let mut master = Master {
-        controls: &controls,
-        source_tasks: source_tasks.iter().copied().collect(),
-        exhausted: BTreeSet::new(),
-        n_tasks,
-        next_checkpoint: 1,
-        pending: None,
-        final_checkpoint: None,
-    };
-    let mut exited = 0usize;
-    let mut failure: Option<Error> = None;
-    while exited < n_tasks {
-        let event = match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        match event {
-            TaskEvent::Exited { task, result } => {
-                exited += 1;
-                tracing::debug!(task, ok = result.is_ok(), "subtask exited");
-                if let Err(e) = result {
-                    if failure.is_none() && !(e.kind() == ErrorKind::Cancelled && shared.is_cancelled()) {
-                        tracing::error!(error = %e, "job {} failed", cfg.name);
-                        failure = Some(e);
-                        cancel_all(&shared, &controls);
-                    }
+    fn on_uploaded(
+        &mut self,
+        a: &mut Attempt<'_>,
+        id: CheckpointId,
+        triggered: Instant,
+        result: Result<CheckpointMetadata>,
+    ) -> Result<()> {
+        let c = self.coordinator.as_mut().expect("uploads only happen with checkpoint storage");
+        match result {
+            Ok(meta) => {
+                let is_final = meta.kind == BarrierKind::Final;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(meta, triggered))).unwrap_or_else(
+                    |p| {
+                        Err(Error::internal(format!(
+                            "completing checkpoint {id} panicked: {}",
+                            crate::runtime::chain::panic_message(&p)
+                        )))
+                    },
+                )?;
+                *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
+                self.notify_complete(a, id);
+                if !is_final {
+                    a.next_trigger = a.next_trigger.max(Instant::now() + self.min_pause());
                 }
+                self.maybe_trigger(a)
             }
-            TaskEvent::CancelRequested => cancel_all(&shared, &controls),
-            _ if shared.is_cancelled() => {}
-            TaskEvent::SourceExhausted { task } => master.on_exhausted(task),
-            TaskEvent::Ack(ack) => master.on_ack(*ack),
+            Err(e) => {
+                tracing::warn!(checkpoint = id, error = %e, "checkpoint upload failed; the checkpoint is aborted and the job continues");
+                self.report.checkpoints_aborted += 1;
+                if a.final_id == Some(id) {
+                    return Err(e.context("the final checkpoint could not be stored"));
+                }
+                a.next_trigger = Instant::now() + self.min_pause();
+                self.maybe_trigger(a)
+            }
         }
     }
-    for t in threads {
-        let _ = t.join();
+
+    fn notify_complete(&self, a: &Attempt<'_>, id: CheckpointId) {
+        for c in a.controls {
+            let _ = c.send(Control::CheckpointComplete(id));
+        }
     }
-    if let Some(e) = failure {
-        return Err(e.context(format!("job {}", cfg.name)));
-    }
-    let cancelled = shared.cancel_requested.load(Ordering::Relaxed);
-    Ok(JobReport {
-        job: cfg.name.clone(),
-        duration: started.elapsed(),
-        cancelled,
-        operators: OperatorReport::collect(metrics),
-    })
+}
+
+/// A checkpoint waiting for acknowledgements.
+struct Pending {
+    barrier: Barrier,
+    acks: Vec<TaskAck>,
+    triggered: Instant,
+}
+
+/// The master's view of one attempt.
+struct Attempt<'a> {
+    number: u32,
+    controls: &'a [Sender<Control>],
+    n_tasks: usize,
+    spawned: usize,
+    source_tasks: BTreeSet<usize>,
+    exhausted: BTreeSet<usize>,
+    running: usize,
+    running_at: Option<Instant>,
+    pending: Option<Pending>,
+    uploading: Option<(Barrier, Instant)>,
+    final_id: Option<CheckpointId>,
+    next_trigger: Instant,
+    base_source_records: u64,
+    parallelism: Arc<HashMap<String, usize>>,
 }
 
 fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {
     shared.cancelled.store(true, Ordering::Relaxed);
     for c in controls {
         let _ = c.send(Control::Cancel);
-    }
-}
-
-/// The checkpoint protocol as the master runs it.
-struct Master<'a> {
-    controls: &'a [Sender<Control>],
-    source_tasks: BTreeSet<usize>,
-    exhausted: BTreeSet<usize>,
-    n_tasks: usize,
-    next_checkpoint: CheckpointId,
-    pending: Option<(Barrier, Vec<TaskAck>)>,
-    final_checkpoint: Option<CheckpointId>,
-}
-
-impl Master<'_> {
-    fn on_exhausted(&mut self, task: usize) {
-        self.exhausted.insert(task);
-        self.maybe_trigger_final();
-    }
-
-    fn maybe_trigger_final(&mut self) {
-        if self.final_checkpoint.is_none() && self.pending.is_none() && self.exhausted == self.source_tasks {
-            let b = self.trigger(BarrierKind::Final);
-            self.final_checkpoint = Some(b.id);
-        }
-    }
-
-    fn trigger(&mut self, kind: BarrierKind) -> Barrier {
-        let barrier = Barrier {
-            id: self.next_checkpoint,
-            kind,
-            triggered_at_ms: now_ms(),
-        };
-        self.next_checkpoint += 1;
-        for &t in &self.source_tasks {
-            let _ = self.controls[t].send(Control::TriggerCheckpoint(barrier));
-        }
-        self.pending = Some((barrier, Vec::with_capacity(self.n_tasks)));
-        barrier
-    }
-
-    fn on_ack(&mut self, ack: TaskAck) {
-        let Some((barrier, acks)) = &mut self.pending else { return };
-        if ack.barrier.id != barrier.id {
-            return;
-        }
-        acks.push(ack);
-        if acks.len() == self.n_tasks {
-            let id = barrier.id;
-            self.pending = None;
-            for c in self.controls {
-                let _ = c.send(Control::CheckpointComplete(id));
-            }
-            self.maybe_trigger_final();
-        }
     }
 }

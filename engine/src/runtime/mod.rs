@@ -6,6 +6,7 @@ pub mod exchange;
 pub(crate) mod gate;
 pub mod job;
 pub(crate) mod plan;
+pub mod restart;
 pub mod report;
 pub(crate) mod source_driver;
 pub mod task;

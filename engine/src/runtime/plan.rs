@@ -24,10 +24,11 @@ use std::sync::Arc;
 type InputChannels = HashMap<(NodeId, usize), Vec<(Receiver<Message>, usize)>>;
 
 /// The metrics of one operator subtask, by operator name.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct MetricsEntry {
     pub(crate) operator: String,
     pub(crate) is_source: bool,
+    pub(crate) is_sink: bool,
     pub(crate) metrics: OperatorMetrics,
 }
 
@@ -48,6 +49,12 @@ pub(crate) struct PhysicalPlan {
     pub(crate) controls: Vec<Sender<Control>>,
     pub(crate) source_tasks: Vec<usize>,
     pub(crate) metrics: Vec<MetricsEntry>,
+}
+
+/// The parallelism of every step, by name.
+pub(crate) fn parallelism_by_name(graph: &Graph, cfg: &JobConfig) -> Result<HashMap<String, usize>> {
+    let par = validate(graph, cfg)?;
+    Ok(graph.nodes.iter().zip(par).map(|(n, p)| (n.name.clone(), p)).collect())
 }
 
 /// Checks the graph's shape and resolves each node's parallelism.
@@ -194,7 +201,7 @@ pub(crate) fn build(
                             })
                             .collect();
                         let driver = src
-                            .create_driver(mine, SubtaskInfo { index: s, parallelism: p }, metrics.clone())
+                            .create_driver(mine, SubtaskInfo { index: s, parallelism: p }, metrics.clone(), &node.name)
                             .with_context(|| format!("creating source reader {}[{s}]", node.name))?;
                         head_kind = Some(Head::Source(driver));
                         plan.source_tasks.push(task_id);
@@ -239,6 +246,7 @@ pub(crate) fn build(
                 plan.metrics.push(MetricsEntry {
                     operator: node.name.clone(),
                     is_source: matches!(node.kind, NodeKind::Source(_)),
+                    is_sink: matches!(node.kind, NodeKind::Operator { sink: true, .. }),
                     metrics,
                 });
             }

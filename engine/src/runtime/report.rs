@@ -1,10 +1,12 @@
 //! What a job reports when it ends.
 
+use crate::checkpoint::CheckpointStats;
+use crate::message::CheckpointId;
 use crate::runtime::plan::MetricsEntry;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Counters of one step, summed over its subtasks.
+/// Counters of one step, summed over its subtasks (and over attempts: replays included).
 #[derive(Debug, Clone, Default)]
 pub struct OperatorReport {
     /// The step's name.
@@ -44,8 +46,34 @@ impl OperatorReport {
     }
 }
 
-/// The outcome of a job run.
+/// One failure of the job.
 #[derive(Debug, Clone)]
+pub struct FailureInfo {
+    /// The attempt that failed (1 = the first run).
+    pub attempt: u32,
+    /// Wall-clock time, ms since the epoch.
+    pub at_ms: u64,
+    /// What failed.
+    pub error: String,
+}
+
+/// One recovery: from a detected failure to every subtask running again on restored state.
+#[derive(Debug, Clone)]
+pub struct RestoreStats {
+    /// The attempt that restored.
+    pub attempt: u32,
+    /// The checkpoint restored (`None`: no checkpoint had completed, the job started afresh).
+    pub checkpoint: Option<CheckpointId>,
+    /// Failure detected → all subtasks running (cancellation, restart delay, restore).
+    pub detect_to_running_ms: f64,
+    /// Restore started → all subtasks running (state fetched, verified and opened).
+    pub restore_ms: f64,
+    /// Source records read after the restored checkpoint before the failure: read again.
+    pub records_replayed: u64,
+}
+
+/// The outcome of a job run.
+#[derive(Debug, Clone, Default)]
 pub struct JobReport {
     /// The job's name.
     pub job: String,
@@ -53,8 +81,20 @@ pub struct JobReport {
     pub duration: Duration,
     /// Whether the job ended because it was cancelled.
     pub cancelled: bool,
-    /// Per-step counters, in graph order.
+    /// Per-step counters, in graph order, summed over attempts.
     pub operators: Vec<OperatorReport>,
+    /// Every checkpoint this run completed.
+    pub checkpoints: Vec<CheckpointStats>,
+    /// Checkpoints aborted (timeout or failed upload) while the job went on.
+    pub checkpoints_aborted: u64,
+    /// Commit barriers completed without checkpoint storage.
+    pub commit_barriers: u64,
+    /// Restarts after failures.
+    pub restarts: u32,
+    /// Failures, in order.
+    pub failures: Vec<FailureInfo>,
+    /// Recoveries, in order.
+    pub restores: Vec<RestoreStats>,
 }
 
 impl JobReport {
@@ -62,16 +102,33 @@ impl JobReport {
     pub fn operator(&self, name: &str) -> Option<&OperatorReport> {
         self.operators.iter().find(|o| o.name == name)
     }
+
+    pub(crate) fn merge_operators(&mut self, attempt: Vec<OperatorReport>) {
+        for o in attempt {
+            match self.operators.iter_mut().find(|r| r.name == o.name) {
+                Some(r) => {
+                    r.records_in += o.records_in;
+                    r.records_out += o.records_out;
+                    for (k, v) in o.counters {
+                        *r.counters.entry(k).or_default() += v;
+                    }
+                }
+                None => self.operators.push(o),
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for JobReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "job {} {} in {:.2?}",
+            "job {} {} in {:.2?} ({} restarts, {} checkpoints)",
             self.job,
             if self.cancelled { "cancelled" } else { "finished" },
-            self.duration
+            self.duration,
+            self.restarts,
+            self.checkpoints.len()
         )?;
         writeln!(f, "{:<28} {:>5} {:>14} {:>14}", "step", "par", "records in", "records out")?;
         for o in &self.operators {
@@ -80,6 +137,17 @@ impl std::fmt::Display for JobReport {
                 write!(f, "  {k}={v}")?;
             }
             writeln!(f)?;
+        }
+        for r in &self.restores {
+            writeln!(
+                f,
+                "restore (attempt {}): checkpoint {}, failure->running {:.1} ms, restore {:.1} ms, {} records replayed",
+                r.attempt,
+                r.checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+                r.detect_to_running_ms,
+                r.restore_ms,
+                r.records_replayed
+            )?;
         }
         Ok(())
     }

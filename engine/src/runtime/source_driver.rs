@@ -12,6 +12,10 @@ pub(crate) trait SourceDriver: Send {
     fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition>;
     /// Checkpoint `id` is complete.
     fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()>;
+    /// The source step's name.
+    fn name(&self) -> &str;
+    /// Records read so far by this subtask.
+    fn records_read(&self) -> u64;
 }
 
 /// Drives a typed reader, remembering the positions of the last checkpoints taken so it can
@@ -20,6 +24,7 @@ pub(crate) struct TypedSourceDriver<T: Data> {
     pub(crate) reader: Box<dyn SourceReader<T>>,
     pub(crate) taken: Vec<(u64, Vec<SplitPosition>)>,
     pub(crate) records: crate::metrics::OperatorMetrics,
+    pub(crate) name: String,
 }
 
 impl<T: Data> SourceDriver for TypedSourceDriver<T> {
@@ -35,6 +40,14 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
         let p = self.reader.positions();
         self.taken.push((id, p.clone()));
         p
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn records_read(&self) -> u64 {
+        self.records.records_out()
     }
 
     fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {

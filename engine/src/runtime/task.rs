@@ -62,6 +62,10 @@ pub struct TaskAck {
     pub operators: Vec<(String, usize, OperatorSnapshot)>,
     /// Source positions, for source tasks.
     pub source_positions: Option<Vec<SplitPosition>>,
+    /// The source step's name, for source tasks.
+    pub source_name: Option<String>,
+    /// Records the source subtask had read at the barrier (this attempt).
+    pub source_records: u64,
     /// Time the barrier waited for alignment.
     pub alignment: Duration,
     /// Time of the synchronous snapshot.
@@ -78,6 +82,7 @@ impl Task {
     /// Runs the subtask until it finishes, fails or is cancelled.
     pub(crate) fn run(mut self) -> Result<()> {
         self.chain.open()?;
+        let _ = self.events.send(TaskEvent::Running);
         let r = match std::mem::replace(&mut self.head, Head::Gate(InputGate::new(Vec::new()))) {
             Head::Source(src) => self.run_source(src),
             Head::Gate(gate) => self.run_gate(gate),
@@ -160,6 +165,8 @@ impl Task {
                     barrier,
                     operators,
                     source_positions: Some(positions),
+                    source_name: Some(src.name().to_string()),
+                    source_records: src.records_read(),
                     alignment: Duration::ZERO,
                     sync_duration: started.elapsed(),
                 });
@@ -222,6 +229,8 @@ impl Task {
                         barrier,
                         operators,
                         source_positions: None,
+                        source_name: None,
+                        source_records: 0,
                         alignment,
                         sync_duration: started.elapsed(),
                     });
@@ -256,6 +265,7 @@ impl Task {
     }
 
     fn snapshot_chain(&mut self, barrier: &Barrier) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+        crate::checkpoint::fail::hit(crate::checkpoint::fail::SNAPSHOT_SYNC)?;
         let dir = self.job.snapshot_dir(barrier.id);
         let target_for = |ctx: &OperatorContext| SnapshotTarget {
             dir: dir.as_ref().map(|d| {

@@ -51,6 +51,13 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// A `Config` error naming the problem.
     fn validate(&self) -> Result<()>;
 
+    /// A local directory on the filesystem of the stores' working directories, where
+    /// snapshots are staged (so that RocksDB can hard-link its files). `None` for backends
+    /// without one.
+    fn local_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Opens the store of `scope`, empty, or filled with exactly the content of a directory
     /// previously written by [`KeyedStore::snapshot_to`] when `restore_from` is given. Whatever a
     /// previous run of the same scope left in the working directory is discarded.

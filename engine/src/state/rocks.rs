@@ -159,6 +159,10 @@ impl StateBackend for RocksDbBackend {
         "rocksdb"
     }
 
+    fn local_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn validate(&self) -> Result<()> {
         let fail = |what: &str, e| {
             Error::config(format!(

@@ -1,0 +1,75 @@
+//! Checkpoint settings.
+
+use super::storage::{CheckpointStorage, LocalDirStorage};
+use crate::message::CheckpointId;
+use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which checkpoint a job starts from when its storage already holds completed checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestoreMode {
+    /// The latest completed checkpoint whose files verify (falling back to earlier retained
+    /// ones, with a warning, when a file is corrupt or missing). The default.
+    #[default]
+    Latest,
+    /// Exactly this checkpoint; failing if it cannot be restored.
+    Checkpoint(CheckpointId),
+    /// Ignore existing checkpoints and start from the sources' configured start positions.
+    /// Checkpoint ids still continue after the highest one in storage.
+    Fresh,
+}
+
+/// How and where a job checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Where checkpoints are stored.
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Time between checkpoint triggers (default 1 s).
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is aborted; the job keeps running (default 60 s).
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the trigger of the next (default 0).
+    pub min_pause: Duration,
+    /// Completed checkpoints kept (default 3); older ones and unreferenced files are deleted.
+    pub retained: usize,
+    /// Where to start from.
+    pub restore: RestoreMode,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in local directory `dir`, with defaults.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_storage(Arc::new(LocalDirStorage::new(dir)))
+    }
+
+    /// Checkpoints in `storage`, with defaults.
+    pub fn with_storage(storage: Arc<dyn CheckpointStorage>) -> Self {
+        CheckpointConfig {
+            storage,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+            min_pause: Duration::ZERO,
+            retained: 3,
+            restore: RestoreMode::Latest,
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `Config` naming the wrong setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() {
+            return Err(Error::config("checkpoint interval must be greater than zero"));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config("checkpoint timeout must be greater than zero"));
+        }
+        if self.retained == 0 {
+            return Err(Error::config("at least one completed checkpoint must be retained"));
+        }
+        self.storage.validate()
+    }
+}

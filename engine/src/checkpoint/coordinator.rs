@@ -1,0 +1,242 @@
+//! The checkpoint coordinator's durable side: checkpoint ids, the lineage of completed
+//! checkpoints, uploads, publication, retention and restore.
+//!
+//! # After a crash
+//! A checkpoint is complete exactly when its `_metadata` exists. Ids continue after the
+//! highest id found in storage, complete or not, so an id is never reused. Files of
+//! checkpoints that never completed are deleted once a later checkpoint completes.
+
+use super::config::{CheckpointConfig, RestoreMode};
+use super::fail;
+use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
+use super::restore::restore_from;
+use super::upload::{publish, read_metadata, upload, UploadJob};
+use crate::message::{Barrier, CheckpointId};
+use crate::runtime::plan::RestoreInput;
+use crate::runtime::task::TaskAck;
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The outcome of a restore.
+pub(crate) struct Restored {
+    pub(crate) metadata: CheckpointMetadata,
+    pub(crate) input: RestoreInput,
+    pub(crate) dir: PathBuf,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging_root);
+    }
+}
+
+/// Durable checkpoint bookkeeping of one job, across its attempts.
+pub(crate) struct Coordinator {
+    pub(crate) cfg: CheckpointConfig,
+    job: String,
+    max_parallelism: usize,
+    next_id: CheckpointId,
+    /// Completed checkpoints in storage, ascending, with their metadata once read.
+    retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>>,
+    /// Completed checkpoints of the current lineage (the restored one and later ones).
+    lineage: Vec<CheckpointId>,
+    staging_root: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    /// Statistics of every checkpoint completed by this run.
+    pub(crate) completed: Vec<CheckpointStats>,
+}
+
+impl Coordinator {
+    /// Scans storage and prepares a staging area under `staging_root`.
+    pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
+        cfg.validate()?;
+        let listed = cfg.storage.list()?;
+        let next_id = listed.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+        let retained = listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
+        if let RestoreMode::Checkpoint(id) = cfg.restore {
+            if !listed.iter().any(|(i, c)| *i == id && *c) {
+                return Err(Error::config(format!(
+                    "checkpoint {id} to restore is not a completed checkpoint in {}",
+                    cfg.storage.describe()
+                )));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&staging_root);
+        std::fs::create_dir_all(&staging_root)
+            .map_err(|e| Error::io(format!("creating the snapshot staging directory {}", staging_root.display()), e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .thread_name("weir-checkpoint-io")
+            .build()
+            .map_err(|e| Error::io("starting the checkpoint I/O runtime", e))?;
+        Ok(Coordinator {
+            cfg,
+            job: job.to_string(),
+            max_parallelism,
+            next_id,
+            retained,
+            lineage: Vec::new(),
+            staging_root,
+            runtime,
+            completed: Vec::new(),
+        })
+    }
+
+    /// The id of the next checkpoint; consumed.
+    pub(crate) fn take_id(&mut self) -> CheckpointId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Where subtasks stage their snapshots.
+    pub(crate) fn staging_root(&self) -> PathBuf {
+        self.staging_root.join("staging")
+    }
+
+    /// Removes snapshots a failed attempt staged but never uploaded.
+    pub(crate) fn clear_staging(&self) {
+        let _ = std::fs::remove_dir_all(self.staging_root());
+    }
+
+    /// Restores the checkpoint the next attempt starts from: the latest of the current lineage
+    /// or, before any, the one the configured restore mode names.
+    pub(crate) fn restore(&mut self, parallelism: &HashMap<String, usize>) -> Result<Option<Restored>> {
+        let candidates: Vec<CheckpointId> = if !self.lineage.is_empty() {
+            self.lineage.iter().rev().copied().collect()
+        } else {
+            match self.cfg.restore {
+                RestoreMode::Latest => self.retained.keys().rev().copied().collect(),
+                RestoreMode::Checkpoint(id) => vec![id],
+                RestoreMode::Fresh => Vec::new(),
+            }
+        };
+        let dir = self.staging_root.join("restore");
+        let found = restore_from(
+            self.cfg.storage.as_ref(),
+            &candidates,
+            &self.job,
+            self.max_parallelism,
+            parallelism,
+            &dir,
+        )?;
+        Ok(found.map(|(metadata, input)| {
+            // Checkpoints newer than the restored one are not part of the lineage any more.
+            self.lineage.retain(|&id| id <= metadata.id);
+            if self.lineage.last() != Some(&metadata.id) {
+                self.lineage.push(metadata.id);
+            }
+            self.retained.insert(metadata.id, Some(metadata.clone()));
+            Restored { metadata, input, dir }
+        }))
+    }
+
+    fn metadata(&mut self, id: CheckpointId) -> Result<CheckpointMetadata> {
+        if let Some(Some(m)) = self.retained.get(&id) {
+            return Ok(m.clone());
+        }
+        let m = read_metadata(self.cfg.storage.as_ref(), id)?;
+        self.retained.insert(id, Some(m.clone()));
+        Ok(m)
+    }
+
+    /// Starts the asynchronous phase of checkpoint `barrier.id`; `done` receives the result.
+    pub(crate) fn start_upload(
+        &mut self,
+        barrier: Barrier,
+        acks: Vec<TaskAck>,
+        parallelism: Arc<HashMap<String, usize>>,
+        base_source_records: u64,
+        done: impl FnOnce(Result<CheckpointMetadata>) + Send + 'static,
+    ) {
+        let mut reusable: HashMap<(String, usize, String), StoredFile> = HashMap::new();
+        for id in self.lineage.clone() {
+            if let Ok(m) = self.metadata(id) {
+                for op in &m.operators {
+                    for st in &op.subtasks {
+                        for f in &st.keyed_files {
+                            reusable.insert((op.name.clone(), st.subtask, f.name.clone()), f.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let job = UploadJob {
+            storage: self.cfg.storage.clone(),
+            job: self.job.clone(),
+            max_parallelism: self.max_parallelism,
+            barrier,
+            acks,
+            staging: self.staging_root().join(format!("chk-{}", barrier.id)),
+            reusable: Arc::new(reusable),
+            parallelism,
+            base_source_records,
+        };
+        let staging = job.staging.clone();
+        self.runtime.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || upload(job))
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(format!("checkpoint upload task failed: {e}"))));
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            done(result);
+        });
+    }
+
+    /// Publishes an uploaded checkpoint: it is complete when this returns `Ok`. Then applies
+    /// retention.
+    pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
+        meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
+        publish(self.cfg.storage.as_ref(), &meta)?;
+        let stats = meta.stats.clone();
+        let id = meta.id;
+        self.retained.insert(id, Some(meta));
+        self.lineage.push(id);
+        self.completed.push(stats.clone());
+        tracing::info!(
+            checkpoint = id,
+            sync_ms = stats.sync_ms,
+            async_ms = stats.async_ms,
+            alignment_ms = stats.alignment_ms,
+            state_bytes = stats.state_bytes,
+            uploaded_bytes = stats.uploaded_bytes,
+            "checkpoint complete"
+        );
+        if let Err(e) = self.apply_retention(id) {
+            tracing::warn!(error = %e, "checkpoint retention failed; old files are kept");
+        }
+        fail::hit(fail::AFTER_METADATA)?;
+        Ok(stats)
+    }
+
+    /// Deletes checkpoints beyond the retained count, incomplete ones older than `newest`, and
+    /// shared files no retained checkpoint references.
+    fn apply_retention(&mut self, newest: CheckpointId) -> Result<()> {
+        let storage = self.cfg.storage.clone();
+        while self.retained.len() > self.cfg.retained {
+            let (&oldest, _) = self.retained.iter().next().expect("non-empty");
+            storage.delete_checkpoint(oldest)?;
+            self.retained.remove(&oldest);
+            self.lineage.retain(|&id| id != oldest);
+        }
+        for (id, complete) in storage.list()? {
+            if !complete && id < newest {
+                storage.delete_checkpoint(id)?;
+            }
+        }
+        let mut referenced: HashSet<String> = HashSet::new();
+        for id in self.retained.keys().copied().collect::<Vec<_>>() {
+            let m = self.metadata(id)?;
+            referenced.extend(m.files().map(|f| f.key.clone()));
+        }
+        for key in storage.list_shared()? {
+            if !referenced.contains(&key) {
+                storage.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+}

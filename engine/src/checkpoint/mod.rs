@@ -1,0 +1,15 @@
+//! Checkpoints: configuration, storage, metadata, the coordinator's durable bookkeeping,
+//! restore, and fail points for testing every phase.
+
+pub mod config;
+pub(crate) mod coordinator;
+pub mod fail;
+pub mod metadata;
+pub(crate) mod restore;
+pub mod storage;
+pub(crate) mod upload;
+
+pub use config::{CheckpointConfig, RestoreMode};
+pub use metadata::{CheckpointMetadata, CheckpointStats};
+pub use storage::{CheckpointStorage, LocalDirStorage};
+pub use upload::read_metadata;

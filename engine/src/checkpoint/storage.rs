@@ -1,0 +1,273 @@
+//! Checkpoint storage: where checkpoints live, behind a trait an object store can implement.
+//!
+//! The local-directory implementation lays a job's checkpoints out as
+//!
+//! ```text
+//! <root>/chk-<id>/_metadata                 the checkpoint is complete iff this exists
+//! <root>/chk-<id>/<operator>/<subtask>/...  files private to the checkpoint
+//! <root>/shared/<operator>/<subtask>/...    RocksDB SST files shared by several checkpoints
+//! ```
+//!
+//! Files are stored by hard link when the source is on the same filesystem (RocksDB SST files
+//! are immutable, so a link is as good as a copy), else copied and fsynced. The metadata file
+//! is written to a temporary name, fsynced, renamed and the directory fsynced: after a crash
+//! it is either absent or complete.
+
+use super::metadata::StoredFile;
+use crate::message::CheckpointId;
+use crate::{Error, Result};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The name of the file that completes a checkpoint.
+pub const METADATA_FILE: &str = "_metadata";
+
+/// Where checkpoints are stored.
+pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
+    /// A description for messages (a path or URL).
+    fn describe(&self) -> String;
+    /// Checks that the storage can be used (exists or can be created, is writable).
+    fn validate(&self) -> Result<()>;
+    /// Stores the local file `local` under `key`, returning its size and checksum.
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile>;
+    /// Stores `bytes` under `key`.
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile>;
+    /// Reads the object under `key`, verifying its size and checksum.
+    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>>;
+    /// Makes `file` available at local path `dest` (link or copy) after verifying it.
+    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()>;
+    /// Atomically publishes checkpoint `id`'s metadata: the moment it becomes complete.
+    fn write_metadata(&self, id: CheckpointId, bytes: &[u8]) -> Result<()>;
+    /// Reads checkpoint `id`'s metadata.
+    fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>>;
+    /// Every checkpoint with anything stored: (id, complete), ascending.
+    fn list(&self) -> Result<Vec<(CheckpointId, bool)>>;
+    /// Deletes checkpoint `id`'s private files and metadata.
+    fn delete_checkpoint(&self, id: CheckpointId) -> Result<()>;
+    /// Keys of every shared object.
+    fn list_shared(&self) -> Result<Vec<String>>;
+    /// Deletes the object under `key` (no error if absent).
+    fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Checkpoint storage in a local (or shared, mounted) directory.
+#[derive(Debug, Clone)]
+pub struct LocalDirStorage {
+    root: PathBuf,
+}
+
+/// CRC-32C and size of a file, read in chunks.
+pub fn checksum_file(path: &Path) -> Result<(u64, u32)> {
+    let mut f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// Fsyncs a directory so that renames and new entries in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsyncing directory {}", dir.display()), e))
+}
+
+impl LocalDirStorage {
+    /// Storage rooted at `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalDirStorage { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn chk_dir(&self, id: CheckpointId) -> PathBuf {
+        self.root.join(format!("chk-{id}"))
+    }
+
+    fn ensure_parent(p: &Path) -> Result<()> {
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn verify(&self, file: &StoredFile, path: &Path) -> Result<()> {
+        let (size, crc) = checksum_file(path).map_err(|e| {
+            Error::checkpoint(format!("checkpoint file {} is missing or unreadable", file.key)).with_source(e)
+        })?;
+        if size != file.size || crc != file.crc32c {
+            return Err(Error::checkpoint(format!(
+                "checkpoint file {} is corrupt: size {size} crc {crc:08x}, expected size {} crc {:08x}",
+                file.key, file.size, file.crc32c
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointStorage for LocalDirStorage {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn validate(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| {
+            Error::config(format!("checkpoint storage {} cannot be created: {e}", self.root.display()))
+        })?;
+        let probe = self.root.join(".weir-probe");
+        fs::write(&probe, b"probe")
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(|e| Error::config(format!("checkpoint storage {} is not writable: {e}", self.root.display())))
+    }
+
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
+        let dest = self.path(key);
+        Self::ensure_parent(&dest)?;
+        let _ = fs::remove_file(&dest);
+        if fs::hard_link(local, &dest).is_err() {
+            fs::copy(local, &dest).map_err(|e| Error::io(format!("copying {} to {}", local.display(), dest.display()), e))?;
+            File::open(&dest)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(format!("fsyncing {}", dest.display()), e))?;
+        }
+        let (size, crc32c) = checksum_file(&dest)?;
+        Ok(StoredFile {
+            name: name.to_string(),
+            key: key.to_string(),
+            size,
+            crc32c,
+        })
+    }
+
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
+        let dest = self.path(key);
+        Self::ensure_parent(&dest)?;
+        let mut f = File::create(&dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        Ok(StoredFile {
+            name: name.to_string(),
+            key: key.to_string(),
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(bytes),
+        })
+    }
+
+    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
+        let bytes = fs::read(self.path(&file.key))
+            .map_err(|e| Error::checkpoint(format!("checkpoint file {} is missing or unreadable: {e}", file.key)))?;
+        if bytes.len() as u64 != file.size || crc32c::crc32c(&bytes) != file.crc32c {
+            return Err(Error::checkpoint(format!("checkpoint file {} is corrupt (size or checksum mismatch)", file.key)));
+        }
+        Ok(bytes)
+    }
+
+    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()> {
+        let src = self.path(&file.key);
+        self.verify(file, &src)?;
+        Self::ensure_parent(dest)?;
+        let _ = fs::remove_file(dest);
+        if fs::hard_link(&src, dest).is_err() {
+            fs::copy(&src, dest).map_err(|e| Error::io(format!("copying {} to {}", src.display(), dest.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn write_metadata(&self, id: CheckpointId, bytes: &[u8]) -> Result<()> {
+        let dir = self.chk_dir(id);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+        let mut f = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(f);
+        fs::rename(&tmp, dir.join(METADATA_FILE))
+            .map_err(|e| Error::io(format!("publishing the metadata of checkpoint {id}"), e))?;
+        fsync_dir(&dir)?;
+        fsync_dir(&self.root)
+    }
+
+    fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>> {
+        let p = self.chk_dir(id).join(METADATA_FILE);
+        fs::read(&p).map_err(|e| Error::checkpoint(format!("reading {}: {e}", p.display())))
+    }
+
+    fn list(&self) -> Result<Vec<(CheckpointId, bool)>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("listing {}", self.root.display()), e)),
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_prefix("chk-").and_then(|s| s.parse::<CheckpointId>().ok()) {
+                out.push((id, e.path().join(METADATA_FILE).is_file()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        let dir = self.chk_dir(id);
+        // Remove the metadata first: a half-deleted checkpoint must never look complete.
+        match fs::remove_file(dir.join(METADATA_FILE)) {
+            Ok(()) => fsync_dir(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("deleting the metadata of checkpoint {id}"), e)),
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting checkpoint {id}"), e)),
+        }
+    }
+
+    fn list_shared(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let shared = self.root.join("shared");
+        let mut stack = vec![shared];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&self.root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {key}"), e)),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The asynchronous phase of a checkpoint: moving each subtask's staged snapshot into
+//! checkpoint storage, incrementally, and building the metadata.
+//!
+//! RocksDB SST files are immutable and their names unique within one store's lineage, so an
+//! SST with the same name and size as one referenced by an earlier checkpoint of the current
+//! lineage (the restored checkpoint and those completed since) is referenced, not stored
+//! again. Everything else is stored under the checkpoint's own directory.
+
+use super::fail;
+use super::metadata::{
+    CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile, SubtaskState, FORMAT_VERSION,
+};
+use super::storage::CheckpointStorage;
+use crate::message::Barrier;
+use crate::runtime::task::TaskAck;
+use crate::state::backend::sanitize;
+use crate::state::KeyGroupRange;
+use crate::{Error, Result, ResultExt};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything the upload of one checkpoint needs.
+pub(crate) struct UploadJob {
+    pub(crate) storage: Arc<dyn CheckpointStorage>,
+    pub(crate) job: String,
+    pub(crate) max_parallelism: usize,
+    pub(crate) barrier: Barrier,
+    pub(crate) acks: Vec<TaskAck>,
+    /// Staging directory of this checkpoint (`<op>/<subtask>/<files>` below it).
+    pub(crate) staging: PathBuf,
+    /// SST files of the current lineage: (operator, subtask, file name) -> stored file.
+    pub(crate) reusable: Arc<HashMap<(String, usize, String), StoredFile>>,
+    pub(crate) parallelism: Arc<HashMap<String, usize>>,
+    pub(crate) base_source_records: u64,
+}
+
+/// Stores every staged file and returns the metadata to publish (not yet published).
+pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
+    let started = Instant::now();
+    let id = job.barrier.id;
+    fail::hit(fail::UPLOAD)?;
+    let mut operators: BTreeMap<String, Vec<SubtaskState>> = BTreeMap::new();
+    let mut sources = Vec::new();
+    let (mut state_bytes, mut uploaded_bytes) = (0u64, 0u64);
+    let (mut sync_ms, mut alignment_ms, mut source_records) = (0f64, 0f64, job.base_source_records);
+    for ack in &job.acks {
+        sync_ms = sync_ms.max(ack.sync_duration.as_secs_f64() * 1e3);
+        alignment_ms = alignment_ms.max(ack.alignment.as_secs_f64() * 1e3);
+        if let (Some(name), Some(positions)) = (&ack.source_name, &ack.source_positions) {
+            source_records += ack.source_records;
+            match sources.iter_mut().find(|s: &&mut SourceState| &s.name == name) {
+                Some(s) => s.positions.extend(positions.iter().cloned()),
+                None => sources.push(SourceState {
+                    name: name.clone(),
+                    positions: positions.clone(),
+                }),
+            }
+        }
+        for (op, subtask, snap) in &ack.operators {
+            if snap.keyed_files.is_empty() && snap.operator_state.is_none() {
+                continue;
+            }
+            let dir_name = sanitize(op);
+            let staged = job.staging.join(&dir_name).join(subtask.to_string());
+            let mut keyed_files = Vec::with_capacity(snap.keyed_files.len());
+            for f in &snap.keyed_files {
+                let name = f.to_string_lossy().into_owned();
+                let local = staged.join(f);
+                let size = std::fs::metadata(&local)
+                    .map_err(|e| Error::io(format!("reading staged snapshot file {}", local.display()), e))?
+                    .len();
+                let reuse = job
+                    .reusable
+                    .get(&(op.clone(), *subtask, name.clone()))
+                    .filter(|s| name.ends_with(".sst") && s.size == size);
+                let stored = match reuse {
+                    Some(s) => s.clone(),
+                    None => {
+                        let key = if name.ends_with(".sst") {
+                            format!("shared/{dir_name}/{subtask}/{id}-{name}")
+                        } else {
+                            format!("chk-{id}/{dir_name}/{subtask}/{name}")
+                        };
+                        let s = job.storage.put_file(&local, &key, &name)?;
+                        uploaded_bytes += s.size;
+                        s
+                    }
+                };
+                state_bytes += stored.size;
+                keyed_files.push(stored);
+            }
+            let operator_state = match &snap.operator_state {
+                Some(bytes) => {
+                    let key = format!("chk-{id}/{dir_name}/{subtask}/operator-state");
+                    let s = job.storage.put_bytes(&key, "operator-state", bytes)?;
+                    uploaded_bytes += s.size;
+                    state_bytes += s.size;
+                    Some(s)
+                }
+                None => None,
+            };
+            let p = job.parallelism.get(op).copied().unwrap_or(1);
+            operators.entry(op.clone()).or_default().push(SubtaskState {
+                subtask: *subtask,
+                key_groups: KeyGroupRange::for_subtask(*subtask, p, job.max_parallelism),
+                keyed_files,
+                operator_state,
+            });
+        }
+    }
+    for s in &mut sources {
+        s.positions.sort_by(|a, b| a.split.cmp(&b.split));
+    }
+    let operators = operators
+        .into_iter()
+        .map(|(name, mut subtasks)| {
+            subtasks.sort_by_key(|s| s.subtask);
+            OperatorState {
+                parallelism: job.parallelism.get(&name).copied().unwrap_or(subtasks.len()),
+                name,
+                subtasks,
+            }
+        })
+        .collect();
+    let async_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(CheckpointMetadata {
+        version: FORMAT_VERSION,
+        job: job.job,
+        id,
+        kind: job.barrier.kind,
+        max_parallelism: job.max_parallelism,
+        sources,
+        operators,
+        stats: CheckpointStats {
+            id,
+            triggered_at_ms: job.barrier.triggered_at_ms,
+            sync_ms,
+            alignment_ms,
+            async_ms,
+            total_ms: 0.0,
+            state_bytes,
+            uploaded_bytes,
+            source_records,
+        },
+    })
+}
+
+/// Publishes `meta`: from now on checkpoint `meta.id` is complete.
+pub(crate) fn publish(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(meta)
+        .map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    storage
+        .write_metadata(meta.id, &bytes)
+        .with_context(|| format!("publishing checkpoint {}", meta.id))
+}
+
+/// Reads and decodes checkpoint `id`'s metadata.
+pub fn read_metadata(storage: &dyn CheckpointStorage, id: crate::message::CheckpointId) -> Result<CheckpointMetadata> {
+    let bytes = storage.read_metadata(id)?;
+    let meta: CheckpointMetadata = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::checkpoint(format!("checkpoint {id}: metadata is corrupt")).with_source(e))?;
+    if meta.version != FORMAT_VERSION {
+        return Err(Error::checkpoint(format!(
+            "checkpoint {id}: metadata format version {} is not supported (expected {FORMAT_VERSION})",
+            meta.version
+        )));
+    }
+    Ok(meta)
+}
