@@ -254,7 +254,14 @@ impl Master {
             attempt += 1;
             let restore_started = Instant::now();
             let restored = match self.coordinator.as_mut() {
-                Some(c) => c.restore(&parallelism),
+                // A panic while restoring fails this attempt, not the master.
+                Some(c) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.restore(&parallelism)))
+                    .unwrap_or_else(|p| {
+                        Err(Error::internal(format!(
+                            "restoring panicked: {}",
+                            crate::runtime::chain::panic_message(&p)
+                        )))
+                    }),
                 None => Ok(None),
             };
             let outcome = match restored {
