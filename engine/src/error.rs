@@ -3,7 +3,7 @@
 //! `Config` errors are the user's to fix, `Data` errors are bad records, `External` errors come
 //! from disks and brokers (some are worth a retry), `Checkpoint` errors abort one checkpoint but
 //! not the job, and `Internal` errors are bugs in Weir. Context is added as an error travels up
-//! ("restoring checkpoint 42, operator authorize[1]").
+//! (`restoring checkpoint 42, operator authorize[1]`).
 
 use std::fmt;
 

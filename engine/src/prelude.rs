@@ -17,3 +17,4 @@ pub use crate::time::WatermarkStrategy;
 pub use crate::checkpoint::fail::FailAction;
 pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
 pub use crate::runtime::restart::RestartStrategy;
+pub use crate::sink::{FileSink, Idempotent, IdempotentSink};

@@ -86,11 +86,12 @@ impl Coordinator {
         })
     }
 
-    /// The id of the next checkpoint; consumed.
-    pub(crate) fn take_id(&mut self) -> CheckpointId {
+    /// The id of the next checkpoint, reserved in storage so no later run reuses it.
+    pub(crate) fn take_id(&mut self) -> Result<CheckpointId> {
         let id = self.next_id;
         self.next_id += 1;
-        id
+        self.cfg.storage.reserve(id)?;
+        Ok(id)
     }
 
     /// Where subtasks stage their snapshots.

@@ -37,9 +37,11 @@ fn check_compatible(
     }
     for op in &meta.operators {
         match parallelism.get(&op.name) {
-            Some(&p) if p != op.parallelism && op.subtasks.iter().any(|s| !s.keyed_files.is_empty()) => {
+            // Keyed state and operator state (sink committables) are per subtask: a different
+            // parallelism would drop or misplace them.
+            Some(&p) if p != op.parallelism => {
                 return Err(Error::config(format!(
-                    "step \"{}\" had parallelism {} in checkpoint {}, now {p}: rescaling keyed state is not supported yet",
+                    "step \"{}\" had parallelism {} in checkpoint {}, now {p}: rescaling checkpointed state is not supported yet",
                     op.name, op.parallelism, meta.id
                 )))
             }
@@ -104,6 +106,11 @@ pub(crate) fn restore_from(
             Ok(found) => {
                 if !problems.is_empty() {
                     tracing::warn!(checkpoint = id, "restoring an older checkpoint because newer ones are unusable");
+                    eprintln!(
+                        "weir: WARNING: restoring checkpoint {id}, older than the latest completed one: output that sinks \
+                         committed after checkpoint {id} will be produced again (idempotent sinks absorb it; \
+                         append-only sinks will hold it twice)"
+                    );
                 }
                 return Ok(Some(found));
             }

@@ -29,6 +29,9 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Checks that the storage can be used (exists or can be created, is writable).
     fn validate(&self) -> Result<()>;
+    /// Records that checkpoint `id` was started, durably, so that its id is never handed out
+    /// again even if the process dies before anything else of it is stored.
+    fn reserve(&self, id: CheckpointId) -> Result<()>;
     /// Stores the local file `local` under `key`, returning its size and checksum.
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile>;
     /// Stores `bytes` under `key`.
@@ -132,6 +135,12 @@ impl CheckpointStorage for LocalDirStorage {
         fs::write(&probe, b"probe")
             .and_then(|_| fs::remove_file(&probe))
             .map_err(|e| Error::config(format!("checkpoint storage {} is not writable: {e}", self.root.display())))
+    }
+
+    fn reserve(&self, id: CheckpointId) -> Result<()> {
+        let dir = self.chk_dir(id);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        fsync_dir(&self.root)
     }
 
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {

@@ -210,6 +210,7 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                     events_tx,
                     live,
                     report: JobReport::default(),
+                    commit_id_base: now_ms() * 1_000,
                 };
                 m.run()
             })
@@ -238,6 +239,8 @@ struct Master {
     events_tx: Sender<TaskEvent>,
     live: Arc<Live>,
     report: JobReport,
+    /// First id of commit barriers when there is no checkpoint storage.
+    commit_id_base: u64,
 }
 
 impl Master {
@@ -270,6 +273,9 @@ impl Master {
                     let restored_id = restored.as_ref().map(|r| r.metadata.id);
                     if let Some(r) = &restored {
                         tracing::info!(checkpoint = r.metadata.id, attempt, "restoring checkpoint");
+                        if attempt == 1 {
+                            self.report.restored_from = Some(r.metadata.id);
+                        }
                     }
                     let (input, dir) = match restored {
                         Some(r) => (r.input, Some(r.dir)),
@@ -470,8 +476,12 @@ impl Master {
                     Ok(())
                 }
                 TaskEvent::Uploaded { attempt: n, id, result } => match a.uploading.take() {
-                    Some((_, triggered)) if n == attempt && end.is_none() => {
-                        self.on_uploaded(&mut a, id, triggered, *result)
+                    Some(u) if n == attempt && end.is_none() && !u.abandoned => {
+                        self.on_uploaded(&mut a, id, u.triggered, *result)
+                    }
+                    Some(_) if n == attempt && end.is_none() => {
+                        a.next_trigger = Instant::now() + self.min_pause();
+                        self.maybe_trigger(&mut a)
                     }
                     // The attempt is over: this checkpoint is abandoned.
                     _ => Ok(()),
@@ -521,13 +531,27 @@ impl Master {
 
     /// Periodic work: checkpoint timeout and trigger.
     fn on_tick(&mut self, a: &mut Attempt<'_>) -> Result<()> {
+        let timeout = self.cfg.checkpoint.as_ref().map(|c| c.timeout);
+        let timed_out = |triggered: Instant| timeout.is_some_and(|t| triggered.elapsed() > t);
         if let Some(p) = &a.pending {
-            let timeout = self.cfg.checkpoint.as_ref().map(|c| c.timeout);
-            if timeout.is_some_and(|t| p.triggered.elapsed() > t) {
+            // The final barrier is followed by end of stream on every channel: it cannot be
+            // triggered again, and it always arrives, so it is never aborted.
+            if p.barrier.kind != BarrierKind::Final && timed_out(p.triggered) {
                 tracing::warn!(checkpoint = p.barrier.id, "checkpoint timed out and is aborted; the job continues");
                 self.report.checkpoints_aborted += 1;
                 a.pending = None;
                 a.next_trigger = Instant::now() + self.min_pause();
+            }
+        }
+        if let Some(u) = &mut a.uploading {
+            if !u.abandoned && timed_out(u.triggered) {
+                // Its result is ignored when it arrives; files it stored are garbage-collected.
+                tracing::warn!(checkpoint = u.barrier.id, "checkpoint upload timed out; the checkpoint is aborted");
+                self.report.checkpoints_aborted += 1;
+                u.abandoned = true;
+                if a.final_id == Some(u.barrier.id) {
+                    return Err(Error::checkpoint("the final checkpoint timed out"));
+                }
             }
         }
         self.maybe_trigger(a)
@@ -544,20 +568,22 @@ impl Master {
         }
         let all_exhausted = !a.source_tasks.is_empty() && a.exhausted == a.source_tasks;
         if all_exhausted {
-            let b = self.trigger(a, BarrierKind::Final);
+            let b = self.trigger(a, BarrierKind::Final)?;
             a.final_id = Some(b.id);
         } else if Instant::now() >= a.next_trigger && a.running == a.n_tasks {
-            self.trigger(a, BarrierKind::Checkpoint);
+            self.trigger(a, BarrierKind::Checkpoint)?;
         }
         Ok(())
     }
 
-    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Barrier {
+    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Result<Barrier> {
         let id = match self.coordinator.as_mut() {
-            Some(c) => c.take_id(),
+            Some(c) => c.take_id()?,
             None => {
+                // Without storage, ids only need to be unique, also across runs (sinks name
+                // their output by them): a time base keeps them increasing.
                 self.report.commit_barriers += 1;
-                self.report.commit_barriers
+                self.commit_id_base + self.report.commit_barriers
             }
         };
         let barrier = Barrier {
@@ -575,7 +601,7 @@ impl Master {
             triggered: Instant::now(),
         });
         a.next_trigger = Instant::now() + self.interval();
-        barrier
+        Ok(barrier)
     }
 
     fn on_ack(&mut self, a: &mut Attempt<'_>, ack: TaskAck) -> Result<()> {
@@ -597,7 +623,11 @@ impl Master {
             Some(c) => {
                 let tx = self.events_tx.clone();
                 let (attempt, id) = (a.number, p.barrier.id);
-                a.uploading = Some((p.barrier, p.triggered));
+                a.uploading = Some(Uploading {
+                    barrier: p.barrier,
+                    triggered: p.triggered,
+                    abandoned: false,
+                });
                 c.start_upload(p.barrier, p.acks, a.parallelism.clone(), a.base_source_records, move |result| {
                     let _ = tx.send(TaskEvent::Uploaded {
                         attempt,
@@ -662,6 +692,14 @@ struct Pending {
     triggered: Instant,
 }
 
+/// A checkpoint in its asynchronous phase.
+struct Uploading {
+    barrier: Barrier,
+    triggered: Instant,
+    /// Timed out: its result will be ignored.
+    abandoned: bool,
+}
+
 /// The master's view of one attempt.
 struct Attempt<'a> {
     number: u32,
@@ -673,7 +711,7 @@ struct Attempt<'a> {
     running: usize,
     running_at: Option<Instant>,
     pending: Option<Pending>,
-    uploading: Option<(Barrier, Instant)>,
+    uploading: Option<Uploading>,
     final_id: Option<CheckpointId>,
     next_trigger: Instant,
     base_source_records: u64,

@@ -95,6 +95,8 @@ pub struct JobReport {
     pub failures: Vec<FailureInfo>,
     /// Recoveries, in order.
     pub restores: Vec<RestoreStats>,
+    /// The checkpoint the run started from (a previous run's), if any.
+    pub restored_from: Option<CheckpointId>,
 }
 
 impl JobReport {

@@ -9,6 +9,8 @@
 
 pub mod collect;
 pub mod discard;
+pub mod file;
+pub mod idempotent;
 
 use crate::data::{Data, Record};
 use crate::message::CheckpointId;
@@ -16,6 +18,8 @@ use crate::Result;
 
 pub use collect::{CollectSink, Collected};
 pub use discard::DiscardSink;
+pub use file::{read_committed_lines, FileCommittable, FileSink};
+pub use idempotent::{Idempotent, IdempotentSink, UpsertMap};
 
 /// Where a sink writer runs.
 #[derive(Debug, Clone)]

@@ -1,0 +1,573 @@
+//! `weir`: inspects a job's checkpoint directory.
+//!
+//! ```text
+//! weir checkpoints list <dir> [--json]        one line per checkpoint
+//! weir checkpoints show <dir> <id> [--json]   operators, subtasks, files, source positions, stats
+//! ```
+//!
+//! Exit codes: 0 on success, 2 for a usage error, a missing directory or a checkpoint that is
+//! not there (or not complete), 1 for anything else (unreadable or corrupt metadata).
+//!
+//! # Checkpointing
+//! The tool only reads: it never changes a checkpoint directory, so it is safe to run against
+//! the storage of a running job. A checkpoint is listed as complete exactly when its
+//! `_metadata` exists, which after a crash is the case only for checkpoints that completed.
+
+use clap::{Parser, Subcommand};
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use weir::engine::checkpoint::metadata::StoredFile;
+use weir::engine::checkpoint::{
+    read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage,
+};
+use weir::engine::message::{BarrierKind, CheckpointId};
+
+/// Inspect Weir checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect a job's checkpoint directory.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsCommand {
+    /// Lists every checkpoint in the directory: id, completeness, kind, trigger time, sizes,
+    /// durations and source records.
+    List {
+        /// The checkpoint directory (the job's `checkpoint_storage`).
+        dir: PathBuf,
+    },
+    /// Shows one completed checkpoint: operators, subtasks, key groups, files, source
+    /// positions and statistics.
+    Show {
+        /// The checkpoint directory (the job's `checkpoint_storage`).
+        dir: PathBuf,
+        /// The checkpoint id.
+        id: CheckpointId,
+    },
+}
+
+/// A failure, with the exit code it maps to.
+#[derive(Debug)]
+enum CliError {
+    /// The user named something that is not there (exit code 2).
+    NotFound(String),
+    /// Anything else (exit code 1).
+    Failed(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(CliError::NotFound(msg)) => {
+            eprintln!("weir: error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(msg)) => {
+            eprintln!("weir: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a command and returns what to print.
+fn run(cli: &Cli) -> Result<String, CliError> {
+    match &cli.command {
+        Command::Checkpoints(CheckpointsCommand::List { dir }) => {
+            let rows = list_rows(&open_storage(dir)?)?;
+            Ok(if cli.json {
+                list_json(&rows)
+            } else {
+                list_table(dir, &rows)
+            })
+        }
+        Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
+            let meta = load_checkpoint(&open_storage(dir)?, *id)?;
+            Ok(if cli.json {
+                show_json(&meta)
+            } else {
+                show_text(&meta)
+            })
+        }
+    }
+}
+
+/// The storage in `dir`, which must be an existing directory.
+fn open_storage(dir: &Path) -> Result<LocalDirStorage, CliError> {
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(CliError::NotFound(format!(
+            "checkpoint directory {} {what}",
+            dir.display()
+        )));
+    }
+    Ok(LocalDirStorage::new(dir))
+}
+
+/// One checkpoint of the list: its metadata when complete (or why it cannot be read).
+struct Row {
+    id: CheckpointId,
+    complete: bool,
+    meta: Option<Result<CheckpointMetadata, String>>,
+}
+
+fn list_rows(storage: &LocalDirStorage) -> Result<Vec<Row>, CliError> {
+    let listed = storage
+        .list()
+        .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?;
+    Ok(listed
+        .into_iter()
+        .map(|(id, complete)| Row {
+            id,
+            complete,
+            meta: complete.then(|| read_metadata(storage, id).map_err(|e| e.to_string())),
+        })
+        .collect())
+}
+
+/// Checkpoint `id`'s metadata; `NotFound` if it is absent or incomplete.
+fn load_checkpoint(
+    storage: &LocalDirStorage,
+    id: CheckpointId,
+) -> Result<CheckpointMetadata, CliError> {
+    let listed = storage
+        .list()
+        .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?;
+    match listed.iter().find(|(i, _)| *i == id) {
+        None => {
+            let ids: Vec<String> = listed.iter().map(|(i, _)| i.to_string()).collect();
+            let known = if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            };
+            Err(CliError::NotFound(format!(
+                "checkpoint {id} not found in {} (checkpoints there: {known})",
+                storage.describe()
+            )))
+        }
+        Some((_, false)) => Err(CliError::NotFound(format!(
+            "checkpoint {id} in {} is not complete (it has no metadata)",
+            storage.describe()
+        ))),
+        Some((_, true)) => read_metadata(storage, id).map_err(|e| CliError::Failed(e.to_string())),
+    }
+}
+
+fn kind_name(kind: BarrierKind) -> &'static str {
+    match kind {
+        BarrierKind::Checkpoint => "checkpoint",
+        BarrierKind::Final => "final",
+    }
+}
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn format_time(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn list_table(dir: &Path, rows: &[Row]) -> String {
+    if rows.is_empty() {
+        return format!("no checkpoints in {}\n", dir.display());
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
+        "ID",
+        "COMPLETE",
+        "KIND",
+        "CREATED (UTC)",
+        "STATE",
+        "UPLOADED",
+        "SYNC ms",
+        "ASYNC ms",
+        "ALIGN ms",
+        "RECORDS"
+    );
+    for row in rows {
+        let _ = match &row.meta {
+            Some(Ok(m)) => {
+                let s = &m.stats;
+                writeln!(
+                    out,
+                    "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>12}",
+                    row.id,
+                    "yes",
+                    kind_name(m.kind),
+                    format_time(s.triggered_at_ms),
+                    human_bytes(s.state_bytes),
+                    human_bytes(s.uploaded_bytes),
+                    s.sync_ms,
+                    s.async_ms,
+                    s.alignment_ms,
+                    s.source_records
+                )
+            }
+            Some(Err(e)) => writeln!(out, "{:>6}  {:<8}  unreadable metadata: {e}", row.id, "yes"),
+            None => writeln!(
+                out,
+                "{:>6}  {:<8}  {:<10}",
+                row.id,
+                if row.complete { "yes" } else { "no" },
+                "-"
+            ),
+        };
+    }
+    out
+}
+
+fn list_json(rows: &[Row]) -> String {
+    let items = rows
+        .iter()
+        .map(|row| {
+            let mut fields = vec![
+                ("id", Json::U(row.id)),
+                ("complete", Json::Bool(row.complete)),
+            ];
+            match &row.meta {
+                Some(Ok(m)) => {
+                    fields.push(("kind", Json::str(kind_name(m.kind))));
+                    fields.push(("stats", stats_json(&m.stats)));
+                }
+                Some(Err(e)) => fields.push(("error", Json::str(e))),
+                None => {}
+            }
+            Json::O(fields)
+        })
+        .collect();
+    format!("{}\n", Json::A(items))
+}
+
+fn file_line(out: &mut String, indent: &str, f: &StoredFile) {
+    let _ = writeln!(
+        out,
+        "{indent}{:<24} {:>12}  crc32c {:08x}  {}",
+        f.name,
+        format!("{} B", f.size),
+        f.crc32c,
+        f.key
+    );
+}
+
+fn show_text(m: &CheckpointMetadata) -> String {
+    let s = &m.stats;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "checkpoint {} of job \"{}\": {}, complete",
+        m.id,
+        m.job,
+        kind_name(m.kind)
+    );
+    let _ = writeln!(
+        out,
+        "created          {} UTC ({} ms)",
+        format_time(s.triggered_at_ms),
+        s.triggered_at_ms
+    );
+    let _ = writeln!(out, "format version   {}", m.version);
+    let _ = writeln!(out, "max parallelism  {} key groups", m.max_parallelism);
+    let _ = writeln!(out, "\nstats");
+    let _ = writeln!(
+        out,
+        "  state size       {} ({} bytes)",
+        human_bytes(s.state_bytes),
+        s.state_bytes
+    );
+    let _ = writeln!(
+        out,
+        "  uploaded         {} ({} bytes)",
+        human_bytes(s.uploaded_bytes),
+        s.uploaded_bytes
+    );
+    let _ = writeln!(out, "  sync             {:.3} ms", s.sync_ms);
+    let _ = writeln!(out, "  async            {:.3} ms", s.async_ms);
+    let _ = writeln!(out, "  alignment        {:.3} ms", s.alignment_ms);
+    let _ = writeln!(out, "  total            {:.3} ms", s.total_ms);
+    let _ = writeln!(out, "  source records   {}", s.source_records);
+    let _ = writeln!(out, "\nsources");
+    if m.sources.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for src in &m.sources {
+        let _ = writeln!(out, "  {} ({} splits)", src.name, src.positions.len());
+        for p in &src.positions {
+            let _ = writeln!(out, "    split {:<24} offset {}", p.split, p.offset);
+        }
+    }
+    let _ = writeln!(out, "\noperators");
+    if m.operators.is_empty() {
+        let _ = writeln!(out, "  (none with state)");
+    }
+    for op in &m.operators {
+        let bytes: u64 = op
+            .subtasks
+            .iter()
+            .flat_map(|st| st.keyed_files.iter().chain(st.operator_state.iter()))
+            .map(|f| f.size)
+            .sum();
+        let _ = writeln!(
+            out,
+            "  {} (parallelism {}, {})",
+            op.name,
+            op.parallelism,
+            human_bytes(bytes)
+        );
+        for st in &op.subtasks {
+            let _ = writeln!(
+                out,
+                "    subtask {}  key groups {}..={}",
+                st.subtask, st.key_groups.start, st.key_groups.end
+            );
+            for f in st.keyed_files.iter().chain(st.operator_state.iter()) {
+                file_line(&mut out, "      ", f);
+            }
+        }
+    }
+    out
+}
+
+fn stats_json(s: &CheckpointStats) -> Json {
+    Json::O(vec![
+        ("id", Json::U(s.id)),
+        ("triggered_at_ms", Json::U(s.triggered_at_ms)),
+        ("sync_ms", Json::F(s.sync_ms)),
+        ("alignment_ms", Json::F(s.alignment_ms)),
+        ("async_ms", Json::F(s.async_ms)),
+        ("total_ms", Json::F(s.total_ms)),
+        ("state_bytes", Json::U(s.state_bytes)),
+        ("uploaded_bytes", Json::U(s.uploaded_bytes)),
+        ("source_records", Json::U(s.source_records)),
+    ])
+}
+
+fn file_json(f: &StoredFile) -> Json {
+    Json::O(vec![
+        ("name", Json::str(&f.name)),
+        ("key", Json::str(&f.key)),
+        ("size", Json::U(f.size)),
+        ("crc32c", Json::U(u64::from(f.crc32c))),
+    ])
+}
+
+fn show_json(m: &CheckpointMetadata) -> String {
+    let sources = m
+        .sources
+        .iter()
+        .map(|src| {
+            let positions = src
+                .positions
+                .iter()
+                .map(|p| {
+                    Json::O(vec![
+                        ("split", Json::str(&p.split)),
+                        ("offset", Json::U(p.offset)),
+                    ])
+                })
+                .collect();
+            Json::O(vec![
+                ("name", Json::str(&src.name)),
+                ("positions", Json::A(positions)),
+            ])
+        })
+        .collect();
+    let operators = m
+        .operators
+        .iter()
+        .map(|op| {
+            let subtasks = op
+                .subtasks
+                .iter()
+                .map(|st| {
+                    Json::O(vec![
+                        ("subtask", Json::U(st.subtask as u64)),
+                        (
+                            "key_groups",
+                            Json::O(vec![
+                                ("start", Json::U(u64::from(st.key_groups.start))),
+                                ("end", Json::U(u64::from(st.key_groups.end))),
+                            ]),
+                        ),
+                        (
+                            "keyed_files",
+                            Json::A(st.keyed_files.iter().map(file_json).collect()),
+                        ),
+                        (
+                            "operator_state",
+                            st.operator_state
+                                .as_ref()
+                                .map(file_json)
+                                .unwrap_or(Json::Null),
+                        ),
+                    ])
+                })
+                .collect();
+            Json::O(vec![
+                ("name", Json::str(&op.name)),
+                ("parallelism", Json::U(op.parallelism as u64)),
+                ("subtasks", Json::A(subtasks)),
+            ])
+        })
+        .collect();
+    let doc = Json::O(vec![
+        ("id", Json::U(m.id)),
+        ("job", Json::str(&m.job)),
+        ("kind", Json::str(kind_name(m.kind))),
+        ("complete", Json::Bool(true)),
+        ("version", Json::U(u64::from(m.version))),
+        ("max_parallelism", Json::U(m.max_parallelism as u64)),
+        ("stats", stats_json(&m.stats)),
+        ("sources", Json::A(sources)),
+        ("operators", Json::A(operators)),
+    ]);
+    format!("{doc}\n")
+}
+
+/// A minimal JSON value, enough for this tool's output.
+enum Json {
+    Null,
+    Bool(bool),
+    U(u64),
+    F(f64),
+    S(String),
+    A(Vec<Json>),
+    O(Vec<(&'static str, Json)>),
+}
+
+impl Json {
+    fn str(s: &str) -> Json {
+        Json::S(s.to_string())
+    }
+}
+
+fn write_json_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+            c => f.write_char(c)?,
+        }
+    }
+    f.write_char('"')
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::U(n) => write!(f, "{n}"),
+            Json::F(x) if x.is_finite() => write!(f, "{x}"),
+            Json::F(_) => f.write_str("null"),
+            Json::S(s) => write_json_str(f, s),
+            Json::A(items) => {
+                f.write_char('[')?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_char(',')?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_char(']')
+            }
+            Json::O(fields) => {
+                f.write_char('{')?;
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        f.write_char(',')?;
+                    }
+                    write_json_str(f, k)?;
+                    write!(f, ":{v}")?;
+                }
+                f.write_char('}')
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(951_782_400_123), "2000-02-29 00:00:00.123");
+        assert_eq!(format_time(1_700_000_000_000), "2023-11-14 22:13:20.000");
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        let j = Json::O(vec![
+            ("a\"b", Json::str("x\n\u{1}\\")),
+            ("n", Json::F(f64::NAN)),
+        ]);
+        assert_eq!(j.to_string(), r#"{"a\"b":"x\n\u0001\\","n":null}"#);
+    }
+}

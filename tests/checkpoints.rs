@@ -1,0 +1,281 @@
+//! Checkpoint behaviour: fallback from a corrupt checkpoint, incremental uploads, retention,
+//! ids across runs, restore modes, timeouts and restart strategies.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use weir::engine::checkpoint::fail;
+use weir::prelude::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Clone)]
+struct Sum;
+impl KeyedProcess<u64, (u64, u64)> for Sum {
+    type Out = (u64, u64);
+    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+        let mut s = ctx.value_state::<u64>("sum");
+        let n = s.get()?.unwrap_or(0) + v;
+        s.set(&n)?;
+        ctx.emit((k, n));
+        Ok(())
+    }
+}
+
+fn job(storage: &Path, events: u64, configure: impl FnOnce(Pipeline) -> Pipeline) -> (Result<JobReport>, CollectSink<(u64, u64)>) {
+    job_into(CollectSink::new(), storage, events, configure)
+}
+
+/// Runs the job into `sink`: reuse one sink across runs to model an external system.
+fn job_into(
+    sink: CollectSink<(u64, u64)>,
+    storage: &Path,
+    events: u64,
+    configure: impl FnOnce(Pipeline) -> Pipeline,
+) -> (Result<JobReport>, CollectSink<(u64, u64)>) {
+    let p = configure(
+        Pipeline::new("checkpoints")
+            .parallelism(2)
+            .checkpoint_storage(storage)
+            .checkpoint_interval(Duration::from_millis(20)),
+    );
+    p.source("gen", GeneratorSource::new(|i| (i % 5, i)).bounded(events).splits(5).rate_per_second(40_000.0))
+        .key_by("k", |(k, _): &(u64, u64)| *k)
+        .process("sum", Sum)
+        .sink("out", sink.clone());
+    (p.run(), sink)
+}
+
+fn complete_checkpoints(storage: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(storage)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] = bytes[mid].wrapping_add(1); // never cancels out, however often applied
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (first, _) = job(&storage, 8_000, |p| p);
+    first.unwrap();
+    let ids = complete_checkpoints(&storage);
+    assert!(ids.len() >= 2, "need two retained checkpoints, have {ids:?}");
+    let (latest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    corrupt(&storage.join(format!("chk-{latest}/out/0/operator-state")));
+
+    let (second, _) = job(&storage, 8_000, |p| p);
+    let report = second.unwrap();
+    assert_eq!(report.restored_from, Some(previous), "must fall back to checkpoint {previous}");
+
+    // With every retained checkpoint corrupt, the job refuses to start from scratch.
+    for id in complete_checkpoints(&storage) {
+        corrupt(&storage.join(format!("chk-{id}/out/0/operator-state")));
+    }
+    let (third, sink) = job(&storage, 8_000, |p| p);
+    let err = third.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Checkpoint, "{err}");
+    assert!(err.to_string().contains("refusing to start from scratch"), "{err}");
+    assert!(sink.records().is_empty());
+}
+
+#[test]
+fn a_missing_checkpoint_file_also_falls_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    job(&storage, 6_000, |p| p.state_dir(dir.path().join("state"))).0.unwrap();
+    let ids = complete_checkpoints(&storage);
+    let latest = *ids.last().unwrap();
+    std::fs::remove_file(storage.join(format!("chk-{latest}/out/1/operator-state"))).unwrap();
+    let report = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state"))).0.unwrap();
+    assert_eq!(report.restored_from, Some(ids[ids.len() - 2]));
+}
+
+#[test]
+fn restarting_a_finished_job_commits_nothing_twice() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (first, out) = job(&storage, 5_000, |p| p);
+    first.unwrap();
+    assert_eq!(out.records().len(), 5_000);
+    let repeated_before = out.collected().repeated_commits;
+    // The latest checkpoint is the final one: every source is at its end, nothing is replayed,
+    // and the restored committables are committed again, which the sink ignores.
+    let (second, out) = job_into(out, &storage, 5_000, |p| p);
+    let report = second.unwrap();
+    assert!(report.restored_from.is_some());
+    assert_eq!(out.records().len(), 5_000, "a finished job resumed must commit nothing new");
+    assert!(out.collected().repeated_commits > repeated_before, "restored committables are re-committed");
+}
+
+#[test]
+fn checkpoint_ids_increase_across_runs_and_retention_keeps_three() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let r1 = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Fresh)).0.unwrap();
+    let r2 = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Fresh)).0.unwrap();
+    assert_eq!(r2.restored_from, None);
+    let max1 = r1.checkpoints.iter().map(|c| c.id).max().unwrap();
+    let min2 = r2.checkpoints.iter().map(|c| c.id).min().unwrap();
+    assert!(min2 > max1, "ids must keep increasing: run 1 ended at {max1}, run 2 started at {min2}");
+    let kept = complete_checkpoints(&storage);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(*kept.last().unwrap(), r2.checkpoints.last().unwrap().id);
+    // Nothing but retained checkpoints remains.
+    for e in std::fs::read_dir(&storage).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix("chk-") {
+            assert!(kept.contains(&id.parse().unwrap()), "stale checkpoint dir {name}");
+        }
+    }
+}
+
+#[test]
+fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    job(&storage, 6_000, |p| p).0.unwrap();
+    let ids = complete_checkpoints(&storage);
+    let report = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(ids[0]))).0.unwrap();
+    assert_eq!(report.restored_from, Some(ids[0]));
+    let err = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(9_999))).0.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+#[test]
+fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    job(&storage, 4_000, |p| p.state_dir(dir.path().join("s"))).0.unwrap();
+    let err = job(&storage, 4_000, |p| p.parallelism(3).state_dir(dir.path().join("s"))).0.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("rescaling"), "{err}");
+}
+
+#[test]
+fn incremental_checkpoints_upload_only_new_sst_files() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let sink = DiscardSink::new();
+    // 150k distinct keys with 200-byte values first (bulk state), then a trickle of updates to
+    // 10 keys while checkpoints keep coming.
+    const BULK: u64 = 150_000;
+    let p = Pipeline::new("incremental")
+        .parallelism(1)
+        .state_backend(RocksDbBackend::new(dir.path().join("state")).write_buffer_size(4 << 20))
+        .checkpoint_storage(&storage)
+        .checkpoint_interval(Duration::from_millis(100));
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| if i < BULK { (i, i) } else { (i % 10, i) }).bounded(BULK + 60_000).rate_per_second(150_000.0),
+    )
+    .key_by("k", |(k, _): &(u64, u64)| *k)
+    .process("blob", Blob)
+    .sink("out", sink);
+    let report = p.run().unwrap();
+    let cps = &report.checkpoints;
+    let last = cps.last().unwrap();
+    assert!(last.state_bytes > 10_000_000, "bulk state should exceed 10 MB, got {}", last.state_bytes);
+    let after_bulk: Vec<_> = cps.iter().filter(|c| c.source_records > BULK + 2_000).collect();
+    assert!(after_bulk.len() >= 3, "need checkpoints after the bulk load: {cps:?}");
+    let mut uploaded: Vec<u64> = after_bulk.iter().map(|c| c.uploaded_bytes).collect();
+    uploaded.sort();
+    let median = uploaded[uploaded.len() / 2];
+    assert!(
+        median * 20 < last.state_bytes,
+        "median upload after the bulk load {median} B is not far below the state size {} B",
+        last.state_bytes
+    );
+}
+
+#[derive(Clone)]
+struct Blob;
+impl KeyedProcess<u64, (u64, u64)> for Blob {
+    type Out = u64;
+    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        // Incompressible, so the state's size on disk is what it claims.
+        let payload: Vec<u8> = (0..25).flat_map(|i| weir::engine::source::generator::mix(v, i).to_le_bytes()).collect();
+        ctx.value_state::<Vec<u8>>("blob").set(&payload)?;
+        ctx.emit(k);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
+    cfg.interval = Duration::from_millis(10);
+    cfg.timeout = Duration::from_millis(5);
+    let sink = CollectSink::new();
+    let p = Pipeline::new("timeouts").parallelism(1).batch_size(10).checkpointing(cfg);
+    // A slow consumer behind a full channel: barriers queue behind the backlog.
+    p.source("gen", GeneratorSource::new(|i| i).bounded(300))
+        .map("fast", |x: u64| x)
+        .rebalance()
+        .map("slow", |x: u64| {
+            std::thread::sleep(Duration::from_millis(1));
+            x
+        })
+        .sink("out", sink.clone());
+    let report = p.run().unwrap();
+    assert!(report.checkpoints_aborted > 0, "expected aborted checkpoints: {report:?}");
+    let mut got = sink.records();
+    got.sort();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn restart_strategy_none_fails_the_job_at_the_first_failure() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    fail::arm(fail::PROCESS_RECORD, 2, FailAction::Error);
+    let (r, _) = job(&dir.path().join("chk"), 4_000, |p| p.restart_strategy(RestartStrategy::None));
+    fail::disarm_all();
+    let err = r.unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+}
+
+#[test]
+fn fixed_delay_gives_up_after_its_attempts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let p = Pipeline::new("always-fails")
+        .checkpoint_storage(dir.path().join("chk"))
+        .restart_strategy(RestartStrategy::FixedDelay { max_attempts: 2, delay: Duration::from_millis(1) });
+    p.source("gen", VecSource::new(vec![1u64, 2, 3]))
+        .map("boom", |x: u64| if x == 2 { panic!("bad record {x}") } else { x })
+        .sink("out", sink);
+    let err = p.run().unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("gave up after 2 restarts") && msg.contains("boom[0]"), "{msg}");
+}

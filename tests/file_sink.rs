@@ -1,0 +1,266 @@
+//! End-to-end exactly-once through the file sink (and the idempotent sink) under injected
+//! failures at every phase of the checkpoint lifecycle.
+//!
+//! Fail points are process-global, so the tests of this file run one at a time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use weir::engine::checkpoint::fail;
+use weir::engine::sink::file::{
+    committed_files, read_committed_lines, IN_PROGRESS_DIR, PENDING_DIR,
+};
+use weir::engine::sink::idempotent::UpsertMap;
+use weir::prelude::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const RECORDS: u64 = 20_000;
+const KEYS: u64 = 7;
+
+#[derive(Clone)]
+struct Sum;
+
+impl KeyedProcess<u64, (u64, u64)> for Sum {
+    type Out = (u64, u64, u64);
+    fn process(
+        &mut self,
+        (k, v): (u64, u64),
+        ctx: &mut KeyedContext<'_, u64, (u64, u64, u64)>,
+    ) -> Result<()> {
+        let mut s = ctx.value_state::<u64>("sum");
+        let n = s.get()?.unwrap_or(0) + v;
+        s.set(&n)?;
+        ctx.emit((k, v, n));
+        Ok(())
+    }
+}
+
+/// The job: key `i % 7` comes from split `i % 7` alone, so each key's records (and running
+/// sums) are in a deterministic order.
+fn pipeline(chk: &Path, state: Option<&Path>) -> (Pipeline, Stream<(u64, u64, u64)>) {
+    let mut p = Pipeline::new("file-eo")
+        .parallelism(2)
+        .checkpoint_storage(chk)
+        .checkpoint_interval(Duration::from_millis(30));
+    if let Some(s) = state {
+        p = p.state_dir(s);
+    }
+    let out = p
+        .source(
+            "gen",
+            GeneratorSource::new(|i| (i % KEYS, i))
+                .bounded(RECORDS)
+                .splits(KEYS as usize)
+                .rate_per_second(100_000.0),
+        )
+        .key_by("by-key", |(k, _): &(u64, u64)| *k)
+        .process("sum", Sum);
+    (p, out)
+}
+
+/// An armed fail point: (name, hit that triggers, action).
+type Point<'a> = (&'a str, u64, FailAction);
+
+/// Runs the job into `out` (checkpoints and state under `work`) with `points` armed.
+fn run(work: &Path, out: &Path, points: &[Point<'_>], rocks: bool) -> Result<JobReport> {
+    fail::disarm_all();
+    for &(name, nth, action) in points {
+        fail::arm(name, nth, action);
+    }
+    let state = work.join("state");
+    let (p, stream) = pipeline(&work.join("chk"), rocks.then_some(state.as_path()));
+    stream.sink("out", FileSink::exactly_once(out));
+    let r = p.run();
+    fail::disarm_all();
+    r
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn leftovers(out: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in [IN_PROGRESS_DIR, PENDING_DIR] {
+        if let Ok(entries) = std::fs::read_dir(out.join(sub)) {
+            names.extend(
+                entries
+                    .flatten()
+                    .map(|e| format!("{sub}/{}", e.file_name().to_string_lossy())),
+            );
+        }
+    }
+    names
+}
+
+/// Checks the committed output against the failure-free run's lines, and that each key's
+/// running sums appear in order (per subtask, committed files in checkpoint order).
+fn check(out: &Path, expected: &[String], what: &str) {
+    let got = read_committed_lines(out).unwrap();
+    assert_eq!(got.len(), expected.len(), "{what}: committed line count");
+    assert!(
+        sorted(got.clone()) == expected,
+        "{what}: committed lines differ from the failure-free run"
+    );
+    assert!(
+        leftovers(out).is_empty(),
+        "{what}: leftovers {:?}",
+        leftovers(out)
+    );
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for line in &got {
+        let (k, _, n): (u64, u64, u64) = serde_json::from_str(line).unwrap();
+        let prev = last.insert(k, n).unwrap_or(0);
+        assert!(
+            n > prev || (n == 0 && prev == 0),
+            "{what}: key {k} out of order: {prev} then {n}"
+        );
+    }
+}
+
+fn baseline() -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let report = run(tmp.path(), &out, &[], false).expect("failure-free run");
+    assert!(
+        report.checkpoints.len() >= 2,
+        "several checkpoints: {}",
+        report.checkpoints.len()
+    );
+    let expected = sorted(read_committed_lines(&out).unwrap());
+    assert_eq!(expected.len() as u64, RECORDS);
+    assert!(leftovers(&out).is_empty());
+    // Several files per subtask: output was committed checkpoint by checkpoint.
+    assert!(committed_files(&out).unwrap().len() > 2);
+    expected
+}
+
+#[test]
+fn exactly_once_under_injected_failures() {
+    let _g = serial();
+    let expected = baseline();
+    // Hits: process-record once per batch, snapshot-sync once per subtask and checkpoint,
+    // after-pre-commit and during-commit once per sink subtask and checkpoint, upload and
+    // after-metadata once per checkpoint, during-restore once per attempt.
+    let cases: Vec<Vec<(&str, u64)>> = vec![
+        vec![(fail::PROCESS_RECORD, 1)],
+        vec![(fail::PROCESS_RECORD, 100)],
+        vec![(fail::SNAPSHOT_SYNC, 1)],
+        vec![(fail::SNAPSHOT_SYNC, 7)],
+        vec![(fail::UPLOAD, 2)],
+        vec![(fail::AFTER_PRE_COMMIT, 1)],
+        vec![(fail::AFTER_PRE_COMMIT, 5)],
+        vec![(fail::AFTER_METADATA, 1)],
+        vec![(fail::AFTER_METADATA, 3)],
+        vec![(fail::DURING_COMMIT, 1)],
+        vec![(fail::DURING_COMMIT, 4)],
+        // The restore after a failure fails too.
+        vec![(fail::AFTER_METADATA, 2), (fail::DURING_RESTORE, 2)],
+        // A second failure after recovering from the first.
+        vec![(fail::DURING_COMMIT, 3), (fail::AFTER_PRE_COMMIT, 9)],
+    ];
+    let (mut restarts, mut restored_checkpoints) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        for action in [FailAction::Error, FailAction::Panic] {
+            let rocks = i % 2 == 1;
+            let points: Vec<Point<'_>> = case.iter().map(|&(p, n)| (p, n, action)).collect();
+            let what = format!("{case:?} {action:?} (rocksdb: {rocks})");
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join("out");
+            let report = run(tmp.path(), &out, &points, rocks)
+                .unwrap_or_else(|e| panic!("{what}: job failed: {e}"));
+            let restores: Vec<_> = report.restores.iter().map(|r| r.checkpoint).collect();
+            println!(
+                "{what}: {} restarts, {} checkpoints, {} aborted, restores {restores:?}",
+                report.restarts,
+                report.checkpoints.len(),
+                report.checkpoints_aborted
+            );
+            restarts += report.restarts;
+            restored_checkpoints += restores.iter().filter(|r| r.is_some()).count();
+            check(&out, &expected, &what);
+        }
+    }
+    assert!(
+        restarts >= 20,
+        "the fail points triggered ({restarts} restarts)"
+    );
+    assert!(
+        restored_checkpoints >= 10,
+        "recoveries restored checkpoints ({restored_checkpoints})"
+    );
+}
+
+/// A failed run with no restarts, then a new run (as after a process crash) that resumes from
+/// the latest checkpoint in storage and cleans up what the failed run left in the directory.
+#[test]
+fn a_new_run_resumes_after_a_failed_one() {
+    let _g = serial();
+    let expected = baseline();
+    for (point, nth) in [
+        (fail::AFTER_PRE_COMMIT, 5),
+        (fail::DURING_COMMIT, 4),
+        (fail::AFTER_METADATA, 3),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        fail::disarm_all();
+        fail::arm(point, nth, FailAction::Error);
+        let (p, stream) = pipeline(&tmp.path().join("chk"), None);
+        stream.sink("out", FileSink::exactly_once(&out));
+        let failed = p.restart_strategy(RestartStrategy::None).run();
+        fail::disarm_all();
+        assert!(failed.is_err(), "{point}: the first run fails");
+        let partial = read_committed_lines(&out).unwrap().len();
+        assert!(
+            (partial as u64) < RECORDS,
+            "{point}: the first run did not finish"
+        );
+
+        let report = run(tmp.path(), &out, &[], false).expect("the second run");
+        assert!(report.restores.is_empty() && report.restarts == 0);
+        check(&out, &expected, &format!("resumed after {point}"));
+    }
+}
+
+/// The idempotent sink: writes happen before checkpoints complete, and replays overwrite them;
+/// after failures each key holds its final running sum.
+#[test]
+fn idempotent_sink_converges_under_failures() {
+    let _g = serial();
+    let mut totals = BTreeMap::new();
+    for i in 0..RECORDS {
+        *totals.entry(i % KEYS).or_insert(0u64) += i;
+    }
+    for (point, action) in [
+        (fail::PROCESS_RECORD, FailAction::Panic),
+        (fail::AFTER_PRE_COMMIT, FailAction::Error),
+        (fail::SNAPSHOT_SYNC, FailAction::Panic),
+        (fail::AFTER_METADATA, FailAction::Error),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        fail::disarm_all();
+        fail::arm(point, 3, action);
+        let map = UpsertMap::new(|(k, _, _): &(u64, u64, u64)| format!("key-{k}"));
+        let (p, stream) = pipeline(&tmp.path().join("chk"), None);
+        stream.sink("totals", Idempotent::new(map.clone()));
+        let report = p.run();
+        fail::disarm_all();
+        let report = report.unwrap_or_else(|e| panic!("{point}: {e}"));
+        assert!(report.restarts >= 1, "{point}: the failure was injected");
+        let got: BTreeMap<u64, u64> = map
+            .entries()
+            .into_values()
+            .map(|(k, _, n)| (k, n))
+            .collect();
+        assert_eq!(got, totals, "{point}");
+        assert!(map.state().writes >= RECORDS);
+    }
+}
