@@ -84,6 +84,9 @@ struct Live {
     restarts: AtomicU32,
     last_checkpoint: Mutex<Option<(CheckpointId, Instant)>>,
     cancel_requested: AtomicBool,
+    /// Every subtask of the current attempt has opened (restored) and runs.
+    running: AtomicBool,
+    attempt: AtomicU32,
 }
 
 /// A live view of a running job.
@@ -97,6 +100,11 @@ pub struct Progress {
     pub last_checkpoint: Option<(CheckpointId, Duration)>,
     /// Restarts so far.
     pub restarts: u32,
+    /// The current attempt (1 = the first run of this process).
+    pub attempt: u32,
+    /// Whether every subtask of the current attempt runs (state restored): false while the
+    /// job starts, recovers or ends.
+    pub running: bool,
 }
 
 /// A running job.
@@ -146,6 +154,8 @@ impl JobHandle {
                 .unwrap_or_else(|e| e.into_inner())
                 .map(|(id, at)| (id, at.elapsed())),
             restarts: self.live.restarts.load(Ordering::Relaxed),
+            attempt: self.live.attempt.load(Ordering::Relaxed),
+            running: self.live.running.load(Ordering::Relaxed),
         }
     }
 
@@ -369,6 +379,7 @@ impl Master {
         if let Some(c) = &self.coordinator {
             c.clear_staging();
         }
+        self.live.attempt.store(attempt, Ordering::Relaxed);
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
         let shared = Arc::new(JobShared::new(snapshot_root));
         let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
@@ -491,6 +502,7 @@ impl Master {
                     a.running += 1;
                     if a.running == a.n_tasks {
                         a.running_at = Some(Instant::now());
+                        self.live.running.store(true, Ordering::Relaxed);
                     }
                     Ok(())
                 }
@@ -508,6 +520,7 @@ impl Master {
                 cancel_all(&shared, &controls);
             }
         }
+        self.live.running.store(false, Ordering::Relaxed);
         for t in threads {
             let _ = t.join();
         }
