@@ -1,7 +1,9 @@
 //! Everything a pipeline author needs: `use weir_engine::prelude::*;`.
 
 pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
-pub use crate::api::{Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream};
+pub use crate::api::{
+    Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
+};
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Result, ResultExt};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};

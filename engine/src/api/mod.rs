@@ -6,8 +6,10 @@ pub mod keyed;
 pub(crate) mod partition;
 pub mod pipeline;
 pub mod stream;
+pub mod window;
 
 pub use connected::{ConnectedKeyedStreams, ConnectedStreams};
 pub use keyed::KeyedStream;
 pub use pipeline::Pipeline;
 pub use stream::{SinkStep, Stream};
+pub use window::{Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream};

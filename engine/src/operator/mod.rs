@@ -74,6 +74,22 @@ pub struct OperatorContext {
     pub metrics: OperatorMetrics,
     /// Operator state restored from a checkpoint (what `snapshot` returned), if any.
     pub restored_state: Option<Vec<u8>>,
+    /// How to open `store`: the subtask's thread does it before `open`.
+    pub(crate) store_opener: Option<StoreOpener>,
+}
+
+/// Everything needed to open (and restore) one keyed subtask's store.
+pub(crate) struct StoreOpener {
+    pub(crate) backend: std::sync::Arc<dyn crate::state::StateBackend>,
+    pub(crate) scope: crate::state::StoreScope,
+    pub(crate) restore_from: Option<std::path::PathBuf>,
+}
+
+impl StoreOpener {
+    /// Opens the store, restored from the checkpoint's files if any.
+    pub(crate) fn open(self) -> Result<Box<dyn KeyedStore>> {
+        self.backend.open_store(&self.scope, self.restore_from.as_deref())
+    }
 }
 
 impl OperatorContext {

@@ -74,6 +74,13 @@ impl Chain {
     pub(crate) fn open(&mut self) -> Result<()> {
         for l in &mut self.links {
             let describe = l.ctx.describe();
+            if let Some(opener) = l.ctx.store_opener.take() {
+                l.ctx.store = Some(
+                    opener
+                        .open()
+                        .map_err(|e| e.context(format!("opening the state of {describe}")))?,
+                );
+            }
             let (op, ctx) = (&mut l.op, &mut l.ctx);
             match catch_unwind(AssertUnwindSafe(|| op.open(ctx))) {
                 Ok(r) => r.map_err(|e| e.context(format!("opening operator {describe}")))?,

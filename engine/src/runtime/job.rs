@@ -383,10 +383,6 @@ impl Master {
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
         let shared = Arc::new(JobShared::new(snapshot_root));
         let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
-        if let Some(d) = restore_dir {
-            // Stores copied or linked what they need while opening.
-            let _ = std::fs::remove_dir_all(d);
-        }
         let plan = match built {
             Ok(p) => p,
             Err(e) => return (AttemptEnd::Failed(e, Instant::now()), None, base_source_records),
@@ -442,6 +438,7 @@ impl Master {
             next_trigger: Instant::now() + self.interval(),
             base_source_records,
             parallelism: parallelism.clone(),
+            restore_dir,
         };
         if end.is_some() {
             cancel_all(&shared, &controls);
@@ -503,6 +500,10 @@ impl Master {
                     if a.running == a.n_tasks {
                         a.running_at = Some(Instant::now());
                         self.live.running.store(true, Ordering::Relaxed);
+                        if let Some(d) = a.restore_dir.take() {
+                            // Every store copied or linked what it needs while opening.
+                            let _ = std::fs::remove_dir_all(d);
+                        }
                     }
                     Ok(())
                 }
@@ -729,6 +730,8 @@ struct Attempt<'a> {
     next_trigger: Instant,
     base_source_records: u64,
     parallelism: Arc<HashMap<String, usize>>,
+    /// Restored state laid out for the stores to open; removed once all are open.
+    restore_dir: Option<PathBuf>,
 }
 
 fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {

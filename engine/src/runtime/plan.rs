@@ -5,7 +5,7 @@ use crate::config::JobConfig;
 use crate::graph::{Graph, NodeId, NodeKind};
 use crate::message::Message;
 use crate::metrics::OperatorMetrics;
-use crate::operator::OperatorContext;
+use crate::operator::{OperatorContext, StoreOpener};
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
 use crate::runtime::exchange::{OutputEdge, Outputs, Partitioning};
@@ -208,23 +208,22 @@ pub(crate) fn build(
                     }
                     NodeKind::Operator { factory, keyed, .. } => {
                         let key_groups = KeyGroupRange::for_subtask(s, p, cfg.max_parallelism);
-                        let store = if *keyed {
+                        // Stores are opened by each subtask's own thread, in parallel.
+                        let store_opener = if *keyed {
                             if !backend_checked.get() {
                                 cfg.state_backend.validate()?;
                                 backend_checked.set(true);
                             }
-                            let scope = StoreScope {
-                                job: cfg.name.clone(),
-                                operator: node.name.clone(),
-                                subtask: s,
-                                key_groups,
-                            };
-                            let from = restore.keyed.get(&(node.name.clone(), s));
-                            Some(
-                                cfg.state_backend
-                                    .open_store(&scope, from.map(|p| p.as_path()))
-                                    .with_context(|| format!("opening the state of {}[{s}]", node.name))?,
-                            )
+                            Some(StoreOpener {
+                                backend: cfg.state_backend.clone(),
+                                scope: StoreScope {
+                                    job: cfg.name.clone(),
+                                    operator: node.name.clone(),
+                                    subtask: s,
+                                    key_groups,
+                                },
+                                restore_from: restore.keyed.get(&(node.name.clone(), s)).cloned(),
+                            })
                         } else {
                             None
                         };
@@ -236,7 +235,8 @@ pub(crate) fn build(
                             parallelism: p,
                             max_parallelism: cfg.max_parallelism,
                             key_groups,
-                            store,
+                            store: None,
+                            store_opener,
                             metrics: metrics.clone(),
                             restored_state: restore.operator_state.get(&(node.name.clone(), s)).cloned(),
                         };

@@ -160,6 +160,13 @@ impl Task {
                     self.chain.finish_operators()?;
                 }
                 let operators = self.snapshot_chain(&barrier)?;
+                let sync_duration = started.elapsed();
+                if barrier.kind == BarrierKind::Final {
+                    // End of stream goes out before the ack: once the master has every ack,
+                    // every end of stream has been sent, and downstream tasks wait for it.
+                    self.chain.end_outputs()?;
+                    *phase = Phase::AwaitingFinalCommit(barrier.id);
+                }
                 self.ack(TaskAck {
                     task: self.id,
                     barrier,
@@ -168,12 +175,8 @@ impl Task {
                     source_name: Some(src.name().to_string()),
                     source_records: src.records_read(),
                     alignment: Duration::ZERO,
-                    sync_duration: started.elapsed(),
+                    sync_duration,
                 });
-                if barrier.kind == BarrierKind::Final {
-                    self.chain.end_outputs()?;
-                    *phase = Phase::AwaitingFinalCommit(barrier.id);
-                }
                 Ok(None)
             }
             Control::CheckpointComplete(id) => {
@@ -190,6 +193,10 @@ impl Task {
 
     fn run_gate(&mut self, mut gate: InputGate) -> Result<()> {
         let mut phase = Phase::Running;
+        // The task ends once its final checkpoint is complete and every input has ended (so
+        // no upstream is still sending to it), in whichever order the two happen.
+        let mut final_complete = false;
+        let mut inputs_ended = false;
         let mut watermark: Timestamp = Timestamp::MIN;
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -246,12 +253,19 @@ impl Task {
                         )));
                     }
                     self.chain.end_outputs()?;
+                    inputs_ended = true;
+                    if final_complete {
+                        return Ok(());
+                    }
                 }
                 GateEvent::Control(Control::CheckpointComplete(id)) => {
                     self.chain.notify_checkpoint_complete(id)?;
                     if let Phase::AwaitingFinalCommit(f) = phase {
                         if id >= f {
-                            return Ok(());
+                            final_complete = true;
+                            if inputs_ended {
+                                return Ok(());
+                            }
                         }
                     }
                 }

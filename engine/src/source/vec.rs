@@ -93,6 +93,8 @@ impl<T: Data + Sync> SourceReader<T> for VecReader<T> {
                 *read += 1;
                 emitted += 1;
                 exhausted = 0;
+                // Record by record over splits keeps their event times close together.
+                self.current += 1;
             } else {
                 exhausted += 1;
                 self.current += 1;

@@ -21,22 +21,14 @@ pub(crate) struct AggContents<T, A> {
 
 impl<T, A> AggContents<T, A> {
     pub(crate) fn new(agg: A) -> Self {
-        AggContents {
-            agg,
-            _t: PhantomData,
-        }
+        AggContents { agg, _t: PhantomData }
     }
 }
 
 impl<K: Key, T: Data, A: AggregateFunction<T>> WindowContents<K, T> for AggContents<T, A> {
     type Out = Windowed<K, A::Out>;
 
-    fn add<O: Data>(
-        &self,
-        ctx: &mut KeyedContext<'_, K, O>,
-        w: TimeWindow,
-        value: T,
-    ) -> Result<()> {
+    fn add<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow, value: T) -> Result<()> {
         let k = window_key(w);
         let mut st = ctx.map_state::<WindowKey, A::Acc>(ACC);
         let mut acc = st.get(&k)?.unwrap_or_else(|| self.agg.create());
@@ -69,10 +61,7 @@ impl<K: Key, T: Data, A: AggregateFunction<T>> WindowContents<K, T> for AggConte
         w: TimeWindow,
         out: &mut Vec<Self::Out>,
     ) -> Result<()> {
-        if let Some(acc) = ctx
-            .map_state::<WindowKey, A::Acc>(ACC)
-            .get(&window_key(w))?
-        {
+        if let Some(acc) = ctx.map_state::<WindowKey, A::Acc>(ACC).get(&window_key(w))? {
             out.push(Windowed {
                 key: ctx.key().clone(),
                 window: w,
@@ -83,8 +72,7 @@ impl<K: Key, T: Data, A: AggregateFunction<T>> WindowContents<K, T> for AggConte
     }
 
     fn clear<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow) -> Result<()> {
-        ctx.map_state::<WindowKey, A::Acc>(ACC)
-            .remove(&window_key(w))
+        ctx.map_state::<WindowKey, A::Acc>(ACC).remove(&window_key(w))
     }
 }
 
@@ -96,12 +84,7 @@ pub(crate) struct ReduceContents<T> {
 impl<K: Key, T: Data> WindowContents<K, T> for ReduceContents<T> {
     type Out = Windowed<K, T>;
 
-    fn add<O: Data>(
-        &self,
-        ctx: &mut KeyedContext<'_, K, O>,
-        w: TimeWindow,
-        value: T,
-    ) -> Result<()> {
+    fn add<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow, value: T) -> Result<()> {
         let k = window_key(w);
         let mut st = ctx.map_state::<WindowKey, T>(REDUCED);
         let next = match st.get(&k)? {
@@ -153,8 +136,7 @@ impl<K: Key, T: Data> WindowContents<K, T> for ReduceContents<T> {
     }
 
     fn clear<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow) -> Result<()> {
-        ctx.map_state::<WindowKey, T>(REDUCED)
-            .remove(&window_key(w))
+        ctx.map_state::<WindowKey, T>(REDUCED).remove(&window_key(w))
     }
 }
 
@@ -168,9 +150,7 @@ pub(crate) struct ProcessContents<K, T, O> {
 }
 
 impl<K, T, O> ProcessContents<K, T, O> {
-    pub(crate) fn new(
-        f: impl Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn new(f: impl Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync + 'static) -> Self {
         ProcessContents { f: Arc::new(f) }
     }
 }
@@ -185,12 +165,7 @@ pub(crate) fn list_name(w: TimeWindow) -> String {
 impl<K: Key, T: Data, O: Data> WindowContents<K, T> for ProcessContents<K, T, O> {
     type Out = O;
 
-    fn add<X: Data>(
-        &self,
-        ctx: &mut KeyedContext<'_, K, X>,
-        w: TimeWindow,
-        value: T,
-    ) -> Result<()> {
+    fn add<X: Data>(&self, ctx: &mut KeyedContext<'_, K, X>, w: TimeWindow, value: T) -> Result<()> {
         let name = list_name(w);
         ctx.list_state::<T>(&name).add(&value)
     }
@@ -214,12 +189,7 @@ impl<K: Key, T: Data, O: Data> WindowContents<K, T> for ProcessContents<K, T, O>
         Ok(())
     }
 
-    fn results<X: Data>(
-        &self,
-        ctx: &mut KeyedContext<'_, K, X>,
-        w: TimeWindow,
-        out: &mut Vec<O>,
-    ) -> Result<()> {
+    fn results<X: Data>(&self, ctx: &mut KeyedContext<'_, K, X>, w: TimeWindow, out: &mut Vec<O>) -> Result<()> {
         let name = list_name(w);
         let values = ctx.list_state::<T>(&name).get()?;
         if !values.is_empty() {

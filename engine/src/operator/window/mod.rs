@@ -64,8 +64,7 @@ pub(crate) trait WindowContents<K, T>: Send + Sync + 'static {
     /// What a firing window yields.
     type Out: Data;
     /// Adds `value` to window `w` of the current key.
-    fn add<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow, value: T)
-        -> Result<()>;
+    fn add<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow, value: T) -> Result<()>;
     /// Moves the contents of `sources` into `target` (which may hold contents already).
     fn merge<O: Data>(
         &self,
@@ -74,12 +73,8 @@ pub(crate) trait WindowContents<K, T>: Send + Sync + 'static {
         sources: &[TimeWindow],
     ) -> Result<()>;
     /// Appends what window `w` yields now to `out` (nothing for an empty window).
-    fn results<O: Data>(
-        &self,
-        ctx: &mut KeyedContext<'_, K, O>,
-        w: TimeWindow,
-        out: &mut Vec<Self::Out>,
-    ) -> Result<()>;
+    fn results<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow, out: &mut Vec<Self::Out>)
+        -> Result<()>;
     /// Drops the contents of `w`.
     fn clear<O: Data>(&self, ctx: &mut KeyedContext<'_, K, O>, w: TimeWindow) -> Result<()>;
 }
@@ -142,10 +137,7 @@ impl<K, W, C, T> WindowOperator<K, W, C, T> {
 /// The session `new` merges into among the `existing` windows of a key: the cover of `new` and
 /// every window that intersects it (repeated until nothing more intersects), and those windows,
 /// in the order of `existing`.
-pub(crate) fn merge_windows(
-    existing: &[TimeWindow],
-    new: TimeWindow,
-) -> (TimeWindow, Vec<TimeWindow>) {
+pub(crate) fn merge_windows(existing: &[TimeWindow], new: TimeWindow) -> (TimeWindow, Vec<TimeWindow>) {
     let mut merged = new;
     let mut taken = vec![false; existing.len()];
     loop {
@@ -178,11 +170,7 @@ where
     C: WindowContents<K, T>,
 {
     /// Emits what `w` yields, each result at `w.max_timestamp()`.
-    fn fire(
-        &self,
-        ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>,
-        w: TimeWindow,
-    ) -> Result<()> {
+    fn fire(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: TimeWindow) -> Result<()> {
         let mut out = Vec::new();
         self.contents.results(ctx, w, &mut out)?;
         for r in out {
@@ -192,11 +180,7 @@ where
     }
 
     /// Registers the timers of a new (not late) window.
-    fn register_timers(
-        &self,
-        ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>,
-        w: &TimeWindow,
-    ) -> Result<()> {
+    fn register_timers(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: &TimeWindow) -> Result<()> {
         let wm = ctx.current_watermark();
         let fire_at = w.max_timestamp();
         if fire_at > wm {
@@ -211,12 +195,7 @@ where
 
     /// Adds `value` to `w` (not late), creating the window if needed; fires it at once if the
     /// watermark already passed its end (a record within the allowed lateness).
-    fn add_to(
-        &self,
-        ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>,
-        w: TimeWindow,
-        value: T,
-    ) -> Result<()> {
+    fn add_to(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: TimeWindow, value: T) -> Result<()> {
         let k = window_key(w);
         if !ctx.map_state::<WindowKey, ()>(INDEX).contains(&k)? {
             ctx.map_state::<WindowKey, ()>(INDEX).put(&k, &())?;
@@ -250,14 +229,9 @@ where
         if !sources.is_empty() {
             self.contents.merge(ctx, merged, &sources)?;
             for s in &sources {
-                ctx.map_state::<WindowKey, ()>(INDEX)
-                    .remove(&window_key(*s))?;
+                ctx.map_state::<WindowKey, ()>(INDEX).remove(&window_key(*s))?;
             }
-            let remaining: Vec<TimeWindow> = existing
-                .iter()
-                .copied()
-                .filter(|w| !sources.contains(w))
-                .collect();
+            let remaining: Vec<TimeWindow> = existing.iter().copied().filter(|w| !sources.contains(w)).collect();
             for s in &sources {
                 for t in [s.max_timestamp(), self.cleanup_time(s)] {
                     if !remaining.iter().any(|w| self.needs_timer(w, t)) {
@@ -266,8 +240,7 @@ where
                 }
             }
             if !absorbed.contains(&merged) {
-                ctx.map_state::<WindowKey, ()>(INDEX)
-                    .put(&window_key(merged), &())?;
+                ctx.map_state::<WindowKey, ()>(INDEX).put(&window_key(merged), &())?;
                 self.register_timers(ctx, &merged)?;
             }
         }
@@ -296,12 +269,7 @@ where
             if !merging && self.is_late(w, wm) {
                 continue;
             }
-            let v = if i == last {
-                value.take()
-            } else {
-                value.clone()
-            }
-            .expect("kept until the last window");
+            let v = if i == last { value.take() } else { value.clone() }.expect("kept until the last window");
             if merging {
                 match self.add_merging(ctx, *w, v)? {
                     None => accepted = true,

@@ -16,24 +16,12 @@ fn a_session_without_neighbours_stays_alone() {
 #[test]
 fn sessions_that_overlap_or_touch_merge() {
     let existing = [w(0, 10), w(30, 40)];
-    assert_eq!(
-        merge_windows(&existing, w(5, 15)),
-        (w(0, 15), vec![w(0, 10)])
-    );
+    assert_eq!(merge_windows(&existing, w(5, 15)), (w(0, 15), vec![w(0, 10)]));
     // Touching windows merge (Flink's `TimeWindow.intersects`).
-    assert_eq!(
-        merge_windows(&existing, w(10, 20)),
-        (w(0, 20), vec![w(0, 10)])
-    );
-    assert_eq!(
-        merge_windows(&existing, w(20, 30)),
-        (w(20, 40), vec![w(30, 40)])
-    );
+    assert_eq!(merge_windows(&existing, w(10, 20)), (w(0, 20), vec![w(0, 10)]));
+    assert_eq!(merge_windows(&existing, w(20, 30)), (w(20, 40), vec![w(30, 40)]));
     // Contained in an existing session: that session is the result.
-    assert_eq!(
-        merge_windows(&existing, w(2, 8)),
-        (w(0, 10), vec![w(0, 10)])
-    );
+    assert_eq!(merge_windows(&existing, w(2, 8)), (w(0, 10), vec![w(0, 10)]));
     // A record bridging two sessions merges all three.
     assert_eq!(
         merge_windows(&existing, w(8, 32)),
@@ -65,9 +53,7 @@ fn brute_force_sessions_match_sorted_gap_model() {
     for _ in 0..200 {
         let mut ts: Vec<i64> = (0..20)
             .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 ((seed >> 33) % 200) as i64 - 100
             })
             .collect();
