@@ -73,10 +73,10 @@ pub(crate) struct KeyScope<'a> {
 }
 
 impl KeyScope<'_> {
-    fn entry_key(&mut self, name: &str, suffix: &[u8]) -> Vec<u8> {
+    /// Writes the store key of entry `suffix` of state `name` into the scratch buffer.
+    fn write_entry_key(&mut self, name: &str, suffix: &[u8]) {
         write_user_state_prefix(self.buf, self.key_group, name, self.key);
         self.buf.extend_from_slice(suffix);
-        self.buf.clone()
     }
 
     /// Registers a timer for the current key in namespace `ns`.
@@ -104,29 +104,29 @@ impl KeyScope<'_> {
 
 impl StateOps for KeyScope<'_> {
     fn get_raw(&mut self, name: &str, suffix: &[u8]) -> Result<Option<Vec<u8>>> {
-        let k = self.entry_key(name, suffix);
-        self.store.get(&k)
+        self.write_entry_key(name, suffix);
+        self.store.get(self.buf)
     }
 
     fn put_raw(&mut self, name: &str, suffix: &[u8], value: &[u8]) -> Result<()> {
-        let k = self.entry_key(name, suffix);
-        self.store.put(&k, value)
+        self.write_entry_key(name, suffix);
+        self.store.put(self.buf, value)
     }
 
     fn delete_raw(&mut self, name: &str, suffix: &[u8]) -> Result<()> {
-        let k = self.entry_key(name, suffix);
-        self.store.delete(&k)
+        self.write_entry_key(name, suffix);
+        self.store.delete(self.buf)
     }
 
     fn scan_raw(&mut self, name: &str, f: &mut EntryVisitor<'_>) -> Result<()> {
-        let prefix = self.entry_key(name, &[]);
-        let n = prefix.len();
-        self.store.scan_prefix(&prefix, &mut |k, v| f(&k[n..], v))
+        self.write_entry_key(name, &[]);
+        let n = self.buf.len();
+        self.store.scan_prefix(self.buf, &mut |k, v| f(&k[n..], v))
     }
 
     fn delete_all_raw(&mut self, name: &str) -> Result<()> {
-        let prefix = self.entry_key(name, &[]);
-        self.store.delete_prefix(&prefix)
+        self.write_entry_key(name, &[]);
+        self.store.delete_prefix(self.buf)
     }
 
     fn now(&self, domain: TimeDomain) -> Timestamp {
