@@ -45,6 +45,7 @@ impl<S: Source> ErasedSource for S {
             taken: Vec::new(),
             records: metrics,
             name: name.to_string(),
+            subtask: subtask.index,
         }))
     }
 }

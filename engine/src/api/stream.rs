@@ -168,8 +168,9 @@ impl<T: Data> Stream<T> {
                 "union() of a rebalanced or broadcast stream: apply rebalance()/broadcast() after union()",
             ));
         }
+        // A stream unioned with itself delivers every record twice, as written.
         let mut nodes = self.nodes.clone();
-        nodes.extend(other.nodes.iter().copied().filter(|n| !self.nodes.contains(n)));
+        nodes.extend(other.nodes.iter().copied());
         Stream::new(self.graph.clone(), nodes, Partitioning::Forward)
     }
 

@@ -11,7 +11,7 @@ use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
 use crate::message::CheckpointId;
 use crate::runtime::plan::RestoreInput;
-use crate::state::backend::sanitize;
+use crate::state::backend::dir_name;
 use crate::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -67,7 +67,7 @@ fn materialize(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata, dir: 
     for op in &meta.operators {
         for st in &op.subtasks {
             if !st.keyed_files.is_empty() {
-                let d = dir.join(sanitize(&op.name)).join(st.subtask.to_string());
+                let d = dir.join(dir_name(&op.name)).join(st.subtask.to_string());
                 for f in &st.keyed_files {
                     storage.fetch_verified(f, &d.join(&f.name))?;
                 }

@@ -13,7 +13,7 @@ use super::metadata::{
 use super::storage::CheckpointStorage;
 use crate::message::Barrier;
 use crate::runtime::task::TaskAck;
-use crate::state::backend::sanitize;
+use crate::state::backend::dir_name;
 use crate::state::KeyGroupRange;
 use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap};
@@ -62,7 +62,7 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
             if snap.keyed_files.is_empty() && snap.operator_state.is_none() {
                 continue;
             }
-            let dir_name = sanitize(op);
+            let dir_name = dir_name(op);
             let staged = job.staging.join(&dir_name).join(subtask.to_string());
             let mut keyed_files = Vec::with_capacity(snap.keyed_files.len());
             for f in &snap.keyed_files {

@@ -188,12 +188,21 @@ impl Drop for JobHandle {
 /// Starts the job described by `graph`.
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
     plan::validate(&graph, &cfg)?;
+    // Everything that can be checked before starting is: `start` returns these errors itself.
+    if graph.nodes.iter().any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. })) {
+        cfg.state_backend.validate()?;
+    }
+    for n in &graph.nodes {
+        if let crate::graph::NodeKind::Source(src) = &n.kind {
+            src.splits().map_err(|e| e.context(format!("listing the splits of source \"{}\"", n.name)))?;
+        }
+    }
     let coordinator = match &cfg.checkpoint {
         Some(c) => {
             // Unique per run: two runs of a job (even in one process) never share staging.
             let run = format!(
                 "{}-{}-{}",
-                crate::state::backend::sanitize(&cfg.name),
+                crate::state::backend::dir_name(&cfg.name),
                 std::process::id(),
                 RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
             );

@@ -2,7 +2,7 @@
 
 use crate::data::{erase, Data, ErasedBatch, Record};
 use crate::source::{ReadStatus, SourceReader, SplitPosition};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A source reader as the task loop sees it.
 pub(crate) trait SourceDriver: Send {
@@ -25,12 +25,30 @@ pub(crate) struct TypedSourceDriver<T: Data> {
     pub(crate) taken: Vec<(u64, Vec<SplitPosition>)>,
     pub(crate) records: crate::metrics::OperatorMetrics,
     pub(crate) name: String,
+    pub(crate) subtask: usize,
+}
+
+impl<T: Data> TypedSourceDriver<T> {
+    /// Runs a reader call, naming the source subtask in errors and turning panics into
+    /// user-function errors.
+    fn guarded<R>(&mut self, what: &str, f: impl FnOnce(&mut dyn SourceReader<T>) -> Result<R>) -> Result<R> {
+        let reader = self.reader.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(reader))) {
+            Ok(r) => r.map_err(|e| e.context(format!("source {}[{}] ({what})", self.name, self.subtask))),
+            Err(p) => Err(Error::user(format!(
+                "source {}[{}] panicked ({what}): {}",
+                self.name,
+                self.subtask,
+                crate::runtime::chain::panic_message(&p)
+            ))),
+        }
+    }
 }
 
 impl<T: Data> SourceDriver for TypedSourceDriver<T> {
     fn poll(&mut self, max: usize) -> Result<(Option<Box<dyn ErasedBatch>>, ReadStatus)> {
         let mut out: Vec<Record<T>> = Vec::with_capacity(max);
-        let status = self.reader.poll(&mut out, max)?;
+        let status = self.guarded("reading", |r| r.poll(&mut out, max))?;
         self.records.add_out(out.len() as u64);
         let batch = if out.is_empty() { None } else { Some(erase(out)) };
         Ok((batch, status))
@@ -55,6 +73,6 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
             Some(i) => self.taken.drain(..=i).next_back().map(|(_, p)| p).unwrap_or_default(),
             None => return Ok(()),
         };
-        self.reader.notify_checkpoint_complete(id, &positions)
+        self.guarded("checkpoint complete", |r| r.notify_checkpoint_complete(id, &positions))
     }
 }

@@ -109,7 +109,8 @@ impl Task {
                 }
             }
             self.check_cancelled()?;
-            if Instant::now() >= next_tick {
+            // After the final barrier nothing may be emitted: it would never be committed.
+            if Instant::now() >= next_tick && matches!(phase, Phase::Running) {
                 self.chain.on_processing_time(now_ms())?;
                 next_tick = Instant::now() + TICK;
             }
@@ -201,12 +202,15 @@ impl Task {
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
-            if now >= next_tick {
+            let running = matches!(phase, Phase::Running);
+            if now >= next_tick && running {
                 self.chain.on_processing_time(now_ms())?;
+            }
+            if now >= next_tick {
                 next_tick = now + TICK;
             }
             let mut timeout = next_tick.saturating_duration_since(now);
-            if let Some(d) = self.chain.next_deadline_ms() {
+            if let Some(d) = self.chain.next_deadline_ms().filter(|_| running) {
                 let wall = now_ms();
                 if d <= wall {
                     self.chain.on_processing_time(wall)?;
@@ -283,7 +287,7 @@ impl Task {
         let dir = self.job.snapshot_dir(barrier.id);
         let target_for = |ctx: &OperatorContext| SnapshotTarget {
             dir: dir.as_ref().map(|d| {
-                d.join(crate::state::backend::sanitize(&ctx.operator))
+                d.join(crate::state::backend::dir_name(&ctx.operator))
                     .join(ctx.subtask.to_string())
             }),
         };

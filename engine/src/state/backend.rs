@@ -26,10 +26,16 @@ pub struct StoreScope {
 impl StoreScope {
     /// A directory-safe relative path for this store: `job/operator/subtask`.
     pub fn relative_dir(&self) -> PathBuf {
-        PathBuf::from(sanitize(&self.job))
-            .join(sanitize(&self.operator))
+        PathBuf::from(dir_name(&self.job))
+            .join(dir_name(&self.operator))
             .join(self.subtask.to_string())
     }
+}
+
+/// A directory name for a job or step name: readable, path-safe and one-to-one (names that
+/// differ only in characters `sanitize` replaces get different hash suffixes).
+pub fn dir_name(name: &str) -> String {
+    format!("{}-{:08x}", sanitize(name), crc32c::crc32c(name.as_bytes()))
 }
 
 /// Replaces characters that are not safe in a path component.

@@ -1,0 +1,823 @@
+//! The runtime as a whole: results independent of parallelism, configuration errors, failures
+//! of user functions, cancellation, thread hygiene and backpressure.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use weir::engine::message::CheckpointId;
+use weir::engine::source::generator::mix;
+use weir::prelude::*;
+
+// ---- helpers --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Memory,
+    Rocks,
+}
+
+const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
+
+fn pipeline(name: &str, backend: Backend, dir: &tempfile::TempDir) -> Pipeline {
+    let p = Pipeline::new(name);
+    match backend {
+        Backend::Memory => p.state_backend(MemoryBackend::new()),
+        Backend::Rocks => p.state_dir(dir.path().join("state")),
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Runs `f` on another thread and fails the test if it does not return within `secs`.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("did not return within {secs} s"))
+}
+
+/// Names (as the kernel shows them, at most 15 bytes) of this process's threads.
+fn thread_names() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
+            out.push(comm.trim_end().to_string());
+        }
+    }
+    out
+}
+
+/// Threads of jobs whose job and step names start with `prefix` (subtasks are named
+/// "weir-<steps>[i]", the master "weir-master-<job>"; keep "weir-master-<prefix>" within the
+/// kernel's 15 bytes).
+fn job_threads(prefix: &str) -> Vec<String> {
+    let sub = format!("weir-{prefix}");
+    let master = format!("weir-master-{prefix}");
+    thread_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&sub) || n.starts_with(&master))
+        .collect()
+}
+
+/// Waits (up to 5 s, for the kernel to reap exited threads) until no thread of `prefix` is left.
+fn assert_no_threads_left(prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = job_threads(prefix);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "threads left after join: {left:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- results independent of parallelism --------------------------------------------------------
+
+/// Counts records per key: emits `(key, count so far)` (a multiset independent of the order in
+/// which a key's records arrive).
+#[derive(Clone)]
+struct RunningCount;
+
+impl KeyedProcess<u64, (u64, u64)> for RunningCount {
+    type Out = (u64, u64);
+    fn process(&mut self, _v: (u64, u64), ctx: &mut KeyedContext<'_, u64, Self::Out>) -> Result<()> {
+        let key = *ctx.key();
+        let mut st = ctx.value_state::<u64>("count");
+        let n = st.get()?.unwrap_or(0) + 1;
+        st.set(&n)?;
+        ctx.emit((key, n));
+        Ok(())
+    }
+}
+
+/// Two inputs sharing per-key state: the largest count of input 1, the sum and number of the
+/// values of input 2 (map state by value bucket); everything is emitted once per key by an
+/// event-time timer that only the end of input fires, so the output does not depend on the
+/// interleaving. Input 1 records also pass through tagged 0.
+#[derive(Clone)]
+struct Combine;
+
+type Combined = (u8, u64, u64, u64, u64);
+
+impl KeyedCoProcess<u64, (u64, u64), (u64, u64)> for Combine {
+    type Out = Combined;
+    fn process_first(&mut self, (k, n): (u64, u64), ctx: &mut KeyedContext<'_, u64, Combined>) -> Result<()> {
+        let mut max = ctx.value_state::<u64>("max-count");
+        let m = max.get()?.unwrap_or(0).max(n);
+        max.set(&m)?;
+        ctx.register_event_time_timer(0)?;
+        ctx.emit((0, k, n, 0, 0));
+        Ok(())
+    }
+    fn process_second(&mut self, (_, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, Combined>) -> Result<()> {
+        let mut sum = ctx.value_state::<u64>("sum");
+        let s = sum.get()?.unwrap_or(0) + v;
+        sum.set(&s)?;
+        let mut buckets = ctx.map_state::<u64, u64>("buckets");
+        let b = buckets.get(&(v % 4))?.unwrap_or(0);
+        buckets.put(&(v % 4), &(b + 1))?;
+        ctx.register_event_time_timer(0)
+    }
+    fn on_timer(&mut self, _t: Timer, ctx: &mut KeyedContext<'_, u64, Combined>) -> Result<()> {
+        let k = *ctx.key();
+        let max = ctx.value_state::<u64>("max-count").get()?.unwrap_or(0);
+        let sum = ctx.value_state::<u64>("sum").get()?.unwrap_or(0);
+        let n: u64 = ctx
+            .map_state::<u64, u64>("buckets")
+            .entries()?
+            .iter()
+            .map(|e| e.1)
+            .sum();
+        ctx.emit((1, k, max, sum, n));
+        Ok(())
+    }
+}
+
+const KEYS: u64 = 37;
+const N_A: u64 = 20_000;
+const N_B: u64 = 5_000;
+
+fn run_parity(p: usize, backend: Backend) -> Vec<Combined> {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let pl = pipeline("parity", backend, &dir).parallelism(p).batch_size(256);
+    let a = pl
+        .source(
+            "a",
+            GeneratorSource::new(|i| (mix(1, i) % KEYS, i)).bounded(N_A).splits(4),
+        )
+        .map("a-map", |(k, i)| (k, i + 1))
+        .key_by("a-by-key", |r| r.0)
+        .process("count", RunningCount);
+    let b = pl
+        .source(
+            "b",
+            GeneratorSource::new(|i| (i % KEYS, mix(2, i) % 100))
+                .bounded(N_B)
+                .splits(3),
+        )
+        .filter("b-filter", |r| r.1 != 13);
+    a.connect(&b)
+        .key_by("by-key", |r| r.0, |r| r.0)
+        .process("combine", Combine)
+        .sink("out", sink.clone());
+    let report = pl.run().unwrap();
+    assert_eq!(report.operator("count").unwrap().parallelism, p);
+    sorted(sink.records())
+}
+
+fn expected_parity() -> Vec<Combined> {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for i in 0..N_A {
+        let c = counts.entry(mix(1, i) % KEYS).or_default();
+        *c += 1;
+        out.push((0u8, mix(1, i) % KEYS, *c, 0, 0));
+    }
+    let mut sums: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for i in 0..N_B {
+        let v = mix(2, i) % 100;
+        if v != 13 {
+            let e = sums.entry(i % KEYS).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    for k in 0..KEYS {
+        let (s, n) = sums.get(&k).copied().unwrap_or_default();
+        out.push((1, k, counts.get(&k).copied().unwrap_or(0), s, n));
+    }
+    sorted(out)
+}
+
+#[test]
+fn results_are_identical_at_parallelism_1_2_and_4_on_both_backends() {
+    let want = expected_parity();
+    for backend in BACKENDS {
+        for p in [1, 2, 4] {
+            let got = run_parity(p, backend);
+            assert_eq!(got.len(), want.len(), "{backend:?} p {p}");
+            assert!(
+                got == want,
+                "{backend:?} p {p}: output differs from the expected multiset"
+            );
+        }
+    }
+}
+
+// ---- configuration errors -----------------------------------------------------------------------
+
+fn simple(p: Pipeline) -> Pipeline {
+    p.source("src", VecSource::new(vec![1u64, 2, 3]))
+        .key_by("by-key", |x| *x)
+        .reduce("sum", |a, b| a + b)
+        .sink("out", DiscardSink::new());
+    p
+}
+
+/// Runs `p` (which must fail with a configuration error, promptly) and returns the message.
+fn config_error(p: Pipeline) -> String {
+    let e = match p.start() {
+        Err(e) => e,
+        // Some settings are only checked by the job master (for example the state directory).
+        Ok(handle) => within(30, move || handle.join()).expect_err("a configuration error"),
+    };
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    e.to_string()
+}
+
+#[test]
+fn parallelism_zero_is_a_config_error() {
+    let msg = config_error(simple(Pipeline::new("zero").parallelism(0)));
+    assert!(msg.contains("parallelism") && msg.contains('0'), "{msg}");
+
+    let p = Pipeline::new("zero-step");
+    p.source("src", VecSource::new(vec![1u64]))
+        .map("doubler", |x| x * 2)
+        .parallelism(0)
+        .sink("out", DiscardSink::new());
+    let msg = config_error(p);
+    assert!(msg.contains("doubler") && msg.contains("parallelism"), "{msg}");
+
+    let p = Pipeline::new("zero-sink");
+    p.source("src", VecSource::new(vec![1u64]))
+        .sink("the-sink", DiscardSink::new())
+        .parallelism(0);
+    let msg = config_error(p);
+    assert!(msg.contains("the-sink"), "{msg}");
+}
+
+#[test]
+fn max_parallelism_below_parallelism_is_a_config_error() {
+    let msg = config_error(simple(Pipeline::new("maxp").parallelism(4).max_parallelism(2)));
+    assert!(msg.contains("max parallelism"), "{msg}");
+
+    let p = Pipeline::new("maxp-step").max_parallelism(4);
+    p.source("src", VecSource::new(vec![1u64]))
+        .key_by("by-key", |x| *x)
+        .reduce("wide", |a, b| a + b)
+        .parallelism(8)
+        .sink("out", DiscardSink::new());
+    let msg = config_error(p);
+    assert!(msg.contains("wide") && msg.contains("max parallelism"), "{msg}");
+
+    let msg = config_error(simple(Pipeline::new("maxp-zero").max_parallelism(0)));
+    assert!(msg.contains("max parallelism"), "{msg}");
+}
+
+#[test]
+fn a_step_name_used_twice_is_a_config_error() {
+    let p = Pipeline::new("dup");
+    p.source("src", VecSource::new(vec![1u64]))
+        .map("same", |x| x)
+        .map("same", |x| x)
+        .sink("out", DiscardSink::new());
+    let msg = config_error(p);
+    assert!(msg.contains("\"same\"") && msg.contains("twice"), "{msg}");
+
+    // Exchange names count too.
+    let p = Pipeline::new("dup-key");
+    p.source("src", VecSource::new(vec![1u64]))
+        .key_by("src", |x| *x)
+        .reduce("sum", |a, b| a + b)
+        .sink("out", DiscardSink::new());
+    let msg = config_error(p);
+    assert!(msg.contains("\"src\""), "{msg}");
+}
+
+#[test]
+fn a_pipeline_without_sink_or_source_is_a_config_error() {
+    let p = Pipeline::new("no-sink");
+    let _ = p.source("src", VecSource::new(vec![1u64])).map("m", |x| x + 1);
+    let msg = config_error(p);
+    assert!(msg.contains("no sink"), "{msg}");
+
+    let msg = config_error(Pipeline::new("empty"));
+    assert!(msg.contains("no source"), "{msg}");
+}
+
+#[test]
+fn other_invalid_settings_are_config_errors() {
+    config_error(simple(Pipeline::new("batch").batch_size(0)));
+    config_error(simple(Pipeline::new("capacity").channel_capacity(0)));
+    config_error(simple(Pipeline::new("  ")));
+    let p = Pipeline::new("rate");
+    p.source("src", GeneratorSource::new(|i| i).rate_per_second(-1.0))
+        .sink("out", DiscardSink::new());
+    let msg = config_error(p);
+    assert!(msg.contains("rate"), "{msg}");
+}
+
+#[test]
+fn an_unwritable_state_dir_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("regular-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let dir = file.join("state");
+    let msg = config_error(simple(Pipeline::new("bad-dir").state_dir(&dir)));
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+}
+
+// ---- failures of user functions -----------------------------------------------------------------
+
+#[test]
+fn a_panicking_map_fails_the_job_naming_step_and_subtask() {
+    let e = within(30, || {
+        let p = Pipeline::new("panics").parallelism(2);
+        p.source("src", GeneratorSource::new(|i| i).splits(2))
+            .map("boom", |x| {
+                if x == 500 {
+                    panic!("kaboom at record {x}");
+                }
+                x
+            })
+            .key_by("by-key", |x| x % 10)
+            .reduce("sum", |a, b| a + b)
+            .sink("out", DiscardSink::new());
+        p.run()
+    })
+    .expect_err("the job fails");
+    let msg = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::UserFunction, "{msg}");
+    // Record 500 belongs to split 0 of 2, read by subtask 0.
+    assert!(msg.contains("boom[0]"), "{msg}");
+    assert!(msg.contains("kaboom at record 500"), "{msg}");
+}
+
+/// Fails on one record.
+#[derive(Clone)]
+struct FailAt(u64);
+
+impl KeyedProcess<u64, u64> for FailAt {
+    type Out = u64;
+    fn process(&mut self, v: u64, ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        if v == self.0 {
+            return Err(Error::data(format!("cannot handle record {v}")));
+        }
+        let mut st = ctx.value_state::<u64>("sum");
+        let s = st.get()?.unwrap_or(0) + v;
+        st.set(&s)?;
+        ctx.emit(s);
+        Ok(())
+    }
+}
+
+fn failing_keyed_job(backend: Backend, dir: &tempfile::TempDir) -> Pipeline {
+    let p = pipeline("keyed-fails", backend, dir)
+        .parallelism(4)
+        .batch_size(64)
+        .channel_capacity(4);
+    p.source("src", GeneratorSource::new(|i| i).splits(4))
+        .key_by("by-key", |x| *x % 97)
+        .process("fail", FailAt(70_000))
+        .sink("out", DiscardSink::new());
+    p
+}
+
+#[test]
+fn a_keyed_process_returning_err_fails_the_job_naming_step_and_subtask() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let e = within(30, move || failing_keyed_job(backend, &dir).run()).expect_err("the job fails");
+        let msg = e.to_string();
+        assert!(msg.contains("fail["), "{backend:?}: {msg}");
+        assert!(msg.contains("cannot handle record 70000"), "{backend:?}: {msg}");
+        assert_eq!(e.kind(), ErrorKind::Data, "{backend:?}: {msg}");
+    }
+}
+
+/// The error reported is the root cause even when the failing subtask's neighbours notice its
+/// closed channels first: run the failing jobs repeatedly.
+#[test]
+fn the_reported_error_is_always_the_root_cause() {
+    let mut wrong = Vec::new();
+    for round in 0..12 {
+        let backend = BACKENDS[round % 2];
+        let dir = tempfile::tempdir().unwrap();
+        let e = within(30, move || failing_keyed_job(backend, &dir).run()).expect_err("the job fails");
+        if !e.to_string().contains("cannot handle record 70000") {
+            wrong.push(format!("{backend:?}: {e}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of 12 runs reported another error:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_panic_in_a_sink_fails_the_job() {
+    struct PanicSink;
+    struct PanicWriter;
+    impl Sink<u64> for PanicSink {
+        type Committable = ();
+        fn create_writer(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64, ()>>> {
+            Ok(Box::new(PanicWriter))
+        }
+    }
+    impl SinkWriter<u64, ()> for PanicWriter {
+        fn write(&mut self, records: Vec<Record<u64>>) -> Result<()> {
+            if records.iter().any(|r| r.value == 300) {
+                panic!("sink cannot take 300");
+            }
+            Ok(())
+        }
+        fn pre_commit(&mut self, _: CheckpointId) -> Result<Option<()>> {
+            Ok(None)
+        }
+        fn commit(&mut self, _: Vec<(CheckpointId, ())>) -> Result<()> {
+            Ok(())
+        }
+    }
+    let e = within(30, || {
+        let p = Pipeline::new("sink-panics").parallelism(2);
+        p.source("src", GeneratorSource::new(|i| i))
+            .rebalance()
+            .sink("fragile", PanicSink);
+        p.run()
+    })
+    .expect_err("the job fails");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("fragile[") && msg.contains("sink cannot take 300"),
+        "{msg}"
+    );
+}
+
+// ---- cancellation and threads -------------------------------------------------------------------
+
+#[test]
+fn cancel_stops_an_unbounded_job_promptly() {
+    let sink = CollectSink::new();
+    let p = Pipeline::new("cancel").parallelism(2);
+    p.source("src", GeneratorSource::new(|i| (i % 10, i)).splits(2))
+        .key_by("by-key", |r| r.0)
+        .reduce("sum", |(k, a), (_, b)| (k, a + b))
+        .sink("out", sink.clone());
+    let handle = p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handle.source_records() < 10_000 {
+        assert!(Instant::now() < deadline, "the job makes no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!handle.is_finished());
+    let t = Instant::now();
+    handle.cancel();
+    let report = within(10, move || handle.join()).expect("a cancelled job is not an error");
+    assert!(report.cancelled);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // Whatever was committed (at commit barriers) was committed once: running sums are
+    // distinct per key.
+    let recs = sink.records();
+    let distinct: std::collections::BTreeSet<_> = recs.iter().collect();
+    assert_eq!(distinct.len(), recs.len(), "a record was committed twice");
+}
+
+#[test]
+fn cancel_is_never_reported_as_a_failure() {
+    // Cancelling races subtasks that notice their neighbours stopping: repeat it.
+    let mut wrong = Vec::new();
+    for round in 0..15 {
+        let p = Pipeline::new("cancel-race")
+            .parallelism(3)
+            .batch_size(16)
+            .channel_capacity(2);
+        p.source("src", GeneratorSource::new(|i| (i % 10, i)).splits(3))
+            .map("m", |r| r)
+            .key_by("by-key", |r| r.0)
+            .reduce("sum", |(k, a), (_, b)| (k, a + b))
+            .rebalance()
+            .sink("out", DiscardSink::new());
+        let handle = p.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while handle.source_records() < 1_000 {
+            assert!(Instant::now() < deadline, "the job makes no progress");
+            std::thread::yield_now();
+        }
+        handle.cancel();
+        match within(10, move || handle.join()) {
+            Ok(r) => assert!(r.cancelled),
+            Err(e) => wrong.push(format!("round {round}: {e}")),
+        }
+    }
+    assert!(wrong.is_empty(), "cancel returned errors:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn no_thread_of_a_job_is_left_after_join() {
+    // A finished job.
+    let p = Pipeline::new("zqdone").parallelism(3);
+    p.source("zqsrc", GeneratorSource::new(|i| (i % 5, i)).bounded(10_000).splits(3))
+        .key_by("zqkey", |r| r.0)
+        .reduce("zqsum", |(k, a), (_, b)| (k, a + b))
+        .sink("zqout", DiscardSink::new());
+    p.run().unwrap();
+    assert_no_threads_left("zq");
+
+    // A running job has its threads; a cancelled one leaves none.
+    let p = Pipeline::new("zqcancel").parallelism(3);
+    p.source("zqsrc", GeneratorSource::new(|i| (i % 5, i)).splits(3))
+        .key_by("zqkey", |r| r.0)
+        .reduce("zqsum", |(k, a), (_, b)| (k, a + b))
+        .sink("zqout", DiscardSink::new());
+    let handle = p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let threads = job_threads("zq");
+        // 3 source subtasks, 3 (sum -> out) subtasks and the master.
+        if threads.len() == 7 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expected 7 job threads, see {threads:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.cancel();
+    within(10, move || handle.join()).unwrap();
+    assert_no_threads_left("zq");
+
+    // A failed job.
+    let e = within(30, || {
+        let p = Pipeline::new("zqfail").parallelism(3);
+        p.source("zqsrc", GeneratorSource::new(|i| i).splits(3))
+            .map("zqboom", |x| if x == 1_000 { panic!("boom") } else { x })
+            .sink("zqout", DiscardSink::new());
+        p.run()
+    });
+    assert!(e.is_err());
+    assert_no_threads_left("zq");
+
+    // A handle dropped without join cancels and joins the job.
+    let p = Pipeline::new("zqdrop").parallelism(2);
+    p.source("zqsrc", GeneratorSource::new(|i| i))
+        .sink("zqout", DiscardSink::new());
+    let handle = p.start().unwrap();
+    while handle.source_records() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    within(10, move || drop(handle));
+    assert_no_threads_left("zq");
+}
+
+// ---- backpressure -------------------------------------------------------------------------------
+
+/// A sink that takes `delay` per batch and counts what it received.
+struct SlowSink {
+    received: Arc<AtomicU64>,
+    delay: Duration,
+}
+
+struct SlowWriter {
+    received: Arc<AtomicU64>,
+    delay: Duration,
+}
+
+impl Sink<u64> for SlowSink {
+    type Committable = ();
+    fn create_writer(&self, _: &SinkContext) -> Result<Box<dyn SinkWriter<u64, ()>>> {
+        Ok(Box::new(SlowWriter {
+            received: self.received.clone(),
+            delay: self.delay,
+        }))
+    }
+}
+
+impl SinkWriter<u64, ()> for SlowWriter {
+    fn write(&mut self, records: Vec<Record<u64>>) -> Result<()> {
+        std::thread::sleep(self.delay);
+        self.received.fetch_add(records.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+    fn pre_commit(&mut self, _: CheckpointId) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn commit(&mut self, _: Vec<(CheckpointId, ())>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_sink_holds_back_a_fast_source() {
+    const BATCH: u64 = 8;
+    const CAPACITY: u64 = 2;
+    let received = Arc::new(AtomicU64::new(0));
+    let p = Pipeline::new("backpressure")
+        .batch_size(BATCH as usize)
+        .channel_capacity(CAPACITY as usize);
+    p.source("fast", GeneratorSource::new(|i| i)).rebalance().sink(
+        "slow",
+        SlowSink {
+            received: received.clone(),
+            delay: Duration::from_millis(2),
+        },
+    );
+    let handle = p.start().unwrap();
+    // In flight at most: the batch the source is sending, the channel's batches and the batch
+    // the sink is writing.
+    let bound = (CAPACITY + 2) * BATCH;
+    let started = Instant::now();
+    let mut worst = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        let read = handle.source_records(); // read first: the sink only gains meanwhile
+        let written = received.load(Ordering::SeqCst);
+        worst = worst.max(read.saturating_sub(written));
+        assert!(
+            read <= written + bound,
+            "source read {read} records, the sink got {written}"
+        );
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let written = received.load(Ordering::SeqCst);
+    assert!(written >= 10 * BATCH, "the sink made progress: {written}");
+    handle.cancel();
+    let report = within(10, move || handle.join()).unwrap();
+    assert!(report.cancelled);
+    println!("max in flight {worst} (bound {bound})");
+}
+
+// ---- failures of sources ------------------------------------------------------------------------
+
+/// A source whose reader fails (returns an error, or panics) after `fail_after` records.
+#[derive(Clone)]
+struct Flaky {
+    fail_after: u64,
+    panic: bool,
+}
+
+struct FlakyReader {
+    src: Flaky,
+    next: u64,
+}
+
+impl Source for Flaky {
+    type Out = u64;
+    fn splits(&self) -> Result<Vec<SplitId>> {
+        Ok(vec!["s0".into(), "s1".into()])
+    }
+    fn create_reader(
+        &self,
+        _splits: Vec<(SplitId, Option<u64>)>,
+        _: SubtaskInfo,
+    ) -> Result<Box<dyn SourceReader<u64>>> {
+        Ok(Box::new(FlakyReader {
+            src: self.clone(),
+            next: 0,
+        }))
+    }
+}
+
+impl SourceReader<u64> for FlakyReader {
+    fn poll(&mut self, out: &mut Vec<Record<u64>>, max: usize) -> Result<ReadStatus> {
+        for _ in 0..max {
+            if self.next == self.src.fail_after {
+                if self.src.panic {
+                    panic!("reader exploded at {}", self.next);
+                }
+                return Err(Error::external(false, format!("broker unreachable at {}", self.next)));
+            }
+            out.push(Record::new(self.next));
+            self.next += 1;
+        }
+        Ok(ReadStatus::More)
+    }
+    fn positions(&self) -> Vec<SplitPosition> {
+        Vec::new()
+    }
+}
+
+fn flaky_job(panic: bool) -> Error {
+    within(30, move || {
+        let p = Pipeline::new("flaky-source").parallelism(2);
+        p.source("flaky", Flaky { fail_after: 300, panic })
+            .map("m", |x| x + 1)
+            .sink("out", DiscardSink::new());
+        p.run()
+    })
+    .expect_err("the job fails")
+}
+
+#[test]
+fn a_failing_source_reader_fails_the_job_naming_the_source_and_subtask() {
+    let e = flaky_job(false);
+    let msg = e.to_string();
+    assert!(msg.contains("broker unreachable at 300"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::External { retryable: false }, "{msg}");
+    assert!(
+        msg.contains("flaky["),
+        "the error does not name the source step and subtask: {msg}"
+    );
+}
+
+#[test]
+fn a_panicking_source_reader_is_a_user_function_failure() {
+    let e = flaky_job(true);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("reader exploded at 300") && msg.contains("flaky["),
+        "{msg}"
+    );
+    assert_eq!(
+        e.kind(),
+        ErrorKind::UserFunction,
+        "a panic in user code is not an internal bug: {msg}"
+    );
+}
+
+/// Fails in `on_timer`: the timers only fire at the end of input.
+#[derive(Clone)]
+struct FailInTimer;
+
+impl KeyedProcess<u64, u64> for FailInTimer {
+    type Out = u64;
+    fn process(&mut self, v: u64, ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        ctx.register_event_time_timer(v as Timestamp)
+    }
+    fn on_timer(&mut self, t: Timer, _ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        if t.time == 77 {
+            panic!("timer 77 exploded");
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_in_a_timer_at_the_end_of_input_fails_the_job() {
+    let sink = CollectSink::new();
+    let s2 = sink.clone();
+    let e = within(30, move || {
+        let p = Pipeline::new("timer-fails").parallelism(2);
+        p.source("src", VecSource::new((0..100u64).collect()))
+            .key_by("by-key", |x| *x)
+            .process("late-boom", FailInTimer)
+            .sink("out", s2);
+        p.run()
+    })
+    .expect_err("the job fails");
+    let msg = e.to_string();
+    assert!(msg.contains("late-boom[") && msg.contains("timer 77 exploded"), "{msg}");
+    assert_eq!(e.kind(), ErrorKind::UserFunction, "{msg}");
+    assert!(
+        sink.collected().commits.is_empty(),
+        "the failed final checkpoint committed output"
+    );
+}
+
+#[test]
+fn start_reports_configuration_errors_before_starting_anything() {
+    // `Pipeline::start` promises a Config error "for an invalid pipeline or configuration
+    // (nothing is started then)": an unusable state directory is such an error.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("regular-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    match simple(Pipeline::new("bad-dir-start").state_dir(file.join("state"))).start() {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Config, "{e}"),
+        Ok(handle) => {
+            let r = within(30, move || handle.join());
+            panic!("start() accepted the pipeline; join() then returned {r:?}");
+        }
+    }
+}
+
+// ---- end of input -------------------------------------------------------------------------------
+
+#[test]
+fn short_bounded_jobs_always_finish_cleanly() {
+    // At the final checkpoint every subtask acknowledges the barrier and sends end of stream;
+    // a subtask must never find its downstream already gone (the job completed) and fail the
+    // job. The race is narrow: run many short jobs.
+    let mut failures = Vec::new();
+    let started = Instant::now();
+    let mut runs = 0;
+    while runs < 5_000 && started.elapsed() < Duration::from_secs(10) {
+        runs += 1;
+        let sink = CollectSink::new();
+        let p = Pipeline::new("short").parallelism(1 + runs % 3);
+        let keyed = p
+            .source("src", VecSource::new((0..20u64).collect()))
+            .key_by("by-key", |x| x % 4)
+            .reduce("sum", |a, b| a + b);
+        if runs % 2 == 0 {
+            keyed.sink("out", sink.clone());
+        } else {
+            keyed.rebalance().map("m", |x| x).sink("out", sink.clone());
+        }
+        match p.run() {
+            Ok(_) => assert_eq!(sink.records().len(), 20),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs of a finished job failed, first: {}",
+        failures.len(),
+        failures[0]
+    );
+}
