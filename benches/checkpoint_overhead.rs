@@ -44,9 +44,12 @@ struct Outcome {
 
 fn run(keys: u64, updates: u64, checkpoints: bool) -> Outcome {
     let dir = tempfile::tempdir_in(std::env::var("WEIR_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
-    let mut p = Pipeline::new("checkpoint-overhead").parallelism(2).state_dir(dir.path().join("state"));
+    let mut p = Pipeline::new("checkpoint-overhead")
+        .parallelism(2)
+        .state_dir(dir.path().join("state"));
     p = if checkpoints {
-        p.checkpoint_storage(dir.path().join("checkpoints")).checkpoint_interval(Duration::from_secs(1))
+        p.checkpoint_storage(dir.path().join("checkpoints"))
+            .checkpoint_interval(Duration::from_secs(1))
     } else {
         p.checkpoint_interval(Duration::from_secs(1)) // commit barriers only, no snapshots
     };
@@ -77,7 +80,10 @@ fn run(keys: u64, updates: u64, checkpoints: bool) -> Outcome {
     let report = handle.join().unwrap();
     let t0 = t_start.expect("update phase reached");
     let rate = (last.1 - n_start) as f64 / last.0.duration_since(t0).as_secs_f64();
-    Outcome { update_rate: rate, report }
+    Outcome {
+        update_rate: rate,
+        report,
+    }
 }
 
 fn main() {
@@ -95,7 +101,10 @@ fn main() {
         with.update_rate,
         100.0 * (1.0 - with.update_rate / without.update_rate)
     );
-    println!("{:>4} {:>10} {:>10} {:>10} {:>12} {:>12}", "id", "sync ms", "align ms", "async ms", "state MB", "uploaded MB");
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "id", "sync ms", "align ms", "async ms", "state MB", "uploaded MB"
+    );
     let mut syncs: Vec<f64> = Vec::new();
     let mut asyncs: Vec<f64> = Vec::new();
     for c in &with.report.checkpoints {

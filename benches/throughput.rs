@@ -37,10 +37,15 @@ fn running_sum(events: u64, parallelism: usize, rocks: Option<&std::path::Path>)
     if let Some(dir) = rocks {
         p = p.state_dir(dir);
     }
-    p.source("gen", GeneratorSource::new(|i| (i % 100_000, i)).bounded(events).splits(parallelism))
-        .key_by("by-key", |(k, _): &(u64, u64)| *k)
-        .process("sum", RunningSum)
-        .sink("discard", DiscardSink::new());
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| (i % 100_000, i))
+            .bounded(events)
+            .splits(parallelism),
+    )
+    .key_by("by-key", |(k, _): &(u64, u64)| *k)
+    .process("sum", RunningSum)
+    .sink("discard", DiscardSink::new());
     p.run().expect("running-sum pipeline");
 }
 
@@ -59,7 +64,9 @@ fn benches(c: &mut Criterion) {
     for p in [1usize, 2] {
         g.bench_function(format!("memory/p{p}"), |b| b.iter(|| running_sum(n, p, None)));
         let dir = tempfile::tempdir().expect("tempdir");
-        g.bench_function(format!("rocksdb/p{p}"), |b| b.iter(|| running_sum(n, p, Some(dir.path()))));
+        g.bench_function(format!("rocksdb/p{p}"), |b| {
+            b.iter(|| running_sum(n, p, Some(dir.path())))
+        });
     }
     g.finish();
 }

@@ -25,8 +25,22 @@ use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
 const WORDS: [&str; 16] = [
-    "payment", "ledger", "refund", "merchant", "customer", "barrier", "checkpoint", "replay", "commit", "offset",
-    "watermark", "window", "state", "key", "exactly", "once",
+    "payment",
+    "ledger",
+    "refund",
+    "merchant",
+    "customer",
+    "barrier",
+    "checkpoint",
+    "replay",
+    "commit",
+    "offset",
+    "watermark",
+    "window",
+    "state",
+    "key",
+    "exactly",
+    "once",
 ];
 
 /// Word count with a built-in exactly-once audit.
@@ -89,7 +103,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let checkpoints = args.checkpoint_dir.clone().unwrap_or_else(|| scratch.path().join("checkpoints"));
+    let checkpoints = args
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("checkpoints"));
     let output = args.output_dir.clone().unwrap_or_else(|| scratch.path().join("output"));
     let state = scratch.path().join("state");
     let seed = args.seed;
@@ -98,13 +115,21 @@ fn main() -> anyhow::Result<()> {
         .parallelism(args.parallelism as usize)
         .checkpoint_storage(&checkpoints)
         .checkpoint_interval(Duration::from_millis(args.checkpoint_ms));
-    p = if args.memory { p.state_backend(MemoryBackend::new()) } else { p.state_dir(&state) };
-    let mut source = GeneratorSource::new(move |i| sentence(seed, i)).bounded(args.sentences).splits(4);
+    p = if args.memory {
+        p.state_backend(MemoryBackend::new())
+    } else {
+        p.state_dir(&state)
+    };
+    let mut source = GeneratorSource::new(move |i| sentence(seed, i))
+        .bounded(args.sentences)
+        .splits(4);
     if let Some(r) = args.rate {
         source = source.rate_per_second(r);
     }
     p.source("sentences", source)
-        .flat_map("split", |s: String| s.split(' ').map(str::to_string).collect::<Vec<_>>())
+        .flat_map("split", |s: String| {
+            s.split(' ').map(str::to_string).collect::<Vec<_>>()
+        })
         .key_by("by-word", |w: &String| w.clone())
         .process("count", Count)
         .sink("counts", FileSink::exactly_once(&output));
@@ -143,7 +168,10 @@ fn main() -> anyhow::Result<()> {
     }
     let unexpected: usize = updates.values().map(Vec::len).sum();
     let total: u64 = expected.values().sum();
-    println!("audit: {} words, {total} expected updates: {lost} lost, {doubled} doubled, {unexpected} unexpected", expected.len());
+    println!(
+        "audit: {} words, {total} expected updates: {lost} lost, {doubled} doubled, {unexpected} unexpected",
+        expected.len()
+    );
     if lost > 0 || doubled > 0 || unexpected > 0 {
         bail!("audit FAILED: committed counts differ from the sequential model");
     }

@@ -22,7 +22,11 @@ impl KeyedProcess<u64, (u64, u64)> for Sum {
     }
 }
 
-fn job(storage: &Path, events: u64, configure: impl FnOnce(Pipeline) -> Pipeline) -> (Result<JobReport>, CollectSink<(u64, u64)>) {
+fn job(
+    storage: &Path,
+    events: u64,
+    configure: impl FnOnce(Pipeline) -> Pipeline,
+) -> (Result<JobReport>, CollectSink<(u64, u64)>) {
     job_into(CollectSink::new(), storage, events, configure)
 }
 
@@ -39,10 +43,16 @@ fn job_into(
             .checkpoint_storage(storage)
             .checkpoint_interval(Duration::from_millis(20)),
     );
-    p.source("gen", GeneratorSource::new(|i| (i % 5, i)).bounded(events).splits(5).rate_per_second(40_000.0))
-        .key_by("k", |(k, _): &(u64, u64)| *k)
-        .process("sum", Sum)
-        .sink("out", sink.clone());
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| (i % 5, i))
+            .bounded(events)
+            .splits(5)
+            .rate_per_second(40_000.0),
+    )
+    .key_by("k", |(k, _): &(u64, u64)| *k)
+    .process("sum", Sum)
+    .sink("out", sink.clone());
     (p.run(), sink)
 }
 
@@ -79,7 +89,11 @@ fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint(
 
     let (second, _) = job(&storage, 8_000, |p| p);
     let report = second.unwrap();
-    assert_eq!(report.restored_from, Some(previous), "must fall back to checkpoint {previous}");
+    assert_eq!(
+        report.restored_from,
+        Some(previous),
+        "must fall back to checkpoint {previous}"
+    );
 
     // With every retained checkpoint corrupt, the job refuses to start from scratch.
     for id in complete_checkpoints(&storage) {
@@ -98,11 +112,15 @@ fn a_missing_checkpoint_file_also_falls_back() {
     fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
-    job(&storage, 6_000, |p| p.state_dir(dir.path().join("state"))).0.unwrap();
+    job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
+        .0
+        .unwrap();
     let ids = complete_checkpoints(&storage);
     let latest = *ids.last().unwrap();
     std::fs::remove_file(storage.join(format!("chk-{latest}/out/1/operator-state"))).unwrap();
-    let report = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state"))).0.unwrap();
+    let report = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
+        .0
+        .unwrap();
     assert_eq!(report.restored_from, Some(ids[ids.len() - 2]));
 }
 
@@ -121,8 +139,15 @@ fn restarting_a_finished_job_commits_nothing_twice() {
     let (second, out) = job_into(out, &storage, 5_000, |p| p);
     let report = second.unwrap();
     assert!(report.restored_from.is_some());
-    assert_eq!(out.records().len(), 5_000, "a finished job resumed must commit nothing new");
-    assert!(out.collected().repeated_commits > repeated_before, "restored committables are re-committed");
+    assert_eq!(
+        out.records().len(),
+        5_000,
+        "a finished job resumed must commit nothing new"
+    );
+    assert!(
+        out.collected().repeated_commits > repeated_before,
+        "restored committables are re-committed"
+    );
 }
 
 #[test]
@@ -136,7 +161,10 @@ fn checkpoint_ids_increase_across_runs_and_retention_keeps_three() {
     assert_eq!(r2.restored_from, None);
     let max1 = r1.checkpoints.iter().map(|c| c.id).max().unwrap();
     let min2 = r2.checkpoints.iter().map(|c| c.id).min().unwrap();
-    assert!(min2 > max1, "ids must keep increasing: run 1 ended at {max1}, run 2 started at {min2}");
+    assert!(
+        min2 > max1,
+        "ids must keep increasing: run 1 ended at {max1}, run 2 started at {min2}"
+    );
     let kept = complete_checkpoints(&storage);
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert_eq!(*kept.last().unwrap(), r2.checkpoints.last().unwrap().id);
@@ -157,9 +185,13 @@ fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
     let storage = dir.path().join("chk");
     job(&storage, 6_000, |p| p).0.unwrap();
     let ids = complete_checkpoints(&storage);
-    let report = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(ids[0]))).0.unwrap();
+    let report = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(ids[0])))
+        .0
+        .unwrap();
     assert_eq!(report.restored_from, Some(ids[0]));
-    let err = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(9_999))).0.unwrap_err();
+    let err = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(9_999)))
+        .0
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
@@ -170,7 +202,9 @@ fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     job(&storage, 4_000, |p| p.state_dir(dir.path().join("s"))).0.unwrap();
-    let err = job(&storage, 4_000, |p| p.parallelism(3).state_dir(dir.path().join("s"))).0.unwrap_err();
+    let err = job(&storage, 4_000, |p| p.parallelism(3).state_dir(dir.path().join("s")))
+        .0
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("rescaling"), "{err}");
 }
@@ -192,7 +226,9 @@ fn incremental_checkpoints_upload_only_new_sst_files() {
         .checkpoint_interval(Duration::from_millis(100));
     p.source(
         "gen",
-        GeneratorSource::new(|i| if i < BULK { (i, i) } else { (i % 10, i) }).bounded(BULK + 60_000).rate_per_second(150_000.0),
+        GeneratorSource::new(|i| if i < BULK { (i, i) } else { (i % 10, i) })
+            .bounded(BULK + 60_000)
+            .rate_per_second(150_000.0),
     )
     .key_by("k", |(k, _): &(u64, u64)| *k)
     .process("blob", Blob)
@@ -200,7 +236,11 @@ fn incremental_checkpoints_upload_only_new_sst_files() {
     let report = p.run().unwrap();
     let cps = &report.checkpoints;
     let last = cps.last().unwrap();
-    assert!(last.state_bytes > 10_000_000, "bulk state should exceed 10 MB, got {}", last.state_bytes);
+    assert!(
+        last.state_bytes > 10_000_000,
+        "bulk state should exceed 10 MB, got {}",
+        last.state_bytes
+    );
     let after_bulk: Vec<_> = cps.iter().filter(|c| c.source_records > BULK + 2_000).collect();
     assert!(after_bulk.len() >= 3, "need checkpoints after the bulk load: {cps:?}");
     let mut uploaded: Vec<u64> = after_bulk.iter().map(|c| c.uploaded_bytes).collect();
@@ -219,7 +259,9 @@ impl KeyedProcess<u64, (u64, u64)> for Blob {
     type Out = u64;
     fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
         // Incompressible, so the state's size on disk is what it claims.
-        let payload: Vec<u8> = (0..25).flat_map(|i| weir::engine::source::generator::mix(v, i).to_le_bytes()).collect();
+        let payload: Vec<u8> = (0..25)
+            .flat_map(|i| weir::engine::source::generator::mix(v, i).to_le_bytes())
+            .collect();
         ctx.value_state::<Vec<u8>>("blob").set(&payload)?;
         ctx.emit(k);
         Ok(())
@@ -235,7 +277,10 @@ fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
     cfg.interval = Duration::from_millis(10);
     cfg.timeout = Duration::from_millis(5);
     let sink = CollectSink::new();
-    let p = Pipeline::new("timeouts").parallelism(1).batch_size(10).checkpointing(cfg);
+    let p = Pipeline::new("timeouts")
+        .parallelism(1)
+        .batch_size(10)
+        .checkpointing(cfg);
     // A slow consumer behind a full channel: barriers queue behind the backlog.
     p.source("gen", GeneratorSource::new(|i| i).bounded(300))
         .map("fast", |x: u64| x)
@@ -246,7 +291,10 @@ fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
         })
         .sink("out", sink.clone());
     let report = p.run().unwrap();
-    assert!(report.checkpoints_aborted > 0, "expected aborted checkpoints: {report:?}");
+    assert!(
+        report.checkpoints_aborted > 0,
+        "expected aborted checkpoints: {report:?}"
+    );
     let mut got = sink.records();
     got.sort();
     assert_eq!(got, (0..300).collect::<Vec<_>>());
@@ -258,7 +306,9 @@ fn restart_strategy_none_fails_the_job_at_the_first_failure() {
     fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     fail::arm(fail::PROCESS_RECORD, 2, FailAction::Error);
-    let (r, _) = job(&dir.path().join("chk"), 4_000, |p| p.restart_strategy(RestartStrategy::None));
+    let (r, _) = job(&dir.path().join("chk"), 4_000, |p| {
+        p.restart_strategy(RestartStrategy::None)
+    });
     fail::disarm_all();
     let err = r.unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
@@ -271,11 +321,17 @@ fn fixed_delay_gives_up_after_its_attempts() {
     let sink = CollectSink::new();
     let p = Pipeline::new("always-fails")
         .checkpoint_storage(dir.path().join("chk"))
-        .restart_strategy(RestartStrategy::FixedDelay { max_attempts: 2, delay: Duration::from_millis(1) });
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 2,
+            delay: Duration::from_millis(1),
+        });
     p.source("gen", VecSource::new(vec![1u64, 2, 3]))
         .map("boom", |x: u64| if x == 2 { panic!("bad record {x}") } else { x })
         .sink("out", sink);
     let err = p.run().unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("gave up after 2 restarts") && msg.contains("boom[0]"), "{msg}");
+    assert!(
+        msg.contains("gave up after 2 restarts") && msg.contains("boom[0]"),
+        "{msg}"
+    );
 }

@@ -57,8 +57,7 @@ fn list_and_show_completed_checkpoints() {
     println!("{table}");
     let header = table.lines().next().unwrap();
     for col in [
-        "ID", "COMPLETE", "KIND", "CREATED", "STATE", "UPLOADED", "SYNC ms", "ASYNC ms",
-        "ALIGN ms", "RECORDS",
+        "ID", "COMPLETE", "KIND", "CREATED", "STATE", "UPLOADED", "SYNC ms", "ASYNC ms", "ALIGN ms", "RECORDS",
     ] {
         assert!(header.contains(col), "missing column {col}: {header}");
     }
@@ -85,10 +84,7 @@ fn list_and_show_completed_checkpoints() {
         .iter()
         .map(|c| (c["id"].as_u64().unwrap(), c["complete"].as_bool().unwrap()))
         .collect();
-    assert_eq!(
-        listed,
-        retained.iter().map(|id| (*id, true)).collect::<Vec<_>>()
-    );
+    assert_eq!(listed, retained.iter().map(|id| (*id, true)).collect::<Vec<_>>());
     let final_entry = json.as_array().unwrap().last().unwrap();
     assert_eq!(final_entry["kind"], "final");
     assert_eq!(final_entry["stats"]["source_records"], 6000);
@@ -135,10 +131,7 @@ fn list_and_show_completed_checkpoints() {
         .sum();
     assert_eq!(offsets, 6000);
     let file = &json["operators"][0]["subtasks"][0]["operator_state"];
-    assert!(
-        file["size"].as_u64().unwrap() > 0 && file["crc32c"].is_u64(),
-        "{file}"
-    );
+    assert!(file["size"].as_u64().unwrap() > 0 && file["crc32c"].is_u64(), "{file}");
 }
 
 #[test]
@@ -153,10 +146,7 @@ fn missing_directory_or_checkpoint_exits_with_2() {
         let o = weir(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("does not exist") && err.contains(missing_s),
-            "{err}"
-        );
+        assert!(err.contains("does not exist") && err.contains(missing_s), "{err}");
     }
 
     let dir = tmp.path().join("chk");
@@ -176,13 +166,7 @@ fn missing_directory_or_checkpoint_exits_with_2() {
     let out = stdout(&weir(&["checkpoints", "list", empty.to_str().unwrap()]));
     assert!(out.starts_with("no checkpoints"), "{out}");
     assert_eq!(
-        stdout(&weir(&[
-            "checkpoints",
-            "list",
-            empty.to_str().unwrap(),
-            "--json"
-        ]))
-        .trim(),
+        stdout(&weir(&["checkpoints", "list", empty.to_str().unwrap(), "--json"])).trim(),
         "[]"
     );
 

@@ -36,7 +36,7 @@ struct Payment {
 /// Event `i` of seed `seed`: fresh, or a retry of an earlier event of the same split.
 fn payment(seed: u64, i: u64) -> Payment {
     let r = mix(seed, i);
-    if r % 17 == 0 {
+    if r.is_multiple_of(17) {
         let back = SPLITS * (1 + r % 3);
         if i >= back {
             return payment(seed, i - back);
@@ -53,8 +53,17 @@ fn payment(seed: u64, i: u64) -> Payment {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum LedgerOut {
-    Posted { id: u64, account: u64, cents: i64, balance: i64, ts: i64 },
-    Reminder { account: u64, at: i64 },
+    Posted {
+        id: u64,
+        account: u64,
+        cents: i64,
+        balance: i64,
+        ts: i64,
+    },
+    Reminder {
+        account: u64,
+        at: i64,
+    },
 }
 
 /// Deduplicates by payment id and keeps a running balance per account; an event-time timer
@@ -79,7 +88,13 @@ impl KeyedProcess<u64, Payment> for Ledger {
             first.set(&true)?;
             ctx.register_event_time_timer(p.ts + 1_000)?;
         }
-        ctx.emit(LedgerOut::Posted { id: p.id, account: p.account, cents: p.cents, balance: b, ts: p.ts });
+        ctx.emit(LedgerOut::Posted {
+            id: p.id,
+            account: p.account,
+            cents: p.cents,
+            balance: b,
+            ts: p.ts,
+        });
         Ok(())
     }
 
@@ -104,7 +119,11 @@ struct Enrich;
 
 impl KeyedCoProcess<u64, (u64, i64, i64), (u64, String)> for Enrich {
     type Out = Enriched;
-    fn process_first(&mut self, (id, cents, ts): (u64, i64, i64), ctx: &mut KeyedContext<'_, u64, Enriched>) -> Result<()> {
+    fn process_first(
+        &mut self,
+        (id, cents, ts): (u64, i64, i64),
+        ctx: &mut KeyedContext<'_, u64, Enriched>,
+    ) -> Result<()> {
         match ctx.value_state::<String>("tier").get()? {
             Some(tier) => ctx.emit_at(Enriched { id, tier, cents, ts }, ts),
             None => ctx.list_state::<(u64, i64, i64)>("waiting").add(&(id, cents, ts))?,
@@ -117,7 +136,15 @@ impl KeyedCoProcess<u64, (u64, i64, i64), (u64, String)> for Enrich {
         let buffered = waiting.get()?;
         waiting.clear()?;
         for (id, cents, ts) in buffered {
-            ctx.emit_at(Enriched { id, tier: tier.clone(), cents, ts }, ts);
+            ctx.emit_at(
+                Enriched {
+                    id,
+                    tier: tier.clone(),
+                    cents,
+                    ts,
+                },
+                ts,
+            );
         }
         Ok(())
     }
@@ -163,7 +190,10 @@ fn run(r: &Run) -> (Outputs, JobReport) {
         .parallelism(r.parallelism)
         .checkpoint_storage(dir.path().join("checkpoints"))
         .checkpoint_interval(Duration::from_millis(15))
-        .restart_strategy(RestartStrategy::FixedDelay { max_attempts: 20, delay: Duration::from_millis(1) });
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 20,
+            delay: Duration::from_millis(1),
+        });
     if r.rocks {
         p = p.state_dir(dir.path().join("state"));
     }
@@ -172,21 +202,31 @@ fn run(r: &Run) -> (Outputs, JobReport) {
     let ledger = p
         .source(
             "payments",
-            GeneratorSource::new(move |i| payment(seed, i)).bounded(EVENTS).splits(SPLITS as usize).rate_per_second(60_000.0),
+            GeneratorSource::new(move |i| payment(seed, i))
+                .bounded(EVENTS)
+                .splits(SPLITS as usize)
+                .rate_per_second(60_000.0),
         )
         .assign_timestamps_and_watermarks(
-            WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(2)).with_timestamp_assigner(|p: &Payment| p.ts),
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(2))
+                .with_timestamp_assigner(|p: &Payment| p.ts),
         )
         .key_by("by-account", |p: &Payment| p.account)
         .process("ledger", Ledger);
     ledger.sink("ledger-out", ledger_sink.clone());
     let posted = ledger.flat_map("posted", |o: LedgerOut| match o {
-        LedgerOut::Posted { id, account, cents, ts, .. } => Some((account, (id, cents, ts))),
+        LedgerOut::Posted {
+            id, account, cents, ts, ..
+        } => Some((account, (id, cents, ts))),
         LedgerOut::Reminder { .. } => None,
     });
     let profiles = p.source(
         "profiles",
-        VecSource::new((0..ACCOUNTS).map(|a| (a, ["gold", "silver", "bronze"][(a % 3) as usize].to_string())).collect()),
+        VecSource::new(
+            (0..ACCOUNTS)
+                .map(|a| (a, ["gold", "silver", "bronze"][(a % 3) as usize].to_string()))
+                .collect(),
+        ),
     );
     posted
         .key_by("posted-by-account", |(a, _): &(u64, (u64, i64, i64))| *a)
@@ -198,7 +238,10 @@ fn run(r: &Run) -> (Outputs, JobReport) {
         .sink("windows-out", window_sink.clone());
     let report = match p.run() {
         Ok(rep) => rep,
-        Err(e) => panic!("seed {} p{} rocks={} failures {:?}: job failed: {e}", r.seed, r.parallelism, r.rocks, r.failures),
+        Err(e) => panic!(
+            "seed {} p{} rocks={} failures {:?}: job failed: {e}",
+            r.seed, r.parallelism, r.rocks, r.failures
+        ),
     };
     fail::disarm_all();
     let mut l = ledger_sink.records();
@@ -214,7 +257,11 @@ struct EnrichAdapter;
 
 impl KeyedCoProcess<u64, (u64, (u64, i64, i64)), (u64, String)> for EnrichAdapter {
     type Out = Enriched;
-    fn process_first(&mut self, (_, v): (u64, (u64, i64, i64)), ctx: &mut KeyedContext<'_, u64, Enriched>) -> Result<()> {
+    fn process_first(
+        &mut self,
+        (_, v): (u64, (u64, i64, i64)),
+        ctx: &mut KeyedContext<'_, u64, Enriched>,
+    ) -> Result<()> {
         Enrich.process_first(v, ctx)
     }
     fn process_second(&mut self, v: (u64, String), ctx: &mut KeyedContext<'_, u64, Enriched>) -> Result<()> {
@@ -236,9 +283,19 @@ fn model(seed: u64) -> Vec<LedgerOut> {
         let b = balance.entry(p.account).or_default();
         *b += p.cents;
         first.entry(p.account).or_insert(p.ts + 1_000);
-        out.push(LedgerOut::Posted { id: p.id, account: p.account, cents: p.cents, balance: *b, ts: p.ts });
+        out.push(LedgerOut::Posted {
+            id: p.id,
+            account: p.account,
+            cents: p.cents,
+            balance: *b,
+            ts: p.ts,
+        });
     }
-    out.extend(first.into_iter().map(|(account, at)| LedgerOut::Reminder { account, at }));
+    out.extend(
+        first
+            .into_iter()
+            .map(|(account, at)| LedgerOut::Reminder { account, at }),
+    );
     out.sort();
     out
 }
@@ -253,8 +310,16 @@ fn failure_plan(seed: u64, salt: u64) -> Vec<(&'static str, u64, FailAction)> {
             continue;
         }
         // Restore runs once per attempt: its second hit is the first restore after a failure.
-        let nth = if point == fail::DURING_RESTORE { 2 } else { 1 + (r >> 8) % 4 };
-        let action = if (r >> 16) % 2 == 0 { FailAction::Error } else { FailAction::Panic };
+        let nth = if point == fail::DURING_RESTORE {
+            2
+        } else {
+            1 + (r >> 8) % 4
+        };
+        let action = if (r >> 16).is_multiple_of(2) {
+            FailAction::Error
+        } else {
+            FailAction::Panic
+        };
         plan.push((point, nth, action));
     }
     plan
@@ -263,23 +328,53 @@ fn failure_plan(seed: u64, salt: u64) -> Vec<(&'static str, u64, FailAction)> {
 #[test]
 fn committed_output_equals_the_failure_free_output_under_injected_failures() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let seeds: u64 = std::env::var("WEIR_EO_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(9);
+    let seeds: u64 = std::env::var("WEIR_EO_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9);
     let mut runs = 0;
     let mut restarts = 0;
     for seed in 1..=seeds {
-        let (expected, _) = run(&Run { seed, parallelism: 2, rocks: false, failures: vec![] });
-        assert_eq!(expected.0, model(seed), "seed {seed}: failure-free ledger differs from the sequential model");
+        let (expected, _) = run(&Run {
+            seed,
+            parallelism: 2,
+            rocks: false,
+            failures: vec![],
+        });
+        assert_eq!(
+            expected.0,
+            model(seed),
+            "seed {seed}: failure-free ledger differs from the sequential model"
+        );
         let tiers: i64 = expected.1.iter().map(|w| w.value.0).sum();
-        let posted: i64 = expected.0.iter().map(|o| if let LedgerOut::Posted { cents, .. } = o { *cents } else { 0 }).sum();
+        let posted: i64 = expected
+            .0
+            .iter()
+            .map(|o| {
+                if let LedgerOut::Posted { cents, .. } = o {
+                    *cents
+                } else {
+                    0
+                }
+            })
+            .sum();
         assert_eq!(tiers, posted, "seed {seed}: windows must account for every posted cent");
         for parallelism in [1, 2, 4] {
             for rocks in [false, true] {
                 let failures = failure_plan(seed, parallelism as u64 * 2 + rocks as u64);
-                let r = Run { seed, parallelism, rocks, failures: failures.clone() };
+                let r = Run {
+                    seed,
+                    parallelism,
+                    rocks,
+                    failures: failures.clone(),
+                };
                 let (got, report) = run(&r);
                 runs += 1;
                 restarts += report.restarts;
-                let ctx = format!("seed {seed} p{parallelism} rocks={rocks} failures {failures:?} restarts {}", report.restarts);
+                let ctx = format!(
+                    "seed {seed} p{parallelism} rocks={rocks} failures {failures:?} restarts {}",
+                    report.restarts
+                );
                 assert_eq!(got.0.len(), expected.0.len(), "{ctx}: ledger record count");
                 assert!(got.0 == expected.0, "{ctx}: ledger output differs");
                 assert!(got.1 == expected.1, "{ctx}: window output differs");
@@ -287,16 +382,29 @@ fn committed_output_equals_the_failure_free_output_under_injected_failures() {
         }
     }
     println!("{runs} runs with injected failures, {restarts} restarts in total");
-    assert!(restarts as usize >= runs, "the failure plans must actually cause restarts ({restarts} for {runs} runs)");
+    assert!(
+        restarts as usize >= runs,
+        "the failure plans must actually cause restarts ({restarts} for {runs} runs)"
+    );
 }
 
 #[test]
 fn identical_output_at_every_parallelism_and_backend_without_failures() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (reference, _) = run(&Run { seed: 99, parallelism: 1, rocks: false, failures: vec![] });
+    let (reference, _) = run(&Run {
+        seed: 99,
+        parallelism: 1,
+        rocks: false,
+        failures: vec![],
+    });
     for parallelism in [1, 2, 4] {
         for rocks in [false, true] {
-            let (got, report) = run(&Run { seed: 99, parallelism, rocks, failures: vec![] });
+            let (got, report) = run(&Run {
+                seed: 99,
+                parallelism,
+                rocks,
+                failures: vec![],
+            });
             assert_eq!(report.restarts, 0);
             assert!(got == reference, "p{parallelism} rocks={rocks} differs from p1 memory");
         }

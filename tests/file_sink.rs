@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 use weir::engine::checkpoint::fail;
-use weir::engine::sink::file::{
-    committed_files, read_committed_lines, IN_PROGRESS_DIR, PENDING_DIR,
-};
+use weir::engine::sink::file::{committed_files, read_committed_lines, IN_PROGRESS_DIR, PENDING_DIR};
 use weir::engine::sink::idempotent::UpsertMap;
 use weir::prelude::*;
 
@@ -28,11 +26,7 @@ struct Sum;
 
 impl KeyedProcess<u64, (u64, u64)> for Sum {
     type Out = (u64, u64, u64);
-    fn process(
-        &mut self,
-        (k, v): (u64, u64),
-        ctx: &mut KeyedContext<'_, u64, (u64, u64, u64)>,
-    ) -> Result<()> {
+    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64, u64)>) -> Result<()> {
         let mut s = ctx.value_state::<u64>("sum");
         let n = s.get()?.unwrap_or(0) + v;
         s.set(&n)?;
@@ -109,11 +103,7 @@ fn check(out: &Path, expected: &[String], what: &str) {
         sorted(got.clone()) == expected,
         "{what}: committed lines differ from the failure-free run"
     );
-    assert!(
-        leftovers(out).is_empty(),
-        "{what}: leftovers {:?}",
-        leftovers(out)
-    );
+    assert!(leftovers(out).is_empty(), "{what}: leftovers {:?}", leftovers(out));
     let mut last: BTreeMap<u64, u64> = BTreeMap::new();
     for line in &got {
         let (k, _, n): (u64, u64, u64) = serde_json::from_str(line).unwrap();
@@ -174,8 +164,7 @@ fn exactly_once_under_injected_failures() {
             let what = format!("{case:?} {action:?} (rocksdb: {rocks})");
             let tmp = tempfile::tempdir().unwrap();
             let out = tmp.path().join("out");
-            let report = run(tmp.path(), &out, &points, rocks)
-                .unwrap_or_else(|e| panic!("{what}: job failed: {e}"));
+            let report = run(tmp.path(), &out, &points, rocks).unwrap_or_else(|e| panic!("{what}: job failed: {e}"));
             let restores: Vec<_> = report.restores.iter().map(|r| r.checkpoint).collect();
             println!(
                 "{what}: {} restarts, {} checkpoints, {} aborted, restores {restores:?}",
@@ -188,10 +177,7 @@ fn exactly_once_under_injected_failures() {
             check(&out, &expected, &what);
         }
     }
-    assert!(
-        restarts >= 20,
-        "the fail points triggered ({restarts} restarts)"
-    );
+    assert!(restarts >= 20, "the fail points triggered ({restarts} restarts)");
     assert!(
         restored_checkpoints >= 10,
         "recoveries restored checkpoints ({restored_checkpoints})"
@@ -219,10 +205,7 @@ fn a_new_run_resumes_after_a_failed_one() {
         fail::disarm_all();
         assert!(failed.is_err(), "{point}: the first run fails");
         let partial = read_committed_lines(&out).unwrap().len();
-        assert!(
-            (partial as u64) < RECORDS,
-            "{point}: the first run did not finish"
-        );
+        assert!((partial as u64) < RECORDS, "{point}: the first run did not finish");
 
         let report = run(tmp.path(), &out, &[], false).expect("the second run");
         assert!(report.restores.is_empty() && report.restarts == 0);
@@ -255,11 +238,7 @@ fn idempotent_sink_converges_under_failures() {
         fail::disarm_all();
         let report = report.unwrap_or_else(|e| panic!("{point}: {e}"));
         assert!(report.restarts >= 1, "{point}: the failure was injected");
-        let got: BTreeMap<u64, u64> = map
-            .entries()
-            .into_values()
-            .map(|(k, _, n)| (k, n))
-            .collect();
+        let got: BTreeMap<u64, u64> = map.entries().into_values().map(|(k, _, n)| (k, n)).collect();
         assert_eq!(got, totals, "{point}");
         assert!(map.state().writes >= RECORDS);
     }

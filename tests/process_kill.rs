@@ -13,19 +13,32 @@ fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: `cargo test --release` builds the examples first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test --release` builds the examples first",
+        path.display()
+    );
     path
 }
 
 fn command(root: &Path) -> Command {
     let mut c = Command::new(example("wordcount"));
-    c.args(["--sentences", "60000", "--rate", "12000", "--checkpoint-ms", "100", "--parallelism", "2"])
-        .arg("--checkpoint-dir")
-        .arg(root.join("checkpoints"))
-        .arg("--output-dir")
-        .arg(root.join("output"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    c.args([
+        "--sentences",
+        "60000",
+        "--rate",
+        "12000",
+        "--checkpoint-ms",
+        "100",
+        "--parallelism",
+        "2",
+    ])
+    .arg("--checkpoint-dir")
+    .arg(root.join("checkpoints"))
+    .arg("--output-dir")
+    .arg(root.join("output"))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     c
 }
 
@@ -39,9 +52,17 @@ fn sorted_output(root: &Path) -> Vec<String> {
 fn kill_9_at_random_moments_and_restart_commits_exactly_the_failure_free_output() {
     let reference = tempfile::tempdir().unwrap();
     let out = command(reference.path()).output().unwrap();
-    assert!(out.status.success(), "reference run failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "reference run failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let expected = sorted_output(reference.path());
-    assert!(expected.len() > 100_000, "reference output too small: {}", expected.len());
+    assert!(
+        expected.len() > 100_000,
+        "reference output too small: {}",
+        expected.len()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut kills = 0;
@@ -62,7 +83,11 @@ fn kill_9_at_random_moments_and_restart_commits_exactly_the_failure_free_output(
             }
         }
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "final run failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "final run failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         break String::from_utf8_lossy(&out.stdout).into_owned();
     };
     assert!(kills >= 5, "only {kills} kills happened");

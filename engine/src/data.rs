@@ -39,10 +39,7 @@ pub struct Record<T> {
 impl<T> Record<T> {
     /// A record without a timestamp.
     pub fn new(value: T) -> Self {
-        Record {
-            value,
-            timestamp: None,
-        }
+        Record { value, timestamp: None }
     }
 
     /// A record with an event-time timestamp.

@@ -95,7 +95,8 @@ impl Graph {
         if name.is_empty() {
             self.errors.push(Error::config("step names must not be empty"));
         } else if name.len() > 200 {
-            self.errors.push(Error::config(format!("step name too long (max 200 bytes): {name}")));
+            self.errors
+                .push(Error::config(format!("step name too long (max 200 bytes): {name}")));
         } else if !self.names.insert(name.to_string()) {
             self.errors.push(Error::config(format!(
                 "step name \"{name}\" is used twice; every step needs a unique, stable name because checkpointed state is addressed by it"
@@ -150,4 +151,3 @@ impl Graph {
         s
     }
 }
-

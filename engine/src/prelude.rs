@@ -4,19 +4,19 @@ pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipel
 pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
 };
+pub use crate::checkpoint::fail::FailAction;
+pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Result, ResultExt};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;
+pub use crate::runtime::restart::RestartStrategy;
 pub use crate::runtime::{JobHandle, JobReport, OperatorReport};
 pub use crate::sink::{CollectSink, DiscardSink, Sink, SinkContext, SinkWriter};
+pub use crate::sink::{FileSink, Idempotent, IdempotentSink};
 pub use crate::source::{
     FileLinesSource, GeneratorSource, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo, VecSource,
 };
 pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
 pub use crate::time::WatermarkStrategy;
-pub use crate::checkpoint::fail::FailAction;
-pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
-pub use crate::runtime::restart::RestartStrategy;
-pub use crate::sink::{FileSink, Idempotent, IdempotentSink};

@@ -99,11 +99,7 @@ fn run(cli: &Cli) -> Result<String, CliError> {
         }
         Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
             let meta = load_checkpoint(&open_storage(dir)?, *id)?;
-            Ok(if cli.json {
-                show_json(&meta)
-            } else {
-                show_text(&meta)
-            })
+            Ok(if cli.json { show_json(&meta) } else { show_text(&meta) })
         }
     }
 }
@@ -146,10 +142,7 @@ fn list_rows(storage: &LocalDirStorage) -> Result<Vec<Row>, CliError> {
 }
 
 /// Checkpoint `id`'s metadata; `NotFound` if it is absent or incomplete.
-fn load_checkpoint(
-    storage: &LocalDirStorage,
-    id: CheckpointId,
-) -> Result<CheckpointMetadata, CliError> {
+fn load_checkpoint(storage: &LocalDirStorage, id: CheckpointId) -> Result<CheckpointMetadata, CliError> {
     let listed = storage
         .list()
         .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?;
@@ -194,12 +187,7 @@ fn format_time(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
+    let (h, m, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
@@ -227,16 +215,7 @@ fn list_table(dir: &Path, rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
-        "ID",
-        "COMPLETE",
-        "KIND",
-        "CREATED (UTC)",
-        "STATE",
-        "UPLOADED",
-        "SYNC ms",
-        "ASYNC ms",
-        "ALIGN ms",
-        "RECORDS"
+        "ID", "COMPLETE", "KIND", "CREATED (UTC)", "STATE", "UPLOADED", "SYNC ms", "ASYNC ms", "ALIGN ms", "RECORDS"
     );
     for row in rows {
         let _ = match &row.meta {
@@ -274,10 +253,7 @@ fn list_json(rows: &[Row]) -> String {
     let items = rows
         .iter()
         .map(|row| {
-            let mut fields = vec![
-                ("id", Json::U(row.id)),
-                ("complete", Json::Bool(row.complete)),
-            ];
+            let mut fields = vec![("id", Json::U(row.id)), ("complete", Json::Bool(row.complete))];
             match &row.meta {
                 Some(Ok(m)) => {
                     fields.push(("kind", Json::str(kind_name(m.kind))));
@@ -412,17 +388,9 @@ fn show_json(m: &CheckpointMetadata) -> String {
             let positions = src
                 .positions
                 .iter()
-                .map(|p| {
-                    Json::O(vec![
-                        ("split", Json::str(&p.split)),
-                        ("offset", Json::U(p.offset)),
-                    ])
-                })
+                .map(|p| Json::O(vec![("split", Json::str(&p.split)), ("offset", Json::U(p.offset))]))
                 .collect();
-            Json::O(vec![
-                ("name", Json::str(&src.name)),
-                ("positions", Json::A(positions)),
-            ])
+            Json::O(vec![("name", Json::str(&src.name)), ("positions", Json::A(positions))])
         })
         .collect();
     let operators = m
@@ -442,16 +410,10 @@ fn show_json(m: &CheckpointMetadata) -> String {
                                 ("end", Json::U(u64::from(st.key_groups.end))),
                             ]),
                         ),
-                        (
-                            "keyed_files",
-                            Json::A(st.keyed_files.iter().map(file_json).collect()),
-                        ),
+                        ("keyed_files", Json::A(st.keyed_files.iter().map(file_json).collect())),
                         (
                             "operator_state",
-                            st.operator_state
-                                .as_ref()
-                                .map(file_json)
-                                .unwrap_or(Json::Null),
+                            st.operator_state.as_ref().map(file_json).unwrap_or(Json::Null),
                         ),
                     ])
                 })
@@ -564,10 +526,7 @@ mod tests {
 
     #[test]
     fn json_escapes_strings() {
-        let j = Json::O(vec![
-            ("a\"b", Json::str("x\n\u{1}\\")),
-            ("n", Json::F(f64::NAN)),
-        ]);
+        let j = Json::O(vec![("a\"b", Json::str("x\n\u{1}\\")), ("n", Json::F(f64::NAN))]);
         assert_eq!(j.to_string(), r#"{"a\"b":"x\n\u0001\\","n":null}"#);
     }
 }

@@ -4,11 +4,11 @@
 use super::stream::Stream;
 use crate::checkpoint::{CheckpointConfig, RestoreMode};
 use crate::config::JobConfig;
-use crate::runtime::restart::RestartStrategy;
 use crate::graph::{Graph, NodeKind};
 use crate::runtime::exchange::Partitioning;
 use crate::runtime::job::{self, JobHandle};
 use crate::runtime::report::JobReport;
+use crate::runtime::restart::RestartStrategy;
 use crate::source::Source;
 use crate::state::{RocksDbBackend, StateBackend};
 use crate::Result;
@@ -35,7 +35,9 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 

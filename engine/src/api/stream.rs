@@ -189,7 +189,12 @@ impl<T: Data> Stream<T> {
     pub fn assign_timestamps_and_watermarks(&self, strategy: WatermarkStrategy<T>) -> Stream<T> {
         let name = {
             let g = self.graph.borrow();
-            let base = self.nodes.iter().map(|&n| g.nodes[n].name.as_str()).collect::<Vec<_>>().join("+");
+            let base = self
+                .nodes
+                .iter()
+                .map(|&n| g.nodes[n].name.as_str())
+                .collect::<Vec<_>>()
+                .join("+");
             format!("{base}.watermarks#{}", g.nodes.len())
         };
         self.then(name.as_str(), factory(move || WatermarkOp::new(strategy.clone())))
@@ -198,7 +203,8 @@ impl<T: Data> Stream<T> {
     /// Writes the stream to `sink`.
     pub fn sink<S: Sink<T>>(&self, name: &str, sink: S) -> SinkStep {
         let sink = Arc::new(sink);
-        let f: OperatorFactory = Arc::new(move |_, _| Ok(Box::new(SinkOp::<T, S>::new(sink.clone())) as Box<dyn OperatorCore>));
+        let f: OperatorFactory =
+            Arc::new(move |_, _| Ok(Box::new(SinkOp::<T, S>::new(sink.clone())) as Box<dyn OperatorCore>));
         let id = add_operator(
             &self.graph,
             name,

@@ -65,8 +65,12 @@ impl Coordinator {
             }
         }
         let _ = std::fs::remove_dir_all(&staging_root);
-        std::fs::create_dir_all(&staging_root)
-            .map_err(|e| Error::io(format!("creating the snapshot staging directory {}", staging_root.display()), e))?;
+        std::fs::create_dir_all(&staging_root).map_err(|e| {
+            Error::io(
+                format!("creating the snapshot staging directory {}", staging_root.display()),
+                e,
+            )
+        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)

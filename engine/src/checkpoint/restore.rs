@@ -105,7 +105,10 @@ pub(crate) fn restore_from(
         match attempt {
             Ok(found) => {
                 if !problems.is_empty() {
-                    tracing::warn!(checkpoint = id, "restoring an older checkpoint because newer ones are unusable");
+                    tracing::warn!(
+                        checkpoint = id,
+                        "restoring an older checkpoint because newer ones are unusable"
+                    );
                     eprintln!(
                         "weir: WARNING: restoring checkpoint {id}, older than the latest completed one: output that sinks \
                          committed after checkpoint {id} will be produced again (idempotent sinks absorb it; \

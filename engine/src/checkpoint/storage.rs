@@ -66,7 +66,9 @@ pub fn checksum_file(path: &Path) -> Result<(u64, u32)> {
     let mut buf = vec![0u8; 1 << 20];
     let (mut size, mut crc) = (0u64, 0u32);
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if n == 0 {
             return Ok((size, crc));
         }
@@ -129,12 +131,20 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn validate(&self) -> Result<()> {
         fs::create_dir_all(&self.root).map_err(|e| {
-            Error::config(format!("checkpoint storage {} cannot be created: {e}", self.root.display()))
+            Error::config(format!(
+                "checkpoint storage {} cannot be created: {e}",
+                self.root.display()
+            ))
         })?;
         let probe = self.root.join(".weir-probe");
         fs::write(&probe, b"probe")
             .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| Error::config(format!("checkpoint storage {} is not writable: {e}", self.root.display())))
+            .map_err(|e| {
+                Error::config(format!(
+                    "checkpoint storage {} is not writable: {e}",
+                    self.root.display()
+                ))
+            })
     }
 
     fn reserve(&self, id: CheckpointId) -> Result<()> {
@@ -148,7 +158,8 @@ impl CheckpointStorage for LocalDirStorage {
         Self::ensure_parent(&dest)?;
         let _ = fs::remove_file(&dest);
         if fs::hard_link(local, &dest).is_err() {
-            fs::copy(local, &dest).map_err(|e| Error::io(format!("copying {} to {}", local.display(), dest.display()), e))?;
+            fs::copy(local, &dest)
+                .map_err(|e| Error::io(format!("copying {} to {}", local.display(), dest.display()), e))?;
             File::open(&dest)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(format!("fsyncing {}", dest.display()), e))?;
@@ -181,7 +192,10 @@ impl CheckpointStorage for LocalDirStorage {
         let bytes = fs::read(self.path(&file.key))
             .map_err(|e| Error::checkpoint(format!("checkpoint file {} is missing or unreadable: {e}", file.key)))?;
         if bytes.len() as u64 != file.size || crc32c::crc32c(&bytes) != file.crc32c {
-            return Err(Error::checkpoint(format!("checkpoint file {} is corrupt (size or checksum mismatch)", file.key)));
+            return Err(Error::checkpoint(format!(
+                "checkpoint file {} is corrupt (size or checksum mismatch)",
+                file.key
+            )));
         }
         Ok(bytes)
     }
@@ -192,7 +206,8 @@ impl CheckpointStorage for LocalDirStorage {
         Self::ensure_parent(dest)?;
         let _ = fs::remove_file(dest);
         if fs::hard_link(&src, dest).is_err() {
-            fs::copy(&src, dest).map_err(|e| Error::io(format!("copying {} to {}", src.display(), dest.display()), e))?;
+            fs::copy(&src, dest)
+                .map_err(|e| Error::io(format!("copying {} to {}", src.display(), dest.display()), e))?;
         }
         Ok(())
     }

@@ -149,8 +149,8 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
 
 /// Publishes `meta`: from now on checkpoint `meta.id` is complete.
 pub(crate) fn publish(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(meta)
-        .map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let bytes =
+        serde_json::to_vec_pretty(meta).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
     storage
         .write_metadata(meta.id, &bytes)
         .with_context(|| format!("publishing checkpoint {}", meta.id))

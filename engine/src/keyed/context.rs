@@ -91,7 +91,8 @@ impl<K, O: Data> KeyedContext<'_, K, O> {
 
     /// Calls `on_timer` for the current key once the wall clock reaches `time_ms`.
     pub fn register_processing_time_timer(&mut self, time_ms: Timestamp) -> Result<()> {
-        self.scope.register_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
+        self.scope
+            .register_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
     }
 
     /// Deletes an event-time timer of the current key.
@@ -101,7 +102,8 @@ impl<K, O: Data> KeyedContext<'_, K, O> {
 
     /// Deletes a processing-time timer of the current key.
     pub fn delete_processing_time_timer(&mut self, time_ms: Timestamp) -> Result<()> {
-        self.scope.delete_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
+        self.scope
+            .delete_timer(TimeDomain::ProcessingTime, time_ms, vec![NS_USER])
     }
 }
 

@@ -27,7 +27,9 @@ impl<V: Data> ValueState<'_, V> {
 
     /// The value, if set and not expired.
     pub fn get(&mut self) -> Result<Option<V>> {
-        let Some(raw) = self.ops.get_raw(self.name, &[])? else { return Ok(None) };
+        let Some(raw) = self.ops.get_raw(self.name, &[])? else {
+            return Ok(None);
+        };
         let (expiry, payload) = split_value(&raw)?;
         if !is_live(expiry, &*self.ops) {
             return Ok(None);
@@ -77,7 +79,9 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
     /// The value under `k`, if present and not expired.
     pub fn get(&mut self, k: &UK) -> Result<Option<UV>> {
         let kb = encode(k)?;
-        let Some(raw) = self.ops.get_raw(self.name, &kb)? else { return Ok(None) };
+        let Some(raw) = self.ops.get_raw(self.name, &kb)? else {
+            return Ok(None);
+        };
         let (expiry, payload) = split_value(&raw)?;
         if !is_live(expiry, &*self.ops) {
             return Ok(None);
@@ -158,7 +162,8 @@ impl<V: Data> ListState<'_, V> {
     /// Appends `v`.
     pub fn add(&mut self, v: &V) -> Result<()> {
         let seq = self.next_seq()?;
-        self.ops.put_raw(self.name, &(seq + 1).to_be_bytes(), &encode_value(v, None)?)?;
+        self.ops
+            .put_raw(self.name, &(seq + 1).to_be_bytes(), &encode_value(v, None)?)?;
         self.ops.put_raw(self.name, &[], &(seq + 1).to_be_bytes())
     }
 
@@ -171,7 +176,9 @@ impl<V: Data> ListState<'_, V> {
             }
             Ok(true)
         })?;
-        raw.iter().map(|v| split_value(v).and_then(|(_, p)| decode(p))).collect()
+        raw.iter()
+            .map(|v| split_value(v).and_then(|(_, p)| decode(p)))
+            .collect()
     }
 
     /// Replaces the list with `values`.

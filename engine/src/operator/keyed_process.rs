@@ -53,7 +53,13 @@ pub type KeyFn<K, T> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 /// Either input of a keyed operator: one process function handles both through this.
 pub(crate) trait KeyedLogic<K>: Send {
     type Out: Data;
-    fn process_input(&mut self, input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<Self::Out>>) -> Result<()>;
+    fn process_input(
+        &mut self,
+        input: usize,
+        batch: Box<dyn ErasedBatch>,
+        core: &mut KeyedCore<K>,
+        out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<()>;
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
 }
 
@@ -65,7 +71,13 @@ pub(crate) struct OneInput<K, I, P> {
 
 impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P> {
     type Out = P::Out;
-    fn process_input(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<P::Out>>) -> Result<()> {
+    fn process_input(
+        &mut self,
+        _input: usize,
+        batch: Box<dyn ErasedBatch>,
+        core: &mut KeyedCore<K>,
+        out: &mut Vec<Record<P::Out>>,
+    ) -> Result<()> {
         let now = now_ms();
         for r in downcast::<I>(batch)? {
             let key = (self.key_fn)(&r.value);
@@ -88,7 +100,13 @@ pub(crate) struct TwoInputs<K, A, B, P> {
 
 impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for TwoInputs<K, A, B, P> {
     type Out = P::Out;
-    fn process_input(&mut self, input: usize, batch: Box<dyn ErasedBatch>, core: &mut KeyedCore<K>, out: &mut Vec<Record<P::Out>>) -> Result<()> {
+    fn process_input(
+        &mut self,
+        input: usize,
+        batch: Box<dyn ErasedBatch>,
+        core: &mut KeyedCore<K>,
+        out: &mut Vec<Record<P::Out>>,
+    ) -> Result<()> {
         let now = now_ms();
         let p = &mut self.process;
         match input {
@@ -125,13 +143,18 @@ impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
     }
 
     fn core(&mut self) -> Result<&mut KeyedCore<K>> {
-        self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))
+        self.core
+            .as_mut()
+            .ok_or_else(|| Error::internal("keyed operator used before open"))
     }
 
     fn fire(&mut self, domain: TimeDomain, up_to: Timestamp, out: &mut Emitter) -> Result<()> {
         let mut buf: Vec<Record<L::Out>> = Vec::new();
         let logic = &mut self.logic;
-        let core = self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))?;
+        let core = self
+            .core
+            .as_mut()
+            .ok_or_else(|| Error::internal("keyed operator used before open"))?;
         core.fire_timers(domain, up_to, now_ms(), &mut buf, &mut |ctx, t| logic.on_timer(t, ctx))?;
         out.batch(erase(buf));
         Ok(())
@@ -147,7 +170,10 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         crate::checkpoint::fail::hit(crate::checkpoint::fail::PROCESS_RECORD)?;
         let mut buf: Vec<Record<L::Out>> = Vec::with_capacity(batch.len());
-        let core = self.core.as_mut().ok_or_else(|| Error::internal("keyed operator used before open"))?;
+        let core = self
+            .core
+            .as_mut()
+            .ok_or_else(|| Error::internal("keyed operator used before open"))?;
         self.logic.process_input(input, batch, core, &mut buf)?;
         out.batch(erase(buf));
         Ok(())

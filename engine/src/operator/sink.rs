@@ -39,7 +39,9 @@ impl<T: Data, S: Sink<T>> SinkOp<T, S> {
     }
 
     fn writer(&mut self) -> Result<&mut Box<dyn SinkWriter<T, S::Committable>>> {
-        self.writer.as_mut().ok_or_else(|| Error::internal("sink used before open"))
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::internal("sink used before open"))
     }
 }
 
@@ -60,7 +62,9 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             if !state.pending.is_empty() {
                 // The restored checkpoint is complete: its committables may or may not have
                 // been committed before the failure. Commit (again); commit is idempotent.
-                writer.commit(state.pending).context("re-committing restored committables")?;
+                writer
+                    .commit(state.pending)
+                    .context("re-committing restored committables")?;
             }
         }
         self.writer = Some(writer);

@@ -141,9 +141,22 @@ impl JobHandle {
 
     /// The job's progress.
     pub fn progress(&self) -> Progress {
-        let metrics = self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let current: u64 = metrics.iter().filter(|m| m.is_source).map(|m| m.metrics.records_out()).sum();
-        let sink: u64 = metrics.iter().filter(|m| m.is_sink).map(|m| m.metrics.records_in()).sum();
+        let metrics = self
+            .live
+            .attempt_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let current: u64 = metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        let sink: u64 = metrics
+            .iter()
+            .filter(|m| m.is_sink)
+            .map(|m| m.metrics.records_in())
+            .sum();
         Progress {
             source_records: self.live.earlier_source_records.load(Ordering::Relaxed) + current,
             sink_records: sink,
@@ -189,12 +202,17 @@ impl Drop for JobHandle {
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
     plan::validate(&graph, &cfg)?;
     // Everything that can be checked before starting is: `start` returns these errors itself.
-    if graph.nodes.iter().any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. })) {
+    if graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. }))
+    {
         cfg.state_backend.validate()?;
     }
     for n in &graph.nodes {
         if let crate::graph::NodeKind::Source(src) = &n.kind {
-            src.splits().map_err(|e| e.context(format!("listing the splits of source \"{}\"", n.name)))?;
+            src.splits()
+                .map_err(|e| e.context(format!("listing the splits of source \"{}\"", n.name)))?;
         }
     }
     let coordinator = match &cfg.checkpoint {
@@ -534,8 +552,14 @@ impl Master {
         for t in threads {
             let _ = t.join();
         }
-        let attempt_reads: u64 = metrics.iter().filter(|m| m.is_source).map(|m| m.metrics.records_out()).sum();
-        self.live.earlier_source_records.fetch_add(attempt_reads, Ordering::Relaxed);
+        let attempt_reads: u64 = metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        self.live
+            .earlier_source_records
+            .fetch_add(attempt_reads, Ordering::Relaxed);
         self.report.merge_operators(OperatorReport::collect(&metrics));
         let end = match (end, secondary) {
             (Some(e), _) => e,
@@ -560,7 +584,10 @@ impl Master {
             // The final barrier is followed by end of stream on every channel: it cannot be
             // triggered again, and it always arrives, so it is never aborted.
             if p.barrier.kind != BarrierKind::Final && timed_out(p.triggered) {
-                tracing::warn!(checkpoint = p.barrier.id, "checkpoint timed out and is aborted; the job continues");
+                tracing::warn!(
+                    checkpoint = p.barrier.id,
+                    "checkpoint timed out and is aborted; the job continues"
+                );
                 self.report.checkpoints_aborted += 1;
                 a.pending = None;
                 a.next_trigger = Instant::now() + self.min_pause();
@@ -569,7 +596,10 @@ impl Master {
         if let Some(u) = &mut a.uploading {
             if !u.abandoned && timed_out(u.triggered) {
                 // Its result is ignored when it arrives; files it stored are garbage-collected.
-                tracing::warn!(checkpoint = u.barrier.id, "checkpoint upload timed out; the checkpoint is aborted");
+                tracing::warn!(
+                    checkpoint = u.barrier.id,
+                    "checkpoint upload timed out; the checkpoint is aborted"
+                );
                 self.report.checkpoints_aborted += 1;
                 u.abandoned = true;
                 if a.final_id == Some(u.barrier.id) {
@@ -651,13 +681,19 @@ impl Master {
                     triggered: p.triggered,
                     abandoned: false,
                 });
-                c.start_upload(p.barrier, p.acks, a.parallelism.clone(), a.base_source_records, move |result| {
-                    let _ = tx.send(TaskEvent::Uploaded {
-                        attempt,
-                        id,
-                        result: Box::new(result),
-                    });
-                });
+                c.start_upload(
+                    p.barrier,
+                    p.acks,
+                    a.parallelism.clone(),
+                    a.base_source_records,
+                    move |result| {
+                        let _ = tx.send(TaskEvent::Uploaded {
+                            attempt,
+                            id,
+                            result: Box::new(result),
+                        });
+                    },
+                );
                 Ok(())
             }
         }
@@ -670,7 +706,10 @@ impl Master {
         triggered: Instant,
         result: Result<CheckpointMetadata>,
     ) -> Result<()> {
-        let c = self.coordinator.as_mut().expect("uploads only happen with checkpoint storage");
+        let c = self
+            .coordinator
+            .as_mut()
+            .expect("uploads only happen with checkpoint storage");
         match result {
             Ok(meta) => {
                 let is_final = meta.kind == BarrierKind::Final;

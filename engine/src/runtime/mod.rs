@@ -6,8 +6,8 @@ pub mod exchange;
 pub(crate) mod gate;
 pub mod job;
 pub(crate) mod plan;
-pub mod restart;
 pub mod report;
+pub mod restart;
 pub(crate) mod source_driver;
 pub mod task;
 

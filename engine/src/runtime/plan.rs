@@ -66,14 +66,23 @@ pub(crate) fn validate(graph: &Graph, cfg: &JobConfig) -> Result<Vec<usize>> {
     if !graph.nodes.iter().any(|n| matches!(n.kind, NodeKind::Source(_))) {
         return Err(Error::config("the pipeline has no source"));
     }
-    if !graph.nodes.iter().any(|n| matches!(n.kind, NodeKind::Operator { sink: true, .. })) {
-        return Err(Error::config("the pipeline has no sink: add one with .sink(name, sink)"));
+    if !graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, NodeKind::Operator { sink: true, .. }))
+    {
+        return Err(Error::config(
+            "the pipeline has no sink: add one with .sink(name, sink)",
+        ));
     }
     let mut par = Vec::with_capacity(graph.nodes.len());
     for n in &graph.nodes {
         let p = n.parallelism.unwrap_or(cfg.parallelism);
         if p == 0 {
-            return Err(Error::config(format!("step \"{}\": parallelism must be at least 1, got 0", n.name)));
+            return Err(Error::config(format!(
+                "step \"{}\": parallelism must be at least 1, got 0",
+                n.name
+            )));
         }
         if p > cfg.max_parallelism {
             return Err(Error::config(format!(
@@ -201,7 +210,15 @@ pub(crate) fn build(
                             })
                             .collect();
                         let driver = src
-                            .create_driver(mine, SubtaskInfo { index: s, parallelism: p }, metrics.clone(), &node.name)
+                            .create_driver(
+                                mine,
+                                SubtaskInfo {
+                                    index: s,
+                                    parallelism: p,
+                                },
+                                metrics.clone(),
+                                &node.name,
+                            )
                             .with_context(|| format!("creating source reader {}[{s}]", node.name))?;
                         head_kind = Some(Head::Source(driver));
                         plan.source_tasks.push(task_id);
@@ -261,7 +278,10 @@ pub(crate) fn build(
                 .filter(|(_, e)| e.from == tail)
                 .map(|(ei, _)| OutputEdge {
                     partitioning: parts[ei].clone(),
-                    senders: senders.get_mut(&ei).map(|v| std::mem::take(&mut v[s])).unwrap_or_default(),
+                    senders: senders
+                        .get_mut(&ei)
+                        .map(|v| std::mem::take(&mut v[s]))
+                        .unwrap_or_default(),
                     next: s,
                     max_parallelism: cfg.max_parallelism,
                 })

@@ -132,9 +132,17 @@ impl std::fmt::Display for JobReport {
             self.restarts,
             self.checkpoints.len()
         )?;
-        writeln!(f, "{:<28} {:>5} {:>14} {:>14}", "step", "par", "records in", "records out")?;
+        writeln!(
+            f,
+            "{:<28} {:>5} {:>14} {:>14}",
+            "step", "par", "records in", "records out"
+        )?;
         for o in &self.operators {
-            write!(f, "{:<28} {:>5} {:>14} {:>14}", o.name, o.parallelism, o.records_in, o.records_out)?;
+            write!(
+                f,
+                "{:<28} {:>5} {:>14} {:>14}",
+                o.name, o.parallelism, o.records_in, o.records_out
+            )?;
             for (k, v) in &o.counters {
                 write!(f, "  {k}={v}")?;
             }

@@ -52,20 +52,27 @@ impl RestartStrategy {
     /// Checks the parameters.
     pub fn validate(&self) -> crate::Result<()> {
         match self {
-            RestartStrategy::ExponentialBackoff { initial, max, multiplier, .. } => {
+            RestartStrategy::ExponentialBackoff {
+                initial,
+                max,
+                multiplier,
+                ..
+            } => {
                 if !(*multiplier >= 1.0 && multiplier.is_finite()) {
                     return Err(crate::Error::config(format!(
                         "exponential backoff multiplier must be a finite number >= 1, got {multiplier}"
                     )));
                 }
                 if initial > max {
-                    return Err(crate::Error::config("exponential backoff: initial delay exceeds the maximum"));
+                    return Err(crate::Error::config(
+                        "exponential backoff: initial delay exceeds the maximum",
+                    ));
                 }
                 Ok(())
             }
-            RestartStrategy::FailureRate { max_failures: 0, .. } => {
-                Err(crate::Error::config("failure-rate restart strategy needs max_failures >= 1"))
-            }
+            RestartStrategy::FailureRate { max_failures: 0, .. } => Err(crate::Error::config(
+                "failure-rate restart strategy needs max_failures >= 1",
+            )),
             _ => Ok(()),
         }
     }

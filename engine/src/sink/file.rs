@@ -113,9 +113,8 @@ impl<T: Data> FileSink<T> {
         FileSink {
             dir: dir.into(),
             format: Arc::new(|record: &T| {
-                serde_json::to_string(record).map_err(|e| {
-                    Error::data("encoding a record as JSON for the file sink").with_source(e)
-                })
+                serde_json::to_string(record)
+                    .map_err(|e| Error::data("encoding a record as JSON for the file sink").with_source(e))
             }),
         }
     }
@@ -137,10 +136,7 @@ impl<T> FileSink<T> {
     ///
     /// # Checkpointing
     /// As for [`with_formatter`](Self::with_formatter).
-    pub fn with_fallible_formatter(
-        mut self,
-        format: impl Fn(&T) -> Result<String> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_fallible_formatter(mut self, format: impl Fn(&T) -> Result<String> + Send + Sync + 'static) -> Self {
         self.format = Arc::new(format);
         self
     }
@@ -275,17 +271,9 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
 impl<T> FileWriter<T> {
     fn open(sink: &FileSink<T>, ctx: &SinkContext) -> Result<Self> {
         let dir = sink.dir.clone();
-        for d in [
-            dir.clone(),
-            dir.join(IN_PROGRESS_DIR),
-            dir.join(PENDING_DIR),
-        ] {
-            fs::create_dir_all(&d).map_err(|e| {
-                Error::config(format!(
-                    "file sink directory {} cannot be created: {e}",
-                    d.display()
-                ))
-            })?;
+        for d in [dir.clone(), dir.join(IN_PROGRESS_DIR), dir.join(PENDING_DIR)] {
+            fs::create_dir_all(&d)
+                .map_err(|e| Error::config(format!("file sink directory {} cannot be created: {e}", d.display())))?;
         }
         let token = format!(
             "p{}t{}n{}",
@@ -347,8 +335,7 @@ impl<T> FileWriter<T> {
                 .dir
                 .join(IN_PROGRESS_DIR)
                 .join(format!("{}{}{TMP_EXTENSION}", self.prefix, self.token));
-            let file = File::create(&path)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            let file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
             self.current = Some(InProgress {
                 path,
                 out: BufWriter::with_capacity(1 << 16, file),
@@ -366,7 +353,14 @@ impl<T> FileWriter<T> {
         match (exists(&pending)?, exists(&fin)?) {
             (true, false) => {
                 fs::rename(&pending, &fin).map_err(|e| {
-                    Error::io(format!("committing checkpoint {id}: renaming {} to {}", pending.display(), fin.display()), e)
+                    Error::io(
+                        format!(
+                            "committing checkpoint {id}: renaming {} to {}",
+                            pending.display(),
+                            fin.display()
+                        ),
+                        e,
+                    )
                 })?;
                 Ok(true)
             }
@@ -562,8 +556,7 @@ pub fn committed_files(dir: impl AsRef<Path>) -> Result<Vec<CommittedFile>> {
 pub fn read_committed_lines(dir: impl AsRef<Path>) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     for f in committed_files(dir)? {
-        let text = fs::read_to_string(&f.path)
-            .map_err(|e| Error::io(format!("reading {}", f.path.display()), e))?;
+        let text = fs::read_to_string(&f.path).map_err(|e| Error::io(format!("reading {}", f.path.display()), e))?;
         lines.extend(text.lines().map(str::to_string));
     }
     Ok(lines)
@@ -632,10 +625,7 @@ mod tests {
         drop(w); // crash: checkpoint 1 completes but commit never ran
         let mut w = writer(d.path(), "out", 0, Some(1));
         // The pending file of the restored checkpoint survived the clean-up.
-        assert_eq!(
-            names(&d.path().join(PENDING_DIR)),
-            vec!["out-0-0000000001.jsonl"]
-        );
+        assert_eq!(names(&d.path().join(PENDING_DIR)), vec!["out-0-0000000001.jsonl"]);
         w.commit(vec![(1, c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..5));
     }
@@ -827,23 +817,16 @@ mod tests {
     #[test]
     fn custom_formatter_and_line_breaks() {
         let d = tempfile::tempdir().unwrap();
-        let sink = FileSink::<(u64, String)>::exactly_once(d.path())
-            .with_formatter(|(i, s)| format!("{i}\t{s}"));
+        let sink = FileSink::<(u64, String)>::exactly_once(d.path()).with_formatter(|(i, s)| format!("{i}\t{s}"));
         let mut w = sink.create_writer(&ctx("tsv", 0, None)).unwrap();
         w.write(recs(0..2)).unwrap();
         let c = w.pre_commit(1).unwrap().unwrap();
         w.commit(vec![(1, c)]).unwrap();
-        assert_eq!(
-            read_committed_lines(d.path()).unwrap(),
-            vec!["0\tv0", "1\tv1"]
-        );
+        assert_eq!(read_committed_lines(d.path()).unwrap(), vec!["0\tv0", "1\tv1"]);
 
-        let sink =
-            FileSink::<(u64, String)>::exactly_once(d.path()).with_formatter(|(_, s)| s.clone());
+        let sink = FileSink::<(u64, String)>::exactly_once(d.path()).with_formatter(|(_, s)| s.clone());
         let mut w = sink.create_writer(&ctx("raw", 0, None)).unwrap();
-        let e = w
-            .write(vec![Record::new((0, "a\nb".to_string()))])
-            .unwrap_err();
+        let e = w.write(vec![Record::new((0, "a\nb".to_string()))]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Data);
     }
 

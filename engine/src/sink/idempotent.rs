@@ -91,9 +91,7 @@ impl<S> Idempotent<S> {
     /// # Checkpointing
     /// As for [`Idempotent`].
     pub fn new(sink: S) -> Self {
-        Idempotent {
-            inner: Arc::new(sink),
-        }
+        Idempotent { inner: Arc::new(sink) }
     }
 
     /// The adapted sink.
@@ -121,10 +119,7 @@ impl<T: Data, S: IdempotentSink<T>> SinkWriter<T, ()> for IdempotentWriter<S> {
         if records.is_empty() {
             return Ok(());
         }
-        let batch = records
-            .into_iter()
-            .map(|r| (self.sink.id(&r.value), r.value))
-            .collect();
+        let batch = records.into_iter().map(|r| (self.sink.id(&r.value), r.value)).collect();
         self.sink.upsert(batch)
     }
 
@@ -250,11 +245,7 @@ mod tests {
         let map = UpsertMap::new(|(k, _): &(String, u64)| k.clone());
         let sink = Idempotent::new(map.clone());
         let mut w = sink.create_writer(&ctx()).unwrap();
-        let batch = |vals: &[(&str, u64)]| {
-            vals.iter()
-                .map(|(k, v)| Record::new((k.to_string(), *v)))
-                .collect()
-        };
+        let batch = |vals: &[(&str, u64)]| vals.iter().map(|(k, v)| Record::new((k.to_string(), *v))).collect();
         w.write(batch(&[("a", 1), ("b", 2)])).unwrap();
         assert_eq!(w.pre_commit(1).unwrap(), None);
         w.commit(Vec::new()).unwrap();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 /// Mixes a seed and an index into a well-distributed 64-bit value (SplitMix64). Use it inside
 /// a generator function to derive seeded pseudo-random fields from the record index.
 pub fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed
+        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -83,10 +85,14 @@ impl<T: Data> Source for GeneratorSource<T> {
     fn splits(&self) -> Result<Vec<SplitId>> {
         if let Some(r) = self.rate {
             if !(r > 0.0 && r.is_finite()) {
-                return Err(Error::config(format!("generator rate must be a positive number, got {r}")));
+                return Err(Error::config(format!(
+                    "generator rate must be a positive number, got {r}"
+                )));
             }
         }
-        Ok((0..self.splits).map(|k| format!("gen-{k}-of-{}", self.splits)).collect())
+        Ok((0..self.splits)
+            .map(|k| format!("gen-{k}-of-{}", self.splits))
+            .collect())
     }
 
     fn create_reader(
@@ -183,7 +189,11 @@ impl<T: Data> SourceReader<T> for GeneratorReader<T> {
                 }
             }
         }
-        Ok(if exhausted >= n { ReadStatus::Finished } else { ReadStatus::More })
+        Ok(if exhausted >= n {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        })
     }
 
     fn positions(&self) -> Vec<SplitPosition> {

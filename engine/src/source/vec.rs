@@ -100,7 +100,11 @@ impl<T: Data + Sync> SourceReader<T> for VecReader<T> {
                 self.current += 1;
             }
         }
-        Ok(if exhausted >= n { ReadStatus::Finished } else { ReadStatus::More })
+        Ok(if exhausted >= n {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        })
     }
 
     fn positions(&self) -> Vec<SplitPosition> {

@@ -168,10 +168,7 @@ fn snapshot(store: &mut dyn KeyedStore, dir: &Path) {
     assert!(listed.iter().all(|p| p.is_relative()), "{listed:?}");
     listed.sort();
     let found: Vec<PathBuf> = fingerprint(dir).into_iter().map(|(p, _)| p).collect();
-    assert_eq!(
-        listed, found,
-        "snapshot_to must list exactly the files it wrote"
-    );
+    assert_eq!(listed, found, "snapshot_to must list exactly the files it wrote");
 }
 
 /// Point reads and writes, including empty keys and values.
@@ -181,10 +178,7 @@ pub fn get_put_delete_overwrite(backend: &dyn StateBackend, _root: &Path) {
     store.put(b"k", b"v1").unwrap();
     assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v1"[..]));
     store.put(b"k", b"a longer second value").unwrap();
-    assert_eq!(
-        store.get(b"k").unwrap().as_deref(),
-        Some(&b"a longer second value"[..])
-    );
+    assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"a longer second value"[..]));
     store.put(b"k", b"").unwrap();
     assert_eq!(
         store.get(b"k").unwrap(),
@@ -288,10 +282,7 @@ pub fn restore_sees_exactly_the_snapshot(backend: &dyn StateBackend, root: &Path
     store.put(b"a", b"overwritten").unwrap();
     store.delete(b"ab").unwrap();
     store.delete_prefix(&[0xFF]).unwrap();
-    assert_eq!(
-        store.get(b"after").unwrap().as_deref(),
-        Some(&b"snapshot"[..])
-    );
+    assert_eq!(store.get(b"after").unwrap().as_deref(), Some(&b"snapshot"[..]));
 
     // Into another scope while the original store is still open.
     let mut other = backend.open_store(&scope(1), Some(&snap)).unwrap();
@@ -304,10 +295,7 @@ pub fn restore_sees_exactly_the_snapshot(backend: &dyn StateBackend, root: &Path
     let mut restored = backend.open_store(&scope(0), Some(&snap)).unwrap();
     assert_eq!(scan_all(&mut *restored, b""), model_scan(&model, b""));
     for prefix in tricky_prefixes() {
-        assert_eq!(
-            scan_all(&mut *restored, &prefix),
-            model_scan(&model, &prefix)
-        );
+        assert_eq!(scan_all(&mut *restored, &prefix), model_scan(&model, &prefix));
     }
     // The restored store is writable and can itself be snapshotted and restored.
     restored.put(b"second", b"generation").unwrap();
@@ -325,8 +313,7 @@ pub fn restore_sees_exactly_the_snapshot(backend: &dyn StateBackend, root: &Path
 pub fn snapshot_is_immutable_and_self_contained(backend: &dyn StateBackend, root: &Path) {
     let mut store = backend.open_store(&scope(0), None).unwrap();
     let mut model = Model::new();
-    let value =
-        |round: usize, i: usize| format!("{round:04}-{i:06}-{}", "x".repeat(80)).into_bytes();
+    let value = |round: usize, i: usize| format!("{round:04}-{i:06}-{}", "x".repeat(80)).into_bytes();
     for i in 0..500 {
         let k = format!("key-{:06}", i * 7 % 500).into_bytes();
         store.put(&k, &value(0, i)).unwrap();
@@ -340,25 +327,14 @@ pub fn snapshot_is_immutable_and_self_contained(backend: &dyn StateBackend, root
     // snapshots, which flush.
     for round in 1..=12 {
         for i in 0..500 {
-            store
-                .put(format!("key-{i:06}").as_bytes(), &value(round, i))
-                .unwrap();
+            store.put(format!("key-{i:06}").as_bytes(), &value(round, i)).unwrap();
         }
-        store
-            .delete_prefix(format!("key-{:04}", round).as_bytes())
-            .unwrap();
+        store.delete_prefix(format!("key-{:04}", round).as_bytes()).unwrap();
         if round % 4 == 0 {
-            snapshot(
-                &mut *store,
-                &root.join("snapshots").join(format!("later-{round}")),
-            );
+            snapshot(&mut *store, &root.join("snapshots").join(format!("later-{round}")));
         }
     }
-    assert_eq!(
-        fingerprint(&snap),
-        before,
-        "later writes changed the snapshot"
-    );
+    assert_eq!(fingerprint(&snap), before, "later writes changed the snapshot");
 
     // The working directory of the original scope is discarded on reopen.
     drop(store);
@@ -375,17 +351,10 @@ pub fn snapshot_is_immutable_and_self_contained(backend: &dyn StateBackend, root
         }
         restored.delete_prefix(b"key-0001").unwrap();
     }
-    snapshot(
-        &mut *restored,
-        &root.join("snapshots").join("from-restored"),
-    );
+    snapshot(&mut *restored, &root.join("snapshots").join("from-restored"));
     drop(restored);
     drop(backend.open_store(&scope(0), None).unwrap());
-    assert_eq!(
-        fingerprint(&snap),
-        before,
-        "a restored store changed the snapshot"
-    );
+    assert_eq!(fingerprint(&snap), before, "a restored store changed the snapshot");
 
     let mut again = backend.open_store(&scope(2), Some(&snap)).unwrap();
     assert_eq!(scan_all(&mut *again, b""), model_scan(&model, b""));
@@ -457,10 +426,7 @@ pub fn approximate_size_tracks_writes(backend: &dyn StateBackend, _root: &Path) 
         store.put(&i.to_be_bytes(), &value).unwrap();
     }
     let full = store.approximate_size().unwrap();
-    assert!(
-        full >= empty + 100_000,
-        "1000 entries of 200 bytes: {empty} -> {full}"
-    );
+    assert!(full >= empty + 100_000, "1000 entries of 200 bytes: {empty} -> {full}");
 }
 
 /// One step of the model test.
@@ -475,10 +441,7 @@ enum Op {
 }
 
 fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        prop::sample::select(vec![0x00u8, 0x01, 0x7F, 0xFE, 0xFF]),
-        0..4,
-    )
+    prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, 0x7F, 0xFE, 0xFF]), 0..4)
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {

@@ -42,11 +42,7 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
-    fn open_store(
-        &self,
-        scope: &StoreScope,
-        restore_from: Option<&Path>,
-    ) -> Result<Box<dyn KeyedStore>> {
+    fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>> {
         let map = match restore_from {
             None => BTreeMap::new(),
             Some(dir) => load(dir).map_err(|e| {
@@ -72,10 +68,7 @@ struct MemoryStore {
 
 impl MemoryStore {
     /// Entries whose key starts with `prefix`, in order.
-    fn prefix_range<'a>(
-        &'a self,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
+    fn prefix_range<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
         self.map
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -106,11 +99,7 @@ impl KeyedStore for MemoryStore {
         Ok(())
     }
 
-    fn scan_prefix(
-        &mut self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
         for (k, v) in self.prefix_range(prefix) {
             if !f(k, v)? {
                 break;
@@ -132,8 +121,7 @@ impl KeyedStore for MemoryStore {
     }
 
     fn snapshot_to(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
-        save(&self.map, dir)
-            .map_err(|e| e.context(format!("writing memory snapshot to {}", dir.display())))?;
+        save(&self.map, dir).map_err(|e| e.context(format!("writing memory snapshot to {}", dir.display())))?;
         Ok(vec![PathBuf::from(SNAPSHOT_FILE)])
     }
 }
@@ -142,9 +130,7 @@ impl KeyedStore for MemoryStore {
 /// `dir` and its entry in the parent durable. The file is written under a temporary name and
 /// renamed, so `state.bin` is never seen half-written.
 fn save(map: &BTreeMap<Vec<u8>, Vec<u8>>, dir: &Path) -> Result<()> {
-    let failed = |what: &str, e: std::io::Error| {
-        Error::checkpoint(format!("{what} {}", dir.display())).with_source(e)
-    };
+    let failed = |what: &str, e: std::io::Error| Error::checkpoint(format!("{what} {}", dir.display())).with_source(e);
     let payload = bincode::encode_to_vec(map, bincode::config::standard())
         .map_err(|e| Error::checkpoint("encoding memory state").with_source(e))?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -161,10 +147,8 @@ fn save(map: &BTreeMap<Vec<u8>, Vec<u8>>, dir: &Path) -> Result<()> {
     fs::create_dir(dir).map_err(|e| failed("creating", e))?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let mut file = File::create(&tmp).map_err(|e| failed("creating a file in", e))?;
-    file.write_all(&bytes)
-        .map_err(|e| failed("writing into", e))?;
-    file.sync_all()
-        .map_err(|e| failed("syncing a file in", e))?;
+    file.write_all(&bytes).map_err(|e| failed("writing into", e))?;
+    file.sync_all().map_err(|e| failed("syncing a file in", e))?;
     drop(file);
     fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(|e| failed("renaming a file in", e))?;
     sync_dir(dir).map_err(|e| failed("syncing", e))?;
@@ -177,14 +161,8 @@ fn save(map: &BTreeMap<Vec<u8>, Vec<u8>>, dir: &Path) -> Result<()> {
 /// Reads the map written by [`save`] into `dir`.
 fn load(dir: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let path = dir.join(SNAPSHOT_FILE);
-    let bytes = fs::read(&path)
-        .map_err(|e| Error::checkpoint(format!("reading {}", path.display())).with_source(e))?;
-    let bad = |why: &str| {
-        Error::checkpoint(format!(
-            "{} is not a usable memory snapshot: {why}",
-            path.display()
-        ))
-    };
+    let bytes = fs::read(&path).map_err(|e| Error::checkpoint(format!("reading {}", path.display())).with_source(e))?;
+    let bad = |why: &str| Error::checkpoint(format!("{} is not a usable memory snapshot: {why}", path.display()));
     if bytes.len() < HEADER_LEN {
         return Err(bad("shorter than its header"));
     }
@@ -193,18 +171,13 @@ fn load(dir: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(bad(&format!(
-            "format version {version}, expected {FORMAT_VERSION}"
-        )));
+        return Err(bad(&format!("format version {version}, expected {FORMAT_VERSION}")));
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
-        return Err(bad(&format!(
-            "payload is {} bytes, header says {len}",
-            payload.len()
-        )));
+        return Err(bad(&format!("payload is {} bytes, header says {len}", payload.len())));
     }
     if crc32c::crc32c(payload) != crc {
         return Err(bad("checksum mismatch"));
@@ -243,10 +216,7 @@ mod tests {
         for (k, v) in entries {
             store.put(k, v).unwrap();
         }
-        assert_eq!(
-            store.snapshot_to(dir).unwrap(),
-            vec![PathBuf::from(SNAPSHOT_FILE)]
-        );
+        assert_eq!(store.snapshot_to(dir).unwrap(), vec![PathBuf::from(SNAPSHOT_FILE)]);
     }
 
     fn restore_err(dir: &Path) -> Error {
@@ -280,10 +250,7 @@ mod tests {
             fs::write(&file, &bytes).unwrap();
             let e = restore_err(&dir);
             assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
-            assert!(
-                e.to_string().contains(expected),
-                "{e} should mention {expected}"
-            );
+            assert!(e.to_string().contains(expected), "{e} should mention {expected}");
         }
 
         // Valid header and checksum around a payload that is not an encoded map.
@@ -300,10 +267,7 @@ mod tests {
 
         fs::remove_file(&file).unwrap();
         assert_eq!(restore_err(&dir).kind(), ErrorKind::Checkpoint);
-        assert_eq!(
-            restore_err(&tmp.path().join("missing")).kind(),
-            ErrorKind::Checkpoint
-        );
+        assert_eq!(restore_err(&tmp.path().join("missing")).kind(), ErrorKind::Checkpoint);
     }
 
     #[test]
@@ -311,10 +275,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b/snap");
         snapshot_of(&[(b"k", b"v")], &dir);
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(SNAPSHOT_FILE)]);
     }
 

@@ -10,8 +10,7 @@ use super::backend::{KeyedStore, StateBackend, StoreScope};
 use crate::{Error, Result};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    properties, BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
+    properties, BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use std::collections::BTreeSet;
 use std::fmt;
@@ -85,9 +84,7 @@ impl RocksDbBackend {
     /// The options of every store: no WAL-related tuning (writes skip it), LZ4 (zstd at the
     /// bottom level), bloom filters for point reads, a block cache shared by all stores.
     fn options(&self) -> Options {
-        let cache = self
-            .cache
-            .get_or_init(|| Cache::new_lru_cache(self.block_cache_size));
+        let cache = self.cache.get_or_init(|| Cache::new_lru_cache(self.block_cache_size));
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
         table.set_bloom_filter(10.0, false);
@@ -105,41 +102,23 @@ impl RocksDbBackend {
 
     /// Opens the store of `scope`; see [`StateBackend::open_store`].
     fn open(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<RocksDbStore> {
-        let work = std::path::absolute(self.dir.join(scope.relative_dir())).map_err(|e| {
-            Error::io(
-                format!("resolving the state directory {}", self.dir.display()),
-                e,
-            )
-        })?;
+        let work = std::path::absolute(self.dir.join(scope.relative_dir()))
+            .map_err(|e| Error::io(format!("resolving the state directory {}", self.dir.display()), e))?;
         let guard = OpenGuard::acquire(&work)?;
         match fs::remove_dir_all(&work) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("deleting the stale store {}", work.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(Error::io(format!("deleting the stale store {}", work.display()), e)),
         }
-        fs::create_dir_all(&work)
-            .map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
+        fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
         let db = match restore_from {
-            None => DB::open(&self.options(), &work).map_err(|e| {
-                Error::from(e).context(format!("opening RocksDB store {}", work.display()))
-            })?,
+            None => DB::open(&self.options(), &work)
+                .map_err(|e| Error::from(e).context(format!("opening RocksDB store {}", work.display())))?,
             Some(src) => {
-                let restoring = || {
-                    format!(
-                        "restoring RocksDB store {} from {}",
-                        work.display(),
-                        src.display()
-                    )
-                };
+                let restoring = || format!("restoring RocksDB store {} from {}", work.display(), src.display());
                 copy_snapshot(src, &work).map_err(|e| e.context(restoring()))?;
                 DB::open(&self.options(), &work).map_err(|e| {
-                    Error::checkpoint(format!("opening the restored store: {}", restoring()))
-                        .with_source(e)
+                    Error::checkpoint(format!("opening the restored store: {}", restoring())).with_source(e)
                 })?
             }
         };
@@ -165,27 +144,17 @@ impl StateBackend for RocksDbBackend {
 
     fn validate(&self) -> Result<()> {
         let fail = |what: &str, e| {
-            Error::config(format!(
-                "RocksDB state directory {} {what}",
-                self.dir.display()
-            ))
-            .with_source(e)
+            Error::config(format!("RocksDB state directory {} {what}", self.dir.display())).with_source(e)
         };
         fs::create_dir_all(&self.dir).map_err(|e| fail("cannot be created", e))?;
-        let probe = self
-            .dir
-            .join(format!(".weir-write-probe-{}", std::process::id()));
+        let probe = self.dir.join(format!(".weir-write-probe-{}", std::process::id()));
         File::create(&probe)
             .and_then(|mut f| f.write_all(b"probe"))
             .map_err(|e| fail("is not writable", e))?;
         fs::remove_file(&probe).map_err(|e| fail("does not let a file be removed", e))
     }
 
-    fn open_store(
-        &self,
-        scope: &StoreScope,
-        restore_from: Option<&Path>,
-    ) -> Result<Box<dyn KeyedStore>> {
+    fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>> {
         Ok(Box::new(self.open(scope, restore_from)?))
     }
 }
@@ -230,11 +199,7 @@ impl KeyedStore for RocksDbStore {
         Ok(self.db.delete_opt(key, &self.write)?)
     }
 
-    fn scan_prefix(
-        &mut self,
-        prefix: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
         let mut read = ReadOptions::default();
         if let Some(end) = prefix_successor(prefix) {
             read.set_iterate_upper_bound(end);
@@ -286,16 +251,13 @@ impl KeyedStore for RocksDbStore {
     }
 
     fn snapshot_to(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let failed = |what: &str| {
-            Error::checkpoint(format!("{what} (RocksDB snapshot into {})", dir.display()))
-        };
+        let failed = |what: &str| Error::checkpoint(format!("{what} (RocksDB snapshot into {})", dir.display()));
         if fs::symlink_metadata(dir).is_ok() {
             return Err(failed("the snapshot directory already exists"));
         }
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(parent) = parent {
-            fs::create_dir_all(parent)
-                .map_err(|e| failed("cannot create the parent directory").with_source(e))?;
+            fs::create_dir_all(parent).map_err(|e| failed("cannot create the parent directory").with_source(e))?;
         }
         // Writes skip the WAL, so the memtable must reach SST files before the checkpoint links
         // them (create_checkpoint flushes too, but only as long as the WAL looks big enough).
@@ -305,8 +267,7 @@ impl KeyedStore for RocksDbStore {
         Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(dir))
             .map_err(|e| failed("creating the checkpoint").with_source(e))?;
-        let files = sync_snapshot(dir, parent)
-            .map_err(|e| failed("syncing the checkpoint").with_source(e))?;
+        let files = sync_snapshot(dir, parent).map_err(|e| failed("syncing the checkpoint").with_source(e))?;
         Ok(files)
     }
 }
@@ -339,11 +300,9 @@ fn copy_snapshot(src: &Path, work: &Path) -> Result<()> {
             src.display()
         )));
     }
-    let entries = fs::read_dir(src)
-        .map_err(|e| unusable(format!("listing {}", src.display())).with_source(e))?;
+    let entries = fs::read_dir(src).map_err(|e| unusable(format!("listing {}", src.display())).with_source(e))?;
     for entry in entries {
-        let entry =
-            entry.map_err(|e| unusable(format!("listing {}", src.display())).with_source(e))?;
+        let entry = entry.map_err(|e| unusable(format!("listing {}", src.display())).with_source(e))?;
         let from = entry.path();
         if from.is_dir() {
             return Err(unusable(format!(
@@ -352,15 +311,11 @@ fn copy_snapshot(src: &Path, work: &Path) -> Result<()> {
             )));
         }
         let to = work.join(entry.file_name());
-        let immutable = matches!(
-            from.extension().and_then(|e| e.to_str()),
-            Some("sst" | "blob")
-        );
+        let immutable = matches!(from.extension().and_then(|e| e.to_str()), Some("sst" | "blob"));
         let linked = immutable && fs::hard_link(&from, &to).is_ok();
         if !linked {
-            fs::copy(&from, &to).map_err(|e| {
-                unusable(format!("copying {} to {}", from.display(), to.display())).with_source(e)
-            })?;
+            fs::copy(&from, &to)
+                .map_err(|e| unusable(format!("copying {} to {}", from.display(), to.display())).with_source(e))?;
         }
     }
     Ok(())
@@ -388,7 +343,10 @@ impl OpenGuard {
         if !open.insert(work.to_path_buf()) {
             return Err(Error::external(
                 true,
-                format!("the RocksDB store in {} is still open; close it before opening its scope again", work.display()),
+                format!(
+                    "the RocksDB store in {} is still open; close it before opening its scope again",
+                    work.display()
+                ),
             ));
         }
         Ok(OpenGuard(work.to_path_buf()))
@@ -397,10 +355,7 @@ impl OpenGuard {
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        OPEN_DIRS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.0);
+        OPEN_DIRS.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.0);
     }
 }
 
@@ -437,10 +392,7 @@ mod tests {
         assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
         assert_eq!(prefix_successor(&[0x01]), Some(vec![0x02]));
         assert_eq!(prefix_successor(&[0x01, 0xFF]), Some(vec![0x02]));
-        assert_eq!(
-            prefix_successor(&[0x00, 0xFE, 0xFF, 0xFF]),
-            Some(vec![0x00, 0xFF])
-        );
+        assert_eq!(prefix_successor(&[0x00, 0xFE, 0xFF, 0xFF]), Some(vec![0x00, 0xFF]));
     }
 
     #[test]
@@ -462,9 +414,7 @@ mod tests {
         let file = tmp.path().join("plain-file");
         fs::write(&file, b"x").unwrap();
         let dir = file.join("state");
-        let e = RocksDbBackend::new(&dir)
-            .validate()
-            .expect_err("a file is in the way");
+        let e = RocksDbBackend::new(&dir).validate().expect_err("a file is in the way");
         assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         let text = e.to_string();
         assert!(text.contains(&dir.display().to_string()), "{text}");
@@ -481,12 +431,7 @@ mod tests {
         }
         let work = backend.dir().join(scope(0).relative_dir());
         for log in files_with_extension(&work, "log") {
-            assert_eq!(
-                fs::metadata(&log).unwrap().len(),
-                0,
-                "{} holds data",
-                log.display()
-            );
+            assert_eq!(fs::metadata(&log).unwrap().len(), 0, "{} holds data", log.display());
         }
     }
 
@@ -502,9 +447,7 @@ mod tests {
         let snap = tmp.path().join("snap");
         let files = store.snapshot_to(&snap).unwrap();
         assert!(
-            files
-                .iter()
-                .any(|f| f.extension().is_some_and(|e| e == "sst")),
+            files.iter().any(|f| f.extension().is_some_and(|e| e == "sst")),
             "{files:?}"
         );
         for sst in files_with_extension(&snap, "sst") {
@@ -514,10 +457,7 @@ mod tests {
                 sst.display()
             );
         }
-        let before: Vec<_> = files
-            .iter()
-            .map(|f| fs::read(snap.join(f)).unwrap())
-            .collect();
+        let before: Vec<_> = files.iter().map(|f| fs::read(snap.join(f)).unwrap()).collect();
 
         for i in 0..2000u32 {
             store.put(&i.to_be_bytes(), b"changed").unwrap();
@@ -533,17 +473,11 @@ mod tests {
             "compaction replaced all SSTs"
         );
 
-        let after: Vec<_> = files
-            .iter()
-            .map(|f| fs::read(snap.join(f)).unwrap())
-            .collect();
+        let after: Vec<_> = files.iter().map(|f| fs::read(snap.join(f)).unwrap()).collect();
         assert_eq!(before, after);
         drop(store);
         let mut restored = backend.open(&scope(1), Some(&snap)).unwrap();
-        assert_eq!(
-            restored.get(&7u32.to_be_bytes()).unwrap(),
-            Some(vec![7u8; 100])
-        );
+        assert_eq!(restored.get(&7u32.to_be_bytes()).unwrap(), Some(vec![7u8; 100]));
         assert_eq!(scan_all(&mut restored, b"").len(), 2000);
     }
 
@@ -553,10 +487,7 @@ mod tests {
         let backend = small(tmp.path());
         let mut first = backend.open_store(&scope(0), None).unwrap();
         first.put(b"k", b"v").unwrap();
-        let e = backend
-            .open_store(&scope(0), None)
-            .err()
-            .expect("the scope is open");
+        let e = backend.open_store(&scope(0), None).err().expect("the scope is open");
         assert_eq!(e.kind(), ErrorKind::External { retryable: true }, "{e}");
         assert_eq!(
             first.get(b"k").unwrap().as_deref(),
@@ -588,21 +519,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut store = small(tmp.path()).open(&scope(0), None).unwrap();
         for i in 0..1000u32 {
-            store
-                .put(&[&[1u8][..], &i.to_be_bytes()].concat(), b"a")
-                .unwrap();
-            store
-                .put(&[&[2u8][..], &i.to_be_bytes()].concat(), b"b")
-                .unwrap();
+            store.put(&[&[1u8][..], &i.to_be_bytes()].concat(), b"a").unwrap();
+            store.put(&[&[2u8][..], &i.to_be_bytes()].concat(), b"b").unwrap();
         }
         store.delete_prefix(&[1]).unwrap();
         assert!(scan_all(&mut store, &[1]).is_empty());
         assert_eq!(scan_all(&mut store, &[2]).len(), 1000);
         // Without an upper bound for a range deletion, in several chunks.
         for i in 0..(2 * DELETE_CHUNK as u32 + 10) {
-            store
-                .put(&[&[0xFF][..], &i.to_be_bytes()].concat(), b"c")
-                .unwrap();
+            store.put(&[&[0xFF][..], &i.to_be_bytes()].concat(), b"c").unwrap();
         }
         store.delete_prefix(&[0xFF]).unwrap();
         assert!(scan_all(&mut store, &[0xFF]).is_empty());
