@@ -37,13 +37,14 @@
 //! equal must not share a directory.
 
 use super::{Sink, SinkContext, SinkWriter};
+use crate::checkpoint::storage::checksum_file;
 use crate::data::{Data, Record};
 use crate::message::CheckpointId;
 use crate::state::backend::sanitize;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -248,24 +249,9 @@ fn exists(path: &Path) -> Result<bool> {
         .map_err(|e| Error::io(format!("checking {}", path.display()), e))
 }
 
-/// Whether two files have the same content.
+/// Whether two files have the same content (size and CRC-32C).
 fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    let read = |p: &Path| -> Result<(u64, u32)> {
-        let mut f = File::open(p).map_err(|e| Error::io(format!("opening {}", p.display()), e))?;
-        let mut buf = vec![0u8; 1 << 16];
-        let (mut size, mut crc) = (0u64, 0u32);
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
-            if n == 0 {
-                return Ok((size, crc));
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            size += n as u64;
-        }
-    };
-    Ok(read(a)? == read(b)?)
+    Ok(checksum_file(a)? == checksum_file(b)?)
 }
 
 impl<T> FileWriter<T> {

@@ -1,6 +1,7 @@
 //! A deterministic generator source: record `i` is a pure function of `i`, so replay after a
 //! failure reproduces exactly the same records, at any parallelism.
 
+use super::indexed::IndexedSplits;
 use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::{Data, Record, Timestamp};
 use crate::{Error, Result};
@@ -115,12 +116,10 @@ impl<T: Data> Source for GeneratorSource<T> {
             make: self.make.clone(),
             timestamp: self.timestamp.clone(),
             count: self.count,
-            stride: self.splits as u64,
             start: Instant::now(),
             start_read: parsed.iter().map(|p| p.2).sum(),
             rate: per_split_rate.map(|r| r * parsed.len() as f64),
-            splits: parsed,
-            current: 0,
+            splits: IndexedSplits::new(parsed, self.splits as u64),
         }))
     }
 }
@@ -129,30 +128,15 @@ struct GeneratorReader<T> {
     make: GenFn<T>,
     timestamp: Option<TsFn<T>>,
     count: Option<u64>,
-    stride: u64,
-    /// (split id, split number, records of this split read so far)
-    splits: Vec<(SplitId, u64, u64)>,
-    current: usize,
+    splits: IndexedSplits,
     rate: Option<f64>,
     start: Instant,
     start_read: u64,
 }
 
-impl<T: Data> GeneratorReader<T> {
-    fn next_index(&self, split: usize) -> Option<u64> {
-        let (_, k, read) = &self.splits[split];
-        let i = k + read * self.stride;
-        match self.count {
-            Some(c) if i >= c => None,
-            _ => Some(i),
-        }
-    }
-}
-
 impl<T: Data> SourceReader<T> for GeneratorReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus> {
-        let n = self.splits.len();
-        if n == 0 {
+        if self.splits.len() == 0 {
             return Ok(if self.count.is_some() {
                 ReadStatus::Finished
             } else {
@@ -161,7 +145,7 @@ impl<T: Data> SourceReader<T> for GeneratorReader<T> {
         }
         let mut budget = max;
         if let Some(rate) = self.rate {
-            let read: u64 = self.splits.iter().map(|s| s.2).sum::<u64>() - self.start_read;
+            let read = self.splits.read() - self.start_read;
             let allowed = (self.start.elapsed().as_secs_f64() * rate) as u64;
             if read >= allowed {
                 let wait = (read + 1) as f64 / rate - self.start.elapsed().as_secs_f64();
@@ -169,40 +153,15 @@ impl<T: Data> SourceReader<T> for GeneratorReader<T> {
             }
             budget = budget.min((allowed - read) as usize);
         }
-        let mut exhausted = 0;
-        while budget > 0 && exhausted < n {
-            let s = self.current % n;
-            match self.next_index(s) {
-                Some(i) => {
-                    let value = (self.make)(i);
-                    let timestamp = self.timestamp.as_ref().map(|f| f(i, &value));
-                    out.push(Record { value, timestamp });
-                    self.splits[s].2 += 1;
-                    budget -= 1;
-                    exhausted = 0;
-                    // Round-robin over splits record by record keeps their event times close.
-                    self.current += 1;
-                }
-                None => {
-                    exhausted += 1;
-                    self.current += 1;
-                }
-            }
-        }
-        Ok(if exhausted >= n {
-            ReadStatus::Finished
-        } else {
-            ReadStatus::More
-        })
+        let (make, timestamp) = (&self.make, &self.timestamp);
+        Ok(self.splits.poll(budget, self.count, |i| {
+            let value = make(i);
+            let timestamp = timestamp.as_ref().map(|f| f(i, &value));
+            out.push(Record { value, timestamp });
+        }))
     }
 
     fn positions(&self) -> Vec<SplitPosition> {
-        self.splits
-            .iter()
-            .map(|(id, _, read)| SplitPosition {
-                split: id.clone(),
-                offset: *read,
-            })
-            .collect()
+        self.splits.positions()
     }
 }

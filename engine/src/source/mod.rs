@@ -8,6 +8,7 @@
 
 pub mod file_lines;
 pub mod generator;
+mod indexed;
 pub mod vec;
 
 use crate::data::{Data, Record};

@@ -1,5 +1,6 @@
 //! A source over an in-memory vector: for tests and small examples.
 
+use super::indexed::IndexedSplits;
 use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::{Data, Record, Timestamp};
 use crate::Result;
@@ -56,64 +57,34 @@ impl<T: Data + Sync> Source for VecSource<T> {
                     .strip_prefix("vec-")
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| crate::Error::config(format!("unknown split {id} for a vector source")))?;
-                Ok((id, index, off.unwrap_or(0)))
+                Ok((id, index as u64, off.unwrap_or(0)))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Box::new(VecReader {
             items: self.items.clone(),
-            stride: self.splits,
-            splits,
-            current: 0,
+            splits: IndexedSplits::new(splits, self.splits as u64),
         }))
     }
 }
 
 struct VecReader<T> {
     items: Arc<Vec<(T, Option<Timestamp>)>>,
-    stride: usize,
-    /// (split id, split index, number of this split's elements already read)
-    splits: Vec<(SplitId, usize, u64)>,
-    current: usize,
+    splits: IndexedSplits,
 }
 
 impl<T: Data + Sync> SourceReader<T> for VecReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus> {
-        let mut emitted = 0;
-        let n = self.splits.len();
-        let mut exhausted = 0;
-        while emitted < max && exhausted < n {
-            let (_, index, read) = &mut self.splits[self.current % n];
-            let i = *index + *read as usize * self.stride;
-            if i < self.items.len() {
-                let (v, t) = &self.items[i];
-                out.push(Record {
-                    value: v.clone(),
-                    timestamp: *t,
-                });
-                *read += 1;
-                emitted += 1;
-                exhausted = 0;
-                // Record by record over splits keeps their event times close together.
-                self.current += 1;
-            } else {
-                exhausted += 1;
-                self.current += 1;
-            }
-        }
-        Ok(if exhausted >= n {
-            ReadStatus::Finished
-        } else {
-            ReadStatus::More
-        })
+        let items = &self.items;
+        Ok(self.splits.poll(max, Some(items.len() as u64), |i| {
+            let (v, t) = &items[i as usize];
+            out.push(Record {
+                value: v.clone(),
+                timestamp: *t,
+            });
+        }))
     }
 
     fn positions(&self) -> Vec<SplitPosition> {
-        self.splits
-            .iter()
-            .map(|(id, _, read)| SplitPosition {
-                split: id.clone(),
-                offset: *read,
-            })
-            .collect()
+        self.splits.positions()
     }
 }
