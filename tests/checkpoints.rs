@@ -67,6 +67,18 @@ fn complete_checkpoints(storage: &Path) -> Vec<u64> {
     ids
 }
 
+/// The stored operator state of `op[subtask]` in checkpoint `id` (directories are named
+/// `<step>-<hash>`).
+fn operator_state(storage: &Path, id: u64, op: &str, subtask: usize) -> std::path::PathBuf {
+    let chk = storage.join(format!("chk-{id}"));
+    let dir = std::fs::read_dir(&chk)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("{op}-")))
+        .unwrap_or_else(|| panic!("no directory of step {op} in {}", chk.display()));
+    dir.path().join(subtask.to_string()).join("operator-state")
+}
+
 fn corrupt(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     let mid = bytes.len() / 2;
@@ -85,7 +97,7 @@ fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint(
     let ids = complete_checkpoints(&storage);
     assert!(ids.len() >= 2, "need two retained checkpoints, have {ids:?}");
     let (latest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
-    corrupt(&storage.join(format!("chk-{latest}/out/0/operator-state")));
+    corrupt(&operator_state(&storage, latest, "out", 0));
 
     let (second, _) = job(&storage, 8_000, |p| p);
     let report = second.unwrap();
@@ -97,7 +109,7 @@ fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint(
 
     // With every retained checkpoint corrupt, the job refuses to start from scratch.
     for id in complete_checkpoints(&storage) {
-        corrupt(&storage.join(format!("chk-{id}/out/0/operator-state")));
+        corrupt(&operator_state(&storage, id, "out", 0));
     }
     let (third, sink) = job(&storage, 8_000, |p| p);
     let err = third.unwrap_err();
@@ -117,7 +129,7 @@ fn a_missing_checkpoint_file_also_falls_back() {
         .unwrap();
     let ids = complete_checkpoints(&storage);
     let latest = *ids.last().unwrap();
-    std::fs::remove_file(storage.join(format!("chk-{latest}/out/1/operator-state"))).unwrap();
+    std::fs::remove_file(operator_state(&storage, latest, "out", 1)).unwrap();
     let report = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
         .0
         .unwrap();
