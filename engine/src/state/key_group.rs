@@ -19,6 +19,13 @@ pub fn key_group_of(encoded_key: &[u8], max_parallelism: usize) -> KeyGroup {
     (h % max_parallelism as u64) as KeyGroup
 }
 
+/// The key group of a key as Weir computes it for routing and state (its bincode encoding
+/// hashed): useful to diagnose skew or to place test data.
+pub fn key_group_for<K: serde::Serialize>(key: &K, max_parallelism: usize) -> crate::Result<KeyGroup> {
+    let bytes = bincode::serde::encode_to_vec(key, bincode::config::standard())?;
+    Ok(key_group_of(&bytes, max_parallelism))
+}
+
 /// The subtask (of `parallelism`) that owns `key_group`.
 pub fn subtask_for_key_group(key_group: KeyGroup, max_parallelism: usize, parallelism: usize) -> usize {
     key_group as usize * parallelism / max_parallelism

@@ -9,6 +9,6 @@ pub mod memory;
 pub mod rocks;
 
 pub use backend::{KeyedStore, StateBackend, StoreScope};
-pub use key_group::{key_group_of, KeyGroup, KeyGroupRange};
+pub use key_group::{key_group_for, key_group_of, KeyGroup, KeyGroupRange};
 pub use memory::MemoryBackend;
 pub use rocks::RocksDbBackend;
