@@ -1,0 +1,237 @@
+//! The Weir job: deduplicate, authorize (with fraud rules and refunds), settle per merchant and
+//! window, and commit every output exactly once.
+//!
+//! ```text
+//! payment-requests (generator, 8 splits) ─ watermarks (5 s out of order)
+//!   ─hash(customer)▶ dedupe      MapState of idempotency keys, event-time TTL
+//!   ─hash(customer)▶ authorize   ValueState account, MapState payments; rules.rs
+//!        ├─ decisions ──────────────────────────────────────────▶ decisions-out    (FileSink)
+//!        ├─ refund-results ─────────────────────────────────────▶ refunds-out      (FileSink)
+//!        ├─ fraud-alerts ───────────────────────────────────────▶ alerts-out       (FileSink)
+//!        └─ merchant-movements ─hash(merchant)▶ settle (1-minute tumbling windows)
+//!                                    ├─ settlement ─────────────▶ settlements-out  (FileSink)
+//!                                    └─ late records ───────────▶ late-out         (FileSink, stays empty)
+//! ```
+//!
+//! Determinism: each customer's events come from one source split, in order, and both keyed
+//! steps are keyed by customer, so each customer's requests reach `dedupe` and `authorize` in
+//! the same order in every run and after every restore. Settlement sums per merchant window
+//! (commutative), so the interleaving of customers there does not matter; the watermark bound
+//! (5 s) exceeds the input's lateness (3 s), so no record is late for its window.
+
+use crate::domain::{
+    CustomerId, MerchantId, Movement, Outcome, PaymentEvent, Settlement, SettlementTotals, ALERTS_DIR, DECISIONS_DIR,
+    LATE_DIR, REFUNDS_DIR, SETTLEMENTS_DIR,
+};
+use crate::generator::Workload;
+use crate::model::SETTLEMENT_WINDOW_MS;
+use crate::rules::{self, Account, PaymentEntry};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weir::prelude::*;
+
+/// How far event time may run ahead of a record (the watermark bound).
+pub const OUT_OF_ORDERNESS: Duration = Duration::from_secs(5);
+/// How long (event time) an idempotency key is remembered. Expiry follows the watermark, which
+/// differs from run to run, but it cannot change a result: client retries come within seconds
+/// (at most ~20 s of event time in the generator), far inside these ten minutes.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How to run the job.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub workload: Workload,
+    pub parallelism: usize,
+    /// Events per second in total (default: as fast as possible).
+    pub rate: Option<f64>,
+    pub checkpoint_dir: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub output_dir: PathBuf,
+    /// RocksDB state directory; `None` keeps state in memory.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Drops requests whose idempotency key this customer already used.
+#[derive(Clone)]
+pub struct Dedupe;
+
+impl KeyedProcess<CustomerId, PaymentEvent> for Dedupe {
+    type Out = PaymentEvent;
+
+    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, PaymentEvent>) -> Result<()> {
+        let key = event.idempotency_key();
+        let mut seen = ctx
+            .map_state::<String, ()>("idempotency-keys")
+            .with_ttl(Ttl::event_time(DEDUPE_TTL));
+        if seen.contains(&key)? {
+            ctx.count("duplicates", 1);
+            return Ok(());
+        }
+        seen.put(&key, &())?;
+        ctx.emit(event);
+        Ok(())
+    }
+}
+
+/// Authorizes payments and carries out refunds against the customer's account.
+#[derive(Clone)]
+pub struct Authorize;
+
+impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
+    type Out = Outcome;
+
+    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Outcome>) -> Result<()> {
+        let customer = *ctx.key();
+        let mut account = ctx
+            .value_state::<Account>("account")
+            .get()?
+            .unwrap_or_else(|| Account::open(customer));
+        match event {
+            PaymentEvent::Payment(p) => {
+                let (decision, alert) = rules::authorize(&mut account, &p);
+                // Kept without a TTL: a refund may come long after its payment.
+                ctx.map_state::<String, PaymentEntry>("payments")
+                    .put(&p.payment_id, &PaymentEntry::of(&decision))?;
+                let counter = if decision.reason.is_none() {
+                    "approved"
+                } else {
+                    "declined"
+                };
+                ctx.count(counter, 1);
+                ctx.emit(Outcome::Decision(decision));
+                if let Some(alert) = alert {
+                    ctx.count("fraud_alerts", 1);
+                    ctx.emit(Outcome::Fraud(alert));
+                }
+            }
+            PaymentEvent::Refund(r) => {
+                let mut payments = ctx.map_state::<String, PaymentEntry>("payments");
+                let mut entry = payments.get(&r.payment_id)?;
+                let result = rules::refund(&mut account, entry.as_mut(), &r);
+                if let (Some(e), true) = (entry, result.reason.is_none()) {
+                    payments.put(&r.payment_id, &e)?;
+                }
+                let counter = if result.reason.is_none() {
+                    "refunds_accepted"
+                } else {
+                    "refunds_rejected"
+                };
+                ctx.count(counter, 1);
+                ctx.emit(Outcome::Refund(result));
+            }
+        }
+        ctx.value_state::<Account>("account").set(&account)
+    }
+}
+
+/// Adds up a merchant's movements in a window.
+pub struct Settle;
+
+impl AggregateFunction<Movement> for Settle {
+    type Acc = SettlementTotals;
+    type Out = SettlementTotals;
+
+    fn create(&self) -> SettlementTotals {
+        SettlementTotals::default()
+    }
+
+    fn add(&self, acc: &mut SettlementTotals, m: &Movement) {
+        acc.add(m);
+    }
+
+    fn merge(&self, acc: &mut SettlementTotals, other: SettlementTotals) {
+        acc.merge(&other);
+    }
+
+    fn result(&self, acc: &SettlementTotals) -> SettlementTotals {
+        *acc
+    }
+}
+
+/// The job, ready to start.
+pub fn build(s: &JobSettings) -> Pipeline {
+    let mut p = Pipeline::new("payments")
+        .parallelism(s.parallelism)
+        .checkpoint_storage(&s.checkpoint_dir)
+        .checkpoint_interval(s.checkpoint_interval)
+        // Small batches and channels: less data in flight ahead of a barrier, so checkpoints
+        // complete sooner (and less is replayed after a failure) at about the same throughput.
+        .batch_size(256)
+        .channel_capacity(8)
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 50,
+            delay: Duration::from_millis(20),
+        });
+    p = match &s.state_dir {
+        Some(dir) => p.state_dir(dir),
+        None => p.state_backend(MemoryBackend::new()),
+    };
+    let out = |dir: &str| -> PathBuf { s.output_dir.join(dir) };
+
+    let outcomes = p
+        .source("payment-requests", s.workload.source(s.rate))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::bounded_out_of_orderness(OUT_OF_ORDERNESS)
+                .with_timestamp_assigner(|e: &PaymentEvent| e.event_time()),
+        )
+        .key_by("by-customer", PaymentEvent::customer)
+        .process("dedupe", Dedupe)
+        .key_by("by-customer-account", PaymentEvent::customer)
+        .process("authorize", Authorize);
+
+    outcomes
+        .flat_map("decisions", |o: Outcome| match o {
+            Outcome::Decision(d) => Some(d),
+            _ => None,
+        })
+        .sink("decisions-out", FileSink::exactly_once(out(DECISIONS_DIR)));
+    outcomes
+        .flat_map("refund-results", |o: Outcome| match o {
+            Outcome::Refund(r) => Some(r),
+            _ => None,
+        })
+        .sink("refunds-out", FileSink::exactly_once(out(REFUNDS_DIR)));
+    outcomes
+        .flat_map("fraud-alerts", |o: Outcome| match o {
+            Outcome::Fraud(a) => Some(a),
+            _ => None,
+        })
+        .sink("alerts-out", FileSink::exactly_once(out(ALERTS_DIR)));
+
+    let (settlements, late) = outcomes
+        .flat_map("merchant-movements", |o: Outcome| Movement::of(&o))
+        .key_by("by-merchant", Movement::merchant)
+        .window(TumblingEventTime::of(Duration::from_millis(
+            SETTLEMENT_WINDOW_MS as u64,
+        )))
+        .aggregate_with_late("settle", Settle);
+    settlements
+        .map(
+            "settlement",
+            |w: Windowed<MerchantId, SettlementTotals>| -> Settlement {
+                w.value.settlement(w.key, w.window.start, w.window.end)
+            },
+        )
+        .sink("settlements-out", FileSink::exactly_once(out(SETTLEMENTS_DIR)));
+    late.sink("late-out", FileSink::exactly_once(out(LATE_DIR)));
+    p
+}
+
+/// The id and position (source records) of the latest completed checkpoint in `dir`, where a
+/// (re)started job resumes.
+pub fn latest_checkpoint(dir: &Path) -> Option<(u64, u64)> {
+    use weir::engine::checkpoint::{read_metadata, CheckpointStorage};
+    let storage = LocalDirStorage::new(dir);
+    let mut complete: Vec<u64> = storage
+        .list()
+        .ok()?
+        .into_iter()
+        .filter(|(_, done)| *done)
+        .map(|(id, _)| id)
+        .collect();
+    complete.sort_unstable();
+    complete
+        .iter()
+        .rev()
+        .find_map(|&id| read_metadata(&storage, id).ok().map(|m| (id, m.stats.source_records)))
+}

@@ -1,0 +1,297 @@
+//! The payments example end to end: a drill with mixed failures must pass its audit with
+//! RPO 0/0, the verifier must catch a deliberately corrupted committed output, and the CLI must
+//! document its flags and reject bad values.
+//!
+//! The tests run the built example binary (`target/release/examples/payments`), and call the
+//! verifier as a library: its modules are included from `examples/payments/` below.
+
+#[allow(dead_code)]
+#[path = "../examples/payments/audit.rs"]
+mod audit;
+#[allow(dead_code)]
+#[path = "../examples/payments/domain.rs"]
+mod domain;
+#[allow(dead_code)]
+#[path = "../examples/payments/generator.rs"]
+mod generator;
+#[allow(dead_code)]
+#[path = "../examples/payments/model.rs"]
+mod model;
+#[allow(dead_code)]
+#[path = "../examples/payments/rules.rs"]
+mod rules;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use weir::engine::sink::file::committed_files;
+
+/// The example binary, built once per test run if it is missing or stale.
+fn example() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // `cargo test --release` builds the examples first; `cargo test --test payments` does
+        // not, so make sure (a no-op when the binary is up to date).
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--example", "payments"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the payments example failed");
+        // target/release/deps/<test> -> target/release/examples/payments
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join("payments");
+        assert!(path.exists(), "{} is missing", path.display());
+        path
+    })
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(example())
+        .args(args)
+        .output()
+        .expect("running the payments example")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_drill_with_mixed_failures_passes_the_audit_with_zero_rpo() {
+    let out = run(&[
+        "--drill",
+        "5",
+        "--verify",
+        "--events",
+        "120000",
+        "--seed",
+        "7",
+        "--checkpoint-ms",
+        "100",
+    ]);
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "drill failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+    assert!(stdout.contains("failures injected: 5 ("), "{stdout}");
+    for kind in [
+        "panic in a subtask",
+        "kill -9 of the process",
+        "crash after checkpoint, before commit",
+    ] {
+        assert!(stdout.contains(&format!("× {kind}")), "no {kind} injected:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("RPO: 0 events lost, 0 events duplicated (from the audit"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("NOT PLANNED"), "{stdout}");
+    let restarts = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("restarts: "))
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok())
+        .expect("a restarts line");
+    assert_eq!(restarts, 5, "one restart per injected failure:\n{stdout}");
+}
+
+/// A copy of `from` (an output directory) in `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Rewrites the first committed file of `output/sub` that `edit` changes.
+fn corrupt(output: &Path, sub: &str, edit: impl Fn(Vec<String>) -> Option<Vec<String>>) {
+    for f in committed_files(output.join(sub)).unwrap() {
+        let lines: Vec<String> = std::fs::read_to_string(&f.path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        if let Some(changed) = edit(lines) {
+            std::fs::write(&f.path, changed.join("\n") + "\n").unwrap();
+            return;
+        }
+    }
+    panic!("nothing to corrupt in {sub}");
+}
+
+#[test]
+fn the_verifier_detects_a_dropped_a_duplicated_and_an_altered_committed_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (output, checkpoints) = (tmp.path().join("output"), tmp.path().join("checkpoints"));
+    let out = Command::new(example())
+        .args(["--drill", "0", "--no-verify", "--events", "20000", "--memory"])
+        .arg("--output-dir")
+        .arg(&output)
+        .arg("--checkpoint-dir")
+        .arg(&checkpoints)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the job failed: {:?}", text(&out));
+
+    let clean = audit::verify(&output).unwrap();
+    assert!(clean.passed(), "the uncorrupted output must pass:\n{clean}");
+    assert!(
+        clean.decisions.matched > 10_000 && clean.refunds.matched > 100,
+        "{clean}"
+    );
+
+    // 1. One committed decision dropped: a payment lost.
+    let dropped = tmp.path().join("dropped");
+    copy_dir(&output, &dropped);
+    corrupt(&dropped, domain::DECISIONS_DIR, |mut lines| {
+        lines.remove(lines.len() / 2);
+        Some(lines)
+    });
+    let a = audit::verify(&dropped).unwrap();
+    println!("{a}");
+    assert!(!a.passed());
+    assert_eq!(
+        (a.decisions.missing, a.events_lost(), a.events_duplicated()),
+        (1, 1, 0),
+        "{a}"
+    );
+
+    // 2. One committed refund result duplicated: a refund applied twice.
+    let duplicated = tmp.path().join("duplicated");
+    copy_dir(&output, &duplicated);
+    corrupt(&duplicated, domain::REFUNDS_DIR, |mut lines| {
+        let line = lines.first()?.clone();
+        lines.push(line);
+        Some(lines)
+    });
+    let a = audit::verify(&duplicated).unwrap();
+    println!("{a}");
+    assert!(!a.passed());
+    assert_eq!(
+        (a.refunds.duplicated, a.events_lost(), a.events_duplicated()),
+        (1, 0, 1),
+        "{a}"
+    );
+
+    // 3. One approved payment's amount altered: a wrong decision, and money no longer adds up.
+    let altered = tmp.path().join("altered");
+    copy_dir(&output, &altered);
+    corrupt(&altered, domain::DECISIONS_DIR, |mut lines| {
+        let i = lines.iter().position(|l| l.contains("\"Approved\""))?;
+        let mut d: domain::Decision = serde_json::from_str(&lines[i]).unwrap();
+        d.amount_cents += 100;
+        lines[i] = serde_json::to_string(&d).unwrap();
+        Some(lines)
+    });
+    let a = audit::verify(&altered).unwrap();
+    println!("{a}");
+    assert!(!a.passed());
+    assert_eq!(
+        (a.decisions.mismatched, a.decisions.missing, a.decisions.duplicated),
+        (1, 0, 0),
+        "{a}"
+    );
+    assert!(
+        !a.money.balanced(),
+        "an altered amount must unbalance the money check:\n{a}"
+    );
+    assert_eq!(
+        (a.money.merchants_unbalanced, a.money.windows_unbalanced),
+        (1, 1),
+        "{a}"
+    );
+
+    // The CLI's --verify-only mode agrees: exit 0 on the clean output, non-zero otherwise.
+    let verify_only = |dir: &Path| {
+        Command::new(example())
+            .arg("--verify-only")
+            .arg("--output-dir")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let ok = verify_only(&output);
+    assert!(ok.status.success(), "{:?}", text(&ok));
+    for dir in [&dropped, &duplicated, &altered] {
+        let bad = verify_only(dir);
+        let (stdout, stderr) = text(&bad);
+        assert!(
+            !bad.status.success(),
+            "--verify-only passed a corrupted output:\n{stdout}"
+        );
+        assert!(stdout.contains("verification FAILED"), "{stdout}");
+        assert!(stderr.contains("verification failed"), "{stderr}");
+    }
+}
+
+#[test]
+fn help_documents_every_flag_and_bad_values_are_clear_errors() {
+    let help = run(&["--help"]);
+    let (stdout, _) = text(&help);
+    assert!(help.status.success());
+    for flag in [
+        "--events",
+        "--seed",
+        "--parallelism",
+        "--rate",
+        "--checkpoint-ms",
+        "--checkpoint-dir",
+        "--output-dir",
+        "--memory",
+        "--drill",
+        "--verify",
+        "--no-verify",
+        "--verify-only",
+        "--help",
+        "--version",
+    ] {
+        assert!(stdout.contains(flag), "--help does not document {flag}:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("--worker") && !stdout.contains("--inject"),
+        "internal flags are hidden:\n{stdout}"
+    );
+
+    for (args, mentions) in [
+        (&["--events", "0"][..], "--events"),
+        (&["--events", "-5"][..], "-5"),
+        (&["--parallelism", "0"][..], "--parallelism"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate", "-100"][..], "-100"),
+        (&["--rate", "fast"][..], "--rate"),
+        (&["--checkpoint-ms", "0"][..], "--checkpoint-ms"),
+        (&["--drill", "-1"][..], "-1"),
+        (&["--drill", "many"][..], "--drill"),
+        (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--checkpoint-dir", "/tmp/x"][..], "--output-dir"),
+        (&["--verify-only"][..], "--output-dir"),
+    ] {
+        let o = run(args);
+        let (_, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?} must be a usage error:\n{stderr}");
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(mentions),
+            "{args:?}: the error must mention {mentions}:\n{stderr}"
+        );
+    }
+}
