@@ -557,6 +557,9 @@ impl Master {
             .filter(|m| m.is_source)
             .map(|m| m.metrics.records_out())
             .sum();
+        // Move this attempt's reads from the live view to the total, in that order, so that
+        // progress never counts them twice.
+        *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Vec::new());
         self.live
             .earlier_source_records
             .fetch_add(attempt_reads, Ordering::Relaxed);
