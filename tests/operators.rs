@@ -5,44 +5,15 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
 // ---- helpers --------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Memory,
-    Rocks,
-}
-
-const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
-
-/// A pipeline keeping keyed state in `backend` (RocksDB under `dir`).
-fn pipeline(name: &str, backend: Backend, dir: &tempfile::TempDir) -> Pipeline {
-    let p = Pipeline::new(name);
-    match backend {
-        Backend::Memory => p.state_backend(MemoryBackend::new()),
-        Backend::Rocks => p.state_dir(dir.path().join("state")),
-    }
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
-/// Runs `f` on another thread and fails the test if it does not return within `secs`.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("did not return within {secs} s"))
-}
+mod common;
+use common::*;
 
 /// The name of the subtask thread running the current user function ("weir-step[i]").
 fn thread_name() -> String {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::engine::message::CheckpointId;
 use weir::engine::source::generator::mix;
@@ -11,36 +11,8 @@ use weir::prelude::*;
 
 // ---- helpers --------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Memory,
-    Rocks,
-}
-
-const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
-
-fn pipeline(name: &str, backend: Backend, dir: &tempfile::TempDir) -> Pipeline {
-    let p = Pipeline::new(name);
-    match backend {
-        Backend::Memory => p.state_backend(MemoryBackend::new()),
-        Backend::Rocks => p.state_dir(dir.path().join("state")),
-    }
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
-/// Runs `f` on another thread and fails the test if it does not return within `secs`.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("did not return within {secs} s"))
-}
+mod common;
+use common::*;
 
 /// Names (as the kernel shows them, at most 15 bytes) of this process's threads.
 fn thread_names() -> Vec<String> {

@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::sync::mpsc;
+use std::time::Duration;
+use weir::prelude::*;
+
+/// Which state backend a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Memory,
+    Rocks,
+}
+
+/// Every backend: stateful tests run on each.
+pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Rocks];
+
+/// A pipeline keeping keyed state in `backend` (RocksDB under `dir`).
+pub fn pipeline(name: &str, backend: Backend, dir: &tempfile::TempDir) -> Pipeline {
+    let p = Pipeline::new(name);
+    match backend {
+        Backend::Memory => p.state_backend(MemoryBackend::new()),
+        Backend::Rocks => p.state_dir(dir.path().join("state")),
+    }
+}
+
+/// `v`, sorted.
+pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Runs `f` on another thread and fails the test if it does not return within `secs`.
+pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("did not return within {secs} s"))
+}
