@@ -4,12 +4,14 @@ pub(crate) mod chain;
 pub mod control;
 pub mod exchange;
 pub(crate) mod gate;
+pub mod handle;
 pub mod job;
+pub(crate) mod master;
 pub(crate) mod plan;
 pub mod report;
 pub mod restart;
 pub(crate) mod source_driver;
 pub mod task;
 
-pub use job::{JobHandle, Progress};
+pub use handle::{JobHandle, Progress};
 pub use report::{JobReport, OperatorReport};

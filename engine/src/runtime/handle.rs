@@ -1,0 +1,135 @@
+//! The handle users hold on a running job: cancel it, watch its progress, wait for its report.
+
+use crate::message::CheckpointId;
+use crate::runtime::job::TaskEvent;
+use crate::runtime::plan::MetricsEntry;
+use crate::runtime::report::JobReport;
+use crate::{Error, Result};
+use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a running job shows while it runs (for progress displays).
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) attempt_metrics: Mutex<Arc<Vec<MetricsEntry>>>,
+    /// Source records read by finished attempts.
+    pub(crate) earlier_source_records: AtomicU64,
+    pub(crate) restarts: AtomicU32,
+    pub(crate) last_checkpoint: Mutex<Option<(CheckpointId, Instant)>>,
+    pub(crate) cancel_requested: AtomicBool,
+    /// Every subtask of the current attempt has opened (restored) and runs.
+    pub(crate) running: AtomicBool,
+    pub(crate) attempt: AtomicU32,
+}
+
+/// A live view of a running job.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Records read by all sources so far, over all attempts (replays included).
+    pub source_records: u64,
+    /// Records received by sinks in the current attempt.
+    pub sink_records: u64,
+    /// The latest completed checkpoint and its age.
+    pub last_checkpoint: Option<(CheckpointId, Duration)>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The current attempt (1 = the first run of this process).
+    pub attempt: u32,
+    /// Whether every subtask of the current attempt runs (state restored): false while the
+    /// job starts, recovers or ends.
+    pub running: bool,
+}
+
+/// A running job.
+pub struct JobHandle {
+    pub(crate) live: Arc<Live>,
+    pub(crate) events: Sender<TaskEvent>,
+    pub(crate) master: Option<JoinHandle<Result<JobReport>>>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").finish_non_exhaustive()
+    }
+}
+
+impl JobHandle {
+    /// Asks the job to stop. `join` then returns a report marked cancelled. Output committed
+    /// so far stays committed; with checkpoint storage, a new run resumes from the latest
+    /// completed checkpoint.
+    pub fn cancel(&self) {
+        self.live.cancel_requested.store(true, Ordering::Relaxed);
+        let _ = self.events.send(TaskEvent::CancelRequested);
+    }
+
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        self.master.as_ref().map(|m| m.is_finished()).unwrap_or(true)
+    }
+
+    /// Records read by all source subtasks so far (all attempts).
+    pub fn source_records(&self) -> u64 {
+        self.progress().source_records
+    }
+
+    /// The job's progress.
+    pub fn progress(&self) -> Progress {
+        let metrics = self
+            .live
+            .attempt_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let current: u64 = metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        let sink: u64 = metrics
+            .iter()
+            .filter(|m| m.is_sink)
+            .map(|m| m.metrics.records_in())
+            .sum();
+        Progress {
+            source_records: self.live.earlier_source_records.load(Ordering::Relaxed) + current,
+            sink_records: sink,
+            last_checkpoint: self
+                .live
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|(id, at)| (id, at.elapsed())),
+            restarts: self.live.restarts.load(Ordering::Relaxed),
+            attempt: self.live.attempt.load(Ordering::Relaxed),
+            running: self.live.running.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for the job to end.
+    ///
+    /// # Errors
+    /// The failure that ended the job (after the restart strategy gave up), naming the step
+    /// and subtask.
+    pub fn join(mut self) -> Result<JobReport> {
+        let master = self.master.take().expect("joined once");
+        match master.join() {
+            Ok(r) => r,
+            Err(p) => Err(Error::internal(format!(
+                "job master panicked: {}",
+                crate::runtime::chain::panic_message(&p)
+            ))),
+        }
+    }
+}
+
+impl Drop for JobHandle {
+    fn drop(&mut self) {
+        if let Some(m) = self.master.take() {
+            self.cancel();
+            let _ = m.join();
+        }
+    }
+}

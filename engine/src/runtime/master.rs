@@ -1,0 +1,579 @@
+//! The job master: runs attempts, drives checkpoints (trigger, acknowledgements, upload,
+//! completion, timeouts) and reacts to failures with the restart strategy.
+//!
+//! # After a crash
+//! Sinks are told to commit checkpoint `n` only after `n` is complete (its metadata durable).
+//! A failure anywhere cancels every subtask of the attempt and joins its threads before the
+//! next attempt restores the latest completed checkpoint.
+
+use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::metadata::CheckpointMetadata;
+use crate::config::JobConfig;
+use crate::graph::Graph;
+use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::runtime::control::Control;
+use crate::runtime::handle::Live;
+use crate::runtime::job::{JobShared, TaskEvent};
+use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
+use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
+use crate::runtime::restart::RestartTracker;
+use crate::runtime::task::{now_ms, TaskAck};
+use crate::{Error, ErrorKind, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How an attempt ended.
+enum AttemptEnd {
+    Finished,
+    Cancelled,
+    Failed(Error, Instant),
+}
+
+/// The job master: runs attempts until the job finishes, is cancelled or gives up.
+pub(crate) struct Master {
+    graph: Arc<Graph>,
+    cfg: JobConfig,
+    coordinator: Option<Coordinator>,
+    events: Receiver<TaskEvent>,
+    events_tx: Sender<TaskEvent>,
+    live: Arc<Live>,
+    report: JobReport,
+    /// First id of commit barriers when there is no checkpoint storage.
+    commit_id_base: u64,
+}
+
+impl Master {
+    pub(crate) fn new(
+        graph: Arc<Graph>,
+        cfg: JobConfig,
+        coordinator: Option<Coordinator>,
+        events: Receiver<TaskEvent>,
+        events_tx: Sender<TaskEvent>,
+        live: Arc<Live>,
+    ) -> Self {
+        Master {
+            graph,
+            cfg,
+            coordinator,
+            events,
+            events_tx,
+            live,
+            report: JobReport::default(),
+            commit_id_base: now_ms() * 1_000,
+        }
+    }
+
+    pub(crate) fn run(&mut self) -> Result<JobReport> {
+        let started = Instant::now();
+        self.report.job = self.cfg.name.clone();
+        let parallelism = Arc::new(plan::parallelism_by_name(&self.graph, &self.cfg)?);
+        let mut tracker = RestartTracker::new(self.cfg.restart.clone());
+        // When the last failure was detected, and how far (in records) its attempt had read.
+        let mut failed_at: Option<(Instant, u64)> = None;
+        let mut last_reached = 0u64;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let restore_started = Instant::now();
+            let restored = match self.coordinator.as_mut() {
+                // A panic while restoring fails this attempt, not the master.
+                Some(c) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.restore(&parallelism)))
+                    .unwrap_or_else(|p| {
+                        Err(Error::internal(format!(
+                            "restoring panicked: {}",
+                            crate::runtime::chain::panic_message(&p)
+                        )))
+                    }),
+                None => Ok(None),
+            };
+            let outcome = match restored {
+                Ok(restored) => {
+                    let base = restored.as_ref().map(|r| r.metadata.stats.source_records).unwrap_or(0);
+                    let restored_id = restored.as_ref().map(|r| r.metadata.id);
+                    if let Some(r) = &restored {
+                        tracing::info!(checkpoint = r.metadata.id, attempt, "restoring checkpoint");
+                        if attempt == 1 {
+                            self.report.restored_from = Some(r.metadata.id);
+                        }
+                    }
+                    let (input, dir) = match restored {
+                        Some(r) => (r.input, Some(r.dir)),
+                        None => (RestoreInput::default(), None),
+                    };
+                    let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
+                    if let (Some((fail_time, reached)), Some(running)) = (failed_at.take(), out.1) {
+                        self.report.restores.push(RestoreStats {
+                            attempt,
+                            checkpoint: restored_id,
+                            detect_to_running_ms: running.duration_since(fail_time).as_secs_f64() * 1e3,
+                            restore_ms: running.duration_since(restore_started).as_secs_f64() * 1e3,
+                            records_replayed: reached.saturating_sub(base),
+                        });
+                    }
+                    last_reached = out.2;
+                    out.0
+                }
+                Err(e) => AttemptEnd::Failed(e, Instant::now()),
+            };
+            match outcome {
+                AttemptEnd::Finished => break,
+                AttemptEnd::Cancelled => {
+                    self.report.cancelled = true;
+                    break;
+                }
+                AttemptEnd::Failed(e, at) => {
+                    self.report.failures.push(FailureInfo {
+                        attempt,
+                        at_ms: now_ms(),
+                        error: e.to_string(),
+                    });
+                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Cancelled);
+                    if self.live.cancel_requested.load(Ordering::Relaxed) {
+                        self.report.cancelled = true;
+                        break;
+                    }
+                    if self.coordinator.is_none() || !retryable {
+                        if self.coordinator.is_none() && retryable {
+                            tracing::error!("job failed and has no checkpoint storage to recover from");
+                        }
+                        return Err(e.context(format!("job {}", self.cfg.name)));
+                    }
+                    let Some(delay) = tracker.on_failure() else {
+                        return Err(e.context(format!(
+                            "job {} failed and the restart strategy gave up after {} restarts",
+                            self.cfg.name,
+                            tracker.restarts()
+                        )));
+                    };
+                    tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");
+                    self.live.restarts.store(tracker.restarts(), Ordering::Relaxed);
+                    failed_at = Some((at, last_reached));
+                    if !self.sleep_unless_cancelled(delay) {
+                        self.report.cancelled = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.report.duration = started.elapsed();
+        self.report.restarts = tracker.restarts();
+        if let Some(c) = &self.coordinator {
+            self.report.checkpoints = c.completed.clone();
+        }
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// Sleeps `d`; false if the user cancelled meanwhile.
+    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.live.cancel_requested.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+        }
+        !self.live.cancel_requested.load(Ordering::Relaxed)
+    }
+
+    /// Runs one attempt; returns how it ended, when all its subtasks were running, and how
+    /// far its sources had read (records since the job's first start, replays excluded).
+    fn run_attempt(
+        &mut self,
+        attempt: u32,
+        input: &RestoreInput,
+        restore_dir: Option<PathBuf>,
+        base_source_records: u64,
+        parallelism: &Arc<HashMap<String, usize>>,
+    ) -> (AttemptEnd, Option<Instant>, u64) {
+        if let Some(c) = &self.coordinator {
+            c.clear_staging();
+        }
+        self.live.attempt.store(attempt, Ordering::Relaxed);
+        let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
+        let shared = Arc::new(JobShared::new(snapshot_root));
+        let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
+        let plan = match built {
+            Ok(p) => p,
+            Err(e) => return (AttemptEnd::Failed(e, Instant::now()), None, base_source_records),
+        };
+        let PhysicalPlan {
+            tasks,
+            controls,
+            source_tasks,
+            metrics,
+        } = plan;
+        let metrics = Arc::new(metrics);
+        *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = metrics.clone();
+        let n_tasks = tasks.len();
+        let mut threads = Vec::with_capacity(n_tasks);
+        let mut end: Option<AttemptEnd> = None;
+        for task in tasks {
+            let events = task.events.clone();
+            let id = task.id;
+            let name = task.name.clone();
+            let spawned = std::thread::Builder::new().name(format!("weir-{name}")).spawn(move || {
+                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run())) {
+                    Ok(r) => r,
+                    Err(p) => Err(Error::internal(format!(
+                        "subtask {name} panicked: {}",
+                        crate::runtime::chain::panic_message(&p)
+                    ))),
+                };
+                let _ = events.send(TaskEvent::Exited { task: id, result });
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    end = Some(AttemptEnd::Failed(
+                        Error::io("spawning a subtask thread", e),
+                        Instant::now(),
+                    ));
+                    break;
+                }
+            }
+        }
+        let mut a = Attempt {
+            number: attempt,
+            controls: &controls,
+            n_tasks,
+            spawned: threads.len(),
+            source_tasks: source_tasks.iter().copied().collect(),
+            exhausted: BTreeSet::new(),
+            running: 0,
+            running_at: None,
+            pending: None,
+            uploading: None,
+            final_id: None,
+            next_trigger: Instant::now() + self.interval(),
+            base_source_records,
+            parallelism: parallelism.clone(),
+            restore_dir,
+        };
+        if end.is_some() {
+            cancel_all(&shared, &controls);
+        }
+        let mut exited = 0usize;
+        let mut secondary: Option<Error> = None;
+        while exited < a.spawned || a.uploading.is_some() {
+            let event = match self.events.recv_timeout(Duration::from_millis(20)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    if end.is_none() {
+                        if let Err(e) = self.on_tick(&mut a) {
+                            end = Some(AttemptEnd::Failed(e, Instant::now()));
+                            cancel_all(&shared, &controls);
+                        }
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let result = match event {
+                TaskEvent::Exited { task, result } => {
+                    exited += 1;
+                    tracing::debug!(task, ok = result.is_ok(), "subtask exited");
+                    match result {
+                        // A subtask stopped because a neighbour did: keep looking for the cause.
+                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                            if !shared.is_cancelled() && secondary.is_none() {
+                                secondary = Some(e);
+                                cancel_all(&shared, &controls);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                        Ok(()) => Ok(()),
+                    }
+                }
+                TaskEvent::CancelRequested => {
+                    if end.is_none() {
+                        end = Some(AttemptEnd::Cancelled);
+                    }
+                    cancel_all(&shared, &controls);
+                    Ok(())
+                }
+                TaskEvent::Uploaded { attempt: n, id, result } => match a.uploading.take() {
+                    Some(u) if n == attempt && end.is_none() && !u.abandoned => {
+                        self.on_uploaded(&mut a, id, u.triggered, *result)
+                    }
+                    Some(_) if n == attempt && end.is_none() => {
+                        a.next_trigger = Instant::now() + self.min_pause();
+                        self.maybe_trigger(&mut a)
+                    }
+                    // The attempt is over: this checkpoint is abandoned.
+                    _ => Ok(()),
+                },
+                _ if end.is_some() => Ok(()),
+                TaskEvent::Running => {
+                    a.running += 1;
+                    if a.running == a.n_tasks {
+                        a.running_at = Some(Instant::now());
+                        self.live.running.store(true, Ordering::Relaxed);
+                        if let Some(d) = a.restore_dir.take() {
+                            // Every store copied or linked what it needs while opening.
+                            let _ = std::fs::remove_dir_all(d);
+                        }
+                    }
+                    Ok(())
+                }
+                TaskEvent::SourceExhausted { task } => {
+                    a.exhausted.insert(task);
+                    self.maybe_trigger(&mut a)
+                }
+                TaskEvent::Ack(ack) => self.on_ack(&mut a, *ack),
+            };
+            if let Err(e) = result {
+                if end.is_none() {
+                    tracing::error!(error = %e, attempt, "job attempt failed");
+                    end = Some(AttemptEnd::Failed(e, Instant::now()));
+                }
+                cancel_all(&shared, &controls);
+            }
+        }
+        self.live.running.store(false, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+        let attempt_reads: u64 = metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        // Move this attempt's reads from the live view to the total, in that order, so that
+        // progress never counts them twice.
+        *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Vec::new());
+        self.live
+            .earlier_source_records
+            .fetch_add(attempt_reads, Ordering::Relaxed);
+        self.report.merge_operators(OperatorReport::collect(&metrics));
+        let end = match (end, secondary) {
+            (Some(e), _) => e,
+            (None, Some(e)) => AttemptEnd::Failed(e, Instant::now()),
+            (None, None) => AttemptEnd::Finished,
+        };
+        (end, a.running_at, base_source_records + attempt_reads)
+    }
+
+    fn interval(&self) -> Duration {
+        match &self.cfg.checkpoint {
+            Some(c) => c.interval,
+            None => self.cfg.commit_interval,
+        }
+    }
+
+    /// Periodic work: checkpoint timeout and trigger.
+    fn on_tick(&mut self, a: &mut Attempt<'_>) -> Result<()> {
+        let timeout = self.cfg.checkpoint.as_ref().map(|c| c.timeout);
+        let timed_out = |triggered: Instant| timeout.is_some_and(|t| triggered.elapsed() > t);
+        if let Some(p) = &a.pending {
+            // The final barrier is followed by end of stream on every channel: it cannot be
+            // triggered again, and it always arrives, so it is never aborted.
+            if p.barrier.kind != BarrierKind::Final && timed_out(p.triggered) {
+                tracing::warn!(
+                    checkpoint = p.barrier.id,
+                    "checkpoint timed out and is aborted; the job continues"
+                );
+                self.report.checkpoints_aborted += 1;
+                a.pending = None;
+                a.next_trigger = Instant::now() + self.min_pause();
+            }
+        }
+        if let Some(u) = &mut a.uploading {
+            if !u.abandoned && timed_out(u.triggered) {
+                // Its result is ignored when it arrives; files it stored are garbage-collected.
+                tracing::warn!(
+                    checkpoint = u.barrier.id,
+                    "checkpoint upload timed out; the checkpoint is aborted"
+                );
+                self.report.checkpoints_aborted += 1;
+                u.abandoned = true;
+                if a.final_id == Some(u.barrier.id) {
+                    return Err(Error::checkpoint("the final checkpoint timed out"));
+                }
+            }
+        }
+        self.maybe_trigger(a)
+    }
+
+    fn min_pause(&self) -> Duration {
+        self.cfg.checkpoint.as_ref().map(|c| c.min_pause).unwrap_or_default()
+    }
+
+    /// Triggers the final checkpoint once every source is exhausted, or a periodic one when due.
+    fn maybe_trigger(&mut self, a: &mut Attempt<'_>) -> Result<()> {
+        if a.pending.is_some() || a.uploading.is_some() || a.final_id.is_some() {
+            return Ok(());
+        }
+        let all_exhausted = !a.source_tasks.is_empty() && a.exhausted == a.source_tasks;
+        if all_exhausted {
+            let b = self.trigger(a, BarrierKind::Final)?;
+            a.final_id = Some(b.id);
+        } else if Instant::now() >= a.next_trigger && a.running == a.n_tasks {
+            self.trigger(a, BarrierKind::Checkpoint)?;
+        }
+        Ok(())
+    }
+
+    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Result<Barrier> {
+        let id = match self.coordinator.as_mut() {
+            Some(c) => c.take_id()?,
+            None => {
+                // Without storage, ids only need to be unique, also across runs (sinks name
+                // their output by them): a time base keeps them increasing.
+                self.report.commit_barriers += 1;
+                self.commit_id_base + self.report.commit_barriers
+            }
+        };
+        let barrier = Barrier {
+            id,
+            kind,
+            triggered_at_ms: now_ms(),
+        };
+        tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
+        for &t in &a.source_tasks {
+            let _ = a.controls[t].send(Control::TriggerCheckpoint(barrier));
+        }
+        a.pending = Some(Pending {
+            barrier,
+            acks: Vec::with_capacity(a.n_tasks),
+            triggered: Instant::now(),
+        });
+        a.next_trigger = Instant::now() + self.interval();
+        Ok(barrier)
+    }
+
+    fn on_ack(&mut self, a: &mut Attempt<'_>, ack: TaskAck) -> Result<()> {
+        let Some(p) = &mut a.pending else { return Ok(()) };
+        if ack.barrier.id != p.barrier.id {
+            return Ok(()); // a late ack of an aborted checkpoint
+        }
+        p.acks.push(ack);
+        if p.acks.len() < a.n_tasks {
+            return Ok(());
+        }
+        let p = a.pending.take().expect("pending checked above");
+        match self.coordinator.as_mut() {
+            None => {
+                // Nothing to persist: the barrier only marks what sinks may commit.
+                self.notify_complete(a, p.barrier.id);
+                Ok(())
+            }
+            Some(c) => {
+                let tx = self.events_tx.clone();
+                let (attempt, id) = (a.number, p.barrier.id);
+                a.uploading = Some(Uploading {
+                    barrier: p.barrier,
+                    triggered: p.triggered,
+                    abandoned: false,
+                });
+                c.start_upload(
+                    p.barrier,
+                    p.acks,
+                    a.parallelism.clone(),
+                    a.base_source_records,
+                    move |result| {
+                        let _ = tx.send(TaskEvent::Uploaded {
+                            attempt,
+                            id,
+                            result: Box::new(result),
+                        });
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn on_uploaded(
+        &mut self,
+        a: &mut Attempt<'_>,
+        id: CheckpointId,
+        triggered: Instant,
+        result: Result<CheckpointMetadata>,
+    ) -> Result<()> {
+        let c = self
+            .coordinator
+            .as_mut()
+            .expect("uploads only happen with checkpoint storage");
+        match result {
+            Ok(meta) => {
+                let is_final = meta.kind == BarrierKind::Final;
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(meta, triggered))).unwrap_or_else(
+                    |p| {
+                        Err(Error::internal(format!(
+                            "completing checkpoint {id} panicked: {}",
+                            crate::runtime::chain::panic_message(&p)
+                        )))
+                    },
+                )?;
+                *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
+                self.notify_complete(a, id);
+                if !is_final {
+                    a.next_trigger = a.next_trigger.max(Instant::now() + self.min_pause());
+                }
+                self.maybe_trigger(a)
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = id, error = %e, "checkpoint upload failed; the checkpoint is aborted and the job continues");
+                self.report.checkpoints_aborted += 1;
+                if a.final_id == Some(id) {
+                    return Err(e.context("the final checkpoint could not be stored"));
+                }
+                a.next_trigger = Instant::now() + self.min_pause();
+                self.maybe_trigger(a)
+            }
+        }
+    }
+
+    fn notify_complete(&self, a: &Attempt<'_>, id: CheckpointId) {
+        for c in a.controls {
+            let _ = c.send(Control::CheckpointComplete(id));
+        }
+    }
+}
+
+/// A checkpoint waiting for acknowledgements.
+struct Pending {
+    barrier: Barrier,
+    acks: Vec<TaskAck>,
+    triggered: Instant,
+}
+
+/// A checkpoint in its asynchronous phase.
+struct Uploading {
+    barrier: Barrier,
+    triggered: Instant,
+    /// Timed out: its result will be ignored.
+    abandoned: bool,
+}
+
+/// The master's view of one attempt.
+struct Attempt<'a> {
+    number: u32,
+    controls: &'a [Sender<Control>],
+    n_tasks: usize,
+    spawned: usize,
+    source_tasks: BTreeSet<usize>,
+    exhausted: BTreeSet<usize>,
+    running: usize,
+    running_at: Option<Instant>,
+    pending: Option<Pending>,
+    uploading: Option<Uploading>,
+    final_id: Option<CheckpointId>,
+    next_trigger: Instant,
+    base_source_records: u64,
+    parallelism: Arc<HashMap<String, usize>>,
+    /// Restored state laid out for the stores to open; removed once all are open.
+    restore_dir: Option<PathBuf>,
+}
+
+fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {
+    shared.cancel();
+    for c in controls {
+        let _ = c.send(Control::Cancel);
+    }
+}
