@@ -106,13 +106,22 @@ impl Master {
                     };
                     let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
                     if let (Some((fail_time, reached)), Some(running)) = (failed_at.take(), out.1) {
-                        self.report.restores.push(RestoreStats {
+                        let stats = RestoreStats {
                             attempt,
                             checkpoint: restored_id,
                             detect_to_running_ms: running.duration_since(fail_time).as_secs_f64() * 1e3,
                             restore_ms: running.duration_since(restore_started).as_secs_f64() * 1e3,
                             records_replayed: reached.saturating_sub(base),
-                        });
+                        };
+                        tracing::info!(
+                            attempt,
+                            checkpoint = ?stats.checkpoint,
+                            detect_to_running_ms = stats.detect_to_running_ms,
+                            restore_ms = stats.restore_ms,
+                            records_replayed = stats.records_replayed,
+                            "recovered"
+                        );
+                        self.report.restores.push(stats);
                     }
                     last_reached = out.2;
                     out.0
