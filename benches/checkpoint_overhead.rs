@@ -6,7 +6,8 @@
 //! barriers). Prints the update-phase throughput of both, the overhead, and every
 //! checkpoint's synchronous and asynchronous durations, state size and uploaded bytes.
 //!
-//! `cargo bench --bench checkpoint_overhead` (set WEIR_BENCH_STATE_MB=1024 for ~1 GB).
+//! `cargo bench --bench checkpoint_overhead` (set WEIR_BENCH_STATE_MB=1024 for ~1 GB;
+//! WEIR_BENCH_WRITE_BUFFER_MB sets RocksDB's memtable size, default 16 like the backend).
 
 use std::time::{Duration, Instant};
 use weir::engine::source::generator::mix;
@@ -44,9 +45,11 @@ struct Outcome {
 
 fn run(keys: u64, updates: u64, checkpoints: bool) -> Outcome {
     let dir = tempfile::tempdir_in(std::env::var("WEIR_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let backend = RocksDbBackend::new(dir.path().join("state"))
+        .write_buffer_size(env("WEIR_BENCH_WRITE_BUFFER_MB", 16) as usize * 1024 * 1024);
     let mut p = Pipeline::new("checkpoint-overhead")
         .parallelism(2)
-        .state_dir(dir.path().join("state"));
+        .state_backend(backend);
     p = if checkpoints {
         p.checkpoint_storage(dir.path().join("checkpoints"))
             .checkpoint_interval(Duration::from_secs(1))
