@@ -158,9 +158,11 @@ impl Coordinator {
         base_source_records: u64,
         done: impl FnOnce(Result<CheckpointMetadata>) + Send + 'static,
     ) {
+        // RocksDB never reuses a file number nor revives a deleted file, so every SST a new
+        // snapshot can share is referenced by the latest completed checkpoint of the lineage.
         let mut reusable: HashMap<(String, usize, String), StoredFile> = HashMap::new();
-        for id in self.lineage.clone() {
-            if let Ok(m) = self.metadata(id) {
+        if let Some(&latest) = self.lineage.last() {
+            if let Ok(m) = self.metadata(latest) {
                 for op in &m.operators {
                     for st in &op.subtasks {
                         for f in &st.keyed_files {

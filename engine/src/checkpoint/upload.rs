@@ -2,8 +2,8 @@
 //! checkpoint storage, incrementally, and building the metadata.
 //!
 //! RocksDB SST files are immutable and their names unique within one store's lineage, so an
-//! SST with the same name and size as one referenced by an earlier checkpoint of the current
-//! lineage (the restored checkpoint and those completed since) is referenced, not stored
+//! SST with the same name and size as one referenced by the latest completed checkpoint of the
+//! current lineage (the restored checkpoint and those completed since) is referenced, not stored
 //! again. Everything else is stored under the checkpoint's own directory.
 
 use super::fail;
@@ -30,7 +30,8 @@ pub(crate) struct UploadJob {
     pub(crate) acks: Vec<TaskAck>,
     /// Staging directory of this checkpoint (`<op>/<subtask>/<files>` below it).
     pub(crate) staging: PathBuf,
-    /// SST files of the current lineage: (operator, subtask, file name) -> stored file.
+    /// SST files of the lineage's latest completed checkpoint: (operator, subtask, file name) ->
+    /// stored file.
     pub(crate) reusable: Arc<HashMap<(String, usize, String), StoredFile>>,
     pub(crate) parallelism: Arc<HashMap<String, usize>>,
     pub(crate) base_source_records: u64,
