@@ -52,10 +52,12 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             None => None,
         };
         let sink_ctx = SinkContext {
+            job: ctx.job.clone(),
             name: ctx.operator.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
             restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
+            checkpoint_timing: ctx.checkpoint_timing,
         };
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {

@@ -140,7 +140,8 @@ impl Master {
                         at_ms: now_ms(),
                         error: e.to_string(),
                     });
-                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Cancelled);
+                    // A bad record fails the same way when replayed: restarting would loop.
+                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Data | ErrorKind::Cancelled);
                     if self.live.cancel_requested.load(Ordering::Relaxed) {
                         self.report.cancelled = true;
                         break;
