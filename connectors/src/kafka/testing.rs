@@ -26,6 +26,9 @@ pub const TANSU_ENV: &str = "WEIR_TANSU";
 
 static TOPIC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A record to produce in a test: `(partition, key, value, timestamp ms)`.
+pub type TestRecord = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>);
+
 /// A record read back from a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRecord {
@@ -169,7 +172,7 @@ impl TestBroker {
 
     /// Produces `(partition, key, value, timestamp)` records, non-transactionally, and waits
     /// until every one is acknowledged.
-    pub fn produce(&self, topic: &str, records: &[(i32, Option<Vec<u8>>, Vec<u8>, Option<i64>)]) -> Result<()> {
+    pub fn produce(&self, topic: &str, records: &[TestRecord]) -> Result<()> {
         let producer: ThreadedProducer<DefaultProducerContext> = self
             .conn
             .client_config(&[("enable.idempotence", "true"), ("linger.ms", "5")], &[])?

@@ -43,7 +43,7 @@ mod record;
 
 use super::client::{kafka_error, metadata_consumer, partition_count, KafkaConnection};
 use super::format::KafkaSerializer;
-use record::{PendingRecord, RecordShape};
+use record::{HeadersFn, KeyFn, PartitionFn, PendingRecord, RecordShape};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,10 +94,6 @@ impl KafkaCommittable {
         self.records.is_empty()
     }
 }
-
-type KeyFn<T> = Arc<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>;
-type PartitionFn<T> = Arc<dyn Fn(&T, i32) -> i32 + Send + Sync>;
-type HeadersFn<T> = Arc<dyn Fn(&T) -> Vec<(String, Vec<u8>)> + Send + Sync>;
 
 /// Writes records of type `T` to a Kafka topic.
 pub struct KafkaSink<T> {

@@ -30,12 +30,19 @@ pub(crate) struct PendingRecord {
     pub(crate) timestamp: Option<i64>,
 }
 
+/// Chooses a record's key.
+pub(crate) type KeyFn<T> = Arc<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>;
+/// Chooses a record's partition from the value and the partition count.
+pub(crate) type PartitionFn<T> = Arc<dyn Fn(&T, i32) -> i32 + Send + Sync>;
+/// Chooses a record's headers.
+pub(crate) type HeadersFn<T> = Arc<dyn Fn(&T) -> Vec<(String, Vec<u8>)> + Send + Sync>;
+
 /// How values become records: the sink's serializer, key, partitioner and headers.
 pub(crate) struct RecordShape<T> {
     pub(crate) serializer: Arc<dyn KafkaSerializer<T>>,
-    pub(crate) key: Option<Arc<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>>,
-    pub(crate) partitioner: Option<Arc<dyn Fn(&T, i32) -> i32 + Send + Sync>>,
-    pub(crate) headers: Option<Arc<dyn Fn(&T) -> Vec<(String, Vec<u8>)> + Send + Sync>>,
+    pub(crate) key: Option<KeyFn<T>>,
+    pub(crate) partitioner: Option<PartitionFn<T>>,
+    pub(crate) headers: Option<HeadersFn<T>>,
     pub(crate) partitions: i32,
     /// `(subtask, session)` when records carry Weir's epoch headers.
     pub(crate) epoch_headers: Option<(String, String)>,
