@@ -140,7 +140,13 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         self.producer
             .send_offsets_to_transaction(&offsets, &group, REQUEST_TIMEOUT)
             .map_err(txn)?;
-        fail::hit(FAIL_BEFORE_TXN_COMMIT)?;
+        // Fail points count epoch transactions only, not the marker reset of a fresh start.
+        let epoch_txn = !records.is_empty();
+        if epoch_txn && fail::is_armed(FAIL_BEFORE_TXN_COMMIT) {
+            // Make the records reach the broker, so the crash leaves an open transaction.
+            self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
+            fail::hit(FAIL_BEFORE_TXN_COMMIT)?;
+        }
         self.producer.commit_transaction(REQUEST_TIMEOUT).map_err(txn)?;
         if let Some((n, first)) = self.producer.context().take_failures() {
             // Cannot happen after a successful commit; refuse to believe it silently.
@@ -149,7 +155,9 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             )));
         }
         self.done = epoch;
-        fail::hit(FAIL_AFTER_TXN_COMMIT)?;
+        if epoch_txn {
+            fail::hit(FAIL_AFTER_TXN_COMMIT)?;
+        }
         Ok(())
     }
 }

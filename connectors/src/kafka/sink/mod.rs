@@ -305,3 +305,10 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
 fn produce_error(topic: &str, e: rdkafka::error::KafkaError) -> Error {
     kafka_error(format!("producing to {topic}"), e)
 }
+
+/// The highest epoch (checkpoint id) that the exactly-once sink subtask with this
+/// transactional id has committed to `topic` since its last fresh start (0: none). For
+/// monitoring and audits: the marker is what a restarted writer reads.
+pub fn committed_epoch(conn: impl Into<KafkaConnection>, topic: &str, transactional_id: &str) -> Result<u64> {
+    marker::EpochMarker::new(&conn.into(), topic, transactional_id)?.read()
+}
