@@ -1,12 +1,14 @@
-//! One subtask's reader: a consumer with manually assigned partitions.
+//! One subtask's reader: one consumer per topic with manually assigned partitions (one
+//! consumer per topic so that an end-of-partition event, which names only the partition
+//! number, is unambiguous).
 
-use super::super::client::{kafka_error, KafkaConnection};
 use super::super::format::KafkaMessage;
 use super::bad_record::BadRecords;
 use super::discovery::Discovery;
 use super::start::{offset_range, resolve};
 use super::watermark::PartitionWatermarks;
 use super::{parse_split_id, split_id, SourceSettings, DEFAULT_GROUP_ID};
+use crate::kafka::client::kafka_error;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -29,18 +31,24 @@ struct Partition {
     partition: i32,
     /// Offset of the next record to hand out: the split's position.
     next: i64,
-    /// Bounded reading: the offset at which the partition ends.
-    stop: Option<i64>,
-    /// Bounded reading reached `stop`.
+    /// Bounded reading reached the partition's end.
     done: bool,
 }
 
-pub(super) struct KafkaReader<T> {
+/// The consumer of one topic.
+struct TopicConsumer {
+    topic: String,
     consumer: BaseConsumer,
-    state: ReadState<T>,
 }
 
-/// Everything but the consumer (so a message borrowed from the consumer can update it).
+pub(super) struct KafkaReader<T> {
+    consumers: Vec<TopicConsumer>,
+    state: ReadState<T>,
+    /// Which consumer the next poll starts with (round robin).
+    turn: usize,
+}
+
+/// Everything but the consumers (so a message borrowed from a consumer can update it).
 struct ReadState<T> {
     settings: SourceSettings<T>,
     partitions: Vec<Partition>,
@@ -51,29 +59,30 @@ struct ReadState<T> {
     discovery: Option<Discovery>,
 }
 
-/// The consumer of one reader: manual assignment only, nothing committed automatically.
+/// A consumer for the reader: manual assignment only, nothing committed automatically.
 fn consumer(settings: &SourceSettings<impl Sized>) -> Result<BaseConsumer> {
-    let conn: &KafkaConnection = &settings.conn;
     let isolation = if settings.read_committed {
         "read_committed"
     } else {
         "read_uncommitted"
     };
     let group = settings.group_id.as_deref().unwrap_or(DEFAULT_GROUP_ID);
-    conn.client_config(
-        &[("group.id", group)],
-        &[
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("enable.partition.eof", "true"),
-            ("isolation.level", isolation),
-            // Every start offset is concrete: one out of range means records were deleted
-            // (retention) and silently jumping would lose them.
-            ("auto.offset.reset", "error"),
-        ],
-    )?
-    .create()
-    .map_err(|e| kafka_error("creating the Kafka source consumer", e))
+    settings
+        .conn
+        .client_config(
+            &[("group.id", group)],
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("isolation.level", isolation),
+                // Every start offset is concrete: one out of range means records were deleted
+                // (retention) and silently jumping would lose them.
+                ("auto.offset.reset", "error"),
+            ],
+        )?
+        .create()
+        .map_err(|e| kafka_error("creating the Kafka source consumer", e))
 }
 
 impl<T: Data> KafkaReader<T> {
@@ -83,7 +92,21 @@ impl<T: Data> KafkaReader<T> {
         subtask: SubtaskInfo,
         listed: Arc<BTreeSet<SplitId>>,
     ) -> Result<Self> {
-        let consumer = consumer(&settings)?;
+        let mut topics: Vec<String> = Vec::new();
+        for t in &settings.topics {
+            if !topics.contains(t) {
+                topics.push(t.clone());
+            }
+        }
+        let consumers = topics
+            .iter()
+            .map(|t| {
+                Ok(TopicConsumer {
+                    topic: t.clone(),
+                    consumer: consumer(&settings)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let parsed = splits
             .iter()
             .map(|(id, _)| parse_split_id(id))
@@ -94,15 +117,10 @@ impl<T: Data> KafkaReader<T> {
             .filter(|(_, (_, off))| off.is_none())
             .map(|(tp, _)| tp.clone())
             .collect();
-        let mut fresh_offsets = resolve(&consumer, &settings.start, &fresh)?.into_iter();
+        let mut fresh_offsets = resolve(&consumers[0].consumer, &settings.start, &fresh)?.into_iter();
         let bad = BadRecords::new(settings.bad_records.clone(), settings.conn.clone(), settings.counters.clone());
         let discovery = match settings.discovery {
-            Some(interval) if !settings.bounded => Some(Discovery::new(
-                interval,
-                settings.topics.clone(),
-                listed,
-                subtask,
-            )),
+            Some(interval) if !settings.bounded => Some(Discovery::new(interval, topics, listed, subtask)),
             _ => None,
         };
         let mut state = ReadState {
@@ -113,29 +131,64 @@ impl<T: Data> KafkaReader<T> {
             bad,
             discovery,
         };
-        let mut assign = Vec::new();
+        let mut added = Vec::new();
         for ((topic, partition), (id, restored)) in parsed.into_iter().zip(splits) {
             let next = match restored {
                 Some(o) => i64::try_from(o)
                     .map_err(|_| Error::checkpoint(format!("restored offset {o} of split {id} is out of range")))?,
                 None => fresh_offsets.next().expect("one resolved offset per fresh split"),
             };
-            assign.push(state.add(&consumer, topic, partition, next)?);
+            added.push(state.add(topic, partition, next));
         }
-        state.assign(&consumer, assign)?;
-        Ok(KafkaReader { consumer, state })
+        let reader = KafkaReader {
+            consumers,
+            state,
+            turn: 0,
+        };
+        reader.assign(&added)?;
+        Ok(reader)
+    }
+
+    /// Starts fetching partitions `indices` at their positions.
+    fn assign(&self, indices: &[usize]) -> Result<()> {
+        for c in &self.consumers {
+            let mut tpl = TopicPartitionList::new();
+            for &i in indices {
+                let p = &self.state.partitions[i];
+                if p.topic == c.topic {
+                    tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
+                        .map_err(|e| kafka_error("assigning Kafka partitions", e))?;
+                }
+            }
+            if tpl.count() > 0 {
+                c.consumer
+                    .incremental_assign(&tpl)
+                    .map_err(|e| kafka_error(format!("assigning partitions of {}", c.topic), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn discover(&mut self) -> Result<()> {
+        let Some(d) = &mut self.state.discovery else {
+            return Ok(());
+        };
+        let new = d.poll(&self.consumers[0].consumer, Instant::now());
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut indices = Vec::new();
+        for (topic, partition) in new {
+            let earliest = offset_range(&self.consumers[0].consumer, &topic, partition)?.0;
+            indices.push(self.state.add(topic, partition, earliest));
+        }
+        self.assign(&indices)
     }
 }
 
 impl<T: Data> ReadState<T> {
-
     /// Tracks a partition starting at `next`; returns its index.
-    fn add(&mut self, consumer: &BaseConsumer, topic: String, partition: i32, next: i64) -> Result<usize> {
-        let stop = if self.settings.bounded {
-            Some(offset_range(consumer, &topic, partition)?.1)
-        } else {
-            None
-        };
+    fn add(&mut self, topic: String, partition: i32, next: i64) -> usize {
         let i = self.partitions.len();
         self.index.entry(topic.clone()).or_default().insert(partition, i);
         self.partitions.push(Partition {
@@ -143,55 +196,12 @@ impl<T: Data> ReadState<T> {
             topic,
             partition,
             next,
-            stop,
             done: false,
         });
         if let Some(w) = &mut self.watermarks {
             w.add_partition(Instant::now());
         }
-        Ok(i)
-    }
-
-    /// Starts fetching the partitions `indices` at their positions (those already at their
-    /// stop offset are finished at once and not fetched).
-    fn assign(&mut self, consumer: &BaseConsumer, indices: Vec<usize>) -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for i in indices {
-            let p = &self.partitions[i];
-            if p.stop.is_some_and(|s| p.next >= s) {
-                self.finish(consumer, i);
-                continue;
-            }
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next))
-                .map_err(|e| kafka_error("assigning Kafka partitions", e))?;
-        }
-        if tpl.count() > 0 {
-            consumer
-                .incremental_assign(&tpl)
-                .map_err(|e| kafka_error("assigning Kafka partitions", e))?;
-        }
-        Ok(())
-    }
-
-    /// Partition `i` reached its stop offset: every record before it was handed out.
-    fn finish(&mut self, consumer: &BaseConsumer, i: usize) {
-        let p = &mut self.partitions[i];
-        if p.done {
-            return;
-        }
-        p.done = true;
-        if let Some(stop) = p.stop {
-            // Offsets up to `stop` not handed out are transaction markers (or aborted records).
-            p.next = p.next.max(stop);
-        }
-        if let Some(w) = &mut self.watermarks {
-            w.finish(i);
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&p.topic, p.partition);
-        if let Err(e) = consumer.pause(&tpl) {
-            tracing::debug!(split = %p.split, error = %e, "pausing a finished Kafka partition");
-        }
+        i
     }
 
     fn lookup(&self, topic: &str, partition: i32) -> Option<usize> {
@@ -199,17 +209,13 @@ impl<T: Data> ReadState<T> {
     }
 
     /// Hands out message `m` (or applies the bad-record policy); true if a record was added.
-    fn on_message(&mut self, consumer: &BaseConsumer, m: &BorrowedMessage<'_>, out: &mut Vec<Record<T>>) -> Result<bool> {
+    fn on_message(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<Record<T>>) -> Result<bool> {
         let Some(i) = self.lookup(m.topic(), m.partition()) else {
             return Ok(false);
         };
         let offset = m.offset();
-        let p = &mut self.partitions[i];
+        let p = &self.partitions[i];
         if p.done || offset < p.next {
-            return Ok(false);
-        }
-        if p.stop.is_some_and(|s| offset >= s) {
-            self.finish(consumer, i);
             return Ok(false);
         }
         let message = KafkaMessage {
@@ -240,55 +246,43 @@ impl<T: Data> ReadState<T> {
                 false
             }
         };
-        let p = &mut self.partitions[i];
-        p.next = offset + 1;
-        if p.stop.is_some_and(|s| p.next >= s) {
-            self.finish(consumer, i);
-        }
+        self.partitions[i].next = offset + 1;
         Ok(added)
     }
 
-    /// After an end-of-partition event: finishes every partition whose consumer position
-    /// reached its stop offset (past trailing transaction markers, which are never handed out).
-    fn check_ends(&mut self, consumer: &BaseConsumer) -> Result<()> {
+    /// Bounded reading: partition `number` of `topic` reached its end. Its position moves to
+    /// the consumer's (past trailing transaction markers, which are never handed out).
+    fn on_end(&mut self, consumer: &BaseConsumer, topic: &str, number: i32) -> Result<()> {
         if !self.settings.bounded {
             return Ok(());
         }
+        let Some(i) = self.lookup(topic, number) else {
+            return Ok(());
+        };
         let positions = consumer
             .position()
             .map_err(|e| kafka_error("reading the Kafka consumer's positions", e))?;
-        for e in positions.elements() {
-            let Some(i) = self.lookup(e.topic(), e.partition()) else {
-                continue;
-            };
-            let p = &self.partitions[i];
-            if let (Offset::Offset(pos), Some(stop)) = (e.offset(), p.stop) {
-                if !p.done && pos >= stop {
-                    self.finish(consumer, i);
-                }
-            }
+        let p = &mut self.partitions[i];
+        if p.done {
+            return Ok(());
+        }
+        if let Some(Offset::Offset(pos)) = positions.find_partition(topic, number).map(|e| e.offset()) {
+            p.next = p.next.max(pos);
+        }
+        p.done = true;
+        if let Some(w) = &mut self.watermarks {
+            w.finish(i);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, number);
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::debug!(split = %p.split, error = %e, "pausing a finished Kafka partition");
         }
         Ok(())
     }
 
-    fn discover(&mut self, consumer: &BaseConsumer) -> Result<()> {
-        let Some(d) = &mut self.discovery else {
-            return Ok(());
-        };
-        let new = d.poll(consumer, Instant::now());
-        if new.is_empty() {
-            return Ok(());
-        }
-        let mut indices = Vec::new();
-        for (topic, partition) in new {
-            let earliest = offset_range(consumer, &topic, partition)?.0;
-            indices.push(self.add(consumer, topic, partition, earliest)?);
-        }
-        self.assign(consumer, indices)
-    }
-
-    fn all_done(&self) -> bool {
-        self.partitions.iter().all(|p| p.done)
+    fn finished(&self) -> bool {
+        self.settings.bounded && self.partitions.iter().all(|p| p.done)
     }
 }
 
@@ -321,49 +315,53 @@ fn consumer_error(e: KafkaError) -> Option<Error> {
 
 impl<T: Data> SourceReader<T> for KafkaReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus> {
-        let (consumer, st) = (&self.consumer, &mut self.state);
-        st.discover(consumer)?;
-        if st.settings.bounded && st.all_done() {
+        self.discover()?;
+        if self.state.finished() {
             return Ok(ReadStatus::Finished);
         }
+        let budget = max.max(1);
         let mut handled = 0;
-        let mut wait = Duration::ZERO;
-        while handled < max.max(1) {
-            let Some(event) = consumer.poll(wait) else {
-                if handled > 0 || !wait.is_zero() {
-                    break;
+        let n = self.consumers.len();
+        // Each consumer in turn, without waiting, until the budget is used or all are drained.
+        let mut drained = 0;
+        while handled < budget && drained < n {
+            let c = &self.consumers[self.turn % n];
+            let wait = if n == 1 && handled == 0 { POLL_WAIT } else { Duration::ZERO };
+            match c.consumer.poll(wait) {
+                None => {
+                    drained += 1;
+                    self.turn += 1;
                 }
-                wait = POLL_WAIT;
-                continue;
-            };
-            wait = Duration::ZERO;
-            match event {
-                Ok(m) => {
-                    st.on_message(consumer, &m, out)?;
+                Some(Ok(m)) => {
+                    drained = 0;
+                    self.state.on_message(&m, out)?;
                     handled += 1;
                 }
-                Err(KafkaError::PartitionEOF(_)) => {
-                    st.check_ends(consumer)?;
-                    if st.settings.bounded && st.all_done() {
+                Some(Err(KafkaError::PartitionEOF(number))) => {
+                    self.state.on_end(&c.consumer, &c.topic, number)?;
+                    if self.state.finished() {
                         break;
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     if let Some(err) = consumer_error(e) {
                         return Err(err);
                     }
-                    break;
+                    drained += 1;
+                    self.turn += 1;
                 }
             }
         }
         // A checkpoint may cover these records from now on: their dead letters must be durable.
-        st.bad.flush()?;
-        Ok(if st.settings.bounded && st.all_done() {
+        self.state.bad.flush()?;
+        Ok(if self.state.finished() {
             ReadStatus::Finished
-        } else if handled == 0 {
+        } else if handled > 0 {
+            ReadStatus::More
+        } else if n == 1 {
             ReadStatus::Pending(Duration::ZERO)
         } else {
-            ReadStatus::More
+            ReadStatus::Pending(Duration::from_millis(5))
         })
     }
 
@@ -389,17 +387,25 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
         if !self.state.settings.commit_offsets || positions.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for pos in positions {
-            let (topic, partition) = parse_split_id(&pos.split)?;
-            let offset = i64::try_from(pos.offset).unwrap_or(i64::MAX);
-            if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
-                tracing::warn!(split = %pos.split, error = %e, "cannot commit a Kafka offset");
+        for c in &self.consumers {
+            let mut tpl = TopicPartitionList::new();
+            for pos in positions {
+                let (topic, partition) = parse_split_id(&pos.split)?;
+                if topic != c.topic {
+                    continue;
+                }
+                let offset = i64::try_from(pos.offset).unwrap_or(i64::MAX);
+                if let Err(e) = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                    tracing::warn!(split = %pos.split, error = %e, "cannot commit a Kafka offset");
+                }
             }
-        }
-        // For lag monitoring only: a failed commit costs nothing but a stale lag figure.
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(checkpoint = id, error = %e, "committing Kafka source offsets to the group failed");
+            if tpl.count() == 0 {
+                continue;
+            }
+            // For lag monitoring only: a failed commit costs nothing but a stale lag figure.
+            if let Err(e) = c.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(checkpoint = id, error = %e, "committing Kafka source offsets to the group failed");
+            }
         }
         Ok(())
     }
