@@ -371,16 +371,15 @@ fn an_idle_partition_does_not_stall_the_watermark() {
     job.cancel();
     job.join().unwrap();
     let first = &sink.records()[0];
-    assert_eq!(first.value, 10, "10 records per 100 ms window: {first:?}");
+    assert_eq!(first.value, 5, "5 records per 100 ms window: {first:?}");
 }
 
 #[test]
 fn without_idleness_an_empty_partition_holds_the_watermark_back() {
     let _g = shared();
     let (sink, job) = windows_with_an_empty_partition(None);
-    wait_until(20, "a checkpoint", || job.progress().last_checkpoint.is_some());
+    wait_until(20, "every record read", || job.progress().source_records >= 50);
     std::thread::sleep(Duration::from_millis(1_500));
-    assert!(job.progress().source_records >= 50, "every record was read");
     assert!(sink.records().is_empty(), "no window may fire: {:?}", sink.records());
     job.cancel();
     job.join().unwrap();
@@ -405,13 +404,58 @@ fn partitions_added_while_running_are_discovered() {
     let first: Vec<TestRecord> = (0..5).map(|i| record_of(&event(i), 1)).collect();
     b.produce(&topic, &first).unwrap();
     wait_until(20, "partition 0's records", || sink.records().len() >= 5);
-    add_partitions(&b.connection(), &topic, 3).unwrap();
+    match add_partitions(&b.connection(), &topic, 3) {
+        Err(e) if e.to_string().contains("UnsupportedFeature") => {
+            // tansu cannot add partitions; the test below covers discovery on it.
+            eprintln!("the broker cannot add partitions ({e}): end-to-end discovery not tested");
+            job.cancel();
+            job.join().unwrap();
+            return;
+        }
+        r => r.unwrap(),
+    }
     let more: Vec<TestRecord> = (5..35).map(|i| record_of(&event(i), 3)).collect();
     b.produce(&topic, &more).unwrap();
     wait_until(30, "the new partitions' records", || sink.records().len() >= 35);
     job.cancel();
     job.join().unwrap();
     assert_eq!(sorted(sink.records()), (0..35).map(event).collect::<Vec<_>>());
+}
+
+#[test]
+fn partitions_missing_from_the_split_list_are_read_by_their_owner_once_discovered() {
+    let _g = shared();
+    let b = broker();
+    let topic = b.unique_topic("src-disc-own");
+    b.create_topic(&topic, 3).unwrap();
+    let events = produce(&b, &topic, 3, 0..30);
+    let src = source(&b, &topic).discovery_interval(Some(Duration::from_millis(50)));
+    // Without a splits() call every partition is new to the readers: discovery must find
+    // each and hand it to exactly one of the two subtasks.
+    let mut readers: Vec<_> = (0..2)
+        .map(|index| {
+            src.create_reader(vec![], SubtaskInfo { index, parallelism: 2 })
+                .unwrap()
+        })
+        .collect();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < events.len() {
+        assert!(Instant::now() < deadline, "discovered partitions not read: {} of 30", got.len());
+        for r in &mut readers {
+            let mut out = Vec::new();
+            r.poll(&mut out, 100).unwrap();
+            got.extend(out.into_iter().map(|r| r.value));
+        }
+    }
+    assert_eq!(sorted(got), events);
+    let owned: Vec<Vec<String>> = readers
+        .iter()
+        .map(|r| r.positions().into_iter().map(|p| p.split).collect())
+        .collect();
+    let all: std::collections::BTreeSet<String> = owned.iter().flatten().cloned().collect();
+    assert_eq!(all.len(), 3, "every partition owned once: {owned:?}");
+    assert_eq!(owned[0].len() + owned[1].len(), 3, "no partition owned twice: {owned:?}");
 }
 
 /// Produces 30 events and 3 bad records (not JSON) into a 2-partition topic.

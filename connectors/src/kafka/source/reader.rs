@@ -5,7 +5,7 @@
 use super::super::format::KafkaMessage;
 use super::bad_record::BadRecords;
 use super::discovery::Discovery;
-use super::start::{offset_range, resolve};
+use super::start::{offset_range, resolve, Start};
 use super::watermark::PartitionWatermarks;
 use super::{parse_split_id, split_id, SourceSettings, DEFAULT_GROUP_ID};
 use crate::kafka::client::kafka_error;
@@ -33,6 +33,8 @@ struct Partition {
     next: i64,
     /// Bounded reading reached the partition's end.
     done: bool,
+    /// A fresh timestamp start: records before the first at or after it are skipped.
+    skip_before: Option<i64>,
 }
 
 /// The consumer of one topic.
@@ -133,12 +135,16 @@ impl<T: Data> KafkaReader<T> {
         };
         let mut added = Vec::new();
         for ((topic, partition), (id, restored)) in parsed.into_iter().zip(splits) {
-            let next = match restored {
-                Some(o) => i64::try_from(o)
-                    .map_err(|_| Error::checkpoint(format!("restored offset {o} of split {id} is out of range")))?,
+            let start = match restored {
+                Some(o) => Start {
+                    offset: i64::try_from(o).map_err(|_| {
+                        Error::checkpoint(format!("restored offset {o} of split {id} is out of range"))
+                    })?,
+                    skip_before: None,
+                },
                 None => fresh_offsets.next().expect("one resolved offset per fresh split"),
             };
-            added.push(state.add(topic, partition, next));
+            added.push(state.add(topic, partition, start));
         }
         let reader = KafkaReader {
             consumers,
@@ -180,23 +186,31 @@ impl<T: Data> KafkaReader<T> {
         let mut indices = Vec::new();
         for (topic, partition) in new {
             let earliest = offset_range(&self.consumers[0].consumer, &topic, partition)?.0;
-            indices.push(self.state.add(topic, partition, earliest));
+            indices.push(self.state.add(
+                topic,
+                partition,
+                Start {
+                    offset: earliest,
+                    skip_before: None,
+                },
+            ));
         }
         self.assign(&indices)
     }
 }
 
 impl<T: Data> ReadState<T> {
-    /// Tracks a partition starting at `next`; returns its index.
-    fn add(&mut self, topic: String, partition: i32, next: i64) -> usize {
+    /// Tracks a partition starting at `start`; returns its index.
+    fn add(&mut self, topic: String, partition: i32, start: Start) -> usize {
         let i = self.partitions.len();
         self.index.entry(topic.clone()).or_default().insert(partition, i);
         self.partitions.push(Partition {
             split: split_id(&topic, partition),
             topic,
             partition,
-            next,
+            next: start.offset,
             done: false,
+            skip_before: start.skip_before,
         });
         if let Some(w) = &mut self.watermarks {
             w.add_partition(Instant::now());
@@ -226,6 +240,13 @@ impl<T: Data> ReadState<T> {
             payload: m.payload(),
             timestamp: m.timestamp().to_millis(),
         };
+        if let Some(from) = p.skip_before {
+            if message.timestamp.is_some_and(|ts| ts < from) {
+                self.partitions[i].next = offset + 1;
+                return Ok(false);
+            }
+            self.partitions[i].skip_before = None;
+        }
         let added = match self.settings.format.deserialize(&message) {
             Ok(value) => {
                 let timestamp = match &self.settings.timestamp {
@@ -377,7 +398,7 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
     }
 
     fn watermark(&mut self) -> SourceWatermark {
-        match &self.state.watermarks {
+        match &mut self.state.watermarks {
             Some(w) => w.current(Instant::now()),
             None => SourceWatermark::Untracked,
         }

@@ -51,8 +51,18 @@ pub(super) fn offset_range(consumer: &BaseConsumer, topic: &str, partition: i32)
         .map_err(|e| kafka_error(format!("reading the offsets of {topic}:{partition}"), e))
 }
 
-/// The concrete first offset of each of `partitions` for a fresh start at `start`.
-pub(super) fn resolve(consumer: &BaseConsumer, start: &StartPosition, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
+/// A fresh start of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Start {
+    /// The first offset to read.
+    pub(super) offset: i64,
+    /// For a timestamp start: records before the first one at or after this timestamp are
+    /// skipped (brokers may resolve a timestamp to the start of a batch, not the record).
+    pub(super) skip_before: Option<i64>,
+}
+
+/// The concrete start of each of `partitions` for a fresh start at `start`.
+pub(super) fn resolve(consumer: &BaseConsumer, start: &StartPosition, partitions: &[(String, i32)]) -> Result<Vec<Start>> {
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
@@ -68,10 +78,14 @@ fn resolve_with(
     start: &StartPosition,
     partitions: &[(String, i32)],
     ranges: &[(i64, i64)],
-) -> Result<Vec<i64>> {
+) -> Result<Vec<Start>> {
+    let at = |offset: i64| Start {
+        offset,
+        skip_before: None,
+    };
     match start {
-        StartPosition::Earliest => Ok(ranges.iter().map(|r| r.0).collect()),
-        StartPosition::Latest => Ok(ranges.iter().map(|r| r.1).collect()),
+        StartPosition::Earliest => Ok(ranges.iter().map(|r| at(r.0)).collect()),
+        StartPosition::Latest => Ok(ranges.iter().map(|r| at(r.1)).collect()),
         StartPosition::Timestamp(ts) => {
             let mut tpl = TopicPartitionList::new();
             for (t, p) in partitions {
@@ -85,9 +99,12 @@ fn resolve_with(
                 .iter()
                 .zip(ranges)
                 .map(|((t, p), (low, high))| match found.find_partition(t, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Ok(o.clamp(*low, *high)),
+                    Some(Offset::Offset(o)) => Ok(Start {
+                        offset: o.clamp(*low, *high),
+                        skip_before: Some(*ts),
+                    }),
                     // No record at or after the timestamp: start at the end.
-                    Some(Offset::End) | Some(Offset::Invalid) | None => Ok(*high),
+                    Some(Offset::End) | Some(Offset::Invalid) | None => Ok(at(*high)),
                     Some(other) => Err(Error::external(
                         true,
                         format!("offset look-up for timestamp {ts} on {t}:{p} returned {other:?}"),
@@ -107,7 +124,7 @@ fn resolve_with(
             let mut missing = Vec::new();
             for (i, ((t, p), (low, high))) in partitions.iter().zip(ranges).enumerate() {
                 match committed.find_partition(t, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) if o >= 0 => out[i] = Some(o.clamp(*low, *high)),
+                    Some(Offset::Offset(o)) if o >= 0 => out[i] = Some(at(o.clamp(*low, *high))),
                     _ => missing.push(i),
                 }
             }

@@ -5,7 +5,9 @@
 //! watermark is the minimum over partitions that are neither idle nor finished, so one
 //! partition's records never make another's look late. A partition without records for
 //! `idleness` (if set) is idle and does not hold the watermark back until it has records
-//! again; without `idleness` an empty partition holds it back forever. Watermarks are not
+//! again; without `idleness` an empty partition holds it back forever. When every partition
+//! is idle, the minimum over the partitions that had records is reported once (so their
+//! windows can fire), then idleness. Watermarks are not
 //! checkpointed: after a restore they start again from the replayed records.
 
 use std::time::{Duration, Instant};
@@ -33,6 +35,8 @@ struct PartitionTime {
 pub(super) struct PartitionWatermarks {
     settings: WatermarkSettings,
     partitions: Vec<PartitionTime>,
+    /// The highest watermark reported.
+    reported: Option<Timestamp>,
 }
 
 impl PartitionWatermarks {
@@ -40,6 +44,7 @@ impl PartitionWatermarks {
         PartitionWatermarks {
             settings,
             partitions: Vec::new(),
+            reported: None,
         }
     }
 
@@ -67,35 +72,43 @@ impl PartitionWatermarks {
     }
 
     /// The combined watermark at `now`.
-    pub(super) fn current(&self, now: Instant) -> SourceWatermark {
+    pub(super) fn current(&mut self, now: Instant) -> SourceWatermark {
         let lag = i64::try_from(self.settings.out_of_orderness.as_millis()).unwrap_or(i64::MAX);
-        let mut min: Option<Timestamp> = None;
+        let of = |ts: Timestamp| ts.saturating_sub(lag).saturating_sub(1);
+        let mut active_min: Option<Timestamp> = None;
+        let mut idle_min: Option<Timestamp> = None;
         let mut any_active = false;
-        for p in &self.partitions {
-            if p.finished {
-                continue;
-            }
+        for p in self.partitions.iter().filter(|p| !p.finished) {
             let idle = self
                 .settings
                 .idleness
                 .is_some_and(|d| now.saturating_duration_since(p.last_activity) >= d);
-            if idle {
-                continue;
-            }
-            any_active = true;
-            match p.max_timestamp {
+            match (idle, p.max_timestamp) {
+                (true, Some(ts)) => idle_min = Some(idle_min.map_or(of(ts), |m| m.min(of(ts)))),
+                (true, None) => {}
                 // An active partition without a record yet: nothing is known about its time.
-                None => return SourceWatermark::Untracked,
-                Some(ts) => {
-                    let w = ts.saturating_sub(lag).saturating_sub(1);
-                    min = Some(min.map_or(w, |m| m.min(w)));
+                (false, None) => return SourceWatermark::Untracked,
+                (false, Some(ts)) => {
+                    any_active = true;
+                    active_min = Some(active_min.map_or(of(ts), |m| m.min(of(ts))));
                 }
             }
         }
-        match min {
-            Some(w) => SourceWatermark::At(w),
-            None if !any_active => SourceWatermark::Idle,
-            None => SourceWatermark::Untracked,
+        if any_active {
+            let Some(w) = active_min else {
+                return SourceWatermark::Untracked;
+            };
+            self.reported = Some(self.reported.map_or(w, |r| r.max(w)));
+            return SourceWatermark::At(w);
+        }
+        match idle_min {
+            // Reported once, and only if it moves the watermark: reporting a watermark also
+            // ends idleness.
+            Some(w) if self.reported.is_none_or(|r| w > r) => {
+                self.reported = Some(w);
+                SourceWatermark::At(w)
+            }
+            _ => SourceWatermark::Idle,
         }
     }
 }
@@ -128,8 +141,9 @@ mod tests {
         let later = t0 + Duration::from_millis(150);
         w.on_record(0, Some(2_000), later);
         assert_eq!(w.current(later), SourceWatermark::At(1_989));
-        // Everything idle: the reader is idle.
+        // Everything idle: their minimum (489) is below what was reported, so idleness.
         let much_later = later + Duration::from_millis(150);
+        assert_eq!(w.current(much_later), SourceWatermark::Idle);
         assert_eq!(w.current(much_later), SourceWatermark::Idle);
     }
 
@@ -144,6 +158,19 @@ mod tests {
         assert_eq!(w.current(t0), SourceWatermark::At(989));
         w.finish(0);
         assert_eq!(w.current(t0), SourceWatermark::Idle);
+    }
+
+    #[test]
+    fn when_all_are_idle_an_empty_partition_does_not_hold_back_the_others() {
+        let t0 = Instant::now();
+        let mut w = tracker(Some(100), 2, t0);
+        w.on_record(0, Some(1_000), t0);
+        assert_eq!(w.current(t0), SourceWatermark::Untracked, "partition 1 not idle yet");
+        // Both idle at once: partition 0's watermark is reported once, then idleness.
+        let later = t0 + Duration::from_millis(200);
+        assert_eq!(w.current(later), SourceWatermark::At(989));
+        assert_eq!(w.current(later), SourceWatermark::Idle);
+        assert_eq!(w.current(later), SourceWatermark::Idle);
     }
 
     #[test]
