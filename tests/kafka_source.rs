@@ -121,16 +121,25 @@ fn records_carry_the_kafka_timestamp_or_the_users() {
         .process("stamp", StampTimestamp)
         .sink("out", sink.clone());
     p.run().unwrap();
-    assert_eq!(sorted(sink.records()), (0..5).map(|i| (i, 1_000_000 + i as i64)).collect::<Vec<_>>());
+    assert_eq!(
+        sorted(sink.records()),
+        (0..5).map(|i| (i, 1_000_000 + i as i64)).collect::<Vec<_>>()
+    );
 
     let p = Pipeline::new("kafka-user-ts");
     let sink = CollectSink::new();
-    p.source("kafka", source(&b, &topic).bounded().timestamps(|e: &Event| e.id as i64 * 7))
-        .key_by("by-key", |e: &Event| e.key)
-        .process("stamp", StampTimestamp)
-        .sink("out", sink.clone());
+    p.source(
+        "kafka",
+        source(&b, &topic).bounded().timestamps(|e: &Event| e.id as i64 * 7),
+    )
+    .key_by("by-key", |e: &Event| e.key)
+    .process("stamp", StampTimestamp)
+    .sink("out", sink.clone());
     p.run().unwrap();
-    assert_eq!(sorted(sink.records()), (0..5).map(|i| (i, i as i64 * 7)).collect::<Vec<_>>());
+    assert_eq!(
+        sorted(sink.records()),
+        (0..5).map(|i| (i, i as i64 * 7)).collect::<Vec<_>>()
+    );
 }
 
 /// Emits `(id, record timestamp)`.
@@ -188,7 +197,11 @@ fn fresh_starts_begin_at_the_configured_position() {
         1,
     );
     let p0: Vec<Event> = events.iter().filter(|e| e.key % 2 == 0).skip(5).cloned().collect();
-    assert_eq!(sorted(got), p0, "partition 0 from its committed offset, partition 1 from latest");
+    assert_eq!(
+        sorted(got),
+        p0,
+        "partition 0 from its committed offset, partition 1 from latest"
+    );
 }
 
 #[test]
@@ -208,7 +221,11 @@ fn checkpoint_positions_committed_to_the_group_resume_a_new_job() {
     };
     assert_eq!(sorted(collect(src(), 2)), first);
     let second = produce(&b, &topic, 2, 30..50);
-    assert_eq!(sorted(collect(src(), 2)), second, "the second job starts where the first ended");
+    assert_eq!(
+        sorted(collect(src(), 2)),
+        second,
+        "the second job starts where the first ended"
+    );
 }
 
 /// A running count per key: `(key, id, count so far)`.
@@ -261,7 +278,7 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
         p.source("kafka", source(&b, &topic).bounded())
             // Slow enough that checkpoints complete between the injected failures.
             .map("pace", |e: Event| {
-                if e.id % 500 == 0 {
+                if e.id.is_multiple_of(500) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 e
@@ -308,7 +325,11 @@ fn records_of_an_open_transaction_wait_until_it_commits() {
     let job = p.start().unwrap();
     wait_until(20, "the committed records", || sink.records().len() >= 5);
     std::thread::sleep(Duration::from_millis(1_000));
-    assert_eq!(sorted(sink.records()), (0..5).map(event).collect::<Vec<_>>(), "open transaction held back");
+    assert_eq!(
+        sorted(sink.records()),
+        (0..5).map(event).collect::<Vec<_>>(),
+        "open transaction held back"
+    );
     producer.commit_transaction(Duration::from_secs(30)).unwrap();
     wait_until(20, "the transaction's records", || sink.records().len() >= 10);
     job.cancel();
@@ -441,7 +462,11 @@ fn partitions_missing_from_the_split_list_are_read_by_their_owner_once_discovere
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.len() < events.len() {
-        assert!(Instant::now() < deadline, "discovered partitions not read: {} of 30", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "discovered partitions not read: {} of 30",
+            got.len()
+        );
         for r in &mut readers {
             let mut out = Vec::new();
             r.poll(&mut out, 100).unwrap();
@@ -455,7 +480,11 @@ fn partitions_missing_from_the_split_list_are_read_by_their_owner_once_discovere
         .collect();
     let all: std::collections::BTreeSet<String> = owned.iter().flatten().cloned().collect();
     assert_eq!(all.len(), 3, "every partition owned once: {owned:?}");
-    assert_eq!(owned[0].len() + owned[1].len(), 3, "no partition owned twice: {owned:?}");
+    assert_eq!(
+        owned[0].len() + owned[1].len(),
+        3,
+        "no partition owned twice: {owned:?}"
+    );
 }
 
 /// Produces 30 events and 3 bad records (not JSON) into a 2-partition topic.
@@ -492,7 +521,10 @@ fn a_bad_record_fails_the_job_without_restarts_under_the_fail_policy() {
     let e = job.join().expect_err("the job fails");
     assert_eq!(e.kind(), ErrorKind::Data, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains(&topic) && msg.contains("offset") && msg.contains("JSON"), "{msg}");
+    assert!(
+        msg.contains(&topic) && msg.contains("offset") && msg.contains("JSON"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -591,12 +623,16 @@ fn read_throughput() {
     for parallelism in [1, 2] {
         for round in 0..3 {
             let p = Pipeline::new("kafka-bench").parallelism(parallelism);
-            let src = KafkaSource::new(b.connection(), [topic.as_str()], |m: &weir::connectors::kafka::KafkaMessage<'_>| {
-                m.payload
-                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or_else(|| "not 8 bytes".to_string())
-            })
+            let src = KafkaSource::new(
+                b.connection(),
+                [topic.as_str()],
+                |m: &weir::connectors::kafka::KafkaMessage<'_>| {
+                    m.payload
+                        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                        .map(u64::from_le_bytes)
+                        .ok_or_else(|| "not 8 bytes".to_string())
+                },
+            )
             .bounded();
             p.source("kafka", src).sink("out", DiscardSink::new());
             let t = Instant::now();

@@ -178,7 +178,10 @@ struct DeadLetters {
 impl DeadLetters {
     fn open(conn: &KafkaConnection, topic: &str) -> Result<Self> {
         let producer = conn
-            .client_config(&[("linger.ms", "5")], &[("enable.idempotence", "true"), ("acks", "all")])?
+            .client_config(
+                &[("linger.ms", "5")],
+                &[("enable.idempotence", "true"), ("acks", "all")],
+            )?
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| kafka_error("creating the dead-letter producer", e))?;
         Ok(DeadLetters {
@@ -222,7 +225,9 @@ impl DeadLetters {
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -253,10 +258,7 @@ impl DeadLetters {
                 .unwrap_or_default();
             return Err(Error::external(
                 true,
-                format!(
-                    "{failed} dead letters to {} were not acknowledged: {first}",
-                    self.topic
-                ),
+                format!("{failed} dead letters to {} were not acknowledged: {first}", self.topic),
             ));
         }
         Ok(std::mem::take(&mut self.unflushed))

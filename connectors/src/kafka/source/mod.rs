@@ -60,7 +60,11 @@ pub(crate) fn parse_split_id(id: &str) -> Result<(String, i32)> {
     id.rsplit_once(':')
         .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)))
         .filter(|(t, p)| !t.is_empty() && *p >= 0)
-        .ok_or_else(|| Error::config(format!("split {id} is not a Kafka partition (expected topic:partition)")))
+        .ok_or_else(|| {
+            Error::config(format!(
+                "split {id} is not a Kafka partition (expected topic:partition)"
+            ))
+        })
 }
 
 /// Everything a reader needs, shared with it.
@@ -186,9 +190,10 @@ impl<T: Data> KafkaSource<T> {
         self
     }
 
-    /// Reads up to each partition's end as of reader creation (its high watermark, the last
-    /// stable offset under `read_committed`), then finishes. Partitions discovered later are
-    /// not read in this mode.
+    /// Reads each partition until the reader reaches its end (the end-of-partition event:
+    /// records produced meanwhile are read until the reader catches up; under
+    /// `read_committed` an open transaction at the end is not waited for), then finishes.
+    /// Partitions discovered later are not read in this mode.
     pub fn bounded(mut self) -> Self {
         self.settings.bounded = true;
         self
@@ -330,7 +335,10 @@ mod tests {
 
     #[test]
     fn split_ids_round_trip() {
-        assert_eq!(parse_split_id(&split_id("pay.ments-1", 12)).unwrap(), ("pay.ments-1".to_string(), 12));
+        assert_eq!(
+            parse_split_id(&split_id("pay.ments-1", 12)).unwrap(),
+            ("pay.ments-1".to_string(), 12)
+        );
         assert!(parse_split_id("gen-0-of-4").is_err());
         assert!(parse_split_id(":3").is_err());
     }

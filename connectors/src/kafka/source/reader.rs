@@ -120,7 +120,11 @@ impl<T: Data> KafkaReader<T> {
             .map(|(tp, _)| tp.clone())
             .collect();
         let mut fresh_offsets = resolve(&consumers[0].consumer, &settings.start, &fresh)?.into_iter();
-        let bad = BadRecords::new(settings.bad_records.clone(), settings.conn.clone(), settings.counters.clone());
+        let bad = BadRecords::new(
+            settings.bad_records.clone(),
+            settings.conn.clone(),
+            settings.counters.clone(),
+        );
         let discovery = match settings.discovery {
             Some(interval) if !settings.bounded => Some(Discovery::new(interval, topics, listed, subtask)),
             _ => None,
@@ -137,9 +141,8 @@ impl<T: Data> KafkaReader<T> {
         for ((topic, partition), (id, restored)) in parsed.into_iter().zip(splits) {
             let start = match restored {
                 Some(o) => Start {
-                    offset: i64::try_from(o).map_err(|_| {
-                        Error::checkpoint(format!("restored offset {o} of split {id} is out of range"))
-                    })?,
+                    offset: i64::try_from(o)
+                        .map_err(|_| Error::checkpoint(format!("restored offset {o} of split {id} is out of range")))?,
                     skip_before: None,
                 },
                 None => fresh_offsets.next().expect("one resolved offset per fresh split"),
@@ -347,7 +350,11 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
         let mut drained = 0;
         while handled < budget && drained < n {
             let c = &self.consumers[self.turn % n];
-            let wait = if n == 1 && handled == 0 { POLL_WAIT } else { Duration::ZERO };
+            let wait = if n == 1 && handled == 0 {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
             match c.consumer.poll(wait) {
                 None => {
                     drained += 1;

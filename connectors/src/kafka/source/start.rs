@@ -62,7 +62,11 @@ pub(super) struct Start {
 }
 
 /// The concrete start of each of `partitions` for a fresh start at `start`.
-pub(super) fn resolve(consumer: &BaseConsumer, start: &StartPosition, partitions: &[(String, i32)]) -> Result<Vec<Start>> {
+pub(super) fn resolve(
+    consumer: &BaseConsumer,
+    start: &StartPosition,
+    partitions: &[(String, i32)],
+) -> Result<Vec<Start>> {
     if partitions.is_empty() {
         return Ok(Vec::new());
     }
@@ -98,18 +102,20 @@ fn resolve_with(
             partitions
                 .iter()
                 .zip(ranges)
-                .map(|((t, p), (low, high))| match found.find_partition(t, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Ok(Start {
-                        offset: o.clamp(*low, *high),
-                        skip_before: Some(*ts),
-                    }),
-                    // No record at or after the timestamp: start at the end.
-                    Some(Offset::End) | Some(Offset::Invalid) | None => Ok(at(*high)),
-                    Some(other) => Err(Error::external(
-                        true,
-                        format!("offset look-up for timestamp {ts} on {t}:{p} returned {other:?}"),
-                    )),
-                })
+                .map(
+                    |((t, p), (low, high))| match found.find_partition(t, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Ok(Start {
+                            offset: o.clamp(*low, *high),
+                            skip_before: Some(*ts),
+                        }),
+                        // No record at or after the timestamp: start at the end.
+                        Some(Offset::End) | Some(Offset::Invalid) | None => Ok(at(*high)),
+                        Some(other) => Err(Error::external(
+                            true,
+                            format!("offset look-up for timestamp {ts} on {t}:{p} returned {other:?}"),
+                        )),
+                    },
+                )
                 .collect()
         }
         StartPosition::GroupOffsets { fallback } => {

@@ -132,7 +132,11 @@ mod tests {
     fn the_slowest_active_partition_decides_and_idle_ones_do_not_stall() {
         let t0 = Instant::now();
         let mut w = tracker(Some(100), 2, t0);
-        assert_eq!(w.current(t0), SourceWatermark::Untracked, "no partition has a record yet");
+        assert_eq!(
+            w.current(t0),
+            SourceWatermark::Untracked,
+            "no partition has a record yet"
+        );
         w.on_record(0, Some(1_000), t0);
         assert_eq!(w.current(t0), SourceWatermark::Untracked, "partition 1 holds it back");
         w.on_record(1, Some(500), t0);
