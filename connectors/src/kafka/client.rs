@@ -180,3 +180,43 @@ impl From<&String> for KafkaConnection {
         KafkaConnection::new(brokers.clone())
     }
 }
+
+/// Grows `topic` to `total` partitions (no-op if it has that many already) and waits until
+/// the new partitions are visible. For tests and operators' tooling.
+pub fn add_partitions(conn: &KafkaConnection, topic: &str, total: i32) -> Result<()> {
+    let probe = metadata_consumer(conn)?;
+    if partition_count(&probe, topic)? >= total {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = conn
+        .client_config(&[], &[])?
+        .create()
+        .map_err(|e| kafka_error("creating a Kafka admin client", e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting a runtime for Kafka admin calls", e))?;
+    let new = rdkafka::admin::NewPartitions::new(topic, total as usize);
+    let results = rt
+        .block_on(admin.create_partitions([&new], &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT))))
+        .map_err(|e| kafka_error(format!("adding partitions to {topic}"), e))?;
+    for r in results {
+        if let Err((name, code)) = r {
+            return Err(Error::external(true, format!("adding partitions to {name}: {code}")));
+        }
+    }
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let n = partition_count(&probe, topic)?;
+        if n >= total {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::external(
+                true,
+                format!("topic {topic} has {n} partitions, expected {total}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

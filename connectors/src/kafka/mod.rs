@@ -19,4 +19,4 @@ pub mod testing;
 pub use client::{ensure_topic, KafkaConnection};
 pub use format::{Bincode, Json, KafkaDeserializer, KafkaMessage, KafkaSerializer};
 pub use sink::{DeliveryGuarantee, KafkaSink};
-pub use source::{BadRecordPolicy, KafkaSource, StartPosition};
+pub use source::{BadRecordPolicy, KafkaSource, SourceCounters, StartPosition};
