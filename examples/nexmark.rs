@@ -25,8 +25,8 @@ use weir::engine::source::nexmark::{NexmarkConfig, NexmarkSource};
 #[command(version, about)]
 struct Args {
     /// The query to run: q0, q1, q2, q5, q7, or all.
-    #[arg(long, default_value = "all")]
-    query: String,
+    #[arg(long, default_value = "all", value_parser = parse_queries)]
+    query: Queries,
     /// Events generated per query run.
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     events: u64,
@@ -44,13 +44,20 @@ struct Args {
     seed: u64,
 }
 
+/// The queries selected by `--query`.
+#[derive(Debug, Clone)]
+struct Queries(Vec<Query>);
+
+fn parse_queries(s: &str) -> Result<Queries, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(Queries(Query::ALL.to_vec()));
+    }
+    s.parse().map(|q| Queries(vec![q]))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let queries: Vec<Query> = if args.query.eq_ignore_ascii_case("all") {
-        Query::ALL.to_vec()
-    } else {
-        vec![args.query.parse().map_err(anyhow::Error::msg)?]
-    };
+    let queries = args.query.0;
     let setup = JobSetup {
         parallelism: args.parallelism as usize,
         backend: args.backend,
