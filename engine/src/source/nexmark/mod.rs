@@ -9,7 +9,7 @@
 //! # Checkpointing
 //! A split's position is the number of its events handed out; a reader created at that
 //! position after a crash produces exactly the events not yet handed out, identical to the
-//! first time.
+//! first time. (`tests/nexmark.rs` stops a windowed query after a checkpoint and resumes it.)
 //!
 //! ```no_run
 //! use weir_engine::prelude::*;
