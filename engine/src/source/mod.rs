@@ -9,6 +9,7 @@
 pub mod file_lines;
 pub mod generator;
 mod indexed;
+pub mod nexmark;
 pub mod vec;
 
 use crate::data::{Data, Record, Timestamp};
