@@ -17,9 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use std::sync::Mutex;
 use std::time::Duration;
-use weir::connectors::kafka::sink::{
-    committed_epoch, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH,
-};
+use weir::connectors::kafka::sink::{committed_epoch, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use weir::connectors::kafka::testing::TestBroker;
 use weir::connectors::kafka::{Json, KafkaSink};
 use weir::engine::checkpoint::fail::{self, FailAction};
@@ -55,7 +53,16 @@ fn run_exactly_once(
         .run()
         .unwrap_or_else(|e| panic!("failures {failures:?}: job failed: {e}"));
     let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| fail::is_armed(p)).collect();
-    eprintln!("DEBUG p{parallelism} {failures:?}: checkpoints {:?}, restarts {}, unfired {unfired:?} dur {:?}", report.checkpoints.iter().map(|c| (c.id, c.total_ms as u64, c.source_records)).collect::<Vec<_>>(), report.restarts, report.duration);
+    eprintln!(
+        "DEBUG p{parallelism} {failures:?}: checkpoints {:?}, restarts {}, unfired {unfired:?} dur {:?}",
+        report
+            .checkpoints
+            .iter()
+            .map(|c| (c.id, c.total_ms as u64, c.source_records))
+            .collect::<Vec<_>>(),
+        report.restarts,
+        report.duration
+    );
     fail::disarm_all();
     let raw = broker.read_committed(&topic).unwrap();
     (Outcome { report, raw }, topic, prefix)
@@ -67,11 +74,23 @@ fn exactly_once_in_every_window_that_aborts_no_data() {
     let broker = TestBroker::start().unwrap();
     let windows: Vec<(&str, Vec<(&str, u64, FailAction)>)> = vec![
         ("processing", vec![(fail::PROCESS_RECORD, 5, FailAction::Panic)]),
-        ("before the checkpoint completes (snapshot)", vec![(fail::SNAPSHOT_SYNC, 2, FailAction::Panic)]),
+        (
+            "before the checkpoint completes (snapshot)",
+            vec![(fail::SNAPSHOT_SYNC, 2, FailAction::Panic)],
+        ),
         ("after pre-commit", vec![(fail::AFTER_PRE_COMMIT, 2, FailAction::Panic)]),
-        ("checkpoint complete, before any commit", vec![(fail::AFTER_METADATA, 2, FailAction::Panic)]),
-        ("in the sink's commit, before the transaction", vec![(fail::DURING_COMMIT, 2, FailAction::Error)]),
-        ("transaction committed, before the sink noticed", vec![(FAIL_AFTER_TXN_COMMIT, 2, FailAction::Panic)]),
+        (
+            "checkpoint complete, before any commit",
+            vec![(fail::AFTER_METADATA, 2, FailAction::Panic)],
+        ),
+        (
+            "in the sink's commit, before the transaction",
+            vec![(fail::DURING_COMMIT, 2, FailAction::Error)],
+        ),
+        (
+            "transaction committed, before the sink noticed",
+            vec![(FAIL_AFTER_TXN_COMMIT, 2, FailAction::Panic)],
+        ),
         (
             "during the restore after a failure",
             vec![
@@ -132,16 +151,32 @@ fn a_crash_inside_the_transaction_aborts_it_and_the_epoch_is_produced_again_in_f
                     for r in all.iter().chain(o.raw.iter()) {
                         let p: Posted = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
                         if missing.first() == Some(&p) {
-                            eprintln!("DEBUG2 missing {p:?} at {:?} p{} o{}", provenance(r), r.partition, r.offset);
+                            eprintln!(
+                                "DEBUG2 missing {p:?} at {:?} p{} o{}",
+                                provenance(r),
+                                r.partition,
+                                r.offset
+                            );
                         }
                     }
-                    let prov: std::collections::BTreeMap<_, usize> = all.iter().map(provenance).fold(Default::default(), |mut m, k| { *m.entry(k).or_default() += 1; m });
-                    let provc: std::collections::BTreeMap<_, usize> = o.raw.iter().map(provenance).fold(Default::default(), |mut m, k| { *m.entry(k).or_default() += 1; m });
+                    let prov: std::collections::BTreeMap<_, usize> =
+                        all.iter().map(provenance).fold(Default::default(), |mut m, k| {
+                            *m.entry(k).or_default() += 1;
+                            m
+                        });
+                    let provc: std::collections::BTreeMap<_, usize> =
+                        o.raw.iter().map(provenance).fold(Default::default(), |mut m, k| {
+                            *m.entry(k).or_default() += 1;
+                            m
+                        });
                     eprintln!("DEBUG2 all {prov:?}\nDEBUG2 committed {provc:?}");
                 }
             }
             let (redone, aborted) = split_aborted_copies(&all);
-            assert!(!aborted.is_empty(), "{ctx}: the crashed transaction left no records on the broker");
+            assert!(
+                !aborted.is_empty(),
+                "{ctx}: the crashed transaction left no records on the broker"
+            );
             for r in &aborted {
                 let (s, e, session) = provenance(r);
                 let redo: Vec<_> = redone
@@ -151,7 +186,10 @@ fn a_crash_inside_the_transaction_aborts_it_and_the_epoch_is_produced_again_in_f
                         cs == s && ce == e
                     })
                     .collect();
-                assert!(!redo.is_empty() && redo.iter().all(|c| provenance(c).2 > session), "{ctx}: epoch {e} redone later");
+                assert!(
+                    !redo.is_empty() && redo.iter().all(|c| provenance(c).2 > session),
+                    "{ctx}: epoch {e} redone later"
+                );
                 let in_aborted = aborted.iter().filter(|a| a.payload == r.payload).count();
                 let in_redo = redo.iter().filter(|c| c.payload == r.payload).count();
                 assert_eq!(in_aborted, in_redo, "{ctx}: epoch {e} produced again in full");
@@ -174,19 +212,6 @@ fn a_crash_inside_the_transaction_aborts_it_and_the_epoch_is_produced_again_in_f
                 assert_eq!(marker, last, "{ctx}: marker of subtask {s}");
             }
         }
-    }
-}
-
-/// Asserts `got` equals `expected`, naming a few differences.
-fn assert_same(got: &[Posted], expected: &[Posted], ctx: &str) {
-    if got != expected {
-        let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).take(5).collect();
-        let extra: Vec<_> = got.iter().filter(|g| !expected.contains(g)).take(5).collect();
-        panic!(
-            "{ctx}: output differs from the model: {} records, {} expected; missing {missing:?}; extra {extra:?}",
-            got.len(),
-            expected.len()
-        );
     }
 }
 
@@ -224,9 +249,16 @@ fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
             z.flush(Duration::from_secs(30)).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        balance_pipeline("kafka-zombie", dir.path(), 3, EVENTS, 2, posted_sink(&broker, &topic, &prefix))
-            .run()
-            .unwrap();
+        balance_pipeline(
+            "kafka-zombie",
+            dir.path(),
+            3,
+            EVENTS,
+            2,
+            posted_sink(&broker, &topic, &prefix),
+        )
+        .run()
+        .unwrap();
         // The zombie wakes up and tries to finish its transaction.
         let _ = z.send(BaseRecord::<(), Vec<u8>>::to(&topic).payload(&junk));
         let _ = z.flush(Duration::from_secs(10));
@@ -234,7 +266,11 @@ fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
         assert!(committed.is_err(), "a fenced zombie must not commit");
         let raw = broker.read_committed(&topic).unwrap();
         let zombie_records = raw.iter().filter(|r| r.header(EPOCH_HEADER_NAME).is_none()).count();
-        let ours: Vec<_> = raw.iter().filter(|r| r.header(EPOCH_HEADER_NAME).is_some()).cloned().collect();
+        let ours: Vec<_> = raw
+            .iter()
+            .filter(|r| r.header(EPOCH_HEADER_NAME).is_some())
+            .cloned()
+            .collect();
         assert!(
             decode(&ours) == expected,
             "open data {with_open_data}: output differs from the model ({} records of {}, {} zombie)",
@@ -243,7 +279,10 @@ fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
             zombie_records
         );
         if broker.filters_aborted() || !with_open_data {
-            assert_eq!(zombie_records, 0, "open data {with_open_data}: the zombie's records are visible");
+            assert_eq!(
+                zombie_records, 0,
+                "open data {with_open_data}: the zombie's records are visible"
+            );
         } else {
             // tansu shows the aborted transaction's record; it was aborted (commit failed above).
             assert_eq!(zombie_records, 1);
@@ -265,9 +304,16 @@ fn a_fresh_start_is_not_hidden_by_the_markers_of_an_earlier_run() {
     // again, below the first run's markers, and must still be visible in full.
     for _ in 0..2 {
         let dir = tempfile::tempdir().unwrap();
-        balance_pipeline("kafka-fresh", dir.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-            .run()
-            .unwrap();
+        balance_pipeline(
+            "kafka-fresh",
+            dir.path(),
+            4,
+            1_000,
+            1,
+            posted_sink(&broker, &topic, &prefix),
+        )
+        .run()
+        .unwrap();
     }
     let mut twice = model(4, 1_000);
     twice.extend(model(4, 1_000));
@@ -289,7 +335,9 @@ fn at_least_once_mode_loses_nothing_under_failures() {
         }
         let dir = tempfile::tempdir().unwrap();
         let sink = KafkaSink::at_least_once(broker.brokers(), &topic, Json::<Posted>::new());
-        let report = balance_pipeline("kafka-alo", dir.path(), 5, EVENTS, 2, sink).run().unwrap();
+        let report = balance_pipeline("kafka-alo", dir.path(), 5, EVENTS, 2, sink)
+            .run()
+            .unwrap();
         fail::disarm_all();
         let got = decode(&broker.read_committed(&topic).unwrap());
         let mut distinct = got.clone();
@@ -320,7 +368,9 @@ fn keys_partitions_and_headers_are_carried() {
     let sink = posted_sink(&broker, &topic, &format!("{topic}-txn"))
         .partitioner(|p: &Posted, n| (p.account % n as u64) as i32)
         .headers(|p: &Posted| vec![("account".to_string(), p.account.to_string().into_bytes())]);
-    balance_pipeline("kafka-shape", dir.path(), 6, 500, 2, sink).run().unwrap();
+    balance_pipeline("kafka-shape", dir.path(), 6, 500, 2, sink)
+        .run()
+        .unwrap();
     let raw = broker.read_committed(&topic).unwrap();
     assert_eq!(raw.len(), 500);
     for r in &raw {

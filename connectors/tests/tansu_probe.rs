@@ -37,11 +37,16 @@ fn abort_then_init_then_commit() {
             let a = producer(&b, &id);
             a.begin_transaction().unwrap();
             for i in 0..200 {
-                a.send(BaseRecord::<(), String>::to(&topic).payload(&format!("a{i}")).partition(i % 3))
-                    .unwrap();
+                a.send(
+                    BaseRecord::<(), String>::to(&topic)
+                        .payload(&format!("a{i}"))
+                        .partition(i % 3),
+                )
+                .unwrap();
             }
             a.flush(Duration::from_secs(10)).unwrap();
-            a.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(10)).unwrap();
+            a.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(10))
+                .unwrap();
             if mode != "drop" {
                 a.abort_transaction(Duration::from_secs(10)).unwrap();
             }
@@ -49,10 +54,15 @@ fn abort_then_init_then_commit() {
         let c = producer(&b, &id);
         c.begin_transaction().unwrap();
         for i in 0..200 {
-            c.send(BaseRecord::<(), String>::to(&topic).payload(&format!("c{i}")).partition(i % 3))
-                .unwrap();
+            c.send(
+                BaseRecord::<(), String>::to(&topic)
+                    .payload(&format!("c{i}"))
+                    .partition(i % 3),
+            )
+            .unwrap();
         }
-        c.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(10)).unwrap();
+        c.send_offsets_to_transaction(&tpl, &meta, Duration::from_secs(10))
+            .unwrap();
         c.commit_transaction(Duration::from_secs(10)).unwrap();
         let got = b.read_committed(&topic).unwrap();
         let committed = got.iter().filter(|r| r.payload.as_deref().unwrap()[0] == b'c').count();
@@ -62,4 +72,50 @@ fn abort_then_init_then_commit() {
         }
     }
     assert_eq!(bad, 0);
+}
+
+#[test]
+#[ignore]
+fn eof_when_assigned_mid_partition() {
+    let b = TestBroker::start().unwrap();
+    let topic = b.unique_topic("eofprobe");
+    b.create_topic(&topic, 1).unwrap();
+    let recs: Vec<weir_connectors::kafka::testing::TestRecord> = (0..1500)
+        .map(|i| (0, None, format!("r{i}").into_bytes(), None))
+        .collect();
+    b.produce(&topic, &recs).unwrap();
+    for start in [0i64, 1, 350, 700, 1000, 1400, 1499] {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", b.brokers())
+            .set("enable.partition.eof", "true")
+            .set("group.id", "probe")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(start)).unwrap();
+        c.assign(&tpl).unwrap();
+        let mut n = 0;
+        let mut first = None;
+        loop {
+            match c.poll(Duration::from_secs(5)) {
+                Some(Ok(m)) => {
+                    use rdkafka::Message;
+                    first.get_or_insert(m.offset());
+                    n += 1
+                }
+                Some(Err(e)) => {
+                    eprintln!(
+                        "start {start}: {e} after {n} records (first {first:?}), position {:?}",
+                        c.position()
+                    );
+                    break;
+                }
+                None => {
+                    eprintln!("start {start}: timeout after {n}");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use weir::connectors::kafka::sink::{EPOCH_HEADER, SESSION_HEADER, SUBTASK_HEADER};
 use weir::connectors::kafka::testing::{ReadRecord, TestBroker};
 use weir::connectors::kafka::{Json, KafkaSink};
 use weir::engine::sink::Sink;
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
-use weir::connectors::kafka::sink::{EPOCH_HEADER, SESSION_HEADER, SUBTASK_HEADER};
 
 /// One account's balance after one payment: the pipeline's output record.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,7 +37,11 @@ pub struct Balance;
 
 impl KeyedProcess<u64, (u64, u64, i64)> for Balance {
     type Out = Posted;
-    fn process(&mut self, (account, id, cents): (u64, u64, i64), ctx: &mut KeyedContext<'_, u64, Posted>) -> Result<()> {
+    fn process(
+        &mut self,
+        (account, id, cents): (u64, u64, i64),
+        ctx: &mut KeyedContext<'_, u64, Posted>,
+    ) -> Result<()> {
         let mut st = ctx.value_state::<i64>("balance");
         let balance = st.get()?.unwrap_or(0) + cents;
         st.set(&balance)?;
@@ -65,6 +69,19 @@ pub fn model(seed: u64, events: u64) -> Vec<Posted> {
     out
 }
 
+/// A pipeline checkpointing every 40 ms into `dir`, restarting quickly after failures.
+pub fn checkpointed(name: &str, dir: &std::path::Path, parallelism: usize) -> Pipeline {
+    Pipeline::new(name)
+        .parallelism(parallelism)
+        .state_dir(dir.join("state"))
+        .checkpoint_storage(dir.join("checkpoints"))
+        .checkpoint_interval(Duration::from_millis(40))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 10,
+            delay: Duration::from_millis(10),
+        })
+}
+
 /// A checkpointed pipeline: seeded payments → balance per account → `sink`.
 pub fn balance_pipeline<S: Sink<Posted>>(
     name: &str,
@@ -74,15 +91,7 @@ pub fn balance_pipeline<S: Sink<Posted>>(
     parallelism: usize,
     sink: S,
 ) -> Pipeline {
-    let p = Pipeline::new(name)
-        .parallelism(parallelism)
-        .state_dir(dir.join("state"))
-        .checkpoint_storage(dir.join("checkpoints"))
-        .checkpoint_interval(Duration::from_millis(40))
-        .restart_strategy(RestartStrategy::FixedDelay {
-            max_attempts: 10,
-            delay: Duration::from_millis(10),
-        });
+    let p = checkpointed(name, dir, parallelism);
     p.source(
         "payments",
         GeneratorSource::new(move |i| payment(seed, i))
@@ -117,7 +126,10 @@ pub fn decode(records: &[ReadRecord]) -> Vec<Posted> {
 pub fn provenance(r: &ReadRecord) -> (String, u64, String) {
     (
         r.header(SUBTASK_HEADER).expect("subtask header"),
-        r.header(EPOCH_HEADER).expect("epoch header").parse().expect("numeric epoch"),
+        r.header(EPOCH_HEADER)
+            .expect("epoch header")
+            .parse()
+            .expect("numeric epoch"),
         r.header(SESSION_HEADER).expect("session header"),
     )
 }
@@ -138,4 +150,45 @@ pub fn split_aborted_copies(records: &[ReadRecord]) -> (Vec<ReadRecord>, Vec<Rea
         let (s, e, session) = provenance(r);
         latest[&(s, e)] == session
     })
+}
+
+/// Asserts `got` equals `expected`, naming a few differences.
+pub fn assert_same(got: &[Posted], expected: &[Posted], ctx: &str) {
+    if got != expected {
+        let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).take(5).collect();
+        let extra: Vec<_> = got.iter().filter(|g| !expected.contains(g)).take(5).collect();
+        panic!(
+            "{ctx}: output differs from the model: {} records, {} expected; missing {missing:?}; extra {extra:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// Explains a mismatch: whether the records missing from `read_committed` reached the
+/// broker at all (and in which sink subtask, epoch and session) or were never produced.
+pub fn diagnose(broker: &TestBroker, topic: &str, committed: &[ReadRecord], expected: &[Posted]) -> String {
+    let got = decode(committed);
+    let missing: Vec<&Posted> = expected.iter().filter(|e| !got.contains(e)).collect();
+    let all = broker.read_uncommitted(topic).unwrap_or_default();
+    let mut found: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    let mut absent = 0;
+    for m in &missing {
+        match all.iter().find(|r| decode(std::slice::from_ref(r)).first() == Some(*m)) {
+            Some(r) => *found.entry(provenance(r)).or_default() += 1,
+            None => absent += 1,
+        }
+    }
+    let mut copies: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    for r in &all {
+        *copies.entry(provenance(r)).or_default() += 1;
+    }
+    let mut visible: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    for r in committed {
+        *visible.entry(provenance(r)).or_default() += 1;
+    }
+    format!(
+        "{} missing: {absent} never produced, the rest produced by {found:?}; every copy on the broker {copies:?}; visible to read_committed {visible:?}",
+        missing.len()
+    )
 }

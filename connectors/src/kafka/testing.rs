@@ -26,6 +26,9 @@ pub const TANSU_ENV: &str = "WEIR_TANSU";
 
 static TOPIC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How long a read waits for more records after every partition reported its end.
+const QUIET: Duration = Duration::from_millis(700);
+
 /// A record to produce in a test: `(partition, key, value, timestamp ms)`.
 pub type TestRecord = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>);
 
@@ -247,21 +250,28 @@ impl TestBroker {
             return Ok(out);
         }
         consumer.assign(&tpl).map_err(|e| kafka_error("assigning", e))?;
+        // End of partition is not enough: a broker's end offsets can lag what it has just
+        // made readable, so reading ends only after a quiet period past every partition's end.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !pending.is_empty() {
+        let mut last_record = Instant::now();
+        loop {
+            if pending.is_empty() && last_record.elapsed() >= QUIET {
+                break;
+            }
             if Instant::now() > deadline {
                 return Err(Error::external(
                     true,
                     format!("reading {topic}: partitions {pending:?} did not reach their end within 60 s"),
                 ));
             }
-            match consumer.poll(Duration::from_millis(200)) {
+            match consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     pending.remove(&p);
                 }
                 Some(Err(e)) => return Err(kafka_error(format!("reading {topic}"), e)),
                 Some(Ok(m)) => {
+                    last_record = Instant::now();
                     let headers = m
                         .headers()
                         .map(|h| {
