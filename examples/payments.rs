@@ -35,6 +35,8 @@ mod domain;
 mod drill;
 #[path = "payments/generator.rs"]
 mod generator;
+#[path = "payments/kafka.rs"]
+mod kafka;
 #[path = "payments/model.rs"]
 mod model;
 #[path = "payments/pipeline.rs"]
@@ -125,6 +127,17 @@ struct Args {
     #[arg(long, requires = "output_dir", conflicts_with_all = ["no_verify", "checkpoint_dir"])]
     verify_only: bool,
 
+    /// Run against Kafka at these brokers (host:port[,host:port]): the requests are loaded into
+    /// a topic, read with the Kafka source, and every output is committed to its own topic
+    /// through the exactly-once Kafka sink; the audit reads them back with read_committed.
+    #[arg(long, value_name = "BROKERS", value_parser = brokers)]
+    kafka: Option<String>,
+
+    /// Topic name prefix with --kafka: topics <PREFIX>.requests, <PREFIX>.decisions, ...
+    /// [default: weir-payments-<seed>-<unix time>, new topics for every run].
+    #[arg(long, value_name = "PREFIX", requires = "kafka", value_parser = topic_prefix)]
+    kafka_topics: Option<String>,
+
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_dir", "output_dir"])]
     worker: bool,
@@ -136,6 +149,35 @@ struct Args {
     /// Internal: a child's RocksDB state directory.
     #[arg(long, hide = true, requires = "worker")]
     state_dir: Option<PathBuf>,
+}
+
+/// A non-empty broker list.
+fn brokers(s: &str) -> Result<String, String> {
+    let ok = !s.trim().is_empty()
+        && s.split(',').all(|b| {
+            b.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a broker list: expected host:port[,host:port...]"))
+    }
+}
+
+/// A prefix that makes valid Kafka topic names.
+fn topic_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} cannot start Kafka topic names: use 1-200 of a-z A-Z 0-9 . _ -"
+        ))
+    }
 }
 
 /// A whole number in `min..=max`, with a message that says so.
@@ -188,6 +230,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         events: args.events,
         seed: args.seed,
     };
+    let kafka = args.kafka.clone().map(|brokers| kafka::KafkaSettings {
+        brokers,
+        prefix: args.kafka_topics.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("weir-payments-{}-{now}", args.seed)
+        }),
+    });
     if args.worker {
         let settings = JobSettings {
             workload,
@@ -197,13 +249,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
             output_dir: args.output_dir.clone().expect("required by clap"),
             state_dir: if args.memory { None } else { args.state_dir.clone() },
+            kafka: kafka.clone(),
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
     }
     if args.verify_only {
         let dir = args.output_dir.as_deref().expect("required by clap");
-        return verify(dir, None);
+        return verify(dir, kafka.as_ref(), None);
     }
 
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
@@ -218,8 +271,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
         output_dir: args.output_dir.clone().unwrap_or_else(|| scratch.path().join("output")),
         state_dir: (!args.memory).then(|| scratch.path().join("state")),
+        kafka: kafka.clone(),
     };
     prepare_output_dir(&settings)?;
+    if let Some(k) = &kafka {
+        k.create_topics(&domain::OUTPUTS, settings.parallelism)?;
+        let started = Instant::now();
+        let n = k.load_requests(&workload, scratch.path())?;
+        println!(
+            "kafka: {} requests in {} ({:.1} s to load), outputs to {}.{{{}}}",
+            thousands(n),
+            k.topic(kafka::REQUESTS),
+            started.elapsed().as_secs_f64(),
+            k.prefix,
+            domain::OUTPUTS.join(",")
+        );
+    }
     println!(
         "payments: {} requests (seed {}), parallelism {}, {} state, checkpoint every {} ms{}",
         thousands(workload.events),
@@ -271,7 +338,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    verify(&settings.output_dir, drill_outcome.as_ref())
+    verify(&settings.output_dir, kafka.as_ref(), drill_outcome.as_ref())
 }
 
 /// Refuses to write a fresh job's output over committed output of an earlier one (resume it
@@ -334,9 +401,35 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
 }
 
 /// Verifies `output_dir`, prints the result (and the drill report), fails on any difference.
-fn verify(output_dir: &Path, drill_outcome: Option<&drill::DrillOutcome>) -> anyhow::Result<()> {
+fn verify(
+    output_dir: &Path,
+    kafka: Option<&kafka::KafkaSettings>,
+    drill_outcome: Option<&drill::DrillOutcome>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let a = audit::verify(output_dir)?;
+    let a = match kafka {
+        None => audit::verify(output_dir)?,
+        Some(k) => {
+            let topics = kafka::KafkaOutput {
+                settings: k,
+                aborted_copies: Default::default(),
+            };
+            let a = audit::verify_output(output_dir, &topics)?;
+            println!(
+                "\nread back from Kafka with read_committed: {}.{{{}}}",
+                k.prefix,
+                domain::OUTPUTS.join(",")
+            );
+            let aborted = topics.aborted_copies.get();
+            if aborted > 0 {
+                println!(
+                    "  {aborted} records of aborted transactions were left out: this broker shows them to \
+                     read_committed consumers (Kafka does not); the sink's epoch headers identify them"
+                );
+            }
+            a
+        }
+    };
     println!();
     println!("{}", report::business_summary(&a));
     println!();

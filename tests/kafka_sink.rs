@@ -72,7 +72,8 @@ fn run_exactly_once(
 fn exactly_once_in_every_window_that_aborts_no_data() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let broker = TestBroker::start().unwrap();
-    let windows: Vec<(&str, Vec<(&str, u64, FailAction)>)> = vec![
+    type Plan = Vec<(&'static str, u64, FailAction)>;
+    let windows: Vec<(&str, Plan)> = vec![
         ("processing", vec![(fail::PROCESS_RECORD, 5, FailAction::Panic)]),
         (
             "before the checkpoint completes (snapshot)",
@@ -334,7 +335,7 @@ fn at_least_once_mode_loses_nothing_under_failures() {
             fail::arm(p, *n, *a);
         }
         let dir = tempfile::tempdir().unwrap();
-        let sink = KafkaSink::at_least_once(broker.brokers(), &topic, Json::<Posted>::new());
+        let sink = KafkaSink::at_least_once(broker.brokers(), &topic, Json::<Posted>::new()).partition_per_subtask();
         let report = balance_pipeline("kafka-alo", dir.path(), 5, EVENTS, 2, sink)
             .run()
             .unwrap();
@@ -365,10 +366,13 @@ fn keys_partitions_and_headers_are_carried() {
     let topic = broker.unique_topic("shape-out");
     broker.create_topic(&topic, 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sink = posted_sink(&broker, &topic, &format!("{topic}-txn"))
+    let sink = KafkaSink::exactly_once(broker.brokers(), &topic, Json::<Posted>::new())
+        .transactional_id_prefix(format!("{topic}-txn"))
+        .key(|p: &Posted| Some(p.account.to_be_bytes().to_vec()))
         .partitioner(|p: &Posted, n| (p.account % n as u64) as i32)
         .headers(|p: &Posted| vec![("account".to_string(), p.account.to_string().into_bytes())]);
-    balance_pipeline("kafka-shape", dir.path(), 6, 500, 2, sink)
+    // One subtask: every partition has one producer (see `posted_sink`).
+    balance_pipeline("kafka-shape", dir.path(), 6, 500, 1, sink)
         .run()
         .unwrap();
     let raw = broker.read_committed(&topic).unwrap();

@@ -165,10 +165,31 @@ impl Audit {
     }
 }
 
+/// Where the committed output is read from: the exactly-once file sinks' directories, or
+/// (with `--kafka`) the output topics.
+pub trait CommittedOutput {
+    /// The committed records of output `name` (a directory or topic suffix), as JSON lines.
+    fn lines(&self, name: &str) -> anyhow::Result<Vec<String>>;
+}
+
+/// The exactly-once file sinks' output directory.
+pub struct OutputDir<'a>(pub &'a Path);
+
+impl CommittedOutput for OutputDir<'_> {
+    fn lines(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let dir = self.0.join(name);
+        Ok(if dir.exists() {
+            read_committed_lines(dir)?
+        } else {
+            Vec::new()
+        })
+    }
+}
+
 /// Reads the committed lines of one output and compares them with the expected records.
 fn compare<T, K>(
     name: &'static str,
-    dir: &Path,
+    lines: Vec<String>,
     expected: &[T],
     key: impl Fn(&T) -> K,
 ) -> anyhow::Result<(Comparison, Vec<T>)>
@@ -176,11 +197,6 @@ where
     T: DeserializeOwned + Serialize + PartialEq,
     K: Hash + Eq + fmt::Debug,
 {
-    let lines = if dir.exists() {
-        read_committed_lines(dir)?
-    } else {
-        Vec::new()
-    };
     let mut c = Comparison {
         name,
         expected: expected.len(),
@@ -253,43 +269,43 @@ fn clip(s: &str) -> String {
 /// If the directory is not a payments output directory or cannot be read. Differences are not
 /// errors: they are in the returned [`Audit`] (see [`Audit::passed`]).
 pub fn verify(output_dir: &Path) -> anyhow::Result<Audit> {
+    verify_output(output_dir, &OutputDir(output_dir))
+}
+
+/// [`verify`] of output committed to `output` (the workload is read from `output_dir`).
+pub fn verify_output(output_dir: &Path, output: &dyn CommittedOutput) -> anyhow::Result<Audit> {
     let workload = read_manifest(output_dir)?;
     let expected = model::expected(&workload);
-    verify_against(output_dir, workload, &expected)
+    verify_against(output, workload, &expected)
 }
 
 /// [`verify`] with the model's result already computed.
-pub fn verify_against(output_dir: &Path, workload: Workload, expected: &Expected) -> anyhow::Result<Audit> {
+pub fn verify_against(output: &dyn CommittedOutput, workload: Workload, expected: &Expected) -> anyhow::Result<Audit> {
     let (decisions, committed_decisions) = compare(
         "decisions",
-        &output_dir.join(DECISIONS_DIR),
+        output.lines(DECISIONS_DIR)?,
         &expected.decisions,
         |d: &Decision| d.payment_id.clone(),
     )?;
     let (refunds, committed_refunds) = compare(
         "refund results",
-        &output_dir.join(REFUNDS_DIR),
+        output.lines(REFUNDS_DIR)?,
         &expected.refunds,
         |r: &RefundResult| r.refund_id.clone(),
     )?;
     let (alerts, committed_alerts) = compare(
         "fraud alerts",
-        &output_dir.join(ALERTS_DIR),
+        output.lines(ALERTS_DIR)?,
         &expected.alerts,
         |a: &FraudAlert| a.payment_id.clone(),
     )?;
     let (settlements, committed_settlements) = compare(
         "settlements",
-        &output_dir.join(SETTLEMENTS_DIR),
+        output.lines(SETTLEMENTS_DIR)?,
         &expected.settlements,
         |s: &Settlement| (s.merchant, s.window_start),
     )?;
-    let late_dir = output_dir.join(LATE_DIR);
-    let late_records = if late_dir.exists() {
-        read_committed_lines(&late_dir)?.len()
-    } else {
-        0
-    };
+    let late_records = output.lines(LATE_DIR)?.len();
 
     // Exactly once per logical payment: one decision per idempotency key.
     let mut per_key: HashMap<&str, usize> = HashMap::new();

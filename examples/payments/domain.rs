@@ -22,6 +22,8 @@ pub const ALERTS_DIR: &str = "fraud-alerts";
 pub const SETTLEMENTS_DIR: &str = "settlements";
 /// Records a settlement window dropped as late (the audit requires none).
 pub const LATE_DIR: &str = "late";
+/// Every output, by directory (or, with `--kafka`, topic suffix).
+pub const OUTPUTS: [&str; 5] = [DECISIONS_DIR, REFUNDS_DIR, ALERTS_DIR, SETTLEMENTS_DIR, LATE_DIR];
 
 /// The only currency the acquirer settles in; payments in any other currency are declined.
 pub const SETTLEMENT_CURRENCY: &str = "EUR";

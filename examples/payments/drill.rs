@@ -356,6 +356,9 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
     if let Some(r) = s.rate {
         c.args(["--rate", &r.to_string()]);
     }
+    if let Some(k) = &s.kafka {
+        c.args(["--kafka", &k.brokers, "--kafka-topics", &k.prefix]);
+    }
     if !inject.is_empty() {
         let list: Vec<String> = inject.iter().map(|f| format!("{}@{}", f.kind.flag(), f.at)).collect();
         c.args(["--inject", &list.join(",")]);

@@ -24,10 +24,13 @@ use crate::domain::{
     LATE_DIR, REFUNDS_DIR, SETTLEMENTS_DIR,
 };
 use crate::generator::Workload;
+use crate::kafka::KafkaSettings;
 use crate::model::SETTLEMENT_WINDOW_MS;
 use crate::rules::{self, Account, PaymentEntry};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use weir::engine::data::Data;
 use weir::prelude::*;
 
 /// How far event time may run ahead of a record (the watermark bound).
@@ -49,6 +52,8 @@ pub struct JobSettings {
     pub output_dir: PathBuf,
     /// RocksDB state directory; `None` keeps state in memory.
     pub state_dir: Option<PathBuf>,
+    /// Read requests from and commit outputs to Kafka instead of the generator and files.
+    pub kafka: Option<KafkaSettings>,
 }
 
 /// Drops requests whose idempotency key this customer already used.
@@ -166,37 +171,37 @@ pub fn build(s: &JobSettings) -> Pipeline {
         Some(dir) => p.state_dir(dir),
         None => p.state_backend(MemoryBackend::new()),
     };
-    let out = |dir: &str| -> PathBuf { s.output_dir.join(dir) };
-
-    let outcomes = p
-        .source("payment-requests", s.workload.source(s.rate))
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::bounded_out_of_orderness(OUT_OF_ORDERNESS)
-                .with_timestamp_assigner(|e: &PaymentEvent| e.event_time()),
-        )
+    let requests = match &s.kafka {
+        // Event time per Kafka partition: each is in arrival order up to OUT_OF_ORDERNESS.
+        Some(k) => p.source("payment-requests", k.source()),
+        None => p
+            .source("payment-requests", s.workload.source(s.rate))
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::bounded_out_of_orderness(OUT_OF_ORDERNESS)
+                    .with_timestamp_assigner(|e: &PaymentEvent| e.event_time()),
+            ),
+    };
+    let outcomes = requests
         .key_by("by-customer", PaymentEvent::customer)
         .process("dedupe", Dedupe)
         .key_by("by-customer-account", PaymentEvent::customer)
         .process("authorize", Authorize);
 
-    outcomes
-        .flat_map("decisions", |o: Outcome| match o {
-            Outcome::Decision(d) => Some(d),
-            _ => None,
-        })
-        .sink("decisions-out", FileSink::exactly_once(out(DECISIONS_DIR)));
-    outcomes
-        .flat_map("refund-results", |o: Outcome| match o {
-            Outcome::Refund(r) => Some(r),
-            _ => None,
-        })
-        .sink("refunds-out", FileSink::exactly_once(out(REFUNDS_DIR)));
-    outcomes
-        .flat_map("fraud-alerts", |o: Outcome| match o {
-            Outcome::Fraud(a) => Some(a),
-            _ => None,
-        })
-        .sink("alerts-out", FileSink::exactly_once(out(ALERTS_DIR)));
+    let decisions = outcomes.flat_map("decisions", |o: Outcome| match o {
+        Outcome::Decision(d) => Some(d),
+        _ => None,
+    });
+    commit(s, &decisions, "decisions-out", DECISIONS_DIR);
+    let refund_results = outcomes.flat_map("refund-results", |o: Outcome| match o {
+        Outcome::Refund(r) => Some(r),
+        _ => None,
+    });
+    commit(s, &refund_results, "refunds-out", REFUNDS_DIR);
+    let alerts = outcomes.flat_map("fraud-alerts", |o: Outcome| match o {
+        Outcome::Fraud(a) => Some(a),
+        _ => None,
+    });
+    commit(s, &alerts, "alerts-out", ALERTS_DIR);
 
     let (settlements, late) = outcomes
         .flat_map("merchant-movements", |o: Outcome| Movement::of(&o))
@@ -205,16 +210,24 @@ pub fn build(s: &JobSettings) -> Pipeline {
             SETTLEMENT_WINDOW_MS as u64,
         )))
         .aggregate_with_late("settle", Settle);
-    settlements
-        .map(
-            "settlement",
-            |w: Windowed<MerchantId, SettlementTotals>| -> Settlement {
-                w.value.settlement(w.key, w.window.start, w.window.end)
-            },
-        )
-        .sink("settlements-out", FileSink::exactly_once(out(SETTLEMENTS_DIR)));
-    late.sink("late-out", FileSink::exactly_once(out(LATE_DIR)));
+    let settled = settlements.map(
+        "settlement",
+        |w: Windowed<MerchantId, SettlementTotals>| -> Settlement {
+            w.value.settlement(w.key, w.window.start, w.window.end)
+        },
+    );
+    commit(s, &settled, "settlements-out", SETTLEMENTS_DIR);
+    commit(s, &late, "late-out", LATE_DIR);
     p
+}
+
+/// Commits `stream` to `output` exactly once: a file sink under the output directory, or the
+/// Kafka sink into the output's topic.
+fn commit<T: Data + Serialize>(s: &JobSettings, stream: &Stream<T>, name: &str, output: &str) {
+    match &s.kafka {
+        Some(k) => stream.sink(name, k.sink::<T>(output)),
+        None => stream.sink(name, FileSink::exactly_once(s.output_dir.join(output))),
+    };
 }
 
 /// The id and position (source records) of the latest completed checkpoint in `dir`, where a

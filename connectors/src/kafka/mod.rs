@@ -9,6 +9,7 @@
 //!   after it completes in one transaction that also commits an "epoch done" marker; see
 //!   [`sink`] for why this holds in every crash window).
 
+pub mod audit;
 pub mod client;
 pub mod format;
 pub mod sink;

@@ -6,12 +6,11 @@
 //! offset commits, but its `read_committed` consumers still see records of *aborted*
 //! transactions. [`TestBroker::filters_aborted`] tells tests which of the two they have.
 
+use super::audit::read_topic;
+pub use super::audit::{split_aborted_copies, Isolation, ReadRecord};
 use super::client::{ensure_topic, kafka_error, KafkaConnection, REQUEST_TIMEOUT};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,38 +25,8 @@ pub const TANSU_ENV: &str = "WEIR_TANSU";
 
 static TOPIC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// How long a read waits for more records after every partition reported its end.
-const QUIET: Duration = Duration::from_millis(700);
-
 /// A record to produce in a test: `(partition, key, value, timestamp ms)`.
 pub type TestRecord = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>);
-
-/// A record read back from a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadRecord {
-    /// Partition.
-    pub partition: i32,
-    /// Offset in the partition.
-    pub offset: i64,
-    /// Key.
-    pub key: Option<Vec<u8>>,
-    /// Value.
-    pub payload: Option<Vec<u8>>,
-    /// Headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// Timestamp (ms).
-    pub timestamp: Option<i64>,
-}
-
-impl ReadRecord {
-    /// The value of header `name`, as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    }
-}
 
 /// A running broker (or a handle on an external one).
 pub struct TestBroker {
@@ -210,89 +179,16 @@ impl TestBroker {
     /// offset order. Reads until every partition's end; on tansu that includes records of
     /// aborted transactions (see [`TestBroker::filters_aborted`]).
     pub fn read_committed(&self, topic: &str) -> Result<Vec<ReadRecord>> {
-        self.read(topic, "read_committed")
+        self.read(topic, Isolation::ReadCommitted)
     }
 
     /// Every record of `topic`, including those of open and aborted transactions.
     pub fn read_uncommitted(&self, topic: &str) -> Result<Vec<ReadRecord>> {
-        self.read(topic, "read_uncommitted")
+        self.read(topic, Isolation::ReadUncommitted)
     }
 
-    fn read(&self, topic: &str, isolation: &str) -> Result<Vec<ReadRecord>> {
-        let consumer: BaseConsumer = self
-            .conn
-            .client_config(
-                &[
-                    ("group.id", "weir-test-reader"),
-                    ("enable.auto.commit", "false"),
-                    ("enable.partition.eof", "true"),
-                    ("isolation.level", isolation),
-                ],
-                &[],
-            )?
-            .create()
-            .map_err(|e| kafka_error("creating a test reader", e))?;
-        let partitions = super::client::partition_count(&consumer, topic)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut pending = std::collections::BTreeSet::new();
-        for p in 0..partitions {
-            let (_low, high) = consumer
-                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-                .map_err(|e| kafka_error("reading end offsets", e))?;
-            if high > 0 {
-                tpl.add_partition_offset(topic, p, Offset::Beginning)
-                    .map_err(|e| kafka_error("assigning", e))?;
-                pending.insert(p);
-            }
-        }
-        let mut out = Vec::new();
-        if pending.is_empty() {
-            return Ok(out);
-        }
-        consumer.assign(&tpl).map_err(|e| kafka_error("assigning", e))?;
-        // End of partition is not enough: a broker's end offsets can lag what it has just
-        // made readable, so reading ends only after a quiet period past every partition's end.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last_record = Instant::now();
-        loop {
-            if pending.is_empty() && last_record.elapsed() >= QUIET {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Error::external(
-                    true,
-                    format!("reading {topic}: partitions {pending:?} did not reach their end within 60 s"),
-                ));
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    pending.remove(&p);
-                }
-                Some(Err(e)) => return Err(kafka_error(format!("reading {topic}"), e)),
-                Some(Ok(m)) => {
-                    last_record = Instant::now();
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|x| (x.key.to_string(), x.value.map(|v| v.to_vec()).unwrap_or_default()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push(ReadRecord {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(|k| k.to_vec()),
-                        payload: m.payload().map(|v| v.to_vec()),
-                        headers,
-                        timestamp: m.timestamp().to_millis(),
-                    });
-                }
-            }
-        }
-        out.sort_by_key(|r| (r.partition, r.offset));
-        Ok(out)
+    fn read(&self, topic: &str, isolation: Isolation) -> Result<Vec<ReadRecord>> {
+        read_topic(&self.conn, topic, isolation)
     }
 }
 

@@ -107,6 +107,7 @@ pub struct KafkaSink<T> {
     transactional_id_prefix: Option<String>,
     transaction_timeout: Duration,
     epoch_headers: bool,
+    partition_per_subtask: bool,
 }
 
 impl<T> std::fmt::Debug for KafkaSink<T> {
@@ -165,6 +166,7 @@ impl<T: Data> KafkaSink<T> {
             transactional_id_prefix: None,
             transaction_timeout: DEFAULT_TRANSACTION_TIMEOUT,
             epoch_headers: true,
+            partition_per_subtask: false,
         }
     }
 
@@ -178,6 +180,14 @@ impl<T: Data> KafkaSink<T> {
     /// Chooses each record's partition from the value and the topic's partition count.
     pub fn partitioner(mut self, f: impl Fn(&T, i32) -> i32 + Send + Sync + 'static) -> Self {
         self.partitioner = Some(Arc::new(f));
+        self
+    }
+
+    /// Each sink subtask writes every record to partition `subtask % partitions` (a fixed
+    /// partitioner; keys still go with the records, but do not choose partitions): with as many partitions as
+    /// sink subtasks, each partition has one producer and keeps its subtask's order.
+    pub fn partition_per_subtask(mut self) -> Self {
+        self.partition_per_subtask = true;
         self
     }
 
@@ -228,6 +238,12 @@ impl<T: Data> KafkaSink<T> {
         if self.topic.trim().is_empty() {
             return Err(Error::config("the Kafka sink's topic must not be empty"));
         }
+        if self.partition_per_subtask && self.partitioner.is_some() {
+            return Err(Error::config(format!(
+                "Kafka sink {}: choose either a partitioner or one partition per subtask, not both",
+                ctx.name
+            )));
+        }
         if self.guarantee == DeliveryGuarantee::ExactlyOnce {
             if self.prefix(ctx).trim().is_empty() {
                 return Err(Error::config(
@@ -261,6 +277,9 @@ impl<T: Data> KafkaSink<T> {
             partitioner: self.partitioner.clone(),
             headers: self.headers.clone(),
             partitions,
+            fixed_partition: self
+                .partition_per_subtask
+                .then(|| (ctx.subtask % partitions as usize) as i32),
             epoch_headers: (self.guarantee == DeliveryGuarantee::ExactlyOnce && self.epoch_headers)
                 .then(|| (ctx.subtask.to_string(), session.to_string())),
         }

@@ -44,6 +44,8 @@ pub(crate) struct RecordShape<T> {
     pub(crate) partitioner: Option<PartitionFn<T>>,
     pub(crate) headers: Option<HeadersFn<T>>,
     pub(crate) partitions: i32,
+    /// The one partition this subtask writes to, if the sink partitions per subtask.
+    pub(crate) fixed_partition: Option<i32>,
     /// `(subtask, session)` when records carry Weir's epoch headers.
     pub(crate) epoch_headers: Option<(String, String)>,
 }
@@ -60,6 +62,7 @@ impl<T: 'static> RecordShape<T> {
             .serialize(&r.value)
             .map_err(|e| Error::data(format!("Kafka sink cannot encode a record: {e}")))?;
         let partition = match &self.partitioner {
+            _ if self.fixed_partition.is_some() => self.fixed_partition,
             Some(f) => {
                 let p = f(&r.value, self.partitions);
                 if !(0..self.partitions).contains(&p) {
