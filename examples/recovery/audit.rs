@@ -35,7 +35,8 @@ impl Audit {
 
 /// Audits the committed output in `dir` against the model of events `keys..end`.
 pub fn check(dir: &Path, keys: u64, end: u64) -> anyhow::Result<Audit> {
-    let lines = read_committed_lines(dir).with_context(|| format!("reading the committed output in {}", dir.display()))?;
+    let lines =
+        read_committed_lines(dir).with_context(|| format!("reading the committed output in {}", dir.display()))?;
     let n = end.saturating_sub(keys) as usize;
     // Per steady event: times committed, and the count committed the first time.
     let mut seen = vec![(0u32, 0u64); n];

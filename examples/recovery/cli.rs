@@ -160,7 +160,13 @@ pub fn main() -> anyhow::Result<()> {
             Ok(d) => {
                 bar.finish_and_clear();
                 let row = Row::of(&d);
-                print!("{}", report::table(std::slice::from_ref(&row)).lines().nth(1).unwrap_or_default());
+                print!(
+                    "{}",
+                    report::table(std::slice::from_ref(&row))
+                        .lines()
+                        .nth(1)
+                        .unwrap_or_default()
+                );
                 println!();
                 if !args.no_plot {
                     let path = args.out.join(format!("{}.png", cfg.slug()));
@@ -192,7 +198,11 @@ pub fn main() -> anyhow::Result<()> {
         "files: {}, {}{}",
         args.out.join("runs.csv").display(),
         args.out.join("runs.json").display(),
-        if args.no_plot { String::new() } else { format!(", {}/*.png", args.out.display()) }
+        if args.no_plot {
+            String::new()
+        } else {
+            format!(", {}/*.png", args.out.display())
+        }
     );
     if failed > 0 {
         anyhow::bail!("{failed} run(s) failed or lost/duplicated events");

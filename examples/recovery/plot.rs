@@ -69,14 +69,13 @@ pub fn draw(d: &RunData, path: &Path) -> anyhow::Result<()> {
         .map(|n| (n.saturating_sub(t0)) as f64 / 1e6 + analysis::NORMAL_WINDOW_US as f64 / 1e6 + 1.0)
         .unwrap_or_else(|| series.last().map(|s| s.0).unwrap_or(10.0))
         .max(3.0);
-    let shown: Vec<_> = series.iter().filter(|s| s.0 >= -before && s.0 <= end_s).copied().collect();
-    let max_eps = shown.iter().map(|s| s.1).fold(d.phases.baseline_eps, f64::max) * 1.1;
-    let max_lat = shown
+    let shown: Vec<_> = series
         .iter()
-        .map(|s| s.2)
-        .filter(|l| l.is_finite())
-        .fold(1.0, f64::max)
-        * 1.1;
+        .filter(|s| s.0 >= -before && s.0 <= end_s)
+        .copied()
+        .collect();
+    let max_eps = shown.iter().map(|s| s.1).fold(d.phases.baseline_eps, f64::max) * 1.1;
+    let max_lat = shown.iter().map(|s| s.2).filter(|l| l.is_finite()).fold(1.0, f64::max) * 1.1;
     let rel = |us: u64| (us as f64 - t0 as f64) / 1e6;
 
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
@@ -121,7 +120,11 @@ pub fn draw(d: &RunData, path: &Path) -> anyhow::Result<()> {
         }
     }
     let base = d.phases.baseline_eps;
-    for (f, style) in [(1.0, BLACK.stroke_width(1)), (0.9, BLACK.mix(0.4).stroke_width(1)), (1.1, BLACK.mix(0.4).stroke_width(1))] {
+    for (f, style) in [
+        (1.0, BLACK.stroke_width(1)),
+        (0.9, BLACK.mix(0.4).stroke_width(1)),
+        (1.1, BLACK.mix(0.4).stroke_width(1)),
+    ] {
         chart
             .draw_series(LineSeries::new([(-before, base * f), (end_s, base * f)], style))
             .map_err(|e| anyhow!("{e}"))?;
@@ -150,7 +153,7 @@ pub fn draw(d: &RunData, path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     let mut mesh = chart.configure_mesh();
     if labels {
-        mesh.y_desc("latency ms (log)")
+        mesh.y_desc("latency ms (log; line: normal limit)")
             .x_desc("s since failure")
             .y_label_formatter(&|v| format!("{v}"));
     } else {
@@ -165,9 +168,19 @@ pub fn draw(d: &RunData, path: &Path) -> anyhow::Result<()> {
             )))
             .map_err(|e| anyhow!("{e}"))?;
     }
+    let limit = analysis::latency_limit(d.phases.baseline_latency_ms);
     chart
         .draw_series(LineSeries::new(
-            shown.iter().filter(|s| s.2.is_finite() && s.2 > 0.0).map(|s| (s.0, s.2)),
+            [(-before, limit), (end_s, limit)],
+            BLACK.mix(0.4).stroke_width(1),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .draw_series(LineSeries::new(
+            shown
+                .iter()
+                .filter(|s| s.2.is_finite() && s.2 > 0.0)
+                .map(|s| (s.0, s.2)),
             RED.stroke_width(2),
         ))
         .map_err(|e| anyhow!("{e}"))?;

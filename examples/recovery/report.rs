@@ -18,6 +18,9 @@ pub struct Row {
     pub rate_eps: f64,
     pub baseline_eps: f64,
     pub baseline_latency_ms: f64,
+    /// Whether the job kept up with the input before the failure (baseline within 10 % of
+    /// the rate): if not, the machine is overloaded and the phases mean little.
+    pub steady: bool,
     pub detection_ms: Option<f64>,
     pub restore_ms: Option<f64>,
     pub restart_ms: Option<f64>,
@@ -67,6 +70,7 @@ impl Row {
             rate_eps: d.config.rate,
             baseline_eps: p.baseline_eps,
             baseline_latency_ms: p.baseline_latency_ms,
+            steady: (p.baseline_eps - d.config.rate).abs() <= 0.1 * d.config.rate,
             detection_ms: p.detection_ms,
             restore_ms: p.restore_ms,
             restart_ms: p.restart_ms,
@@ -98,7 +102,18 @@ fn ms(v: Option<f64>) -> String {
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
         "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8}\n",
-        "run", "base e/s", "detect", "restore", "replay", "normal", "RTO ms", "restore%", "replayed", "lost", "dup", "RPO"
+        "run",
+        "base e/s",
+        "detect",
+        "restore",
+        "replay",
+        "normal",
+        "RTO ms",
+        "restore%",
+        "replayed",
+        "lost",
+        "dup",
+        "RPO"
     );
     for r in rows {
         let rpo_ok = r.events_checked > 0 && r.lost == 0 && r.duplicated == 0 && r.wrong_state == 0;
@@ -119,6 +134,9 @@ pub fn table(rows: &[Row]) -> String {
             r.duplicated,
             if rpo_ok { "0 (ok)" } else { "FAILED" },
         );
+        if !r.steady {
+            s += "  ^ the job did not keep up with the input before the failure: lower --rate\n";
+        }
     }
     s
 }

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -102,7 +102,7 @@ pub struct RunData {
     pub checkpoints: Vec<CheckpointRow>,
     /// The engine's own measurement of in-process recoveries (panic runs).
     pub engine_restores: Vec<EngineRestore>,
-    #[serde(skip)]
+    /// Every progress sample (every 50 ms), merged over the run's workers.
     pub samples: Vec<Sample>,
     pub wall_s: f64,
 }
@@ -225,7 +225,7 @@ fn follow(
     timing: &Timing,
     spec: &JobSpec,
     exe: &Path,
-    log: &PathBuf,
+    log: &Path,
     tx: &mpsc::Sender<Heard>,
     rx: &mpsc::Receiver<Heard>,
     worker: &mut Worker,
@@ -325,11 +325,7 @@ fn follow(
                                     worker.child.kill().context("killing the worker")?;
                                     worker.child.wait()?;
                                     moments.stopped = Some(now_us());
-                                    carried = (
-                                        carried.0 + last_raw.0,
-                                        carried.1 + last_raw.1,
-                                        carried.2 + last_raw.2,
-                                    );
+                                    carried = (carried.0 + last_raw.0, carried.1 + last_raw.1, carried.2 + last_raw.2);
                                     let next = worker.generation + 1;
                                     *worker = spawn(exe, spec, Some(origin_us), log, next, tx)?;
                                 }
@@ -362,7 +358,10 @@ fn follow(
                             (Some(_), None) => "replaying",
                             (Some(_), Some(_)) => "catching up",
                         };
-                        bar.set_message(format!("{slug}: {phase}, {:.1} s after the failure", since.as_secs_f64()));
+                        bar.set_message(format!(
+                            "{slug}: {phase}, {:.1} s after the failure",
+                            since.as_secs_f64()
+                        ));
                     }
                     Stage::Stopping => bar.set_message(format!("{slug}: final checkpoint and commit")),
                 }
@@ -374,10 +373,12 @@ fn follow(
                     "cancelled" if cfg.failure == Failure::Panic && moments.stopped.is_none() => {
                         moments.stopped = Some(at_us)
                     }
-                    "restore_started" if after_failure && moments.restore_started.is_none() => {
-                        if cfg.failure == Failure::Kill || attempt > 1 {
-                            moments.restore_started = Some(at_us);
-                        }
+                    "restore_started"
+                        if after_failure
+                            && moments.restore_started.is_none()
+                            && (cfg.failure == Failure::Kill || attempt > 1) =>
+                    {
+                        moments.restore_started = Some(at_us);
                     }
                     "running" if after_failure && moments.running.is_none() && moments.restore_started.is_some() => {
                         moments.running = Some(at_us)

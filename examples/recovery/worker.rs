@@ -43,9 +43,13 @@ pub struct EngineRestore {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Message {
-    Started { pid: u32 },
+    Started {
+        pid: u32,
+    },
     /// The preload is processed; the steady input schedule starts at `at_us`.
-    Origin { at_us: u64 },
+    Origin {
+        at_us: u64,
+    },
     Sample {
         t_us: u64,
         processed: u64,
@@ -65,7 +69,9 @@ pub enum Message {
         at_us: u64,
     },
     /// The requested panic happened.
-    Panicked { at_us: u64 },
+    Panicked {
+        at_us: u64,
+    },
     /// The job finished after `stop`: input ended at event `end`.
     Finished {
         end: u64,
@@ -97,7 +103,9 @@ pub fn run(spec: &JobSpec, origin_us: Option<u64>) -> anyhow::Result<()> {
     if let Some(o) = origin_us {
         shared.origin_us.store(o, Ordering::SeqCst);
     }
-    emit(&Message::Started { pid: std::process::id() });
+    emit(&Message::Started {
+        pid: std::process::id(),
+    });
     listen_for_commands(spec.clone(), shared.clone());
     let handle = workload::pipeline(spec, &shared).start()?;
     let mut logged = 0usize;
