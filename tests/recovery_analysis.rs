@@ -3,6 +3,7 @@
 //! where the simulation put them, and a job that never catches up never counts as normal.
 
 #[path = "../examples/recovery/analysis.rs"]
+#[allow(dead_code)] // the plot and the JSON file use the rest
 mod analysis;
 
 use analysis::{phases, Moments, Sample};

@@ -45,6 +45,9 @@ pub struct Args {
     /// Input rate, events per second (all sources together).
     #[arg(long, default_value_t = 10_000.0)]
     pub rate: f64,
+    /// Runs of each grid point (the summary gives medians).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Where runs.csv, runs.json and the plots go.
     #[arg(long, default_value = "target/recovery")]
     pub out: PathBuf,
@@ -104,14 +107,17 @@ impl Args {
                 for checkpoint_ms in or(&self.checkpoint_ms, intervals) {
                     for parallelism in or(&self.parallelism, parallelism) {
                         for failure in or(&self.failure, &[Panic, Kill]) {
-                            out.push(RunConfig {
-                                state_mb,
-                                checkpoint_ms,
-                                backend,
-                                failure,
-                                parallelism,
-                                rate: self.rate,
-                            });
+                            for repetition in 0..self.repeat.max(1) {
+                                out.push(RunConfig {
+                                    state_mb,
+                                    checkpoint_ms,
+                                    backend,
+                                    failure,
+                                    parallelism,
+                                    rate: self.rate,
+                                    repetition,
+                                });
+                            }
                         }
                     }
                 }
@@ -189,6 +195,13 @@ pub fn main() -> anyhow::Result<()> {
     }
     let rows: Vec<Row> = runs.iter().map(Row::of).collect();
     println!("\n{}", report::table(&rows));
+    if args.repeat > 1 {
+        println!(
+            "medians over {} runs of each point:\n{}",
+            args.repeat,
+            report::summary(&rows)
+        );
+    }
     println!(
         "phases: detect = failure -> failed job stopped; restore = -> all subtasks running on restored state; \
          replay = -> input position back at the failure's; normal = -> throughput within 10 % and latency \

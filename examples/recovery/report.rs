@@ -10,6 +10,8 @@ use std::path::Path;
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub run: String,
+    /// The grid point (the run without its repetition).
+    pub point: String,
     pub state_mb: u64,
     pub backend: &'static str,
     pub checkpoint_ms: u64,
@@ -56,6 +58,7 @@ impl Row {
         let p = &d.phases;
         Row {
             run: d.config.slug(),
+            point: d.config.point(),
             state_mb: d.config.state_mb,
             backend: match d.config.backend {
                 Backend::Rocksdb => "rocksdb",
@@ -166,4 +169,42 @@ pub fn write_files(out: &Path, runs: &[RunData]) -> anyhow::Result<()> {
         .collect();
     std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&full)?)?;
     Ok(())
+}
+
+/// Medians per grid point over its repetitions.
+pub fn summary(rows: &[Row]) -> String {
+    let mut points: Vec<&str> = rows.iter().map(|r| r.point.as_str()).collect();
+    points.dedup();
+    let mut s = format!(
+        "{:<30} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>6}\n",
+        "point", "runs", "detect", "restore", "replay", "normal", "RTO ms", "RTO max", "restore%", "lost", "dup"
+    );
+    for p in points {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.point == p).collect();
+        let med = |f: &dyn Fn(&Row) -> Option<f64>| {
+            let v: Vec<f64> = of.iter().filter_map(|r| f(r)).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let max_rto = of
+            .iter()
+            .filter_map(|r| r.rto_ms)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        s += &format!(
+            "{:<30} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>6}\n",
+            p,
+            of.len(),
+            ms(med(&|r| r.detection_ms)),
+            ms(med(&|r| r.restore_ms)),
+            ms(med(&|r| r.replay_ms)),
+            ms(med(&|r| r.normal_ms)),
+            ms(med(&|r| r.rto_ms)),
+            ms(max_rto),
+            med(&|r| r.restore_share)
+                .map(|x| format!("{:.0} %", 100.0 * x))
+                .unwrap_or_else(|| "-".into()),
+            of.iter().map(|r| r.lost).sum::<u64>(),
+            of.iter().map(|r| r.duplicated).sum::<u64>(),
+        );
+    }
+    s
 }

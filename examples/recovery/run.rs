@@ -49,11 +49,21 @@ pub struct RunConfig {
     pub parallelism: usize,
     /// Input events per second (steady phase).
     pub rate: f64,
+    /// Which repetition of this point of the grid (0 = the first).
+    pub repetition: usize,
 }
 
 impl RunConfig {
     /// A short name for files and progress lines.
     pub fn slug(&self) -> String {
+        match self.repetition {
+            0 => self.point(),
+            r => format!("{}-r{}", self.point(), r + 1),
+        }
+    }
+
+    /// The grid point's name (the slug without the repetition).
+    pub fn point(&self) -> String {
         format!(
             "{}mb-{}ms-{}-{}-p{}",
             self.state_mb,
