@@ -138,7 +138,19 @@ fn spawn(
     generation: u32,
     tx: &mpsc::Sender<Heard>,
 ) -> anyhow::Result<Worker> {
-    let mut c = Command::new(exe);
+    // WEIR_RECOVERY_PERF=DIR: record a CPU profile of every restarted worker (perf).
+    let perf = std::env::var_os("WEIR_RECOVERY_PERF").filter(|_| origin_us.is_some());
+    let mut c = match &perf {
+        Some(dir) => {
+            let mut c = Command::new("perf");
+            c.args(["record", "-F", "1999", "-g", "-o"])
+                .arg(Path::new(dir).join(format!("restart-{generation}-{}.perf", now_us())))
+                .arg("--")
+                .arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     c.arg("--worker")
         .arg(serde_json::to_string(spec)?)
         .stdin(Stdio::piped())
