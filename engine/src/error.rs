@@ -12,7 +12,8 @@ use std::fmt;
 pub enum ErrorKind {
     /// The pipeline or its configuration is wrong: the user must change it.
     Config,
-    /// A record could not be handled (bad encoding, a user function rejected it).
+    /// A record could not be handled (bad encoding, a user function rejected it). The job
+    /// fails without restarting: replaying the same input would fail the same way.
     Data,
     /// A disk, broker or other external system failed.
     External {

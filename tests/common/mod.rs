@@ -39,3 +39,13 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
     rx.recv_timeout(Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("did not return within {secs} s"))
 }
+
+/// Sends Weir's tracing events to stderr when `RUST_LOG` is set (for debugging a test).
+pub fn trace_if_asked() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}

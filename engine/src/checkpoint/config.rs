@@ -21,6 +21,16 @@ pub enum RestoreMode {
     Fresh,
 }
 
+/// How often checkpoints are taken and how long one may take: what sinks with external
+/// transactions validate their timeouts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointTiming {
+    /// Time between checkpoint triggers.
+    pub interval: Duration,
+    /// A checkpoint not complete after this long is aborted.
+    pub timeout: Duration,
+}
+
 /// How and where a job checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
@@ -39,6 +49,14 @@ pub struct CheckpointConfig {
 }
 
 impl CheckpointConfig {
+    /// The interval and timeout, for validating sinks' transaction timeouts.
+    pub fn timing(&self) -> CheckpointTiming {
+        CheckpointTiming {
+            interval: self.interval,
+            timeout: self.timeout,
+        }
+    }
+
     /// Checkpoints in local directory `dir`, with defaults.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self::with_storage(Arc::new(LocalDirStorage::new(dir)))

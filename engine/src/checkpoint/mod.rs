@@ -9,7 +9,7 @@ pub(crate) mod restore;
 pub mod storage;
 pub(crate) mod upload;
 
-pub use config::{CheckpointConfig, RestoreMode};
+pub use config::{CheckpointConfig, CheckpointTiming, RestoreMode};
 pub use metadata::{CheckpointMetadata, CheckpointStats};
 pub use storage::{CheckpointStorage, LocalDirStorage};
 pub use upload::read_metadata;

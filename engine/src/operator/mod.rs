@@ -74,6 +74,8 @@ pub struct OperatorContext {
     pub metrics: OperatorMetrics,
     /// Operator state restored from a checkpoint (what `snapshot` returned), if any.
     pub restored_state: Option<Vec<u8>>,
+    /// The job's checkpoint interval and timeout (`None`: checkpointing is off).
+    pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
     /// How to open `store`: the subtask's thread does it before `open`.
     pub(crate) store_opener: Option<StoreOpener>,
 }

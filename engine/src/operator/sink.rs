@@ -52,13 +52,22 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             None => None,
         };
         let sink_ctx = SinkContext {
+            job: ctx.job.clone(),
             name: ctx.operator.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
             restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
+            checkpoint_timing: ctx.checkpoint_timing,
         };
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {
+            tracing::debug!(
+                sink = %sink_ctx.name,
+                subtask = sink_ctx.subtask,
+                checkpoint = state.checkpoint,
+                pending = ?state.pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                "sink restored"
+            );
             if !state.pending.is_empty() {
                 // The restored checkpoint is complete: its committables may or may not have
                 // been committed before the failure. Commit (again); commit is idempotent.
@@ -80,6 +89,11 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
         if let Some(c) = self.writer()?.pre_commit(barrier.id)? {
             self.pending.push((barrier.id, c));
         }
+        tracing::debug!(
+            checkpoint = barrier.id,
+            pending = ?self.pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "sink pre-committed"
+        );
         fail::hit(fail::AFTER_PRE_COMMIT)?;
         let state = SinkState {
             checkpoint: barrier.id,

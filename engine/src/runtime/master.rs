@@ -148,7 +148,8 @@ impl Master {
                         at_ms: now_ms(),
                         error: e.to_string(),
                     });
-                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Cancelled);
+                    // A bad record fails the same way when replayed: restarting would loop.
+                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Data | ErrorKind::Cancelled);
                     if self.live.cancel_requested.load(Ordering::Relaxed) {
                         self.report.cancelled = true;
                         break;
@@ -529,6 +530,7 @@ impl Master {
                         )))
                     },
                 )?;
+                tracing::debug!(checkpoint = id, "checkpoint complete");
                 *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
                 self.notify_complete(a, id);
                 if !is_final {

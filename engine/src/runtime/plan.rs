@@ -256,6 +256,7 @@ pub(crate) fn build(
                             store_opener,
                             metrics: metrics.clone(),
                             restored_state: restore.operator_state.get(&(node.name.clone(), s)).cloned(),
+                            checkpoint_timing: cfg.checkpoint.as_ref().map(|c| c.timing()),
                         };
                         ops.push((op, ctx));
                     }

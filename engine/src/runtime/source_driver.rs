@@ -1,7 +1,7 @@
 //! Type-erased access to a source reader for the task loop.
 
 use crate::data::{erase, Data, ErasedBatch, Record};
-use crate::source::{ReadStatus, SourceReader, SplitPosition};
+use crate::source::{ReadStatus, SourceReader, SourceWatermark, SplitPosition};
 use crate::{Error, Result};
 
 /// A source reader as the task loop sees it.
@@ -12,6 +12,8 @@ pub(crate) trait SourceDriver: Send {
     fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition>;
     /// Checkpoint `id` is complete.
     fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()>;
+    /// The reader's watermark after the last poll.
+    fn watermark(&mut self) -> SourceWatermark;
     /// The source step's name.
     fn name(&self) -> &str;
     /// Records read so far by this subtask.
@@ -62,6 +64,10 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn watermark(&mut self) -> SourceWatermark {
+        self.reader.watermark()
     }
 
     fn records_read(&self) -> u64 {

@@ -16,7 +16,7 @@ use crate::runtime::control::Control;
 use crate::runtime::gate::{GateEvent, InputGate};
 use crate::runtime::job::{JobShared, TaskEvent};
 use crate::runtime::source_driver::SourceDriver;
-use crate::source::{ReadStatus, SplitPosition};
+use crate::source::{ReadStatus, SourceWatermark, SplitPosition};
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
@@ -72,6 +72,39 @@ pub struct TaskAck {
     pub sync_duration: Duration,
 }
 
+/// What a source task has sent downstream of its reader's watermark.
+#[derive(Default)]
+struct SourceEventTime {
+    watermark: Option<Timestamp>,
+    idle: bool,
+}
+
+impl SourceEventTime {
+    /// Forwards the reader's watermark when it moved forward, and idleness when it changed.
+    fn advance(&mut self, reported: SourceWatermark, chain: &mut Chain) -> Result<()> {
+        match reported {
+            SourceWatermark::Untracked => {}
+            SourceWatermark::At(w) => {
+                if self.idle {
+                    self.idle = false;
+                    chain.push_idle(false)?;
+                }
+                if self.watermark.is_none_or(|prev| w > prev) {
+                    self.watermark = Some(w);
+                    chain.push_watermark(w)?;
+                }
+            }
+            SourceWatermark::Idle => {
+                if !self.idle {
+                    self.idle = true;
+                    chain.push_idle(true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 enum Phase {
     Running,
     /// Finished and snapshotted the final checkpoint `id`: waits for its completion.
@@ -93,6 +126,7 @@ impl Task {
 
     fn run_source(&mut self, mut src: Box<dyn SourceDriver>) -> Result<()> {
         let mut exhausted = false;
+        let mut event_time = SourceEventTime::default();
         let mut phase = Phase::Running;
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -121,6 +155,7 @@ impl Task {
                 if let Some(b) = batch {
                     self.chain.push_batch(0, b)?;
                 }
+                event_time.advance(src.watermark(), &mut self.chain)?;
                 match status {
                     ReadStatus::More => continue,
                     ReadStatus::Pending(d) => d.min(TICK),

@@ -557,10 +557,12 @@ mod tests {
 
     fn ctx(name: &str, subtask: usize, restored: Option<CheckpointId>) -> SinkContext {
         SinkContext {
+            job: "test".into(),
             name: name.to_string(),
             subtask,
             parallelism: 2,
             restored_checkpoint: restored,
+            checkpoint_timing: None,
         }
     }
 

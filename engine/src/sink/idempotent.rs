@@ -233,10 +233,12 @@ mod tests {
 
     fn ctx() -> SinkContext {
         SinkContext {
+            job: "test".into(),
             name: "out".into(),
             subtask: 0,
             parallelism: 1,
             restored_checkpoint: None,
+            checkpoint_timing: None,
         }
     }
 

@@ -24,6 +24,8 @@ pub use idempotent::{Idempotent, IdempotentSink, UpsertMap};
 /// Where a sink writer runs.
 #[derive(Debug, Clone)]
 pub struct SinkContext {
+    /// The job's name.
+    pub job: String,
     /// The sink step's name.
     pub name: String,
     /// Subtask index.
@@ -33,6 +35,9 @@ pub struct SinkContext {
     /// The checkpoint the job restored from, if it did: output pre-committed after it (and
     /// not in it) belongs to an abandoned attempt and must be discarded.
     pub restored_checkpoint: Option<CheckpointId>,
+    /// The job's checkpoint interval and timeout (`None`: checkpointing is off, and
+    /// committables are committed only when a bounded job ends).
+    pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
 }
 
 /// A sink for records of type `T`.

@@ -9,9 +9,10 @@
 pub mod file_lines;
 pub mod generator;
 mod indexed;
+pub mod nexmark;
 pub mod vec;
 
-use crate::data::{Data, Record};
+use crate::data::{Data, Record, Timestamp};
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -41,6 +42,21 @@ pub enum ReadStatus {
     Pending(Duration),
     /// Every split of this reader is exhausted (bounded sources only).
     Finished,
+}
+
+/// Event-time progress a reader reports for the splits it reads.
+///
+/// A source that knows its splits' event time (Kafka partitions, each in timestamp order up to
+/// a bound) tracks a watermark per split and reports the minimum over splits that are not idle,
+/// so one slow or empty split neither races ahead of nor stalls the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceWatermark {
+    /// The source does not track event time (a watermark step downstream may).
+    Untracked,
+    /// No record with a timestamp at or before this one is expected any more.
+    At(Timestamp),
+    /// Every split of this reader is idle: downstream must not wait for this subtask.
+    Idle,
 }
 
 /// Identity of the subtask a reader runs in.
@@ -83,6 +99,12 @@ pub trait SourceReader<T>: Send {
 
     /// The position of every assigned split.
     fn positions(&self) -> Vec<SplitPosition>;
+
+    /// This reader's watermark after the records polled so far; asked after every poll.
+    /// Watermarks only move forward: a value below one already reported is ignored.
+    fn watermark(&mut self) -> SourceWatermark {
+        SourceWatermark::Untracked
+    }
 
     /// Checkpoint `id`, which holds `positions`, is complete (for example to commit offsets to
     /// a consumer group for monitoring).

@@ -1,0 +1,98 @@
+//! Nexmark throughput: queries q0, q1, q2, q5 and q7 over the generated Nexmark stream, each
+//! without and with checkpoints every second.
+//!
+//! Each run is unbounded and cancelled after a warm-up and a measured interval; the figure is
+//! the events read by the source during the interval over its length (events/s, the unit of
+//! the published Nexmark results), median of the runs. "Per core" divides by the CPU time the
+//! whole process used instead of the wall time. Runs with and without checkpoints alternate.
+//! Overhead is given twice: as lost events/s (wall), and as extra CPU time per event (CPU),
+//! which is steadier on a shared machine.
+//!
+//! `cargo bench --bench nexmark`. Knobs: `WEIR_BENCH_RUNS` (default 3), `WEIR_BENCH_SECONDS`
+//! (measured seconds per run, default 3), `WEIR_BENCH_PARALLELISM` (default 1),
+//! `WEIR_BENCH_BACKEND` (`memory`, the default, or `rocksdb`), `WEIR_BENCH_QUERY` (one query),
+//! `WEIR_BENCH_DIR` (where state and checkpoints go).
+
+#[allow(dead_code)]
+#[path = "../examples/nexmark/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../examples/nexmark/queries.rs"]
+mod queries;
+
+use harness::{env_or, median, Backend, JobSetup, Measured};
+use queries::Query;
+use std::time::Duration;
+use weir::engine::source::nexmark::{NexmarkConfig, NexmarkSource};
+
+fn measure(query: Query, setup: JobSetup, warmup: Duration, interval: Duration) -> Measured {
+    let (p, _dir) = harness::pipeline(&format!("nexmark-{}", query.name()), setup);
+    let source = NexmarkSource::new(NexmarkConfig::default()).splits(setup.parallelism);
+    query.discard(&p.source("nexmark", source));
+    harness::run_for(p, warmup, interval)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants a quick run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = env_or("WEIR_BENCH_RUNS", if quick { 1 } else { 3 }) as usize;
+    let seconds = env_or("WEIR_BENCH_SECONDS", if quick { 1 } else { 3 });
+    let parallelism = env_or("WEIR_BENCH_PARALLELISM", 1) as usize;
+    let backend: Backend = std::env::var("WEIR_BENCH_BACKEND")
+        .unwrap_or_else(|_| "memory".into())
+        .parse()
+        .expect("WEIR_BENCH_BACKEND");
+    let queries: Vec<Query> = match std::env::var("WEIR_BENCH_QUERY") {
+        Ok(q) => vec![q.parse().expect("WEIR_BENCH_QUERY")],
+        Err(_) => Query::ALL.to_vec(),
+    };
+    let (warmup, interval) = (Duration::from_millis(1000), Duration::from_secs(seconds));
+    println!(
+        "Nexmark at parallelism {parallelism}, {} state, {runs} run(s) of {seconds} s each (after 1 s warm-up), median",
+        backend.name()
+    );
+    println!("| query | checkpoints | events/s | events/s per core | checkpoints taken | overhead % (wall) | overhead % (CPU) |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for q in queries {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            // Alternate which goes first, so neither always runs on a warmer process.
+            let mut order = [(None, &mut without), (Some(Duration::from_secs(1)), &mut with)];
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for (checkpoint, out) in order {
+                let setup = JobSetup {
+                    parallelism,
+                    backend,
+                    checkpoint,
+                };
+                out.push(measure(q, setup, warmup, interval));
+            }
+        }
+        let rate = |v: &[Measured]| median(v.iter().map(Measured::rate).collect());
+        let per_core = |v: &[Measured]| median(v.iter().map(Measured::rate_per_core).collect());
+        let taken = |v: &[Measured]| median(v.iter().map(|m| m.checkpoints as f64).collect());
+        let (base, base_cpu) = (rate(&without), per_core(&without));
+        for (label, v) in [("none", &without), ("1 s", &with)] {
+            let (overhead, overhead_cpu) = if label == "none" {
+                (String::new(), String::new())
+            } else {
+                (
+                    format!("{:.1}", 100.0 * (1.0 - rate(v) / base)),
+                    format!("{:.1}", 100.0 * (base_cpu / per_core(v) - 1.0)),
+                )
+            };
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                q.name(),
+                label,
+                rate(v),
+                per_core(v),
+                taken(v),
+                overhead,
+                overhead_cpu
+            );
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Delivery reports: which produced records the broker did not acknowledge.
+
+use rdkafka::client::ClientContext;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::ProducerContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Counts failed deliveries and keeps the first error.
+#[derive(Default)]
+pub(crate) struct DeliveryTracker {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl DeliveryTracker {
+    /// Failures since the last call, with the first error, and resets both.
+    pub(crate) fn take_failures(&self) -> Option<(u64, String)> {
+        let n = self.failed.swap(0, Ordering::SeqCst);
+        let e = self.first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        (n > 0).then(|| (n, e.unwrap_or_default()))
+    }
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            let mut g = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if g.is_none() {
+                *g = Some(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Exactly-once delivery: epochs written ahead into checkpoints, produced after completion in
+//! transactions that also commit the epoch marker. The protocol and its crash windows are
+//! described in the [module documentation](super).
+
+use super::delivery::DeliveryTracker;
+use super::marker::EpochMarker;
+use super::record::{send, PendingRecord, RecordShape};
+use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
+use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use std::time::{Duration, Instant};
+use weir_engine::checkpoint::fail;
+use weir_engine::data::Record;
+use weir_engine::message::CheckpointId;
+use weir_engine::sink::SinkWriter;
+use weir_engine::{Error, Result};
+
+/// What the writer needs beyond the record shape.
+pub(crate) struct Settings {
+    pub(crate) conn: KafkaConnection,
+    pub(crate) topic: String,
+    pub(crate) transactional_id: String,
+    pub(crate) transaction_timeout: Duration,
+    /// No checkpoint was restored for this sink: earlier markers belong to another run.
+    pub(crate) fresh_start: bool,
+    pub(crate) sink: String,
+}
+
+/// One sink subtask's transactional writer.
+///
+/// # After a crash
+/// The constructor fences every older producer of the same transactional id (aborting what
+/// it left open) before reading the marker, so the marker it reads is final: epochs at or
+/// below it were committed exactly once, epochs above it not at all.
+pub(crate) struct ExactlyOnceWriter<T> {
+    producer: BaseProducer<DeliveryTracker>,
+    marker: EpochMarker,
+    settings: Settings,
+    shape: RecordShape<T>,
+    /// Records written since the last barrier.
+    buffer: Vec<PendingRecord>,
+    /// Highest epoch known to be committed.
+    done: CheckpointId,
+    subtask: String,
+    session: String,
+}
+
+impl<T: 'static> ExactlyOnceWriter<T> {
+    pub(crate) fn new(settings: Settings, shape: RecordShape<T>) -> Result<Self> {
+        let timeout_ms = settings.transaction_timeout.as_millis().to_string();
+        let producer: BaseProducer<DeliveryTracker> = settings
+            .conn
+            .client_config(
+                &[("linger.ms", "5"), ("partitioner", "murmur2_random")],
+                &[
+                    ("transactional.id", &settings.transactional_id),
+                    ("transaction.timeout.ms", &timeout_ms),
+                    ("enable.idempotence", "true"),
+                    ("acks", "all"),
+                ],
+            )?
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| kafka_error("creating the Kafka sink's transactional producer", e))?;
+        let what = format!(
+            "Kafka sink {} (transactional id {})",
+            settings.sink, settings.transactional_id
+        );
+        // Fences older producers of this id and aborts their open transaction.
+        producer
+            .init_transactions(REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(format!("{what}: initializing transactions"), e))?;
+        let marker = EpochMarker::new(&settings.conn, &settings.topic, &settings.transactional_id)?;
+        let (subtask, session) = shape.epoch_headers.clone().unwrap_or_default();
+        let mut w = ExactlyOnceWriter {
+            producer,
+            marker,
+            settings,
+            shape,
+            buffer: Vec::new(),
+            done: 0,
+            subtask,
+            session,
+        };
+        if w.settings.fresh_start {
+            w.run_transaction(0, &[])
+                .map_err(|e| e.context(format!("{what}: resetting the epoch marker for a fresh start")))?;
+        } else {
+            w.done = w.marker.read().map_err(|e| e.context(what.clone()))?;
+        }
+        tracing::debug!(sink = %w.settings.sink, txn = %w.settings.transactional_id, done = w.done, "exactly-once Kafka writer ready");
+        Ok(w)
+    }
+
+    /// Produces `records` as epoch `epoch` in one transaction that also moves the marker to
+    /// `epoch`. On failure the transaction is aborted if it can be (a fenced producer cannot:
+    /// the newer one already aborted it).
+    fn run_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+        let started = Instant::now();
+        let result = self.try_transaction(epoch, records);
+        if let Err(e) = &result {
+            let abortable = !matches!(e.source_kafka(), Some(k) if is_fatal(k));
+            if abortable {
+                if let Err(a) = self.producer.abort_transaction(REQUEST_TIMEOUT) {
+                    tracing::warn!(error = %a, epoch, "aborting the Kafka transaction failed");
+                }
+            }
+        } else {
+            tracing::debug!(
+                epoch,
+                records = records.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "epoch produced"
+            );
+        }
+        result
+    }
+
+    fn try_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+        let topic = self.settings.topic.clone();
+        let txn = |e: KafkaError| kafka_error(format!("Kafka transaction for epoch {epoch} on {topic}"), e);
+        self.producer.begin_transaction().map_err(txn)?;
+        let epoch_text = epoch.to_string();
+        let headers = self
+            .shape
+            .epoch_headers
+            .as_ref()
+            .map(|_| (self.subtask.as_str(), epoch_text.as_str(), self.session.as_str()));
+        let half = records.len() / 2;
+        for (i, r) in records.iter().enumerate() {
+            if i == half && fail::is_armed(FAIL_MID_EPOCH) {
+                // Make the first half reach the broker, so the crash leaves real data behind.
+                self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
+                fail::hit(FAIL_MID_EPOCH)?;
+            }
+            send(&self.producer, &topic, r, headers)?;
+        }
+        let offsets = self.marker.offsets(epoch)?;
+        let group = self.marker.group_metadata()?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, &group, REQUEST_TIMEOUT)
+            .map_err(txn)?;
+        // Fail points count epoch transactions only, not the marker reset of a fresh start.
+        let epoch_txn = !records.is_empty();
+        if epoch_txn && fail::is_armed(FAIL_BEFORE_TXN_COMMIT) {
+            // Make the records reach the broker, so the crash leaves an open transaction.
+            self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
+            fail::hit(FAIL_BEFORE_TXN_COMMIT)?;
+        }
+        self.producer.commit_transaction(REQUEST_TIMEOUT).map_err(txn)?;
+        if let Some((n, first)) = self.producer.context().take_failures() {
+            // Cannot happen after a successful commit; refuse to believe it silently.
+            return Err(Error::internal(format!(
+                "Kafka committed epoch {epoch} but reported {n} failed deliveries: {first}"
+            )));
+        }
+        self.done = epoch;
+        if epoch_txn {
+            fail::hit(FAIL_AFTER_TXN_COMMIT)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a transactional error leaves the producer unusable (fenced, or otherwise fatal).
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::Fenced)
+                | Some(rdkafka::types::RDKafkaErrorCode::ProducerFenced)
+                | Some(rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch)
+        ),
+    }
+}
+
+/// Finds the Kafka error behind a Weir error, if there is one.
+trait SourceKafka {
+    fn source_kafka(&self) -> Option<&KafkaError>;
+}
+
+impl SourceKafka for Error {
+    fn source_kafka(&self) -> Option<&KafkaError> {
+        std::error::Error::source(self).and_then(|s| s.downcast_ref::<KafkaError>())
+    }
+}
+
+impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T> {
+    fn write(&mut self, records: Vec<Record<T>>) -> Result<()> {
+        self.buffer.reserve(records.len());
+        for r in &records {
+            self.buffer.push(self.shape.encode(r)?);
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, _checkpoint: CheckpointId) -> Result<Option<KafkaCommittable>> {
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(KafkaCommittable {
+            records: std::mem::take(&mut self.buffer),
+        }))
+    }
+
+    fn commit(&mut self, mut committables: Vec<(CheckpointId, KafkaCommittable)>) -> Result<()> {
+        committables.sort_by_key(|(id, _)| *id);
+        for (epoch, c) in committables {
+            if epoch <= self.done {
+                tracing::debug!(epoch, done = self.done, "epoch already committed; skipped");
+                continue;
+            }
+            self.run_transaction(epoch, &c.records)?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) -> Result<()> {
+        // Unproduced records stay in the checkpoint that holds them; nothing is open here
+        // between transactions.
+        self.buffer.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! The Kafka sink against a real Kafka-protocol broker (tansu on loopback, or the cluster in
+//! `WEIR_KAFKA_BROKERS`): exactly-once output in every crash window, a fenced zombie,
+//! at-least-once mode, and configuration errors.
+//!
+//! Output is read back with a `read_committed` consumer and compared with a sequential model.
+//! tansu shows records of aborted transactions to `read_committed` consumers; the tests whose
+//! window aborts data (a crash inside the transaction, a zombie's open transaction) assert the
+//! exact output directly on a broker that filters them, and on tansu assert what the protocol
+//! did instead: the aborted copy is there, the epoch was produced again in full by a later
+//! session, and without the aborted copies the output is exact.
+
+mod common;
+mod kafka;
+
+use kafka::*;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::sync::Mutex;
+use std::time::Duration;
+use weir::connectors::kafka::sink::{committed_epoch, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
+use weir::connectors::kafka::testing::TestBroker;
+use weir::connectors::kafka::{Json, KafkaSink};
+use weir::engine::checkpoint::fail::{self, FailAction};
+use weir::prelude::*;
+
+/// Fail points are process-wide: tests that arm them run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const EVENTS: u64 = 3_000;
+
+struct Outcome {
+    report: JobReport,
+    raw: Vec<weir::connectors::kafka::testing::ReadRecord>,
+}
+
+/// Runs the balance pipeline into a fresh topic with `failures` armed.
+fn run_exactly_once(
+    broker: &TestBroker,
+    seed: u64,
+    parallelism: usize,
+    failures: &[(&str, u64, FailAction)],
+) -> (Outcome, String, String) {
+    let topic = broker.unique_topic("eo-out");
+    broker.create_topic(&topic, 3).unwrap();
+    let prefix = format!("{topic}-txn");
+    let dir = tempfile::tempdir().unwrap();
+    fail::disarm_all();
+    for (p, n, a) in failures {
+        fail::arm(p, *n, *a);
+    }
+    let sink = posted_sink(broker, &topic, &prefix);
+    let report = balance_pipeline("kafka-eo", dir.path(), seed, EVENTS, parallelism, sink)
+        .run()
+        .unwrap_or_else(|e| panic!("failures {failures:?}: job failed: {e}"));
+    let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| fail::is_armed(p)).collect();
+    eprintln!(
+        "DEBUG p{parallelism} {failures:?}: checkpoints {:?}, restarts {}, unfired {unfired:?} dur {:?}",
+        report
+            .checkpoints
+            .iter()
+            .map(|c| (c.id, c.total_ms as u64, c.source_records))
+            .collect::<Vec<_>>(),
+        report.restarts,
+        report.duration
+    );
+    fail::disarm_all();
+    let raw = broker.read_committed(&topic).unwrap();
+    (Outcome { report, raw }, topic, prefix)
+}
+
+#[test]
+fn exactly_once_in_every_window_that_aborts_no_data() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = TestBroker::start().unwrap();
+    let windows: Vec<(&str, Vec<(&str, u64, FailAction)>)> = vec![
+        ("processing", vec![(fail::PROCESS_RECORD, 5, FailAction::Panic)]),
+        (
+            "before the checkpoint completes (snapshot)",
+            vec![(fail::SNAPSHOT_SYNC, 2, FailAction::Panic)],
+        ),
+        ("after pre-commit", vec![(fail::AFTER_PRE_COMMIT, 2, FailAction::Panic)]),
+        (
+            "checkpoint complete, before any commit",
+            vec![(fail::AFTER_METADATA, 2, FailAction::Panic)],
+        ),
+        (
+            "in the sink's commit, before the transaction",
+            vec![(fail::DURING_COMMIT, 2, FailAction::Error)],
+        ),
+        (
+            "transaction committed, before the sink noticed",
+            vec![(FAIL_AFTER_TXN_COMMIT, 2, FailAction::Panic)],
+        ),
+        (
+            "during the restore after a failure",
+            vec![
+                (fail::AFTER_METADATA, 2, FailAction::Error),
+                (fail::DURING_RESTORE, 2, FailAction::Error),
+            ],
+        ),
+    ];
+    let expected = model(1, EVENTS);
+    for (what, failures) in windows {
+        for parallelism in [1, 2] {
+            let (o, topic, prefix) = run_exactly_once(&broker, 1, parallelism, &failures);
+            let ctx = format!("{what}, p{parallelism}, restarts {}", o.report.restarts);
+            assert!(o.report.restarts >= 1, "{ctx}: the failure must have happened");
+            let got = decode(&o.raw);
+            assert_eq!(got.len(), expected.len(), "{ctx}: record count");
+            assert!(got == expected, "{ctx}: committed output differs from the model");
+            // Every subtask's marker names the last epoch it produced.
+            for s in 0..parallelism {
+                let last = o
+                    .raw
+                    .iter()
+                    .map(provenance)
+                    .filter(|(sub, _, _)| *sub == s.to_string())
+                    .map(|(_, e, _)| e)
+                    .max()
+                    .unwrap();
+                let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-{s}")).unwrap();
+                assert_eq!(marker, last, "{ctx}: marker of subtask {s}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_crash_inside_the_transaction_aborts_it_and_the_epoch_is_produced_again_in_full() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = TestBroker::start().unwrap();
+    let expected = model(2, EVENTS);
+    for point in [FAIL_MID_EPOCH, FAIL_BEFORE_TXN_COMMIT] {
+        for action in [FailAction::Panic, FailAction::Error] {
+            let (o, topic, prefix) = run_exactly_once(&broker, 2, 2, &[(point, 2, action)]);
+            let ctx = format!("{point} {action:?}, restarts {}", o.report.restarts);
+            assert!(o.report.restarts >= 1, "{ctx}: the failure must have happened");
+            // End to end, where the broker filters aborted transactions.
+            if broker.filters_aborted() {
+                assert_same(&decode(&o.raw), &expected, &ctx);
+            }
+            // The protocol, on any broker. Everything ever written, aborted or not: the
+            // crashed transaction's records reached the broker, and a later session produced
+            // the same epoch again in full.
+            let all = broker.read_uncommitted(&topic).unwrap();
+            {
+                let (c, _) = split_aborted_copies(&o.raw);
+                let dc = decode(&c);
+                if dc != expected {
+                    let missing: Vec<_> = expected.iter().filter(|e| !dc.contains(e)).cloned().collect();
+                    for r in all.iter().chain(o.raw.iter()) {
+                        let p: Posted = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+                        if missing.first() == Some(&p) {
+                            eprintln!(
+                                "DEBUG2 missing {p:?} at {:?} p{} o{}",
+                                provenance(r),
+                                r.partition,
+                                r.offset
+                            );
+                        }
+                    }
+                    let prov: std::collections::BTreeMap<_, usize> =
+                        all.iter().map(provenance).fold(Default::default(), |mut m, k| {
+                            *m.entry(k).or_default() += 1;
+                            m
+                        });
+                    let provc: std::collections::BTreeMap<_, usize> =
+                        o.raw.iter().map(provenance).fold(Default::default(), |mut m, k| {
+                            *m.entry(k).or_default() += 1;
+                            m
+                        });
+                    eprintln!("DEBUG2 all {prov:?}\nDEBUG2 committed {provc:?}");
+                }
+            }
+            let (redone, aborted) = split_aborted_copies(&all);
+            assert!(
+                !aborted.is_empty(),
+                "{ctx}: the crashed transaction left no records on the broker"
+            );
+            for r in &aborted {
+                let (s, e, session) = provenance(r);
+                let redo: Vec<_> = redone
+                    .iter()
+                    .filter(|c| {
+                        let (cs, ce, _) = provenance(c);
+                        cs == s && ce == e
+                    })
+                    .collect();
+                assert!(
+                    !redo.is_empty() && redo.iter().all(|c| provenance(c).2 > session),
+                    "{ctx}: epoch {e} redone later"
+                );
+                let in_aborted = aborted.iter().filter(|a| a.payload == r.payload).count();
+                let in_redo = redo.iter().filter(|c| c.payload == r.payload).count();
+                assert_eq!(in_aborted, in_redo, "{ctx}: epoch {e} produced again in full");
+            }
+            // What read_committed shows is the redone copies, plus (on a broker that does not
+            // filter aborted transactions) some aborted ones: never anything else.
+            let (committed, _) = split_aborted_copies(&o.raw);
+            assert_same(&decode(&committed), &expected, &ctx);
+            assert_same(&decode(&redone), &expected, &ctx);
+            // Each subtask's marker was committed once per epoch, ending at its last epoch.
+            for s in 0..2 {
+                let last = redone
+                    .iter()
+                    .map(provenance)
+                    .filter(|(sub, _, _)| *sub == s.to_string())
+                    .map(|(_, e, _)| e)
+                    .max()
+                    .unwrap();
+                let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-{s}")).unwrap();
+                assert_eq!(marker, last, "{ctx}: marker of subtask {s}");
+            }
+        }
+    }
+}
+
+fn zombie(broker: &TestBroker, txn_id: &str) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("transactional.id", txn_id)
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p
+}
+
+#[test]
+fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let expected = model(3, EVENTS);
+    for with_open_data in [false, true] {
+        let topic = broker.unique_topic("zombie-out");
+        broker.create_topic(&topic, 3).unwrap();
+        let prefix = format!("{topic}-txn");
+        // A producer of an earlier attempt, still alive, inside a transaction.
+        let z = zombie(&broker, &format!("{prefix}-0"));
+        z.begin_transaction().unwrap();
+        let junk = serde_json::to_vec(&Posted {
+            account: 999_999,
+            id: 0,
+            balance: 0,
+        })
+        .unwrap();
+        if with_open_data {
+            z.send(BaseRecord::<(), Vec<u8>>::to(&topic).payload(&junk)).unwrap();
+            z.flush(Duration::from_secs(30)).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        balance_pipeline(
+            "kafka-zombie",
+            dir.path(),
+            3,
+            EVENTS,
+            2,
+            posted_sink(&broker, &topic, &prefix),
+        )
+        .run()
+        .unwrap();
+        // The zombie wakes up and tries to finish its transaction.
+        let _ = z.send(BaseRecord::<(), Vec<u8>>::to(&topic).payload(&junk));
+        let _ = z.flush(Duration::from_secs(10));
+        let committed = z.commit_transaction(Duration::from_secs(30));
+        assert!(committed.is_err(), "a fenced zombie must not commit");
+        let raw = broker.read_committed(&topic).unwrap();
+        let zombie_records = raw.iter().filter(|r| r.header(EPOCH_HEADER_NAME).is_none()).count();
+        let ours: Vec<_> = raw
+            .iter()
+            .filter(|r| r.header(EPOCH_HEADER_NAME).is_some())
+            .cloned()
+            .collect();
+        assert!(
+            decode(&ours) == expected,
+            "open data {with_open_data}: output differs from the model ({} records of {}, {} zombie)",
+            ours.len(),
+            expected.len(),
+            zombie_records
+        );
+        if broker.filters_aborted() || !with_open_data {
+            assert_eq!(
+                zombie_records, 0,
+                "open data {with_open_data}: the zombie's records are visible"
+            );
+        } else {
+            // tansu shows the aborted transaction's record; it was aborted (commit failed above).
+            assert_eq!(zombie_records, 1);
+        }
+    }
+}
+
+const EPOCH_HEADER_NAME: &str = weir::connectors::kafka::sink::EPOCH_HEADER;
+
+#[test]
+fn a_fresh_start_is_not_hidden_by_the_markers_of_an_earlier_run() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("fresh-out");
+    broker.create_topic(&topic, 2).unwrap();
+    let prefix = format!("{topic}-txn");
+    // Two runs with separate checkpoint storage: the second numbers its checkpoints from 1
+    // again, below the first run's markers, and must still be visible in full.
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        balance_pipeline(
+            "kafka-fresh",
+            dir.path(),
+            4,
+            1_000,
+            1,
+            posted_sink(&broker, &topic, &prefix),
+        )
+        .run()
+        .unwrap();
+    }
+    let mut twice = model(4, 1_000);
+    twice.extend(model(4, 1_000));
+    twice.sort();
+    assert!(decode(&broker.read_committed(&topic).unwrap()) == twice);
+}
+
+#[test]
+fn at_least_once_mode_loses_nothing_under_failures() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = TestBroker::start().unwrap();
+    let expected = model(5, EVENTS);
+    for failures in [vec![], vec![(fail::AFTER_METADATA, 2, FailAction::Panic)]] {
+        let topic = broker.unique_topic("alo-out");
+        broker.create_topic(&topic, 3).unwrap();
+        fail::disarm_all();
+        for (p, n, a) in &failures {
+            fail::arm(p, *n, *a);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sink = KafkaSink::at_least_once(broker.brokers(), &topic, Json::<Posted>::new());
+        let report = balance_pipeline("kafka-alo", dir.path(), 5, EVENTS, 2, sink)
+            .run()
+            .unwrap();
+        fail::disarm_all();
+        let got = decode(&broker.read_committed(&topic).unwrap());
+        let mut distinct = got.clone();
+        distinct.dedup();
+        assert!(
+            distinct == expected,
+            "failures {failures:?}: a record is missing ({} distinct of {} read, {} expected)",
+            distinct.len(),
+            got.len(),
+            expected.len()
+        );
+        if failures.is_empty() {
+            assert!(got == expected, "no failure, no duplicate");
+        } else {
+            assert!(report.restarts >= 1);
+        }
+    }
+}
+
+#[test]
+fn keys_partitions_and_headers_are_carried() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("shape-out");
+    broker.create_topic(&topic, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = posted_sink(&broker, &topic, &format!("{topic}-txn"))
+        .partitioner(|p: &Posted, n| (p.account % n as u64) as i32)
+        .headers(|p: &Posted| vec![("account".to_string(), p.account.to_string().into_bytes())]);
+    balance_pipeline("kafka-shape", dir.path(), 6, 500, 2, sink)
+        .run()
+        .unwrap();
+    let raw = broker.read_committed(&topic).unwrap();
+    assert_eq!(raw.len(), 500);
+    for r in &raw {
+        let p: Posted = serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(r.partition as u64, p.account % 4, "partitioner");
+        assert_eq!(r.key.as_deref(), Some(&p.account.to_be_bytes()[..]), "key");
+        assert_eq!(r.header("account"), Some(p.account.to_string()), "user header");
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("cfg-out");
+    broker.create_topic(&topic, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sink: KafkaSink<Posted>| {
+        balance_pipeline("kafka-cfg", dir.path(), 7, 100, 1, sink)
+            .checkpoint_interval(Duration::from_secs(1))
+            .restart_strategy(RestartStrategy::None)
+            .run()
+            .unwrap_err()
+    };
+    let e = run(posted_sink(&broker, &topic, "cfg").transaction_timeout(Duration::from_secs(10)));
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("transaction timeout"), "{e}");
+    let e = run(posted_sink(&broker, "no-such-topic-anywhere", "cfg"));
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let e = run(KafkaSink::exactly_once("", &topic, Json::<Posted>::new()));
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+}
