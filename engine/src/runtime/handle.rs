@@ -23,6 +23,44 @@ pub(crate) struct Live {
     /// Every subtask of the current attempt has opened (restored) and runs.
     pub(crate) running: AtomicBool,
     pub(crate) attempt: AtomicU32,
+    /// Every attempt's lifecycle moments, in order (see [`JobHandle::lifecycle`]).
+    pub(crate) lifecycle: Mutex<Vec<LifecycleEvent>>,
+}
+
+impl Live {
+    /// Records that `attempt` reached `phase` now.
+    pub(crate) fn record(&self, attempt: u32, phase: LifecyclePhase, at: Instant) {
+        self.lifecycle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(LifecycleEvent { attempt, phase, at });
+    }
+}
+
+/// A moment in the life of one attempt of a job: the phases a recovery goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecyclePhase {
+    /// The attempt starts restoring the latest completed checkpoint (or starts afresh).
+    RestoreStarted,
+    /// Every subtask of the attempt has opened its (restored) state and runs.
+    Running,
+    /// The master learned of the failure that ends the attempt (a subtask's error or panic,
+    /// a failed checkpoint completion).
+    FailureDetected,
+    /// Every subtask of the failed attempt has stopped and its thread was joined: the attempt
+    /// is cancelled and the next one may restore.
+    Cancelled,
+}
+
+/// One entry of [`JobHandle::lifecycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    /// The attempt (1 = the first run of this process).
+    pub attempt: u32,
+    /// What happened.
+    pub phase: LifecyclePhase,
+    /// When.
+    pub at: Instant,
 }
 
 /// A live view of a running job.
@@ -106,6 +144,15 @@ impl JobHandle {
             attempt: self.live.attempt.load(Ordering::Relaxed),
             running: self.live.running.load(Ordering::Relaxed),
         }
+    }
+
+    /// Every attempt's lifecycle so far, in order: for each attempt `RestoreStarted`, then
+    /// `Running` once all its subtasks run; for a failed attempt `FailureDetected`, then
+    /// `Cancelled` once all its subtasks stopped. Recovery benchmarks read the phases of a
+    /// recovery from it (detection: failure → `Cancelled`; restore: → the next `Running`).
+    /// The log lives in memory: a process that dies loses it with everything else.
+    pub fn lifecycle(&self) -> Vec<LifecycleEvent> {
+        self.live.lifecycle.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Waits for the job to end.

@@ -12,7 +12,7 @@ use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::runtime::control::Control;
-use crate::runtime::handle::Live;
+use crate::runtime::handle::{LifecyclePhase, Live};
 use crate::runtime::job::{JobShared, TaskEvent};
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
@@ -72,13 +72,16 @@ impl Master {
         self.report.job = self.cfg.name.clone();
         let parallelism = Arc::new(plan::parallelism_by_name(&self.graph, &self.cfg)?);
         let mut tracker = RestartTracker::new(self.cfg.restart.clone());
-        // When the last failure was detected, and how far (in records) its attempt had read.
-        let mut failed_at: Option<(Instant, u64)> = None;
+        // When the last failure was detected, when its attempt had stopped, and how far (in
+        // records) it had read.
+        let mut failed_at: Option<(Instant, Instant, u64)> = None;
         let mut last_reached = 0u64;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let restore_started = Instant::now();
+            self.live
+                .record(attempt, LifecyclePhase::RestoreStarted, restore_started);
             let restored = match self.coordinator.as_mut() {
                 // A panic while restoring fails this attempt, not the master.
                 Some(c) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.restore(&parallelism)))
@@ -105,11 +108,12 @@ impl Master {
                         None => (RestoreInput::default(), None),
                     };
                     let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
-                    if let (Some((fail_time, reached)), Some(running)) = (failed_at.take(), out.1) {
+                    if let (Some((fail_time, cancelled, reached)), Some(running)) = (failed_at.take(), out.1) {
                         let stats = RestoreStats {
                             attempt,
                             checkpoint: restored_id,
                             detect_to_running_ms: running.duration_since(fail_time).as_secs_f64() * 1e3,
+                            cancel_ms: cancelled.duration_since(fail_time).as_secs_f64() * 1e3,
                             restore_ms: running.duration_since(restore_started).as_secs_f64() * 1e3,
                             records_replayed: reached.saturating_sub(base),
                         };
@@ -135,6 +139,10 @@ impl Master {
                     break;
                 }
                 AttemptEnd::Failed(e, at) => {
+                    // The attempt's threads are joined (or were never started): it is cancelled.
+                    let cancelled = Instant::now();
+                    self.live.record(attempt, LifecyclePhase::FailureDetected, at);
+                    self.live.record(attempt, LifecyclePhase::Cancelled, cancelled);
                     self.report.failures.push(FailureInfo {
                         attempt,
                         at_ms: now_ms(),
@@ -161,7 +169,7 @@ impl Master {
                     };
                     tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");
                     self.live.restarts.store(tracker.restarts(), Ordering::Relaxed);
-                    failed_at = Some((at, last_reached));
+                    failed_at = Some((at, cancelled, last_reached));
                     if !self.sleep_unless_cancelled(delay) {
                         self.report.cancelled = true;
                         break;
@@ -321,7 +329,9 @@ impl Master {
                 TaskEvent::Running => {
                     a.running += 1;
                     if a.running == a.n_tasks {
-                        a.running_at = Some(Instant::now());
+                        let now = Instant::now();
+                        a.running_at = Some(now);
+                        self.live.record(attempt, LifecyclePhase::Running, now);
                         self.live.running.store(true, Ordering::Relaxed);
                         if let Some(d) = a.restore_dir.take() {
                             // Every store copied or linked what it needs while opening.

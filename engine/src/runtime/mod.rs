@@ -13,5 +13,5 @@ pub mod restart;
 pub(crate) mod source_driver;
 pub mod task;
 
-pub use handle::{JobHandle, Progress};
+pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};
 pub use report::{JobReport, OperatorReport};

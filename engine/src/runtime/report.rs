@@ -66,6 +66,8 @@ pub struct RestoreStats {
     pub checkpoint: Option<CheckpointId>,
     /// Failure detected → all subtasks running (cancellation, restart delay, restore).
     pub detect_to_running_ms: f64,
+    /// Failure detected → every subtask of the failed attempt stopped (cancellation).
+    pub cancel_ms: f64,
     /// Restore started → all subtasks running (state fetched, verified and opened).
     pub restore_ms: f64,
     /// Source records read after the restored checkpoint before the failure: read again.
@@ -151,10 +153,11 @@ impl std::fmt::Display for JobReport {
         for r in &self.restores {
             writeln!(
                 f,
-                "restore (attempt {}): checkpoint {}, failure->running {:.1} ms, restore {:.1} ms, {} records replayed",
+                "restore (attempt {}): checkpoint {}, failure->running {:.1} ms (cancel {:.1} ms, restore {:.1} ms), {} records replayed",
                 r.attempt,
                 r.checkpoint.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
                 r.detect_to_running_ms,
+                r.cancel_ms,
                 r.restore_ms,
                 r.records_replayed
             )?;
