@@ -62,7 +62,7 @@ fn run(
     )
     // Paces the job so that it spans several checkpoints.
     .map("pace", |p: (u64, u64, i64)| {
-        if p.1 % 6 == 0 {
+        if p.1.is_multiple_of(6) {
             std::thread::sleep(Duration::from_millis(1));
         }
         p
@@ -88,7 +88,8 @@ fn kafka_to_kafka_is_exactly_once_under_a_failure_in_every_window() {
     let broker = TestBroker::start().unwrap();
     let input = input_topic(&broker, 11);
     let expected = model(11, EVENTS);
-    let windows: Vec<(&str, Vec<(&str, u64, FailAction)>, bool)> = vec![
+    type Plan = Vec<(&'static str, u64, FailAction)>;
+    let windows: Vec<(&str, Plan, bool)> = vec![
         ("no failure", vec![], false),
         (
             "while processing",

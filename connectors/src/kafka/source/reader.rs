@@ -232,9 +232,6 @@ impl<T: Data> ReadState<T> {
         };
         let offset = m.offset();
         let p = &self.partitions[i];
-        if p.done {
-            tracing::warn!(split = %p.split, offset, next = p.next, "DEBUG record after end of partition dropped");
-        }
         if p.done || offset < p.next {
             return Ok(false);
         }
@@ -293,7 +290,7 @@ impl<T: Data> ReadState<T> {
         if p.done {
             return Ok(());
         }
-        tracing::warn!(split = %p.split, next = p.next, position = ?positions.find_partition(topic, number).map(|e| e.offset()), "DEBUG end of partition");
+        tracing::debug!(split = %p.split, next = p.next, "end of partition (bounded reading)");
         if let Some(Offset::Offset(pos)) = positions.find_partition(topic, number).map(|e| e.offset()) {
             p.next = p.next.max(pos);
         }
