@@ -295,3 +295,73 @@ fn help_documents_every_flag_and_bad_values_are_clear_errors() {
         );
     }
 }
+
+/// The drill against Kafka: requests loaded into a topic, read by the Kafka source, every
+/// output committed through the exactly-once Kafka sink and audited from the topics
+/// (tansu on loopback, or the cluster in `WEIR_KAFKA_BROKERS`).
+#[test]
+fn a_drill_against_kafka_passes_the_audit_read_back_from_the_topics() {
+    let broker = weir::connectors::kafka::testing::TestBroker::start().expect("a Kafka-protocol broker");
+    let prefix = broker.unique_topic("payments-test");
+    let out = run(&[
+        "--kafka",
+        broker.brokers(),
+        "--kafka-topics",
+        &prefix,
+        "--drill",
+        "5",
+        "--events",
+        "200000",
+        "--seed",
+        "9",
+        "--checkpoint-ms",
+        "100",
+    ]);
+    let (stdout, stderr) = text(&out);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "drill failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains(&format!("{prefix}.requests")), "{stdout}");
+    assert!(stdout.contains("read back from Kafka with read_committed"), "{stdout}");
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+    assert!(
+        stdout.contains("RPO: 0 events lost, 0 events duplicated (from the audit"),
+        "{stdout}"
+    );
+    let injected = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("failures injected: "))
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok())
+        .expect("a failures line");
+    let restarts = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("restarts: "))
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok())
+        .expect("a restarts line");
+    assert!(
+        injected >= 3,
+        "at least three failures must hit the running job:\n{stdout}"
+    );
+    assert_eq!(restarts, injected, "one restart per injected failure:\n{stdout}");
+}
+
+#[test]
+fn bad_kafka_flags_are_clear_errors() {
+    for (args, needle) in [
+        (vec!["--kafka", "nohostport"], "not a broker list"),
+        (vec!["--kafka", ""], "not a broker list"),
+        (
+            vec!["--kafka", "h:1", "--kafka-topics", "bad/name"],
+            "cannot start Kafka topic names",
+        ),
+        (vec!["--kafka-topics", "p"], "--kafka"),
+    ] {
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?} must fail:\n{stdout}");
+        assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in:\n{stderr}");
+    }
+}
