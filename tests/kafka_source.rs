@@ -356,7 +356,9 @@ impl AggregateFunction<Event> for Count {
 }
 
 /// An unbounded job counting per 100 ms event-time window, with partition 1 of 2 empty.
-fn windows_with_an_empty_partition(idleness: Option<Duration>) -> (CollectSink<Windowed<u64, u64>>, JobHandle) {
+fn windows_with_an_empty_partition(
+    idleness: Option<Duration>,
+) -> (CollectSink<Windowed<u64, u64>>, JobHandle, TestBroker) {
     let b = broker();
     let topic = b.unique_topic("src-wm");
     b.create_topic(&topic, 2).unwrap();
@@ -379,15 +381,14 @@ fn windows_with_an_empty_partition(idleness: Option<Duration>) -> (CollectSink<W
     .aggregate("count", Count)
     .sink("out", sink.clone());
     let job = p.start().unwrap();
-    // The broker must outlive the job.
-    std::mem::forget(b);
-    (sink, job)
+    // The broker must outlive the job: the caller drops it after joining.
+    (sink, job, b)
 }
 
 #[test]
 fn an_idle_partition_does_not_stall_the_watermark() {
     let _g = shared();
-    let (sink, job) = windows_with_an_empty_partition(Some(Duration::from_millis(300)));
+    let (sink, job, _broker) = windows_with_an_empty_partition(Some(Duration::from_millis(300)));
     wait_until(20, "a window result", || !sink.records().is_empty());
     job.cancel();
     job.join().unwrap();
@@ -398,7 +399,7 @@ fn an_idle_partition_does_not_stall_the_watermark() {
 #[test]
 fn without_idleness_an_empty_partition_holds_the_watermark_back() {
     let _g = shared();
-    let (sink, job) = windows_with_an_empty_partition(None);
+    let (sink, job, _broker) = windows_with_an_empty_partition(None);
     wait_until(20, "every record read", || job.progress().source_records >= 50);
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(sink.records().is_empty(), "no window may fire: {:?}", sink.records());

@@ -132,7 +132,7 @@ fn restored_reader_reads_to_the_end() {
     let topic = b.unique_topic("restprobe");
     b.create_topic(&topic, 4).unwrap();
     let recs: Vec<weir_connectors::kafka::testing::TestRecord> = (0..6000)
-        .map(|i| ((i % 4) as i32, Some(vec![1u8]), format!("r{i}").into_bytes(), None))
+        .map(|i| (i % 4, Some(vec![1u8]), format!("r{i}").into_bytes(), None))
         .collect();
     b.produce(&topic, &recs).unwrap();
     for start in [0i64, 300, 700, 1000, 1300] {

@@ -120,14 +120,9 @@ pub fn metadata_consumer(conn: &KafkaConnection) -> Result<BaseConsumer> {
         .map_err(|e| kafka_error("creating a Kafka metadata client", e))
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1) unless it exists already.
-/// For examples and tests; production topics are usually created by operators.
-pub fn ensure_topic(conn: &KafkaConnection, topic: &str, partitions: i32) -> Result<()> {
-    let probe = metadata_consumer(conn)?;
-    if partition_count(&probe, topic).is_ok() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = conn
+/// An admin client and a runtime to wait for its calls on.
+fn admin(conn: &KafkaConnection) -> Result<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+    let admin = conn
         .client_config(&[], &[])?
         .create()
         .map_err(|e| kafka_error("creating a Kafka admin client", e))?;
@@ -135,6 +130,17 @@ pub fn ensure_topic(conn: &KafkaConnection, topic: &str, partitions: i32) -> Res
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting a runtime for Kafka admin calls", e))?;
+    Ok((admin, rt))
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) unless it exists already.
+/// For examples and tests; production topics are usually created by operators.
+pub fn ensure_topic(conn: &KafkaConnection, topic: &str, partitions: i32) -> Result<()> {
+    let probe = metadata_consumer(conn)?;
+    if partition_count(&probe, topic).is_ok() {
+        return Ok(());
+    }
+    let (admin, rt) = admin(conn)?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = rt
         .block_on(admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT))))
@@ -188,14 +194,7 @@ pub fn add_partitions(conn: &KafkaConnection, topic: &str, total: i32) -> Result
     if partition_count(&probe, topic)? >= total {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = conn
-        .client_config(&[], &[])?
-        .create()
-        .map_err(|e| kafka_error("creating a Kafka admin client", e))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting a runtime for Kafka admin calls", e))?;
+    let (admin, rt) = admin(conn)?;
     let new = rdkafka::admin::NewPartitions::new(topic, total as usize);
     let results = rt
         .block_on(admin.create_partitions([&new], &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT))))

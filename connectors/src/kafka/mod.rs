@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod client;
+mod delivery;
 pub mod format;
 pub mod sink;
 pub mod source;

@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,11 @@ pub const BROKERS_ENV: &str = "WEIR_KAFKA_BROKERS";
 pub const TANSU_ENV: &str = "WEIR_TANSU";
 
 static TOPIC_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `$2...` in the background and kills it once process `$1` (the test) has exited.
+const WATCHDOG: &str = r#"parent=$1; shift; "$@" & child=$!
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
+kill "$child" 2>/dev/null; wait "$child""#;
 
 /// A record to produce in a test: `(partition, key, value, timestamp ms)`.
 pub type TestRecord = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>);
@@ -75,10 +81,18 @@ impl TestBroker {
         let err = out
             .try_clone()
             .map_err(|e| Error::io("creating the test broker's log", e))?;
-        let child = Command::new(&bin)
+        // A watchdog shell runs tansu in its own process group and ends it when this process
+        // is gone, even if it died without running destructors (an abort, a kill -9).
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("weir-test-broker")
+            .arg(std::process::id().to_string())
+            .arg(&bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -195,6 +209,11 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The whole group: the watchdog and tansu.
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", c.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,9 +1,9 @@
 //! At-least-once delivery: produce as records arrive, flush at every barrier.
 
-use super::delivery::DeliveryTracker;
 use super::record::{send, RecordShape};
 use super::KafkaCommittable;
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
+use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::Duration;
 use weir_engine::data::Record;

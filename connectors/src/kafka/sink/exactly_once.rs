@@ -2,11 +2,11 @@
 //! transactions that also commit the epoch marker. The protocol and its crash windows are
 //! described in the [module documentation](super).
 
-use super::delivery::DeliveryTracker;
 use super::marker::EpochMarker;
 use super::record::{send, PendingRecord, RecordShape};
 use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
+use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::{Duration, Instant};

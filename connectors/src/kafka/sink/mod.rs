@@ -36,7 +36,6 @@
 //! marker, so checkpoint numbering of an earlier job cannot hide new epochs.
 
 mod at_least_once;
-mod delivery;
 mod exactly_once;
 mod marker;
 mod record;

@@ -9,15 +9,15 @@
 //! dead-lettered again. The `weir.dlq.*` headers (source topic, partition, offset) identify
 //! such duplicates.
 
-use super::super::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
-use super::super::format::KafkaMessage;
-use rdkafka::client::ClientContext;
+use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
+use crate::kafka::delivery::DeliveryTracker;
+use crate::kafka::format::KafkaMessage;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_engine::{Error, Result};
 
@@ -147,27 +147,6 @@ impl BadRecords {
     }
 }
 
-/// Counts failed deliveries and keeps the first error.
-#[derive(Default)]
-struct DeliveryTracker {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryTracker {}
-
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            let mut g = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-            g.get_or_insert_with(|| e.to_string());
-        }
-    }
-}
-
 /// An idempotent producer into the dead-letter topic.
 struct DeadLetters {
     producer: ThreadedProducer<DeliveryTracker>,
@@ -246,16 +225,7 @@ impl DeadLetters {
         self.producer
             .flush(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("flushing dead letters to {}", self.topic), e))?;
-        let failed = self.producer.context().failed.swap(0, Ordering::SeqCst);
-        if failed > 0 {
-            let first = self
-                .producer
-                .context()
-                .first_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_default();
+        if let Some((failed, first)) = self.producer.context().take_failures() {
             return Err(Error::external(
                 true,
                 format!("{failed} dead letters to {} were not acknowledged: {first}", self.topic),
