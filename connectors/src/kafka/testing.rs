@@ -209,9 +209,10 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // The whole group: the watchdog and tansu.
+            // The whole group: the watchdog and tansu. `--` is required: procps kill reads a
+            // bare negative number as an option (`-12345` would become signal -1 and pid -2345).
             let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", c.id())])
+                .args(["-KILL", "--", &format!("-{}", c.id())])
                 .stderr(Stdio::null())
                 .status();
             let _ = c.kill();
