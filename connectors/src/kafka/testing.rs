@@ -209,8 +209,8 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // The whole group: the watchdog and tansu. `--` is required: procps kill reads a
-            // bare negative number as an option (`-12345` would become signal -1 and pid -2345).
+            // The whole group: the watchdog and tansu. `--` is required: without it procps kill
+            // 4.0 signals only the first digit's group (`-12345` becomes pid -1: every process).
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", c.id())])
                 .stderr(Stdio::null())
