@@ -15,6 +15,11 @@
 //! `cargo bench --bench kafka`. Knobs: `WEIR_BENCH_KAFKA_EVENTS` (default 300,000),
 //! `WEIR_BENCH_RUNS` (default 3), `WEIR_BENCH_PARALLELISM` (comma list, default 1,2).
 
+#[allow(dead_code)]
+#[path = "../examples/nexmark/harness.rs"]
+mod harness;
+
+use harness::{env_or, median};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use weir::connectors::kafka::testing::TestBroker;
@@ -38,15 +43,6 @@ fn event(i: u64) -> Event {
         cents: (mix(2, i) % 100_000) as i64,
         note: format!("{:016x}{:016x}", mix(3, i), mix(4, i)),
     }
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Writes `events` records into a new topic; returns events/s and the topic.

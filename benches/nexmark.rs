@@ -20,7 +20,7 @@ mod harness;
 #[path = "../examples/nexmark/queries.rs"]
 mod queries;
 
-use harness::{env_or, median, Backend, JobSetup, Measured};
+use harness::{env_or, Backend, JobSetup, Measured};
 use queries::Query;
 use std::time::Duration;
 use weir::engine::source::nexmark::{NexmarkConfig, NexmarkSource};
@@ -54,44 +54,24 @@ fn main() {
     println!("| query | checkpoints | events/s | events/s per core | checkpoints taken | overhead % (wall) | overhead % (CPU) |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     for q in queries {
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        for run in 0..runs {
-            // Alternate which goes first, so neither always runs on a warmer process.
-            let mut order = [(None, &mut without), (Some(Duration::from_secs(1)), &mut with)];
-            if run % 2 == 1 {
-                order.reverse();
-            }
-            for (checkpoint, out) in order {
-                let setup = JobSetup {
-                    parallelism,
-                    backend,
-                    checkpoint,
-                };
-                out.push(measure(q, setup, warmup, interval));
-            }
-        }
-        let rate = |v: &[Measured]| median(v.iter().map(Measured::rate).collect());
-        let per_core = |v: &[Measured]| median(v.iter().map(Measured::rate_per_core).collect());
-        let taken = |v: &[Measured]| median(v.iter().map(|m| m.checkpoints as f64).collect());
-        let (base, base_cpu) = (rate(&without), per_core(&without));
-        for (label, v) in [("none", &without), ("1 s", &with)] {
-            let (overhead, overhead_cpu) = if label == "none" {
-                (String::new(), String::new())
-            } else {
-                (
-                    format!("{:.1}", 100.0 * (1.0 - rate(v) / base)),
-                    format!("{:.1}", 100.0 * (base_cpu / per_core(v) - 1.0)),
-                )
+        let rows = harness::with_and_without_checkpoints(runs, |checkpoint| {
+            let setup = JobSetup {
+                parallelism,
+                backend,
+                checkpoint,
             };
+            measure(q, setup, warmup, interval)
+        });
+        for row in rows {
             println!(
                 "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 q.name(),
-                label,
-                rate(v),
-                per_core(v),
-                taken(v),
-                overhead,
-                overhead_cpu
+                row.label,
+                row.rate,
+                row.per_core,
+                row.taken,
+                row.overhead,
+                row.overhead_cpu
             );
         }
     }

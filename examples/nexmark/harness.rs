@@ -159,6 +159,64 @@ pub fn run_for(p: Pipeline, warmup: Duration, measure: Duration) -> Measured {
     }
 }
 
+/// Medians of one case at one checkpoint setting, as a table row.
+#[derive(Debug, Clone)]
+pub struct CheckpointRow {
+    /// `none` or `1 s`.
+    pub label: &'static str,
+    /// Events/s (wall).
+    pub rate: f64,
+    /// Events/s per core (CPU time).
+    pub per_core: f64,
+    /// Checkpoints completed during the measured interval.
+    pub taken: f64,
+    /// Events/s lost against no checkpoints, in % (empty for the baseline).
+    pub overhead: String,
+    /// Extra CPU time per event against no checkpoints, in % (empty for the baseline).
+    pub overhead_cpu: String,
+}
+
+/// Measures one case `runs` times without and with checkpoints every second, alternating
+/// which goes first (so neither always runs on a warmer process), and returns the baseline
+/// row and the checkpointed row with its overhead.
+pub fn with_and_without_checkpoints(
+    runs: usize,
+    mut measure: impl FnMut(Option<Duration>) -> Measured,
+) -> [CheckpointRow; 2] {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let mut order = [(None, &mut without), (Some(Duration::from_secs(1)), &mut with)];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (checkpoint, out) in order {
+            out.push(measure(checkpoint));
+        }
+    }
+    let rate = |v: &[Measured]| median(v.iter().map(Measured::rate).collect());
+    let per_core = |v: &[Measured]| median(v.iter().map(Measured::rate_per_core).collect());
+    let taken = |v: &[Measured]| median(v.iter().map(|m| m.checkpoints as f64).collect());
+    let (base, base_cpu) = (rate(&without), per_core(&without));
+    [
+        CheckpointRow {
+            label: "none",
+            rate: base,
+            per_core: base_cpu,
+            taken: taken(&without),
+            overhead: String::new(),
+            overhead_cpu: String::new(),
+        },
+        CheckpointRow {
+            label: "1 s",
+            rate: rate(&with),
+            per_core: per_core(&with),
+            taken: taken(&with),
+            overhead: format!("{:.1}", 100.0 * (1.0 - rate(&with) / base)),
+            overhead_cpu: format!("{:.1}", 100.0 * (base_cpu / per_core(&with) - 1.0)),
+        },
+    ]
+}
+
 /// The median of `v` (the upper one of an even count); NaN when empty.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
