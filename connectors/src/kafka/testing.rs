@@ -9,8 +9,8 @@
 use super::audit::read_topic;
 pub use super::audit::{split_aborted_copies, Isolation, ReadRecord};
 use super::client::{ensure_topic, kafka_error, KafkaConnection, REQUEST_TIMEOUT};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use super::delivery::{send_waiting, DeliveryTracker};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -159,10 +159,10 @@ impl TestBroker {
     /// Produces `(partition, key, value, timestamp)` records, non-transactionally, and waits
     /// until every one is acknowledged.
     pub fn produce(&self, topic: &str, records: &[TestRecord]) -> Result<()> {
-        let producer: ThreadedProducer<DefaultProducerContext> = self
+        let producer: BaseProducer<DeliveryTracker> = self
             .conn
             .client_config(&[("enable.idempotence", "true"), ("linger.ms", "5")], &[])?
-            .create()
+            .create_with_context(DeliveryTracker::default())
             .map_err(|e| kafka_error("creating a test producer", e))?;
         for (p, k, v, ts) in records {
             let mut r = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(*p).payload(v);
@@ -172,21 +172,18 @@ impl TestBroker {
             if let Some(ts) = ts {
                 r = r.timestamp(*ts);
             }
-            let mut r = r;
-            loop {
-                match producer.send(r) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
-                        r = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => return Err(kafka_error("producing a test record", e)),
-                }
-            }
+            send_waiting(&producer, r, None).map_err(|e| kafka_error("producing a test record", e))?;
         }
         producer
             .flush(REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error("flushing test records", e))
+            .map_err(|e| kafka_error("flushing test records", e))?;
+        match producer.context().take_failures() {
+            None => Ok(()),
+            Some((n, first)) => Err(Error::external(
+                true,
+                format!("{n} test records not delivered: {first}"),
+            )),
+        }
     }
 
     /// Every record of `topic` visible to a `read_committed` consumer, in partition then

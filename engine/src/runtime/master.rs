@@ -530,7 +530,6 @@ impl Master {
                         )))
                     },
                 )?;
-                tracing::debug!(checkpoint = id, "checkpoint complete");
                 *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
                 self.notify_complete(a, id);
                 if !is_final {

@@ -40,7 +40,7 @@ mod exactly_once;
 mod marker;
 mod record;
 
-use super::client::{kafka_error, metadata_consumer, partition_count, KafkaConnection};
+use super::client::{metadata_consumer, partition_count, KafkaConnection};
 use super::format::KafkaSerializer;
 use record::{HeadersFn, KeyFn, PartitionFn, PendingRecord, RecordShape};
 use serde::{Deserialize, Serialize};
@@ -317,11 +317,6 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
             }
         }
     }
-}
-
-/// Maps a produce failure of one record.
-fn produce_error(topic: &str, e: rdkafka::error::KafkaError) -> Error {
-    kafka_error(format!("producing to {topic}"), e)
 }
 
 /// The highest epoch (checkpoint id) that the exactly-once sink subtask with this

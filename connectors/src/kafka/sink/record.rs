@@ -1,14 +1,13 @@
 //! A record on its way to Kafka: encoded once when written, kept in checkpoints until its
 //! epoch is produced.
 
+use crate::kafka::client::kafka_error;
+use crate::kafka::delivery::send_waiting;
 use crate::kafka::format::KafkaSerializer;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 use weir_engine::data::Record;
 use weir_engine::{Error, Result};
 
@@ -133,14 +132,5 @@ pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     if let Some(ts) = r.timestamp {
         record = record.timestamp(ts);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(super::produce_error(topic, e)),
-        }
-    }
+    send_waiting(producer, record, None).map_err(|e| kafka_error(format!("producing to {topic}"), e))
 }

@@ -10,12 +10,10 @@
 //! such duplicates.
 
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
-use crate::kafka::delivery::DeliveryTracker;
+use crate::kafka::delivery::{send_waiting, DeliveryTracker};
 use crate::kafka::format::KafkaMessage;
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,7 +147,7 @@ impl BadRecords {
 
 /// An idempotent producer into the dead-letter topic.
 struct DeadLetters {
-    producer: ThreadedProducer<DeliveryTracker>,
+    producer: BaseProducer<DeliveryTracker>,
     topic: String,
     unflushed: u64,
 }
@@ -200,19 +198,8 @@ impl DeadLetters {
         if let Some(ts) = m.timestamp {
             record = record.timestamp(ts);
         }
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(kafka_error(format!("producing a dead letter to {}", self.topic), e)),
-            }
-        }
+        send_waiting(&self.producer, record, Some(Instant::now() + REQUEST_TIMEOUT))
+            .map_err(|e| kafka_error(format!("producing a dead letter to {}", self.topic), e))?;
         self.unflushed += 1;
         Ok(())
     }
