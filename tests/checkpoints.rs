@@ -366,3 +366,211 @@ fn fixed_delay_gives_up_after_its_attempts() {
         "{msg}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Restore rules: no silent fallback, no silent fresh start.
+// ---------------------------------------------------------------------------------------------
+
+/// A storage whose reads fail with an I/O error (`External { retryable: true }`, as a storage
+/// reports EIO, EMFILE or a stale handle) a given number of times, then work.
+#[derive(Debug)]
+struct FlakyReads {
+    inner: LocalDirStorage,
+    failures_left: std::sync::atomic::AtomicUsize,
+}
+
+impl FlakyReads {
+    fn new(root: &Path, failures: usize) -> Self {
+        FlakyReads {
+            inner: LocalDirStorage::new(root),
+            failures_left: std::sync::atomic::AtomicUsize::new(failures),
+        }
+    }
+
+    fn maybe_fail(&self, what: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left - 1, Ordering::SeqCst);
+            return Err(Error::external(true, format!("injected EIO reading {what}")));
+        }
+        Ok(())
+    }
+}
+
+impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn validate(&self) -> Result<()> {
+        self.inner.validate()
+    }
+    fn reserve(&self, id: u64) -> Result<()> {
+        self.inner.reserve(id)
+    }
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<weir::engine::checkpoint::metadata::StoredFile> {
+        self.inner.put_file(local, key, name)
+    }
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<weir::engine::checkpoint::metadata::StoredFile> {
+        self.inner.put_bytes(key, name, bytes)
+    }
+    fn read_verified(&self, file: &weir::engine::checkpoint::metadata::StoredFile) -> Result<Vec<u8>> {
+        self.maybe_fail(&file.key)?;
+        self.inner.read_verified(file)
+    }
+    fn fetch_verified(&self, file: &weir::engine::checkpoint::metadata::StoredFile, dest: &Path) -> Result<()> {
+        self.maybe_fail(&file.key)?;
+        self.inner.fetch_verified(file, dest)
+    }
+    fn write_metadata(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        self.inner.write_metadata(id, bytes)
+    }
+    fn read_metadata(&self, id: u64) -> Result<Vec<u8>> {
+        self.maybe_fail(&format!("chk-{id}/_metadata"))?;
+        self.inner.read_metadata(id)
+    }
+    fn list(&self) -> Result<Vec<(u64, bool)>> {
+        self.inner.list()
+    }
+    fn delete_checkpoint(&self, id: u64) -> Result<()> {
+        self.inner.delete_checkpoint(id)
+    }
+    fn list_shared(&self) -> Result<Vec<String>> {
+        self.inner.list_shared()
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key)
+    }
+}
+
+/// Runs the job once and returns its retained complete checkpoints (at least two).
+fn two_checkpoints(storage: &Path) -> (u64, u64) {
+    job(storage, 8_000, |p| p).0.unwrap();
+    let ids = complete_checkpoints(storage);
+    assert!(ids.len() >= 2, "need two retained checkpoints, have {ids:?}");
+    (ids[ids.len() - 1], ids[ids.len() - 2])
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_stops_the_start_unless_fallback_is_allowed() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (latest, _previous) = two_checkpoints(&storage);
+    corrupt(&operator_state(&storage, latest, "out", 0));
+
+    let (second, sink) = job(&storage, 8_000, |p| p.restart_strategy(RestartStrategy::None));
+    let err = second.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("checkpoint {latest}")), "{msg}");
+    assert!(msg.contains("corrupt"), "{msg}");
+    assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
+    assert!(sink.records().is_empty());
+}
+
+#[test]
+fn an_unreadable_checkpoint_file_fails_the_start_and_is_never_skipped() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (latest, _previous) = two_checkpoints(&storage);
+    // Root is not stopped by permissions: a directory in place of the file makes every read
+    // fail with an I/O error (EISDIR) while the file is "there".
+    let file = operator_state(&storage, latest, "out", 1);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+
+    let (second, sink) = job(&storage, 8_000, |p| p.restart_strategy(RestartStrategy::None));
+    let err = second.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::External { retryable: true }, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("checkpoint {latest}")), "{msg}");
+    assert!(msg.contains("operator-state"), "names the file: {msg}");
+    assert!(sink.records().is_empty(), "nothing may run from an older checkpoint");
+}
+
+#[test]
+fn reads_that_fail_a_few_times_are_retried_and_restore_the_latest_checkpoint() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (latest, _previous) = two_checkpoints(&storage);
+    let mut cfg = CheckpointConfig::with_storage(std::sync::Arc::new(FlakyReads::new(&storage, 2)));
+    cfg.interval = Duration::from_millis(20);
+    let (second, _) = job(&storage, 8_000, |p| {
+        p.checkpointing(cfg).restart_strategy(RestartStrategy::None)
+    });
+    let report = second.unwrap();
+    assert_eq!(report.restored_from, Some(latest));
+    assert_eq!(report.restarts, 0, "retried inside the restore, not by restarting");
+}
+
+/// Changes one digit of the first split offset in `_metadata`.
+fn tamper_with_an_offset(metadata: &Path) {
+    let text = std::fs::read_to_string(metadata).unwrap();
+    let at = text.find("\"offset\": ").expect("a split offset in the metadata") + "\"offset\": ".len();
+    let mut bytes = text.into_bytes();
+    assert!(bytes[at].is_ascii_digit());
+    bytes[at] = if bytes[at] == b'9' { b'8' } else { bytes[at] + 1 };
+    std::fs::write(metadata, bytes).unwrap();
+}
+
+#[test]
+fn a_changed_digit_in_a_split_offset_of_the_metadata_is_detected() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let (latest, _previous) = two_checkpoints(&storage);
+    tamper_with_an_offset(&storage.join(format!("chk-{latest}")).join("_metadata"));
+    let (second, _) = job(&storage, 8_000, |p| p.restart_strategy(RestartStrategy::None));
+    let err = second.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("checksum"), "{msg}");
+    assert!(msg.contains(&format!("checkpoint {latest}")), "{msg}");
+}
+
+#[test]
+fn a_job_whose_checkpoints_are_gone_refuses_to_start_fresh() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    two_checkpoints(&storage);
+    for e in std::fs::read_dir(&storage).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("chk-") {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    let (second, sink) = job(&storage, 8_000, |p| p.restart_strategy(RestartStrategy::None));
+    let err = second.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("_job") && msg.contains("RestoreMode::Fresh"), "{msg}");
+    assert!(sink.records().is_empty());
+    // The explicit fresh start is allowed.
+    let report = job(&storage, 8_000, |p| p.restore_mode(RestoreMode::Fresh)).0.unwrap();
+    assert_eq!(report.restored_from, None);
+}
+
+#[test]
+fn a_job_that_never_completed_a_checkpoint_starts_fresh_again() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    fail::arm(fail::PROCESS_RECORD, 1, FailAction::Error);
+    let (first, _) = job(&storage, 4_000, |p| p.restart_strategy(RestartStrategy::None));
+    fail::disarm_all();
+    first.unwrap_err();
+    assert!(complete_checkpoints(&storage).is_empty());
+    let (second, sink) = job(&storage, 4_000, |p| p);
+    let report = second.unwrap();
+    assert_eq!(report.restored_from, None);
+    assert_eq!(sink.records().len(), 4_000);
+}

@@ -243,3 +243,69 @@ fn idempotent_sink_converges_under_failures() {
         assert!(map.state().writes >= RECORDS);
     }
 }
+
+/// The highest checkpoint id of the committed files in `out`, and the complete checkpoints.
+fn newest_committed(out: &Path) -> u64 {
+    committed_files(out).unwrap().iter().map(|f| f.checkpoint).max().unwrap()
+}
+
+fn complete_checkpoints(chk: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(chk)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The newest `_metadata` is lost (a storage that lost its last write), so the newest complete
+/// checkpoint looks incomplete; the sink's committed files of it show that the sink is ahead
+/// of the checkpoint the restore would pick: restoring it would commit that output again.
+#[test]
+fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let chk = tmp.path().join("chk");
+    run(tmp.path(), &out, &[], false).expect("first run");
+    let before = read_committed_lines(&out).unwrap();
+    let newest = newest_committed(&out);
+    let complete = complete_checkpoints(&chk);
+    assert!(complete.iter().any(|&id| id < newest), "an older checkpoint to restore: {complete:?}");
+    for id in complete.iter().filter(|&&id| id >= newest) {
+        std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
+    }
+    fail::disarm_all();
+    let (p, stream) = pipeline(&chk, None);
+    stream.sink("out", FileSink::exactly_once(&out));
+    let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("checkpoint {newest}")), "{msg}");
+    assert!(msg.contains(&format!("{newest:010}.jsonl")), "names the file: {msg}");
+    assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
+    assert_eq!(read_committed_lines(&out).unwrap(), before, "committed output untouched");
+}
+
+/// The checkpoint directory is empty (an unmounted volume, a wrong path), but the output
+/// directory holds committed files: the job has run before and must not start from scratch.
+#[test]
+fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    run(tmp.path(), &out, &[], false).expect("first run");
+    let before = read_committed_lines(&out).unwrap();
+    std::fs::remove_dir_all(tmp.path().join("chk")).unwrap();
+    fail::disarm_all();
+    let (p, stream) = pipeline(&tmp.path().join("chk"), None);
+    stream.sink("out", FileSink::exactly_once(&out));
+    let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
+    assert!(msg.contains(".jsonl"), "names a committed file: {msg}");
+    assert_eq!(read_committed_lines(&out).unwrap(), before, "committed output untouched");
+}

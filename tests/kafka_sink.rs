@@ -259,28 +259,42 @@ fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
 const EPOCH_HEADER_NAME: &str = weir::connectors::kafka::sink::EPOCH_HEADER;
 
 #[test]
-fn a_fresh_start_is_not_hidden_by_the_markers_of_an_earlier_run() {
+fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("fresh-out");
     broker.create_topic(&topic, 2).unwrap();
     let prefix = format!("{topic}-txn");
-    // Two runs with separate checkpoint storage: the second numbers its checkpoints from 1
-    // again, below the first run's markers, and must still be visible in full.
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().unwrap();
-        balance_pipeline(
-            "kafka-fresh",
-            dir.path(),
-            4,
-            1_000,
-            1,
-            posted_sink(&broker, &topic, &prefix),
-        )
+    let first = tempfile::tempdir().unwrap();
+    balance_pipeline("kafka-fresh", first.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
         .run()
         .unwrap();
-    }
+    let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
+    assert!(marker > 0);
+    // Empty checkpoint storage (an unmounted volume, a wrong path) while the sink's marker
+    // shows committed epochs: the job has run before; starting from scratch would produce
+    // everything again, so it is refused and the marker is left as it was.
+    let empty = tempfile::tempdir().unwrap();
+    let err = balance_pipeline("kafka-fresh", empty.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
+        .restart_strategy(RestartStrategy::None)
+        .run()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")), "{msg}");
+    assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
+    assert_eq!(committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(), marker);
+    let mut once = model(4, 1_000);
+    once.sort();
+    assert!(decode(&broker.read_committed(&topic).unwrap()) == once);
+    // The explicit fresh start numbers its checkpoints from 1 again, below the first run's
+    // markers, and must still be visible in full.
+    let fresh = tempfile::tempdir().unwrap();
+    balance_pipeline("kafka-fresh", fresh.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
+        .restore_mode(RestoreMode::Fresh)
+        .run()
+        .unwrap();
     let mut twice = model(4, 1_000);
     twice.extend(model(4, 1_000));
     twice.sort();
