@@ -1,5 +1,6 @@
-//! Checkpoint behaviour: fallback from a corrupt checkpoint, incremental uploads, retention,
-//! ids across runs, restore modes, timeouts and restart strategies.
+//! Checkpoint behaviour: the restore rules (no silent fallback past a complete checkpoint, no
+//! silent fresh start, unreadable is not corrupt, the metadata checksum), incremental uploads,
+//! retention, ids across runs, restore modes, timeouts and restart strategies.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -86,8 +87,15 @@ fn corrupt(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Opts into restoring an older checkpoint than the newest complete one.
+fn allow_fallback(p: Pipeline) -> Pipeline {
+    let mut c = p.config().checkpoint.clone().expect("checkpointing is configured");
+    c.fallback_to_older_checkpoint_reproducing_output = true;
+    p.checkpointing(c)
+}
+
 #[test]
-fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint() {
+fn with_the_opt_in_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_so() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
@@ -99,27 +107,32 @@ fn a_corrupt_checkpoint_file_makes_restore_fall_back_to_the_previous_checkpoint(
     let (latest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
     corrupt(&operator_state(&storage, latest, "out", 0));
 
-    let (second, _) = job(&storage, 8_000, |p| p);
+    let (second, _) = job(&storage, 8_000, allow_fallback);
     let report = second.unwrap();
     assert_eq!(
         report.restored_from,
         Some(previous),
         "must fall back to checkpoint {previous}"
     );
+    assert_eq!(report.restore_warnings.len(), 1, "{:?}", report.restore_warnings);
+    let w = &report.restore_warnings[0];
+    assert_eq!((w.restored, w.newer), (previous, latest));
+    assert!(w.message.contains("corrupt") && w.message.contains("produced again"), "{}", w.message);
+    assert!(report.to_string().contains("WARNING"), "the report shows it:\n{report}");
 
     // With every retained checkpoint corrupt, the job refuses to start from scratch.
     for id in complete_checkpoints(&storage) {
         corrupt(&operator_state(&storage, id, "out", 0));
     }
-    let (third, sink) = job(&storage, 8_000, |p| p);
+    let (third, sink) = job(&storage, 8_000, allow_fallback);
     let err = third.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Checkpoint, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("refusing to start from scratch"), "{err}");
     assert!(sink.records().is_empty());
 }
 
 #[test]
-fn a_missing_checkpoint_file_also_falls_back() {
+fn a_missing_checkpoint_file_is_corruption_and_needs_the_opt_in_to_fall_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
@@ -130,10 +143,16 @@ fn a_missing_checkpoint_file_also_falls_back() {
     let ids = complete_checkpoints(&storage);
     let latest = *ids.last().unwrap();
     std::fs::remove_file(operator_state(&storage, latest, "out", 1)).unwrap();
-    let report = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
+    let err = job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
+        .0
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    let report = job(&storage, 6_000, |p| allow_fallback(p.state_dir(dir.path().join("state"))))
         .0
         .unwrap();
     assert_eq!(report.restored_from, Some(ids[ids.len() - 2]));
+    assert_eq!(report.restore_warnings.len(), 1);
 }
 
 #[test]
@@ -431,6 +450,12 @@ impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
     }
     fn list(&self) -> Result<Vec<(u64, bool)>> {
         self.inner.list()
+    }
+    fn read_identity(&self) -> Result<Option<Vec<u8>>> {
+        self.inner.read_identity()
+    }
+    fn write_identity(&self, bytes: &[u8]) -> Result<()> {
+        self.inner.write_identity(bytes)
     }
     fn delete_checkpoint(&self, id: u64) -> Result<()> {
         self.inner.delete_checkpoint(id)

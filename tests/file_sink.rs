@@ -287,6 +287,22 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     assert!(msg.contains(&format!("{newest:010}.jsonl")), "names the file: {msg}");
     assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
     assert_eq!(read_committed_lines(&out).unwrap(), before, "committed output untouched");
+
+    // With the opt-in the job restores the older checkpoint, says so, and the output after it
+    // is committed a second time: what the option's name warns about.
+    let (p, stream) = pipeline(&chk, None);
+    stream.sink("out", FileSink::exactly_once(&out));
+    let mut cfg = p.config().checkpoint.clone().unwrap();
+    cfg.fallback_to_older_checkpoint_reproducing_output = true;
+    let report = p.checkpointing(cfg).run().expect("the run that opted in");
+    assert!(
+        report.restore_warnings.iter().any(|w| w.newer == newest),
+        "{:?}",
+        report.restore_warnings
+    );
+    let after = read_committed_lines(&out).unwrap();
+    assert!(after.len() as u64 > RECORDS, "output after the older checkpoint is there twice");
+    assert_eq!(sorted(after).into_iter().collect::<std::collections::BTreeSet<_>>().len() as u64, RECORDS);
 }
 
 /// The checkpoint directory is empty (an unmounted volume, a wrong path), but the output

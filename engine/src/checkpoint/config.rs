@@ -7,17 +7,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Which checkpoint a job starts from when its storage already holds completed checkpoints.
+/// Which checkpoint a job starts from.
+///
+/// Whatever the mode, a start never silently produces output a second time:
+/// - a checkpoint that cannot be *read* (an I/O error) is retried with backoff, then the start
+///   fails naming the checkpoint and the file; it is never skipped;
+/// - a checkpoint that is *corrupt* (a file missing or failing its checksum, metadata that does
+///   not parse or fails its checksum) stops the start, unless
+///   [`CheckpointConfig::fallback_to_older_checkpoint_reproducing_output`] allows restoring
+///   the previous retained checkpoint instead;
+/// - a sink whose committed output is ahead of the restored checkpoint (its files or its
+///   transaction marker name a later checkpoint) stops the start under the same rule;
+/// - a job that has run before (its `_job` record says it completed checkpoints, or a sink
+///   holds committed output) but whose storage holds no completed checkpoint does not start
+///   from scratch unless the mode is [`RestoreMode::Fresh`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RestoreMode {
-    /// The latest completed checkpoint whose files verify (falling back to earlier retained
-    /// ones, with a warning, when a file is corrupt or missing). The default.
+    /// The latest completed checkpoint, or a start from the sources' start positions when the
+    /// storage holds none and the job shows no sign of an earlier run (a new job). The default.
     #[default]
     Latest,
-    /// Exactly this checkpoint; failing if it cannot be restored.
+    /// Exactly this checkpoint; failing if it cannot be restored. Sinks ahead of it stop the
+    /// start as for `Latest`.
     Checkpoint(CheckpointId),
-    /// Ignore existing checkpoints and start from the sources' configured start positions.
-    /// Checkpoint ids still continue after the highest one in storage.
+    /// Ignore existing checkpoints and start from the sources' configured start positions,
+    /// even over the output of an earlier run: the explicit "start over". Checkpoint ids still
+    /// continue after the highest one in storage. Output an earlier run committed stays and is
+    /// produced again (an exactly-once Kafka sink resets its markers).
     Fresh,
 }
 
@@ -46,6 +62,17 @@ pub struct CheckpointConfig {
     pub retained: usize,
     /// Where to start from.
     pub restore: RestoreMode,
+    /// Allows a restore to use an older checkpoint than the newest complete one (default
+    /// `false`): when the newest is corrupt, the previous retained checkpoint is restored, and
+    /// a sink whose committed output is ahead of the restored checkpoint is accepted.
+    ///
+    /// **What it risks:** everything the sinks committed after the restored checkpoint is
+    /// produced and committed again. Idempotent sinks absorb it; append-only sinks
+    /// ([`FileSink`](crate::sink::FileSink), an exactly-once Kafka sink, any log) then hold
+    /// that output twice. The fallback is reported through `tracing` and in
+    /// [`JobReport::restore_warnings`](crate::runtime::JobReport::restore_warnings).
+    /// Without it, such a start fails with a `Config` error naming the checkpoint.
+    pub fallback_to_older_checkpoint_reproducing_output: bool,
 }
 
 impl CheckpointConfig {
@@ -71,6 +98,7 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             retained: 3,
             restore: RestoreMode::Latest,
+            fallback_to_older_checkpoint_reproducing_output: false,
         }
     }
 

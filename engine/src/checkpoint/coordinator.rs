@@ -4,17 +4,22 @@
 //! # After a crash
 //! A checkpoint is complete exactly when its `_metadata` exists. Ids continue after the
 //! highest id found in storage, complete or not, so an id is never reused. Files of
-//! checkpoints that never completed are deleted once a later checkpoint completes.
+//! checkpoints that never completed are deleted once a later checkpoint completes. The job
+//! identity record (`_job`, see [`identity`](super::identity)) is written on the first start
+//! and at the first completed checkpoint, so that a later start can tell "a new job" from "a
+//! job whose checkpoints are gone".
 
 use super::config::{CheckpointConfig, RestoreMode};
 use super::fail;
+use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
-use super::restore::restore_from;
+use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, upload, UploadJob};
 use crate::message::{Barrier, CheckpointId};
 use crate::runtime::plan::RestoreInput;
+use crate::runtime::report::{RestoreWarning, SharedRestoreWarnings};
 use crate::runtime::task::TaskAck;
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,15 +52,40 @@ pub(crate) struct Coordinator {
     runtime: tokio::runtime::Runtime,
     /// Statistics of every checkpoint completed by this run.
     pub(crate) completed: Vec<CheckpointStats>,
+    /// The job identity record in storage, as last written or read.
+    identity: JobIdentity,
+    /// Fallbacks to older checkpoints the user allowed, by the restore or by sinks.
+    restore_warnings: SharedRestoreWarnings,
 }
 
 impl Coordinator {
     /// Scans storage and prepares a staging area under `staging_root`.
     pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
         cfg.validate()?;
-        let listed = cfg.storage.list()?;
+        let storage = cfg.storage.as_ref();
+        let scan = || format!("scanning checkpoint storage {}", storage.describe());
+        let listed = with_retries(READ_RETRY, &scan, || storage.list())?;
         let next_id = listed.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
-        let retained = listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
+        let retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>> =
+            listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
+        let complete: Vec<CheckpointId> = retained.keys().copied().collect();
+        let found = with_retries(READ_RETRY, &scan, || JobIdentity::read(storage))?;
+        let identity = match check_identity(
+            found.as_ref(),
+            job,
+            &storage.describe(),
+            &complete,
+            cfg.restore,
+            crate::runtime::task::now_ms(),
+        )? {
+            IdentityAction::Keep => found.expect("kept only when found"),
+            IdentityAction::Write(record) => {
+                record
+                    .write(storage)
+                    .context("writing the job identity record into checkpoint storage")?;
+                record
+            }
+        };
         if let RestoreMode::Checkpoint(id) = cfg.restore {
             if !listed.iter().any(|(i, c)| *i == id && *c) {
                 return Err(Error::config(format!(
@@ -87,7 +117,30 @@ impl Coordinator {
             staging_root,
             runtime,
             completed: Vec::new(),
+            identity,
+            restore_warnings: SharedRestoreWarnings::default(),
         })
+    }
+
+    /// Fallbacks to older checkpoints in this run (only ever with the user's opt-in).
+    pub(crate) fn restore_warnings(&self) -> Vec<RestoreWarning> {
+        self.restore_warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records in the identity record that the job completed checkpoint `id`, the first time.
+    /// A failure is logged, not fatal: the checkpoint itself shows the job ran.
+    fn record_first_completion(&mut self, id: CheckpointId) {
+        if self.identity.first_completed_checkpoint.is_some() {
+            return;
+        }
+        let record = JobIdentity {
+            first_completed_checkpoint: Some(id),
+            ..self.identity.clone()
+        };
+        match record.write(self.cfg.storage.as_ref()) {
+            Ok(()) => self.identity = record,
+            Err(e) => tracing::warn!(error = %e, checkpoint = id, "recording the first completed checkpoint in the job identity record failed"),
+        }
     }
 
     /// The id of the next checkpoint, reserved in storage so no later run reuses it.
@@ -121,6 +174,9 @@ impl Coordinator {
             }
         };
         let dir = self.staging_root.join("restore");
+        let policy = RestorePolicy {
+            fallback_allowed: self.cfg.fallback_to_older_checkpoint_reproducing_output,
+        };
         let found = restore_from(
             self.cfg.storage.as_ref(),
             &candidates,
@@ -128,8 +184,14 @@ impl Coordinator {
             self.max_parallelism,
             parallelism,
             &dir,
+            &policy,
         )?;
-        Ok(found.map(|(metadata, input)| {
+        Ok(found.map(|outcome| {
+            let (metadata, mut input) = (outcome.metadata, outcome.input);
+            if let Some(w) = outcome.fell_back {
+                self.restore_warnings.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+            }
+            input.restore_warnings = Some(self.restore_warnings.clone());
             // Checkpoints newer than the restored one are not part of the lineage any more.
             self.lineage.retain(|&id| id <= metadata.id);
             if self.lineage.last() != Some(&metadata.id) {
@@ -198,6 +260,7 @@ impl Coordinator {
     pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
         meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
         publish(self.cfg.storage.as_ref(), &meta)?;
+        self.record_first_completion(meta.id);
         let stats = meta.stats.clone();
         let id = meta.id;
         self.retained.insert(id, Some(meta));

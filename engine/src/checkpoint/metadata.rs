@@ -1,14 +1,22 @@
 //! A completed checkpoint's metadata: the single file whose atomic appearance makes the
 //! checkpoint complete. It lists every file (with size and checksum), every source position
 //! and every operator state, so that a restore needs nothing else.
+//!
+//! # On disk
+//! The file is a JSON envelope `{"crc32c": <n>, "metadata": {...}}` whose checksum covers the
+//! exact bytes of the `metadata` value: a changed digit anywhere in it (a split offset, a
+//! file's checksum) makes the file corrupt instead of silently wrong.
 
 use crate::message::{BarrierKind, CheckpointId};
 use crate::source::SplitPosition;
 use crate::state::KeyGroupRange;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// Version of the metadata format; a restore rejects other versions with a clear error.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the checksum envelope.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A stored file: where it is (relative to the storage root) and how to verify it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,5 +115,139 @@ impl CheckpointMetadata {
             .iter()
             .flat_map(|o| o.subtasks.iter())
             .flat_map(|s| s.keyed_files.iter().chain(s.operator_state.iter()))
+    }
+}
+
+/// The stored form of the metadata: the metadata's JSON text and its CRC-32C.
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    crc32c: u32,
+    #[serde(borrow)]
+    metadata: &'a RawValue,
+}
+
+/// Just the version, to tell an old format from a corrupt file.
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// Encodes `meta` for storage, with the checksum of its text.
+///
+/// # Errors
+/// `Internal` if it cannot be encoded (a bug).
+pub fn encode_metadata(meta: &CheckpointMetadata) -> Result<Vec<u8>> {
+    let text =
+        serde_json::to_string_pretty(meta).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let raw = RawValue::from_string(text).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let envelope = Envelope {
+        crc32c: crc32c::crc32c(raw.get().as_bytes()),
+        metadata: &raw,
+    };
+    let mut bytes =
+        serde_json::to_vec(&envelope).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Decodes and verifies checkpoint `id`'s stored metadata.
+///
+/// # Errors
+/// `Checkpoint` (the checkpoint is corrupt) if the file does not parse, fails its checksum or
+/// names another checkpoint; `Config` if it was written in another format version (a
+/// different Weir version must read it).
+pub fn decode_metadata(id: CheckpointId, bytes: &[u8]) -> Result<CheckpointMetadata> {
+    let envelope: Envelope<'_> = match serde_json::from_slice(bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            if let Ok(v) = serde_json::from_slice::<VersionOnly>(bytes) {
+                if v.version != FORMAT_VERSION {
+                    return Err(unsupported(id, v.version));
+                }
+            }
+            return Err(Error::checkpoint(format!(
+                "checkpoint {id}: metadata is corrupt (it does not parse)"
+            ))
+            .with_source(e));
+        }
+    };
+    let text = envelope.metadata.get();
+    let crc = crc32c::crc32c(text.as_bytes());
+    if crc != envelope.crc32c {
+        return Err(Error::checkpoint(format!(
+            "checkpoint {id}: metadata is corrupt (checksum {crc:08x}, expected {:08x})",
+            envelope.crc32c
+        )));
+    }
+    if let Ok(v) = serde_json::from_str::<VersionOnly>(text) {
+        if v.version != FORMAT_VERSION {
+            return Err(unsupported(id, v.version));
+        }
+    }
+    let meta: CheckpointMetadata = serde_json::from_str(text).map_err(|e| {
+        Error::checkpoint(format!("checkpoint {id}: metadata is corrupt (it does not decode)")).with_source(e)
+    })?;
+    if meta.id != id {
+        return Err(Error::checkpoint(format!(
+            "checkpoint {id}: metadata is corrupt (it describes checkpoint {})",
+            meta.id
+        )));
+    }
+    Ok(meta)
+}
+
+fn unsupported(id: CheckpointId, version: u32) -> Error {
+    Error::config(format!(
+        "checkpoint {id}: metadata format version {version} is not supported (expected {FORMAT_VERSION}); \
+         restore it with the Weir version that wrote it"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> CheckpointMetadata {
+        CheckpointMetadata {
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id: 7,
+            kind: BarrierKind::Checkpoint,
+            max_parallelism: 128,
+            sources: vec![SourceState {
+                name: "gen".into(),
+                positions: vec![SplitPosition {
+                    split: "0".into(),
+                    offset: 1234,
+                }],
+            }],
+            operators: Vec::new(),
+            stats: CheckpointStats::default(),
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_every_changed_digit_is_detected() {
+        let bytes = encode_metadata(&meta()).unwrap();
+        let back = decode_metadata(7, &bytes).unwrap();
+        assert_eq!(back.sources[0].positions[0].offset, 1234);
+        let text = String::from_utf8(bytes).unwrap();
+        let tampered = text.replace("1234", "1235");
+        assert_ne!(tampered, text);
+        let e = decode_metadata(7, tampered.as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
+        assert!(e.to_string().contains("checksum"), "{e}");
+        let e = decode_metadata(8, text.as_bytes()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
+        let e = decode_metadata(7, &text.as_bytes()[..text.len() / 2]).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
+    }
+
+    #[test]
+    fn an_older_format_is_a_config_error_not_corruption() {
+        let mut m = meta();
+        m.version = 1;
+        let e = decode_metadata(7, &serde_json::to_vec(&m).unwrap()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config, "{e}");
     }
 }

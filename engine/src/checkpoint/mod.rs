@@ -4,6 +4,7 @@
 pub mod config;
 pub(crate) mod coordinator;
 pub mod fail;
+pub mod identity;
 pub mod metadata;
 pub(crate) mod restore;
 pub mod storage;

@@ -1,9 +1,17 @@
 //! Choosing and materializing the checkpoint a job (re)starts from.
 //!
 //! Every file of a candidate checkpoint is verified (size and CRC-32C) before anything is
-//! used. A corrupt or missing file makes the restore fall back to the previous candidate with
-//! a warning; if no candidate verifies, the restore fails: a job never starts from scratch
-//! silently while checkpoints exist.
+//! used, and so is the metadata itself. Two failures are told apart:
+//! - **could not read** (`External { retryable: true }` from the storage): the read is retried
+//!   with bounded backoff ([`READ_RETRY`]); if it still fails, the start fails with an error
+//!   naming the checkpoint and the file. Never a fallback: the checkpoint may be fine, and
+//!   restoring an older one would produce committed output again.
+//! - **corrupt** (`Checkpoint`): the start fails with a `Config` error that names the
+//!   checkpoint and how to opt in, unless the user set
+//!   [`fallback_to_older_checkpoint_reproducing_output`](super::CheckpointConfig::fallback_to_older_checkpoint_reproducing_output);
+//!   then the previous candidate is tried, and the fallback is reported through `tracing` and
+//!   in the job report. If no candidate verifies, the restore fails: a job never starts from
+//!   scratch silently while checkpoints exist.
 
 use super::fail;
 use super::metadata::CheckpointMetadata;
@@ -11,10 +19,94 @@ use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
 use crate::message::CheckpointId;
 use crate::runtime::plan::RestoreInput;
+use crate::runtime::report::RestoreWarning;
 use crate::state::backend::dir_name;
 use crate::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
+
+/// How often and how patiently a read that failed with an I/O error is tried again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadRetry {
+    /// Tries in all (the first included).
+    pub(crate) attempts: u32,
+    /// Pause after the first failure; doubled after each further one.
+    pub(crate) initial: Duration,
+    /// Longest pause.
+    pub(crate) max: Duration,
+}
+
+/// The restore's read retry: 5 tries over about 1.5 s.
+pub(crate) const READ_RETRY: ReadRetry = ReadRetry {
+    attempts: 5,
+    initial: Duration::from_millis(100),
+    max: Duration::from_millis(800),
+};
+
+/// Whether `e` says the storage could not be read (as opposed to: what it read is corrupt).
+fn could_not_read(e: &Error) -> bool {
+    e.kind() == ErrorKind::External { retryable: true }
+}
+
+/// Runs `read`, retrying it per `retry` while it fails because storage could not be read.
+pub(crate) fn with_retries<T>(retry: ReadRetry, what: &dyn Fn() -> String, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut pause = retry.initial;
+    let mut tries = 1;
+    loop {
+        match read() {
+            Err(e) if could_not_read(&e) && tries < retry.attempts => {
+                tracing::warn!(error = %e, tries, ?pause, "{}: could not read checkpoint storage; trying again", what());
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(retry.max);
+                tries += 1;
+            }
+            Err(e) if could_not_read(&e) => {
+                return Err(e.context(format!(
+                    "{}: checkpoint storage could not be read after {tries} tries (the checkpoint is not \
+                     skipped: fix the storage and start again)",
+                    what()
+                )))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// What the user allows a restore to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RestorePolicy {
+    /// `fallback_to_older_checkpoint_reproducing_output`.
+    pub(crate) fallback_allowed: bool,
+}
+
+/// What to do when candidate `id` turned out corrupt. Pure: the decision only.
+fn on_corrupt(id: CheckpointId, error: &Error, older_left: bool, policy: &RestorePolicy, storage: &str) -> Option<Error> {
+    if policy.fallback_allowed && older_left {
+        return None;
+    }
+    if policy.fallback_allowed {
+        return Some(Error::config(format!(
+            "no retained checkpoint in {storage} can be restored, refusing to start from scratch; the oldest, \
+             checkpoint {id}, is corrupt: {error}"
+        )));
+    }
+    Some(Error::config(format!(
+        "checkpoint {id} in {storage} is corrupt: {error}. Weir does not restore an older checkpoint on its own: \
+         sinks may have committed the output of checkpoint {id} already, and restoring an older one produces \
+         it again (append-only sinks such as FileSink and the Kafka sink would hold it twice). Repair the \
+         checkpoint's files, restore another one deliberately with RestoreMode::Checkpoint(id), or allow the \
+         fallback with CheckpointConfig::fallback_to_older_checkpoint_reproducing_output = true"
+    )))
+}
+
+/// A restored checkpoint.
+pub(crate) struct RestoreOutcome {
+    pub(crate) metadata: CheckpointMetadata,
+    pub(crate) input: RestoreInput,
+    /// Set when a newer complete checkpoint was skipped (only with the opt-in).
+    pub(crate) fell_back: Option<RestoreWarning>,
+}
 
 /// Checks that `meta` fits the job; a mismatch is a configuration error (never a fallback).
 fn check_compatible(
@@ -57,34 +149,47 @@ fn check_compatible(
 }
 
 /// Verifies every file of `meta` and lays its keyed state out under `dir`.
-fn materialize(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata, dir: &Path) -> Result<RestoreInput> {
+fn materialize(
+    storage: &dyn CheckpointStorage,
+    meta: &CheckpointMetadata,
+    dir: &Path,
+    retry: ReadRetry,
+) -> Result<RestoreInput> {
     let mut input = RestoreInput::default();
     for src in &meta.sources {
         for p in &src.positions {
             input.offsets.insert((src.name.clone(), p.split.clone()), p.offset);
         }
     }
+    let id = meta.id;
     for op in &meta.operators {
         for st in &op.subtasks {
             if !st.keyed_files.is_empty() {
                 let d = dir.join(dir_name(&op.name)).join(st.subtask.to_string());
                 for f in &st.keyed_files {
-                    storage.fetch_verified(f, &d.join(&f.name))?;
+                    with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
+                        storage.fetch_verified(f, &d.join(&f.name))
+                    })?;
                 }
                 input.keyed.insert((op.name.clone(), st.subtask), d);
             }
             if let Some(f) = &st.operator_state {
-                input
-                    .operator_state
-                    .insert((op.name.clone(), st.subtask), storage.read_verified(f)?);
+                let bytes = with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
+                    storage.read_verified(f)
+                })?;
+                input.operator_state.insert((op.name.clone(), st.subtask), bytes);
             }
         }
     }
     Ok(input)
 }
 
-/// Restores from the first usable checkpoint among `candidates` (tried in order), laying its
+/// Restores from the first usable checkpoint among `candidates` (newest first), laying its
 /// keyed state out under `dir`. `Ok(None)` only when there is no candidate at all.
+///
+/// # Errors
+/// See the [module documentation](self): a candidate that could not be read fails the
+/// restore (`External`), a corrupt one fails it (`Config`) unless `policy` allows the fallback.
 pub(crate) fn restore_from(
     storage: &dyn CheckpointStorage,
     candidates: &[CheckpointId],
@@ -92,45 +197,111 @@ pub(crate) fn restore_from(
     max_parallelism: usize,
     parallelism: &HashMap<String, usize>,
     dir: &Path,
-) -> Result<Option<(CheckpointMetadata, RestoreInput)>> {
+    policy: &RestorePolicy,
+) -> Result<Option<RestoreOutcome>> {
     fail::hit(fail::DURING_RESTORE)?;
-    let mut problems = Vec::new();
-    for &id in candidates {
-        let attempt = read_metadata(storage, id).and_then(|meta| {
+    let retry = READ_RETRY;
+    let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
+    for (i, &id) in candidates.iter().enumerate() {
+        let attempt = with_retries(retry, &|| format!("checkpoint {id}, file chk-{id}/_metadata"), || {
+            read_metadata(storage, id)
+        })
+        .and_then(|meta| {
             check_compatible(&meta, job, max_parallelism, parallelism)?;
             let _ = std::fs::remove_dir_all(dir);
-            let input = materialize(storage, &meta, dir)?;
+            let input = materialize(storage, &meta, dir, retry)?;
             Ok((meta, input))
         });
         match attempt {
-            Ok(found) => {
-                if !problems.is_empty() {
-                    tracing::warn!(
-                        checkpoint = id,
-                        "restoring an older checkpoint because newer ones are unusable"
+            Ok((metadata, input)) => {
+                let fell_back = skipped.first().map(|(newer, _)| {
+                    let reasons: Vec<String> = skipped.iter().map(|(_, r)| r.clone()).collect();
+                    let message = format!(
+                        "restored checkpoint {id} instead of the newer complete checkpoint {newer} ({}): output \
+                         that sinks committed after checkpoint {id} is produced again (idempotent sinks absorb \
+                         it; append-only sinks hold it twice)",
+                        reasons.join("; ")
                     );
-                    eprintln!(
-                        "weir: WARNING: restoring checkpoint {id}, older than the latest completed one: output that sinks \
-                         committed after checkpoint {id} will be produced again (idempotent sinks absorb it; \
-                         append-only sinks will hold it twice)"
-                    );
-                }
-                return Ok(Some(found));
+                    tracing::warn!(checkpoint = id, newer, "{message}");
+                    RestoreWarning {
+                        restored: id,
+                        newer: *newer,
+                        message,
+                    }
+                });
+                return Ok(Some(RestoreOutcome {
+                    metadata,
+                    input,
+                    fell_back,
+                }));
             }
             Err(e) if e.kind() == ErrorKind::Checkpoint => {
-                tracing::warn!(checkpoint = id, error = %e, "checkpoint unusable; falling back to the previous retained checkpoint");
-                eprintln!("weir: WARNING: checkpoint {id} cannot be restored ({e}); falling back to the previous retained checkpoint");
-                problems.push(format!("checkpoint {id}: {e}"));
+                let older_left = i + 1 < candidates.len();
+                if let Some(stop) = on_corrupt(id, &e, older_left, policy, &storage.describe()) {
+                    return Err(stop);
+                }
+                tracing::warn!(
+                    checkpoint = id,
+                    error = %e,
+                    "checkpoint is corrupt; falling back to the previous retained checkpoint as allowed by \
+                     fallback_to_older_checkpoint_reproducing_output"
+                );
+                skipped.push((id, format!("checkpoint {id}: {e}")));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.context(format!("restoring checkpoint {id}"))),
         }
     }
-    if problems.is_empty() {
-        Ok(None)
-    } else {
-        Err(Error::checkpoint(format!(
-            "no retained checkpoint can be restored, refusing to start from scratch: {}",
-            problems.join("; ")
-        )))
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_checkpoint_stops_without_the_opt_in_and_falls_back_with_it() {
+        let e = Error::checkpoint("file x is corrupt");
+        let strict = RestorePolicy::default();
+        let stop = on_corrupt(7, &e, true, &strict, "s").unwrap();
+        assert_eq!(stop.kind(), ErrorKind::Config);
+        assert!(stop.to_string().contains("fallback_to_older_checkpoint_reproducing_output"));
+        let lenient = RestorePolicy { fallback_allowed: true };
+        assert!(on_corrupt(7, &e, true, &lenient, "s").is_none());
+        let last = on_corrupt(7, &e, false, &lenient, "s").unwrap();
+        assert!(last.to_string().contains("refusing to start from scratch"), "{last}");
+    }
+
+    #[test]
+    fn reads_are_retried_only_when_storage_could_not_be_read() {
+        let quick = ReadRetry {
+            attempts: 3,
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let mut n = 0;
+        let r = with_retries(quick, &|| "x".into(), || {
+            n += 1;
+            if n < 3 {
+                Err(Error::external(true, "EIO"))
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut n = 0;
+        let e = with_retries(quick, &|| "checkpoint 4, file f".into(), || -> Result<()> {
+            n += 1;
+            Err(Error::external(true, "EIO"))
+        })
+        .unwrap_err();
+        assert_eq!(n, 3);
+        assert!(e.to_string().contains("checkpoint 4, file f"), "{e}");
+        let mut n = 0;
+        let e = with_retries(quick, &|| "x".into(), || -> Result<()> {
+            n += 1;
+            Err(Error::checkpoint("corrupt"))
+        })
+        .unwrap_err();
+        assert_eq!((n, e.kind()), (1, ErrorKind::Checkpoint));
     }
 }

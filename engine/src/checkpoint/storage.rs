@@ -3,6 +3,7 @@
 //! The local-directory implementation lays a job's checkpoints out as
 //!
 //! ```text
+//! <root>/_job                              the job's identity record (written on first start)
 //! <root>/chk-<id>/_metadata                 the checkpoint is complete iff this exists
 //! <root>/chk-<id>/<operator>/<subtask>/...  files private to the checkpoint
 //! <root>/shared/<operator>/<subtask>/...    RocksDB SST files shared by several checkpoints
@@ -12,6 +13,15 @@
 //! are immutable, so a link is as good as a copy), else copied and fsynced. The metadata file
 //! is written to a temporary name, fsynced, renamed and the directory fsynced: after a crash
 //! it is either absent or complete.
+//!
+//! # Reading: "could not read" is not "corrupt"
+//! Read paths tell two failures apart, and a restore treats them differently:
+//! - **corrupt** (`ErrorKind::Checkpoint`): a referenced file is missing, its size or checksum
+//!   is wrong, the metadata does not parse or fails its checksum. Retrying cannot help.
+//! - **could not read** (`ErrorKind::External { retryable: true }`): any other I/O error
+//!   (EIO, EMFILE, EACCES, a stale NFS handle, a directory where a file should be). The
+//!   checkpoint may be fine; a restore retries, then fails naming the checkpoint and the file,
+//!   and never treats it as corrupt.
 
 use super::metadata::StoredFile;
 use crate::message::CheckpointId;
@@ -23,7 +33,16 @@ use std::path::{Path, PathBuf};
 /// The name of the file that completes a checkpoint.
 pub const METADATA_FILE: &str = "_metadata";
 
+/// The name of the job identity record in the storage root.
+pub const JOB_IDENTITY_FILE: &str = "_job";
+
 /// Where checkpoints are stored.
+///
+/// # Errors of the read methods
+/// Implementations report a missing or corrupt object as `ErrorKind::Checkpoint` and every
+/// other failure to read as `ErrorKind::External { retryable: true }` (see the
+/// [module documentation](self)): a restore falls back past a checkpoint only for the former,
+/// and only when the user allowed it.
 pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     /// A description for messages (a path or URL).
     fn describe(&self) -> String;
@@ -46,6 +65,11 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>>;
     /// Every checkpoint with anything stored: (id, complete), ascending.
     fn list(&self) -> Result<Vec<(CheckpointId, bool)>>;
+    /// The job identity record, if one was written ([`write_identity`](Self::write_identity)).
+    fn read_identity(&self) -> Result<Option<Vec<u8>>>;
+    /// Writes the job identity record durably (after a crash it is either the old record or
+    /// this one, never a torn mix).
+    fn write_identity(&self, bytes: &[u8]) -> Result<()>;
     /// Deletes checkpoint `id`'s private files and metadata.
     fn delete_checkpoint(&self, id: CheckpointId) -> Result<()>;
     /// Keys of every shared object.
@@ -75,6 +99,36 @@ pub fn checksum_file(path: &Path) -> Result<(u64, u32)> {
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         size += n as u64;
     }
+}
+
+/// CRC-32C and size of a file, read in chunks, with the raw I/O error.
+fn checksum_io(path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// The error for a failed read of stored object `key` at `path`: a missing object makes the
+/// checkpoint corrupt; any other I/O error is "could not read", worth retrying.
+fn read_error(key: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::checkpoint(format!("checkpoint file {key} is missing ({})", path.display())).with_source(e)
+    } else {
+        could_not_read(format!("could not read checkpoint file {key} ({})", path.display()), e)
+    }
+}
+
+/// A failure to read storage that says nothing about the checkpoint's integrity.
+fn could_not_read(what: String, e: std::io::Error) -> Error {
+    Error::external(true, what).with_source(e)
 }
 
 /// Fsyncs a directory so that renames and new entries in it survive a crash.
@@ -111,9 +165,7 @@ impl LocalDirStorage {
     }
 
     fn verify(&self, file: &StoredFile, path: &Path) -> Result<()> {
-        let (size, crc) = checksum_file(path).map_err(|e| {
-            Error::checkpoint(format!("checkpoint file {} is missing or unreadable", file.key)).with_source(e)
-        })?;
+        let (size, crc) = checksum_io(path).map_err(|e| read_error(&file.key, path, e))?;
         if size != file.size || crc != file.crc32c {
             return Err(Error::checkpoint(format!(
                 "checkpoint file {} is corrupt: size {size} crc {crc:08x}, expected size {} crc {:08x}",
@@ -189,8 +241,8 @@ impl CheckpointStorage for LocalDirStorage {
     }
 
     fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
-        let bytes = fs::read(self.path(&file.key))
-            .map_err(|e| Error::checkpoint(format!("checkpoint file {} is missing or unreadable: {e}", file.key)))?;
+        let path = self.path(&file.key);
+        let bytes = fs::read(&path).map_err(|e| read_error(&file.key, &path, e))?;
         if bytes.len() as u64 != file.size || crc32c::crc32c(&bytes) != file.crc32c {
             return Err(Error::checkpoint(format!(
                 "checkpoint file {} is corrupt (size or checksum mismatch)",
@@ -229,24 +281,57 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>> {
         let p = self.chk_dir(id).join(METADATA_FILE);
-        fs::read(&p).map_err(|e| Error::checkpoint(format!("reading {}: {e}", p.display())))
+        fs::read(&p).map_err(|e| read_error(&format!("chk-{id}/{METADATA_FILE}"), &p, e))
     }
 
     fn list(&self) -> Result<Vec<(CheckpointId, bool)>> {
+        let listing = |e| could_not_read(format!("could not list checkpoint storage {}", self.root.display()), e);
         let entries = match fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("listing {}", self.root.display()), e)),
+            Err(e) => return Err(listing(e)),
         };
         let mut out = Vec::new();
-        for e in entries.flatten() {
+        for e in entries {
+            let e = e.map_err(listing)?;
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_prefix("chk-").and_then(|s| s.parse::<CheckpointId>().ok()) {
-                out.push((id, e.path().join(METADATA_FILE).is_file()));
+                // Anything under the metadata's name makes the checkpoint complete: one that
+                // cannot be read must fail the restore, not hide the checkpoint.
+                let meta = e.path().join(METADATA_FILE);
+                let complete = meta.try_exists().map_err(|err| {
+                    could_not_read(format!("could not check whether {} exists", meta.display()), err)
+                })?;
+                out.push((id, complete));
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    fn read_identity(&self) -> Result<Option<Vec<u8>>> {
+        let p = self.root.join(JOB_IDENTITY_FILE);
+        match fs::read(&p) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(could_not_read(
+                format!("could not read the job identity record {}", p.display()),
+                e,
+            )),
+        }
+    }
+
+    fn write_identity(&self, bytes: &[u8]) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
+        let tmp = self.root.join(format!("{JOB_IDENTITY_FILE}.tmp"));
+        let mut f = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(f);
+        fs::rename(&tmp, self.root.join(JOB_IDENTITY_FILE))
+            .map_err(|e| Error::io(format!("publishing the job identity record in {}", self.root.display()), e))?;
+        fsync_dir(&self.root)
     }
 
     fn delete_checkpoint(&self, id: CheckpointId) -> Result<()> {

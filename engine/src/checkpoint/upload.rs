@@ -8,7 +8,8 @@
 
 use super::fail;
 use super::metadata::{
-    CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile, SubtaskState, FORMAT_VERSION,
+    decode_metadata, encode_metadata, CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile,
+    SubtaskState, FORMAT_VERSION,
 };
 use super::storage::CheckpointStorage;
 use crate::message::Barrier;
@@ -150,23 +151,18 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
 
 /// Publishes `meta`: from now on checkpoint `meta.id` is complete.
 pub(crate) fn publish(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata) -> Result<()> {
-    let bytes =
-        serde_json::to_vec_pretty(meta).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let bytes = encode_metadata(meta)?;
     storage
         .write_metadata(meta.id, &bytes)
         .with_context(|| format!("publishing checkpoint {}", meta.id))
 }
 
-/// Reads and decodes checkpoint `id`'s metadata.
+/// Reads, verifies (its checksum) and decodes checkpoint `id`'s metadata.
+///
+/// # Errors
+/// `Checkpoint` if the metadata is missing or corrupt; `External { retryable: true }` if the
+/// storage could not be read (try again); `Config` for another format version.
 pub fn read_metadata(storage: &dyn CheckpointStorage, id: crate::message::CheckpointId) -> Result<CheckpointMetadata> {
     let bytes = storage.read_metadata(id)?;
-    let meta: CheckpointMetadata = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::checkpoint(format!("checkpoint {id}: metadata is corrupt")).with_source(e))?;
-    if meta.version != FORMAT_VERSION {
-        return Err(Error::checkpoint(format!(
-            "checkpoint {id}: metadata format version {} is not supported (expected {FORMAT_VERSION})",
-            meta.version
-        )));
-    }
-    Ok(meta)
+    decode_metadata(id, &bytes)
 }

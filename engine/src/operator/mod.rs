@@ -78,6 +78,8 @@ pub struct OperatorContext {
     pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
     /// How to open `store`: the subtask's thread does it before `open`.
     pub(crate) store_opener: Option<StoreOpener>,
+    /// The restore rules for output an earlier run committed (sinks apply them).
+    pub(crate) committed_output: crate::sink::CommittedOutputCheck,
 }
 
 /// Everything needed to open (and restore) one keyed subtask's store.

@@ -58,6 +58,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             parallelism: ctx.parallelism,
             restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
             checkpoint_timing: ctx.checkpoint_timing,
+            committed_output: ctx.committed_output.clone(),
         };
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {

@@ -181,6 +181,7 @@ impl Master {
         self.report.restarts = tracker.restarts();
         if let Some(c) = &self.coordinator {
             self.report.checkpoints = c.completed.clone();
+            self.report.restore_warnings = c.restore_warnings();
         }
         Ok(std::mem::take(&mut self.report))
     }

@@ -41,6 +41,8 @@ pub(crate) struct RestoreInput {
     pub(crate) keyed: HashMap<(String, usize), PathBuf>,
     /// Operator state per (operator, subtask).
     pub(crate) operator_state: HashMap<(String, usize), Vec<u8>>,
+    /// Where sinks report fallbacks the user allowed (the job report's restore warnings).
+    pub(crate) restore_warnings: Option<crate::runtime::report::SharedRestoreWarnings>,
 }
 
 /// The subtasks of a job, ready to run.
@@ -257,6 +259,10 @@ pub(crate) fn build(
                             metrics: metrics.clone(),
                             restored_state: restore.operator_state.get(&(node.name.clone(), s)).cloned(),
                             checkpoint_timing: cfg.checkpoint.as_ref().map(|c| c.timing()),
+                            committed_output: crate::sink::CommittedOutputCheck::new(
+                                cfg.checkpoint.as_ref(),
+                                restore.restore_warnings.clone(),
+                            ),
                         };
                         ops.push((op, ctx));
                     }

@@ -74,6 +74,23 @@ pub struct RestoreStats {
     pub records_replayed: u64,
 }
 
+/// A restore that used an older checkpoint than the newest complete one, as
+/// [`fallback_to_older_checkpoint_reproducing_output`](crate::checkpoint::CheckpointConfig::fallback_to_older_checkpoint_reproducing_output)
+/// allowed: output committed after `restored` up to `newer` is produced and committed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreWarning {
+    /// The checkpoint restored.
+    pub restored: CheckpointId,
+    /// The newer checkpoint that was complete (its metadata corrupt, or a sink's committed
+    /// output shows it): output of `restored + 1 ..= newer` is produced again.
+    pub newer: CheckpointId,
+    /// What was found and skipped, for people.
+    pub message: String,
+}
+
+/// Restore warnings collected while a job runs (sinks report theirs when they start).
+pub(crate) type SharedRestoreWarnings = std::sync::Arc<std::sync::Mutex<Vec<RestoreWarning>>>;
+
 /// The outcome of a job run.
 #[derive(Debug, Clone, Default)]
 pub struct JobReport {
@@ -99,6 +116,9 @@ pub struct JobReport {
     pub restores: Vec<RestoreStats>,
     /// The checkpoint the run started from (a previous run's), if any.
     pub restored_from: Option<CheckpointId>,
+    /// Restores that fell back to an older checkpoint (only with the opt-in), in order: each
+    /// one reproduced committed output. Empty in a run that restored as it should.
+    pub restore_warnings: Vec<RestoreWarning>,
 }
 
 impl JobReport {
@@ -149,6 +169,13 @@ impl std::fmt::Display for JobReport {
                 write!(f, "  {k}={v}")?;
             }
             writeln!(f)?;
+        }
+        for w in &self.restore_warnings {
+            writeln!(
+                f,
+                "WARNING: restored checkpoint {} although checkpoint {} was complete: {}",
+                w.restored, w.newer, w.message
+            )?;
         }
         for r in &self.restores {
             writeln!(

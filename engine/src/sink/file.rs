@@ -27,6 +27,10 @@
 //!   final file that exists while its pending file does not is already committed (commit is
 //!   repeated after a restore); if neither exists, the output is lost and commit fails with an
 //!   `External` error rather than going on silently.
+//! * Creating a writer first applies the restore rules to the subtask's committed files (see
+//!   [`SinkContext::check_committed_output`]): a final file of a checkpoint newer than the
+//!   restored one, or any final file when the job restored nothing and is not an explicit
+//!   fresh start, stops the start before anything is deleted.
 //! * Creating a writer cleans up after an earlier attempt of the same sink subtask: it deletes
 //!   the subtask's in-progress files and the pending files of checkpoints after the restored
 //!   one (or all its pending files, when the job did not restore a checkpoint). Pending files
@@ -278,8 +282,25 @@ impl<T> FileWriter<T> {
             current: None,
             line: String::new(),
         };
+        writer.check_committed_output(ctx)?;
         writer.clean_up(ctx.restored_checkpoint)?;
         Ok(writer)
+    }
+
+    /// Applies the restore rules to this subtask's committed files, before anything is
+    /// deleted: the newest final file names the newest checkpoint whose output it committed.
+    fn check_committed_output(&self, ctx: &SinkContext) -> Result<()> {
+        let newest = file_names(&self.dir)?
+            .into_iter()
+            .filter_map(|name| Some((checkpoint_of(&self.prefix, &name)?, name)))
+            .max();
+        match newest {
+            Some((n, name)) => ctx.check_committed_output(
+                n,
+                &format!("committed file {name} in {}", self.dir.display()),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Deletes what an earlier attempt of this subtask left that no restored committable refers
@@ -563,6 +584,7 @@ mod tests {
             parallelism: 2,
             restored_checkpoint: restored,
             checkpoint_timing: None,
+            committed_output: Default::default(),
         }
     }
 

@@ -239,6 +239,7 @@ mod tests {
             parallelism: 1,
             restored_checkpoint: None,
             checkpoint_timing: None,
+            committed_output: Default::default(),
         }
     }
 

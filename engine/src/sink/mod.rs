@@ -12,9 +12,13 @@ pub mod discard;
 pub mod file;
 pub mod idempotent;
 
+mod committed_output;
+
 use crate::data::{Data, Record};
 use crate::message::CheckpointId;
 use crate::Result;
+
+pub use committed_output::CommittedOutputCheck;
 
 pub use collect::{CollectSink, Collected};
 pub use discard::DiscardSink;
@@ -38,6 +42,28 @@ pub struct SinkContext {
     /// The job's checkpoint interval and timeout (`None`: checkpointing is off, and
     /// committables are committed only when a bounded job ends).
     pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
+    /// The restore rules a writer applies to output an earlier run committed: see
+    /// [`check_committed_output`](Self::check_committed_output).
+    pub committed_output: CommittedOutputCheck,
+}
+
+impl SinkContext {
+    /// Checks what this sink subtask found committed in its destination before it starts:
+    /// `newest` is the newest checkpoint whose output it holds as committed (a final file of
+    /// that checkpoint, a transaction marker), `found` says what and where, for the error.
+    ///
+    /// A sink writer with durable output calls this when it is created, **before** it changes
+    /// anything (deleting leftovers, resetting markers), and returns the error.
+    ///
+    /// # Errors
+    /// `Config` when the output is ahead of the restored checkpoint (unless the user allowed
+    /// falling back), or when the job restored no checkpoint and the restore mode is not
+    /// [`RestoreMode::Fresh`](crate::checkpoint::RestoreMode::Fresh): the job has run before and
+    /// this start would produce committed output again.
+    pub fn check_committed_output(&self, newest: CheckpointId, found: &str) -> Result<()> {
+        self.committed_output
+            .check(&self.name, self.subtask, self.restored_checkpoint, newest, found)
+    }
 }
 
 /// A sink for records of type `T`.

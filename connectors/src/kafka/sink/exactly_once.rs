@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     /// No checkpoint was restored for this sink: earlier markers belong to another run.
     pub(crate) fresh_start: bool,
     pub(crate) sink: String,
+    /// The restore rules the marker found at start is checked against.
+    pub(crate) ctx: weir_engine::sink::SinkContext,
 }
 
 /// One sink subtask's transactional writer.
@@ -82,11 +84,18 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             subtask,
             session,
         };
+        // The marker is evidence of committed output: checked before a fresh start resets it.
+        let marker = w.marker.read().map_err(|e| e.context(what.clone()))?;
+        let found = format!(
+            "the epoch marker of group {} on topic {}",
+            w.settings.transactional_id, w.settings.topic
+        );
+        w.settings.ctx.check_committed_output(marker, &found)?;
         if w.settings.fresh_start {
             w.run_transaction(0, &[])
                 .map_err(|e| e.context(format!("{what}: resetting the epoch marker for a fresh start")))?;
         } else {
-            w.done = w.marker.read().map_err(|e| e.context(what.clone()))?;
+            w.done = marker;
         }
         tracing::debug!(sink = %w.settings.sink, txn = %w.settings.transactional_id, done = w.done, "exactly-once Kafka writer ready");
         Ok(w)

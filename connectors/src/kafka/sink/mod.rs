@@ -33,7 +33,11 @@
 //!
 //! Transactional ids are `<prefix>-<subtask>`: one per sink subtask, stable across restarts,
 //! bounded by the parallelism. A fresh start (no restored checkpoint) resets the subtask's
-//! marker, so checkpoint numbering of an earlier job cannot hide new epochs.
+//! marker, so checkpoint numbering of an earlier job cannot hide new epochs; before that, the
+//! marker found is checked against the restore rules
+//! ([`SinkContext::check_committed_output`]): a marker above the restored checkpoint, or any
+//! marker when nothing was restored and the restore mode is not `RestoreMode::Fresh`, stops
+//! the start and leaves the marker as it was.
 
 mod at_least_once;
 mod exactly_once;
@@ -311,6 +315,7 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
                         transaction_timeout: self.transaction_timeout,
                         fresh_start: ctx.restored_checkpoint.is_none(),
                         sink: ctx.name.clone(),
+                        ctx: ctx.clone(),
                     },
                     shape,
                 )?))
