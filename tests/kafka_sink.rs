@@ -301,6 +301,48 @@ fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     assert!(decode(&broker.read_committed(&topic).unwrap()) == twice);
 }
 
+/// The newest `_metadata` is lost, so the newest complete checkpoint looks incomplete; the
+/// sink's marker shows it committed that epoch: restoring the older checkpoint would produce
+/// the epochs after it again, so the start is refused and the marker left alone.
+#[test]
+fn a_marker_above_the_restored_checkpoint_stops_the_start() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("ahead-out");
+    broker.create_topic(&topic, 2).unwrap();
+    let prefix = format!("{topic}-txn");
+    let dir = tempfile::tempdir().unwrap();
+    balance_pipeline("kafka-ahead", dir.path(), 5, 1_000, 1, posted_sink(&broker, &topic, &prefix))
+        .run()
+        .unwrap();
+    let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
+    let chk = dir.path().join("checkpoints");
+    let mut complete: Vec<u64> = std::fs::read_dir(&chk)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    complete.sort();
+    assert!(complete.iter().any(|&id| id < marker), "an older checkpoint: {complete:?}, marker {marker}");
+    for id in complete.iter().filter(|&&id| id >= marker) {
+        std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
+    }
+    let err = balance_pipeline("kafka-ahead", dir.path(), 5, 1_000, 1, posted_sink(&broker, &topic, &prefix))
+        .restart_strategy(RestartStrategy::None)
+        .run()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")), "{msg}");
+    assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
+    assert_eq!(committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(), marker);
+    let mut once = model(5, 1_000);
+    once.sort();
+    assert!(decode(&broker.read_committed(&topic).unwrap()) == once, "nothing produced twice");
+}
+
 #[test]
 fn at_least_once_mode_loses_nothing_under_failures() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
