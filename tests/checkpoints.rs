@@ -117,7 +117,11 @@ fn with_the_opt_in_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_
     assert_eq!(report.restore_warnings.len(), 1, "{:?}", report.restore_warnings);
     let w = &report.restore_warnings[0];
     assert_eq!((w.restored, w.newer), (previous, latest));
-    assert!(w.message.contains("corrupt") && w.message.contains("produced again"), "{}", w.message);
+    assert!(
+        w.message.contains("corrupt") && w.message.contains("produced again"),
+        "{}",
+        w.message
+    );
     assert!(report.to_string().contains("WARNING"), "the report shows it:\n{report}");
 
     // With every retained checkpoint corrupt, the job refuses to start from scratch.
@@ -148,9 +152,11 @@ fn a_missing_checkpoint_file_is_corruption_and_needs_the_opt_in_to_fall_back() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("missing"), "{err}");
-    let report = job(&storage, 6_000, |p| allow_fallback(p.state_dir(dir.path().join("state"))))
-        .0
-        .unwrap();
+    let report = job(&storage, 6_000, |p| {
+        allow_fallback(p.state_dir(dir.path().join("state")))
+    })
+    .0
+    .unwrap();
     assert_eq!(report.restored_from, Some(ids[ids.len() - 2]));
     assert_eq!(report.restore_warnings.len(), 1);
 }

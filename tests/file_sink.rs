@@ -246,7 +246,12 @@ fn idempotent_sink_converges_under_failures() {
 
 /// The highest checkpoint id of the committed files in `out`, and the complete checkpoints.
 fn newest_committed(out: &Path) -> u64 {
-    committed_files(out).unwrap().iter().map(|f| f.checkpoint).max().unwrap()
+    committed_files(out)
+        .unwrap()
+        .iter()
+        .map(|f| f.checkpoint)
+        .max()
+        .unwrap()
 }
 
 fn complete_checkpoints(chk: &Path) -> Vec<u64> {
@@ -273,7 +278,10 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     let before = read_committed_lines(&out).unwrap();
     let newest = newest_committed(&out);
     let complete = complete_checkpoints(&chk);
-    assert!(complete.iter().any(|&id| id < newest), "an older checkpoint to restore: {complete:?}");
+    assert!(
+        complete.iter().any(|&id| id < newest),
+        "an older checkpoint to restore: {complete:?}"
+    );
     for id in complete.iter().filter(|&&id| id >= newest) {
         std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
     }
@@ -286,7 +294,11 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     assert!(msg.contains(&format!("checkpoint {newest}")), "{msg}");
     assert!(msg.contains(&format!("{newest:010}.jsonl")), "names the file: {msg}");
     assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
-    assert_eq!(read_committed_lines(&out).unwrap(), before, "committed output untouched");
+    assert_eq!(
+        read_committed_lines(&out).unwrap(),
+        before,
+        "committed output untouched"
+    );
 
     // With the opt-in the job restores the older checkpoint, says so, and the output after it
     // is committed a second time: what the option's name warns about.
@@ -301,8 +313,17 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
         report.restore_warnings
     );
     let after = read_committed_lines(&out).unwrap();
-    assert!(after.len() as u64 > RECORDS, "output after the older checkpoint is there twice");
-    assert_eq!(sorted(after).into_iter().collect::<std::collections::BTreeSet<_>>().len() as u64, RECORDS);
+    assert!(
+        after.len() as u64 > RECORDS,
+        "output after the older checkpoint is there twice"
+    );
+    assert_eq!(
+        sorted(after)
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64,
+        RECORDS
+    );
 }
 
 /// The checkpoint directory is empty (an unmounted volume, a wrong path), but the output
@@ -323,5 +344,9 @@ fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
     let msg = err.to_string();
     assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
     assert!(msg.contains(".jsonl"), "names a committed file: {msg}");
-    assert_eq!(read_committed_lines(&out).unwrap(), before, "committed output untouched");
+    assert_eq!(
+        read_committed_lines(&out).unwrap(),
+        before,
+        "committed output untouched"
+    );
 }

@@ -267,34 +267,61 @@ fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     broker.create_topic(&topic, 2).unwrap();
     let prefix = format!("{topic}-txn");
     let first = tempfile::tempdir().unwrap();
-    balance_pipeline("kafka-fresh", first.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-        .run()
-        .unwrap();
+    balance_pipeline(
+        "kafka-fresh",
+        first.path(),
+        4,
+        1_000,
+        1,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .run()
+    .unwrap();
     let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
     assert!(marker > 0);
     // Empty checkpoint storage (an unmounted volume, a wrong path) while the sink's marker
     // shows committed epochs: the job has run before; starting from scratch would produce
     // everything again, so it is refused and the marker is left as it was.
     let empty = tempfile::tempdir().unwrap();
-    let err = balance_pipeline("kafka-fresh", empty.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-        .restart_strategy(RestartStrategy::None)
-        .run()
-        .unwrap_err();
+    let err = balance_pipeline(
+        "kafka-fresh",
+        empty.path(),
+        4,
+        1_000,
+        1,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .restart_strategy(RestartStrategy::None)
+    .run()
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")), "{msg}");
+    assert!(
+        msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")),
+        "{msg}"
+    );
     assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
-    assert_eq!(committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(), marker);
+    assert_eq!(
+        committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(),
+        marker
+    );
     let mut once = model(4, 1_000);
     once.sort();
     assert!(decode(&broker.read_committed(&topic).unwrap()) == once);
     // The explicit fresh start numbers its checkpoints from 1 again, below the first run's
     // markers, and must still be visible in full.
     let fresh = tempfile::tempdir().unwrap();
-    balance_pipeline("kafka-fresh", fresh.path(), 4, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-        .restore_mode(RestoreMode::Fresh)
-        .run()
-        .unwrap();
+    balance_pipeline(
+        "kafka-fresh",
+        fresh.path(),
+        4,
+        1_000,
+        1,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .restore_mode(RestoreMode::Fresh)
+    .run()
+    .unwrap();
     let mut twice = model(4, 1_000);
     twice.extend(model(4, 1_000));
     twice.sort();
@@ -313,9 +340,16 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
     broker.create_topic(&topic, 2).unwrap();
     let prefix = format!("{topic}-txn");
     let dir = tempfile::tempdir().unwrap();
-    balance_pipeline("kafka-ahead", dir.path(), 5, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-        .run()
-        .unwrap();
+    balance_pipeline(
+        "kafka-ahead",
+        dir.path(),
+        5,
+        1_000,
+        1,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .run()
+    .unwrap();
     let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
     let chk = dir.path().join("checkpoints");
     let mut complete: Vec<u64> = std::fs::read_dir(&chk)
@@ -325,22 +359,41 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
         .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
         .collect();
     complete.sort();
-    assert!(complete.iter().any(|&id| id < marker), "an older checkpoint: {complete:?}, marker {marker}");
+    assert!(
+        complete.iter().any(|&id| id < marker),
+        "an older checkpoint: {complete:?}, marker {marker}"
+    );
     for id in complete.iter().filter(|&&id| id >= marker) {
         std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
     }
-    let err = balance_pipeline("kafka-ahead", dir.path(), 5, 1_000, 1, posted_sink(&broker, &topic, &prefix))
-        .restart_strategy(RestartStrategy::None)
-        .run()
-        .unwrap_err();
+    let err = balance_pipeline(
+        "kafka-ahead",
+        dir.path(),
+        5,
+        1_000,
+        1,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .restart_strategy(RestartStrategy::None)
+    .run()
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")), "{msg}");
+    assert!(
+        msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")),
+        "{msg}"
+    );
     assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
-    assert_eq!(committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(), marker);
+    assert_eq!(
+        committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(),
+        marker
+    );
     let mut once = model(5, 1_000);
     once.sort();
-    assert!(decode(&broker.read_committed(&topic).unwrap()) == once, "nothing produced twice");
+    assert!(
+        decode(&broker.read_committed(&topic).unwrap()) == once,
+        "nothing produced twice"
+    );
 }
 
 #[test]

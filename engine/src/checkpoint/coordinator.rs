@@ -139,7 +139,9 @@ impl Coordinator {
         };
         match record.write(self.cfg.storage.as_ref()) {
             Ok(()) => self.identity = record,
-            Err(e) => tracing::warn!(error = %e, checkpoint = id, "recording the first completed checkpoint in the job identity record failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, checkpoint = id, "recording the first completed checkpoint in the job identity record failed")
+            }
         }
     }
 

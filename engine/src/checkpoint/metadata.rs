@@ -137,9 +137,10 @@ struct VersionOnly {
 /// # Errors
 /// `Internal` if it cannot be encoded (a bug).
 pub fn encode_metadata(meta: &CheckpointMetadata) -> Result<Vec<u8>> {
-    let text =
-        serde_json::to_string_pretty(meta).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
-    let raw = RawValue::from_string(text).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let text = serde_json::to_string_pretty(meta)
+        .map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
+    let raw =
+        RawValue::from_string(text).map_err(|e| Error::internal("encoding checkpoint metadata").with_source(e))?;
     let envelope = Envelope {
         crc32c: crc32c::crc32c(raw.get().as_bytes()),
         metadata: &raw,
@@ -165,10 +166,9 @@ pub fn decode_metadata(id: CheckpointId, bytes: &[u8]) -> Result<CheckpointMetad
                     return Err(unsupported(id, v.version));
                 }
             }
-            return Err(Error::checkpoint(format!(
-                "checkpoint {id}: metadata is corrupt (it does not parse)"
-            ))
-            .with_source(e));
+            return Err(
+                Error::checkpoint(format!("checkpoint {id}: metadata is corrupt (it does not parse)")).with_source(e),
+            );
         }
     };
     let text = envelope.metadata.get();

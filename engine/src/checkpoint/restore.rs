@@ -50,7 +50,11 @@ fn could_not_read(e: &Error) -> bool {
 }
 
 /// Runs `read`, retrying it per `retry` while it fails because storage could not be read.
-pub(crate) fn with_retries<T>(retry: ReadRetry, what: &dyn Fn() -> String, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn with_retries<T>(
+    retry: ReadRetry,
+    what: &dyn Fn() -> String,
+    mut read: impl FnMut() -> Result<T>,
+) -> Result<T> {
     let mut pause = retry.initial;
     let mut tries = 1;
     loop {
@@ -81,7 +85,13 @@ pub(crate) struct RestorePolicy {
 }
 
 /// What to do when candidate `id` turned out corrupt. Pure: the decision only.
-fn on_corrupt(id: CheckpointId, error: &Error, older_left: bool, policy: &RestorePolicy, storage: &str) -> Option<Error> {
+fn on_corrupt(
+    id: CheckpointId,
+    error: &Error,
+    older_left: bool,
+    policy: &RestorePolicy,
+    storage: &str,
+) -> Option<Error> {
     if policy.fallback_allowed && older_left {
         return None;
     }
@@ -264,7 +274,9 @@ mod tests {
         let strict = RestorePolicy::default();
         let stop = on_corrupt(7, &e, true, &strict, "s").unwrap();
         assert_eq!(stop.kind(), ErrorKind::Config);
-        assert!(stop.to_string().contains("fallback_to_older_checkpoint_reproducing_output"));
+        assert!(stop
+            .to_string()
+            .contains("fallback_to_older_checkpoint_reproducing_output"));
         let lenient = RestorePolicy { fallback_allowed: true };
         assert!(on_corrupt(7, &e, true, &lenient, "s").is_none());
         let last = on_corrupt(7, &e, false, &lenient, "s").unwrap();

@@ -299,9 +299,9 @@ impl CheckpointStorage for LocalDirStorage {
                 // Anything under the metadata's name makes the checkpoint complete: one that
                 // cannot be read must fail the restore, not hide the checkpoint.
                 let meta = e.path().join(METADATA_FILE);
-                let complete = meta.try_exists().map_err(|err| {
-                    could_not_read(format!("could not check whether {} exists", meta.display()), err)
-                })?;
+                let complete = meta
+                    .try_exists()
+                    .map_err(|err| could_not_read(format!("could not check whether {} exists", meta.display()), err))?;
                 out.push((id, complete));
             }
         }
@@ -329,8 +329,12 @@ impl CheckpointStorage for LocalDirStorage {
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         drop(f);
-        fs::rename(&tmp, self.root.join(JOB_IDENTITY_FILE))
-            .map_err(|e| Error::io(format!("publishing the job identity record in {}", self.root.display()), e))?;
+        fs::rename(&tmp, self.root.join(JOB_IDENTITY_FILE)).map_err(|e| {
+            Error::io(
+                format!("publishing the job identity record in {}", self.root.display()),
+                e,
+            )
+        })?;
         fsync_dir(&self.root)
     }
 

@@ -34,7 +34,9 @@ struct Rules {
 enum Verdict {
     Start,
     /// Start, reproducing output after `restored` (the user allowed it).
-    StartReproducing { restored: CheckpointId },
+    StartReproducing {
+        restored: CheckpointId,
+    },
     Refuse(String),
 }
 
@@ -164,6 +166,9 @@ mod tests {
             panic!("must refuse")
         };
         assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
-        assert_eq!(decide(&rules(RestoreMode::Fresh, false), "s", 0, None, 6, "f"), Verdict::Start);
+        assert_eq!(
+            decide(&rules(RestoreMode::Fresh, false), "s", 0, None, 6, "f"),
+            Verdict::Start
+        );
     }
 }

@@ -295,10 +295,9 @@ impl<T> FileWriter<T> {
             .filter_map(|name| Some((checkpoint_of(&self.prefix, &name)?, name)))
             .max();
         match newest {
-            Some((n, name)) => ctx.check_committed_output(
-                n,
-                &format!("committed file {name} in {}", self.dir.display()),
-            ),
+            Some((n, name)) => {
+                ctx.check_committed_output(n, &format!("committed file {name} in {}", self.dir.display()))
+            }
             None => Ok(()),
         }
     }
