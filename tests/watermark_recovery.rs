@@ -623,3 +623,88 @@ fn windows_with_late_records_commit_the_failure_free_output_under_random_failure
         "every run must restart ({restarts} restarts in {runs} runs)"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A keyed subtask with two input channels: each channel's watermark is restored, not only the
+// combined one.
+
+/// Reports the operator's watermark at each record of key 1 from value `FROM` on.
+#[derive(Clone)]
+struct WatermarkAtRecord;
+
+const FROM: i64 = 61;
+
+impl KeyedProcess<u32, Event> for WatermarkAtRecord {
+    type Out = (i64, i64);
+    fn process(&mut self, e: Event, ctx: &mut KeyedContext<'_, u32, (i64, i64)>) -> Result<()> {
+        if e.0 == 1 && e.1 >= FROM {
+            let wm = ctx.current_watermark();
+            ctx.emit((e.1, wm));
+        }
+        Ok(())
+    }
+}
+
+/// Two source subtasks, each chained to its own assigner, feed one keyed subtask over two
+/// channels. Split 0 (even indices, key 0) has every record at 100 000, so its watermark is
+/// 99 999 from its first record on and never moves again; split 1 (odd indices, key 1) has
+/// record `i` at `i`. The keyed subtask's watermark at record `v` of key 1 is therefore the
+/// watermark after split 1's previous record, `v - 3`, once split 0's first record has arrived
+/// (both splits read at the same rate, so it arrived long before value 61).
+///
+/// After a restore split 0's assigner emits no watermark again (its watermark does not move),
+/// so only a restored watermark of that channel lets the combined watermark follow split 1.
+fn two_channel_run(backend: Backend, failures: Vec<(&'static str, u64, FailAction)>) -> (Vec<(i64, i64)>, JobReport) {
+    common::trace_if_asked();
+    let dir = fast_tempdir();
+    fail::disarm_all();
+    for (point, nth, action) in &failures {
+        fail::arm(point, *nth, *action);
+    }
+    let p = common::pipeline("two-channels", backend, &dir)
+        .parallelism(1)
+        .batch_size(1)
+        .checkpoint_storage(dir.path().join("checkpoints"))
+        .checkpoint_interval(Duration::from_millis(10))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 20,
+            delay: Duration::from_millis(1),
+        });
+    let out = CollectSink::new();
+    p.source(
+        "events",
+        GeneratorSource::new(|i| if i % 2 == 0 { (0u32, i as i64) } else { (1, i as i64) })
+            .bounded(200)
+            .splits(2)
+            .rate_per_second(400.0)
+            .with_timestamps(|i, _| if i % 2 == 0 { 100_000 } else { i as i64 }),
+    )
+    .parallelism(2)
+    .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous())
+    .parallelism(2)
+    .key_by("by-key", |e: &Event| e.0)
+    .process("observe", WatermarkAtRecord)
+    .sink("out", out.clone());
+    let report = p.run().unwrap_or_else(|e| panic!("{backend:?}: job failed: {e}"));
+    let unfired: Vec<_> = failures.iter().filter(|f| fail::is_armed(f.0)).collect();
+    fail::disarm_all();
+    assert!(
+        unfired.is_empty(),
+        "{backend:?}: fail points that never fired: {unfired:?}"
+    );
+    (common::sorted(out.records()), report)
+}
+
+#[test]
+fn a_keyed_subtask_restores_the_watermark_of_each_input_channel() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let expected: Vec<(i64, i64)> = (FROM..200).step_by(2).map(|v| (v, v - 3)).collect();
+    for backend in BACKENDS {
+        let (free, _) = two_channel_run(backend, vec![]);
+        assert_eq!(free, expected, "{backend:?}: failure-free run");
+        // The keyed subtask gets a batch per record of either split: fail about at value 120.
+        let (got, report) = two_channel_run(backend, vec![(fail::PROCESS_RECORD, 120, FailAction::Error)]);
+        assert!(report.restarts >= 1, "{report}");
+        assert_eq!(got, expected, "{backend:?}: after a restore");
+    }
+}
