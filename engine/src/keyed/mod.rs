@@ -1,6 +1,7 @@
 //! Keyed state and timers as user functions see them.
 
 pub mod context;
+pub(crate) mod event_time;
 pub mod handles;
 pub mod scope;
 pub mod timers;

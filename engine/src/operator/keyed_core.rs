@@ -1,8 +1,12 @@
 //! What every keyed operator shares: its store and timers, the current key's encoding and key
 //! group, the watermark, and firing timers in order.
+//!
+//! The watermark is part of the keyed state (see [`EventTime`]): a subtask restored from a
+//! checkpoint continues at the watermark it had when the checkpoint was taken.
 
 use crate::data::{Key, Record, Timestamp};
 use crate::keyed::context::clean_up_expired;
+use crate::keyed::event_time::EventTime;
 use crate::keyed::scope::{KeyScope, NS_TTL, NS_USER};
 use crate::keyed::timers::{TimeDomain, TimerService};
 use crate::keyed::{KeyedContext, Timer};
@@ -21,7 +25,12 @@ pub(crate) struct KeyedCore<K> {
     timers: TimerService,
     key_buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// The watermark the operator acted on last (restored from the checkpoint it opened from).
     pub(crate) watermark: Timestamp,
+    /// The watermark of each input channel when the runtime last reported them.
+    pub(crate) input_channels: Vec<Timestamp>,
+    /// What the store holds already (so an unchanged event time is not written again).
+    stored: EventTime,
     max_parallelism: usize,
     key_groups: KeyGroupRange,
     pub(crate) metrics: OperatorMetrics,
@@ -30,19 +39,23 @@ pub(crate) struct KeyedCore<K> {
 }
 
 impl<K: Key> KeyedCore<K> {
-    /// Takes the store the runtime opened and rebuilds the timer index from it.
+    /// Takes the store the runtime opened and rebuilds the timer index and the watermark from
+    /// it.
     pub(crate) fn open(ctx: &mut OperatorContext) -> Result<Self> {
         let mut store = ctx
             .store
             .take()
             .ok_or_else(|| Error::internal(format!("keyed operator {} has no state store", ctx.describe())))?;
         let timers = TimerService::load(store.as_mut(), ctx.key_groups)?;
+        let stored = EventTime::load(store.as_mut(), ctx.key_groups)?;
         Ok(KeyedCore {
             store,
             timers,
             key_buf: Vec::with_capacity(64),
             scratch: Vec::with_capacity(128),
-            watermark: Timestamp::MIN,
+            watermark: stored.watermark,
+            input_channels: stored.channels.clone(),
+            stored,
             max_parallelism: ctx.max_parallelism,
             key_groups: ctx.key_groups,
             metrics: ctx.metrics.clone(),
@@ -141,8 +154,21 @@ impl<K: Key> KeyedCore<K> {
         self.timers.next_processing_time().map(|t| t.max(0) as u64)
     }
 
-    /// Writes the store's snapshot for a checkpoint.
+    /// The event time restored when the subtask opened (or last snapshotted).
+    pub(crate) fn restored_event_time(&self) -> &EventTime {
+        &self.stored
+    }
+
+    /// Writes the store's snapshot for a checkpoint, with the current event time in it.
     pub(crate) fn snapshot(&mut self, target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        let now = EventTime {
+            watermark: self.watermark,
+            channels: self.input_channels.clone(),
+        };
+        if now != self.stored {
+            now.store(self.store.as_mut(), self.key_groups)?;
+            self.stored = now;
+        }
         let mut snap = OperatorSnapshot::default();
         if let Some(dir) = &target.dir {
             snap.keyed_files = self.store.snapshot_to(dir)?;

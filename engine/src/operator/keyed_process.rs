@@ -2,7 +2,7 @@
 
 use super::keyed_core::KeyedCore;
 use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
-use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp};
+use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MIN_WATERMARK};
 use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
@@ -179,11 +179,30 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
         Ok(())
     }
 
+    /// Fires event-time timers up to `wm` and forwards it. A watermark at or below the
+    /// operator's own changes nothing: after a restore the inputs may report watermarks from
+    /// before the checkpoint again, and event time must not go back.
     fn on_watermark(&mut self, wm: Timestamp, out: &mut Emitter) -> Result<()> {
-        self.core()?.watermark = wm;
+        let core = self.core()?;
+        if wm <= core.watermark {
+            return Ok(());
+        }
+        core.watermark = wm;
         self.fire(TimeDomain::EventTime, wm, out)?;
         out.watermark(wm);
         Ok(())
+    }
+
+    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+        let et = self.core.as_ref()?.restored_event_time();
+        (et.watermark > MIN_WATERMARK || !et.channels.is_empty()).then(|| (et.watermark, et.channels.clone()))
+    }
+
+    fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+        if let Some(core) = self.core.as_mut() {
+            core.input_channels.clear();
+            core.input_channels.extend_from_slice(channels);
+        }
     }
 
     fn on_processing_time(&mut self, now: u64, out: &mut Emitter) -> Result<()> {

@@ -157,6 +157,21 @@ pub trait OperatorCore: Send {
         Ok(())
     }
 
+    /// For the first operator of a subtask fed by an input gate: the watermarks of its inputs
+    /// it restored from a checkpoint, as `(combined watermark, watermark of each input channel)`
+    /// (the channels may be empty when not known). The gate starts from them, so event time
+    /// continues where it was when the checkpoint was taken. The default restores nothing.
+    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+        None
+    }
+
+    /// For the first operator of a subtask fed by an input gate: the watermark of each input
+    /// channel, reported right before [`snapshot`](Self::snapshot) so that an operator that
+    /// checkpoints event time can keep them. The default ignores them.
+    fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+        let _ = channels;
+    }
+
     /// The earliest processing time at which the operator wants `on_processing_time`.
     fn next_deadline_ms(&self) -> Option<u64> {
         None

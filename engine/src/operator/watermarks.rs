@@ -1,10 +1,24 @@
 //! The timestamp and watermark assigner operator.
+//!
+//! Its watermark follows the largest timestamp it has seen, so that value is part of every
+//! checkpoint (in the operator's state): after a restore the assigner continues from the
+//! largest timestamp seen before the checkpoint and emits the same watermarks after the same
+//! records as a run without failure.
 
-use super::{Emitter, OperatorCore};
+use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Timestamp, MAX_WATERMARK};
+use crate::message::Barrier;
 use crate::time::WatermarkStrategy;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// What a checkpoint keeps of an assigner subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct AssignerState {
+    max_seen: Option<Timestamp>,
+    emitted: Timestamp,
+}
 
 /// Sets timestamps and emits watermarks per [`WatermarkStrategy`]. Upstream watermarks are
 /// replaced by this one's, except the final one that marks the end of input.
@@ -29,6 +43,21 @@ impl<T> WatermarkOp<T> {
 }
 
 impl<T: Data> OperatorCore for WatermarkOp<T> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        if let Some(raw) = &ctx.restored_state {
+            let (st, _): (AssignerState, _) = bincode::serde::decode_from_slice(raw, bincode::config::standard())
+                .map_err(|e| {
+                    Error::checkpoint(format!(
+                        "the checkpointed watermark of {} cannot be read: {e}",
+                        ctx.describe()
+                    ))
+                })?;
+            self.max_seen = st.max_seen;
+            self.emitted = st.emitted;
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         let mut batch = downcast::<T>(batch)?;
         if batch.is_empty() {
@@ -69,6 +98,17 @@ impl<T: Data> OperatorCore for WatermarkOp<T> {
             out.watermark(MAX_WATERMARK);
         }
         Ok(())
+    }
+
+    fn snapshot(&mut self, _barrier: &Barrier, _target: &SnapshotTarget) -> Result<OperatorSnapshot> {
+        let st = AssignerState {
+            max_seen: self.max_seen,
+            emitted: self.emitted,
+        };
+        Ok(OperatorSnapshot {
+            keyed_files: Vec::new(),
+            operator_state: Some(bincode::serde::encode_to_vec(st, bincode::config::standard())?),
+        })
     }
 
     fn on_idle(&mut self, _idle: bool, _out: &mut Emitter) -> Result<()> {

@@ -123,6 +123,20 @@ impl Chain {
         self.links.iter().filter_map(|l| l.op.next_deadline_ms()).min()
     }
 
+    /// The input watermarks the chain's first operator restored from a checkpoint:
+    /// `(combined, each input channel's)`.
+    pub(crate) fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+        self.links.first().and_then(|l| l.op.restored_input_watermarks())
+    }
+
+    /// Reports the watermark of each input channel to the chain's first operator (before a
+    /// snapshot).
+    pub(crate) fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+        if let Some(l) = self.links.first_mut() {
+            l.op.set_input_watermarks(channels);
+        }
+    }
+
     /// Finishes every operator in order: each one's last output reaches the next before it
     /// finishes.
     pub(crate) fn finish_operators(&mut self) -> Result<()> {

@@ -10,6 +10,12 @@
 //! Watermarks: the gate's watermark is the minimum over channels that are neither idle nor
 //! ended, and never goes backwards. When every live channel is idle the gate reports itself
 //! idle, so an idle input never stalls event time downstream.
+//!
+//! After a restore the gate starts where it was when the checkpoint was taken: the combined
+//! watermark and the watermark of every channel are set from what the head operator restored
+//! ([`restore_watermarks`](InputGate::restore_watermarks)); watermarks from before the
+//! checkpoint that upstream subtasks send again change nothing, and a channel whose upstream
+//! sends a new one moves exactly as it would have without the failure.
 
 use crate::data::{ErasedBatch, Timestamp, MIN_WATERMARK};
 use crate::message::{Barrier, Message};
@@ -86,6 +92,24 @@ impl InputGate {
             pending: VecDeque::new(),
             next_channel: 0,
             ended_reported: false,
+        }
+    }
+
+    /// The watermark of every channel, in channel order (what a snapshot keeps).
+    pub(crate) fn channel_watermarks(&self) -> Vec<Timestamp> {
+        self.channels.iter().map(|c| c.watermark).collect()
+    }
+
+    /// Continues from a checkpoint: the combined watermark starts at `combined` and never
+    /// reports anything at or below it; each channel starts at its entry of `channels` when
+    /// there is one per channel (otherwise every channel relearns its watermark from its
+    /// upstream, and the combined one holds at `combined` until they all passed it).
+    pub(crate) fn restore_watermarks(&mut self, combined: Timestamp, channels: &[Timestamp]) {
+        self.watermark = self.watermark.max(combined);
+        if channels.len() == self.channels.len() {
+            for (c, &w) in self.channels.iter_mut().zip(channels) {
+                c.watermark = c.watermark.max(w);
+            }
         }
     }
 
@@ -579,6 +603,43 @@ mod tests {
         assert_eq!(h.drain(), vec![Ev::Wm(30)]);
         h.send(2, Message::Watermark(MAX_WATERMARK));
         assert_eq!(h.drain(), vec![Ev::Wm(MAX_WATERMARK)]);
+    }
+
+    #[test]
+    fn a_restored_gate_continues_as_the_gate_that_took_the_checkpoint() {
+        // The gate that ran before the failure: channel 0 at 100, channel 1 at 50.
+        let mut before = Harness::new(2);
+        before.send(0, Message::Watermark(100));
+        before.send(1, Message::Watermark(50));
+        assert_eq!(before.drain(), vec![Ev::Wm(50)]);
+        let channels = before.gate.channel_watermarks();
+        assert_eq!(channels, vec![100, 50]);
+        let mut restored = Harness::new(2);
+        restored.gate.restore_watermarks(50, &channels);
+        for h in [&mut before, &mut restored] {
+            // Watermarks from before the checkpoint, sent again, change nothing.
+            h.send(0, Message::Watermark(80));
+            h.send(1, Message::Watermark(50));
+            assert_eq!(h.drain(), vec![]);
+            // Channel 1 moves on: the combined watermark follows at once, to channel 0's.
+            h.send(1, Message::Watermark(120));
+            assert_eq!(h.drain(), vec![Ev::Wm(100)]);
+            h.send(0, Message::Watermark(130));
+            assert_eq!(h.drain(), vec![Ev::Wm(120)]);
+        }
+    }
+
+    #[test]
+    fn a_gate_restored_without_channel_watermarks_holds_the_restored_one_until_all_pass_it() {
+        let mut h = Harness::new(2);
+        h.gate.restore_watermarks(50, &[70]);
+        h.send(1, Message::Watermark(40));
+        h.send(0, Message::Watermark(45));
+        assert_eq!(h.drain(), vec![], "below the restored watermark");
+        h.send(1, Message::Watermark(120));
+        assert_eq!(h.drain(), vec![], "channel 0 is still behind the restored watermark");
+        h.send(0, Message::Watermark(60));
+        assert_eq!(h.drain(), vec![Ev::Wm(60)]);
     }
 
     #[test]

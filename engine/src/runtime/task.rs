@@ -234,6 +234,10 @@ impl Task {
         let mut final_complete = false;
         let mut inputs_ended = false;
         let mut watermark: Timestamp = Timestamp::MIN;
+        if let Some((combined, channels)) = self.chain.restored_input_watermarks() {
+            gate.restore_watermarks(combined, &channels);
+            watermark = combined;
+        }
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
@@ -269,6 +273,7 @@ impl Task {
                         }
                         self.chain.finish_operators()?;
                     }
+                    self.chain.set_input_watermarks(&gate.channel_watermarks());
                     let operators = self.snapshot_chain(&barrier)?;
                     self.ack(TaskAck {
                         task: self.id,

@@ -9,6 +9,10 @@
 //! ```
 //!
 //! Timers use the tag [`TAG_TIMER`]: `kg | tag | domain | time:i64 (order-preserving) | key | ns`.
+//!
+//! The event time of the operator subtask that owned the key group at the last snapshot (its
+//! watermark, see `keyed::event_time`) is one entry per key group under [`TAG_WATERMARK`]:
+//! `kg | tag`.
 
 use super::key_group::KeyGroup;
 
@@ -16,6 +20,8 @@ use super::key_group::KeyGroup;
 pub const TAG_USER: u8 = 1;
 /// Tag of timer entries.
 pub const TAG_TIMER: u8 = 2;
+/// Tag of the one entry per key group that holds the owning subtask's watermark.
+pub const TAG_WATERMARK: u8 = 3;
 
 /// Appends an i64 so that byte order equals numeric order.
 pub fn put_ordered_i64(buf: &mut Vec<u8>, v: i64) {
@@ -46,6 +52,12 @@ pub fn write_user_state_prefix(buf: &mut Vec<u8>, kg: KeyGroup, name: &str, key:
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(&(key.len() as u32).to_be_bytes());
     buf.extend_from_slice(key);
+}
+
+/// The key of key group `kg`'s watermark entry.
+pub fn watermark_key(kg: KeyGroup) -> [u8; 3] {
+    let [a, b] = kg.to_be_bytes();
+    [a, b, TAG_WATERMARK]
 }
 
 /// The first two bytes of every entry of key group `kg`.
