@@ -4,7 +4,8 @@
 //! requests. The Weir job deduplicates them by idempotency key, authorizes payments against
 //! each customer's credit in RocksDB keyed state (with event-time fraud rules), carries out or
 //! rejects refunds, settles every merchant per one-minute event-time window, and commits
-//! decisions, refund results, fraud alerts and settlements to exactly-once file sinks.
+//! decisions, refund results, fraud alerts, settlements and one record per dropped client
+//! retry to exactly-once file sinks.
 //!
 //! By default it runs a drill: the job runs as a child process, and three failures are injected
 //! at seeded random moments: a panic inside a subtask (the engine recovers in-process), a
@@ -12,7 +13,8 @@
 //! the sinks committed it (the supervisor restarts the process each time). Then it verifies
 //! the committed output against a sequential model of the same rules over the same input:
 //! every payment decided exactly once, identical decisions, refunds, alerts and settlements,
-//! money conserved. It prints the verification and the drill report (RPO, RTO, throughput)
+//! exactly the model's dropped retries (an input event the engine processed twice would be
+//! dropped by deduplication and show up only there), money conserved. It prints the verification and the drill report (RPO, RTO, throughput)
 //! and exits non-zero on any difference.
 //!
 //! ```text

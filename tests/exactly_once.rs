@@ -410,3 +410,463 @@ fn identical_output_at_every_parallelism_and_backend_without_failures() {
         }
     }
 }
+
+// ---- count-sensitive pipeline, process aborts -------------------------------------------------
+//
+// The ledger above deduplicates by payment id as its first stateful step: a source that rewinds
+// too far, or an exchange that delivers a batch twice, would produce the same output there.
+// The pipeline below has no deduplication: its first stateful step keeps a running count and sum
+// per region, fed by every split (so the order of a region's events differs from run to run,
+// but not their number). Every event is committed as `(region, event id, count, sum)`, so the
+// committed output of a region must hold each of its events once and exactly the counts
+// `1..=n`, with the model's sum at count `n`: an event processed twice or lost shows.
+//
+// The job runs in child processes (this test binary, re-executed with `CHILD_SPEC` set) so that
+// `FailAction::Abort` can end the process, as `kill -9` would; the parent restarts the child
+// after each abort, and checks that every planned fail point fired: the abort by the child's
+// exit status (SIGABRT) and the fail point named in its log, the others by the child's report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The environment variable that makes this binary a child running one attempt of a job.
+const CHILD_SPEC: &str = "WEIR_EO_CHILD_SPEC";
+/// The test that runs the child role (and does nothing without `CHILD_SPEC`).
+const CHILD_TEST: &str = "count_sensitive_child_process";
+
+const TALLY_EVENTS: u64 = 8_000;
+const REGIONS: u64 = 5;
+/// Event time of a late event: this far behind its neighbours (the watermark allows 500 ms).
+const LATE_BY_MS: i64 = 6_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Txn {
+    id: u64,
+    region: u64,
+    cents: i64,
+    ts: i64,
+}
+
+/// Event `i`: no duplicates (every event counts). With `late`, every 40th event is
+/// `LATE_BY_MS` behind: late for its window, but within the allowed lateness.
+fn txn(seed: u64, i: u64, late: bool) -> Txn {
+    let r = mix(seed ^ 0xC0C0, i);
+    let mut ts = 1_000_000 + 2 * i as i64 + (r >> 24) as i64 % 200 - 100;
+    if late && r.is_multiple_of(40) {
+        ts -= LATE_BY_MS;
+    }
+    Txn {
+        id: i,
+        region: (r >> 8) % REGIONS,
+        cents: 1 + ((r >> 16) % 1000) as i64,
+        ts,
+    }
+}
+
+/// What the tally step commits per event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Tallied {
+    region: u64,
+    id: u64,
+    cents: i64,
+    /// The region's event count after this event.
+    count: u64,
+    /// The region's sum after this event.
+    sum: i64,
+}
+
+/// Running count and sum per region: no deduplication, so every event processed counts.
+#[derive(Clone)]
+struct Tally;
+
+impl KeyedProcess<u64, Txn> for Tally {
+    type Out = Tallied;
+    fn process(&mut self, t: Txn, ctx: &mut KeyedContext<'_, u64, Tallied>) -> Result<()> {
+        let mut state = ctx.value_state::<(u64, i64)>("count-and-sum");
+        let (count, sum) = state.get()?.unwrap_or((0, 0));
+        let (count, sum) = (count + 1, sum + t.cents);
+        state.set(&(count, sum))?;
+        ctx.emit_at(
+            Tallied {
+                region: t.region,
+                id: t.id,
+                cents: t.cents,
+                count,
+                sum,
+            },
+            t.ts,
+        );
+        Ok(())
+    }
+}
+
+/// Count and sum of the amounts `(region, cents)` in a window.
+struct WindowTotals;
+impl AggregateFunction<(u64, i64)> for WindowTotals {
+    type Acc = (u64, i64);
+    type Out = (u64, i64);
+    fn create(&self) -> (u64, i64) {
+        (0, 0)
+    }
+    fn add(&self, acc: &mut (u64, i64), e: &(u64, i64)) {
+        acc.0 += 1;
+        acc.1 += e.1;
+    }
+    fn merge(&self, acc: &mut (u64, i64), o: (u64, i64)) {
+        acc.0 += o.0;
+        acc.1 += o.1;
+    }
+    fn result(&self, acc: &(u64, i64)) -> (u64, i64) {
+        *acc
+    }
+}
+
+/// One attempt of a job, as the parent hands it to a child process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChildSpec {
+    seed: u64,
+    parallelism: usize,
+    rocks: bool,
+    late: bool,
+    dir: PathBuf,
+    /// Fail points armed in this attempt: (name, nth hit, "error" | "panic" | "abort").
+    arm: Vec<(String, u64, String)>,
+}
+
+/// What a child that finished its job reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChildReport {
+    /// Armed fail points that never fired.
+    unfired: Vec<String>,
+    restarts: u32,
+}
+
+fn action(name: &str) -> FailAction {
+    match name {
+        "error" => FailAction::Error,
+        "panic" => FailAction::Panic,
+        "abort" => FailAction::Abort,
+        other => panic!("unknown fail action {other}"),
+    }
+}
+
+fn fail_point(name: &str) -> &'static str {
+    fail::ALL
+        .iter()
+        .copied()
+        .find(|p| *p == name)
+        .unwrap_or_else(|| panic!("unknown fail point {name}"))
+}
+
+/// The job of one child attempt: resumes from the checkpoints in `spec.dir`.
+fn tally_job(spec: &ChildSpec) -> Pipeline {
+    let (seed, late) = (spec.seed, spec.late);
+    let mut p = Pipeline::new("count-sensitive")
+        .parallelism(spec.parallelism)
+        .batch_size(32)
+        .checkpoint_storage(spec.dir.join("checkpoints"))
+        .checkpoint_interval(Duration::from_millis(20))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 20,
+            delay: Duration::from_millis(1),
+        });
+    p = if spec.rocks {
+        p.state_dir(spec.dir.join("state"))
+    } else {
+        p.state_backend(MemoryBackend::new())
+    };
+    let tallied = p
+        .source(
+            "txns",
+            GeneratorSource::new(move |i| txn(seed, i, late))
+                .bounded(TALLY_EVENTS)
+                .splits(SPLITS as usize)
+                .rate_per_second(5_000.0),
+        )
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(500))
+                .with_timestamp_assigner(|t: &Txn| t.ts),
+        )
+        .key_by("by-region", |t: &Txn| t.region)
+        .process("tally", Tally);
+    tallied.sink("tallied-out", FileSink::exactly_once(spec.dir.join("tallied")));
+    if spec.late {
+        tallied
+            .map("amounts", |t: Tallied| (t.region, t.cents))
+            .key_by("amounts-by-region", |(r, _): &(u64, i64)| *r)
+            .window(TumblingEventTime::of(Duration::from_secs(1)))
+            .allowed_lateness(Duration::from_secs(3_600))
+            .aggregate("per-region-second", WindowTotals)
+            .sink("windows-out", FileSink::exactly_once(spec.dir.join("windows")));
+    }
+    p
+}
+
+/// The child role: runs one attempt of the job described by `CHILD_SPEC`, with its fail points
+/// armed, and writes a [`ChildReport`] unless a fail point aborts the process first.
+#[test]
+fn count_sensitive_child_process() {
+    let Ok(spec) = std::env::var(CHILD_SPEC) else {
+        return; // not a child: nothing to do
+    };
+    let spec: ChildSpec = serde_json::from_str(&spec).unwrap();
+    // The fail point's warning (it names the point) reaches the parent through stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    fail::disarm_all();
+    for (point, nth, a) in &spec.arm {
+        fail::arm(fail_point(point), *nth, action(a));
+    }
+    let report = tally_job(&spec).run().unwrap_or_else(|e| panic!("the job failed: {e}"));
+    let unfired = spec
+        .arm
+        .iter()
+        .filter(|(p, _, _)| fail::is_armed(p))
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    fail::disarm_all();
+    let out = ChildReport {
+        unfired,
+        restarts: report.restarts,
+    };
+    std::fs::write(spec.dir.join("child-report.json"), serde_json::to_string(&out).unwrap()).unwrap();
+}
+
+/// Runs one attempt in a child process; returns its exit status and stderr.
+fn run_child(spec: &ChildSpec) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_SPEC, serde_json::to_string(spec).unwrap())
+        .output()
+        .expect("starting the child process");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The failures of one run: attempts 1 and 2 each abort the process at one fail point (the
+/// first after a checkpoint completed, so that every restart has one to resume from); attempt 3
+/// fails in-process with errors and panics (restarted by the restart strategy) and finishes.
+fn abort_plan(seed: u64, salt: u64) -> Vec<Vec<(String, u64, String)>> {
+    let r = |k: u64| mix(seed ^ 0xAB07, salt * 7 + k);
+    let first = [fail::AFTER_METADATA, fail::DURING_COMMIT][(r(0) % 2) as usize];
+    let second_choices = [
+        fail::PROCESS_RECORD,
+        fail::SNAPSHOT_SYNC,
+        fail::UPLOAD,
+        fail::AFTER_PRE_COMMIT,
+        fail::AFTER_METADATA,
+        fail::DURING_COMMIT,
+        fail::DURING_RESTORE,
+    ];
+    let second = second_choices[(r(1) % second_choices.len() as u64) as usize];
+    // Early hits, so that each fires while the job still has most of its input ahead.
+    let nth = |point: &str, k: u64| match point {
+        fail::DURING_RESTORE => 1, // the restore at the start of the attempt
+        fail::PROCESS_RECORD => 10 + r(k) % 40,
+        _ => 1 + r(k) % 2,
+    };
+    let mut third = Vec::new();
+    for k in 0..2 {
+        let point = [
+            fail::PROCESS_RECORD,
+            fail::SNAPSHOT_SYNC,
+            fail::UPLOAD,
+            fail::AFTER_PRE_COMMIT,
+            fail::AFTER_METADATA,
+            fail::DURING_COMMIT,
+        ][(r(10 + k) % 6) as usize];
+        if third.iter().any(|(p, _, _): &(String, u64, String)| p == point) {
+            continue;
+        }
+        let act = if r(20 + k).is_multiple_of(2) { "error" } else { "panic" };
+        third.push((point.to_string(), nth(point, 30 + k), act.to_string()));
+    }
+    vec![
+        vec![(first.to_string(), nth(first, 2), "abort".to_string())],
+        vec![(second.to_string(), nth(second, 3), "abort".to_string())],
+        third,
+    ]
+}
+
+/// Runs the job through the attempts of `plan` in child processes, checks that every planned
+/// fail point fired, and checks the committed output against the model.
+fn run_with_aborts(seed: u64, parallelism: usize, rocks: bool, late: bool, plan: &[Vec<(String, u64, String)>]) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = format!("seed {seed} p{parallelism} rocks={rocks} late={late} plan {plan:?}");
+    for (n, arm) in plan.iter().enumerate() {
+        let spec = ChildSpec {
+            seed,
+            parallelism,
+            rocks,
+            late,
+            dir: dir.path().to_path_buf(),
+            arm: arm.clone(),
+        };
+        let (status, stderr) = run_child(&spec);
+        let aborts: Vec<&String> = arm.iter().filter(|(_, _, a)| a == "abort").map(|(p, _, _)| p).collect();
+        if let [point] = aborts.as_slice() {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(6),
+                "{ctx}: attempt {n} must end by the abort at {point} (SIGABRT), got {status:?}\n{stderr}"
+            );
+            assert!(
+                stderr.contains("injected failure") && stderr.contains(point.as_str()),
+                "{ctx}: attempt {n}: the log must name the fail point {point}\n{stderr}"
+            );
+        } else {
+            assert!(status.success(), "{ctx}: attempt {n} failed: {status:?}\n{stderr}");
+            let report: ChildReport =
+                serde_json::from_str(&std::fs::read_to_string(dir.path().join("child-report.json")).unwrap()).unwrap();
+            assert!(
+                report.unfired.is_empty(),
+                "{ctx}: attempt {n}: planned fail points that never fired: {:?} ({} restarts)",
+                report.unfired,
+                report.restarts
+            );
+        }
+    }
+    check_tallied(seed, late, dir.path(), &ctx);
+    if late {
+        check_windows(seed, dir.path(), &ctx);
+    }
+}
+
+/// The committed tally against a sequential model: per region, each event once, the counts
+/// exactly `1..=n`, and the model's sum at `n`.
+fn check_tallied(seed: u64, late: bool, dir: &Path, ctx: &str) {
+    let mut committed: BTreeMap<u64, Vec<Tallied>> = BTreeMap::new();
+    for line in weir::engine::sink::read_committed_lines(dir.join("tallied")).unwrap() {
+        let t: Tallied = serde_json::from_str(&line).unwrap();
+        committed.entry(t.region).or_default().push(t);
+    }
+    let mut model: BTreeMap<u64, (Vec<u64>, i64)> = BTreeMap::new();
+    for i in 0..TALLY_EVENTS {
+        let t = txn(seed, i, late);
+        let m = model.entry(t.region).or_default();
+        m.0.push(t.id);
+        m.1 += t.cents;
+    }
+    assert_eq!(
+        committed.keys().collect::<Vec<_>>(),
+        model.keys().collect::<Vec<_>>(),
+        "{ctx}: regions"
+    );
+    for (region, (ids, sum)) in &model {
+        let got = &committed[region];
+        let mut got_ids: Vec<u64> = got.iter().map(|t| t.id).collect();
+        got_ids.sort_unstable();
+        let mut counts: Vec<u64> = got.iter().map(|t| t.count).collect();
+        counts.sort_unstable();
+        let n = ids.len() as u64;
+        assert_eq!(
+            got.len(),
+            ids.len(),
+            "{ctx}: region {region}: {} records committed for {} events (an event processed twice or lost)",
+            got.len(),
+            ids.len()
+        );
+        assert!(got_ids == *ids, "{ctx}: region {region}: committed event ids differ");
+        assert!(
+            counts == (1..=n).collect::<Vec<_>>(),
+            "{ctx}: region {region}: the running counts must be exactly 1..={n}"
+        );
+        let last = got.iter().find(|t| t.count == n).expect("count n");
+        assert_eq!(last.sum, *sum, "{ctx}: region {region}: final sum");
+    }
+}
+
+/// The committed window results (with late firings): per region and window, the counts of its
+/// firings strictly increase (each firing after at least one new event), and the last firing
+/// holds the model's count and sum of the window. Returns the number of late firings.
+fn check_windows(seed: u64, dir: &Path, ctx: &str) -> usize {
+    let mut firings: BTreeMap<(u64, i64), Vec<(u64, i64)>> = BTreeMap::new();
+    for line in weir::engine::sink::read_committed_lines(dir.join("windows")).unwrap() {
+        let w: Windowed<u64, (u64, i64)> = serde_json::from_str(&line).unwrap();
+        firings.entry((w.key, w.window.start)).or_default().push(w.value);
+    }
+    let mut model: BTreeMap<(u64, i64), (u64, i64)> = BTreeMap::new();
+    for i in 0..TALLY_EVENTS {
+        let t = txn(seed, i, true);
+        let w = model.entry((t.region, t.ts - t.ts.rem_euclid(1_000))).or_default();
+        w.0 += 1;
+        w.1 += t.cents;
+    }
+    assert_eq!(
+        firings.keys().collect::<Vec<_>>(),
+        model.keys().collect::<Vec<_>>(),
+        "{ctx}: windows"
+    );
+    let mut late_firings = 0;
+    for (w, expected) in &model {
+        let mut got = firings[w].clone();
+        got.sort_unstable();
+        late_firings += got.len() - 1;
+        assert!(
+            got.windows(2).all(|p| p[0].0 < p[1].0),
+            "{ctx}: window {w:?}: a firing repeated or a count that does not grow: {got:?}"
+        );
+        assert_eq!(
+            got.last(),
+            Some(expected),
+            "{ctx}: window {w:?}: the last firing must hold every event of the window once: {got:?}"
+        );
+    }
+    late_firings
+}
+
+#[test]
+fn count_sensitive_output_is_exact_across_process_aborts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seeds: u64 = std::env::var("WEIR_EO_ABORT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in 1..=seeds {
+        for parallelism in [1, 2, 4] {
+            for rocks in [false, true] {
+                let plan = abort_plan(seed, parallelism as u64 * 2 + rocks as u64);
+                run_with_aborts(seed, parallelism, rocks, false, &plan);
+            }
+        }
+    }
+}
+
+/// The same with an event-time window with allowed lateness after the tally step, fed late
+/// events: after a restore, late events must update their windows as in a failure-free run
+/// (watermarks must be part of the checkpoint).
+#[test]
+fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Without failures, late events fire their windows again.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ChildSpec {
+        seed: 77,
+        parallelism: 2,
+        rocks: false,
+        late: true,
+        dir: dir.path().to_path_buf(),
+        arm: vec![],
+    };
+    assert!(run_child(&spec).0.success());
+    let late_firings = check_windows(77, dir.path(), "failure-free");
+    assert!(
+        late_firings > 10,
+        "the input must cause late firings, got {late_firings}"
+    );
+    let seeds: u64 = std::env::var("WEIR_EO_ABORT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in 1..=seeds {
+        for parallelism in [1, 2, 4] {
+            for rocks in [false, true] {
+                let plan = abort_plan(seed + 100, parallelism as u64 * 2 + rocks as u64);
+                run_with_aborts(seed + 100, parallelism, rocks, true, &plan);
+            }
+        }
+    }
+}

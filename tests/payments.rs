@@ -243,6 +243,82 @@ fn the_verifier_detects_a_dropped_a_duplicated_and_an_altered_committed_line() {
     }
 }
 
+/// Deduplication is the job's first stateful step, so an input event the engine delivered twice
+/// (a source rewinding too far, an exchange repeating a batch) would be dropped there and leave
+/// every other output unchanged. The job commits one record per dropped retry, and the audit
+/// compares them with the model's: the repeated event shows up as an extra dropped retry.
+#[test]
+fn an_input_event_processed_twice_shows_up_as_an_extra_dropped_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (output, checkpoints) = (tmp.path().join("output"), tmp.path().join("checkpoints"));
+    let out = Command::new(example())
+        .args(["--drill", "0", "--no-verify", "--events", "20000", "--memory"])
+        .arg("--output-dir")
+        .arg(&output)
+        .arg("--checkpoint-dir")
+        .arg(&checkpoints)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the job failed: {:?}", text(&out));
+    let clean = audit::verify(&output).unwrap();
+    assert!(clean.passed(), "the uncorrupted output must pass:\n{clean}");
+    let retries = (clean.payment_retries + clean.refund_retries) as usize;
+    assert!(retries > 100, "the workload must have client retries:\n{clean}");
+    assert_eq!(
+        (clean.retries.expected, clean.retries.matched),
+        (retries, retries),
+        "every dropped retry is committed once:\n{clean}"
+    );
+
+    // A retry processed twice: dropped again, as the next retry of its key.
+    let twice = tmp.path().join("twice");
+    copy_dir(&output, &twice);
+    let committed: Vec<domain::DroppedRetry> =
+        weir::engine::sink::read_committed_lines(output.join(domain::RETRIES_DIR))
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    corrupt(&twice, domain::RETRIES_DIR, |mut lines| {
+        let mut r: domain::DroppedRetry = serde_json::from_str(lines.first()?).unwrap();
+        let last = committed
+            .iter()
+            .filter(|o| (o.customer, &o.idempotency_key) == (r.customer, &r.idempotency_key))
+            .map(|o| o.retry)
+            .max()?;
+        r.retry = last + 1;
+        lines.push(serde_json::to_string(&r).unwrap());
+        Some(lines)
+    });
+    let a = audit::verify(&twice).unwrap();
+    println!("{a}");
+    assert!(!a.passed(), "an extra dropped retry must fail the audit:\n{a}");
+    assert_eq!(
+        (a.retries.unexpected, a.events_lost(), a.events_duplicated()),
+        (1, 0, 1),
+        "{a}"
+    );
+    // Every other output is untouched: only the new check sees it.
+    for c in [&a.decisions, &a.refunds, &a.alerts, &a.settlements] {
+        assert!(c.clean(), "{a}");
+    }
+
+    // A dropped retry lost.
+    let lost = tmp.path().join("lost");
+    copy_dir(&output, &lost);
+    corrupt(&lost, domain::RETRIES_DIR, |mut lines| {
+        lines.pop()?;
+        Some(lines)
+    });
+    let a = audit::verify(&lost).unwrap();
+    assert!(!a.passed());
+    assert_eq!(
+        (a.retries.missing, a.events_lost(), a.events_duplicated()),
+        (1, 1, 0),
+        "{a}"
+    );
+}
+
 #[test]
 fn help_documents_every_flag_and_bad_values_are_clear_errors() {
     let help = run(&["--help"]);

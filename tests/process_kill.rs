@@ -2,6 +2,10 @@
 //! seeded random moments, restarted each time with the same flags, and its committed output
 //! must equal that of a run that was never killed.
 
+#[path = "../examples/wordcount/audit.rs"]
+mod wordcount_audit;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,4 +103,42 @@ fn kill_9_at_random_moments_and_restart_commits_exactly_the_failure_free_output(
     let pending = dir.path().join("output").join(".pending");
     let leftovers = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0, "pending files left in {}", pending.display());
+}
+
+/// The word count's audit accepts exactly the counts `1..=total` of every word, once each.
+#[test]
+fn the_wordcount_audit_rejects_a_count_beyond_the_total() {
+    let expected: BTreeMap<String, u64> = [("ledger".to_string(), 3), ("replay".to_string(), 1)].into();
+    let audit = |ledger: &[u64], replay: &[u64]| {
+        let updates: BTreeMap<String, Vec<u64>> = [
+            ("ledger".to_string(), ledger.to_vec()),
+            ("replay".to_string(), replay.to_vec()),
+        ]
+        .into();
+        wordcount_audit::audit(&expected, updates)
+    };
+    let exact = audit(&[1, 2, 3], &[1]);
+    assert!(exact.passed(), "{exact:?}");
+    assert_eq!((exact.words, exact.expected_updates), (2, 4));
+
+    // One update too many: the input has 3 "ledger", a committed count of 4 double-counts one.
+    let over = audit(&[1, 2, 3, 4], &[1]);
+    assert!(!over.passed(), "a count of total + 1 must fail the audit: {over:?}");
+    assert_eq!(over.unexpected, 1, "{over:?}");
+    let zero = audit(&[0, 1, 2, 3], &[1]);
+    assert!(!zero.passed(), "{zero:?}");
+
+    let lost = audit(&[1, 3], &[1]);
+    assert_eq!((lost.lost, lost.doubled, lost.unexpected), (1, 0, 0), "{lost:?}");
+    let doubled = audit(&[1, 2, 2, 3], &[1, 1]);
+    assert_eq!(
+        (doubled.lost, doubled.doubled, doubled.unexpected),
+        (0, 2, 0),
+        "{doubled:?}"
+    );
+    let mut updates: BTreeMap<String, Vec<u64>> =
+        [("ledger".to_string(), vec![1, 2, 3]), ("replay".to_string(), vec![1])].into();
+    updates.insert("unknown".into(), vec![1]);
+    let unknown = wordcount_audit::audit(&expected, updates);
+    assert_eq!(unknown.unexpected, 1, "{unknown:?}");
 }

@@ -793,3 +793,313 @@ fn short_bounded_jobs_always_finish_cleanly() {
         failures[0]
     );
 }
+
+// ---- the API does not change semantics behind the user's back -----------------------------------
+
+type BuilderCall = (&'static str, Box<dyn Fn(Pipeline) -> Pipeline>);
+
+/// `p.config()` of a pipeline built by `calls` in the given order.
+fn effective_config(calls: &[&BuilderCall]) -> String {
+    let p = calls.iter().fold(Pipeline::new("order"), |p, (_, call)| call(p));
+    format!("{:?}", p.config())
+}
+
+/// Calls every pair of `calls` in both orders (and all of them forwards and backwards) and
+/// requires the same effective configuration.
+fn assert_order_free(calls: &[BuilderCall]) {
+    for i in 0..calls.len() {
+        for j in i + 1..calls.len() {
+            let (a, b) = (&calls[i], &calls[j]);
+            assert_eq!(
+                effective_config(&[a, b]),
+                effective_config(&[b, a]),
+                "{}() then {}() must give the same job as the reverse order",
+                a.0,
+                b.0
+            );
+        }
+    }
+    let forwards: Vec<&BuilderCall> = calls.iter().collect();
+    let backwards: Vec<&BuilderCall> = calls.iter().rev().collect();
+    assert_eq!(effective_config(&forwards), effective_config(&backwards));
+}
+
+fn order_sensitive_calls(dir: &std::path::Path, checkpoint: Option<CheckpointConfig>) -> Vec<BuilderCall> {
+    let chk = dir.join("chk");
+    let state = dir.join("state");
+    let mut calls: Vec<BuilderCall> = vec![
+        (
+            "checkpoint_interval",
+            Box::new(|p| p.checkpoint_interval(Duration::from_secs(60))),
+        ),
+        ("restore_mode", Box::new(|p| p.restore_mode(RestoreMode::Checkpoint(3)))),
+        ("parallelism", Box::new(|p| p.parallelism(3))),
+        ("max_parallelism", Box::new(|p| p.max_parallelism(64))),
+        ("state_dir", Box::new(move |p| p.state_dir(&state))),
+        (
+            "restart_strategy",
+            Box::new(|p| {
+                p.restart_strategy(RestartStrategy::FixedDelay {
+                    max_attempts: 2,
+                    delay: Duration::from_millis(7),
+                })
+            }),
+        ),
+        ("batch_size", Box::new(|p| p.batch_size(17))),
+        ("channel_capacity", Box::new(|p| p.channel_capacity(5))),
+    ];
+    match checkpoint {
+        Some(cfg) => calls.push(("checkpointing", Box::new(move |p| p.checkpointing(cfg.clone())))),
+        None => calls.push(("checkpoint_storage", Box::new(move |p| p.checkpoint_storage(&chk)))),
+    }
+    calls
+}
+
+#[test]
+fn builder_methods_give_the_same_job_whatever_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_order_free(&order_sensitive_calls(dir.path(), None));
+    let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
+    cfg.interval = Duration::from_millis(250);
+    cfg.retained = 5;
+    assert_order_free(&order_sensitive_calls(dir.path(), Some(cfg)));
+
+    // What the dedicated setters say wins, before or after the storage.
+    let p = Pipeline::new("interval-first")
+        .checkpoint_interval(Duration::from_secs(60))
+        .restore_mode(RestoreMode::Fresh)
+        .checkpoint_storage(dir.path().join("chk"));
+    let chk = p.config().checkpoint.as_ref().expect("checkpoint storage");
+    assert_eq!(chk.interval, Duration::from_secs(60));
+    assert_eq!(chk.restore, RestoreMode::Fresh);
+
+    // Two methods that set the same thing are refused in either order.
+    let state = dir.path().join("state");
+    for backend_first in [true, false] {
+        let p = Pipeline::new("two-backends");
+        let p = if backend_first {
+            p.state_backend(MemoryBackend::new()).state_dir(&state)
+        } else {
+            p.state_dir(&state).state_backend(MemoryBackend::new())
+        };
+        let msg = config_error(simple(p));
+        assert!(msg.contains("state_backend()") && msg.contains("state_dir()"), "{msg}");
+    }
+    let msg = config_error(simple(
+        Pipeline::new("two-storages")
+            .checkpointing(CheckpointConfig::new(dir.path().join("a")))
+            .checkpoint_storage(dir.path().join("b")),
+    ));
+    assert!(
+        msg.contains("checkpointing()") && msg.contains("checkpoint_storage()"),
+        "{msg}"
+    );
+    let msg = config_error(simple(Pipeline::new("restore-only").restore_mode(RestoreMode::Fresh)));
+    assert!(
+        msg.contains("restore_mode()") && msg.contains("checkpoint storage"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_long_checkpoint_interval_holds_when_the_storage_is_set_after_it() {
+    for storage_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Pipeline::new("interval");
+        let p = if storage_first {
+            p.checkpoint_storage(dir.path().join("chk"))
+                .checkpoint_interval(Duration::from_secs(60))
+        } else {
+            p.checkpoint_interval(Duration::from_secs(60))
+                .checkpoint_storage(dir.path().join("chk"))
+        };
+        p.source(
+            "src",
+            GeneratorSource::new(|i| i).bounded(2_500).rate_per_second(1_000.0),
+        )
+        .sink("out", DiscardSink::new());
+        let report = p.run().unwrap();
+        // A 2.5 s run with a 60 s interval takes no periodic checkpoint: only the final one at
+        // the end of input.
+        assert!(
+            report.checkpoints.len() <= 1,
+            "storage set {}: {} checkpoints in 2.5 s with a 60 s interval",
+            if storage_first { "first" } else { "last" },
+            report.checkpoints.len()
+        );
+    }
+}
+
+/// Two splits: `ahead` emits event times from 1 000 000 on; `behind` waits until `ahead` has
+/// emitted all of its records, then emits event times from 0 on. Each split is in order.
+#[derive(Clone)]
+struct AheadAndBehind {
+    ahead_done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const AHEAD_BEHIND_EACH: u64 = 300;
+
+struct AheadAndBehindReader {
+    src: AheadAndBehind,
+    ahead: bool,
+    next: u64,
+}
+
+impl Source for AheadAndBehind {
+    type Out = i64;
+    fn splits(&self) -> Result<Vec<SplitId>> {
+        Ok(vec!["ahead".into(), "behind".into()])
+    }
+    fn create_reader(&self, splits: Vec<(SplitId, Option<u64>)>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<i64>>> {
+        assert_eq!(splits.len(), 1, "one split per subtask");
+        Ok(Box::new(AheadAndBehindReader {
+            src: self.clone(),
+            ahead: splits[0].0 == "ahead",
+            next: 0,
+        }))
+    }
+}
+
+impl SourceReader<i64> for AheadAndBehindReader {
+    fn poll(&mut self, out: &mut Vec<Record<i64>>, max: usize) -> Result<ReadStatus> {
+        if self.next == AHEAD_BEHIND_EACH {
+            if self.ahead {
+                self.src.ahead_done.store(true, Ordering::SeqCst);
+            }
+            return Ok(ReadStatus::Finished);
+        }
+        if !self.ahead && !self.src.ahead_done.load(Ordering::SeqCst) {
+            return Ok(ReadStatus::Pending(Duration::from_millis(2)));
+        }
+        let base = if self.ahead { 1_000_000 } else { 0 };
+        while self.next < AHEAD_BEHIND_EACH && out.len() < max.min(10) {
+            out.push(Record::new(base + self.next as i64));
+            self.next += 1;
+        }
+        Ok(ReadStatus::More)
+    }
+    fn positions(&self) -> Vec<SplitPosition> {
+        Vec::new()
+    }
+}
+
+struct CountAll;
+impl AggregateFunction<i64> for CountAll {
+    type Acc = u64;
+    type Out = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: &i64) {
+        *acc += 1;
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+/// The line of `explain` that describes step `name` (a prefix of the line).
+fn explained<'a>(explain: &'a str, name: &str) -> &'a str {
+    explain
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} [")))
+        .unwrap_or_else(|| panic!("no step {name} in\n{explain}"))
+}
+
+#[test]
+fn a_watermark_assigner_keeps_its_inputs_parallelism_and_order() {
+    let sink = CollectSink::new();
+    // Default parallelism 1, the source at 2: the assigner must run at 2 on forward edges, so
+    // that each of its subtasks follows one split's order.
+    let p = Pipeline::new("watermark-parallelism").parallelism(1);
+    p.source(
+        "src",
+        AheadAndBehind {
+            ahead_done: Arc::default(),
+        },
+    )
+    .parallelism(2)
+    .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous().with_timestamp_assigner(|t: &i64| *t))
+    .key_by("one-key", |_| 0u8)
+    .window(TumblingEventTime::of(Duration::from_secs(1)))
+    .aggregate("per-second", CountAll)
+    .sink("out", sink.clone());
+    let explain = p.explain();
+    let report = p.run().unwrap();
+    let counted: u64 = sink.records().iter().map(|w| w.value).sum();
+    let late = report
+        .operator("per-second")
+        .and_then(|o| o.counters.get("late_records").copied())
+        .unwrap_or(0);
+    assert_eq!(
+        (counted, late),
+        (2 * AHEAD_BEHIND_EACH, 0),
+        "every in-order record of each split must be counted, none dropped as late\n{explain}"
+    );
+    let line = explained(&explain, "src.watermarks#1");
+    assert!(
+        line.contains("parallelism 2]") && line.contains("<- src (forward)"),
+        "the watermark assigner must keep its input's parallelism and forward edge:\n{explain}"
+    );
+
+    // An explicit parallelism still wins (and its edge becomes a rebalance).
+    let p = Pipeline::new("watermark-explicit");
+    p.source("src", VecSource::new(vec![1i64, 2, 3]))
+        .parallelism(2)
+        .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous().with_timestamp_assigner(|t: &i64| *t))
+        .parallelism(3)
+        .sink("out", DiscardSink::new());
+    let explain = p.explain();
+    let line = explained(&explain, "src.watermarks#1");
+    assert!(
+        line.contains("parallelism 3]") && line.contains("(rebalance)"),
+        "{explain}"
+    );
+}
+
+#[test]
+fn parallelism_after_a_window_step_applies_to_the_window_step() {
+    for late_stream in [false, true] {
+        let sink = CollectSink::new();
+        let p = Pipeline::new("window-parallelism").parallelism(1);
+        let windowed = p
+            .source("src", VecSource::new((0..400i64).collect()))
+            .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous().with_timestamp_assigner(|t: &i64| *t))
+            .key_by("by-key", |t: &i64| t % 8)
+            .window(TumblingEventTime::of(Duration::from_millis(50)));
+        let results = if late_stream {
+            let (results, late) = windowed.aggregate_with_late("counts", CountAll);
+            late.sink("late-out", DiscardSink::new());
+            results
+        } else {
+            windowed.aggregate("counts", CountAll)
+        };
+        results.parallelism(2).sink("out", sink.clone()).parallelism(2);
+        let explain = p.explain();
+        let report = p.run().unwrap();
+        assert_eq!(
+            report.operator("counts").map(|o| o.parallelism),
+            Some(2),
+            "the window step must run at the parallelism set after it:\n{explain}"
+        );
+        assert_eq!(sink.records().iter().map(|w| w.value).sum::<u64>(), 400);
+        assert!(
+            explained(&explain, "counts").contains("parallelism 2]"),
+            "the window step must take the parallelism:\n{explain}"
+        );
+        let line = explained(&explain, "counts.results");
+        assert!(
+            line.contains("parallelism 2]") && line.contains("<- counts (forward)"),
+            "no hidden rebalance after the window step:\n{explain}"
+        );
+        if late_stream {
+            assert!(
+                explained(&explain, "counts.late").contains("parallelism 2]"),
+                "{explain}"
+            );
+        }
+    }
+}

@@ -29,8 +29,9 @@ pub struct JobConfig {
     pub commit_interval: std::time::Duration,
     /// What to do when the job fails (only with checkpoint storage).
     pub restart: RestartStrategy,
-    /// Set when a restore mode was given before any checkpoint storage (a configuration error).
-    pub(crate) graph_errors_restore_without_storage: bool,
+    /// Conflicting builder settings (for example a restore mode without checkpoint storage),
+    /// reported by [`validate`](Self::validate).
+    pub(crate) builder_errors: Vec<String>,
 }
 
 impl JobConfig {
@@ -46,7 +47,7 @@ impl JobConfig {
             checkpoint: None,
             commit_interval: std::time::Duration::from_secs(1),
             restart: RestartStrategy::default(),
-            graph_errors_restore_without_storage: false,
+            builder_errors: Vec::new(),
         }
     }
 
@@ -83,10 +84,8 @@ impl JobConfig {
             return Err(Error::config("commit interval must be greater than zero"));
         }
         self.restart.validate()?;
-        if self.graph_errors_restore_without_storage {
-            return Err(Error::config(
-                "restore_mode() needs checkpoint storage: call checkpoint_storage() before restore_mode()",
-            ));
+        if let Some(e) = self.builder_errors.first() {
+            return Err(Error::config(e.clone()));
         }
         if let Some(c) = &self.checkpoint {
             c.validate()?;

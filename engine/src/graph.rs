@@ -64,10 +64,24 @@ pub(crate) enum NodeKind {
     },
 }
 
+/// Where a step's parallelism comes from when the user did not set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParallelismRule {
+    /// The pipeline's default parallelism.
+    Default,
+    /// Its input's parallelism, so that a forward edge stays forward (a watermark assigner
+    /// must see one source subtask's records in their order, as in Flink).
+    Input,
+    /// Always that of another step: the hidden results and late-record steps of a window step
+    /// run at the window step's parallelism, and setting theirs sets the window step's.
+    SameAs(NodeId),
+}
+
 /// A named step of the pipeline.
 pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) parallelism: Option<usize>,
+    pub(crate) rule: ParallelismRule,
     pub(crate) kind: NodeKind,
 }
 
@@ -109,6 +123,7 @@ impl Graph {
         self.nodes.push(Node {
             name: name.to_string(),
             parallelism: None,
+            rule: ParallelismRule::Default,
             kind,
         });
         self.nodes.len() - 1
@@ -124,8 +139,59 @@ impl Graph {
         });
     }
 
-    /// A readable description of the graph: one line per node with its inputs.
+    /// Sets the parallelism of `id`, or of the step it follows (see [`ParallelismRule::SameAs`]).
+    pub(crate) fn set_parallelism(&mut self, id: NodeId, n: usize) {
+        let mut target = id;
+        while let ParallelismRule::SameAs(owner) = self.nodes[target].rule {
+            target = owner;
+        }
+        self.nodes[target].parallelism = Some(n);
+    }
+
+    /// The parallelism of every node: its own, else per its [`ParallelismRule`]. Nodes are
+    /// added after their inputs, so one pass in order resolves them all.
+    pub(crate) fn resolve_parallelism(&self, default_parallelism: usize) -> Vec<usize> {
+        let mut par: Vec<usize> = Vec::with_capacity(self.nodes.len());
+        for (id, n) in self.nodes.iter().enumerate() {
+            let p = match (n.parallelism, n.rule) {
+                (_, ParallelismRule::SameAs(owner)) if owner < id => par[owner],
+                (Some(p), _) => p,
+                (None, ParallelismRule::Input) => {
+                    let inputs: Vec<usize> = self
+                        .edges
+                        .iter()
+                        .filter(|e| e.to == id && e.from < id)
+                        .map(|e| par[e.from])
+                        .collect();
+                    match inputs.split_first() {
+                        Some((first, rest)) if rest.iter().all(|p| p == first) => *first,
+                        _ => default_parallelism,
+                    }
+                }
+                (None, _) => default_parallelism,
+            };
+            par.push(p);
+        }
+        par
+    }
+
+    /// The partitioning every edge really has: a forward edge between steps of different
+    /// parallelism becomes a rebalance.
+    pub(crate) fn effective_partitioning(&self, par: &[usize]) -> Vec<Partitioning> {
+        self.edges
+            .iter()
+            .map(|e| match &e.partitioning {
+                Partitioning::Forward if par[e.from] != par[e.to] => Partitioning::Rebalance,
+                p => p.clone(),
+            })
+            .collect()
+    }
+
+    /// A readable description of the graph: one line per node with its resolved parallelism
+    /// and its inputs with the partitioning their edges really have.
     pub(crate) fn describe(&self, default_parallelism: usize) -> String {
+        let par = self.resolve_parallelism(default_parallelism);
+        let parts = self.effective_partitioning(&par);
         let mut s = String::new();
         for (id, n) in self.nodes.iter().enumerate() {
             let kind = match &n.kind {
@@ -137,13 +203,14 @@ impl Graph {
             let inputs: Vec<String> = self
                 .edges
                 .iter()
-                .filter(|e| e.to == id)
-                .map(|e| format!("{} ({:?})", self.nodes[e.from].name, e.partitioning))
+                .zip(&parts)
+                .filter(|(e, _)| e.to == id)
+                .map(|(e, p)| format!("{} ({p:?})", self.nodes[e.from].name))
                 .collect();
             s.push_str(&format!(
                 "{} [{kind}, parallelism {}]{}{}\n",
                 n.name,
-                n.parallelism.unwrap_or(default_parallelism),
+                par[id],
                 if inputs.is_empty() { "" } else { " <- " },
                 inputs.join(", ")
             ));

@@ -4,12 +4,15 @@
 //! [`verify`] takes nothing but an output directory: the workload it was produced from is in
 //! the directory's manifest (`workload.json`). It checks that every payment was decided exactly
 //! once with the model's decision, that refund results, fraud alerts and settlements are the
-//! model's (each once), that no settlement window dropped a late record, and that money is
-//! conserved: approved − refunded = settled, per merchant, per window and in total.
+//! model's (each once), that no settlement window dropped a late record, that the job dropped
+//! exactly the model's client retries (one committed record each: an input event the engine
+//! delivered twice would be dropped by deduplication and show up only here, as an extra
+//! retry), and that money is conserved: approved − refunded = settled, per merchant, per
+//! window and in total.
 
 use crate::domain::{
-    euros, thousands, Decision, FraudAlert, MerchantId, RefundResult, RefundStatus, Settlement, Status, ALERTS_DIR,
-    DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, SETTLEMENTS_DIR,
+    euros, thousands, Decision, DroppedRetry, FraudAlert, MerchantId, RefundResult, RefundStatus, Settlement, Status,
+    ALERTS_DIR, DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
 use crate::generator::Workload;
 use crate::model::{self, Expected, SETTLEMENT_WINDOW_MS};
@@ -125,6 +128,9 @@ pub struct Audit {
     pub refunds: Comparison,
     pub alerts: Comparison,
     pub settlements: Comparison,
+    /// Dropped client retries against the model's: an extra one is an input event processed
+    /// twice, a missing one an input event lost.
+    pub retries: Comparison,
     /// Idempotency keys with a committed decision.
     pub keys_decided: usize,
     /// Idempotency keys decided more than once (extra decisions): double charges.
@@ -141,8 +147,14 @@ pub struct Audit {
 }
 
 impl Audit {
-    fn comparisons(&self) -> [&Comparison; 4] {
-        [&self.decisions, &self.refunds, &self.alerts, &self.settlements]
+    fn comparisons(&self) -> [&Comparison; 5] {
+        [
+            &self.decisions,
+            &self.refunds,
+            &self.alerts,
+            &self.settlements,
+            &self.retries,
+        ]
     }
 
     /// Whether the committed output is exactly the model's.
@@ -153,15 +165,21 @@ impl Audit {
             && self.money.balanced()
     }
 
-    /// RPO, lost side: requests whose outcome (decision or refund result) was never committed.
+    /// RPO, lost side: requests whose outcome (decision, refund result or dropped retry) was
+    /// never committed.
     pub fn events_lost(&self) -> usize {
-        self.decisions.missing + self.refunds.missing
+        self.decisions.missing + self.refunds.missing + self.retries.missing
     }
 
     /// RPO, duplicated side: requests whose outcome was committed more than once (including
-    /// retries decided as a second payment).
+    /// retries decided as a second payment), and requests processed twice (extra dropped
+    /// retries: a repeated input event that deduplication dropped).
     pub fn events_duplicated(&self) -> usize {
-        self.decisions.duplicated + self.refunds.duplicated + self.double_decided
+        self.decisions.duplicated
+            + self.refunds.duplicated
+            + self.double_decided
+            + self.retries.duplicated
+            + self.retries.unexpected
     }
 }
 
@@ -305,6 +323,12 @@ pub fn verify_against(output: &dyn CommittedOutput, workload: Workload, expected
         &expected.settlements,
         |s: &Settlement| (s.merchant, s.window_start),
     )?;
+    let (retries, _) = compare(
+        "dropped retries",
+        output.lines(RETRIES_DIR)?,
+        &expected.retries,
+        |r: &DroppedRetry| (r.customer, r.idempotency_key.clone(), r.retry),
+    )?;
     let late_records = output.lines(LATE_DIR)?.len();
 
     // Exactly once per logical payment: one decision per idempotency key.
@@ -386,6 +410,7 @@ pub fn verify_against(output: &dyn CommittedOutput, workload: Workload, expected
         refunds,
         alerts,
         settlements,
+        retries,
         keys_decided,
         double_decided,
         late_records,
@@ -443,9 +468,10 @@ impl fmt::Display for Audit {
         }
         writeln!(
             f,
-            "  exactly once: {} idempotency keys decided, {} of them twice or more; {} client retries dropped",
+            "  exactly once: {} idempotency keys decided, {} of them twice or more; {} client retries dropped (model: {})",
             n(self.keys_decided),
             n(self.double_decided),
+            n(self.retries.committed),
             thousands(self.payment_retries + self.refund_retries)
         )?;
         let m = &self.money;

@@ -22,8 +22,17 @@ pub const ALERTS_DIR: &str = "fraud-alerts";
 pub const SETTLEMENTS_DIR: &str = "settlements";
 /// Records a settlement window dropped as late (the audit requires none).
 pub const LATE_DIR: &str = "late";
+/// One record per client retry the job dropped as a duplicate (see [`DroppedRetry`]).
+pub const RETRIES_DIR: &str = "dropped-retries";
 /// Every output, by directory (or, with `--kafka`, topic suffix).
-pub const OUTPUTS: [&str; 5] = [DECISIONS_DIR, REFUNDS_DIR, ALERTS_DIR, SETTLEMENTS_DIR, LATE_DIR];
+pub const OUTPUTS: [&str; 6] = [
+    DECISIONS_DIR,
+    REFUNDS_DIR,
+    ALERTS_DIR,
+    SETTLEMENTS_DIR,
+    LATE_DIR,
+    RETRIES_DIR,
+];
 
 /// The only currency the acquirer settles in; payments in any other currency are declined.
 pub const SETTLEMENT_CURRENCY: &str = "EUR";
@@ -86,6 +95,39 @@ impl PaymentEvent {
         match self {
             PaymentEvent::Payment(p) => p.idempotency_key.clone(),
             PaymentEvent::Refund(r) => format!("refund:{}", r.refund_id),
+        }
+    }
+}
+
+/// A request the job dropped because its idempotency key was used before: a client retry.
+///
+/// One is committed per dropped request, numbered per key. The deduplication step would hide
+/// an input event that the engine delivered twice (a source that rewinds too far, an exchange
+/// that repeats a batch); with this record it shows up in the audit as an extra dropped retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedRetry {
+    pub customer: CustomerId,
+    pub idempotency_key: String,
+    /// 1 for the first retry dropped for this key, 2 for the second, ...
+    pub retry: u32,
+    /// The dropped request's own id (its payment id or refund id).
+    pub request_id: String,
+    pub event_time: EventTime,
+}
+
+impl DroppedRetry {
+    /// The record of `event`, the `retry`-th request dropped for its idempotency key.
+    pub fn of(event: &PaymentEvent, retry: u32) -> Self {
+        let request_id = match event {
+            PaymentEvent::Payment(p) => p.payment_id.clone(),
+            PaymentEvent::Refund(r) => r.refund_id.clone(),
+        };
+        DroppedRetry {
+            customer: event.customer(),
+            idempotency_key: event.idempotency_key(),
+            retry,
+            request_id,
+            event_time: event.event_time(),
         }
     }
 }

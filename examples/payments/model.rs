@@ -1,10 +1,12 @@
 //! The sequential model: the same rules applied to the same seeded input by a plain loop with
 //! hash maps, no engine involved. Its result is what the job must have committed, exactly.
 
-use crate::domain::{Decision, FraudAlert, Movement, PaymentEvent, RefundResult, Settlement, SettlementTotals};
+use crate::domain::{
+    Decision, DroppedRetry, FraudAlert, Movement, PaymentEvent, RefundResult, Settlement, SettlementTotals,
+};
 use crate::generator::Workload;
 use crate::rules::{self, Account, PaymentEntry};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Length of a settlement window (tumbling, event time).
 pub const SETTLEMENT_WINDOW_MS: i64 = 60_000;
@@ -16,6 +18,8 @@ pub struct Expected {
     pub refunds: Vec<RefundResult>,
     pub alerts: Vec<FraudAlert>,
     pub settlements: Vec<Settlement>,
+    /// One record per request dropped as a client retry, numbered per idempotency key.
+    pub retries: Vec<DroppedRetry>,
     /// Payment and refund requests dropped as duplicates (client retries of a request already
     /// seen: same idempotency key).
     pub payment_retries: u64,
@@ -28,7 +32,8 @@ pub struct Expected {
 /// Runs the rules over the workload sequentially.
 pub fn expected(w: &Workload) -> Expected {
     let mut out = Expected::default();
-    let mut seen: HashSet<(u32, String)> = HashSet::new();
+    // Requests seen per (customer, idempotency key).
+    let mut seen: HashMap<(u32, String), u32> = HashMap::new();
     let mut accounts: HashMap<u32, Account> = HashMap::new();
     let mut payments: HashMap<(u32, String), PaymentEntry> = HashMap::new();
     let mut windows: BTreeMap<(u32, i64), SettlementTotals> = BTreeMap::new();
@@ -44,7 +49,10 @@ pub fn expected(w: &Workload) -> Expected {
             PaymentEvent::Refund(_) => out.refund_requests += 1,
         }
         let customer = event.customer();
-        if !seen.insert((customer, event.idempotency_key())) {
+        let requests = seen.entry((customer, event.idempotency_key())).or_default();
+        *requests += 1;
+        if *requests > 1 {
+            out.retries.push(DroppedRetry::of(&event, *requests - 1));
             match event {
                 PaymentEvent::Payment(_) => out.payment_retries += 1,
                 PaymentEvent::Refund(_) => out.refund_retries += 1,

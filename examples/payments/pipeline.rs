@@ -4,7 +4,8 @@
 //! ```text
 //! payment-requests (generator, 8 splits) ─ watermarks (5 s out of order)
 //!   ─hash(customer)▶ dedupe      MapState of idempotency keys, event-time TTL
-//!   ─hash(customer)▶ authorize   ValueState account, MapState payments; rules.rs
+//!        ├─ dropped retries ────────────────────────────────────▶ retries-out      (FileSink)
+//!        └─ fresh requests ─hash(customer)▶ authorize   ValueState account, MapState payments; rules.rs
 //!        ├─ decisions ──────────────────────────────────────────▶ decisions-out    (FileSink)
 //!        ├─ refund-results ─────────────────────────────────────▶ refunds-out      (FileSink)
 //!        ├─ fraud-alerts ───────────────────────────────────────▶ alerts-out       (FileSink)
@@ -20,8 +21,8 @@
 //! (5 s) exceeds the input's lateness (3 s), so no record is late for its window.
 
 use crate::domain::{
-    CustomerId, MerchantId, Movement, Outcome, PaymentEvent, Settlement, SettlementTotals, ALERTS_DIR, DECISIONS_DIR,
-    LATE_DIR, REFUNDS_DIR, SETTLEMENTS_DIR,
+    CustomerId, DroppedRetry, MerchantId, Movement, Outcome, PaymentEvent, Settlement, SettlementTotals, ALERTS_DIR,
+    DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
 use crate::generator::Workload;
 use crate::kafka::KafkaSettings;
@@ -56,24 +57,40 @@ pub struct JobSettings {
     pub kafka: Option<KafkaSettings>,
 }
 
-/// Drops requests whose idempotency key this customer already used.
+/// What deduplication does with a request.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub enum Deduped {
+    /// The first request with its idempotency key: on to authorization.
+    Fresh(PaymentEvent),
+    /// A client retry, dropped (and committed as such, so that the audit counts it).
+    Retry(DroppedRetry),
+}
+
+/// Drops requests whose idempotency key this customer already used, emitting a
+/// [`DroppedRetry`] for each.
 #[derive(Clone)]
 pub struct Dedupe;
 
 impl KeyedProcess<CustomerId, PaymentEvent> for Dedupe {
-    type Out = PaymentEvent;
+    type Out = Deduped;
 
-    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, PaymentEvent>) -> Result<()> {
+    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Deduped>) -> Result<()> {
         let key = event.idempotency_key();
+        // Per idempotency key: the retries dropped so far.
         let mut seen = ctx
-            .map_state::<String, ()>("idempotency-keys")
+            .map_state::<String, u32>("idempotency-keys")
             .with_ttl(Ttl::event_time(DEDUPE_TTL));
-        if seen.contains(&key)? {
-            ctx.count("duplicates", 1);
-            return Ok(());
+        match seen.get(&key)? {
+            Some(retries) => {
+                seen.put(&key, &(retries + 1))?;
+                ctx.count("duplicates", 1);
+                ctx.emit(Deduped::Retry(DroppedRetry::of(&event, retries + 1)));
+            }
+            None => {
+                seen.put(&key, &0)?;
+                ctx.emit(Deduped::Fresh(event));
+            }
         }
-        seen.put(&key, &())?;
-        ctx.emit(event);
         Ok(())
     }
 }
@@ -181,9 +198,19 @@ pub fn build(s: &JobSettings) -> Pipeline {
                     .with_timestamp_assigner(|e: &PaymentEvent| e.event_time()),
             ),
     };
-    let outcomes = requests
+    let deduped = requests
         .key_by("by-customer", PaymentEvent::customer)
-        .process("dedupe", Dedupe)
+        .process("dedupe", Dedupe);
+    let retries = deduped.flat_map("dropped-retries", |d: Deduped| match d {
+        Deduped::Retry(r) => Some(r),
+        Deduped::Fresh(_) => None,
+    });
+    commit(s, &retries, "retries-out", RETRIES_DIR);
+    let outcomes = deduped
+        .flat_map("fresh-requests", |d: Deduped| match d {
+            Deduped::Fresh(e) => Some(e),
+            Deduped::Retry(_) => None,
+        })
         .key_by("by-customer-account", PaymentEvent::customer)
         .process("authorize", Authorize);
 

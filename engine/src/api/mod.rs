@@ -5,6 +5,7 @@ pub mod connected;
 pub mod keyed;
 pub(crate) mod partition;
 pub mod pipeline;
+mod settings;
 pub mod stream;
 pub mod window;
 

@@ -1,6 +1,7 @@
 //! `Pipeline`: the entry point of the API. It holds the job's configuration and the graph
 //! that streams add steps to.
 
+use super::settings::{note, Settings};
 use super::stream::Stream;
 use crate::checkpoint::{CheckpointConfig, RestoreMode};
 use crate::config::JobConfig;
@@ -31,6 +32,10 @@ use std::time::Duration;
 /// ```
 pub struct Pipeline {
     pub(crate) graph: Rc<RefCell<Graph>>,
+    name: String,
+    /// What the builder methods were told.
+    settings: Settings,
+    /// `settings` resolved (kept up to date by every builder method).
     config: JobConfig,
 }
 
@@ -42,89 +47,109 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+/// The builder methods give the same job whatever the order of the calls (see each method for
+/// what it overrides); two methods that set the same thing are a configuration error.
 impl Pipeline {
     /// A new pipeline named `name` with default configuration (see [`JobConfig::new`]).
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Pipeline {
             graph: Rc::new(RefCell::new(Graph::default())),
-            config: JobConfig::new(name),
+            config: JobConfig::new(name.clone()),
+            name,
+            settings: Settings::default(),
         }
     }
 
-    /// Parallelism of every step that does not set its own.
-    pub fn parallelism(mut self, n: usize) -> Self {
-        self.config.parallelism = n;
+    /// Applies `f` to the settings and resolves the configuration again.
+    fn set(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(&mut self.settings);
+        self.config = self.settings.resolve(&self.name);
         self
+    }
+
+    /// Parallelism of every step that does not set its own.
+    pub fn parallelism(self, n: usize) -> Self {
+        self.set(|s| s.parallelism = Some(n))
     }
 
     /// Number of key groups (the upper bound of any keyed step's parallelism). Fixed for the
     /// life of a job: checkpointed state is partitioned by it.
-    pub fn max_parallelism(mut self, n: usize) -> Self {
-        self.config.max_parallelism = n;
-        self
+    pub fn max_parallelism(self, n: usize) -> Self {
+        self.set(|s| s.max_parallelism = Some(n))
     }
 
     /// Where keyed state lives ([`RocksDbBackend`] or [`MemoryBackend`](crate::state::MemoryBackend)).
-    pub fn state_backend(mut self, backend: impl StateBackend + 'static) -> Self {
-        self.config.state_backend = Arc::new(backend);
-        self
+    /// Not together with [`state_dir`](Self::state_dir) (a configuration error).
+    pub fn state_backend(self, backend: impl StateBackend + 'static) -> Self {
+        let backend: Arc<dyn StateBackend> = Arc::new(backend);
+        self.set(|s| {
+            s.state_backend = Some(backend);
+            note(&mut s.state_set_by, "state_backend");
+        })
     }
 
-    /// Keeps keyed state in RocksDB under `dir`.
+    /// Keeps keyed state in RocksDB under `dir`. Not together with
+    /// [`state_backend`](Self::state_backend) (a configuration error).
     pub fn state_dir(self, dir: impl Into<PathBuf>) -> Self {
-        self.state_backend(RocksDbBackend::new(dir))
+        let backend: Arc<dyn StateBackend> = Arc::new(RocksDbBackend::new(dir));
+        self.set(|s| {
+            s.state_backend = Some(backend);
+            note(&mut s.state_set_by, "state_dir");
+        })
     }
 
-    /// Takes checkpoints into local directory `dir` every second (see [`CheckpointConfig`]
-    /// for the defaults). With checkpoints, a failed job restarts from the latest completed one
-    /// per the restart strategy, and a new run of the job resumes from it.
+    /// Takes checkpoints into local directory `dir`, every second unless
+    /// [`checkpoint_interval`](Self::checkpoint_interval) says otherwise (before or after this
+    /// call; see [`CheckpointConfig`] for the other defaults). With checkpoints, a failed job
+    /// restarts from the latest completed one per the restart strategy, and a new run of the
+    /// job resumes from it. Not together with [`checkpointing`](Self::checkpointing).
     pub fn checkpoint_storage(self, dir: impl Into<PathBuf>) -> Self {
-        self.checkpointing(CheckpointConfig::new(dir))
+        let config = CheckpointConfig::new(dir);
+        self.set(|s| {
+            s.checkpoint = Some(config);
+            note(&mut s.checkpoint_set_by, "checkpoint_storage");
+        })
     }
 
-    /// Sets the complete checkpoint configuration.
-    pub fn checkpointing(mut self, config: CheckpointConfig) -> Self {
-        self.config.checkpoint = Some(config);
-        self
+    /// Sets the complete checkpoint configuration. [`checkpoint_interval`](Self::checkpoint_interval)
+    /// and [`restore_mode`](Self::restore_mode), called before or after, override its interval
+    /// and restore mode. Not together with [`checkpoint_storage`](Self::checkpoint_storage).
+    pub fn checkpointing(self, config: CheckpointConfig) -> Self {
+        self.set(|s| {
+            s.checkpoint = Some(config);
+            note(&mut s.checkpoint_set_by, "checkpointing");
+        })
     }
 
-    /// Sets the checkpoint interval (with checkpoint storage) or the commit interval (without).
-    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
-        match &mut self.config.checkpoint {
-            Some(c) => c.interval = interval,
-            None => self.config.commit_interval = interval,
-        }
-        self
+    /// Sets the checkpoint interval (with checkpoint storage, whether set before or after this
+    /// call) or the commit interval (without).
+    pub fn checkpoint_interval(self, interval: Duration) -> Self {
+        self.set(|s| s.interval = Some(interval))
     }
 
-    /// Which checkpoint a new run starts from (default: the latest completed one).
-    pub fn restore_mode(mut self, mode: RestoreMode) -> Self {
-        match &mut self.config.checkpoint {
-            Some(c) => c.restore = mode,
-            None => self.config.graph_errors_restore_without_storage = true,
-        }
-        self
+    /// Which checkpoint a new run starts from (default: the latest completed one). Needs
+    /// checkpoint storage, set before or after this call (otherwise a configuration error).
+    pub fn restore_mode(self, mode: RestoreMode) -> Self {
+        self.set(|s| s.restore = Some(mode))
     }
 
     /// What to do when the job fails (default: 10 restarts, 100 ms apart).
-    pub fn restart_strategy(mut self, strategy: RestartStrategy) -> Self {
-        self.config.restart = strategy;
-        self
+    pub fn restart_strategy(self, strategy: RestartStrategy) -> Self {
+        self.set(|s| s.restart = Some(strategy))
     }
 
     /// Records per source batch.
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.config.batch_size = n;
-        self
+    pub fn batch_size(self, n: usize) -> Self {
+        self.set(|s| s.batch_size = Some(n))
     }
 
     /// Batches buffered per channel before senders block.
-    pub fn channel_capacity(mut self, n: usize) -> Self {
-        self.config.channel_capacity = n;
-        self
+    pub fn channel_capacity(self, n: usize) -> Self {
+        self.set(|s| s.channel_capacity = Some(n))
     }
 
-    /// The configuration so far.
+    /// The effective configuration so far (the same whatever the order of the builder calls).
     pub fn config(&self) -> &JobConfig {
         &self.config
     }

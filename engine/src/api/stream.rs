@@ -3,7 +3,7 @@
 use super::connected::ConnectedStreams;
 use super::keyed::KeyedStream;
 use crate::data::{Data, Key};
-use crate::graph::{Graph, NodeId, NodeKind, OperatorFactory};
+use crate::graph::{Graph, NodeId, NodeKind, OperatorFactory, ParallelismRule};
 use crate::operator::sink::SinkOp;
 use crate::operator::stateless::{FilterOp, FlatFn, FlatMapOp, MapOp};
 use crate::operator::watermarks::WatermarkOp;
@@ -97,12 +97,13 @@ impl<T: Data> Stream<T> {
         Stream::new(self.graph.clone(), vec![id], Partitioning::Forward)
     }
 
-    /// Sets the parallelism of the step that produces this stream.
+    /// Sets the parallelism of the step that produces this stream (for the stream of a
+    /// window step's results: of the window step itself).
     pub fn parallelism(self, n: usize) -> Self {
         {
             let mut g = self.graph.borrow_mut();
             if let [id] = self.nodes.as_slice() {
-                g.nodes[*id].parallelism = Some(n);
+                g.set_parallelism(*id, n);
             } else {
                 g.errors.push(Error::config(
                     "parallelism() applies to a single step; set it on each stream before union()",
@@ -186,6 +187,12 @@ impl<T: Data> Stream<T> {
     }
 
     /// Assigns event-time timestamps and generates watermarks after this step.
+    ///
+    /// The assigner runs at its input's parallelism with the input's partitioning (forward
+    /// unless this stream was rebalanced or broadcast), so each of its subtasks sees one
+    /// upstream subtask's records in their order, as in Flink. [`parallelism`](Self::parallelism)
+    /// on the returned stream sets another one explicitly (its input edge then becomes a
+    /// rebalance, and watermarks follow the arrival order of several upstream subtasks).
     pub fn assign_timestamps_and_watermarks(&self, strategy: WatermarkStrategy<T>) -> Stream<T> {
         let name = {
             let g = self.graph.borrow();
@@ -197,7 +204,11 @@ impl<T: Data> Stream<T> {
                 .join("+");
             format!("{base}.watermarks#{}", g.nodes.len())
         };
-        self.then(name.as_str(), factory(move || WatermarkOp::new(strategy.clone())))
+        let out = self.then(name.as_str(), factory(move || WatermarkOp::new(strategy.clone())));
+        if let [id] = out.nodes.as_slice() {
+            self.graph.borrow_mut().nodes[*id].rule = ParallelismRule::Input;
+        }
+        out
     }
 
     /// Writes the stream to `sink`.

@@ -14,6 +14,7 @@
 use super::keyed::KeyedStream;
 use super::stream::Stream;
 use crate::data::{Data, Key, Timestamp};
+use crate::graph::ParallelismRule;
 use crate::operator::rolling::AggregateFunction;
 use crate::operator::window::contents::{AggContents, ProcessContents, ReduceContents};
 use crate::operator::window::{WindowContents, WindowOperator, WindowOutput};
@@ -269,7 +270,9 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
 ///
 /// The `*_with_late` variants also return the late records (see the [module docs](self)) as a
 /// second stream, through steps named `"{name}.results"` and `"{name}.late"`; the plain
-/// variants only count them (the results go through a step named `"{name}.results"`).
+/// variants only count them (the results go through a step named `"{name}.results"`). These
+/// steps always run at the window step's parallelism: `.parallelism(n)` on either returned
+/// stream sets the parallelism of the window step `name` itself.
 pub struct WindowedStream<K, T, W> {
     keyed: KeyedStream<K, T>,
     assigner: W,
@@ -359,11 +362,21 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
     }
 }
 
+/// Ties `part`, a hidden step fed by window step `window`, to the window step's parallelism:
+/// it always runs at it (so their edge stays forward), and `.parallelism(n)` on `part` sets it.
+fn follow<O>(part: Stream<O>, window: &Stream<impl Sized>) -> Stream<O> {
+    if let ([p], [w]) = (part.nodes.as_slice(), window.nodes.as_slice()) {
+        part.graph.borrow_mut().nodes[*p].rule = ParallelismRule::SameAs(*w);
+    }
+    part
+}
+
 fn results<R: Data, T: Data>(out: &Stream<WindowOutput<R, T>>, name: &str) -> Stream<R> {
-    out.flat_map(&format!("{name}.results"), |o| match o {
+    let results = out.flat_map(&format!("{name}.results"), |o| match o {
         WindowOutput::Result(r) => Some(r),
         WindowOutput::Late(_) => None,
-    })
+    });
+    follow(results, out)
 }
 
 fn split<R: Data, T: Data>(out: &Stream<WindowOutput<R, T>>, name: &str) -> (Stream<R>, Stream<T>) {
@@ -371,7 +384,7 @@ fn split<R: Data, T: Data>(out: &Stream<WindowOutput<R, T>>, name: &str) -> (Str
         WindowOutput::Late(t) => Some(t),
         WindowOutput::Result(_) => None,
     });
-    (results(out, name), late)
+    (results(out, name), follow(late, out))
 }
 
 #[cfg(test)]

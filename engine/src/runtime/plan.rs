@@ -77,9 +77,8 @@ pub(crate) fn validate(graph: &Graph, cfg: &JobConfig) -> Result<Vec<usize>> {
             "the pipeline has no sink: add one with .sink(name, sink)",
         ));
     }
-    let mut par = Vec::with_capacity(graph.nodes.len());
-    for n in &graph.nodes {
-        let p = n.parallelism.unwrap_or(cfg.parallelism);
+    let par = graph.resolve_parallelism(cfg.parallelism);
+    for (n, &p) in graph.nodes.iter().zip(&par) {
         if p == 0 {
             return Err(Error::config(format!(
                 "step \"{}\": parallelism must be at least 1, got 0",
@@ -92,7 +91,6 @@ pub(crate) fn validate(graph: &Graph, cfg: &JobConfig) -> Result<Vec<usize>> {
                 n.name, cfg.max_parallelism
             )));
         }
-        par.push(p);
     }
     for (id, n) in graph.nodes.iter().enumerate() {
         if let NodeKind::Operator { inputs, .. } = n.kind {
@@ -118,14 +116,7 @@ pub(crate) fn build(
     let n = graph.nodes.len();
 
     // Effective partitioning: forward between different parallelisms becomes rebalance.
-    let parts: Vec<Partitioning> = graph
-        .edges
-        .iter()
-        .map(|e| match &e.partitioning {
-            Partitioning::Forward if par[e.from] != par[e.to] => Partitioning::Rebalance,
-            p => p.clone(),
-        })
-        .collect();
+    let parts = graph.effective_partitioning(&par);
 
     // Chaining: `to` joins `from`'s chain when it is `from`'s only consumer, its only input
     // is that forward edge, and both have the same parallelism.
