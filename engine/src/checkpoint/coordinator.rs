@@ -1,20 +1,28 @@
 //! The checkpoint coordinator's durable side: checkpoint ids, the lineage of completed
 //! checkpoints, uploads, publication, retention and restore.
 //!
+//! # One writer
+//! The coordinator takes an [`OwnerLease`] on the storage when it is created and holds it
+//! until it is dropped (the job ended): a second process of the job fails to start. Every
+//! reservation carries the lease, and before publishing a checkpoint the coordinator checks
+//! that its lease was not taken over.
+//!
 //! # After a crash
 //! A checkpoint is complete exactly when its `_metadata` exists. Ids continue after the
 //! highest id found in storage, complete or not, so an id is never reused. Files of
-//! checkpoints that never completed are deleted once a later checkpoint completes.
+//! checkpoints that never completed are deleted once a later checkpoint completes and its
+//! sinks were told to commit ([`Coordinator::apply_retention`] runs after the notification).
 
 use super::config::{CheckpointConfig, RestoreMode};
 use super::fail;
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
+use super::ownership::{OwnerInfo, OwnerLease};
 use super::restore::restore_from;
 use super::upload::{publish, read_metadata, upload, UploadJob};
 use crate::message::{Barrier, CheckpointId};
 use crate::runtime::plan::RestoreInput;
 use crate::runtime::task::TaskAck;
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,12 +55,20 @@ pub(crate) struct Coordinator {
     runtime: tokio::runtime::Runtime,
     /// Statistics of every checkpoint completed by this run.
     pub(crate) completed: Vec<CheckpointStats>,
+    /// Exclusive ownership of the storage, released when the coordinator is dropped.
+    lease: OwnerLease,
 }
 
 impl Coordinator {
-    /// Scans storage and prepares a staging area under `staging_root`.
+    /// Takes ownership of the storage, scans it and prepares a staging area under
+    /// `staging_root`.
+    ///
+    /// # Errors
+    /// `Config` naming the owner when another process owns the storage.
     pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
         cfg.validate()?;
+        // Before anything is read or written: what is listed must not change under us.
+        let lease = cfg.storage.acquire(&OwnerInfo::this_process(job))?;
         let listed = cfg.storage.list()?;
         let next_id = listed.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
         let retained = listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
@@ -87,6 +103,7 @@ impl Coordinator {
             staging_root,
             runtime,
             completed: Vec::new(),
+            lease,
         })
     }
 
@@ -94,7 +111,7 @@ impl Coordinator {
     pub(crate) fn take_id(&mut self) -> Result<CheckpointId> {
         let id = self.next_id;
         self.next_id += 1;
-        self.cfg.storage.reserve(id)?;
+        self.cfg.storage.reserve(id, &self.lease)?;
         Ok(id)
     }
 
@@ -193,10 +210,18 @@ impl Coordinator {
         });
     }
 
-    /// Publishes an uploaded checkpoint: it is complete when this returns `Ok`. Then applies
-    /// retention.
+    /// Publishes an uploaded checkpoint: it is complete when this returns `Ok`. The caller
+    /// tells the sinks to commit, then calls [`apply_retention`](Self::apply_retention).
+    ///
+    /// # Errors
+    /// `Config` when another owner took over the storage (nothing is published); the error of
+    /// the [`AFTER_METADATA`](fail::AFTER_METADATA) fail point after publishing.
     pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
         meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
+        self.cfg
+            .storage
+            .verify_lease(&self.lease)
+            .with_context(|| format!("publishing checkpoint {}", meta.id))?;
         publish(self.cfg.storage.as_ref(), &meta)?;
         let stats = meta.stats.clone();
         let id = meta.id;
@@ -212,16 +237,21 @@ impl Coordinator {
             uploaded_bytes = stats.uploaded_bytes,
             "checkpoint complete"
         );
-        if let Err(e) = self.apply_retention(id) {
-            tracing::warn!(error = %e, "checkpoint retention failed; old files are kept");
-        }
         fail::hit(fail::AFTER_METADATA)?;
         Ok(stats)
     }
 
+    /// Applies retention after checkpoint `newest` completed and its sinks were told to
+    /// commit. A failure is logged and leaves old files for the next time.
+    pub(crate) fn apply_retention(&mut self, newest: CheckpointId) {
+        if let Err(e) = self.retain(newest) {
+            tracing::warn!(error = %e, "checkpoint retention failed; old files are kept");
+        }
+    }
+
     /// Deletes checkpoints beyond the retained count, incomplete ones older than `newest`, and
     /// shared files no retained checkpoint references.
-    fn apply_retention(&mut self, newest: CheckpointId) -> Result<()> {
+    fn retain(&mut self, newest: CheckpointId) -> Result<()> {
         let storage = self.cfg.storage.clone();
         while self.retained.len() > self.cfg.retained {
             let (&oldest, _) = self.retained.iter().next().expect("non-empty");
