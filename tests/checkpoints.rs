@@ -3,9 +3,11 @@
 //! retention, ids across runs, restore modes, timeouts and restart strategies.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir::engine::checkpoint::fail;
+use weir::engine::checkpoint::metadata::StoredFile;
+use weir::engine::checkpoint::{CheckpointStorage, OwnerInfo, OwnerLease};
 use weir::prelude::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -604,4 +606,227 @@ fn a_job_that_never_completed_a_checkpoint_starts_fresh_again() {
     let report = second.unwrap();
     assert_eq!(report.restored_from, None);
     assert_eq!(sink.records().len(), 4_000);
+}
+
+/// The job of [`job_into`] on `cfg`, not yet started.
+fn pipeline_on(cfg: CheckpointConfig, sink: &CollectSink<(u64, u64)>, events: u64) -> Pipeline {
+    let p = Pipeline::new("checkpoints").parallelism(2).checkpointing(cfg);
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| (i % 5, i))
+            .bounded(events)
+            .splits(5)
+            .rate_per_second(40_000.0),
+    )
+    .key_by("k", |(k, _): &(u64, u64)| *k)
+    .process("sum", Sum)
+    .sink("out", sink.clone());
+    p
+}
+
+/// A second run of a job on a checkpoint storage that a running one owns fails at once with a
+/// `Config` error naming the owner, and changes nothing: the first run's output is exact.
+#[test]
+fn a_second_run_on_an_owned_checkpoint_storage_fails_fast_naming_the_owner() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("chk");
+    let mut cfg = CheckpointConfig::new(&storage);
+    cfg.interval = Duration::from_millis(20);
+    let first_sink = CollectSink::new();
+    let first = pipeline_on(cfg.clone(), &first_sink, 80_000).start().unwrap();
+    let waited = std::time::Instant::now();
+    while complete_checkpoints(&storage).is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second_sink = CollectSink::new();
+    let started = std::time::Instant::now();
+    let second = pipeline_on(cfg, &second_sink, 40_000).run();
+    let took = started.elapsed();
+    let err = second.expect_err("a second writer on the same checkpoint storage must be refused");
+    assert!(
+        !first.is_finished(),
+        "the first run must still be running for this test"
+    );
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "names the owner: {text}"
+    );
+    assert!(text.contains("owner epoch 1"), "{text}");
+    assert!(took < Duration::from_secs(2), "fails fast, took {took:?}");
+    assert!(second_sink.records().is_empty());
+    first.join().unwrap();
+    let mut got = first_sink.records();
+    got.sort();
+    assert_eq!(got.len(), 80_000, "the first run's output is exact");
+    got.dedup();
+    assert_eq!(got.len(), 80_000);
+    // Once the first run ended, the storage can be taken over (and resumes its checkpoint).
+    let (third, _) = job(&storage, 80_000, |p| p);
+    assert!(third.unwrap().restored_from.is_some());
+}
+
+/// A sink that pre-commits at every barrier (also without records) and logs the checkpoints
+/// it commits.
+#[derive(Clone, Default)]
+struct CommitLog(Arc<Mutex<Vec<u64>>>);
+
+impl Sink<(u64, u64)> for CommitLog {
+    type Committable = u64;
+    fn create_writer(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<(u64, u64), u64>>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl SinkWriter<(u64, u64), u64> for CommitLog {
+    fn write(&mut self, _records: Vec<Record<(u64, u64)>>) -> Result<()> {
+        Ok(())
+    }
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<u64>> {
+        Ok(Some(checkpoint))
+    }
+    fn commit(&mut self, committables: Vec<(u64, u64)>) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(committables.into_iter().map(|(id, _)| id));
+        Ok(())
+    }
+}
+
+/// Checkpoint storage that watches the order of completion: when retention deletes anything,
+/// a sink must already have committed the newest published checkpoint.
+struct OrderProbe {
+    inner: LocalDirStorage,
+    commits: CommitLog,
+    published: Mutex<u64>,
+    retention_calls: Mutex<u64>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for OrderProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderProbe").field("inner", &self.inner).finish()
+    }
+}
+
+impl OrderProbe {
+    /// Waits (up to 2 s) for a sink to commit the newest published checkpoint; records a
+    /// violation if it does not (retention ran first and blocks the commit).
+    fn retention_step(&self) {
+        *self.retention_calls.lock().unwrap() += 1;
+        if !self.violations.lock().unwrap().is_empty() {
+            return; // one violation is enough; do not slow the job down further
+        }
+        let newest = *self.published.lock().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.commits.0.lock().unwrap().contains(&newest) {
+            if std::time::Instant::now() > deadline {
+                self.violations.lock().unwrap().push(format!(
+                    "retention after checkpoint {newest} ran before any sink committed it"
+                ));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+impl CheckpointStorage for OrderProbe {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn validate(&self) -> Result<()> {
+        self.inner.validate()
+    }
+    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease> {
+        self.inner.acquire(owner)
+    }
+    fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
+        self.inner.verify_lease(lease)
+    }
+    fn reserve(&self, id: u64, lease: &OwnerLease) -> Result<()> {
+        self.inner.reserve(id, lease)
+    }
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
+        self.inner.put_file(local, key, name)
+    }
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
+        self.inner.put_bytes(key, name, bytes)
+    }
+    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
+        self.inner.read_verified(file)
+    }
+    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()> {
+        self.inner.fetch_verified(file, dest)
+    }
+    fn write_metadata(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        self.inner.write_metadata(id, bytes)?;
+        *self.published.lock().unwrap() = id;
+        Ok(())
+    }
+    fn read_metadata(&self, id: u64) -> Result<Vec<u8>> {
+        self.inner.read_metadata(id)
+    }
+    fn list(&self) -> Result<Vec<(u64, bool)>> {
+        self.inner.list()
+    }
+    fn delete_checkpoint(&self, id: u64) -> Result<()> {
+        self.retention_step();
+        self.inner.delete_checkpoint(id)
+    }
+    fn list_shared(&self) -> Result<Vec<String>> {
+        self.inner.list_shared()
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.retention_step();
+        self.inner.delete(key)
+    }
+}
+
+/// Completing a checkpoint publishes it, tells the sinks to commit, and only then applies
+/// retention (which may take long on slow storage): committed output is never held back by
+/// clean-up.
+#[test]
+fn sinks_are_told_to_commit_before_retention_runs() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let commits = CommitLog::default();
+    let probe = Arc::new(OrderProbe {
+        inner: LocalDirStorage::new(dir.path().join("chk")),
+        commits: commits.clone(),
+        published: Mutex::new(0),
+        retention_calls: Mutex::new(0),
+        violations: Mutex::new(Vec::new()),
+    });
+    let mut cfg = CheckpointConfig::with_storage(probe.clone());
+    cfg.interval = Duration::from_millis(20);
+    cfg.retained = 1;
+    let p = Pipeline::new("checkpoints").parallelism(2).checkpointing(cfg);
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| (i % 5, i))
+            .bounded(10_000)
+            .splits(5)
+            .rate_per_second(40_000.0),
+    )
+    .key_by("k", |(k, _): &(u64, u64)| *k)
+    .process("sum", Sum)
+    .sink("out", commits.clone());
+    let report = p.run().unwrap();
+    assert!(
+        report.checkpoints.len() >= 3,
+        "{} checkpoints",
+        report.checkpoints.len()
+    );
+    assert!(
+        *probe.retention_calls.lock().unwrap() >= 2,
+        "retention deleted old checkpoints"
+    );
+    let violations = probe.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:?}");
 }

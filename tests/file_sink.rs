@@ -350,3 +350,91 @@ fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
         "committed output untouched"
     );
 }
+
+/// A writer of sink `out` subtask 0 of job `job`, as a process of that job creates it.
+fn subtask_writer(
+    dir: &Path,
+    job: &str,
+    restored: Option<u64>,
+) -> Result<Box<dyn SinkWriter<u64, weir::engine::sink::FileCommittable>>> {
+    FileSink::<u64>::exactly_once(dir).create_writer(&SinkContext {
+        job: job.to_string(),
+        name: "out".to_string(),
+        subtask: 0,
+        parallelism: 1,
+        restored_checkpoint: restored,
+        checkpoint_timing: None,
+    })
+}
+
+fn numbers(range: std::ops::Range<u64>) -> Vec<Record<u64>> {
+    range.map(Record::new).collect()
+}
+
+/// Two jobs whose sink steps have the same name share an output directory: a writer's
+/// clean-up deletes only its own job's pending files, and both jobs' output is committed.
+#[test]
+fn two_jobs_share_an_output_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut a = subtask_writer(&out, "job-a", None).unwrap();
+    a.write(numbers(0..3)).unwrap();
+    let ca = a.pre_commit(1).unwrap().unwrap();
+    // Job b starts fresh on the same directory while a's checkpoint 1 is pending.
+    let mut b = subtask_writer(&out, "job-b", None).unwrap();
+    b.write(numbers(10..12)).unwrap();
+    let cb = b
+        .pre_commit(1)
+        .expect("job b's files do not collide with job a's")
+        .unwrap();
+    a.commit(vec![(1, ca)])
+        .expect("job b's clean-up left job a's pending file alone");
+    b.commit(vec![(1, cb)]).unwrap();
+    let mut lines = read_committed_lines(&out).unwrap();
+    lines.sort();
+    assert_eq!(lines, vec!["0", "1", "10", "11", "2"]);
+    let files = committed_files(&out).unwrap();
+    assert_eq!(files.len(), 2);
+    assert!(
+        files[0]
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("job-a"),
+        "part names carry the job: {:?}",
+        files[0].path
+    );
+}
+
+/// While one process writes a job's sink subtask, a second writer of the same job and subtask
+/// (a second process of the job) is refused with a `Config` error naming the first, and
+/// deletes nothing.
+#[test]
+fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut first = subtask_writer(&out, "job-a", None).unwrap();
+    first.write(numbers(0..3)).unwrap();
+    let c = first.pre_commit(1).unwrap().unwrap();
+    first.write(numbers(3..5)).unwrap();
+    let e = subtask_writer(&out, "job-a", None)
+        .err()
+        .expect("a second writer of the same subtask must be refused");
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "names the owner: {text}"
+    );
+    assert!(text.contains("job-a"), "{text}");
+    first
+        .commit(vec![(1, c)])
+        .expect("the refused writer left the pending file alone");
+    let c = first.pre_commit(2).unwrap().unwrap();
+    first.commit(vec![(2, c)]).unwrap();
+    assert_eq!(read_committed_lines(&out).unwrap(), vec!["0", "1", "2", "3", "4"]);
+    drop(first);
+    // Once the first writer is gone (its process ended), the next one takes over.
+    subtask_writer(&out, "job-a", Some(2)).unwrap();
+}

@@ -142,3 +142,102 @@ fn the_wordcount_audit_rejects_a_count_beyond_the_total() {
     let unknown = wordcount_audit::audit(&expected, updates);
     assert_eq!(unknown.unexpected, 1, "{unknown:?}");
 }
+
+/// Whether a checkpoint of the job under `root` is complete.
+fn has_complete_checkpoint(root: &Path) -> bool {
+    std::fs::read_dir(root.join("checkpoints"))
+        .map(|d| d.flatten().any(|e| e.path().join("_metadata").is_file()))
+        .unwrap_or(false)
+}
+
+/// Records the job's source step read in this run, from the report the example prints.
+fn source_records(stdout: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("sentences ") && !l.contains('['))
+        .unwrap_or_else(|| panic!("no source line in the report: {stdout}"));
+    line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+fn reference_output() -> Vec<String> {
+    let reference = tempfile::tempdir().unwrap();
+    let out = command(reference.path()).output().unwrap();
+    assert!(out.status.success(), "reference run failed");
+    sorted_output(reference.path())
+}
+
+/// One writer per directory: a second process of the job started on the same checkpoint and
+/// output directories while the first runs (a double-scheduled pod) fails at once, naming the
+/// first, and leaves the first's output and checkpoints intact.
+#[test]
+fn a_second_process_on_the_same_directories_fails_fast_naming_the_first() {
+    let expected = reference_output();
+    let dir = tempfile::tempdir().unwrap();
+    let first = command(dir.path()).spawn().unwrap();
+    let waited = Instant::now();
+    while !has_complete_checkpoint(dir.path()) {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let second = command(dir.path()).stderr(Stdio::piped()).output().unwrap();
+    let took = started.elapsed();
+    let second_err = String::from_utf8_lossy(&second.stderr).into_owned();
+    let second_out = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(
+        !second.status.success(),
+        "the second process must be refused, but it ran: {second_out}"
+    );
+    assert!(
+        second_err.contains(&format!("pid {}", first.id())),
+        "the error names the first process (pid {}): {second_err}",
+        first.id()
+    );
+    assert!(second_err.contains("in use by another process"), "{second_err}");
+    assert!(took < Duration::from_secs(3), "fails fast: took {took:?}");
+
+    let out = first.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "first process failed: {stdout}");
+    assert!(stdout.contains("audit passed"), "{stdout}");
+    let got = sorted_output(dir.path());
+    assert_eq!(got.len(), expected.len(), "committed line count");
+    assert!(got == expected, "committed output differs from the model");
+    // Its checkpoints are intact: a new run restores the final one and commits nothing more.
+    let again = command(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "resuming the finished job failed: {stdout}");
+    assert_eq!(source_records(&stdout), 0, "nothing read again: {stdout}");
+    assert!(sorted_output(dir.path()) == expected);
+}
+
+/// The lock dies with its process: after `kill -9`, the next process takes over at once and
+/// resumes from the killed one's checkpoint.
+#[test]
+fn after_kill_9_the_next_process_takes_over_at_once() {
+    let expected = reference_output();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = command(dir.path()).spawn().unwrap();
+    let waited = Instant::now();
+    while !has_complete_checkpoint(dir.path()) {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let out = command(dir.path()).stderr(Stdio::piped()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the next process failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("audit passed"), "{stdout}");
+    let read = source_records(&stdout);
+    assert!(read < 60_000, "resumed from a checkpoint, read {read} sentences");
+    assert!(
+        sorted_output(dir.path()) == expected,
+        "committed output differs from the model"
+    );
+}

@@ -1,18 +1,26 @@
 //! The checkpoint coordinator's durable side: checkpoint ids, the lineage of completed
 //! checkpoints, uploads, publication, retention and restore.
 //!
+//! # One writer
+//! The coordinator takes an [`OwnerLease`] on the storage when it is created and holds it
+//! until it is dropped (the job ended): a second process of the job fails to start. Every
+//! reservation carries the lease, and before publishing a checkpoint the coordinator checks
+//! that its lease was not taken over.
+//!
 //! # After a crash
 //! A checkpoint is complete exactly when its `_metadata` exists. Ids continue after the
 //! highest id found in storage, complete or not, so an id is never reused. Files of
-//! checkpoints that never completed are deleted once a later checkpoint completes. The job
-//! identity record (`_job`, see [`identity`](super::identity)) is written on the first start
-//! and at the first completed checkpoint, so that a later start can tell "a new job" from "a
-//! job whose checkpoints are gone".
+//! checkpoints that never completed are deleted once a later checkpoint completes and its
+//! sinks were told to commit ([`Coordinator::apply_retention`] runs after the notification).
+//! The job identity record (`_job`, see [`identity`](super::identity)) is written on the first
+//! start and at the first completed checkpoint, so that a later start can tell "a new job"
+//! from "a job whose checkpoints are gone".
 
 use super::config::{CheckpointConfig, RestoreMode};
 use super::fail;
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
+use super::ownership::{OwnerInfo, OwnerLease};
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, upload, UploadJob};
 use crate::message::{Barrier, CheckpointId};
@@ -56,12 +64,20 @@ pub(crate) struct Coordinator {
     identity: JobIdentity,
     /// Fallbacks to older checkpoints the user allowed, by the restore or by sinks.
     restore_warnings: SharedRestoreWarnings,
+    /// Exclusive ownership of the storage, released when the coordinator is dropped.
+    lease: OwnerLease,
 }
 
 impl Coordinator {
-    /// Scans storage and prepares a staging area under `staging_root`.
+    /// Takes ownership of the storage, scans it and prepares a staging area under
+    /// `staging_root`.
+    ///
+    /// # Errors
+    /// `Config` naming the owner when another process owns the storage.
     pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
         cfg.validate()?;
+        // Before anything is read or written: what is listed must not change under us.
+        let lease = cfg.storage.acquire(&OwnerInfo::this_process(job))?;
         let storage = cfg.storage.as_ref();
         let scan = || format!("scanning checkpoint storage {}", storage.describe());
         let listed = with_retries(READ_RETRY, &scan, || storage.list())?;
@@ -119,6 +135,7 @@ impl Coordinator {
             completed: Vec::new(),
             identity,
             restore_warnings: SharedRestoreWarnings::default(),
+            lease,
         })
     }
 
@@ -149,7 +166,7 @@ impl Coordinator {
     pub(crate) fn take_id(&mut self) -> Result<CheckpointId> {
         let id = self.next_id;
         self.next_id += 1;
-        self.cfg.storage.reserve(id)?;
+        self.cfg.storage.reserve(id, &self.lease)?;
         Ok(id)
     }
 
@@ -257,10 +274,18 @@ impl Coordinator {
         });
     }
 
-    /// Publishes an uploaded checkpoint: it is complete when this returns `Ok`. Then applies
-    /// retention.
+    /// Publishes an uploaded checkpoint: it is complete when this returns `Ok`. The caller
+    /// tells the sinks to commit, then calls [`apply_retention`](Self::apply_retention).
+    ///
+    /// # Errors
+    /// `Config` when another owner took over the storage (nothing is published); the error of
+    /// the [`AFTER_METADATA`](fail::AFTER_METADATA) fail point after publishing.
     pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
         meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
+        self.cfg
+            .storage
+            .verify_lease(&self.lease)
+            .with_context(|| format!("publishing checkpoint {}", meta.id))?;
         publish(self.cfg.storage.as_ref(), &meta)?;
         self.record_first_completion(meta.id);
         let stats = meta.stats.clone();
@@ -277,16 +302,21 @@ impl Coordinator {
             uploaded_bytes = stats.uploaded_bytes,
             "checkpoint complete"
         );
-        if let Err(e) = self.apply_retention(id) {
-            tracing::warn!(error = %e, "checkpoint retention failed; old files are kept");
-        }
         fail::hit(fail::AFTER_METADATA)?;
         Ok(stats)
     }
 
+    /// Applies retention after checkpoint `newest` completed and its sinks were told to
+    /// commit. A failure is logged and leaves old files for the next time.
+    pub(crate) fn apply_retention(&mut self, newest: CheckpointId) {
+        if let Err(e) = self.retain(newest) {
+            tracing::warn!(error = %e, "checkpoint retention failed; old files are kept");
+        }
+    }
+
     /// Deletes checkpoints beyond the retained count, incomplete ones older than `newest`, and
     /// shared files no retained checkpoint references.
-    fn apply_retention(&mut self, newest: CheckpointId) -> Result<()> {
+    fn retain(&mut self, newest: CheckpointId) -> Result<()> {
         let storage = self.cfg.storage.clone();
         while self.retained.len() > self.cfg.retained {
             let (&oldest, _) = self.retained.iter().next().expect("non-empty");

@@ -3,16 +3,29 @@
 //! The local-directory implementation lays a job's checkpoints out as
 //!
 //! ```text
-//! <root>/_job                              the job's identity record (written on first start)
+//! <root>/_job                               the job's identity record (written on first start)
+//! <root>/_lock                              exclusive lock of the current owner (who holds it)
+//! <root>/_owner                             the owner record: the current owner and its epoch
+//! <root>/chk-<id>/_reservation              created exclusively when id is reserved (owner epoch)
 //! <root>/chk-<id>/_metadata                 the checkpoint is complete iff this exists
 //! <root>/chk-<id>/<operator>/<subtask>/...  files private to the checkpoint
 //! <root>/shared/<operator>/<subtask>/...    RocksDB SST files shared by several checkpoints
 //! ```
 //!
+//! # One writer
+//! A process writes only under an [`OwnerLease`] from [`CheckpointStorage::acquire`]: the
+//! local implementation locks `_lock` (an OS file lock, released when the process ends, also
+//! by `kill -9`) and records the next owner epoch in `_owner`. A second process fails at once
+//! with a `Config` error naming the owner. Reserving a checkpoint id creates its directory
+//! exclusively: an id is never shared, a collision is an error.
+//!
+//! # Durability
 //! Files are stored by hard link when the source is on the same filesystem (RocksDB SST files
-//! are immutable, so a link is as good as a copy), else copied and fsynced. The metadata file
-//! is written to a temporary name, fsynced, renamed and the directory fsynced: after a crash
-//! it is either absent or complete.
+//! are immutable and fsynced by the snapshot, so a link is as good as a copy), else copied and
+//! fsynced. The directories that gained an entry are remembered and fsynced, each once, before
+//! the metadata is published. The metadata file is written to a temporary name, fsynced,
+//! renamed and the directory fsynced: after a crash it is either absent or complete, and when
+//! it is present, every file it references is durable.
 //!
 //! # Reading: "could not read" is not "corrupt"
 //! Read paths tell two failures apart, and a restore treats them differently:
@@ -23,15 +36,27 @@
 //!   checkpoint may be fine; a restore retries, then fails naming the checkpoint and the file,
 //!   and never treats it as corrupt.
 
+use super::dir_lock::{read_holder, DirLock};
 use super::metadata::StoredFile;
+use super::ownership::{
+    check_fence, held_by_another, next_epoch, reservation_taken, OwnerInfo, OwnerLease, OwnerRecord,
+};
 use crate::message::CheckpointId;
 use crate::{Error, Result};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The name of the file that completes a checkpoint.
 pub const METADATA_FILE: &str = "_metadata";
+/// The lock file of a local checkpoint storage.
+pub const LOCK_FILE: &str = "_lock";
+/// The owner record of a local checkpoint storage.
+pub const OWNER_FILE: &str = "_owner";
+/// The file that reserves a checkpoint id, in the checkpoint's directory.
+pub const RESERVATION_FILE: &str = "_reservation";
 
 /// The name of the job identity record in the storage root.
 pub const JOB_IDENTITY_FILE: &str = "_job";
@@ -48,9 +73,27 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Checks that the storage can be used (exists or can be created, is writable).
     fn validate(&self) -> Result<()>;
-    /// Records that checkpoint `id` was started, durably, so that its id is never handed out
-    /// again even if the process dies before anything else of it is stored.
-    fn reserve(&self, id: CheckpointId) -> Result<()>;
+    /// Takes exclusive ownership of the storage for `owner` and records the next owner epoch
+    /// durably. Nothing may be written to the storage without the returned lease; dropping it
+    /// releases ownership (and a process that dies releases it too).
+    ///
+    /// # Errors
+    /// `Config` naming the current owner when another process owns the storage (a restart
+    /// cannot fix that); `External` on I/O failure.
+    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease>;
+    /// Checks that `lease` is still the storage's current owner: no later owner took over.
+    ///
+    /// # Errors
+    /// `Config` when this process has been fenced out.
+    fn verify_lease(&self, lease: &OwnerLease) -> Result<()>;
+    /// Records that checkpoint `id` was started under `lease`, durably, so that its id is never
+    /// handed out again even if the process dies before anything else of it is stored. The
+    /// reservation is an exclusive create.
+    ///
+    /// # Errors
+    /// `Config` when `id` is already reserved: ids are never shared, so another process
+    /// writes to the storage.
+    fn reserve(&self, id: CheckpointId, lease: &OwnerLease) -> Result<()>;
     /// Stores the local file `local` under `key`, returning its size and checksum.
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile>;
     /// Stores `bytes` under `key`.
@@ -59,7 +102,8 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>>;
     /// Makes `file` available at local path `dest` (link or copy) after verifying it.
     fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()>;
-    /// Atomically publishes checkpoint `id`'s metadata: the moment it becomes complete.
+    /// Atomically publishes checkpoint `id`'s metadata: the moment it becomes complete. Every
+    /// file stored for the checkpoint before the call is durable before the metadata is.
     fn write_metadata(&self, id: CheckpointId, bytes: &[u8]) -> Result<()>;
     /// Reads checkpoint `id`'s metadata.
     fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>>;
@@ -82,6 +126,8 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct LocalDirStorage {
     root: PathBuf,
+    /// Directories that gained an entry since the last publication, fsynced before the next.
+    unsynced: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 /// CRC-32C and size of a file, read in chunks.
@@ -141,7 +187,10 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 impl LocalDirStorage {
     /// Storage rooted at `root` (created on first use).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalDirStorage { root: root.into() }
+        LocalDirStorage {
+            root: root.into(),
+            unsynced: Arc::default(),
+        }
     }
 
     /// The root directory.
@@ -162,6 +211,92 @@ impl LocalDirStorage {
             fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         }
         Ok(())
+    }
+
+    /// What messages call this storage.
+    fn resource(&self) -> String {
+        format!("checkpoint storage {}", self.root.display())
+    }
+
+    /// Remembers that `dir` gained an entry that must be durable before the next publication.
+    fn mark_unsynced(&self, dir: &Path) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dir.to_path_buf());
+    }
+
+    /// Creates `dir` and its missing ancestors, remembering the parents that gained an entry.
+    fn create_dirs(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.create_dirs(parent)?;
+            self.mark_unsynced(parent);
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(format!("creating {}", dir.display()), e)),
+        }
+    }
+
+    /// Creates the parent of `dest` and remembers it for the fsync before publication.
+    fn prepare_entry(&self, dest: &Path) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            self.create_dirs(parent)?;
+            self.mark_unsynced(parent);
+        }
+        Ok(())
+    }
+
+    /// Fsyncs every directory that gained an entry since the last call, each once, deepest
+    /// first; returns them.
+    fn sync_unsynced(&self) -> Result<Vec<PathBuf>> {
+        let dirs = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for (i, d) in dirs.iter().enumerate() {
+            if let Err(e) = fsync_dir(d) {
+                // Still unsynced: the next publication tries again.
+                let mut left = self.unsynced.lock().unwrap_or_else(PoisonError::into_inner);
+                left.extend(dirs[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// The owner record, if the storage has one.
+    fn read_owner(&self) -> Result<Option<OwnerRecord>> {
+        let path = self.root.join(OWNER_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::config(format!(
+                    "the owner record {} is corrupt; if no process uses this storage, delete it",
+                    path.display()
+                ))
+                .with_source(e)
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// Replaces the owner record atomically and durably.
+    fn write_owner(&self, record: &OwnerRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::internal("encoding the owner record").with_source(e))?;
+        let tmp = self.root.join(format!("{OWNER_FILE}.tmp"));
+        let mut f = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(f);
+        fs::rename(&tmp, self.root.join(OWNER_FILE))
+            .map_err(|e| Error::io(format!("publishing the owner record in {}", self.root.display()), e))?;
+        fsync_dir(&self.root)
     }
 
     fn verify(&self, file: &StoredFile, path: &Path) -> Result<()> {
@@ -188,7 +323,8 @@ impl CheckpointStorage for LocalDirStorage {
                 self.root.display()
             ))
         })?;
-        let probe = self.root.join(".weir-probe");
+        // Per process: two processes validating at once must not remove each other's probe.
+        let probe = self.root.join(format!(".weir-probe-{}", std::process::id()));
         fs::write(&probe, b"probe")
             .and_then(|_| fs::remove_file(&probe))
             .map_err(|e| {
@@ -199,15 +335,59 @@ impl CheckpointStorage for LocalDirStorage {
             })
     }
 
-    fn reserve(&self, id: CheckpointId) -> Result<()> {
+    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease> {
+        fs::create_dir_all(&self.root).map_err(|e| {
+            Error::config(format!(
+                "checkpoint storage {} cannot be created: {e}",
+                self.root.display()
+            ))
+        })?;
+        let lock_path = self.root.join(LOCK_FILE);
+        let Some(mut lock) = DirLock::try_acquire(&lock_path)? else {
+            return Err(held_by_another(&self.resource(), read_holder(&lock_path).as_ref()));
+        };
+        let record = OwnerRecord {
+            epoch: next_epoch(self.read_owner()?.as_ref()),
+            owner: owner.clone(),
+        };
+        lock.record_holder(&record)?;
+        self.write_owner(&record)?;
+        tracing::info!(storage = %self.root.display(), epoch = record.epoch, "took ownership of the checkpoint storage");
+        Ok(OwnerLease::new(record.epoch, record.owner).holding(lock))
+    }
+
+    fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
+        check_fence(&self.resource(), self.read_owner()?.as_ref(), lease)
+    }
+
+    fn reserve(&self, id: CheckpointId, lease: &OwnerLease) -> Result<()> {
         let dir = self.chk_dir(id);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let by = fs::read(dir.join(RESERVATION_FILE))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<OwnerRecord>(&b).ok());
+                return Err(reservation_taken(&self.resource(), id, by.as_ref(), lease));
+            }
+            Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
+        }
+        let bytes = serde_json::to_vec(lease.record())
+            .map_err(|e| Error::internal("encoding a checkpoint reservation").with_source(e))?;
+        let path = dir.join(RESERVATION_FILE);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        fsync_dir(&dir)?;
         fsync_dir(&self.root)
     }
 
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
         let dest = self.path(key);
-        Self::ensure_parent(&dest)?;
+        self.prepare_entry(&dest)?;
         let _ = fs::remove_file(&dest);
         if fs::hard_link(local, &dest).is_err() {
             fs::copy(local, &dest)
@@ -227,7 +407,7 @@ impl CheckpointStorage for LocalDirStorage {
 
     fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
         let dest = self.path(key);
-        Self::ensure_parent(&dest)?;
+        self.prepare_entry(&dest)?;
         let mut f = File::create(&dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
@@ -267,6 +447,8 @@ impl CheckpointStorage for LocalDirStorage {
     fn write_metadata(&self, id: CheckpointId, bytes: &[u8]) -> Result<()> {
         let dir = self.chk_dir(id);
         fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Every file the metadata references, and its directory entries, are durable first.
+        self.sync_unsynced()?;
         let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
         let mut f = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         f.write_all(bytes)
@@ -382,5 +564,85 @@ impl CheckpointStorage for LocalDirStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("deleting {key}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn storage() -> (tempfile::TempDir, LocalDirStorage) {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalDirStorage::new(d.path().join("chk"));
+        s.validate().unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn directories_that_gained_entries_are_fsynced_once_before_publication() {
+        let (d, s) = storage();
+        let lease = s.acquire(&OwnerInfo::this_process("j")).unwrap();
+        s.reserve(1, &lease).unwrap();
+        let local = d.path().join("f");
+        fs::write(&local, b"x").unwrap();
+        s.put_file(&local, "shared/op/0/1-a.sst", "a.sst").unwrap();
+        s.put_file(&local, "shared/op/0/1-b.sst", "b.sst").unwrap();
+        s.put_file(&local, "chk-1/op/0/MANIFEST", "MANIFEST").unwrap();
+        s.put_bytes("chk-1/op/1/operator-state", "operator-state", b"y")
+            .unwrap();
+        let root = s.root().to_path_buf();
+        let expected: BTreeSet<PathBuf> = [
+            root.clone(),
+            root.join("shared"),
+            root.join("shared/op"),
+            root.join("shared/op/0"),
+            root.join("chk-1"),
+            root.join("chk-1/op"),
+            root.join("chk-1/op/0"),
+            root.join("chk-1/op/1"),
+        ]
+        .into();
+        let synced = s.sync_unsynced().unwrap();
+        assert_eq!(synced.len(), expected.len(), "each directory once: {synced:?}");
+        assert_eq!(synced.iter().cloned().collect::<BTreeSet<_>>(), expected);
+        // Deepest first: a directory is durable before the entry that names it.
+        assert!(synced.first().unwrap().ends_with("0") || synced.first().unwrap().ends_with("1"));
+        assert_eq!(synced.last().unwrap(), &root);
+        // Publication drains the set.
+        s.put_bytes("chk-1/op/2/operator-state", "operator-state", b"z")
+            .unwrap();
+        s.write_metadata(1, b"{}").unwrap();
+        assert!(s.sync_unsynced().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_owner_at_a_time_with_growing_epochs() {
+        let (_d, s) = storage();
+        let other = LocalDirStorage::new(s.root());
+        let first = s.acquire(&OwnerInfo::this_process("j")).unwrap();
+        assert_eq!(first.epoch(), 1);
+        let e = other.acquire(&OwnerInfo::this_process("j")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("owner epoch 1"), "{e}");
+        s.verify_lease(&first).unwrap();
+        drop(first);
+        let second = other.acquire(&OwnerInfo::this_process("j")).unwrap();
+        assert_eq!(second.epoch(), 2);
+        // The first owner's epoch is fenced out now.
+        let stale = OwnerLease::new(1, second.owner().clone());
+        assert_eq!(s.verify_lease(&stale).unwrap_err().kind(), ErrorKind::Config);
+        s.verify_lease(&second).unwrap();
+    }
+
+    #[test]
+    fn reserving_an_id_twice_is_an_error() {
+        let (_d, s) = storage();
+        let lease = s.acquire(&OwnerInfo::this_process("j")).unwrap();
+        s.reserve(4, &lease).unwrap();
+        let e = s.reserve(4, &lease).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("checkpoint 4 is already reserved"), "{e}");
+        assert_eq!(s.list().unwrap(), vec![(4, false)]);
     }
 }

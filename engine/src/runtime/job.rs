@@ -80,11 +80,11 @@ pub(crate) enum TaskEvent {
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
     plan::validate(&graph, &cfg)?;
     // Everything that can be checked before starting is: `start` returns these errors itself.
-    if graph
+    let keyed = graph
         .nodes
         .iter()
-        .any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. }))
-    {
+        .any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. }));
+    if keyed {
         cfg.state_backend.validate()?;
     }
     for n in &graph.nodes {
@@ -93,6 +93,8 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                 .map_err(|e| e.context(format!("listing the splits of source \"{}\"", n.name)))?;
         }
     }
+    // One process per job on its checkpoint storage (taken by the coordinator) and on its
+    // state directory: a second process fails here, naming the first.
     let coordinator = match &cfg.checkpoint {
         Some(c) => {
             // Unique per run: two runs of a job (even in one process) never share staging.
@@ -110,6 +112,11 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
         }
         None => None,
     };
+    let state_lock = if keyed {
+        cfg.state_backend.lock_job(&cfg.name)?
+    } else {
+        None
+    };
     let (events_tx, events_rx) = unbounded();
     let live = Arc::new(Live::default());
     let master = {
@@ -117,6 +124,8 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
         std::thread::Builder::new()
             .name(format!("weir-master-{}", cfg.name))
             .spawn(move || {
+                // Held until the job ends (the coordinator holds the storage's lease).
+                let _state_lock = state_lock;
                 let mut m = Master::new(graph, cfg, coordinator, events_rx, events_tx, live);
                 m.run()
             })

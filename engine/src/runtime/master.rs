@@ -532,7 +532,11 @@ impl Master {
                     },
                 )?;
                 *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
+                // Commit first (completed output is pending until then), then clean up.
                 self.notify_complete(a, id);
+                if let Some(c) = self.coordinator.as_mut() {
+                    c.apply_retention(id);
+                }
                 if !is_final {
                     a.next_trigger = a.next_trigger.max(Instant::now() + self.min_pause());
                 }

@@ -3,13 +3,16 @@
 //!
 //! # Layout
 //!
-//! For a sink step `<sink>` (its name made file-safe: characters other than ASCII letters,
-//! digits, `-`, `_` and `.` become `_`) and subtask `<subtask>`, in directory `dir`:
+//! For job `<job>` (its name made file-safe and one-to-one: `<name>-<crc32c of the name>`, as
+//! state directories are named), sink step `<sink>` (its name made file-safe: characters other
+//! than ASCII letters, digits, `-`, `_` and `.` become `_`) and subtask `<subtask>`, in
+//! directory `dir`:
 //!
 //! ```text
-//! dir/.in-progress/<sink>-<subtask>-<attempt>.tmp   records since the last barrier (one attempt)
-//! dir/.pending/<sink>-<subtask>-<n>.jsonl           pre-committed at barrier n, not visible yet
-//! dir/<sink>-<subtask>-<n>.jsonl                    committed: checkpoint n is complete
+//! dir/.locks/<job>+<sink>-<subtask>.lock                  held by the process writing the subtask
+//! dir/.in-progress/<job>+<sink>-<subtask>-<attempt>.tmp   records since the last barrier (one attempt)
+//! dir/.pending/<job>+<sink>-<subtask>-<n>.jsonl           pre-committed at barrier n, not visible yet
+//! dir/<job>+<sink>-<subtask>-<n>.jsonl                    committed: checkpoint n is complete
 //! ```
 //!
 //! `<n>` is the checkpoint id, zero-padded to 10 digits, so that the final files of one subtask
@@ -27,24 +30,30 @@
 //!   final file that exists while its pending file does not is already committed (commit is
 //!   repeated after a restore); if neither exists, the output is lost and commit fails with an
 //!   `External` error rather than going on silently.
-//! * Creating a writer first applies the restore rules to the subtask's committed files (see
+//! * Creating a writer first locks `.locks/<job>+<sink>-<subtask>.lock`: while a process writes
+//!   a sink subtask, another process of the same job fails to start it (a `Config` error naming
+//!   the holder) instead of deleting its files. The OS releases the lock when the process dies.
+//! * It then applies the restore rules to the subtask's committed files (see
 //!   [`SinkContext::check_committed_output`]): a final file of a checkpoint newer than the
 //!   restored one, or any final file when the job restored nothing and is not an explicit
 //!   fresh start, stops the start before anything is deleted.
-//! * Creating a writer cleans up after an earlier attempt of the same sink subtask: it deletes
+//! * Creating a writer then cleans up after an earlier attempt of the same sink subtask: it deletes
 //!   the subtask's in-progress files and the pending files of checkpoints after the restored
 //!   one (or all its pending files, when the job did not restore a checkpoint). Pending files
 //!   of the restored checkpoint or earlier are left for the engine, which commits the restored
-//!   committables again. Files of other subtasks and other sinks are never touched.
+//!   committables again. Files of other subtasks, other sinks and other jobs are never touched.
 //!
-//! A directory holds the output of one job lineage. Two sink steps whose file-safe names are
-//! equal must not share a directory.
+//! Several jobs can share a directory: every file name starts with its job's identity. A
+//! directory holds the output of one lineage of each job, and two sink steps of a job whose
+//! file-safe names are equal must not share a directory.
 
 use super::{Sink, SinkContext, SinkWriter};
+use crate::checkpoint::dir_lock::DirLock;
+use crate::checkpoint::ownership::{OwnerInfo, OwnerRecord};
 use crate::checkpoint::storage::checksum_file;
 use crate::data::{Data, Record};
 use crate::message::CheckpointId;
-use crate::state::backend::sanitize;
+use crate::state::backend::{dir_name, sanitize};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -57,6 +66,10 @@ use std::sync::Arc;
 pub const IN_PROGRESS_DIR: &str = ".in-progress";
 /// Subdirectory of pending (pre-committed) files.
 pub const PENDING_DIR: &str = ".pending";
+/// Subdirectory of the lock files of the sink subtasks writing into the directory.
+pub const LOCKS_DIR: &str = ".locks";
+/// Separates the job's identity from the rest of a file name (never part of a file-safe name).
+const JOB_SEPARATOR: char = '+';
 /// Extension of pending and final files.
 const EXTENSION: &str = ".jsonl";
 /// Extension of in-progress files.
@@ -159,9 +172,9 @@ impl<T> FileSink<T> {
 /// Stored in the checkpoint; committing it again after a restore is harmless.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileCommittable {
-    /// The pending file (`.pending/<sink>-<subtask>-<n>.jsonl`).
+    /// The pending file (`.pending/<job>+<sink>-<subtask>-<n>.jsonl`).
     pub pending: String,
-    /// The final file (`<sink>-<subtask>-<n>.jsonl`).
+    /// The final file (`<job>+<sink>-<subtask>-<n>.jsonl`).
     pub final_name: String,
     /// Records in the file.
     pub records: u64,
@@ -188,8 +201,10 @@ struct InProgress {
 
 struct FileWriter<T> {
     dir: PathBuf,
-    /// `<sink>-<subtask>-`: the start of every file name of this subtask.
+    /// `<job>+<sink>-<subtask>-`: the start of every file name of this subtask.
     prefix: String,
+    /// Held while this writer lives: no other process writes this sink subtask meanwhile.
+    _lock: DirLock,
     /// Unique to this writer (the attempt), for the in-progress file name.
     token: String,
     format: FormatFn<T>,
@@ -274,8 +289,31 @@ impl<T> FileWriter<T> {
                 .unwrap_or(0),
             WRITER_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let subtask = format!(
+            "{}{JOB_SEPARATOR}{}-{}",
+            dir_name(&ctx.job),
+            sanitize(&ctx.name),
+            ctx.subtask
+        );
+        // Before anything is deleted: another process may still be writing this subtask.
+        let record = OwnerRecord {
+            epoch: 0,
+            owner: OwnerInfo::this_process(&ctx.job),
+        };
+        let lock = DirLock::acquire(
+            &dir.join(LOCKS_DIR).join(format!("{subtask}.lock")),
+            &record,
+            &format!(
+                "file sink directory {} (sink \"{}\" subtask {} of job \"{}\")",
+                dir.display(),
+                ctx.name,
+                ctx.subtask,
+                ctx.job
+            ),
+        )?;
         let writer = FileWriter {
-            prefix: format!("{}-{}-", sanitize(&ctx.name), ctx.subtask),
+            prefix: format!("{subtask}-"),
+            _lock: lock,
             dir,
             token,
             format: sink.format.clone(),
@@ -502,6 +540,9 @@ impl<T: Data> SinkWriter<T, FileCommittable> for FileWriter<T> {
 /// A committed file of a file sink directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CommittedFile {
+    /// The job's file-safe identity (`<name>-<crc32c of the name>`); `None` for files written
+    /// before file names carried it.
+    pub job: Option<String>,
     /// The sink's file-safe name.
     pub sink: String,
     /// The sink subtask that wrote it.
@@ -512,20 +553,26 @@ pub struct CommittedFile {
     pub path: PathBuf,
 }
 
-/// Parses a final file name `<sink>-<subtask>-<n>.jsonl`.
-fn parse_final(name: &str) -> Option<(String, usize, CheckpointId)> {
+/// Parses a final file name `<job>+<sink>-<subtask>-<n>.jsonl` (or `<sink>-<subtask>-<n>.jsonl`,
+/// as written before names carried the job).
+fn parse_final(name: &str) -> Option<(Option<String>, String, usize, CheckpointId)> {
     let stem = name.strip_suffix(EXTENSION)?;
+    let (job, stem) = match stem.split_once(JOB_SEPARATOR) {
+        Some((job, rest)) if !job.is_empty() => (Some(job.to_string()), rest),
+        Some(_) => return None,
+        None => (None, stem),
+    };
     let (rest, n) = stem.rsplit_once('-')?;
     let (sink, subtask) = rest.rsplit_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if sink.is_empty() || !digits(n) || !digits(subtask) {
         return None;
     }
-    Some((sink.to_string(), subtask.parse().ok()?, n.parse().ok()?))
+    Some((job, sink.to_string(), subtask.parse().ok()?, n.parse().ok()?))
 }
 
-/// Every committed (final) file in file sink directory `dir`, in (sink, subtask, checkpoint)
-/// order: per subtask, the order its records were written in.
+/// Every committed (final) file in file sink directory `dir`, in (job, sink, subtask,
+/// checkpoint) order: per subtask, the order its records were written in.
 ///
 /// # Errors
 /// `External` if the directory cannot be listed.
@@ -537,8 +584,9 @@ pub fn committed_files(dir: impl AsRef<Path>) -> Result<Vec<CommittedFile>> {
     let mut files: Vec<CommittedFile> = file_names(dir)?
         .into_iter()
         .filter_map(|name| {
-            let (sink, subtask, checkpoint) = parse_final(&name)?;
+            let (job, sink, subtask, checkpoint) = parse_final(&name)?;
             Some(CommittedFile {
+                job,
                 sink,
                 subtask,
                 checkpoint,
@@ -551,7 +599,7 @@ pub fn committed_files(dir: impl AsRef<Path>) -> Result<Vec<CommittedFile>> {
 }
 
 /// Every committed line in file sink directory `dir`: the lines of all final files, in
-/// (sink, subtask, checkpoint) order, for tests and audits.
+/// (job, sink, subtask, checkpoint) order, for tests and audits.
 ///
 /// # Errors
 /// `External` if the directory or a file cannot be read.
@@ -601,6 +649,11 @@ mod tests {
         range.map(|i| format!("[{i},\"v{i}\"]")).collect()
     }
 
+    /// A file name of job "test".
+    fn n(rest: &str) -> String {
+        format!("{}+{rest}", dir_name("test"))
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         file_names(dir).unwrap()
     }
@@ -612,8 +665,8 @@ mod tests {
         w.write(recs(0..3)).unwrap();
         assert_eq!(names(&d.path().join(IN_PROGRESS_DIR)).len(), 1);
         let c = w.pre_commit(1).unwrap().unwrap();
-        assert_eq!(c.final_name, "out-0-0000000001.jsonl");
-        assert_eq!(c.pending, ".pending/out-0-0000000001.jsonl");
+        assert_eq!(c.final_name, n("out-0-0000000001.jsonl"));
+        assert_eq!(c.pending, format!(".pending/{}", n("out-0-0000000001.jsonl")));
         assert_eq!(c.records, 3);
         assert!(read_committed_lines(d.path()).unwrap().is_empty());
         assert!(names(&d.path().join(IN_PROGRESS_DIR)).is_empty());
@@ -634,7 +687,7 @@ mod tests {
         drop(w); // crash: checkpoint 1 completes but commit never ran
         let mut w = writer(d.path(), "out", 0, Some(1));
         // The pending file of the restored checkpoint survived the clean-up.
-        assert_eq!(names(&d.path().join(PENDING_DIR)), vec!["out-0-0000000001.jsonl"]);
+        assert_eq!(names(&d.path().join(PENDING_DIR)), vec![n("out-0-0000000001.jsonl")]);
         w.commit(vec![(1, c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..5));
     }
@@ -679,7 +732,7 @@ mod tests {
         w.commit(vec![(7, c.clone())]).unwrap();
         w.commit(vec![(7, c.clone()), (7, c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..3));
-        assert_eq!(names(d.path()), vec!["out-1-0000000007.jsonl"]);
+        assert_eq!(names(d.path()), vec![n("out-1-0000000007.jsonl")]);
     }
 
     #[test]
@@ -726,16 +779,16 @@ mod tests {
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
             vec![
-                "out-0-0-0000000004.jsonl",
-                "out-0-0000000002.jsonl",
-                "out-0-0000000003.jsonl",
-                "out-1-0000000004.jsonl"
+                n("out-0-0-0000000004.jsonl"),
+                n("out-0-0000000002.jsonl"),
+                n("out-0-0000000003.jsonl"),
+                n("out-1-0000000004.jsonl")
             ]
         );
         let in_progress = names(&d.path().join(IN_PROGRESS_DIR));
         assert_eq!(in_progress.len(), 2, "{in_progress:?}");
-        assert!(in_progress.iter().any(|n| n.starts_with("out-1-")));
-        assert!(in_progress.iter().any(|n| n.starts_with("out-0-0-")));
+        assert!(in_progress.iter().any(|f| f.starts_with(&n("out-1-"))));
+        assert!(in_progress.iter().any(|f| f.starts_with(&n("out-0-0-"))));
         w.commit(vec![(3, c3)]).unwrap();
         assert_eq!(
             read_committed_lines(d.path()).unwrap(),
@@ -747,7 +800,7 @@ mod tests {
         let _w = writer(d.path(), "out", 0, None);
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
-            vec!["out-0-0-0000000004.jsonl", "out-1-0000000004.jsonl"]
+            vec![n("out-0-0-0000000004.jsonl"), n("out-1-0000000004.jsonl")]
         );
         other.abort().unwrap();
         other_sink.abort().unwrap();
@@ -846,6 +899,6 @@ mod tests {
         w.write(recs(0..1)).unwrap();
         let c = w.pre_commit(12).unwrap().unwrap();
         w.commit(vec![(12, c)]).unwrap();
-        assert_eq!(names(d.path()), vec!["my_sink_1-3-0000000012.jsonl"]);
+        assert_eq!(names(d.path()), vec![n("my_sink_1-3-0000000012.jsonl")]);
     }
 }
