@@ -432,8 +432,14 @@ impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
     fn validate(&self) -> Result<()> {
         self.inner.validate()
     }
-    fn reserve(&self, id: u64) -> Result<()> {
-        self.inner.reserve(id)
+    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease> {
+        self.inner.acquire(owner)
+    }
+    fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
+        self.inner.verify_lease(lease)
+    }
+    fn reserve(&self, id: u64, lease: &OwnerLease) -> Result<()> {
+        self.inner.reserve(id, lease)
     }
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<weir::engine::checkpoint::metadata::StoredFile> {
         self.inner.put_file(local, key, name)
@@ -773,6 +779,12 @@ impl CheckpointStorage for OrderProbe {
     }
     fn list(&self) -> Result<Vec<(u64, bool)>> {
         self.inner.list()
+    }
+    fn read_identity(&self) -> Result<Option<Vec<u8>>> {
+        self.inner.read_identity()
+    }
+    fn write_identity(&self, bytes: &[u8]) -> Result<()> {
+        self.inner.write_identity(bytes)
     }
     fn delete_checkpoint(&self, id: u64) -> Result<()> {
         self.retention_step();

@@ -364,6 +364,7 @@ fn subtask_writer(
         parallelism: 1,
         restored_checkpoint: restored,
         checkpoint_timing: None,
+        committed_output: Default::default(),
     })
 }
 
