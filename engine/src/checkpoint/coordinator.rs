@@ -131,7 +131,11 @@ impl Coordinator {
     /// Records in the identity record that the job completed checkpoint `id`, the first time.
     /// A failure is logged, not fatal: the checkpoint itself shows the job ran.
     fn record_first_completion(&mut self, id: CheckpointId) {
-        if self.identity.as_ref().is_some_and(|r| r.first_completed_checkpoint.is_some()) {
+        if self
+            .identity
+            .as_ref()
+            .is_some_and(|r| r.first_completed_checkpoint.is_some())
+        {
             return;
         }
         let record = match &self.identity {
