@@ -438,4 +438,42 @@ fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
     drop(first);
     // Once the first writer is gone (its process ended), the next one takes over.
     subtask_writer(&out, "job-a", Some(2)).unwrap();
+/// Subtask 0 had not committed the checkpoints after `r` yet (its files are still pending),
+/// subtask 1 had; their metadata is lost. Subtask 1 refuses the start; subtask 0 must not have
+/// deleted its pending files meanwhile: if the metadata is recovered, they are what its
+/// commit needs (else every later start fails with "records are lost").
+#[test]
+fn a_refused_start_deletes_no_pending_file() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let chk = tmp.path().join("chk");
+    run(tmp.path(), &out, &[], false).expect("first run");
+    let complete = complete_checkpoints(&chk);
+    let r = complete[0];
+    let files = committed_files(&out).unwrap();
+    assert!(
+        files.iter().any(|f| f.subtask == 1 && f.checkpoint > r),
+        "subtask 1 committed output after checkpoint {r}"
+    );
+    let mut moved = Vec::new();
+    for f in files.iter().filter(|f| f.subtask == 0 && f.checkpoint > r) {
+        let name = f.path.file_name().unwrap();
+        let pending = out.join(PENDING_DIR).join(name);
+        std::fs::rename(&f.path, &pending).unwrap();
+        moved.push(pending);
+    }
+    assert!(!moved.is_empty(), "subtask 0 has output after checkpoint {r}");
+    for id in complete.iter().filter(|&&id| id > r) {
+        std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
+    }
+    fail::disarm_all();
+    let (p, stream) = pipeline(&chk, None);
+    stream.sink("out", FileSink::exactly_once(&out));
+    let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("out[1]"), "{err}");
+    for f in &moved {
+        assert!(f.is_file(), "{} was deleted by a start that was refused", f.display());
+    }
 }

@@ -60,8 +60,8 @@ pub(crate) struct Coordinator {
     runtime: tokio::runtime::Runtime,
     /// Statistics of every checkpoint completed by this run.
     pub(crate) completed: Vec<CheckpointStats>,
-    /// The job identity record in storage, as last written or read.
-    identity: JobIdentity,
+    /// The job identity record in storage, as last written or read (`None`: not written yet).
+    identity: Option<JobIdentity>,
     /// Fallbacks to older checkpoints the user allowed, by the restore or by sinks.
     restore_warnings: SharedRestoreWarnings,
     /// Exclusive ownership of the storage, released when the coordinator is dropped.
@@ -94,13 +94,14 @@ impl Coordinator {
             cfg.restore,
             crate::runtime::task::now_ms(),
         )? {
-            IdentityAction::Keep => found.expect("kept only when found"),
+            IdentityAction::Keep => found,
             IdentityAction::Write(record) => {
                 record
                     .write(storage)
                     .context("writing the job identity record into checkpoint storage")?;
-                record
+                Some(record)
             }
+            IdentityAction::WriteAtFirstCompletion => None,
         };
         if let RestoreMode::Checkpoint(id) = cfg.restore {
             if !listed.iter().any(|(i, c)| *i == id && *c) {
@@ -147,18 +148,31 @@ impl Coordinator {
     /// Records in the identity record that the job completed checkpoint `id`, the first time.
     /// A failure is logged, not fatal: the checkpoint itself shows the job ran.
     fn record_first_completion(&mut self, id: CheckpointId) {
-        if self.identity.first_completed_checkpoint.is_some() {
+        if self
+            .identity
+            .as_ref()
+            .is_some_and(|r| r.first_completed_checkpoint.is_some())
+        {
             return;
         }
-        let record = JobIdentity {
-            first_completed_checkpoint: Some(id),
-            ..self.identity.clone()
+        let record = match &self.identity {
+            Some(r) => JobIdentity {
+                first_completed_checkpoint: Some(id),
+                ..r.clone()
+            },
+            None => JobIdentity {
+                job: self.job.clone(),
+                created_at_ms: crate::runtime::task::now_ms(),
+                first_completed_checkpoint: Some(id),
+            },
         };
         match record.write(self.cfg.storage.as_ref()) {
-            Ok(()) => self.identity = record,
-            Err(e) => {
-                tracing::warn!(error = %e, checkpoint = id, "recording the first completed checkpoint in the job identity record failed")
-            }
+            Ok(()) => self.identity = Some(record),
+            Err(e) => tracing::warn!(
+                error = %e,
+                checkpoint = id,
+                "recording the first completed checkpoint in the job identity record failed"
+            ),
         }
     }
 

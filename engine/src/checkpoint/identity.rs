@@ -4,7 +4,8 @@
 //! `<root>/_job` names the job and when it first started in this storage, and, once the job
 //! completed a checkpoint there, the first one it completed. It is written durably (temporary
 //! file, fsync, rename, directory fsync) on the first start and once more at the first
-//! completed checkpoint; it is never deleted by retention.
+//! completed checkpoint (in a storage that an older Weir filled without a record: only then);
+//! it is never deleted by retention.
 //!
 //! # After a crash
 //! The record is either absent, the first-start record, or the record with the first
@@ -64,9 +65,12 @@ impl JobIdentity {
 pub(crate) enum IdentityAction {
     /// The record is as it should be.
     Keep,
-    /// Write this record (first start, or an older storage that completed checkpoints before
-    /// the record existed).
+    /// Write this record (the first start in this storage).
     Write(JobIdentity),
+    /// Write the record when this run completes its first checkpoint: the storage holds
+    /// checkpoints but no record (written by an older Weir), and only a successful restore or
+    /// a completed checkpoint shows that they are this job's.
+    WriteAtFirstCompletion,
 }
 
 /// Decides, from the record found, the checkpoints in storage and the restore mode, whether
@@ -85,10 +89,13 @@ pub(crate) fn check_identity(
     now_ms: u64,
 ) -> Result<IdentityAction> {
     let Some(id) = found else {
+        if !complete.is_empty() {
+            return Ok(IdentityAction::WriteAtFirstCompletion);
+        }
         return Ok(IdentityAction::Write(JobIdentity {
             job: job.to_string(),
             created_at_ms: now_ms,
-            first_completed_checkpoint: complete.first().copied(),
+            first_completed_checkpoint: None,
         }));
     };
     if id.job != job {
@@ -134,8 +141,9 @@ mod tests {
     fn first_start_writes_the_record() {
         let a = check_identity(None, "j", "s", &[], RestoreMode::Latest, 9).unwrap();
         assert_eq!(a, IdentityAction::Write(rec("j", None).with_created(9)));
+        // Checkpoints without a record: whose they are shows only once one is restored.
         let a = check_identity(None, "j", "s", &[3, 4], RestoreMode::Latest, 9).unwrap();
-        assert_eq!(a, IdentityAction::Write(rec("j", Some(3)).with_created(9)));
+        assert_eq!(a, IdentityAction::WriteAtFirstCompletion);
     }
 
     #[test]

@@ -38,8 +38,9 @@
 //!   restored one, or any final file when the job restored nothing and is not an explicit
 //!   fresh start, stops the start before anything is deleted.
 //! * Creating a writer then cleans up after an earlier attempt of the same sink subtask: it deletes
-//!   the subtask's in-progress files and the pending files of checkpoints after the restored
-//!   one (or all its pending files, when the job did not restore a checkpoint). Pending files
+//!   the subtask's in-progress files, and at the first barrier (once every subtask of the job
+//!   started) the pending files of checkpoints after the restored one (or all its pending
+//!   files, when the job did not restore a checkpoint). Pending files
 //!   of the restored checkpoint or earlier are left for the engine, which commits the restored
 //!   committables again. Files of other subtasks, other sinks and other jobs are never touched.
 //!
@@ -210,6 +211,9 @@ struct FileWriter<T> {
     format: FormatFn<T>,
     current: Option<InProgress>,
     line: String,
+    /// Pending files of abandoned checkpoints are still to be deleted (after the restored
+    /// checkpoint, given here): done at the first barrier.
+    abandoned_pending: Option<Option<CheckpointId>>,
 }
 
 /// The file name of checkpoint `n`'s pending and final file for `prefix`.
@@ -319,9 +323,10 @@ impl<T> FileWriter<T> {
             format: sink.format.clone(),
             current: None,
             line: String::new(),
+            abandoned_pending: Some(ctx.restored_checkpoint),
         };
         writer.check_committed_output(ctx)?;
-        writer.clean_up(ctx.restored_checkpoint)?;
+        writer.clean_up_in_progress()?;
         Ok(writer)
     }
 
@@ -340,9 +345,9 @@ impl<T> FileWriter<T> {
         }
     }
 
-    /// Deletes what an earlier attempt of this subtask left that no restored committable refers
-    /// to: in-progress files, and pending files after `restored` (all, without one).
-    fn clean_up(&self, restored: Option<CheckpointId>) -> Result<()> {
+    /// Deletes the in-progress files earlier attempts of this subtask left: no committable
+    /// refers to them.
+    fn clean_up_in_progress(&self) -> Result<()> {
         let in_progress = self.dir.join(IN_PROGRESS_DIR);
         let mut deleted = false;
         for name in file_names(&in_progress)? {
@@ -355,6 +360,17 @@ impl<T> FileWriter<T> {
         if deleted {
             fsync_dir(&in_progress)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the pending files of checkpoints after `restored` (all, without one) that
+    /// earlier attempts of this subtask left: their checkpoints were abandoned.
+    ///
+    /// Runs at the first barrier, not when the writer is created: the first barrier comes only
+    /// once every subtask of the job started, so when another sink subtask refuses the start
+    /// (its committed output is ahead of `restored`), nothing is deleted, and the pending files
+    /// of a complete checkpoint whose metadata was lost are still there if it is recovered.
+    fn clean_up_pending(&self, restored: Option<CheckpointId>) -> Result<()> {
         let pending = self.dir.join(PENDING_DIR);
         let mut deleted = false;
         for name in file_names(&pending)? {
@@ -473,6 +489,10 @@ impl<T: Data> SinkWriter<T, FileCommittable> for FileWriter<T> {
     }
 
     fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<FileCommittable>> {
+        if let Some(restored) = self.abandoned_pending {
+            self.clean_up_pending(restored)?;
+            self.abandoned_pending = None;
+        }
         let Some(mut current) = self.current.take() else {
             return Ok(None);
         };
@@ -773,9 +793,16 @@ mod tests {
         let _ = other_sink.pre_commit(4).unwrap().unwrap();
         other_sink.write(recs(201..202)).unwrap();
 
-        // Restore checkpoint 3: pending 4 and the in-progress file go; pending 2 and 3 stay
-        // (checkpoint 3's committables hold both: the engine commits them again).
+        // Restore checkpoint 3: the in-progress file goes at once; pending 4 goes at the first
+        // barrier (once the whole job started); pending 2 and 3 stay (checkpoint 3's
+        // committables hold both: the engine commits them again).
         let mut w = writer(d.path(), "out", 0, Some(3));
+        assert_eq!(
+            names(&d.path().join(PENDING_DIR)).len(),
+            5,
+            "nothing pending deleted before a barrier"
+        );
+        assert_eq!(w.pre_commit(5).unwrap(), None);
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
             vec![
@@ -797,7 +824,8 @@ mod tests {
 
         // Without a restored checkpoint every leftover of the subtask goes.
         drop(w);
-        let _w = writer(d.path(), "out", 0, None);
+        let mut w = writer(d.path(), "out", 0, None);
+        assert_eq!(w.pre_commit(6).unwrap(), None);
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
             vec![n("out-0-0-0000000004.jsonl"), n("out-1-0000000004.jsonl")]
