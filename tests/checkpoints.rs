@@ -842,3 +842,47 @@ fn sinks_are_told_to_commit_before_retention_runs() {
     let violations = probe.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}");
 }
+
+/// A second run of a job on a RocksDB state directory that a running one uses (with another
+/// checkpoint storage, so that only the state directory is shared) fails at once naming the
+/// owner, instead of deleting the working directories of the first run's live stores.
+#[test]
+fn a_second_run_on_a_used_state_directory_fails_fast_naming_the_owner() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let configure = |chk: &str| {
+        let mut cfg = CheckpointConfig::new(dir.path().join(chk));
+        cfg.interval = Duration::from_millis(20);
+        cfg
+    };
+    let first_sink = CollectSink::new();
+    let first = pipeline_on(configure("chk-a"), &first_sink, 80_000)
+        .state_dir(&state)
+        .start()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while complete_checkpoints(&dir.path().join("chk-a")).is_empty() {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second_sink = CollectSink::new();
+    let second = pipeline_on(configure("chk-b"), &second_sink, 80_000)
+        .state_dir(&state)
+        .run();
+    let err = second.expect_err("a second run on the same state directory must be refused");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("state directory"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "names the owner: {text}"
+    );
+    let report = first.join().expect("the first run is not disturbed");
+    assert_eq!(report.restarts, 0);
+    let mut got = first_sink.records();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 80_000);
+}

@@ -389,6 +389,8 @@ impl CheckpointStorage for LocalDirStorage {
         let dest = self.path(key);
         self.prepare_entry(&dest)?;
         let _ = fs::remove_file(&dest);
+        // A link shares the staged file's data, which the snapshot fsynced; the new entry
+        // (like a copy's) becomes durable with its directory before the metadata is published.
         if fs::hard_link(local, &dest).is_err() {
             fs::copy(local, &dest)
                 .map_err(|e| Error::io(format!("copying {} to {}", local.display(), dest.display()), e))?;
