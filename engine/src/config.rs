@@ -1,6 +1,7 @@
 //! Job configuration and its validation.
 
 use crate::checkpoint::CheckpointConfig;
+use crate::runtime::cancellation::CancellationTimeoutAction;
 use crate::runtime::restart::RestartStrategy;
 use crate::state::key_group::MAX_KEY_GROUPS;
 use crate::state::{MemoryBackend, StateBackend};
@@ -29,6 +30,12 @@ pub struct JobConfig {
     pub commit_interval: std::time::Duration,
     /// What to do when the job fails (only with checkpoint storage).
     pub restart: RestartStrategy,
+    /// How long the master waits for the subtasks of a failed or cancelled attempt to stop
+    /// before it applies `on_cancellation_timeout` (default 180 s).
+    pub cancellation_timeout: std::time::Duration,
+    /// What happens when a cancellation times out (default: the process exits with
+    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::runtime::cancellation::CANCELLATION_TIMEOUT_EXIT_CODE)).
+    pub on_cancellation_timeout: CancellationTimeoutAction,
     /// Set when a restore mode was given before any checkpoint storage (a configuration error).
     pub(crate) graph_errors_restore_without_storage: bool,
 }
@@ -46,6 +53,8 @@ impl JobConfig {
             checkpoint: None,
             commit_interval: std::time::Duration::from_secs(1),
             restart: RestartStrategy::default(),
+            cancellation_timeout: crate::runtime::cancellation::DEFAULT_CANCELLATION_TIMEOUT,
+            on_cancellation_timeout: CancellationTimeoutAction::default(),
             graph_errors_restore_without_storage: false,
         }
     }
@@ -83,6 +92,9 @@ impl JobConfig {
             return Err(Error::config("commit interval must be greater than zero"));
         }
         self.restart.validate()?;
+        if self.cancellation_timeout.is_zero() {
+            return Err(Error::config("cancellation timeout must be greater than zero"));
+        }
         if self.graph_errors_restore_without_storage {
             return Err(Error::config(
                 "restore_mode() needs checkpoint storage: call checkpoint_storage() before restore_mode()",

@@ -46,6 +46,12 @@ pub struct CheckpointConfig {
     pub retained: usize,
     /// Where to start from.
     pub restore: RestoreMode,
+    /// Checkpoints that may fail (time out or fail to upload) in a row before the job fails
+    /// and restarts from its latest completed checkpoint (Flink's
+    /// `tolerable-failed-checkpoints`; default 3). While checkpoints fail, sinks keep every
+    /// pending committable and the records replayed after a failure grow; a restart is the
+    /// deliberate way out. The count restarts at every completed checkpoint and every attempt.
+    pub tolerable_failed_checkpoints: u32,
 }
 
 impl CheckpointConfig {
@@ -71,6 +77,7 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             retained: 3,
             restore: RestoreMode::Latest,
+            tolerable_failed_checkpoints: 3,
         }
     }
 

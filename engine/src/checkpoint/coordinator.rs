@@ -13,6 +13,7 @@ use super::restore::restore_from;
 use super::upload::{publish, read_metadata, upload, UploadJob};
 use crate::message::{Barrier, CheckpointId};
 use crate::runtime::plan::RestoreInput;
+use crate::runtime::staging::StagingArea;
 use crate::runtime::task::TaskAck;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,12 +28,6 @@ pub(crate) struct Restored {
     pub(crate) dir: PathBuf,
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging_root);
-    }
-}
-
 /// Durable checkpoint bookkeeping of one job, across its attempts.
 pub(crate) struct Coordinator {
     pub(crate) cfg: CheckpointConfig,
@@ -44,14 +39,16 @@ pub(crate) struct Coordinator {
     /// Completed checkpoints of the current lineage (the restored one and later ones).
     lineage: Vec<CheckpointId>,
     staging_root: PathBuf,
+    /// The run's locked staging directory (`staging_root`), removed when the coordinator is.
+    _staging: StagingArea,
     runtime: tokio::runtime::Runtime,
     /// Statistics of every checkpoint completed by this run.
     pub(crate) completed: Vec<CheckpointStats>,
 }
 
 impl Coordinator {
-    /// Scans storage and prepares a staging area under `staging_root`.
-    pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
+    /// Scans storage; snapshots are staged in `staging`.
+    pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging: StagingArea) -> Result<Self> {
         cfg.validate()?;
         let listed = cfg.storage.list()?;
         let next_id = listed.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
@@ -64,13 +61,6 @@ impl Coordinator {
                 )));
             }
         }
-        let _ = std::fs::remove_dir_all(&staging_root);
-        std::fs::create_dir_all(&staging_root).map_err(|e| {
-            Error::io(
-                format!("creating the snapshot staging directory {}", staging_root.display()),
-                e,
-            )
-        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)
@@ -84,7 +74,8 @@ impl Coordinator {
             next_id,
             retained,
             lineage: Vec::new(),
-            staging_root,
+            staging_root: staging.dir().to_path_buf(),
+            _staging: staging,
             runtime,
             completed: Vec::new(),
         })
@@ -106,6 +97,12 @@ impl Coordinator {
     /// Removes snapshots a failed attempt staged but never uploaded.
     pub(crate) fn clear_staging(&self) {
         let _ = std::fs::remove_dir_all(self.staging_root());
+    }
+
+    /// Removes what subtasks staged for checkpoint `id`, which was aborted before its upload;
+    /// call only once no subtask writes below it any more (all acknowledged it).
+    pub(crate) fn discard_staged(&self, id: CheckpointId) {
+        let _ = std::fs::remove_dir_all(self.staging_root().join(format!("chk-{id}")));
     }
 
     /// Restores the checkpoint the next attempt starts from: the latest of the current lineage
