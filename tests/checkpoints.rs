@@ -640,7 +640,7 @@ fn a_failed_attempt_blocked_on_full_channels_is_cancelled_and_the_job_recovers()
         .key_by("k", |k: &u64| *k)
         .process("count", Count)
         .map("slow", |r: (u64, u64)| {
-            if r.0 % 64 == 0 {
+            if r.0.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_micros(300));
             }
             r
