@@ -4,7 +4,10 @@
 //! # After a crash
 //! Sinks are told to commit checkpoint `n` only after `n` is complete (its metadata durable).
 //! A failure anywhere cancels every subtask of the attempt and joins its threads before the
-//! next attempt restores the latest completed checkpoint.
+//! next attempt restores the latest completed checkpoint. Errors a restart cannot fix (`Config`,
+//! `Data`, `External { retryable: false }`) end the job at once. Subtasks that do not stop
+//! within the cancellation timeout end the process (by default), so that its supervisor
+//! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
