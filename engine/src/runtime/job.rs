@@ -126,7 +126,16 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
             );
             let parent = match cfg.state_backend.local_dir() {
                 Some(d) => d.join("_snapshots"),
-                None => std::env::temp_dir().join("weir-snapshots"),
+                // Shared by the user's runs (so that a later one removes what a crashed one
+                // left), not with other users.
+                None => std::env::temp_dir().join(format!(
+                    "weir-snapshots-{}",
+                    crate::state::backend::dir_name(
+                        &std::env::var("USER")
+                            .or_else(|_| std::env::var("LOGNAME"))
+                            .unwrap_or_default()
+                    )
+                )),
             };
             let staging = StagingArea::create(&parent, &run)?;
             Some(Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?)

@@ -196,9 +196,10 @@ impl Master {
                     }
                     let Some(delay) = tracker.on_failure() else {
                         return Err(e.context(format!(
-                            "job {} failed and the restart strategy gave up after {} restarts",
+                            "job {} failed and the restart strategy gave up after {} restarts ({})",
                             self.cfg.name,
-                            tracker.restarts()
+                            tracker.restarts(),
+                            tracker.gave_up_because()
                         )));
                     };
                     tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");

@@ -187,6 +187,23 @@ impl RestartTracker {
     pub(crate) fn restarts(&self) -> u32 {
         self.restarts
     }
+
+    /// Why the strategy gave up, after [`on_failure`](Self::on_failure) returned `None`.
+    pub(crate) fn gave_up_because(&self) -> String {
+        match &self.strategy {
+            RestartStrategy::None => "the restart strategy is None".to_string(),
+            RestartStrategy::FixedDelay { max_attempts, .. }
+            | RestartStrategy::ExponentialBackoff { max_attempts, .. } => {
+                format!("all {max_attempts} restarts allowed are used")
+            }
+            RestartStrategy::FailureRate {
+                max_failures, interval, ..
+            } => format!(
+                "{} failures within {interval:?}, more than the {max_failures} tolerated",
+                self.recent.len()
+            ),
+        }
+    }
 }
 
 /// A uniformly distributed number in `[0, 1)`: the `draws`-th output of a randomly keyed hash.
@@ -251,6 +268,7 @@ mod tests {
         assert!(t.on_failure().is_some());
         assert!(t.on_failure().is_some());
         assert!(t.on_failure().is_none());
+        assert_eq!(t.gave_up_because(), "3 failures within 60s, more than the 2 tolerated");
     }
 
     #[test]
