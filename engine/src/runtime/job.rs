@@ -1,7 +1,7 @@
 //! Starting a job, and what its threads share: the attempt's cancellation flag and staging
 //! directory, and the events subtasks send to the master.
 //!
-//! The master ([`master`](super::master)) alone decides that a checkpoint is complete: after
+//! The master (`runtime::master`) alone decides that a checkpoint is complete: after
 //! every subtask acknowledged its barrier and, with checkpoint storage, after the checkpoint's
 //! metadata is durable. Only then are sinks told to commit. Any failure cancels every subtask
 //! of the attempt; the restart strategy then decides whether a new attempt restores the latest
