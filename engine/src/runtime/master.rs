@@ -29,6 +29,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often the master checks checkpoint timeouts, triggers and the cancellation timeout.
+const MASTER_TICK: Duration = Duration::from_millis(20);
+
 /// How an attempt ended.
 enum AttemptEnd {
     Finished,
@@ -317,6 +320,7 @@ impl Master {
         let mut secondary: Option<Failure> = None;
         let mut cancelling_since: Option<Instant> = None;
         let mut detached = false;
+        let mut next_tick = Instant::now() + MASTER_TICK;
         while exited < a.spawned || a.uploading.is_some() {
             if shared.is_cancelled() {
                 let since = *cancelling_since.get_or_insert_with(Instant::now);
@@ -328,17 +332,22 @@ impl Master {
                     break;
                 }
             }
-            let event = match self.events.recv_timeout(Duration::from_millis(20)) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    if end.is_none() {
-                        if let Err(e) = self.on_tick(&mut a) {
-                            end = Some(AttemptEnd::Failed(Failure::now(e)));
-                            cancel_all(&shared, &controls);
-                        }
+            // Timeouts and triggers are due on time even while events keep arriving.
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + MASTER_TICK;
+                if end.is_none() {
+                    if let Err(e) = self.on_tick(&mut a) {
+                        end = Some(AttemptEnd::Failed(Failure::now(e)));
+                        cancel_all(&shared, &controls);
                     }
-                    continue;
                 }
+            }
+            let event = match self
+                .events
+                .recv_timeout(next_tick.saturating_duration_since(Instant::now()))
+            {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let result = match event {
