@@ -1,14 +1,20 @@
 //! Checkpoint behaviour: the restore rules (no silent fallback past a complete checkpoint, no
-//! silent fresh start, unreadable is not corrupt, the metadata checksum), incremental uploads,
-//! retention, ids across runs, restore modes, timeouts and restart strategies.
+//! silent fresh start, unreadable is not corrupt, the metadata checksum), one writer per
+//! storage, incremental uploads, retention after commit, ids across runs, restore modes,
+//! timeouts, restart strategies, tolerable failed checkpoints, staged snapshot clean-up and the
+//! cancellation of a failed attempt.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir::engine::checkpoint::fail;
 use weir::engine::checkpoint::metadata::StoredFile;
 use weir::engine::checkpoint::{CheckpointStorage, OwnerInfo, OwnerLease};
 use weir::prelude::*;
+
+mod common;
+use common::within;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -334,6 +340,8 @@ fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
     let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
     cfg.interval = Duration::from_millis(10);
     cfg.timeout = Duration::from_millis(5);
+    // Every checkpoint may time out here: this test is about the job going on regardless.
+    cfg.tolerable_failed_checkpoints = u32::MAX;
     let sink = CollectSink::new();
     let p = Pipeline::new("timeouts")
         .parallelism(1)
@@ -885,4 +893,301 @@ fn a_second_run_on_a_used_state_directory_fails_fast_naming_the_owner() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), 80_000);
+}
+
+// ---- liveness: restarts, failed checkpoints, staged snapshots, cancellation ---------------------
+
+/// Rejects one record with an error marked not retryable; counts its calls on that record.
+#[derive(Clone)]
+struct RejectAt(u64, Arc<AtomicU64>);
+impl KeyedProcess<u64, (u64, u64)> for RejectAt {
+    type Out = (u64, u64);
+    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+        if v == self.0 {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::external(false, "the ledger rejected the credentials"));
+        }
+        ctx.emit((k, v));
+        Ok(())
+    }
+}
+
+#[test]
+fn an_error_marked_not_retryable_ends_the_job_without_restarts() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let p = Pipeline::new("not-retryable")
+        .checkpoint_storage(dir.path().join("chk"))
+        .checkpoint_interval(Duration::from_millis(20));
+    p.source("gen", GeneratorSource::new(|i| (i % 5, i)).bounded(1_000))
+        .key_by("k", |(k, _): &(u64, u64)| *k)
+        .process("ledger", RejectAt(500, calls.clone()))
+        .sink("out", DiscardSink::new());
+    let err = {
+        let h = p.start().unwrap();
+        within(60, move || h.join())
+    }
+    .expect_err("the job fails");
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::External { retryable: false }, "{msg}");
+    assert!(msg.contains("the ledger rejected the credentials"), "{msg}");
+    assert!(!msg.contains("gave up"), "the restart strategy was consulted: {msg}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the job restarted: {msg}");
+}
+
+/// Keeps the upload fail point armed until dropped: every checkpoint's upload fails.
+struct FailingUploads {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FailingUploads {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if !fail::is_armed(fail::UPLOAD) {
+                    fail::arm(fail::UPLOAD, 1, FailAction::Error);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            fail::disarm_all();
+        });
+        FailingUploads {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FailingUploads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn more_failed_checkpoints_in_a_row_than_tolerable_restart_the_job_which_then_finishes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = CollectSink::new();
+    let p = Pipeline::new("failing-checkpoints")
+        .parallelism(2)
+        .checkpoint_storage(dir.path().join("chk"))
+        .checkpoint_interval(Duration::from_millis(20))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 5,
+            delay: Duration::from_millis(1),
+        });
+    const EVENTS: u64 = 100_000;
+    p.source(
+        "gen",
+        GeneratorSource::new(|i| (i % 5, i))
+            .bounded(EVENTS)
+            .splits(5)
+            .rate_per_second(50_000.0),
+    )
+    .key_by("k", |(k, _): &(u64, u64)| *k)
+    .process("sum", Sum)
+    .sink("out", sink.clone());
+    let handle = p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.progress().last_checkpoint.is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    {
+        let _failing = FailingUploads::start();
+        while handle.progress().restarts == 0 && !handle.is_finished() {
+            assert!(Instant::now() < deadline, "failing checkpoints never failed the job");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let report = within(60, move || handle.join()).unwrap();
+    let failure = report.failures.first().map(|f| f.error.clone()).unwrap_or_default();
+    assert!(
+        failure.contains("checkpoints failed in a row"),
+        "the job should fail deliberately after 4 failed checkpoints: {report:?}"
+    );
+    assert!(report.checkpoints_aborted >= 4, "{report:?}");
+    // Restored and finished: every input record produced exactly one committed output.
+    let recs = sink.records();
+    assert_eq!(recs.len() as u64, EVENTS, "records lost or duplicated");
+    for k in 0..5u64 {
+        let total: u64 = (0..EVENTS).filter(|i| i % 5 == k).sum();
+        let max = recs.iter().filter(|(kk, _)| *kk == k).map(|(_, s)| *s).max();
+        assert_eq!(max, Some(total), "key {k}");
+    }
+}
+
+/// The staged snapshot directories (`_snapshots/<run>/staging/chk-<id>`) under `state`.
+fn staged_snapshots(state: &Path) -> usize {
+    let Ok(runs) = std::fs::read_dir(state.join("_snapshots")) else {
+        return 0;
+    };
+    runs.flatten()
+        .filter_map(|r| std::fs::read_dir(r.path().join("staging")).ok())
+        .map(|chks| chks.count())
+        .sum()
+}
+
+#[derive(Clone)]
+struct Count;
+impl KeyedProcess<u64, u64> for Count {
+    type Out = (u64, u64);
+    fn process(&mut self, k: u64, ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+        let mut s = ctx.value_state::<u64>("count");
+        let n = s.get()?.unwrap_or(0) + 1;
+        s.set(&n)?;
+        ctx.emit((k, n));
+        Ok(())
+    }
+}
+
+#[test]
+fn checkpoints_that_time_out_leave_no_staged_snapshots_behind() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
+    cfg.interval = Duration::from_millis(10);
+    cfg.timeout = Duration::from_millis(5);
+    cfg.tolerable_failed_checkpoints = u32::MAX;
+    let p = Pipeline::new("staged-timeouts")
+        .batch_size(10)
+        .channel_capacity(2)
+        .state_dir(&state)
+        .checkpointing(cfg);
+    // The keyed step (RocksDB: its snapshots hard-link the store) takes every barrier late,
+    // behind a backlog held up by the slow step: each of its snapshots is of a checkpoint that
+    // already timed out.
+    let most = Arc::new(AtomicU64::new(0));
+    let (m, st) = (most.clone(), state.clone());
+    p.source("gen", GeneratorSource::new(|i| i % 50).bounded(3_000))
+        .key_by("k", |k: &u64| *k)
+        .process("count", Count)
+        .rebalance()
+        .map("slow", move |r: (u64, u64)| {
+            std::thread::sleep(Duration::from_micros(500));
+            m.fetch_max(staged_snapshots(&st) as u64, Ordering::SeqCst);
+            r
+        })
+        .sink("out", DiscardSink::new());
+    let report = {
+        let h = p.start().unwrap();
+        within(120, move || h.join())
+    }
+    .unwrap();
+    assert!(report.checkpoints_aborted >= 10, "{report:?}");
+    let most = most.load(Ordering::SeqCst);
+    eprintln!(
+        "at most {most} staged snapshots after {} aborted checkpoints",
+        report.checkpoints_aborted
+    );
+    assert!(
+        most <= 5,
+        "{most} staged snapshots were kept at once after {} aborted checkpoints",
+        report.checkpoints_aborted
+    );
+}
+
+#[test]
+fn staged_snapshots_of_crashed_runs_are_removed_at_start_and_a_live_runs_are_kept() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let snapshots = state.join("_snapshots");
+    let staged = |run: &str| {
+        let d = snapshots.join(run).join("staging").join("chk-7");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("000012.sst"), b"pinned").unwrap();
+        snapshots.join(run)
+    };
+    // Left by a process of an older version (no lock file) ...
+    let legacy = staged("checkpoints-4242-0");
+    // ... by a process killed with -9 (its lock file is left, the lock died with it) ...
+    let crashed = staged("checkpoints-4243-0-1700000000000");
+    std::fs::write(snapshots.join("checkpoints-4243-0-1700000000000.lock"), b"").unwrap();
+    // ... and by a process that is still running (it holds its lock).
+    let live = staged("checkpoints-4244-0-1700000000001");
+    let lock = std::fs::File::create(snapshots.join("checkpoints-4244-0-1700000000001.lock")).unwrap();
+    lock.try_lock().unwrap();
+
+    let (r, _) = job(&dir.path().join("chk"), 1_000, |p| p.state_dir(&state));
+    r.unwrap();
+    assert!(
+        !legacy.exists(),
+        "the staged snapshot of an older version's run is left"
+    );
+    assert!(!crashed.exists(), "the staged snapshot of a crashed run is left");
+    assert!(
+        live.join("staging/chk-7/000012.sst").exists(),
+        "a live run's staged snapshot was deleted"
+    );
+    drop(lock);
+}
+
+#[test]
+fn a_failed_attempt_blocked_on_full_channels_is_cancelled_and_the_job_recovers() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let dir = tempfile::tempdir().unwrap();
+    const KEYS: u64 = 100_000;
+    const EVENTS: u64 = 2 * KEYS;
+    let sink = CollectSink::new();
+    let p = Pipeline::new("prompt-cancel")
+        .parallelism(2)
+        .batch_size(256)
+        .channel_capacity(4)
+        .state_dir(dir.path().join("state"))
+        .checkpoint_storage(dir.path().join("chk"))
+        .checkpoint_interval(Duration::from_millis(100))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 3,
+            delay: Duration::from_millis(1),
+        });
+    // The slow step keeps every channel in front of it full: senders are blocked when the
+    // failure comes.
+    p.source("gen", GeneratorSource::new(|i| i % KEYS).bounded(EVENTS).splits(2))
+        .key_by("k", |k: &u64| *k)
+        .process("count", Count)
+        .map("slow", |r: (u64, u64)| {
+            if r.0.is_multiple_of(64) {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            r
+        })
+        .sink("out", sink.clone());
+    let handle = p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handle.progress().last_checkpoint.is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    fail::arm(fail::PROCESS_RECORD, 1, FailAction::Error);
+    let report = within(120, move || handle.join()).unwrap();
+    fail::disarm_all();
+    assert_eq!(report.restores.len(), 1, "{report:?}");
+    eprintln!(
+        "cancel_ms = {:.3}, detect_to_running_ms = {:.1}, restore_ms = {:.1}",
+        report.restores[0].cancel_ms, report.restores[0].detect_to_running_ms, report.restores[0].restore_ms
+    );
+    let recs = sink.records();
+    assert_eq!(recs.len() as u64, EVENTS, "records lost or duplicated");
+    let mut max: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for (k, n) in recs {
+        let m = max.entry(k).or_default();
+        *m = (*m).max(n);
+    }
+    assert_eq!(max.len() as u64, KEYS);
+    assert!(max.values().all(|n| *n == 2), "a key's count is wrong");
 }

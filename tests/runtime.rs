@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::engine::message::CheckpointId;
+use weir::engine::runtime::cancellation::{CancellationTimeoutAction, CANCELLATION_TIMEOUT_EXIT_CODE};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
@@ -1102,4 +1103,206 @@ fn parallelism_after_a_window_step_applies_to_the_window_step() {
             );
         }
     }
+}
+
+// ---- failures: when they are stamped, and subtasks that do not stop -----------------------------
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_failure_is_stamped_when_it_is_detected_not_after_the_attempt_was_cancelled() {
+    static FAILED: AtomicU64 = AtomicU64::new(0);
+    static STALL_ENDED_MS: AtomicU64 = AtomicU64::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new("failure-stamp")
+        .batch_size(10)
+        .checkpoint_storage(dir.path().join("chk"))
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 2,
+            delay: Duration::from_millis(1),
+        });
+    // Record 50 fails downstream while the source's subtask sits in a user function that does
+    // not check for cancellation: cancelling the attempt takes until that function returns.
+    p.source("gen", GeneratorSource::new(|i| i).bounded(1_000))
+        .map("stall", |x: u64| {
+            if x == 100 && STALL_ENDED_MS.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1_500));
+                STALL_ENDED_MS.store(wall_ms(), Ordering::SeqCst);
+            }
+            x
+        })
+        .key_by("k", |x: &u64| *x % 3)
+        .process("fail-once", FailOnceAt(50, &FAILED))
+        .sink("out", DiscardSink::new());
+    let report = {
+        let h = p.start().unwrap();
+        within(60, move || h.join())
+    }
+    .unwrap();
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    let stall_ended = STALL_ENDED_MS.load(Ordering::SeqCst);
+    assert!(stall_ended > 0);
+    assert!(
+        report.failures[0].at_ms < stall_ended,
+        "the failure was stamped at {} ms, after the stalled subtask returned at {stall_ended} ms (cancel_ms {:.0})",
+        report.failures[0].at_ms,
+        report.restores.first().map(|r| r.cancel_ms).unwrap_or(-1.0)
+    );
+}
+
+/// Fails once, on one record.
+#[derive(Clone)]
+struct FailOnceAt(u64, &'static AtomicU64);
+
+impl KeyedProcess<u64, u64> for FailOnceAt {
+    type Out = u64;
+    fn process(&mut self, v: u64, ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        if v == self.0 && self.1.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(Error::external(true, format!("service unavailable at record {v}")));
+        }
+        ctx.emit(v);
+        Ok(())
+    }
+}
+
+/// Blocks on record 10 until `release` is set, without checking for cancellation.
+fn blocking_job(name: &str, release: Arc<std::sync::atomic::AtomicBool>) -> Pipeline {
+    let p = Pipeline::new(name);
+    p.source("gen", GeneratorSource::new(|i| i))
+        .map("blocking", move |x: u64| {
+            if x == 10 {
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            x
+        })
+        .sink("out", DiscardSink::new());
+    p
+}
+
+#[test]
+fn a_subtask_that_never_stops_ends_the_job_after_the_cancellation_timeout() {
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let p = blocking_job("stuck-cancel", release.clone())
+        .cancellation_timeout(Duration::from_millis(300), CancellationTimeoutAction::FailJob);
+    let handle = p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handle.source_records() < 10 {
+        assert!(Instant::now() < deadline, "the job makes no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.cancel();
+    let e = within(30, move || handle.join()).expect_err("the cancellation timed out");
+    release.store(true, Ordering::SeqCst);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cancellation timeout") && msg.contains("blocking -> out[0]"),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Internal, "{msg}");
+}
+
+/// Re-arms its processing-time timer at the time it fires, until `RE_ARM` is cleared.
+#[derive(Clone)]
+struct ReArming;
+static RE_ARM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl KeyedProcess<u64, u64> for ReArming {
+    type Out = u64;
+    fn process(&mut self, v: u64, ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        if v == 5 {
+            let now = ctx.current_processing_time();
+            ctx.register_processing_time_timer(now as Timestamp)?;
+        }
+        Ok(())
+    }
+    fn on_timer(&mut self, t: Timer, ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        SPINNING.store(true, Ordering::SeqCst);
+        if RE_ARM.load(Ordering::SeqCst) {
+            ctx.register_processing_time_timer(t.time)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn failover_of_a_subtask_spinning_in_a_re_arming_timer_ends_after_the_cancellation_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::new("re-arming-timer")
+        .batch_size(10)
+        .checkpoint_storage(dir.path().join("chk"))
+        .cancellation_timeout(Duration::from_millis(300), CancellationTimeoutAction::FailJob);
+    // Record 100 fails the attempt once the keyed subtask spins in its timer.
+    p.source("gen", GeneratorSource::new(|i| i).bounded(2_000))
+        .map("boom", |x: u64| {
+            if x == 100 {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !SPINNING.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                panic!("failing while a timer spins");
+            }
+            x
+        })
+        .key_by("k", |_: &u64| 0u64)
+        .process("spin", ReArming)
+        .sink("out", DiscardSink::new());
+    let h = p.start().unwrap();
+    let r = within(30, move || h.join());
+    RE_ARM.store(false, Ordering::SeqCst);
+    let e = r.expect_err("the job cannot recover while the timer spins");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cancellation timeout") && msg.contains("spin -> out[0]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_process_exits_with_a_distinct_code_when_a_cancellation_times_out() {
+    const CHILD: &str = "WEIR_TEST_CANCELLATION_TIMEOUT_CHILD";
+    const NAME: &str = "the_process_exits_with_a_distinct_code_when_a_cancellation_times_out";
+    if std::env::var_os(CHILD).is_some() {
+        // The child: the default action ends the process.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p = blocking_job("exits", release)
+            .cancellation_timeout(Duration::from_millis(300), CancellationTimeoutAction::ExitProcess);
+        let handle = p.start().unwrap();
+        while handle.source_records() < 10 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        handle.cancel();
+        let r = handle.join();
+        panic!("join returned {r:?} instead of the process exiting");
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = within(60, move || {
+        std::process::Command::new(exe)
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(CANCELLATION_TIMEOUT_EXIT_CODE),
+        "{}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("cancellation timeout") && stderr.contains("blocking -> out[0]"),
+        "{stderr}"
+    );
 }

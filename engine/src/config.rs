@@ -1,6 +1,7 @@
 //! Job configuration and its validation.
 
 use crate::checkpoint::CheckpointConfig;
+use crate::runtime::cancellation::CancellationTimeoutAction;
 use crate::runtime::restart::RestartStrategy;
 use crate::state::key_group::MAX_KEY_GROUPS;
 use crate::state::{MemoryBackend, StateBackend};
@@ -32,6 +33,12 @@ pub struct JobConfig {
     /// Conflicting builder settings (for example a restore mode without checkpoint storage),
     /// reported by [`validate`](Self::validate).
     pub(crate) builder_errors: Vec<String>,
+    /// How long the master waits for the subtasks of a failed or cancelled attempt to stop
+    /// before it applies `on_cancellation_timeout` (default 180 s).
+    pub cancellation_timeout: std::time::Duration,
+    /// What happens when a cancellation times out (default: the process exits with
+    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::runtime::cancellation::CANCELLATION_TIMEOUT_EXIT_CODE)).
+    pub on_cancellation_timeout: CancellationTimeoutAction,
 }
 
 impl JobConfig {
@@ -48,6 +55,8 @@ impl JobConfig {
             commit_interval: std::time::Duration::from_secs(1),
             restart: RestartStrategy::default(),
             builder_errors: Vec::new(),
+            cancellation_timeout: crate::runtime::cancellation::DEFAULT_CANCELLATION_TIMEOUT,
+            on_cancellation_timeout: CancellationTimeoutAction::default(),
         }
     }
 
@@ -84,6 +93,9 @@ impl JobConfig {
             return Err(Error::config("commit interval must be greater than zero"));
         }
         self.restart.validate()?;
+        if self.cancellation_timeout.is_zero() {
+            return Err(Error::config("cancellation timeout must be greater than zero"));
+        }
         if let Some(e) = self.builder_errors.first() {
             return Err(Error::config(e.clone()));
         }

@@ -134,9 +134,22 @@ impl Pipeline {
         self.set(|s| s.restore = Some(mode))
     }
 
-    /// What to do when the job fails (default: 10 restarts, 100 ms apart).
+    /// What to do when the job fails (default: at most 10 failures within 5 minutes, see
+    /// [`RestartStrategy::default`]).
     pub fn restart_strategy(self, strategy: RestartStrategy) -> Self {
         self.set(|s| s.restart = Some(strategy))
+    }
+
+    /// How long a failed or cancelled attempt's subtasks may take to stop, and what happens
+    /// then (default: 180 s, then the process exits with
+    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::runtime::cancellation::CANCELLATION_TIMEOUT_EXIT_CODE)
+    /// so that its supervisor restarts it).
+    pub fn cancellation_timeout(
+        self,
+        timeout: Duration,
+        action: crate::runtime::cancellation::CancellationTimeoutAction,
+    ) -> Self {
+        self.set(|s| s.cancellation = Some((timeout, action)))
     }
 
     /// Records per source batch.

@@ -34,6 +34,8 @@ pub(crate) struct Settings {
     pub(crate) restart: Option<crate::runtime::restart::RestartStrategy>,
     pub(crate) batch_size: Option<usize>,
     pub(crate) channel_capacity: Option<usize>,
+    /// `cancellation_timeout`: the timeout and what happens when it passes.
+    pub(crate) cancellation: Option<(Duration, crate::runtime::cancellation::CancellationTimeoutAction)>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).
@@ -65,6 +67,10 @@ impl Settings {
         }
         if let Some(n) = self.channel_capacity {
             c.channel_capacity = n;
+        }
+        if let Some((timeout, action)) = self.cancellation {
+            c.cancellation_timeout = timeout;
+            c.on_cancellation_timeout = action;
         }
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {

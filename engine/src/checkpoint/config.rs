@@ -73,6 +73,12 @@ pub struct CheckpointConfig {
     /// [`JobReport::restore_warnings`](crate::runtime::JobReport::restore_warnings).
     /// Without it, such a start fails with a `Config` error naming the checkpoint.
     pub fallback_to_older_checkpoint_reproducing_output: bool,
+    /// Checkpoints that may fail (time out or fail to upload) in a row before the job fails
+    /// and restarts from its latest completed checkpoint (Flink's
+    /// `tolerable-failed-checkpoints`; default 3). While checkpoints fail, sinks keep every
+    /// pending committable and the records replayed after a failure grow; a restart is the
+    /// deliberate way out. The count restarts at every completed checkpoint and every attempt.
+    pub tolerable_failed_checkpoints: u32,
 }
 
 impl CheckpointConfig {
@@ -99,6 +105,7 @@ impl CheckpointConfig {
             retained: 3,
             restore: RestoreMode::Latest,
             fallback_to_older_checkpoint_reproducing_output: false,
+            tolerable_failed_checkpoints: 3,
         }
     }
 

@@ -26,6 +26,7 @@ use super::upload::{publish, read_metadata, upload, UploadJob};
 use crate::message::{Barrier, CheckpointId};
 use crate::runtime::plan::RestoreInput;
 use crate::runtime::report::{RestoreWarning, SharedRestoreWarnings};
+use crate::runtime::staging::StagingArea;
 use crate::runtime::task::TaskAck;
 use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,12 +41,6 @@ pub(crate) struct Restored {
     pub(crate) dir: PathBuf,
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging_root);
-    }
-}
-
 /// Durable checkpoint bookkeeping of one job, across its attempts.
 pub(crate) struct Coordinator {
     pub(crate) cfg: CheckpointConfig,
@@ -57,6 +52,8 @@ pub(crate) struct Coordinator {
     /// Completed checkpoints of the current lineage (the restored one and later ones).
     lineage: Vec<CheckpointId>,
     staging_root: PathBuf,
+    /// The run's locked staging directory (`staging_root`), removed when the coordinator is.
+    _staging: StagingArea,
     runtime: tokio::runtime::Runtime,
     /// Statistics of every checkpoint completed by this run.
     pub(crate) completed: Vec<CheckpointStats>,
@@ -69,12 +66,11 @@ pub(crate) struct Coordinator {
 }
 
 impl Coordinator {
-    /// Takes ownership of the storage, scans it and prepares a staging area under
-    /// `staging_root`.
+    /// Takes ownership of the storage, scans it; snapshots are staged in `staging`.
     ///
     /// # Errors
     /// `Config` naming the owner when another process owns the storage.
-    pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging_root: PathBuf) -> Result<Self> {
+    pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging: StagingArea) -> Result<Self> {
         cfg.validate()?;
         // Before anything is read or written: what is listed must not change under us.
         let lease = cfg.storage.acquire(&OwnerInfo::this_process(job))?;
@@ -111,13 +107,6 @@ impl Coordinator {
                 )));
             }
         }
-        let _ = std::fs::remove_dir_all(&staging_root);
-        std::fs::create_dir_all(&staging_root).map_err(|e| {
-            Error::io(
-                format!("creating the snapshot staging directory {}", staging_root.display()),
-                e,
-            )
-        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)
@@ -131,7 +120,8 @@ impl Coordinator {
             next_id,
             retained,
             lineage: Vec::new(),
-            staging_root,
+            staging_root: staging.dir().to_path_buf(),
+            _staging: staging,
             runtime,
             completed: Vec::new(),
             identity,
@@ -192,6 +182,12 @@ impl Coordinator {
     /// Removes snapshots a failed attempt staged but never uploaded.
     pub(crate) fn clear_staging(&self) {
         let _ = std::fs::remove_dir_all(self.staging_root());
+    }
+
+    /// Removes what subtasks staged for checkpoint `id`, which was aborted before its upload;
+    /// call only once no subtask writes below it any more (all acknowledged it).
+    pub(crate) fn discard_staged(&self, id: CheckpointId) {
+        let _ = std::fs::remove_dir_all(self.staging_root().join(format!("chk-{id}")));
     }
 
     /// Restores the checkpoint the next attempt starts from: the latest of the current lineage

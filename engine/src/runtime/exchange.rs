@@ -1,16 +1,15 @@
 //! The output side of a subtask: routes batches to the subtasks of downstream operators.
 //!
 //! Watermarks, idleness, barriers and end of stream go to every channel; batches go where the
-//! edge's partitioning says. Sends block while a channel is full (backpressure), waking
-//! periodically to notice a cancelled job.
+//! edge's partitioning says. Sends block while a channel is full (backpressure) until there is
+//! room or the attempt is cancelled.
 
 use crate::data::ErasedBatch;
 use crate::message::Message;
 use crate::runtime::job::JobShared;
 use crate::{Error, Result};
-use crossbeam_channel::{SendTimeoutError, Sender};
+use crossbeam_channel::{Select, Sender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Splits a batch by key group among the subtasks of a keyed downstream operator.
 pub trait KeyPartitioner: Send + Sync {
@@ -119,24 +118,30 @@ impl Outputs {
     }
 }
 
-/// Sends with backpressure; gives up when the job is cancelled.
-fn send(job: &JobShared, tx: &Sender<Message>, mut msg: Message) -> Result<()> {
-    loop {
-        match tx.send_timeout(msg, Duration::from_millis(50)) {
-            Ok(()) => return Ok(()),
-            Err(SendTimeoutError::Timeout(m)) => {
-                if job.is_cancelled() {
-                    return Err(Error::new(crate::ErrorKind::Cancelled, "job cancelled"));
-                }
-                msg = m;
-            }
-            Err(SendTimeoutError::Disconnected(_)) => {
-                // A consequence, not a cause: the downstream subtask reports its own failure.
-                return Err(Error::new(
-                    crate::ErrorKind::Cancelled,
-                    "downstream subtask stopped (output channel closed)",
-                ));
-            }
-        }
+/// Sends with backpressure; gives up as soon as the attempt is cancelled.
+fn send(job: &JobShared, tx: &Sender<Message>, msg: Message) -> Result<()> {
+    let msg = match tx.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(TrySendError::Disconnected(_)) => return Err(downstream_stopped()),
+        Err(TrySendError::Full(m)) => m,
+    };
+    // The channel is full: wait for room or for the cancellation, whichever comes first.
+    let mut sel = Select::new();
+    let send_op = sel.send(tx);
+    sel.recv(job.cancel_signal());
+    let op = sel.select();
+    if op.index() == send_op {
+        op.send(tx, msg).map_err(|_| downstream_stopped())
+    } else {
+        let _ = op.recv(job.cancel_signal());
+        Err(Error::new(crate::ErrorKind::Cancelled, "job cancelled"))
     }
+}
+
+/// A consequence, not a cause: the downstream subtask reports its own failure.
+fn downstream_stopped() -> Error {
+    Error::new(
+        crate::ErrorKind::Cancelled,
+        "downstream subtask stopped (output channel closed)",
+    )
 }

@@ -158,8 +158,10 @@ impl JobHandle {
     /// Waits for the job to end.
     ///
     /// # Errors
-    /// The failure that ended the job (after the restart strategy gave up), naming the step
-    /// and subtask.
+    /// The failure that ended the job (after the restart strategy gave up, or at once for an
+    /// error a restart cannot fix), naming the step and subtask; an `Internal` error naming the
+    /// subtasks that did not stop when the cancellation timed out with
+    /// [`CancellationTimeoutAction::FailJob`](crate::runtime::cancellation::CancellationTimeoutAction::FailJob).
     pub fn join(mut self) -> Result<JobReport> {
         let master = self.master.take().expect("joined once");
         match master.join() {

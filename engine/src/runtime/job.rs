@@ -1,7 +1,7 @@
 //! Starting a job, and what its threads share: the attempt's cancellation flag and staging
 //! directory, and the events subtasks send to the master.
 //!
-//! The master ([`master`](super::master)) alone decides that a checkpoint is complete: after
+//! The master (`runtime::master`) alone decides that a checkpoint is complete: after
 //! every subtask acknowledged its barrier and, with checkpoint storage, after the checkpoint's
 //! metadata is durable. Only then are sinks told to commit. Any failure cancels every subtask
 //! of the attempt; the restart strategy then decides whether a new attempt restores the latest
@@ -15,34 +15,54 @@ use crate::message::CheckpointId;
 use crate::runtime::handle::{JobHandle, Live};
 use crate::runtime::master::Master;
 use crate::runtime::plan;
+use crate::runtime::staging::StagingArea;
 use crate::runtime::task::TaskAck;
 use crate::{Error, Result};
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Distinguishes runs of the same job within one process.
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// State shared by the threads of one attempt.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobShared {
     cancelled: AtomicBool,
     snapshot_root: Option<PathBuf>,
+    /// Dropped when the attempt is cancelled: wakes every thread waiting on `cancel_signal`.
+    cancel_tx: Mutex<Option<Sender<()>>>,
+    cancel_signal: Receiver<()>,
+}
+
+impl Default for JobShared {
+    fn default() -> Self {
+        JobShared::new(None)
+    }
 }
 
 impl JobShared {
     pub(crate) fn new(snapshot_root: Option<PathBuf>) -> Self {
+        let (tx, rx) = bounded(0);
         JobShared {
+            cancelled: AtomicBool::new(false),
             snapshot_root,
-            ..Default::default()
+            cancel_tx: Mutex::new(Some(tx)),
+            cancel_signal: rx,
         }
+    }
+
+    /// A channel that never delivers and disconnects when the attempt is cancelled: select
+    /// on it next to a blocking channel operation to stop waiting at once.
+    pub(crate) fn cancel_signal(&self) -> &Receiver<()> {
+        &self.cancel_signal
     }
 
     /// Tells every thread of the attempt to stop.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+        self.cancel_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Whether the attempt's subtasks must stop.
@@ -97,17 +117,29 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
     // state directory: a second process fails here, naming the first.
     let coordinator = match &cfg.checkpoint {
         Some(c) => {
-            // Unique per run: two runs of a job (even in one process) never share staging.
+            // Unique per run: two runs of a job (even in one process) never share staging,
+            // and a later process that happens to get the same pid does not reuse the name.
             let run = format!(
-                "{}-{}-{}",
+                "{}-{}-{}-{}",
                 crate::state::backend::dir_name(&cfg.name),
                 std::process::id(),
-                RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+                RUN_COUNTER.fetch_add(1, Ordering::Relaxed),
+                crate::runtime::task::now_ms()
             );
-            let staging = match cfg.state_backend.local_dir() {
-                Some(d) => d.join("_snapshots").join(run),
-                None => std::env::temp_dir().join(format!("weir-snapshots-{run}")),
+            let parent = match cfg.state_backend.local_dir() {
+                Some(d) => d.join("_snapshots"),
+                // Shared by the user's runs (so that a later one removes what a crashed one
+                // left), not with other users.
+                None => std::env::temp_dir().join(format!(
+                    "weir-snapshots-{}",
+                    crate::state::backend::dir_name(
+                        &std::env::var("USER")
+                            .or_else(|_| std::env::var("LOGNAME"))
+                            .unwrap_or_default()
+                    )
+                )),
             };
+            let staging = StagingArea::create(&parent, &run)?;
             Some(Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?)
         }
         None => None,

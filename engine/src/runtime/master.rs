@@ -4,7 +4,10 @@
 //! # After a crash
 //! Sinks are told to commit checkpoint `n` only after `n` is complete (its metadata durable).
 //! A failure anywhere cancels every subtask of the attempt and joins its threads before the
-//! next attempt restores the latest completed checkpoint.
+//! next attempt restores the latest completed checkpoint. Errors a restart cannot fix (`Config`,
+//! `Data`, `External { retryable: false }`) end the job at once. Subtasks that do not stop
+//! within the cancellation timeout end the process (by default), so that its supervisor
+//! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
@@ -26,11 +29,43 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often the master checks checkpoint timeouts, triggers and the cancellation timeout.
+const MASTER_TICK: Duration = Duration::from_millis(20);
+
 /// How an attempt ended.
 enum AttemptEnd {
     Finished,
     Cancelled,
-    Failed(Error, Instant),
+    Failed(Failure),
+    /// Its subtasks did not stop within the cancellation timeout; their threads are detached.
+    Stuck(Error),
+}
+
+/// A failure, stamped when the master learned of it.
+struct Failure {
+    error: Error,
+    at: Instant,
+    /// Wall-clock time of `at`, ms since the epoch.
+    at_ms: u64,
+}
+
+impl Failure {
+    fn now(error: Error) -> Self {
+        Failure {
+            error,
+            at: Instant::now(),
+            at_ms: now_ms(),
+        }
+    }
+}
+
+/// Whether a restart may help: a bad record, a configuration error or an external failure
+/// marked permanent fails the same way when replayed, so restarting would only loop.
+fn restartable(kind: ErrorKind) -> bool {
+    !matches!(
+        kind,
+        ErrorKind::Config | ErrorKind::Data | ErrorKind::Cancelled | ErrorKind::External { retryable: false }
+    )
 }
 
 /// The job master: runs attempts until the job finishes, is cancelled or gives up.
@@ -130,7 +165,7 @@ impl Master {
                     last_reached = out.2;
                     out.0
                 }
-                Err(e) => AttemptEnd::Failed(e, Instant::now()),
+                Err(e) => AttemptEnd::Failed(Failure::now(e)),
             };
             match outcome {
                 AttemptEnd::Finished => break,
@@ -138,18 +173,18 @@ impl Master {
                     self.report.cancelled = true;
                     break;
                 }
-                AttemptEnd::Failed(e, at) => {
+                AttemptEnd::Stuck(e) => return Err(e.context(format!("job {}", self.cfg.name))),
+                AttemptEnd::Failed(Failure { error: e, at, at_ms }) => {
                     // The attempt's threads are joined (or were never started): it is cancelled.
                     let cancelled = Instant::now();
                     self.live.record(attempt, LifecyclePhase::FailureDetected, at);
                     self.live.record(attempt, LifecyclePhase::Cancelled, cancelled);
                     self.report.failures.push(FailureInfo {
                         attempt,
-                        at_ms: now_ms(),
+                        at_ms,
                         error: e.to_string(),
                     });
-                    // A bad record fails the same way when replayed: restarting would loop.
-                    let retryable = !matches!(e.kind(), ErrorKind::Config | ErrorKind::Data | ErrorKind::Cancelled);
+                    let retryable = restartable(e.kind());
                     if self.live.cancel_requested.load(Ordering::Relaxed) {
                         self.report.cancelled = true;
                         break;
@@ -157,14 +192,17 @@ impl Master {
                     if self.coordinator.is_none() || !retryable {
                         if self.coordinator.is_none() && retryable {
                             tracing::error!("job failed and has no checkpoint storage to recover from");
+                        } else if !retryable {
+                            tracing::error!(error = %e, kind = ?e.kind(), "job failed with an error a restart cannot fix; not restarting");
                         }
                         return Err(e.context(format!("job {}", self.cfg.name)));
                     }
                     let Some(delay) = tracker.on_failure() else {
                         return Err(e.context(format!(
-                            "job {} failed and the restart strategy gave up after {} restarts",
+                            "job {} failed and the restart strategy gave up after {} restarts ({})",
                             self.cfg.name,
-                            tracker.restarts()
+                            tracker.restarts(),
+                            tracker.gave_up_because()
                         )));
                     };
                     tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");
@@ -217,7 +255,7 @@ impl Master {
         let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
         let plan = match built {
             Ok(p) => p,
-            Err(e) => return (AttemptEnd::Failed(e, Instant::now()), None, base_source_records),
+            Err(e) => return (AttemptEnd::Failed(Failure::now(e)), None, base_source_records),
         };
         let PhysicalPlan {
             tasks,
@@ -228,6 +266,7 @@ impl Master {
         let metrics = Arc::new(metrics);
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = metrics.clone();
         let n_tasks = tasks.len();
+        let task_names: Vec<(usize, String)> = tasks.iter().map(|t| (t.id, t.name.clone())).collect();
         let mut threads = Vec::with_capacity(n_tasks);
         let mut end: Option<AttemptEnd> = None;
         for task in tasks {
@@ -247,10 +286,10 @@ impl Master {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    end = Some(AttemptEnd::Failed(
-                        Error::io("spawning a subtask thread", e),
-                        Instant::now(),
-                    ));
+                    end = Some(AttemptEnd::Failed(Failure::now(Error::io(
+                        "spawning a subtask thread",
+                        e,
+                    ))));
                     break;
                 }
             }
@@ -271,35 +310,57 @@ impl Master {
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,
+            failed_checkpoints: 0,
+            aborted: HashMap::new(),
         };
         if end.is_some() {
             cancel_all(&shared, &controls);
         }
         let mut exited = 0usize;
-        let mut secondary: Option<Error> = None;
+        let mut exited_tasks: BTreeSet<usize> = BTreeSet::new();
+        let mut secondary: Option<Failure> = None;
+        let mut cancelling_since: Option<Instant> = None;
+        let mut detached = false;
+        let mut next_tick = Instant::now() + MASTER_TICK;
         while exited < a.spawned || a.uploading.is_some() {
-            let event = match self.events.recv_timeout(Duration::from_millis(20)) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    if end.is_none() {
-                        if let Err(e) = self.on_tick(&mut a) {
-                            end = Some(AttemptEnd::Failed(e, Instant::now()));
-                            cancel_all(&shared, &controls);
-                        }
-                    }
-                    continue;
+            if shared.is_cancelled() {
+                let since = *cancelling_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.cfg.cancellation_timeout {
+                    let msg = self.stuck_message(&task_names, &exited_tasks, a.uploading.is_some());
+                    self.cfg.on_cancellation_timeout.act(&msg);
+                    end = Some(AttemptEnd::Stuck(Error::internal(msg)));
+                    detached = true;
+                    break;
                 }
+            }
+            // Timeouts and triggers are due on time even while events keep arriving.
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + MASTER_TICK;
+                if end.is_none() {
+                    if let Err(e) = self.on_tick(&mut a) {
+                        end = Some(AttemptEnd::Failed(Failure::now(e)));
+                        cancel_all(&shared, &controls);
+                    }
+                }
+            }
+            let event = match self
+                .events
+                .recv_timeout(next_tick.saturating_duration_since(Instant::now()))
+            {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let result = match event {
                 TaskEvent::Exited { task, result } => {
                     exited += 1;
+                    exited_tasks.insert(task);
                     tracing::debug!(task, ok = result.is_ok(), "subtask exited");
                     match result {
                         // A subtask stopped because a neighbour did: keep looking for the cause.
                         Err(e) if e.kind() == ErrorKind::Cancelled => {
                             if !shared.is_cancelled() && secondary.is_none() {
-                                secondary = Some(e);
+                                secondary = Some(Failure::now(e));
                                 cancel_all(&shared, &controls);
                             }
                             Ok(())
@@ -350,14 +411,16 @@ impl Master {
             if let Err(e) = result {
                 if end.is_none() {
                     tracing::error!(error = %e, attempt, "job attempt failed");
-                    end = Some(AttemptEnd::Failed(e, Instant::now()));
+                    end = Some(AttemptEnd::Failed(Failure::now(e)));
                 }
                 cancel_all(&shared, &controls);
             }
         }
         self.live.running.store(false, Ordering::Relaxed);
-        for t in threads {
-            let _ = t.join();
+        if !detached {
+            for t in threads {
+                let _ = t.join();
+            }
         }
         let attempt_reads: u64 = metrics
             .iter()
@@ -373,7 +436,7 @@ impl Master {
         self.report.merge_operators(OperatorReport::collect(&metrics));
         let end = match (end, secondary) {
             (Some(e), _) => e,
-            (None, Some(e)) => AttemptEnd::Failed(e, Instant::now()),
+            (None, Some(f)) => AttemptEnd::Failed(f),
             (None, None) => AttemptEnd::Finished,
         };
         (end, a.running_at, base_source_records + attempt_reads)
@@ -394,13 +457,15 @@ impl Master {
             // The final barrier is followed by end of stream on every channel: it cannot be
             // triggered again, and it always arrives, so it is never aborted.
             if p.barrier.kind != BarrierKind::Final && timed_out(p.triggered) {
-                tracing::warn!(
-                    checkpoint = p.barrier.id,
-                    "checkpoint timed out and is aborted; the job continues"
-                );
+                let id = p.barrier.id;
+                tracing::warn!(checkpoint = id, "checkpoint timed out and is aborted");
                 self.report.checkpoints_aborted += 1;
+                // Subtasks that have not acknowledged it may still be writing its snapshots:
+                // they are removed once the last one did.
+                a.aborted.insert(id, p.acks.len());
                 a.pending = None;
                 a.next_trigger = Instant::now() + self.min_pause();
+                self.on_checkpoint_failed(a, id, "timed out")?;
             }
         }
         if let Some(u) = &mut a.uploading {
@@ -412,9 +477,11 @@ impl Master {
                 );
                 self.report.checkpoints_aborted += 1;
                 u.abandoned = true;
-                if a.final_id == Some(u.barrier.id) {
+                let id = u.barrier.id;
+                if a.final_id == Some(id) {
                     return Err(Error::checkpoint("the final checkpoint timed out"));
                 }
+                self.on_checkpoint_failed(a, id, "its upload timed out")?;
             }
         }
         self.maybe_trigger(a)
@@ -468,10 +535,22 @@ impl Master {
     }
 
     fn on_ack(&mut self, a: &mut Attempt<'_>, ack: TaskAck) -> Result<()> {
-        let Some(p) = &mut a.pending else { return Ok(()) };
-        if ack.barrier.id != p.barrier.id {
-            return Ok(()); // a late ack of an aborted checkpoint
+        if a.pending.as_ref().map(|p| p.barrier.id) != Some(ack.barrier.id) {
+            // A late ack of an aborted checkpoint: nothing will upload what it staged. Once
+            // every subtask acknowledged it, no subtask writes below its staging directory.
+            let id = ack.barrier.id;
+            if let Some(acks) = a.aborted.get_mut(&id) {
+                *acks += 1;
+                if *acks >= a.n_tasks {
+                    a.aborted.remove(&id);
+                    if let Some(c) = &self.coordinator {
+                        c.discard_staged(id);
+                    }
+                }
+            }
+            return Ok(());
         }
+        let Some(p) = &mut a.pending else { return Ok(()) };
         p.acks.push(ack);
         if p.acks.len() < a.n_tasks {
             return Ok(());
@@ -532,6 +611,7 @@ impl Master {
                     },
                 )?;
                 *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
+                a.failed_checkpoints = 0;
                 // Commit first (completed output is pending until then), then clean up.
                 self.notify_complete(a, id);
                 if let Some(c) = self.coordinator.as_mut() {
@@ -543,15 +623,64 @@ impl Master {
                 self.maybe_trigger(a)
             }
             Err(e) => {
-                tracing::warn!(checkpoint = id, error = %e, "checkpoint upload failed; the checkpoint is aborted and the job continues");
+                tracing::warn!(checkpoint = id, error = %e, "checkpoint upload failed; the checkpoint is aborted");
                 self.report.checkpoints_aborted += 1;
                 if a.final_id == Some(id) {
                     return Err(e.context("the final checkpoint could not be stored"));
                 }
                 a.next_trigger = Instant::now() + self.min_pause();
+                self.on_checkpoint_failed(a, id, &format!("its upload failed: {e}"))?;
                 self.maybe_trigger(a)
             }
         }
+    }
+
+    /// Counts a failed checkpoint; fails the attempt when more failed in a row than tolerated.
+    fn on_checkpoint_failed(&self, a: &mut Attempt<'_>, id: CheckpointId, why: &str) -> Result<()> {
+        a.failed_checkpoints += 1;
+        let tolerable = self
+            .cfg
+            .checkpoint
+            .as_ref()
+            .map_or(u32::MAX, |c| c.tolerable_failed_checkpoints);
+        if a.failed_checkpoints > tolerable {
+            return Err(Error::checkpoint(format!(
+                "{} checkpoints failed in a row (the last, {id}, {why}), more than tolerable_failed_checkpoints = \
+                 {tolerable}: failing the job to restart from its latest completed checkpoint",
+                a.failed_checkpoints
+            )));
+        }
+        tracing::warn!(
+            checkpoint = id,
+            failed_in_a_row = a.failed_checkpoints,
+            tolerable,
+            "checkpoint {why}; the job continues"
+        );
+        Ok(())
+    }
+
+    /// Says which subtasks (or upload) of an attempt did not stop in time.
+    fn stuck_message(&self, names: &[(usize, String)], exited: &BTreeSet<usize>, uploading: bool) -> String {
+        let stuck: Vec<&str> = names
+            .iter()
+            .filter(|(id, _)| !exited.contains(id))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        let mut what = Vec::new();
+        if !stuck.is_empty() {
+            what.push(format!("subtasks still running: {}", stuck.join(", ")));
+        }
+        if uploading {
+            what.push("a checkpoint upload has not ended".to_string());
+        }
+        format!(
+            "cancelling an attempt of job {} did not finish within the cancellation timeout of {:?} ({}); \
+             a blocking user function, a sink or source call that never returns, or a timer that keeps \
+             re-arming itself does not reach a cancellation check",
+            self.cfg.name,
+            self.cfg.cancellation_timeout,
+            what.join("; ")
+        )
     }
 
     fn notify_complete(&self, a: &Attempt<'_>, id: CheckpointId) {
@@ -594,6 +723,11 @@ struct Attempt<'a> {
     parallelism: Arc<HashMap<String, usize>>,
     /// Restored state laid out for the stores to open; removed once all are open.
     restore_dir: Option<PathBuf>,
+    /// Checkpoints that failed since the last completed one (or the attempt's start).
+    failed_checkpoints: u32,
+    /// Checkpoints that timed out before every subtask acknowledged them: acks so far. Their
+    /// staged snapshots are removed at the last ack (or with the attempt's staging).
+    aborted: HashMap<CheckpointId, usize>,
 }
 
 fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {

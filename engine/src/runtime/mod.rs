@@ -1,5 +1,6 @@
 //! The runtime: subtask threads, channels, barrier alignment, exchanges and the job master.
 
+pub mod cancellation;
 pub(crate) mod chain;
 pub mod control;
 pub mod exchange;
@@ -11,6 +12,7 @@ pub(crate) mod plan;
 pub mod report;
 pub mod restart;
 pub(crate) mod source_driver;
+pub(crate) mod staging;
 pub mod task;
 
 pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};

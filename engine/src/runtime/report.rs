@@ -51,7 +51,8 @@ impl OperatorReport {
 pub struct FailureInfo {
     /// The attempt that failed (1 = the first run).
     pub attempt: u32,
-    /// Wall-clock time, ms since the epoch.
+    /// When the master detected the failure (before the failed attempt was cancelled):
+    /// wall-clock time, ms since the epoch.
     pub at_ms: u64,
     /// What failed.
     pub error: String,

@@ -253,6 +253,9 @@ impl Task {
                 let wall = now_ms();
                 if d <= wall {
                     self.chain.on_processing_time(wall)?;
+                    // A timer that keeps re-arming itself must not keep the task from
+                    // noticing that it is cancelled.
+                    self.check_cancelled()?;
                     continue;
                 }
                 timeout = timeout.min(Duration::from_millis(d - wall));
