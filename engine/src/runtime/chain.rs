@@ -6,7 +6,9 @@
 
 use crate::data::{ErasedBatch, Timestamp};
 use crate::message::{Barrier, CheckpointId, Message};
-use crate::operator::{Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::operator::{
+    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget,
+};
 use crate::runtime::exchange::Outputs;
 use crate::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -125,13 +127,13 @@ impl Chain {
 
     /// The input watermarks the chain's first operator restored from a checkpoint:
     /// `(combined, each input channel's)`.
-    pub(crate) fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+    pub(crate) fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<ChannelWatermark>)> {
         self.links.first().and_then(|l| l.op.restored_input_watermarks())
     }
 
     /// Reports the watermark of each input channel to the chain's first operator (before a
     /// snapshot).
-    pub(crate) fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+    pub(crate) fn set_input_watermarks(&mut self, channels: &[ChannelWatermark]) {
         if let Some(l) = self.links.first_mut() {
             l.op.set_input_watermarks(channels);
         }
