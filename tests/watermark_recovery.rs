@@ -390,7 +390,7 @@ fn seeded_input(seed: u64, n: u64) -> Vec<Timed> {
         .map(|i| {
             let r = mix(seed, i);
             t += (r % 4) as i64;
-            let back = if (r >> 8) % 4 == 0 {
+            let back = if (r >> 8).is_multiple_of(4) {
                 DISORDER + 1 + ((r >> 16) % 40) as i64
             } else {
                 ((r >> 16) % (DISORDER as u64 + 1)) as i64
@@ -546,7 +546,7 @@ fn run_seeded(setup: &Setup, events: &[Timed]) -> (Vec<StepOut>, JobReport) {
 /// the run: every record passes 4 keyed steps), plus one or two from the checkpoint lifecycle.
 fn seeded_failures(seed: u64, records: u64) -> Vec<(&'static str, u64, FailAction)> {
     let action = |r: u64| {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             FailAction::Error
         } else {
             FailAction::Panic
