@@ -60,12 +60,23 @@ impl EventTime {
 
     /// Writes this event time into every key group of `range`.
     pub(crate) fn store(&self, store: &mut dyn KeyedStore, range: KeyGroupRange) -> Result<()> {
-        let mut raw = vec![VERSION];
-        bincode::serde::encode_into_std_write(self, &mut raw, bincode::config::standard())?;
+        let raw = self.to_bytes()?;
         for kg in range.start..=range.end {
             store.put(&watermark_key(kg), &raw)?;
         }
         Ok(())
+    }
+
+    /// The stored encoding (a version byte, then bincode).
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut raw = vec![VERSION];
+        bincode::serde::encode_into_std_write(self, &mut raw, bincode::config::standard())?;
+        Ok(raw)
+    }
+
+    /// Reads what [`to_bytes`](Self::to_bytes) wrote.
+    pub(crate) fn from_bytes(raw: &[u8]) -> Result<EventTime> {
+        decode(raw)
     }
 
     /// The earlier of two event times, channel by channel (a channel is idle only if idle in

@@ -179,6 +179,13 @@ pub trait OperatorCore: Send {
         let _ = channels;
     }
 
+    /// Whether the operator keeps no state and forwards event time unchanged (map, filter,
+    /// flat-map). When such an operator is the first of a subtask fed by an input gate, the
+    /// runtime keeps the gate's watermarks in the operator's checkpointed state in its place.
+    fn forwards_event_time(&self) -> bool {
+        false
+    }
+
     /// The earliest processing time at which the operator wants `on_processing_time`.
     fn next_deadline_ms(&self) -> Option<u64> {
         None

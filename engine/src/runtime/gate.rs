@@ -96,6 +96,11 @@ impl InputGate {
         }
     }
 
+    /// The combined watermark reported last.
+    pub(crate) fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
     /// The watermark and idleness of every channel, in channel order (what a snapshot keeps).
     pub(crate) fn channel_watermarks(&self) -> Vec<ChannelWatermark> {
         self.channels
