@@ -390,7 +390,7 @@ fn seeded_input(seed: u64, n: u64) -> Vec<Timed> {
         .map(|i| {
             let r = mix(seed, i);
             t += (r % 4) as i64;
-            let back = if (r >> 8) % 4 == 0 {
+            let back = if (r >> 8).is_multiple_of(4) {
                 DISORDER + 1 + ((r >> 16) % 40) as i64
             } else {
                 ((r >> 16) % (DISORDER as u64 + 1)) as i64
@@ -546,7 +546,7 @@ fn run_seeded(setup: &Setup, events: &[Timed]) -> (Vec<StepOut>, JobReport) {
 /// the run: every record passes 4 keyed steps), plus one or two from the checkpoint lifecycle.
 fn seeded_failures(seed: u64, records: u64) -> Vec<(&'static str, u64, FailAction)> {
     let action = |r: u64| {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             FailAction::Error
         } else {
             FailAction::Panic
@@ -654,7 +654,15 @@ impl KeyedProcess<u32, Event> for WatermarkAtRecord {
 ///
 /// After a restore split 0's assigner emits no watermark again (its watermark does not move),
 /// so only a restored watermark of that channel lets the combined watermark follow split 1.
-fn two_channel_run(backend: Backend, failures: Vec<(&'static str, u64, FailAction)>) -> (Vec<(i64, i64)>, JobReport) {
+///
+/// With `through_map` the two channels end in a stateless map of parallelism 1 instead (the
+/// edge from the assigners is a rebalance), which forwards event time to the keyed subtask
+/// over a single channel: the map's input watermarks must be restored as well.
+fn two_channel_run(
+    backend: Backend,
+    through_map: bool,
+    failures: Vec<(&'static str, u64, FailAction)>,
+) -> (Vec<(i64, i64)>, JobReport) {
     common::trace_if_asked();
     let dir = fast_tempdir();
     fail::disarm_all();
@@ -671,20 +679,27 @@ fn two_channel_run(backend: Backend, failures: Vec<(&'static str, u64, FailActio
             delay: Duration::from_millis(1),
         });
     let out = CollectSink::new();
-    p.source(
-        "events",
-        GeneratorSource::new(|i| if i % 2 == 0 { (0u32, i as i64) } else { (1, i as i64) })
-            .bounded(200)
-            .splits(2)
-            .rate_per_second(400.0)
-            .with_timestamps(|i, _| if i % 2 == 0 { 100_000 } else { i as i64 }),
-    )
-    .parallelism(2)
-    .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous())
-    .parallelism(2)
-    .key_by("by-key", |e: &Event| e.0)
-    .process("observe", WatermarkAtRecord)
-    .sink("out", out.clone());
+    let stamped = p
+        .source(
+            "events",
+            GeneratorSource::new(|i| if i % 2 == 0 { (0u32, i as i64) } else { (1, i as i64) })
+                .bounded(200)
+                .splits(2)
+                .rate_per_second(400.0)
+                .with_timestamps(|i, _| if i % 2 == 0 { 100_000 } else { i as i64 }),
+        )
+        .parallelism(2)
+        .assign_timestamps_and_watermarks(WatermarkStrategy::monotonous())
+        .parallelism(2);
+    let stamped = if through_map {
+        stamped.map("pass", |e: Event| e).parallelism(1)
+    } else {
+        stamped
+    };
+    stamped
+        .key_by("by-key", |e: &Event| e.0)
+        .process("observe", WatermarkAtRecord)
+        .sink("out", out.clone());
     let report = p.run().unwrap_or_else(|e| panic!("{backend:?}: job failed: {e}"));
     let unfired: Vec<_> = failures.iter().filter(|f| fail::is_armed(f.0)).collect();
     fail::disarm_all();
@@ -700,10 +715,23 @@ fn a_keyed_subtask_restores_the_watermark_of_each_input_channel() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let expected: Vec<(i64, i64)> = (FROM..200).step_by(2).map(|v| (v, v - 3)).collect();
     for backend in BACKENDS {
-        let (free, _) = two_channel_run(backend, vec![]);
+        let (free, _) = two_channel_run(backend, false, vec![]);
         assert_eq!(free, expected, "{backend:?}: failure-free run");
         // The keyed subtask gets a batch per record of either split: fail about at value 120.
-        let (got, report) = two_channel_run(backend, vec![(fail::PROCESS_RECORD, 120, FailAction::Error)]);
+        let (got, report) = two_channel_run(backend, false, vec![(fail::PROCESS_RECORD, 120, FailAction::Error)]);
+        assert!(report.restarts >= 1, "{report}");
+        assert_eq!(got, expected, "{backend:?}: after a restore");
+    }
+}
+
+#[test]
+fn a_stateless_step_fed_by_several_channels_restores_their_watermarks() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let expected: Vec<(i64, i64)> = (FROM..200).step_by(2).map(|v| (v, v - 3)).collect();
+    for backend in BACKENDS {
+        let (free, _) = two_channel_run(backend, true, vec![]);
+        assert_eq!(free, expected, "{backend:?}: failure-free run");
+        let (got, report) = two_channel_run(backend, true, vec![(fail::PROCESS_RECORD, 120, FailAction::Panic)]);
         assert!(report.restarts >= 1, "{report}");
         assert_eq!(got, expected, "{backend:?}: after a restore");
     }

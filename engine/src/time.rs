@@ -13,6 +13,10 @@ pub type TimestampFn<T> = Arc<dyn Fn(&T) -> Timestamp + Send + Sync>;
 /// than `out_of_orderness` older than the newest one seen may be late. With idleness set, a
 /// subtask that saw no record for that long declares itself idle so it does not hold back
 /// event time downstream; its next record makes it active again.
+///
+/// The largest timestamp seen is part of every checkpoint: after a restore the assigner
+/// continues from it, so its watermarks after each record are those of a run without failure
+/// (idleness, which follows the wall clock, starts again as active).
 pub struct WatermarkStrategy<T> {
     pub(crate) timestamp: Option<TimestampFn<T>>,
     pub(crate) out_of_orderness: Duration,

@@ -11,6 +11,7 @@
 //! watermark beyond the one its previous owner had.
 
 use crate::data::{Timestamp, MIN_WATERMARK};
+use crate::operator::ChannelWatermark;
 use crate::state::layout::watermark_key;
 use crate::state::{KeyGroupRange, KeyedStore};
 use crate::{Error, Result};
@@ -24,9 +25,9 @@ const VERSION: u8 = 1;
 pub(crate) struct EventTime {
     /// The operator's watermark: the last combined input watermark it acted on.
     pub(crate) watermark: Timestamp,
-    /// The watermark of each input channel of the subtask's gate, in channel order; empty when
-    /// not known.
-    pub(crate) channels: Vec<Timestamp>,
+    /// The watermark and idleness of each input channel of the subtask's gate, in channel
+    /// order; empty when not known.
+    pub(crate) channels: Vec<ChannelWatermark>,
 }
 
 impl Default for EventTime {
@@ -59,22 +60,36 @@ impl EventTime {
 
     /// Writes this event time into every key group of `range`.
     pub(crate) fn store(&self, store: &mut dyn KeyedStore, range: KeyGroupRange) -> Result<()> {
-        let mut raw = vec![VERSION];
-        bincode::serde::encode_into_std_write(self, &mut raw, bincode::config::standard())?;
+        let raw = self.to_bytes()?;
         for kg in range.start..=range.end {
             store.put(&watermark_key(kg), &raw)?;
         }
         Ok(())
     }
 
-    /// The earlier of two event times, channel by channel (channels are dropped when the two
-    /// disagree on their number).
+    /// The stored encoding (a version byte, then bincode).
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut raw = vec![VERSION];
+        bincode::serde::encode_into_std_write(self, &mut raw, bincode::config::standard())?;
+        Ok(raw)
+    }
+
+    /// Reads what [`to_bytes`](Self::to_bytes) wrote.
+    pub(crate) fn from_bytes(raw: &[u8]) -> Result<EventTime> {
+        decode(raw)
+    }
+
+    /// The earlier of two event times, channel by channel (a channel is idle only if idle in
+    /// both; channels are dropped when the two disagree on their number).
     fn min(self, other: EventTime) -> EventTime {
         let channels = if self.channels.len() == other.channels.len() {
             self.channels
                 .iter()
                 .zip(&other.channels)
-                .map(|(a, b)| *a.min(b))
+                .map(|(a, b)| ChannelWatermark {
+                    watermark: a.watermark.min(b.watermark),
+                    idle: a.idle && b.idle,
+                })
                 .collect()
         } else {
             Vec::new()
@@ -118,6 +133,12 @@ mod tests {
             .unwrap()
     }
 
+    fn active(ws: &[Timestamp]) -> Vec<ChannelWatermark> {
+        ws.iter()
+            .map(|&watermark| ChannelWatermark { watermark, idle: false })
+            .collect()
+    }
+
     #[test]
     fn a_store_without_entries_starts_at_the_start_of_time() {
         let range = KeyGroupRange { start: 0, end: 3 };
@@ -130,11 +151,20 @@ mod tests {
         let mut st = store(KeyGroupRange { start: 0, end: 7 });
         let a = EventTime {
             watermark: 40,
-            channels: vec![40, 55],
+            channels: active(&[40, 55]),
         };
         let b = EventTime {
             watermark: 30,
-            channels: vec![60, 30],
+            channels: vec![
+                ChannelWatermark {
+                    watermark: 60,
+                    idle: false,
+                },
+                ChannelWatermark {
+                    watermark: 30,
+                    idle: true,
+                },
+            ],
         };
         a.store(st.as_mut(), KeyGroupRange { start: 0, end: 3 }).unwrap();
         b.store(st.as_mut(), KeyGroupRange { start: 4, end: 7 }).unwrap();
@@ -146,7 +176,7 @@ mod tests {
             EventTime::load(st.as_mut(), KeyGroupRange { start: 2, end: 5 }).unwrap(),
             EventTime {
                 watermark: 30,
-                channels: vec![40, 30]
+                channels: active(&[40, 30])
             }
         );
         // One key group without an entry: nothing is known.
@@ -163,13 +193,13 @@ mod tests {
         let two = KeyGroupRange { start: 1, end: 1 };
         EventTime {
             watermark: 5,
-            channels: vec![5],
+            channels: active(&[5]),
         }
         .store(st.as_mut(), one)
         .unwrap();
         EventTime {
             watermark: 9,
-            channels: vec![9, 12],
+            channels: active(&[9, 12]),
         }
         .store(st.as_mut(), two)
         .unwrap();

@@ -11,7 +11,7 @@ use crate::keyed::scope::{KeyScope, NS_TTL, NS_USER};
 use crate::keyed::timers::{TimeDomain, TimerService};
 use crate::keyed::{KeyedContext, Timer};
 use crate::metrics::OperatorMetrics;
-use crate::operator::{OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::operator::{ChannelWatermark, OperatorContext, OperatorSnapshot, SnapshotTarget};
 use crate::state::{key_group_of, KeyGroup, KeyGroupRange, KeyedStore};
 use crate::{Error, Result};
 use std::marker::PhantomData;
@@ -28,7 +28,7 @@ pub(crate) struct KeyedCore<K> {
     /// The watermark the operator acted on last (restored from the checkpoint it opened from).
     pub(crate) watermark: Timestamp,
     /// The watermark of each input channel when the runtime last reported them.
-    pub(crate) input_channels: Vec<Timestamp>,
+    pub(crate) input_channels: Vec<ChannelWatermark>,
     /// What the store holds already (so an unchanged event time is not written again).
     stored: EventTime,
     max_parallelism: usize,

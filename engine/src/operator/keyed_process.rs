@@ -1,7 +1,7 @@
 //! Keyed process functions: user logic with keyed state and timers, one or two inputs.
 
 use super::keyed_core::KeyedCore;
-use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use super::{ChannelWatermark, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MIN_WATERMARK};
 use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
@@ -193,12 +193,12 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
         Ok(())
     }
 
-    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<ChannelWatermark>)> {
         let et = self.core.as_ref()?.restored_event_time();
         (et.watermark > MIN_WATERMARK || !et.channels.is_empty()).then(|| (et.watermark, et.channels.clone()))
     }
 
-    fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+    fn set_input_watermarks(&mut self, channels: &[ChannelWatermark]) {
         if let Some(core) = self.core.as_mut() {
             core.input_channels.clear();
             core.input_channels.extend_from_slice(channels);

@@ -54,6 +54,15 @@ impl Emitter {
     }
 }
 
+/// The event time of one input channel of a subtask, as its input gate saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelWatermark {
+    /// The highest watermark the channel delivered.
+    pub watermark: Timestamp,
+    /// Whether the channel was idle (left out of the combined watermark).
+    pub idle: bool,
+}
+
 /// Where an operator subtask runs: identity, parallelism and its keyed state, if any.
 pub struct OperatorContext {
     /// The job's name.
@@ -158,18 +167,25 @@ pub trait OperatorCore: Send {
     }
 
     /// For the first operator of a subtask fed by an input gate: the watermarks of its inputs
-    /// it restored from a checkpoint, as `(combined watermark, watermark of each input channel)`
-    /// (the channels may be empty when not known). The gate starts from them, so event time
+    /// it restored from a checkpoint, as `(combined watermark, each input channel's)` (the
+    /// channels may be empty when not known). The gate starts from them, so event time
     /// continues where it was when the checkpoint was taken. The default restores nothing.
-    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
+    fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<ChannelWatermark>)> {
         None
     }
 
     /// For the first operator of a subtask fed by an input gate: the watermark of each input
     /// channel, reported right before [`snapshot`](Self::snapshot) so that an operator that
     /// checkpoints event time can keep them. The default ignores them.
-    fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+    fn set_input_watermarks(&mut self, channels: &[ChannelWatermark]) {
         let _ = channels;
+    }
+
+    /// Whether the operator keeps no state and forwards event time unchanged (map, filter,
+    /// flat-map). When such an operator is the first of a subtask fed by an input gate, the
+    /// runtime keeps the gate's watermarks in the operator's checkpointed state in its place.
+    fn forwards_event_time(&self) -> bool {
+        false
     }
 
     /// The earliest processing time at which the operator wants `on_processing_time`.

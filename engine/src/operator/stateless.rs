@@ -14,6 +14,10 @@ pub(crate) struct MapOp<I, O> {
 }
 
 impl<I: Data, O: Data> OperatorCore for MapOp<I, O> {
+    fn forwards_event_time(&self) -> bool {
+        true
+    }
+
     fn process_batch(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         let batch = downcast::<I>(batch)?;
         let f = &self.f;
@@ -35,6 +39,10 @@ pub(crate) struct FilterOp<T> {
 }
 
 impl<T: Data> OperatorCore for FilterOp<T> {
+    fn forwards_event_time(&self) -> bool {
+        true
+    }
+
     fn process_batch(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         let mut batch = downcast::<T>(batch)?;
         batch.retain(|r| (self.f)(&r.value));
@@ -49,6 +57,10 @@ pub(crate) struct FlatMapOp<I, O> {
 }
 
 impl<I: Data, O: Data> OperatorCore for FlatMapOp<I, O> {
+    fn forwards_event_time(&self) -> bool {
+        true
+    }
+
     fn process_batch(&mut self, _input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         let batch = downcast::<I>(batch)?;
         let mut produced = Vec::with_capacity(batch.len());
@@ -72,6 +84,10 @@ pub(crate) struct CoFlatMapOp<A, B, O> {
 }
 
 impl<A: Data, B: Data, O: Data> OperatorCore for CoFlatMapOp<A, B, O> {
+    fn forwards_event_time(&self) -> bool {
+        true
+    }
+
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
         let mut produced = Vec::with_capacity(batch.len());
         let mut scratch = Vec::new();

@@ -5,8 +5,11 @@
 //! outputs) before returning, so the chain holds nothing in flight between calls.
 
 use crate::data::{ErasedBatch, Timestamp};
+use crate::keyed::event_time::EventTime;
 use crate::message::{Barrier, CheckpointId, Message};
-use crate::operator::{Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
+use crate::operator::{
+    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget,
+};
 use crate::runtime::exchange::Outputs;
 use crate::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,6 +25,9 @@ pub(crate) struct Link {
 pub(crate) struct Chain {
     pub(crate) links: Vec<Link>,
     pub(crate) outputs: Outputs,
+    /// The input gate's watermarks, kept for a first operator that only forwards event time
+    /// (restored when opening, reported before each snapshot, checkpointed in its state).
+    head_input: Option<EventTime>,
 }
 
 enum Input {
@@ -67,11 +73,19 @@ impl Chain {
                 })
                 .collect(),
             outputs,
+            head_input: None,
         }
     }
 
     /// Opens every operator, first to last.
     pub(crate) fn open(&mut self) -> Result<()> {
+        if let Some(l) = self.links.first().filter(|l| l.op.forwards_event_time()) {
+            if let Some(raw) = &l.ctx.restored_state {
+                let restored = EventTime::from_bytes(raw)
+                    .map_err(|e| e.context(format!("restoring the input watermarks of {}", l.ctx.describe())))?;
+                self.head_input = Some(restored);
+            }
+        }
         for l in &mut self.links {
             let describe = l.ctx.describe();
             if let Some(opener) = l.ctx.store_opener.take() {
@@ -125,15 +139,24 @@ impl Chain {
 
     /// The input watermarks the chain's first operator restored from a checkpoint:
     /// `(combined, each input channel's)`.
-    pub(crate) fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<Timestamp>)> {
-        self.links.first().and_then(|l| l.op.restored_input_watermarks())
+    pub(crate) fn restored_input_watermarks(&self) -> Option<(Timestamp, Vec<ChannelWatermark>)> {
+        match &self.head_input {
+            Some(et) => Some((et.watermark, et.channels.clone())),
+            None => self.links.first().and_then(|l| l.op.restored_input_watermarks()),
+        }
     }
 
-    /// Reports the watermark of each input channel to the chain's first operator (before a
-    /// snapshot).
-    pub(crate) fn set_input_watermarks(&mut self, channels: &[Timestamp]) {
+    /// Reports the input gate's combined watermark and the watermark of each input channel to
+    /// the chain's first operator (before a snapshot).
+    pub(crate) fn set_input_watermarks(&mut self, combined: Timestamp, channels: &[ChannelWatermark]) {
         if let Some(l) = self.links.first_mut() {
             l.op.set_input_watermarks(channels);
+            if l.op.forwards_event_time() {
+                self.head_input = Some(EventTime {
+                    watermark: combined,
+                    channels: channels.to_vec(),
+                });
+            }
         }
     }
 
@@ -158,10 +181,13 @@ impl Chain {
         target_for: &dyn Fn(&OperatorContext) -> SnapshotTarget,
     ) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
         let mut out = Vec::with_capacity(self.links.len());
-        for l in &mut self.links {
+        for (i, l) in self.links.iter_mut().enumerate() {
             let target = target_for(&l.ctx);
             let (op, ctx) = (&mut l.op, &l.ctx);
-            let snap = guarded(ctx, || op.snapshot(barrier, &target))?;
+            let mut snap = guarded(ctx, || op.snapshot(barrier, &target))?;
+            if let Some(et) = self.head_input.as_ref().filter(|_| i == 0 && op.forwards_event_time()) {
+                snap.operator_state = Some(et.to_bytes()?);
+            }
             out.push((l.ctx.operator.clone(), l.ctx.subtask, snap));
         }
         let b = *barrier;

@@ -19,6 +19,7 @@
 
 use crate::data::{ErasedBatch, Timestamp, MIN_WATERMARK};
 use crate::message::{Barrier, Message};
+use crate::operator::ChannelWatermark;
 use crate::runtime::control::Control;
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
@@ -95,21 +96,36 @@ impl InputGate {
         }
     }
 
-    /// The watermark of every channel, in channel order (what a snapshot keeps).
-    pub(crate) fn channel_watermarks(&self) -> Vec<Timestamp> {
-        self.channels.iter().map(|c| c.watermark).collect()
+    /// The combined watermark reported last.
+    pub(crate) fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The watermark and idleness of every channel, in channel order (what a snapshot keeps).
+    pub(crate) fn channel_watermarks(&self) -> Vec<ChannelWatermark> {
+        self.channels
+            .iter()
+            .map(|c| ChannelWatermark {
+                watermark: c.watermark,
+                idle: c.idle,
+            })
+            .collect()
     }
 
     /// Continues from a checkpoint: the combined watermark starts at `combined` and never
-    /// reports anything at or below it; each channel starts at its entry of `channels` when
-    /// there is one per channel (otherwise every channel relearns its watermark from its
-    /// upstream, and the combined one holds at `combined` until they all passed it).
-    pub(crate) fn restore_watermarks(&mut self, combined: Timestamp, channels: &[Timestamp]) {
+    /// reports anything at or below it; each channel starts with its entry of `channels`
+    /// (watermark and idleness) when there is one per channel. Otherwise every channel relearns
+    /// its watermark from its upstream, and the combined one holds at `combined` until they all
+    /// passed it.
+    pub(crate) fn restore_watermarks(&mut self, combined: Timestamp, channels: &[ChannelWatermark]) {
         self.watermark = self.watermark.max(combined);
-        if channels.len() == self.channels.len() {
-            for (c, &w) in self.channels.iter_mut().zip(channels) {
-                c.watermark = c.watermark.max(w);
+        if channels.len() == self.channels.len() && !channels.is_empty() {
+            for (c, r) in self.channels.iter_mut().zip(channels) {
+                c.watermark = c.watermark.max(r.watermark);
+                c.idle = r.idle;
             }
+            // The subtask already told its operators about idleness before the checkpoint.
+            self.idle = self.channels.iter().all(|c| c.idle);
         }
     }
 
@@ -613,7 +629,8 @@ mod tests {
         before.send(1, Message::Watermark(50));
         assert_eq!(before.drain(), vec![Ev::Wm(50)]);
         let channels = before.gate.channel_watermarks();
-        assert_eq!(channels, vec![100, 50]);
+        let watermarks: Vec<Timestamp> = channels.iter().map(|c| c.watermark).collect();
+        assert_eq!(watermarks, vec![100, 50]);
         let mut restored = Harness::new(2);
         restored.gate.restore_watermarks(50, &channels);
         for h in [&mut before, &mut restored] {
@@ -630,9 +647,57 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_idle_at_the_checkpoint_is_idle_after_the_restore() {
+        // Channel 1 went idle at 20, so the watermark followed channel 0 to 70.
+        let mut before = Harness::new(2);
+        before.send(1, Message::Watermark(20));
+        before.send(0, Message::Watermark(60));
+        assert_eq!(before.drain(), vec![Ev::Wm(20)]);
+        before.send(1, Message::Idle(true));
+        assert_eq!(before.drain(), vec![Ev::Wm(60)]);
+        before.send(0, Message::Watermark(70));
+        assert_eq!(before.drain(), vec![Ev::Wm(70)]);
+        let channels = before.gate.channel_watermarks();
+        let mut restored = Harness::new(2);
+        restored.gate.restore_watermarks(70, &channels);
+        for h in [&mut before, &mut restored] {
+            // Channel 1 stays out of the minimum until it delivers something again.
+            h.send(0, Message::Watermark(90));
+            assert_eq!(h.drain(), vec![Ev::Wm(90)]);
+            h.send(1, Message::Watermark(95));
+            h.send(0, Message::Watermark(100));
+            assert_eq!(h.drain(), vec![Ev::Wm(95)]);
+        }
+        // All channels idle at the checkpoint: the restored gate is idle without saying so
+        // again (its operators heard it before the checkpoint), and wakes up as before.
+        let mut all_idle = Harness::new(2);
+        all_idle.gate.restore_watermarks(
+            40,
+            &[
+                ChannelWatermark {
+                    watermark: 40,
+                    idle: true,
+                },
+                ChannelWatermark {
+                    watermark: 50,
+                    idle: true,
+                },
+            ],
+        );
+        all_idle.send(0, Message::Watermark(45));
+        assert_eq!(all_idle.drain(), vec![Ev::Idle(false), Ev::Wm(45)]);
+    }
+
+    #[test]
     fn a_gate_restored_without_channel_watermarks_holds_the_restored_one_until_all_pass_it() {
         let mut h = Harness::new(2);
-        h.gate.restore_watermarks(50, &[70]);
+        h.gate.restore_watermarks(
+            50,
+            &[ChannelWatermark {
+                watermark: 70,
+                idle: false,
+            }],
+        );
         h.send(1, Message::Watermark(40));
         h.send(0, Message::Watermark(45));
         assert_eq!(h.drain(), vec![], "below the restored watermark");

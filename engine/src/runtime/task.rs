@@ -276,7 +276,8 @@ impl Task {
                         }
                         self.chain.finish_operators()?;
                     }
-                    self.chain.set_input_watermarks(&gate.channel_watermarks());
+                    self.chain
+                        .set_input_watermarks(gate.watermark(), &gate.channel_watermarks());
                     let operators = self.snapshot_chain(&barrier)?;
                     self.ack(TaskAck {
                         task: self.id,
