@@ -36,6 +36,8 @@
 //! marker, so checkpoint numbering of an earlier job cannot hide new epochs.
 
 mod at_least_once;
+#[cfg(test)]
+mod barrier_memory;
 mod exactly_once;
 mod marker;
 mod record;
