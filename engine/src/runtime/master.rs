@@ -266,7 +266,12 @@ impl Master {
             pending: None,
             uploading: None,
             final_id: None,
-            next_trigger: Instant::now() + self.interval(),
+            next_trigger: Instant::now()
+                + if restore_dir.is_some() {
+                    self.interval()
+                } else {
+                    Duration::ZERO
+                },
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,
