@@ -2,6 +2,7 @@
 //! transactions that also commit the epoch marker. The protocol and its crash windows are
 //! described in the [module documentation](super).
 
+use super::lingering::fence_subtasks_above;
 use super::marker::EpochMarker;
 use super::record::{send, PendingRecord, RecordShape};
 use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
@@ -21,6 +22,10 @@ pub(crate) struct Settings {
     pub(crate) conn: KafkaConnection,
     pub(crate) topic: String,
     pub(crate) transactional_id: String,
+    /// Transactional ids are `<prefix>-<subtask>`.
+    pub(crate) prefix: String,
+    pub(crate) subtask: usize,
+    pub(crate) parallelism: usize,
     pub(crate) transaction_timeout: Duration,
     /// No checkpoint was restored for this sink: earlier markers belong to another run.
     pub(crate) fresh_start: bool,
@@ -32,7 +37,9 @@ pub(crate) struct Settings {
 /// # After a crash
 /// The constructor fences every older producer of the same transactional id (aborting what
 /// it left open) before reading the marker, so the marker it reads is final: epochs at or
-/// below it were committed exactly once, epochs above it not at all.
+/// below it were committed exactly once, epochs above it not at all. Subtask 0 first fences
+/// the ids of the subtasks above the current parallelism that ran before (module
+/// `lingering`), aborting what they left open.
 pub(crate) struct ExactlyOnceWriter<T> {
     producer: BaseProducer<DeliveryTracker>,
     marker: EpochMarker,
@@ -70,6 +77,16 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         producer
             .init_transactions(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("{what}: initializing transactions"), e))?;
+        if settings.subtask == 0 {
+            fence_subtasks_above(
+                &settings.conn,
+                &settings.topic,
+                &settings.prefix,
+                settings.parallelism,
+                &settings.sink,
+            )
+            .map_err(|e| e.context(what.clone()))?;
+        }
         let marker = EpochMarker::new(&settings.conn, &settings.topic, &settings.transactional_id)?;
         let (subtask, session) = shape.epoch_headers.clone().unwrap_or_default();
         let mut w = ExactlyOnceWriter {

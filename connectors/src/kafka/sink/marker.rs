@@ -57,6 +57,11 @@ impl EpochMarker {
 
     /// The highest epoch whose transaction committed (0: none since the last fresh start).
     pub(crate) fn read(&self) -> Result<CheckpointId> {
+        Ok(self.read_if_written()?.unwrap_or(0))
+    }
+
+    /// The marker, or `None` if this sink subtask never committed one (it never ran).
+    pub(crate) fn read_if_written(&self) -> Result<Option<CheckpointId>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, 0);
         let got = self
@@ -64,8 +69,8 @@ impl EpochMarker {
             .committed_offsets(tpl, REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("reading the epoch marker of group {}", self.group), e))?;
         match got.find_partition(&self.topic, 0).map(|p| p.offset()) {
-            Some(Offset::Offset(n)) if n >= 0 => Ok(n as CheckpointId),
-            _ => Ok(0),
+            Some(Offset::Offset(n)) if n >= 0 => Ok(Some(n as CheckpointId)),
+            _ => Ok(None),
         }
     }
 }

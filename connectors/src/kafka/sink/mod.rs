@@ -33,12 +33,15 @@
 //!
 //! Transactional ids are `<prefix>-<subtask>`: one per sink subtask, stable across restarts,
 //! bounded by the parallelism. A fresh start (no restored checkpoint) resets the subtask's
-//! marker, so checkpoint numbering of an earlier job cannot hide new epochs.
+//! marker, so checkpoint numbering of an earlier job cannot hide new epochs. At every start
+//! subtask 0 also fences the ids of subtasks above the parallelism that an earlier run had
+//! (their markers record that they ran), aborting what they left open (module `lingering`).
 
 mod at_least_once;
 #[cfg(test)]
 mod barrier_memory;
 mod exactly_once;
+mod lingering;
 mod marker;
 mod record;
 
@@ -304,12 +307,15 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
                 shape,
             )?)),
             DeliveryGuarantee::ExactlyOnce => {
-                let txn_id = format!("{}-{}", self.prefix(ctx), ctx.subtask);
+                let prefix = self.prefix(ctx);
                 Ok(Box::new(exactly_once::ExactlyOnceWriter::new(
                     exactly_once::Settings {
                         conn: self.conn.clone(),
                         topic: self.topic.clone(),
-                        transactional_id: txn_id,
+                        transactional_id: format!("{prefix}-{}", ctx.subtask),
+                        prefix,
+                        subtask: ctx.subtask,
+                        parallelism: ctx.parallelism,
                         transaction_timeout: self.transaction_timeout,
                         fresh_start: ctx.restored_checkpoint.is_none(),
                         sink: ctx.name.clone(),
