@@ -2,7 +2,7 @@
 //! transactions that also commit the epoch marker. The protocol and its crash windows are
 //! described in the [module documentation](super).
 
-use super::lingering::fence_subtasks_above;
+use super::lingering::Fencing;
 use super::marker::EpochMarker;
 use super::record::{send, PendingRecord, RecordShape};
 use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
@@ -49,6 +49,8 @@ pub(crate) struct ExactlyOnceWriter<T> {
     buffer: Vec<PendingRecord>,
     /// Highest epoch known to be committed.
     done: CheckpointId,
+    /// Subtask 0: the fencing of subtasks above the parallelism, done before the first epoch.
+    fencing: Fencing,
     subtask: String,
     session: String,
 }
@@ -77,16 +79,17 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         producer
             .init_transactions(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("{what}: initializing transactions"), e))?;
-        if settings.subtask == 0 {
-            fence_subtasks_above(
-                &settings.conn,
-                &settings.topic,
-                &settings.prefix,
+        let fencing = if settings.subtask == 0 {
+            Fencing::start(
+                settings.conn.clone(),
+                settings.topic.clone(),
+                settings.prefix.clone(),
                 settings.parallelism,
-                &settings.sink,
-            )
-            .map_err(|e| e.context(what.clone()))?;
-        }
+                settings.sink.clone(),
+            )?
+        } else {
+            Fencing::default()
+        };
         let marker = EpochMarker::new(&settings.conn, &settings.topic, &settings.transactional_id)?;
         let (subtask, session) = shape.epoch_headers.clone().unwrap_or_default();
         let mut w = ExactlyOnceWriter {
@@ -96,6 +99,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             shape,
             buffer: Vec::new(),
             done: 0,
+            fencing,
             subtask,
             session,
         };
@@ -222,6 +226,9 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
     }
 
     fn commit(&mut self, mut committables: Vec<(CheckpointId, KafkaCommittable)>) -> Result<()> {
+        self.fencing
+            .finish()
+            .map_err(|e| e.context(format!("Kafka sink {}", self.settings.sink)))?;
         committables.sort_by_key(|(id, _)| *id);
         for (epoch, c) in committables {
             if epoch <= self.done {
