@@ -52,12 +52,6 @@ fn run_exactly_once(
     let report = balance_pipeline("kafka-eo", dir.path(), seed, EVENTS, parallelism, sink)
         .run()
         .unwrap_or_else(|e| panic!("failures {failures:?}: job failed: {e}"));
-    eprintln!(
-        "SCRATCH {failures:?} p{parallelism} checkpoints {} restarts {} duration {:?} lifecycle",
-        report.checkpoints.len(),
-        report.restarts,
-        report.duration
-    );
     let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| fail::is_armed(p)).collect();
     assert!(
         unfired.is_empty(),
