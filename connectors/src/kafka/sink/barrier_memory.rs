@@ -6,34 +6,26 @@
 //! snapshot at the same moment. The heap bytes of each are counted from the structures
 //! (allocator overhead left out, so the figures are lower bounds).
 
-use super::record::{PendingRecord, RecordShape};
+use super::epoch::EpochBuffer;
+use super::record::RecordShape;
 use super::KafkaCommittable;
 use crate::kafka::format::Json;
 use serde::{Deserialize, Serialize};
-use std::mem::size_of;
 use std::sync::Arc;
 use weir_engine::data::Record;
 
 /// Heap bytes a committable holds.
 fn heap_bytes(c: &KafkaCommittable) -> usize {
-    c.records.capacity() * size_of::<PendingRecord>()
-        + c.records
-            .iter()
-            .map(|r| {
-                r.value.capacity()
-                    + r.key.as_ref().map_or(0, |k| k.capacity())
-                    + r.headers.capacity() * size_of::<(String, Vec<u8>)>()
-                    + r.headers
-                        .iter()
-                        .map(|(k, v)| k.capacity() + v.capacity())
-                        .sum::<usize>()
-            })
-            .sum::<usize>()
+    c.records.capacity()
 }
 
 /// Heap bytes `clone` holds that `original` does not share.
-fn extra_bytes(clone: &KafkaCommittable, _original: &KafkaCommittable) -> usize {
-    heap_bytes(clone)
+fn extra_bytes(clone: &KafkaCommittable, original: &KafkaCommittable) -> usize {
+    if clone.records.shares_bytes_with(&original.records) {
+        0
+    } else {
+        heap_bytes(clone)
+    }
 }
 
 /// A typical output record: a small JSON document keyed by account.
@@ -57,8 +49,8 @@ fn shape() -> RecordShape<Posted> {
 }
 
 /// The writer's side of an epoch: records written, then pre-committed at the barrier.
-fn write_epoch(shape: &RecordShape<Posted>, n: u64) -> Vec<PendingRecord> {
-    let mut buffer = Vec::new();
+fn write_epoch(shape: &RecordShape<Posted>, n: u64) -> EpochBuffer {
+    let mut buffer = EpochBuffer::default();
     for i in 0..n {
         let r = Record {
             value: Posted {
@@ -68,15 +60,13 @@ fn write_epoch(shape: &RecordShape<Posted>, n: u64) -> Vec<PendingRecord> {
             },
             timestamp: Some(1_700_000_000_000 + i as i64),
         };
-        buffer.push(shape.encode(&r).unwrap());
+        buffer.push(&shape.encode(&r).unwrap()).unwrap();
     }
     buffer
 }
 
-fn pre_commit(buffer: &mut Vec<PendingRecord>) -> KafkaCommittable {
-    KafkaCommittable {
-        records: std::mem::take(buffer),
-    }
+fn pre_commit(buffer: &mut EpochBuffer) -> KafkaCommittable {
+    KafkaCommittable { records: buffer.take() }
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //! transactions that also commit the epoch marker. The protocol and its crash windows are
 //! described in the [module documentation](super).
 
+use super::epoch::{EpochBuffer, EpochRecords};
 use super::lingering::Fencing;
 use super::marker::EpochMarker;
-use super::record::{send, PendingRecord, RecordShape};
+use super::record::{send, RecordShape};
 use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use crate::kafka::delivery::DeliveryTracker;
@@ -46,7 +47,7 @@ pub(crate) struct ExactlyOnceWriter<T> {
     settings: Settings,
     shape: RecordShape<T>,
     /// Records written since the last barrier.
-    buffer: Vec<PendingRecord>,
+    buffer: EpochBuffer,
     /// Highest epoch known to be committed.
     done: CheckpointId,
     /// Subtask 0: the fencing of subtasks above the parallelism, done before the first epoch.
@@ -97,14 +98,14 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             marker,
             settings,
             shape,
-            buffer: Vec::new(),
+            buffer: EpochBuffer::default(),
             done: 0,
             fencing,
             subtask,
             session,
         };
         if w.settings.fresh_start {
-            w.run_transaction(0, &[])
+            w.run_transaction(0, &EpochRecords::default())
                 .map_err(|e| e.context(format!("{what}: resetting the epoch marker for a fresh start")))?;
         } else {
             w.done = w.marker.read().map_err(|e| e.context(what.clone()))?;
@@ -116,7 +117,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
     /// Produces `records` as epoch `epoch` in one transaction that also moves the marker to
     /// `epoch`. On failure the transaction is aborted if it can be (a fenced producer cannot:
     /// the newer one already aborted it).
-    fn run_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+    fn run_transaction(&mut self, epoch: CheckpointId, records: &EpochRecords) -> Result<()> {
         let started = Instant::now();
         let result = self.try_transaction(epoch, records);
         if let Err(e) = &result {
@@ -137,7 +138,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         result
     }
 
-    fn try_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+    fn try_transaction(&mut self, epoch: CheckpointId, records: &EpochRecords) -> Result<()> {
         let topic = self.settings.topic.clone();
         let txn = |e: KafkaError| kafka_error(format!("Kafka transaction for epoch {epoch} on {topic}"), e);
         self.producer.begin_transaction().map_err(txn)?;
@@ -154,7 +155,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
                 self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
                 fail::hit(FAIL_MID_EPOCH)?;
             }
-            send(&self.producer, &topic, r, headers)?;
+            send(&self.producer, &topic, &r?, headers)?;
         }
         let offsets = self.marker.offsets(epoch)?;
         let group = self.marker.group_metadata()?;
@@ -209,9 +210,8 @@ impl SourceKafka for Error {
 
 impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T> {
     fn write(&mut self, records: Vec<Record<T>>) -> Result<()> {
-        self.buffer.reserve(records.len());
         for r in &records {
-            self.buffer.push(self.shape.encode(r)?);
+            self.buffer.push(&self.shape.encode(r)?)?;
         }
         Ok(())
     }
@@ -221,7 +221,7 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
             return Ok(None);
         }
         Ok(Some(KafkaCommittable {
-            records: std::mem::take(&mut self.buffer),
+            records: self.buffer.take(),
         }))
     }
 

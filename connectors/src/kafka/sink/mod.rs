@@ -40,6 +40,7 @@
 mod at_least_once;
 #[cfg(test)]
 mod barrier_memory;
+mod epoch;
 mod exactly_once;
 mod lingering;
 mod marker;
@@ -47,7 +48,8 @@ mod record;
 
 use super::client::{metadata_consumer, partition_count, KafkaConnection};
 use super::format::KafkaSerializer;
-use record::{HeadersFn, KeyFn, PartitionFn, PendingRecord, RecordShape};
+use epoch::EpochRecords;
+use record::{HeadersFn, KeyFn, PartitionFn, RecordShape};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,10 +83,11 @@ pub enum DeliveryGuarantee {
 }
 
 /// What an exactly-once sink subtask pre-commits at a barrier: the epoch's records, written
-/// ahead into the checkpoint.
+/// ahead into the checkpoint. The records are encoded once into one buffer that clones share,
+/// so the engine's copy of the pending committables for a snapshot copies no record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KafkaCommittable {
-    records: Vec<PendingRecord>,
+    records: EpochRecords,
 }
 
 impl KafkaCommittable {
