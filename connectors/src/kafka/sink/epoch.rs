@@ -39,9 +39,10 @@ impl EpochBuffer {
     /// `Data` if a key, value or header is 4 GiB or larger.
     pub(crate) fn push(&mut self, r: &PendingRecord) -> Result<()> {
         let out = &mut self.bytes;
-        let flags = u8::from(r.partition.is_some()) * HAS_PARTITION
-            | u8::from(r.key.is_some()) * HAS_KEY
-            | u8::from(r.timestamp.is_some()) * HAS_TIMESTAMP;
+        let flag = |present: bool, bit: u8| if present { bit } else { 0 };
+        let flags = flag(r.partition.is_some(), HAS_PARTITION)
+            | flag(r.key.is_some(), HAS_KEY)
+            | flag(r.timestamp.is_some(), HAS_TIMESTAMP);
         out.push(flags);
         if let Some(p) = r.partition {
             out.extend_from_slice(&p.to_le_bytes());
