@@ -259,6 +259,74 @@ fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
 const EPOCH_HEADER_NAME: &str = weir::connectors::kafka::sink::EPOCH_HEADER;
 
 #[test]
+fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher_one() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    fail::disarm_all();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("rescale-out");
+    broker.create_topic(&topic, 3).unwrap();
+    let prefix = format!("{topic}-txn");
+    // Run 1 at parallelism 3.
+    let dir = tempfile::tempdir().unwrap();
+    balance_pipeline(
+        "kafka-rescale",
+        dir.path(),
+        8,
+        300,
+        3,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .run()
+    .unwrap();
+    // Its sink subtask 2 is still alive (a zombie) inside a transaction with data in partition
+    // 0, which read_committed consumers cannot pass until the transaction ends.
+    let z = zombie(&broker, &format!("{prefix}-2"));
+    z.begin_transaction().unwrap();
+    let junk = serde_json::to_vec(&Posted {
+        account: 999_999,
+        id: 0,
+        balance: 0,
+    })
+    .unwrap();
+    z.send(BaseRecord::<(), Vec<u8>>::to(&topic).partition(0).payload(&junk))
+        .unwrap();
+    z.flush(Duration::from_secs(30)).unwrap();
+    // Run 2: a fresh start at parallelism 2 (subtask 0 writes partition 0 behind the zombie).
+    let dir = tempfile::tempdir().unwrap();
+    balance_pipeline(
+        "kafka-rescale",
+        dir.path(),
+        9,
+        300,
+        2,
+        posted_sink(&broker, &topic, &prefix),
+    )
+    .run()
+    .unwrap();
+    let raw = broker.read_committed(&topic).unwrap();
+    let ours: Vec<_> = raw
+        .iter()
+        .filter(|r| r.header(EPOCH_HEADER_NAME).is_some())
+        .cloned()
+        .collect();
+    let mut expected = model(8, 300);
+    expected.extend(model(9, 300));
+    expected.sort();
+    assert_same(
+        &decode(&ours),
+        &expected,
+        "read_committed after the start at parallelism 2 (a transaction of subtask 2 left open?)",
+    );
+    // The zombie of subtask 2 was fenced: it can no longer commit.
+    let _ = z.send(BaseRecord::<(), Vec<u8>>::to(&topic).partition(0).payload(&junk));
+    let _ = z.flush(Duration::from_secs(10));
+    assert!(
+        z.commit_transaction(Duration::from_secs(30)).is_err(),
+        "the zombie of subtask 2 must be fenced"
+    );
+}
+
+#[test]
 fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     fail::disarm_all();

@@ -18,6 +18,7 @@ use weir::connectors::kafka::source::{DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_P
 use weir::connectors::kafka::testing::{TestBroker, TestRecord};
 use weir::connectors::kafka::{BadRecordPolicy, Json, KafkaSource, StartPosition};
 use weir::engine::checkpoint::fail;
+use weir::engine::runtime::LifecyclePhase;
 use weir::engine::sink::read_committed_lines;
 use weir::prelude::*;
 
@@ -225,6 +226,136 @@ fn checkpoint_positions_committed_to_the_group_resume_a_new_job() {
         sorted(collect(src(), 2)),
         second,
         "the second job starts where the first ended"
+    );
+}
+
+/// An unbounded job reading `topics` from `Latest` into `sink`, checkpointing into `dir`.
+fn latest_job(
+    b: &TestBroker,
+    topics: &[&str],
+    dir: &std::path::Path,
+    interval: Duration,
+    sink: &CollectSink<Event>,
+) -> JobHandle {
+    let p = Pipeline::new("kafka-latest")
+        .checkpoint_storage(dir)
+        .checkpoint_interval(interval)
+        .restart_strategy(RestartStrategy::FixedDelay {
+            max_attempts: 5,
+            delay: Duration::from_millis(500),
+        });
+    p.source(
+        "kafka",
+        KafkaSource::new(b.connection(), topics.iter().copied(), Json::<Event>::new())
+            .discovery_interval(None)
+            .start_position(StartPosition::Latest),
+    )
+    .key_by("by-key", |e: &Event| e.key)
+    .process("pass", PassThrough)
+    .sink("out", sink.clone());
+    p.start().unwrap()
+}
+
+/// Forwards every event (a keyed step, so the `process-record` fail point applies).
+#[derive(Clone)]
+struct PassThrough;
+
+impl KeyedProcess<u64, Event> for PassThrough {
+    type Out = Event;
+    fn process(&mut self, e: Event, ctx: &mut KeyedContext<'_, u64, Event>) -> Result<()> {
+        ctx.emit(e);
+        Ok(())
+    }
+}
+
+/// Whether attempt 1 of the job reached `Running` (its readers resolved their positions).
+fn first_attempt_ran(job: &JobHandle) -> bool {
+    job.lifecycle()
+        .iter()
+        .any(|e| e.attempt == 1 && e.phase == LifecyclePhase::Running)
+}
+
+#[test]
+fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start() {
+    let _g = FAIL_POINTS.write().unwrap_or_else(|e| e.into_inner());
+    let b = broker();
+    // A failure in the first record's processing, and a failure of the first checkpoint
+    // itself: either way no checkpoint holds the positions `Latest` resolved to.
+    for (point, nth) in [(fail::PROCESS_RECORD, 1), (fail::SNAPSHOT_SYNC, 1)] {
+        let topic = b.unique_topic("src-latest-fail");
+        b.create_topic(&topic, 1).unwrap();
+        // Before the start: skipped by Latest. The last record in a batch of its own: tansu's
+        // end offset is the last batch's base offset + 1.
+        produce(&b, &topic, 1, 0..9);
+        produce(&b, &topic, 1, 9..10);
+        let dir = tempfile::tempdir().unwrap();
+        fail::disarm_all();
+        fail::arm(point, nth, FailAction::Error);
+        let sink = CollectSink::new();
+        // Checkpoints far apart: without a first checkpoint at once, the failure comes first.
+        let job = latest_job(&b, &[&topic], dir.path(), Duration::from_secs(2), &sink);
+        wait_until(20, "the first attempt to run", || first_attempt_ran(&job));
+        produce(&b, &topic, 1, 10..20); // after the start: must all be read
+        wait_until(30, "the restart", || {
+            job.progress().restarts >= 1 && job.progress().running
+        });
+        produce(&b, &topic, 1, 20..25);
+        let done = (10..25).map(event).collect::<Vec<_>>();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sorted(sink.records()) != done && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let fired = !fail::is_armed(point);
+        fail::disarm_all();
+        job.cancel();
+        job.join().unwrap();
+        assert!(fired, "{point}: the fail point never triggered");
+        assert_eq!(
+            sorted(sink.records()),
+            done,
+            "{point}: every record produced after the job started, once"
+        );
+    }
+}
+
+#[test]
+fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
+    let _g = shared();
+    let b = broker();
+    let old = b.unique_topic("src-added-old");
+    let new = b.unique_topic("src-added-new");
+    b.create_topic(&old, 1).unwrap();
+    b.create_topic(&new, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Run 1 reads `old` from Latest and checkpoints its position.
+    let sink = CollectSink::new();
+    let job = latest_job(&b, &[&old], dir.path(), Duration::from_millis(50), &sink);
+    wait_until(20, "the job to run", || job.progress().running);
+    produce(&b, &old, 1, 0..5);
+    wait_until(20, "the first records", || sink.records().len() >= 5);
+    let read_at = job.progress().last_checkpoint.map(|c| c.0).unwrap_or(0);
+    wait_until(20, "a checkpoint after them", || {
+        job.progress().last_checkpoint.is_some_and(|c| c.0 > read_at + 1)
+    });
+    job.cancel();
+    job.join().unwrap();
+    // While the job is down, both topics get records; run 2 also reads `new`.
+    produce(&b, &old, 1, 5..10);
+    let added: Vec<TestRecord> = (100..110).map(|i| record_of(&event(i), 1)).collect();
+    b.produce(&new, &added).unwrap();
+    let sink = CollectSink::new();
+    let job = latest_job(&b, &[&old, &new], dir.path(), Duration::from_millis(50), &sink);
+    wait_until(20, "the old topic's records", || sink.records().len() >= 5);
+    std::thread::sleep(Duration::from_millis(1_000));
+    job.cancel();
+    let report = job.join().unwrap();
+    assert!(report.restored_from.is_some(), "run 2 restores run 1's checkpoint");
+    let mut expected: Vec<Event> = (5..10).chain(100..110).map(event).collect();
+    expected.sort();
+    assert_eq!(
+        sorted(sink.records()),
+        expected,
+        "the restored topic continues; the added one is read from its first record"
     );
 }
 
@@ -456,8 +587,15 @@ fn partitions_missing_from_the_split_list_are_read_by_their_owner_once_discovere
     // each and hand it to exactly one of the two subtasks.
     let mut readers: Vec<_> = (0..2)
         .map(|index| {
-            src.create_reader(vec![], SubtaskInfo { index, parallelism: 2 })
-                .unwrap()
+            src.create_reader(
+                vec![],
+                SubtaskInfo {
+                    index,
+                    parallelism: 2,
+                    restored: false,
+                },
+            )
+            .unwrap()
         })
         .collect();
     let mut got = Vec::new();

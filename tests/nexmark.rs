@@ -138,7 +138,11 @@ fn splits_cover_the_stream_and_replay_from_any_position() {
     let source = NexmarkSource::new(config).bounded(total).splits(3);
     let splits = Source::splits(&source).unwrap();
     assert_eq!(splits.len(), 3);
-    let info = |index| SubtaskInfo { index, parallelism: 2 };
+    let info = |index| SubtaskInfo {
+        index,
+        parallelism: 2,
+        restored: false,
+    };
     // Subtask 0 owns splits 0 and 2, subtask 1 owns split 1: together, every event once.
     let mut r0 = source
         .create_reader(vec![(splits[0].clone(), None), (splits[2].clone(), None)], info(0))

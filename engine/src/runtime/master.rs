@@ -306,7 +306,7 @@ impl Master {
             pending: None,
             uploading: None,
             final_id: None,
-            next_trigger: Instant::now() + self.interval(),
+            next_trigger: Instant::now() + self.interval() * u32::from(restore_dir.is_some()), // fresh start: at once
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,

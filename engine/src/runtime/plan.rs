@@ -208,6 +208,7 @@ pub(crate) fn build(
                                 SubtaskInfo {
                                     index: s,
                                     parallelism: p,
+                                    restored: restore.offsets.keys().any(|(n, _)| *n == node.name),
                                 },
                                 metrics.clone(),
                                 &node.name,

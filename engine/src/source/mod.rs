@@ -66,6 +66,10 @@ pub struct SubtaskInfo {
     pub index: usize,
     /// The operator's parallelism.
     pub parallelism: usize,
+    /// The job restored a checkpoint that holds positions of this source: a split without a
+    /// position was created after that checkpoint, so its records must all be read (a source
+    /// reads it from its beginning, not from its fresh-start position).
+    pub restored: bool,
 }
 
 /// A source of records of type `Out`.
@@ -80,7 +84,8 @@ pub trait Source: Send + Sync + 'static {
     fn splits(&self) -> Result<Vec<SplitId>>;
 
     /// A reader of `splits`, each starting at the given offset, or at the source's configured
-    /// start position when the offset is `None` (a fresh start).
+    /// start position when the offset is `None` (a fresh start; after a restore, see
+    /// [`SubtaskInfo::restored`]).
     fn create_reader(
         &self,
         splits: Vec<(SplitId, Option<u64>)>,

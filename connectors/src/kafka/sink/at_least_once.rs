@@ -58,7 +58,7 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for AtLeastOnceWriter<T>
     fn write(&mut self, records: Vec<Record<T>>) -> Result<()> {
         for r in &records {
             let pending = self.shape.encode(r)?;
-            send(&self.producer, &self.topic, &pending, None)?;
+            send(&self.producer, &self.topic, &pending.view(), None)?;
         }
         self.producer.poll(Duration::ZERO);
         self.check_deliveries()

@@ -2,8 +2,10 @@
 //! transactions that also commit the epoch marker. The protocol and its crash windows are
 //! described in the [module documentation](super).
 
+use super::epoch::{EpochBuffer, EpochRecords};
+use super::lingering::Fencing;
 use super::marker::EpochMarker;
-use super::record::{send, PendingRecord, RecordShape};
+use super::record::{send, RecordShape};
 use super::{KafkaCommittable, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use crate::kafka::delivery::DeliveryTracker;
@@ -21,6 +23,10 @@ pub(crate) struct Settings {
     pub(crate) conn: KafkaConnection,
     pub(crate) topic: String,
     pub(crate) transactional_id: String,
+    /// Transactional ids are `<prefix>-<subtask>`.
+    pub(crate) prefix: String,
+    pub(crate) subtask: usize,
+    pub(crate) parallelism: usize,
     pub(crate) transaction_timeout: Duration,
     /// No checkpoint was restored for this sink: earlier markers belong to another run.
     pub(crate) fresh_start: bool,
@@ -34,16 +40,20 @@ pub(crate) struct Settings {
 /// # After a crash
 /// The constructor fences every older producer of the same transactional id (aborting what
 /// it left open) before reading the marker, so the marker it reads is final: epochs at or
-/// below it were committed exactly once, epochs above it not at all.
+/// below it were committed exactly once, epochs above it not at all. Subtask 0 first fences
+/// the ids of the subtasks above the current parallelism that ran before (module
+/// `lingering`), aborting what they left open.
 pub(crate) struct ExactlyOnceWriter<T> {
     producer: BaseProducer<DeliveryTracker>,
     marker: EpochMarker,
     settings: Settings,
     shape: RecordShape<T>,
     /// Records written since the last barrier.
-    buffer: Vec<PendingRecord>,
+    buffer: EpochBuffer,
     /// Highest epoch known to be committed.
     done: CheckpointId,
+    /// Subtask 0: the fencing of subtasks above the parallelism, done before the first epoch.
+    fencing: Fencing,
     subtask: String,
     session: String,
 }
@@ -72,6 +82,17 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         producer
             .init_transactions(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("{what}: initializing transactions"), e))?;
+        let fencing = if settings.subtask == 0 {
+            Fencing::start(
+                settings.conn.clone(),
+                settings.topic.clone(),
+                settings.prefix.clone(),
+                settings.parallelism,
+                settings.sink.clone(),
+            )?
+        } else {
+            Fencing::default()
+        };
         let marker = EpochMarker::new(&settings.conn, &settings.topic, &settings.transactional_id)?;
         let (subtask, session) = shape.epoch_headers.clone().unwrap_or_default();
         let mut w = ExactlyOnceWriter {
@@ -79,8 +100,9 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             marker,
             settings,
             shape,
-            buffer: Vec::new(),
+            buffer: EpochBuffer::default(),
             done: 0,
+            fencing,
             subtask,
             session,
         };
@@ -92,7 +114,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         );
         w.settings.ctx.check_committed_output(marker, &found)?;
         if w.settings.fresh_start {
-            w.run_transaction(0, &[])
+            w.run_transaction(0, &EpochRecords::default())
                 .map_err(|e| e.context(format!("{what}: resetting the epoch marker for a fresh start")))?;
         } else {
             w.done = marker;
@@ -104,7 +126,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
     /// Produces `records` as epoch `epoch` in one transaction that also moves the marker to
     /// `epoch`. On failure the transaction is aborted if it can be (a fenced producer cannot:
     /// the newer one already aborted it).
-    fn run_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+    fn run_transaction(&mut self, epoch: CheckpointId, records: &EpochRecords) -> Result<()> {
         let started = Instant::now();
         let result = self.try_transaction(epoch, records);
         if let Err(e) = &result {
@@ -125,7 +147,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         result
     }
 
-    fn try_transaction(&mut self, epoch: CheckpointId, records: &[PendingRecord]) -> Result<()> {
+    fn try_transaction(&mut self, epoch: CheckpointId, records: &EpochRecords) -> Result<()> {
         let topic = self.settings.topic.clone();
         let txn = |e: KafkaError| kafka_error(format!("Kafka transaction for epoch {epoch} on {topic}"), e);
         self.producer.begin_transaction().map_err(txn)?;
@@ -142,7 +164,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
                 self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
                 fail::hit(FAIL_MID_EPOCH)?;
             }
-            send(&self.producer, &topic, r, headers)?;
+            send(&self.producer, &topic, &r?, headers)?;
         }
         let offsets = self.marker.offsets(epoch)?;
         let group = self.marker.group_metadata()?;
@@ -197,9 +219,8 @@ impl SourceKafka for Error {
 
 impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T> {
     fn write(&mut self, records: Vec<Record<T>>) -> Result<()> {
-        self.buffer.reserve(records.len());
         for r in &records {
-            self.buffer.push(self.shape.encode(r)?);
+            self.buffer.push(&self.shape.encode(r)?)?;
         }
         Ok(())
     }
@@ -209,11 +230,14 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
             return Ok(None);
         }
         Ok(Some(KafkaCommittable {
-            records: std::mem::take(&mut self.buffer),
+            records: self.buffer.take(),
         }))
     }
 
     fn commit(&mut self, mut committables: Vec<(CheckpointId, KafkaCommittable)>) -> Result<()> {
+        self.fencing
+            .finish()
+            .map_err(|e| e.context(format!("Kafka sink {}", self.settings.sink)))?;
         committables.sort_by_key(|(id, _)| *id);
         for (epoch, c) in committables {
             if epoch <= self.done {

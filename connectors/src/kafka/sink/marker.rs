@@ -20,13 +20,25 @@ pub(crate) struct EpochMarker {
 impl EpochMarker {
     pub(crate) fn new(conn: &KafkaConnection, topic: &str, group: &str) -> Result<Self> {
         // read_committed makes the offset fetch wait for pending transactional commits.
+        Self::with_isolation(conn, topic, group, "read_committed")
+    }
+
+    /// Whether the sink subtask of marker group `group` ever committed a marker (that is, it
+    /// ran). Reads without waiting for a transaction the subtask may have left open.
+    pub(crate) fn was_written(conn: &KafkaConnection, topic: &str, group: &str) -> Result<bool> {
+        Ok(Self::with_isolation(conn, topic, group, "read_uncommitted")?
+            .read_if_written()?
+            .is_some())
+    }
+
+    fn with_isolation(conn: &KafkaConnection, topic: &str, group: &str, isolation: &str) -> Result<Self> {
         let consumer: BaseConsumer = conn
             .client_config(
                 &[],
                 &[
                     ("group.id", group),
                     ("enable.auto.commit", "false"),
-                    ("isolation.level", "read_committed"),
+                    ("isolation.level", isolation),
                 ],
             )?
             .create()
@@ -57,6 +69,11 @@ impl EpochMarker {
 
     /// The highest epoch whose transaction committed (0: none since the last fresh start).
     pub(crate) fn read(&self) -> Result<CheckpointId> {
+        Ok(self.read_if_written()?.unwrap_or(0))
+    }
+
+    /// The marker, or `None` if this sink subtask never committed one (it never ran).
+    fn read_if_written(&self) -> Result<Option<CheckpointId>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, 0);
         let got = self
@@ -64,8 +81,8 @@ impl EpochMarker {
             .committed_offsets(tpl, REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("reading the epoch marker of group {}", self.group), e))?;
         match got.find_partition(&self.topic, 0).map(|p| p.offset()) {
-            Some(Offset::Offset(n)) if n >= 0 => Ok(n as CheckpointId),
-            _ => Ok(0),
+            Some(Offset::Offset(n)) if n >= 0 => Ok(Some(n as CheckpointId)),
+            _ => Ok(None),
         }
     }
 }

@@ -1,12 +1,12 @@
-//! A record on its way to Kafka: encoded once when written, kept in checkpoints until its
-//! epoch is produced.
+//! A record on its way to Kafka: encoded when written (an exactly-once writer then appends it
+//! to its epoch buffer, see [`super::epoch`]) and sent from a view of those bytes.
 
+use super::epoch::RecordView;
 use crate::kafka::client::kafka_error;
 use crate::kafka::delivery::send_waiting;
 use crate::kafka::format::KafkaSerializer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use weir_engine::data::Record;
 use weir_engine::{Error, Result};
@@ -20,13 +20,26 @@ pub const EPOCH_HEADER: &str = "weir.epoch";
 pub const SESSION_HEADER: &str = "weir.session";
 
 /// An encoded record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PendingRecord {
     pub(crate) partition: Option<i32>,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Vec<u8>,
     pub(crate) headers: Vec<(String, Vec<u8>)>,
     pub(crate) timestamp: Option<i64>,
+}
+
+impl PendingRecord {
+    /// The record as [`send`] takes it.
+    pub(crate) fn view(&self) -> RecordView<'_> {
+        RecordView {
+            partition: self.partition,
+            key: self.key.as_deref(),
+            value: &self.value,
+            headers: self.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect(),
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 /// Chooses a record's key.
@@ -98,11 +111,11 @@ pub(crate) fn new_session() -> String {
 pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     producer: &BaseProducer<C>,
     topic: &str,
-    r: &PendingRecord,
+    r: &RecordView<'_>,
     epoch: Option<(&str, &str, &str)>,
 ) -> Result<()> {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 3);
-    for (k, v) in &r.headers {
+    for &(k, v) in &r.headers {
         headers = headers.insert(Header { key: k, value: Some(v) });
     }
     if let Some((subtask, epoch, session)) = epoch {
@@ -120,10 +133,8 @@ pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
                 value: Some(session),
             });
     }
-    let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic)
-        .payload(&r.value)
-        .headers(headers);
-    if let Some(k) = &r.key {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(r.value).headers(headers);
+    if let Some(k) = r.key {
         record = record.key(k);
     }
     if let Some(p) = r.partition {

@@ -12,7 +12,14 @@
 //! restore continues exactly there, so the records after the checkpoint are read again and
 //! nothing is lost or counted twice in state. A fresh start resolves its [`StartPosition`] to
 //! concrete offsets when the reader is created, so even a checkpoint taken before the first
-//! record stores real offsets. Committing offsets to a consumer group
+//! record stores real offsets. When that position can move (anything but `Earliest`), the
+//! reader hands out nothing until a checkpoint holding the resolved offsets has completed
+//! (the engine takes the first checkpoint of a fresh start at once), and an attempt restarted
+//! in the same process before that reuses them: a failure before the first checkpoint does
+//! not resolve `Latest` again and skip what was produced since the job started. A partition
+//! that the restored checkpoint does not hold (a topic added to the source since, a partition
+//! created since) is read from its earliest offset, as partitions discovered while running
+//! are. Committing offsets to a consumer group
 //! ([`KafkaSource::commit_offsets_on_checkpoint`]) is for lag monitoring only: restores never
 //! read them.
 //!
@@ -82,6 +89,8 @@ pub(crate) struct SourceSettings<T> {
     pub(crate) discovery: Option<Duration>,
     pub(crate) bad_records: BadRecordPolicy,
     pub(crate) counters: Arc<SourceCounters>,
+    /// Fresh starts resolved but not yet held by a completed checkpoint.
+    pub(crate) resolved: start::ResolvedStarts,
 }
 
 impl<T> Clone for SourceSettings<T> {
@@ -100,6 +109,7 @@ impl<T> Clone for SourceSettings<T> {
             discovery: self.discovery,
             bad_records: self.bad_records.clone(),
             counters: self.counters.clone(),
+            resolved: self.resolved.clone(),
         }
     }
 }
@@ -158,6 +168,7 @@ impl<T: Data> KafkaSource<T> {
                 discovery: Some(DEFAULT_DISCOVERY_INTERVAL),
                 bad_records: BadRecordPolicy::Fail,
                 counters: Arc::new(SourceCounters::default()),
+                resolved: start::ResolvedStarts::default(),
             },
             listed: Mutex::new(Arc::new(BTreeSet::new())),
         }

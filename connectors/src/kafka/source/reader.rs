@@ -5,7 +5,7 @@
 use super::super::format::KafkaMessage;
 use super::bad_record::BadRecords;
 use super::discovery::Discovery;
-use super::start::{offset_range, resolve, Start};
+use super::start::{offset_range, resolve, Start, StartPosition};
 use super::watermark::PartitionWatermarks;
 use super::{parse_split_id, split_id, SourceSettings, DEFAULT_GROUP_ID};
 use crate::kafka::client::kafka_error;
@@ -48,6 +48,9 @@ pub(super) struct KafkaReader<T> {
     state: ReadState<T>,
     /// Which consumer the next poll starts with (round robin).
     turn: usize,
+    /// A fresh start at a position that can move: nothing is handed out until a checkpoint
+    /// holding the resolved positions has completed.
+    awaiting_durable_start: bool,
 }
 
 /// Everything but the consumers (so a message borrowed from a consumer can update it).
@@ -119,7 +122,25 @@ impl<T: Data> KafkaReader<T> {
             .filter(|(_, (_, off))| off.is_none())
             .map(|(tp, _)| tp.clone())
             .collect();
-        let mut fresh_offsets = resolve(&consumers[0].consumer, &settings.start, &fresh)?.into_iter();
+        // After a restore, a split without a position is new since the checkpoint: all of its
+        // records come after it.
+        let awaiting_durable_start = !subtask.restored && !fresh.is_empty() && settings.start.can_move();
+        let mut fresh_offsets = if subtask.restored {
+            resolve(&consumers[0].consumer, &StartPosition::Earliest, &fresh)?
+        } else if awaiting_durable_start {
+            settings
+                .resolved
+                .get_or_resolve(&consumers[0].consumer, &settings.start, &fresh)?
+        } else {
+            resolve(&consumers[0].consumer, &settings.start, &fresh)?
+        }
+        .into_iter();
+        if awaiting_durable_start {
+            tracing::debug!(
+                subtask = subtask.index,
+                "fresh start: reading begins once a checkpoint holds the start positions"
+            );
+        }
         let bad = BadRecords::new(
             settings.bad_records.clone(),
             settings.conn.clone(),
@@ -153,6 +174,7 @@ impl<T: Data> KafkaReader<T> {
             consumers,
             state,
             turn: 0,
+            awaiting_durable_start,
         };
         reader.assign(&added)?;
         Ok(reader)
@@ -340,6 +362,9 @@ fn consumer_error(e: KafkaError) -> Option<Error> {
 
 impl<T: Data> SourceReader<T> for KafkaReader<T> {
     fn poll(&mut self, out: &mut Vec<Record<T>>, max: usize) -> Result<ReadStatus> {
+        if self.awaiting_durable_start {
+            return Ok(ReadStatus::Pending(POLL_WAIT));
+        }
         self.discover()?;
         if self.state.finished() {
             return Ok(ReadStatus::Finished);
@@ -413,6 +438,17 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
     }
 
     fn notify_checkpoint_complete(&mut self, id: u64, positions: &[SplitPosition]) -> Result<()> {
+        if self.awaiting_durable_start {
+            tracing::debug!(
+                checkpoint = id,
+                "fresh-start positions are in a completed checkpoint; reading begins"
+            );
+            self.awaiting_durable_start = false;
+        }
+        self.state
+            .settings
+            .resolved
+            .forget(positions.iter().map(|p| p.split.as_str()));
         if !self.state.settings.commit_offsets || positions.is_empty() {
             return Ok(());
         }

@@ -1,10 +1,20 @@
 //! Where a fresh start begins: each start position resolved to a concrete offset per
 //! partition when the reader is created, so a checkpoint taken before the first record is
 //! read already stores a real offset (not "earliest" or "latest", which would move).
+//!
+//! A resolved start that can move (`Latest`, group offsets, a timestamp) is durable only once
+//! a checkpoint holding it completed. Until then the reader hands out nothing, and the
+//! resolved offsets are kept in the source ([`ResolvedStarts`]), so an attempt that restarts
+//! in this process before the first checkpoint completed starts where the first attempt did
+//! instead of resolving `Latest` again and skipping what was produced meanwhile.
 
 use super::super::client::{kafka_error, REQUEST_TIMEOUT};
+use super::split_id;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use weir_engine::source::SplitId;
 use weir_engine::{Error, Result};
 
 /// Where a fresh start (no checkpoint) begins reading each partition. A restored split always
@@ -39,6 +49,49 @@ impl StartPosition {
         match self {
             StartPosition::GroupOffsets { .. } => true,
             StartPosition::Earliest | StartPosition::Latest | StartPosition::Timestamp(_) => false,
+        }
+    }
+
+    /// Whether resolving this position again later can give a later offset than now, so that
+    /// records produced in between would be skipped (`Earliest` moves only by retention).
+    pub(super) fn can_move(&self) -> bool {
+        *self != StartPosition::Earliest
+    }
+}
+
+/// The fresh starts this source resolved that no completed checkpoint holds yet, by split.
+/// Shared by every reader of one source object (that is, of one job in this process).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResolvedStarts(Arc<Mutex<HashMap<SplitId, Start>>>);
+
+impl ResolvedStarts {
+    /// The starts of `partitions` at `start`: those an earlier attempt resolved, the others
+    /// resolved now and kept.
+    pub(super) fn get_or_resolve(
+        &self,
+        consumer: &BaseConsumer,
+        start: &StartPosition,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Start>> {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let missing: Vec<(String, i32)> = partitions
+            .iter()
+            .filter(|(t, p)| !known.contains_key(&split_id(t, *p)))
+            .cloned()
+            .collect();
+        for ((t, p), s) in missing.iter().zip(resolve(consumer, start, &missing)?) {
+            known.insert(split_id(t, *p), s);
+        }
+        Ok(partitions.iter().map(|(t, p)| known[&split_id(t, *p)]).collect())
+    }
+
+    /// A checkpoint holding the positions of `splits` completed: restores start there now.
+    pub(super) fn forget<'a>(&self, splits: impl IntoIterator<Item = &'a str>) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.is_empty() {
+            for s in splits {
+                known.remove(s);
+            }
         }
     }
 }
