@@ -875,3 +875,71 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
         }
     }
 }
+
+/// The checks of the count-sensitive suite see what they claim to: an event processed twice
+/// (its record counted again), a batch delivered twice to the sink (a repeated record) and a
+/// lost record each fail them.
+#[test]
+fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean");
+    let spec = ChildSpec {
+        seed: 5,
+        parallelism: 2,
+        rocks: false,
+        late: false,
+        dir: clean.clone(),
+        arm: vec![],
+    };
+    std::fs::create_dir_all(&clean).unwrap();
+    let (status, stderr) = run_child(&spec);
+    assert!(status.success(), "{stderr}");
+    check_tallied(5, false, &clean, "clean");
+
+    type Edit = fn(&mut Vec<String>);
+    let edits: [(&str, Edit); 4] = [
+        ("an unchanged copy", |_| {}),
+        ("an event processed twice", |lines| {
+            let t: Tallied = serde_json::from_str(&lines[0]).unwrap();
+            let again = Tallied {
+                count: t.count + 1_000_000,
+                sum: t.sum + t.cents,
+                ..t
+            };
+            lines.push(serde_json::to_string(&again).unwrap());
+        }),
+        ("a record committed twice", |lines| {
+            let first = lines[0].clone();
+            lines.push(first);
+        }),
+        ("a record lost", |lines| {
+            lines.pop();
+        }),
+    ];
+    for (what, edit) in edits {
+        let broken = dir.path().join(what.replace(' ', "-"));
+        let files = weir::engine::sink::file::committed_files(clean.join("tallied")).unwrap();
+        std::fs::create_dir_all(broken.join("tallied")).unwrap();
+        for (i, f) in files.iter().enumerate() {
+            let target = broken.join("tallied").join(f.path.file_name().unwrap());
+            if i == 0 {
+                let mut lines: Vec<String> = std::fs::read_to_string(&f.path)
+                    .unwrap()
+                    .lines()
+                    .map(String::from)
+                    .collect();
+                edit(&mut lines);
+                std::fs::write(&target, lines.join("\n") + "\n").unwrap();
+            } else {
+                std::fs::copy(&f.path, &target).unwrap();
+            }
+        }
+        let caught = std::panic::catch_unwind(|| check_tallied(5, false, &broken, what));
+        if what == "an unchanged copy" {
+            assert!(caught.is_ok(), "the copy itself must pass the check");
+        } else {
+            assert!(caught.is_err(), "the tally check must fail on {what}");
+        }
+    }
+}
