@@ -15,6 +15,7 @@
 //! cargo run --release --example wordcount -- --sentences 200000 --parallelism 2
 //! ```
 
+#[path = "wordcount/audit.rs"]
 mod audit;
 
 use anyhow::{bail, Context};
