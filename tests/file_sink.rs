@@ -438,6 +438,8 @@ fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
     drop(first);
     // Once the first writer is gone (its process ended), the next one takes over.
     subtask_writer(&out, "job-a", Some(2)).unwrap();
+}
+
 /// Subtask 0 had not committed the checkpoints after `r` yet (its files are still pending),
 /// subtask 1 had; their metadata is lost. Subtask 1 refuses the start; subtask 0 must not have
 /// deleted its pending files meanwhile: if the metadata is recovered, they are what its
