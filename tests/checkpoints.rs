@@ -97,9 +97,7 @@ fn corrupt(path: &Path) {
 
 /// Opts into restoring an older checkpoint than the newest complete one.
 fn allow_fallback(p: Pipeline) -> Pipeline {
-    let mut c = p.config().checkpoint.clone().expect("checkpointing is configured");
-    c.fallback_to_older_checkpoint_reproducing_output = true;
-    p.checkpointing(c)
+    p.fallback_to_older_checkpoint_reproducing_output()
 }
 
 #[test]
@@ -548,10 +546,10 @@ fn reads_that_fail_a_few_times_are_retried_and_restore_the_latest_checkpoint() {
     let (latest, _previous) = two_checkpoints(&storage);
     let mut cfg = CheckpointConfig::with_storage(std::sync::Arc::new(FlakyReads::new(&storage, 2)));
     cfg.interval = Duration::from_millis(20);
-    let (second, _) = job(&storage, 8_000, |p| {
-        p.checkpointing(cfg).restart_strategy(RestartStrategy::None)
-    });
-    let report = second.unwrap();
+    let report = pipeline_on(cfg, &CollectSink::new(), 8_000)
+        .restart_strategy(RestartStrategy::None)
+        .run()
+        .unwrap();
     assert_eq!(report.restored_from, Some(latest));
     assert_eq!(report.restarts, 0, "retried inside the restore, not by restarting");
 }

@@ -304,9 +304,10 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     // is committed a second time: what the option's name warns about.
     let (p, stream) = pipeline(&chk, None);
     stream.sink("out", FileSink::exactly_once(&out));
-    let mut cfg = p.config().checkpoint.clone().unwrap();
-    cfg.fallback_to_older_checkpoint_reproducing_output = true;
-    let report = p.checkpointing(cfg).run().expect("the run that opted in");
+    let report = p
+        .fallback_to_older_checkpoint_reproducing_output()
+        .run()
+        .expect("the run that opted in");
     assert!(
         report.restore_warnings.iter().any(|w| w.newer == newest),
         "{:?}",

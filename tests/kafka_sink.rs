@@ -291,7 +291,8 @@ fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher
     z.send(BaseRecord::<(), Vec<u8>>::to(&topic).partition(0).payload(&junk))
         .unwrap();
     z.flush(Duration::from_secs(30)).unwrap();
-    // Run 2: a fresh start at parallelism 2 (subtask 0 writes partition 0 behind the zombie).
+    // Run 2: a fresh start at parallelism 2 (subtask 0 writes partition 0 behind the zombie),
+    // explicitly fresh: the markers of run 1 are evidence of an earlier run.
     let dir = tempfile::tempdir().unwrap();
     balance_pipeline(
         "kafka-rescale",
@@ -301,6 +302,7 @@ fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher
         2,
         posted_sink(&broker, &topic, &prefix),
     )
+    .restore_mode(RestoreMode::Fresh)
     .run()
     .unwrap();
     let raw = broker.read_committed(&topic).unwrap();

@@ -20,7 +20,9 @@ pub enum ErrorKind {
         /// Whether retrying the same operation may succeed.
         retryable: bool,
     },
-    /// A checkpoint could not be taken or restored; the job may continue or fall back.
+    /// A checkpoint could not be taken (that checkpoint is aborted; the job goes on until too
+    /// many fail in a row), or a checkpoint to restore is corrupt (a file missing or failing its
+    /// checksum, metadata that does not parse): a restore never skips it silently.
     Checkpoint,
     /// A user function panicked or returned an error while processing.
     UserFunction,
@@ -86,7 +88,13 @@ impl Error {
 
     /// An I/O error from the local filesystem; `what` says what was being done.
     pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
-        Self::new(ErrorKind::External { retryable: false }, what).with_source(err)
+        Self::new(
+            ErrorKind::External {
+                retryable: io_is_retryable(err.kind()),
+            },
+            what,
+        )
+        .with_source(err)
     }
 
     /// Attaches the underlying cause.
@@ -142,9 +150,20 @@ impl<T> ResultExt<T> for Result<T> {
     }
 }
 
+/// Whether an I/O error may go away when the operation is tried again (after a restart): a
+/// full disk, EIO, a stale handle or a timeout may; a malformed argument or an unsupported
+/// operation will not.
+fn io_is_retryable(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    !matches!(kind, K::InvalidInput | K::InvalidData | K::Unsupported)
+}
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
-        Error::external(false, "RocksDB").with_source(e)
+        use rocksdb::ErrorKind as K;
+        // Corruption and misuse stay; I/O errors, busy and timed-out operations may clear.
+        let retryable = !matches!(e.kind(), K::Corruption | K::NotSupported | K::InvalidArgument);
+        Error::external(retryable, "RocksDB").with_source(e)
     }
 }
 
@@ -157,5 +176,25 @@ impl From<bincode::error::EncodeError> for Error {
 impl From<bincode::error::DecodeError> for Error {
     fn from(e: bincode::error::DecodeError) -> Self {
         Error::data("decoding a value with bincode").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_io_errors_are_retryable_and_misuse_is_not() {
+        for kind in [
+            std::io::ErrorKind::Other,
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::StorageFull,
+        ] {
+            let e = Error::io("writing", std::io::Error::from(kind));
+            assert_eq!(e.kind(), ErrorKind::External { retryable: true }, "{kind:?}");
+        }
+        let e = Error::io("parsing", std::io::Error::from(std::io::ErrorKind::InvalidData));
+        assert_eq!(e.kind(), ErrorKind::External { retryable: false });
     }
 }

@@ -134,6 +134,15 @@ impl Pipeline {
         self.set(|s| s.restore = Some(mode))
     }
 
+    /// Allows a restore to use an older checkpoint than the newest complete one, when the
+    /// newest is corrupt or a sink's committed output is ahead of the checkpoint restored (see
+    /// [`CheckpointConfig::fallback_to_older_checkpoint_reproducing_output`] for what it risks:
+    /// append-only sinks then hold the output after the restored checkpoint twice). Needs
+    /// checkpoint storage, set before or after this call.
+    pub fn fallback_to_older_checkpoint_reproducing_output(self) -> Self {
+        self.set(|s| s.fallback_reproducing_output = true)
+    }
+
     /// What to do when the job fails (default: at most 10 failures within 5 minutes, see
     /// [`RestartStrategy::default`]).
     pub fn restart_strategy(self, strategy: RestartStrategy) -> Self {

@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     /// `checkpoint_interval`: the checkpoint interval with storage, the commit interval without.
     pub(crate) interval: Option<Duration>,
     pub(crate) restore: Option<RestoreMode>,
+    /// `fallback_to_older_checkpoint_reproducing_output` was called.
+    pub(crate) fallback_reproducing_output: bool,
     pub(crate) restart: Option<crate::runtime::restart::RestartStrategy>,
     pub(crate) batch_size: Option<usize>,
     pub(crate) channel_capacity: Option<usize>,
@@ -84,6 +86,14 @@ impl Settings {
                 "restore_mode() needs checkpoint storage: also call checkpoint_storage() or checkpointing()".into(),
             ),
             (_, None) => {}
+        }
+        if self.fallback_reproducing_output {
+            match &mut c.checkpoint {
+                Some(chk) => chk.fallback_to_older_checkpoint_reproducing_output = true,
+                None => c.builder_errors.push(
+                    "fallback_to_older_checkpoint_reproducing_output() needs checkpoint storage: also call checkpoint_storage() or checkpointing()".into(),
+                ),
+            }
         }
         for (what, set_by) in [
             ("where keyed state lives", &self.state_set_by),

@@ -306,7 +306,12 @@ impl Master {
             pending: None,
             uploading: None,
             final_id: None,
-            next_trigger: Instant::now() + self.interval() * u32::from(restore_dir.is_some()), // fresh start: at once
+            // A fresh start takes its first checkpoint at once: sources whose start position can
+            // move (Kafka `Latest`) hand out records only once a checkpoint holds it.
+            next_trigger: match restore_dir {
+                Some(_) => Instant::now() + self.interval(),
+                None => Instant::now(),
+            },
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,
