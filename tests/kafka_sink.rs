@@ -410,11 +410,13 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
     broker.create_topic(&topic, 2).unwrap();
     let prefix = format!("{topic}-txn");
     let dir = tempfile::tempdir().unwrap();
+    // One second of input at the generator's rate: several checkpoints complete even when the
+    // sink takes long to start (with less input, the final checkpoint can be the only one).
     balance_pipeline(
         "kafka-ahead",
         dir.path(),
         5,
-        1_000,
+        4_000,
         1,
         posted_sink(&broker, &topic, &prefix),
     )
@@ -440,7 +442,7 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
         "kafka-ahead",
         dir.path(),
         5,
-        1_000,
+        4_000,
         1,
         posted_sink(&broker, &topic, &prefix),
     )
@@ -458,7 +460,7 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
         committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(),
         marker
     );
-    let mut once = model(5, 1_000);
+    let mut once = model(5, 4_000);
     once.sort();
     assert!(
         decode(&broker.read_committed(&topic).unwrap()) == once,

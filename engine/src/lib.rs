@@ -43,5 +43,6 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod time;
+pub mod wall_clock;
 
 pub use error::{Error, ErrorKind, Result, ResultExt};
