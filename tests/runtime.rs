@@ -1232,13 +1232,17 @@ impl KeyedProcess<u64, u64> for ReArming {
     }
 }
 
+/// A keyed subtask spinning in a timer that re-arms itself at the time it fires checks for
+/// cancellation between timers: a failure elsewhere cancels it at once, long before the
+/// cancellation timeout (here 60 s, so that only the check can end the job within 30 s).
 #[test]
-fn failover_of_a_subtask_spinning_in_a_re_arming_timer_ends_after_the_cancellation_timeout() {
+fn a_subtask_spinning_in_a_re_arming_timer_stops_when_the_attempt_is_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let p = Pipeline::new("re-arming-timer")
         .batch_size(10)
         .checkpoint_storage(dir.path().join("chk"))
-        .cancellation_timeout(Duration::from_millis(300), CancellationTimeoutAction::FailJob);
+        .restart_strategy(RestartStrategy::None)
+        .cancellation_timeout(Duration::from_secs(60), CancellationTimeoutAction::FailJob);
     // Record 100 fails the attempt once the keyed subtask spins in its timer.
     p.source("gen", GeneratorSource::new(|i| i).bounded(2_000))
         .map("boom", |x: u64| {
@@ -1257,12 +1261,10 @@ fn failover_of_a_subtask_spinning_in_a_re_arming_timer_ends_after_the_cancellati
     let h = p.start().unwrap();
     let r = within(30, move || h.join());
     RE_ARM.store(false, Ordering::SeqCst);
-    let e = r.expect_err("the job cannot recover while the timer spins");
+    let e = r.expect_err("the job fails: its restart strategy is None");
     let msg = e.to_string();
-    assert!(
-        msg.contains("cancellation timeout") && msg.contains("spin -> out[0]"),
-        "{msg}"
-    );
+    assert!(msg.contains("failing while a timer spins"), "{msg}");
+    assert!(!msg.contains("cancellation timeout"), "{msg}");
 }
 
 #[test]

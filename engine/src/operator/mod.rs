@@ -89,6 +89,9 @@ pub struct OperatorContext {
     pub(crate) store_opener: Option<StoreOpener>,
     /// The restore rules for output an earlier run committed (sinks apply them).
     pub(crate) committed_output: crate::sink::CommittedOutputCheck,
+    /// The attempt this subtask belongs to: loops that can run long (firing timers) check
+    /// whether it was cancelled.
+    pub(crate) attempt: Option<std::sync::Arc<crate::runtime::job::JobShared>>,
 }
 
 /// Everything needed to open (and restore) one keyed subtask's store.

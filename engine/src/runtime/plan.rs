@@ -255,6 +255,7 @@ pub(crate) fn build(
                                 cfg.checkpoint.as_ref(),
                                 restore.restore_warnings.clone(),
                             ),
+                            attempt: Some(job.clone()),
                         };
                         ops.push((op, ctx));
                     }
