@@ -404,34 +404,43 @@ fn fixed_delay_gives_up_after_its_attempts() {
 // Restore rules: no silent fallback, no silent fresh start.
 // ---------------------------------------------------------------------------------------------
 
-/// A storage whose reads fail with an I/O error (`External { retryable: true }`, as a storage
-/// reports EIO, EMFILE or a stale handle) a given number of times, then work.
-#[derive(Debug)]
-struct FlakyReads {
-    inner: LocalDirStorage,
-    failures_left: std::sync::atomic::AtomicUsize,
-}
-
-impl FlakyReads {
-    fn new(root: &Path, failures: usize) -> Self {
-        FlakyReads {
-            inner: LocalDirStorage::new(root),
-            failures_left: std::sync::atomic::AtomicUsize::new(failures),
-        }
-    }
-
-    fn maybe_fail(&self, what: &str) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        let left = self.failures_left.load(Ordering::SeqCst);
-        if left > 0 {
-            self.failures_left.store(left - 1, Ordering::SeqCst);
-            return Err(Error::external(true, format!("injected EIO reading {what}")));
-        }
+/// Hooks a test storage runs around the calls of a [`LocalDirStorage`] (see [`Probed`]).
+trait StorageProbe: Send + Sync {
+    /// Before a read of `what`; an error fails the read.
+    fn before_read(&self, what: &str) -> Result<()> {
+        let _ = what;
         Ok(())
     }
+    /// After checkpoint `id`'s metadata was published.
+    fn published(&self, id: u64) {
+        let _ = id;
+    }
+    /// Before retention deletes a checkpoint or a shared file.
+    fn before_delete(&self) {}
 }
 
-impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
+/// A local directory storage with a probe's hooks around its calls.
+struct Probed<P> {
+    inner: LocalDirStorage,
+    probe: P,
+}
+
+impl<P> Probed<P> {
+    fn new(root: &Path, probe: P) -> Self {
+        Probed {
+            inner: LocalDirStorage::new(root),
+            probe,
+        }
+    }
+}
+
+impl<P> std::fmt::Debug for Probed<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probed").field("inner", &self.inner).finish()
+    }
+}
+
+impl<P: StorageProbe> CheckpointStorage for Probed<P> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -447,25 +456,27 @@ impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
     fn reserve(&self, id: u64, lease: &OwnerLease) -> Result<()> {
         self.inner.reserve(id, lease)
     }
-    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<weir::engine::checkpoint::metadata::StoredFile> {
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
         self.inner.put_file(local, key, name)
     }
-    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<weir::engine::checkpoint::metadata::StoredFile> {
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
         self.inner.put_bytes(key, name, bytes)
     }
-    fn read_verified(&self, file: &weir::engine::checkpoint::metadata::StoredFile) -> Result<Vec<u8>> {
-        self.maybe_fail(&file.key)?;
+    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
+        self.probe.before_read(&file.key)?;
         self.inner.read_verified(file)
     }
-    fn fetch_verified(&self, file: &weir::engine::checkpoint::metadata::StoredFile, dest: &Path) -> Result<()> {
-        self.maybe_fail(&file.key)?;
+    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()> {
+        self.probe.before_read(&file.key)?;
         self.inner.fetch_verified(file, dest)
     }
     fn write_metadata(&self, id: u64, bytes: &[u8]) -> Result<()> {
-        self.inner.write_metadata(id, bytes)
+        self.inner.write_metadata(id, bytes)?;
+        self.probe.published(id);
+        Ok(())
     }
     fn read_metadata(&self, id: u64) -> Result<Vec<u8>> {
-        self.maybe_fail(&format!("chk-{id}/_metadata"))?;
+        self.probe.before_read(&format!("chk-{id}/_metadata"))?;
         self.inner.read_metadata(id)
     }
     fn list(&self) -> Result<Vec<(u64, bool)>> {
@@ -478,13 +489,41 @@ impl weir::engine::checkpoint::CheckpointStorage for FlakyReads {
         self.inner.write_identity(bytes)
     }
     fn delete_checkpoint(&self, id: u64) -> Result<()> {
+        self.probe.before_delete();
         self.inner.delete_checkpoint(id)
     }
     fn list_shared(&self) -> Result<Vec<String>> {
         self.inner.list_shared()
     }
     fn delete(&self, key: &str) -> Result<()> {
+        self.probe.before_delete();
         self.inner.delete(key)
+    }
+}
+
+/// Reads fail with an I/O error (`External { retryable: true }`, as a storage reports EIO,
+/// EMFILE or a stale handle) a given number of times, then work.
+struct FlakyReads {
+    failures_left: std::sync::atomic::AtomicUsize,
+}
+
+impl FlakyReads {
+    fn new(failures: usize) -> Self {
+        FlakyReads {
+            failures_left: std::sync::atomic::AtomicUsize::new(failures),
+        }
+    }
+}
+
+impl StorageProbe for FlakyReads {
+    fn before_read(&self, what: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left - 1, Ordering::SeqCst);
+            return Err(Error::external(true, format!("injected EIO reading {what}")));
+        }
+        Ok(())
     }
 }
 
@@ -544,7 +583,7 @@ fn reads_that_fail_a_few_times_are_retried_and_restore_the_latest_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (latest, _previous) = two_checkpoints(&storage);
-    let mut cfg = CheckpointConfig::with_storage(std::sync::Arc::new(FlakyReads::new(&storage, 2)));
+    let mut cfg = CheckpointConfig::with_storage(std::sync::Arc::new(Probed::new(&storage, FlakyReads::new(2))));
     cfg.interval = Duration::from_millis(20);
     let report = pipeline_on(cfg, &CollectSink::new(), 8_000)
         .restart_strategy(RestartStrategy::None)
@@ -713,17 +752,10 @@ impl SinkWriter<(u64, u64), u64> for CommitLog {
 /// Checkpoint storage that watches the order of completion: when retention deletes anything,
 /// a sink must already have committed the newest published checkpoint.
 struct OrderProbe {
-    inner: LocalDirStorage,
     commits: CommitLog,
     published: Mutex<u64>,
     retention_calls: Mutex<u64>,
     violations: Mutex<Vec<String>>,
-}
-
-impl std::fmt::Debug for OrderProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderProbe").field("inner", &self.inner).finish()
-    }
 }
 
 impl OrderProbe {
@@ -747,61 +779,12 @@ impl OrderProbe {
         }
     }
 }
-impl CheckpointStorage for OrderProbe {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn validate(&self) -> Result<()> {
-        self.inner.validate()
-    }
-    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease> {
-        self.inner.acquire(owner)
-    }
-    fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
-        self.inner.verify_lease(lease)
-    }
-    fn reserve(&self, id: u64, lease: &OwnerLease) -> Result<()> {
-        self.inner.reserve(id, lease)
-    }
-    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
-        self.inner.put_file(local, key, name)
-    }
-    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
-        self.inner.put_bytes(key, name, bytes)
-    }
-    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
-        self.inner.read_verified(file)
-    }
-    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()> {
-        self.inner.fetch_verified(file, dest)
-    }
-    fn write_metadata(&self, id: u64, bytes: &[u8]) -> Result<()> {
-        self.inner.write_metadata(id, bytes)?;
+impl StorageProbe for OrderProbe {
+    fn published(&self, id: u64) {
         *self.published.lock().unwrap() = id;
-        Ok(())
     }
-    fn read_metadata(&self, id: u64) -> Result<Vec<u8>> {
-        self.inner.read_metadata(id)
-    }
-    fn list(&self) -> Result<Vec<(u64, bool)>> {
-        self.inner.list()
-    }
-    fn read_identity(&self) -> Result<Option<Vec<u8>>> {
-        self.inner.read_identity()
-    }
-    fn write_identity(&self, bytes: &[u8]) -> Result<()> {
-        self.inner.write_identity(bytes)
-    }
-    fn delete_checkpoint(&self, id: u64) -> Result<()> {
+    fn before_delete(&self) {
         self.retention_step();
-        self.inner.delete_checkpoint(id)
-    }
-    fn list_shared(&self) -> Result<Vec<String>> {
-        self.inner.list_shared()
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.retention_step();
-        self.inner.delete(key)
     }
 }
 
@@ -814,13 +797,15 @@ fn sinks_are_told_to_commit_before_retention_runs() {
     fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let commits = CommitLog::default();
-    let probe = Arc::new(OrderProbe {
-        inner: LocalDirStorage::new(dir.path().join("chk")),
-        commits: commits.clone(),
-        published: Mutex::new(0),
-        retention_calls: Mutex::new(0),
-        violations: Mutex::new(Vec::new()),
-    });
+    let probe = Arc::new(Probed::new(
+        &dir.path().join("chk"),
+        OrderProbe {
+            commits: commits.clone(),
+            published: Mutex::new(0),
+            retention_calls: Mutex::new(0),
+            violations: Mutex::new(Vec::new()),
+        },
+    ));
     let mut cfg = CheckpointConfig::with_storage(probe.clone());
     cfg.interval = Duration::from_millis(20);
     cfg.retained = 1;
@@ -842,10 +827,10 @@ fn sinks_are_told_to_commit_before_retention_runs() {
         report.checkpoints.len()
     );
     assert!(
-        *probe.retention_calls.lock().unwrap() >= 2,
+        *probe.probe.retention_calls.lock().unwrap() >= 2,
         "retention deleted old checkpoints"
     );
-    let violations = probe.violations.lock().unwrap().clone();
+    let violations = probe.probe.violations.lock().unwrap().clone();
     assert!(violations.is_empty(), "{violations:?}");
 }
 
