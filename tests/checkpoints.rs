@@ -719,6 +719,15 @@ fn a_second_run_on_an_owned_checkpoint_storage_fails_fast_naming_the_owner() {
     // Once the first run ended, the storage can be taken over (and resumes its checkpoint).
     let (third, _) = job(&storage, 80_000, |p| p);
     assert!(third.unwrap().restored_from.is_some());
+    // Every checkpoint names the owner epoch that published it: 1 for the first run, 2 after
+    // the take-over (the refused run took no epoch).
+    let local = weir::engine::checkpoint::LocalDirStorage::new(&storage);
+    let epochs: std::collections::BTreeSet<Option<u64>> = complete_checkpoints(&storage)
+        .into_iter()
+        .map(|id| weir::engine::checkpoint::read_metadata(&local, id).unwrap().owner_epoch)
+        .collect();
+    assert!(epochs.is_subset(&[Some(1), Some(2)].into()), "{epochs:?}");
+    assert!(epochs.contains(&Some(2)), "{epochs:?}");
 }
 
 /// A sink that pre-commits at every barrier (also without records) and logs the checkpoints

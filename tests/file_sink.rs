@@ -366,6 +366,7 @@ fn subtask_writer(
         restored_checkpoint: restored,
         checkpoint_timing: None,
         committed_output: Default::default(),
+        cancellation: Default::default(),
     })
 }
 

@@ -20,6 +20,7 @@ use weir::connectors::kafka::{BadRecordPolicy, Json, KafkaSource, StartPosition}
 use weir::engine::checkpoint::fail;
 use weir::engine::runtime::LifecyclePhase;
 use weir::engine::sink::read_committed_lines;
+use weir::engine::source::SourceWatermark;
 use weir::prelude::*;
 
 /// Fail points are process-global: the test that arms them runs alone, the others together.
@@ -536,6 +537,77 @@ fn without_idleness_an_empty_partition_holds_the_watermark_back() {
     assert!(sink.records().is_empty(), "no window may fire: {:?}", sink.records());
     job.cancel();
     job.join().unwrap();
+}
+
+/// Polls `reader` until it has handed out `n` records.
+fn read_n(reader: &mut Box<dyn SourceReader<Event>>, n: usize) -> Vec<Record<Event>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} records read", got.len());
+        reader.poll(&mut got, 100).unwrap();
+    }
+    got
+}
+
+#[test]
+fn a_restored_reader_reports_the_watermark_of_the_failure_free_run() {
+    let _g = shared();
+    let b = broker();
+    let topic = b.unique_topic("src-wm-restore");
+    b.create_topic(&topic, 2).unwrap();
+    // Partition 0: one record at 1_000. Partition 1: one at 100, then (after the checkpoint)
+    // one at 2_000.
+    let rec = |p: i32, i: u64, ts: i64| (p, None, serde_json::to_vec(&event(i)).unwrap(), Some(ts));
+    b.produce(&topic, &[rec(0, 0, 1_000), rec(1, 1, 100)]).unwrap();
+    let src = source(&b, &topic)
+        .discovery_interval(None)
+        .watermarks(Duration::from_millis(10), None);
+    let splits = src.splits().unwrap();
+    let info = SubtaskInfo {
+        index: 0,
+        parallelism: 1,
+        restored: true,
+    };
+    let mut first = src
+        .create_reader(
+            splits
+                .iter()
+                .map(|s| AssignedSplit {
+                    offset: Some(0),
+                    ..AssignedSplit::fresh(s.clone())
+                })
+                .collect(),
+            info,
+        )
+        .unwrap();
+    read_n(&mut first, 2);
+    assert_eq!(first.watermark(), SourceWatermark::At(89));
+    let checkpoint = first.positions();
+    let times: Vec<_> = checkpoint
+        .iter()
+        .map(|p| (p.split.clone(), p.offset, p.event_time))
+        .collect();
+    assert_eq!(
+        times,
+        vec![(splits[0].clone(), 1, Some(1_000)), (splits[1].clone(), 1, Some(100))],
+        "each partition's largest timestamp is part of its position"
+    );
+    b.produce(&topic, &[rec(1, 2, 2_000)]).unwrap();
+    read_n(&mut first, 1);
+    let failure_free = first.watermark();
+    assert_eq!(failure_free, SourceWatermark::At(989));
+    drop(first);
+
+    // The checkpoint's positions survive a JSON round trip, as in `_metadata`.
+    let stored: Vec<SplitPosition> = serde_json::from_str(&serde_json::to_string(&checkpoint).unwrap()).unwrap();
+    let mut restored = src
+        .create_reader(stored.into_iter().map(AssignedSplit::restored).collect(), info)
+        .unwrap();
+    read_n(&mut restored, 1);
+    // Without partition 0's checkpointed 1_000 the reader would know nothing of partition 0's
+    // time and report no watermark until partition 0 has a new record.
+    assert_eq!(restored.watermark(), failure_free);
 }
 
 #[test]

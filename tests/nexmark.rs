@@ -145,16 +145,27 @@ fn splits_cover_the_stream_and_replay_from_any_position() {
     };
     // Subtask 0 owns splits 0 and 2, subtask 1 owns split 1: together, every event once.
     let mut r0 = source
-        .create_reader(vec![(splits[0].clone(), None), (splits[2].clone(), None)], info(0))
+        .create_reader(
+            vec![
+                AssignedSplit::fresh(splits[0].clone()),
+                AssignedSplit::fresh(splits[2].clone()),
+            ],
+            info(0),
+        )
         .unwrap();
-    let mut r1 = source.create_reader(vec![(splits[1].clone(), None)], info(1)).unwrap();
+    let mut r1 = source
+        .create_reader(vec![AssignedSplit::fresh(splits[1].clone())], info(1))
+        .unwrap();
     let mut all = drain(r0.as_mut());
     all.extend(drain(r1.as_mut()));
     assert_same(&sorted(all), &sorted(expected.clone()), "splits 0+2 and 1");
 
     // Stop a reader in the middle; a new reader at its positions yields exactly the rest.
     let mut first = source
-        .create_reader(splits.iter().map(|s| (s.clone(), None)).collect(), info(0))
+        .create_reader(
+            splits.iter().map(|s| AssignedSplit::fresh(s.clone())).collect(),
+            info(0),
+        )
         .unwrap();
     let mut head = Vec::new();
     for _ in 0..17 {
@@ -167,7 +178,7 @@ fn splits_cover_the_stream_and_replay_from_any_position() {
     let rest_of_first = drain(first.as_mut());
     let mut replayed = source
         .create_reader(
-            positions.iter().map(|p| (p.split.clone(), Some(p.offset))).collect(),
+            positions.iter().cloned().map(AssignedSplit::restored).collect(),
             info(0),
         )
         .unwrap();
@@ -178,7 +189,7 @@ fn splits_cover_the_stream_and_replay_from_any_position() {
     assert_same(&sorted(head), &sorted(expected), "head and replayed rest");
     // A split of another layout is refused.
     assert!(source
-        .create_reader(vec![("nexmark-0-of-4".into(), None)], info(0))
+        .create_reader(vec![AssignedSplit::fresh("nexmark-0-of-4")], info(0))
         .is_err());
 }
 

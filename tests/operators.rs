@@ -509,7 +509,7 @@ impl Source for UntilDone {
     fn splits(&self) -> Result<Vec<SplitId>> {
         Ok(vec!["only".to_string()])
     }
-    fn create_reader(&self, splits: Vec<(SplitId, Option<u64>)>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<u64>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<u64>>> {
         Ok(Box::new(UntilDoneReader {
             src: self.clone(),
             mine: !splits.is_empty(),
@@ -542,6 +542,7 @@ impl SourceReader<u64> for UntilDoneReader {
             vec![SplitPosition {
                 split: "only".into(),
                 offset: self.next,
+                event_time: None,
             }]
         } else {
             Vec::new()
@@ -1450,11 +1451,7 @@ impl Source for TwoBursts {
     fn splits(&self) -> Result<Vec<SplitId>> {
         Ok(vec!["only".to_string()])
     }
-    fn create_reader(
-        &self,
-        splits: Vec<(SplitId, Option<u64>)>,
-        _: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<(u64, u8)>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<(u64, u8)>>> {
         Ok(Box::new(TwoBurstsReader {
             src: self.clone(),
             mine: !splits.is_empty(),

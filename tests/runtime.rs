@@ -635,11 +635,7 @@ impl Source for Flaky {
     fn splits(&self) -> Result<Vec<SplitId>> {
         Ok(vec!["s0".into(), "s1".into()])
     }
-    fn create_reader(
-        &self,
-        _splits: Vec<(SplitId, Option<u64>)>,
-        _: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<u64>>> {
+    fn create_reader(&self, _splits: Vec<AssignedSplit>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<u64>>> {
         Ok(Box::new(FlakyReader {
             src: self.clone(),
             next: 0,
@@ -951,11 +947,11 @@ impl Source for AheadAndBehind {
     fn splits(&self) -> Result<Vec<SplitId>> {
         Ok(vec!["ahead".into(), "behind".into()])
     }
-    fn create_reader(&self, splits: Vec<(SplitId, Option<u64>)>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<i64>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _: SubtaskInfo) -> Result<Box<dyn SourceReader<i64>>> {
         assert_eq!(splits.len(), 1, "one split per subtask");
         Ok(Box::new(AheadAndBehindReader {
             src: self.clone(),
-            ahead: splits[0].0 == "ahead",
+            ahead: splits[0].id == "ahead",
             next: 0,
         }))
     }

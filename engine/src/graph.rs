@@ -5,7 +5,7 @@ use crate::metrics::OperatorMetrics;
 use crate::operator::OperatorCore;
 use crate::runtime::exchange::Partitioning;
 use crate::runtime::source_driver::{SourceDriver, TypedSourceDriver};
-use crate::source::{Source, SplitId, SubtaskInfo};
+use crate::source::{AssignedSplit, Source, SplitId, SubtaskInfo};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub(crate) trait ErasedSource: Send + Sync {
     fn splits(&self) -> Result<Vec<SplitId>>;
     fn create_driver(
         &self,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         subtask: SubtaskInfo,
         metrics: OperatorMetrics,
         name: &str,
@@ -34,7 +34,7 @@ impl<S: Source> ErasedSource for S {
     }
     fn create_driver(
         &self,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         subtask: SubtaskInfo,
         metrics: OperatorMetrics,
         name: &str,

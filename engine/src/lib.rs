@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cancellation;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

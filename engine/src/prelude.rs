@@ -16,7 +16,8 @@ pub use crate::runtime::{JobHandle, JobReport, OperatorReport};
 pub use crate::sink::{CollectSink, DiscardSink, Sink, SinkContext, SinkWriter};
 pub use crate::sink::{FileSink, Idempotent, IdempotentSink};
 pub use crate::source::{
-    FileLinesSource, GeneratorSource, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo, VecSource,
+    AssignedSplit, FileLinesSource, GeneratorSource, ReadStatus, Source, SourceReader, SplitId, SplitPosition,
+    SubtaskInfo, VecSource,
 };
 pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
 pub use crate::time::WatermarkStrategy;

@@ -139,12 +139,12 @@ impl Source for ScheduledSource {
 
     fn create_reader(
         &self,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         _subtask: SubtaskInfo,
     ) -> Result<Box<dyn SourceReader<(u64, u64)>>> {
         let n = self.spec.parallelism as u64;
         let mut parsed = Vec::new();
-        for (id, offset) in splits {
+        for AssignedSplit { id, offset, .. } in splits {
             let k: usize = id
                 .strip_prefix("sched-")
                 .and_then(|s| s.split("-of-").next())
@@ -213,6 +213,7 @@ impl SourceReader<(u64, u64)> for ScheduledReader {
             .map(|(split, _, offset)| SplitPosition {
                 split: split.clone(),
                 offset: *offset,
+                event_time: None,
             })
             .collect()
     }

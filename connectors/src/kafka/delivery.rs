@@ -8,13 +8,17 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use weir_engine::cancellation::Cancellation;
 
 /// Sends `record`, waiting while the producer's queue is full and serving delivery reports
-/// meanwhile; with `give_up_at`, a queue still full then is an error.
+/// meanwhile; with `give_up_at`, a queue still full then is an error. A raised `cancellation`
+/// ends the wait with [`KafkaError::Canceled`], so a failed attempt's sink does not hold up
+/// failover while the broker is unreachable.
 pub(crate) fn send_waiting<'a, C, K, P>(
     producer: &BaseProducer<C>,
     mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
     give_up_at: Option<Instant>,
+    cancellation: Option<&Cancellation>,
 ) -> Result<(), KafkaError>
 where
     C: ProducerContext,
@@ -24,6 +28,11 @@ where
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                if cancellation.is_some_and(Cancellation::is_cancelled) =>
+            {
+                return Err(KafkaError::Canceled)
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                 if give_up_at.is_none_or(|t| Instant::now() < t) =>
             {
@@ -64,5 +73,61 @@ impl ProducerContext for DeliveryTracker {
                 *g = Some(e.to_string());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::ClientConfig;
+
+    /// A producer whose queue holds one message and whose broker does not answer, so the
+    /// queue stays full.
+    fn stuck_producer() -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("queue.buffering.max.messages", "1")
+            .set("message.timeout.ms", "600000")
+            .create()
+            .expect("creating a producer needs no broker")
+    }
+
+    #[test]
+    fn a_cancelled_attempt_stops_waiting_for_a_full_queue() {
+        let producer = stuck_producer();
+        send_waiting(&producer, BaseRecord::<(), str>::to("t").payload("1"), None, None).expect("first fits");
+        let cancellation = Cancellation::new();
+        let canceller = {
+            let c = cancellation.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                c.cancel();
+            })
+        };
+        // Without the cancellation this would wait as long as the broker stays away.
+        let r = send_waiting(
+            &producer,
+            BaseRecord::<(), str>::to("t").payload("2"),
+            None,
+            Some(&cancellation),
+        );
+        canceller.join().unwrap();
+        assert!(matches!(r, Err(KafkaError::Canceled)), "{r:?}");
+    }
+
+    #[test]
+    fn a_deadline_ends_the_wait_with_queue_full() {
+        let producer = stuck_producer();
+        send_waiting(&producer, BaseRecord::<(), str>::to("t").payload("1"), None, None).expect("first fits");
+        let r = send_waiting(
+            &producer,
+            BaseRecord::<(), str>::to("t").payload("2"),
+            Some(Instant::now() + Duration::from_millis(50)),
+            Some(&Cancellation::new()),
+        );
+        assert!(
+            matches!(r, Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))),
+            "{r:?}"
+        );
     }
 }

@@ -172,7 +172,7 @@ impl TestBroker {
             if let Some(ts) = ts {
                 r = r.timestamp(*ts);
             }
-            send_waiting(&producer, r, None).map_err(|e| kafka_error("producing a test record", e))?;
+            send_waiting(&producer, r, None, None).map_err(|e| kafka_error("producing a test record", e))?;
         }
         producer
             .flush(REQUEST_TIMEOUT)

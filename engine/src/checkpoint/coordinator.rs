@@ -264,6 +264,7 @@ impl Coordinator {
             }
         }
         let job = UploadJob {
+            owner_epoch: self.lease.epoch(),
             storage: self.cfg.storage.clone(),
             job: self.job.clone(),
             max_parallelism: self.max_parallelism,

@@ -96,6 +96,12 @@ pub struct CheckpointMetadata {
     pub job: String,
     /// The checkpoint.
     pub id: CheckpointId,
+    /// The owner epoch of the process that took it (see
+    /// [`ownership`](super::ownership)): which writer of the storage published the
+    /// checkpoint, also where the storage cannot lock (object storage, a lease in etcd).
+    /// `None` in checkpoints written before owner epochs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_epoch: Option<u64>,
     /// Periodic or final.
     pub kind: BarrierKind,
     /// Number of key groups of the job.
@@ -209,6 +215,7 @@ mod tests {
 
     fn meta() -> CheckpointMetadata {
         CheckpointMetadata {
+            owner_epoch: Some(3),
             version: FORMAT_VERSION,
             job: "j".into(),
             id: 7,
@@ -219,6 +226,7 @@ mod tests {
                 positions: vec![SplitPosition {
                     split: "0".into(),
                     offset: 1234,
+                    event_time: Some(-5),
                 }],
             }],
             operators: Vec::new(),
@@ -231,6 +239,8 @@ mod tests {
         let bytes = encode_metadata(&meta()).unwrap();
         let back = decode_metadata(7, &bytes).unwrap();
         assert_eq!(back.sources[0].positions[0].offset, 1234);
+        assert_eq!(back.sources[0].positions[0].event_time, Some(-5));
+        assert_eq!(back.owner_epoch, Some(3));
         let text = String::from_utf8(bytes).unwrap();
         let tampered = text.replace("1234", "1235");
         assert_ne!(tampered, text);

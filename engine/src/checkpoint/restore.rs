@@ -168,7 +168,7 @@ fn materialize(
     let mut input = RestoreInput::default();
     for src in &meta.sources {
         for p in &src.positions {
-            input.offsets.insert((src.name.clone(), p.split.clone()), p.offset);
+            input.positions.insert((src.name.clone(), p.split.clone()), p.clone());
         }
     }
     let id = meta.id;

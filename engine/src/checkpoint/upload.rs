@@ -26,6 +26,8 @@ use std::time::Instant;
 pub(crate) struct UploadJob {
     pub(crate) storage: Arc<dyn CheckpointStorage>,
     pub(crate) job: String,
+    /// The epoch of the storage owner taking the checkpoint.
+    pub(crate) owner_epoch: u64,
     pub(crate) max_parallelism: usize,
     pub(crate) barrier: Barrier,
     pub(crate) acks: Vec<TaskAck>,
@@ -131,6 +133,7 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
         version: FORMAT_VERSION,
         job: job.job,
         id,
+        owner_epoch: Some(job.owner_epoch),
         kind: job.barrier.kind,
         max_parallelism: job.max_parallelism,
         sources,

@@ -7,6 +7,7 @@
 //! of the attempt; the restart strategy then decides whether a new attempt restores the latest
 //! completed checkpoint. No thread of an attempt outlives it.
 
+use crate::cancellation::Cancellation;
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
 use crate::config::JobConfig;
@@ -20,7 +21,7 @@ use crate::runtime::task::TaskAck;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Distinguishes runs of the same job within one process.
@@ -29,7 +30,7 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// State shared by the threads of one attempt.
 #[derive(Debug)]
 pub struct JobShared {
-    cancelled: AtomicBool,
+    cancelled: Cancellation,
     snapshot_root: Option<PathBuf>,
     /// Dropped when the attempt is cancelled: wakes every thread waiting on `cancel_signal`.
     cancel_tx: Mutex<Option<Sender<()>>>,
@@ -46,7 +47,7 @@ impl JobShared {
     pub(crate) fn new(snapshot_root: Option<PathBuf>) -> Self {
         let (tx, rx) = bounded(0);
         JobShared {
-            cancelled: AtomicBool::new(false),
+            cancelled: Cancellation::new(),
             snapshot_root,
             cancel_tx: Mutex::new(Some(tx)),
             cancel_signal: rx,
@@ -61,13 +62,18 @@ impl JobShared {
 
     /// Tells every thread of the attempt to stop.
     pub(crate) fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancelled.cancel();
         self.cancel_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Whether the attempt's subtasks must stop.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.is_cancelled()
+    }
+
+    /// The attempt's cancellation flag, for sinks and sources.
+    pub(crate) fn cancellation(&self) -> Cancellation {
+        self.cancelled.clone()
     }
 
     /// Where subtasks stage their snapshots for checkpoint `id`, when checkpoints are persisted.

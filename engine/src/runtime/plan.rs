@@ -12,7 +12,7 @@ use crate::runtime::exchange::{OutputEdge, Outputs, Partitioning};
 use crate::runtime::gate::InputGate;
 use crate::runtime::job::{JobShared, TaskEvent};
 use crate::runtime::task::{Head, Task};
-use crate::source::SubtaskInfo;
+use crate::source::{AssignedSplit, SplitPosition, SubtaskInfo};
 use crate::state::{KeyGroupRange, StoreScope};
 use crate::{Error, Result, ResultExt};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -32,11 +32,11 @@ pub(crate) struct MetricsEntry {
     pub(crate) metrics: OperatorMetrics,
 }
 
-/// What a restore hands to the plan: source offsets by split and snapshot dirs by store.
+/// What a restore hands to the plan: source positions by split and snapshot dirs by store.
 #[derive(Default, Debug, Clone)]
 pub(crate) struct RestoreInput {
-    /// Offsets per source step name and split.
-    pub(crate) offsets: HashMap<(String, String), u64>,
+    /// Positions per source step name and split.
+    pub(crate) positions: HashMap<(String, String), SplitPosition>,
     /// Keyed-state snapshot directory per (operator, subtask).
     pub(crate) keyed: HashMap<(String, usize), PathBuf>,
     /// Operator state per (operator, subtask).
@@ -193,14 +193,16 @@ pub(crate) fn build(
                 match &node.kind {
                     NodeKind::Source(src) => {
                         let splits = split_assignment.as_ref().expect("source splits listed");
-                        let mine: Vec<(String, Option<u64>)> = splits
+                        let mine: Vec<AssignedSplit> = splits
                             .iter()
                             .enumerate()
                             .filter(|(i, _)| i % p == s)
-                            .map(|(_, id)| {
-                                let off = restore.offsets.get(&(node.name.clone(), id.clone())).copied();
-                                (id.clone(), off)
-                            })
+                            .map(
+                                |(_, id)| match restore.positions.get(&(node.name.clone(), id.clone())) {
+                                    Some(position) => AssignedSplit::restored(position.clone()),
+                                    None => AssignedSplit::fresh(id.clone()),
+                                },
+                            )
                             .collect();
                         let driver = src
                             .create_driver(
@@ -208,7 +210,7 @@ pub(crate) fn build(
                                 SubtaskInfo {
                                     index: s,
                                     parallelism: p,
-                                    restored: restore.offsets.keys().any(|(n, _)| *n == node.name),
+                                    restored: restore.positions.keys().any(|(n, _)| *n == node.name),
                                 },
                                 metrics.clone(),
                                 &node.name,

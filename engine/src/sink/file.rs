@@ -652,6 +652,7 @@ mod tests {
             restored_checkpoint: restored,
             checkpoint_timing: None,
             committed_output: Default::default(),
+            cancellation: Default::default(),
         }
     }
 

@@ -240,6 +240,7 @@ mod tests {
             restored_checkpoint: None,
             checkpoint_timing: None,
             committed_output: Default::default(),
+            cancellation: Default::default(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct SinkContext {
     /// The restore rules a writer applies to output an earlier run committed: see
     /// [`check_committed_output`](Self::check_committed_output).
     pub committed_output: CommittedOutputCheck,
+    /// Raised when the attempt this writer belongs to is cancelled: a call that waits (a full
+    /// producer queue, retries against the destination) checks it between tries and returns
+    /// an error instead of holding up failover.
+    pub cancellation: crate::cancellation::Cancellation,
 }
 
 impl SinkContext {

@@ -1,7 +1,7 @@
 //! A bounded source of the lines of text files; a split is one file, its offset the byte
 //! position of the next line.
 
-use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
+use super::{AssignedSplit, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::Record;
 use crate::{Error, Result};
 use std::fs::File;
@@ -56,11 +56,11 @@ impl Source for FileLinesSource {
 
     fn create_reader(
         &self,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         _subtask: SubtaskInfo,
     ) -> Result<Box<dyn SourceReader<String>>> {
         Ok(Box::new(LinesReader {
-            splits: splits.into_iter().map(|(id, off)| (id, off.unwrap_or(0))).collect(),
+            splits: splits.into_iter().map(|s| (s.id, s.offset.unwrap_or(0))).collect(),
             current: 0,
             open: None,
             line: String::new(),
@@ -113,6 +113,7 @@ impl SourceReader<String> for LinesReader {
             .map(|(id, off)| SplitPosition {
                 split: id.clone(),
                 offset: *off,
+                event_time: None,
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 //! failure reproduces exactly the same records, at any parallelism.
 
 use super::indexed::IndexedSplits;
-use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
+use super::{AssignedSplit, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::{Data, Record, Timestamp};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -96,13 +96,9 @@ impl<T: Data> Source for GeneratorSource<T> {
             .collect())
     }
 
-    fn create_reader(
-        &self,
-        splits: Vec<(SplitId, Option<u64>)>,
-        _subtask: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<T>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _subtask: SubtaskInfo) -> Result<Box<dyn SourceReader<T>>> {
         let mut parsed = Vec::with_capacity(splits.len());
-        for (id, off) in splits {
+        for AssignedSplit { id, offset: off, .. } in splits {
             let k = id
                 .strip_prefix("gen-")
                 .and_then(|s| s.split("-of-").next())

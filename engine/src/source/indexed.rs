@@ -64,6 +64,7 @@ impl IndexedSplits {
             .map(|(id, _, read)| SplitPosition {
                 split: id.clone(),
                 offset: *read,
+                event_time: None,
             })
             .collect()
     }

@@ -31,6 +31,45 @@ pub struct SplitPosition {
     pub split: SplitId,
     /// Offset of the next record to read (its meaning is the source's: index, byte, Kafka offset).
     pub offset: u64,
+    /// The largest event timestamp handed out from this split so far, for a source that
+    /// derives a watermark per split (Kafka). Restored with the offset, so that after a
+    /// restore the source produces the watermarks of the failure-free run instead of starting
+    /// its event-time tracking again from the replayed records. `None` for other sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<Timestamp>,
+}
+
+/// A split handed to a reader, with where reading continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedSplit {
+    /// The split.
+    pub id: SplitId,
+    /// The restored offset of the next record to read; `None` when the restored checkpoint
+    /// has no position for this split (a fresh start, or a split created after the
+    /// checkpoint: see [`SubtaskInfo::restored`]).
+    pub offset: Option<u64>,
+    /// The split's restored [`SplitPosition::event_time`].
+    pub event_time: Option<Timestamp>,
+}
+
+impl AssignedSplit {
+    /// A split without a restored position.
+    pub fn fresh(id: impl Into<SplitId>) -> Self {
+        AssignedSplit {
+            id: id.into(),
+            offset: None,
+            event_time: None,
+        }
+    }
+
+    /// A split continuing at `position`.
+    pub fn restored(position: SplitPosition) -> Self {
+        AssignedSplit {
+            id: position.split,
+            offset: Some(position.offset),
+            event_time: position.event_time,
+        }
+    }
 }
 
 /// What a poll found.
@@ -83,12 +122,12 @@ pub trait Source: Send + Sync + 'static {
     /// `Config` or `External` if the source cannot be reached or is misconfigured.
     fn splits(&self) -> Result<Vec<SplitId>>;
 
-    /// A reader of `splits`, each starting at the given offset, or at the source's configured
-    /// start position when the offset is `None` (a fresh start; after a restore, see
-    /// [`SubtaskInfo::restored`]).
+    /// A reader of `splits`, each starting at its restored offset, or at the source's
+    /// configured start position when the offset is `None` (a fresh start; after a restore,
+    /// see [`SubtaskInfo::restored`]).
     fn create_reader(
         &self,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         subtask: SubtaskInfo,
     ) -> Result<Box<dyn SourceReader<Self::Out>>>;
 }

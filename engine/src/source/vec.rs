@@ -1,7 +1,7 @@
 //! A source over an in-memory vector: for tests and small examples.
 
 use super::indexed::IndexedSplits;
-use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
+use super::{AssignedSplit, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::{Data, Record, Timestamp};
 use crate::Result;
 use std::sync::Arc;
@@ -45,14 +45,10 @@ impl<T: Data + Sync> Source for VecSource<T> {
         Ok((0..self.splits).map(|i| format!("vec-{i}")).collect())
     }
 
-    fn create_reader(
-        &self,
-        splits: Vec<(SplitId, Option<u64>)>,
-        _subtask: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<T>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _subtask: SubtaskInfo) -> Result<Box<dyn SourceReader<T>>> {
         let splits = splits
             .into_iter()
-            .map(|(id, off)| {
+            .map(|AssignedSplit { id, offset: off, .. }| {
                 let index: usize = id
                     .strip_prefix("vec-")
                     .and_then(|s| s.parse().ok())

@@ -6,6 +6,7 @@ use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::Duration;
+use weir_engine::cancellation::Cancellation;
 use weir_engine::data::Record;
 use weir_engine::message::CheckpointId;
 use weir_engine::sink::SinkWriter;
@@ -22,10 +23,16 @@ pub(crate) struct AtLeastOnceWriter<T> {
     producer: BaseProducer<DeliveryTracker>,
     topic: String,
     shape: RecordShape<T>,
+    cancellation: Cancellation,
 }
 
 impl<T: 'static> AtLeastOnceWriter<T> {
-    pub(crate) fn new(conn: &KafkaConnection, topic: &str, shape: RecordShape<T>) -> Result<Self> {
+    pub(crate) fn new(
+        conn: &KafkaConnection,
+        topic: &str,
+        shape: RecordShape<T>,
+        cancellation: Cancellation,
+    ) -> Result<Self> {
         let producer = conn
             .client_config(
                 &[("linger.ms", "5"), ("partitioner", "murmur2_random")],
@@ -37,6 +44,7 @@ impl<T: 'static> AtLeastOnceWriter<T> {
             producer,
             topic: topic.to_string(),
             shape,
+            cancellation,
         })
     }
 
@@ -58,7 +66,7 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for AtLeastOnceWriter<T>
     fn write(&mut self, records: Vec<Record<T>>) -> Result<()> {
         for r in &records {
             let pending = self.shape.encode(r)?;
-            send(&self.producer, &self.topic, &pending.view(), None)?;
+            send(&self.producer, &self.topic, &pending.view(), None, &self.cancellation)?;
         }
         self.producer.poll(Duration::ZERO);
         self.check_deliveries()

@@ -164,7 +164,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
                 self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
                 fail::hit(FAIL_MID_EPOCH)?;
             }
-            send(&self.producer, &topic, &r?, headers)?;
+            send(&self.producer, &topic, &r?, headers, &self.settings.ctx.cancellation)?;
         }
         let offsets = self.marker.offsets(epoch)?;
         let group = self.marker.group_metadata()?;

@@ -313,6 +313,7 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
                 &self.conn,
                 &self.topic,
                 shape,
+                ctx.cancellation.clone(),
             )?)),
             DeliveryGuarantee::ExactlyOnce => {
                 let prefix = self.prefix(ctx);

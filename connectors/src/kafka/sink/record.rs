@@ -5,9 +5,11 @@ use super::epoch::RecordView;
 use crate::kafka::client::kafka_error;
 use crate::kafka::delivery::send_waiting;
 use crate::kafka::format::KafkaSerializer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use std::sync::Arc;
+use weir_engine::cancellation::Cancellation;
 use weir_engine::data::Record;
 use weir_engine::{Error, Result};
 
@@ -107,12 +109,13 @@ pub(crate) fn new_session() -> String {
 }
 
 /// Sends one record, waiting (and serving delivery reports) while the producer's queue is
-/// full. `epoch` adds Weir's epoch headers.
+/// full, until `cancellation` is raised. `epoch` adds Weir's epoch headers.
 pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     producer: &BaseProducer<C>,
     topic: &str,
     r: &RecordView<'_>,
     epoch: Option<(&str, &str, &str)>,
+    cancellation: &Cancellation,
 ) -> Result<()> {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 3);
     for &(k, v) in &r.headers {
@@ -143,5 +146,11 @@ pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     if let Some(ts) = r.timestamp {
         record = record.timestamp(ts);
     }
-    send_waiting(producer, record, None).map_err(|e| kafka_error(format!("producing to {topic}"), e))
+    send_waiting(producer, record, None, Some(cancellation)).map_err(|e| match e {
+        KafkaError::Canceled => Error::external(
+            true,
+            format!("producing to {topic}: the attempt was cancelled while the producer's queue was full"),
+        ),
+        e => kafka_error(format!("producing to {topic}"), e),
+    })
 }

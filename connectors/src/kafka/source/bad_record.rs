@@ -198,7 +198,7 @@ impl DeadLetters {
         if let Some(ts) = m.timestamp {
             record = record.timestamp(ts);
         }
-        send_waiting(&self.producer, record, Some(Instant::now() + REQUEST_TIMEOUT))
+        send_waiting(&self.producer, record, Some(Instant::now() + REQUEST_TIMEOUT), None)
             .map_err(|e| kafka_error(format!("producing a dead letter to {}", self.topic), e))?;
         self.unflushed += 1;
         Ok(())

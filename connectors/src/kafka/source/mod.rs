@@ -45,7 +45,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_engine::data::{Data, Timestamp};
-use weir_engine::source::{Source, SourceReader, SplitId, SubtaskInfo};
+use weir_engine::source::{AssignedSplit, Source, SourceReader, SplitId, SubtaskInfo};
 use weir_engine::{Error, Result};
 
 /// How often a running source looks for new partitions, unless configured otherwise.
@@ -325,11 +325,7 @@ impl<T: Data> Source for KafkaSource<T> {
         Ok(splits)
     }
 
-    fn create_reader(
-        &self,
-        splits: Vec<(SplitId, Option<u64>)>,
-        subtask: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<T>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, subtask: SubtaskInfo) -> Result<Box<dyn SourceReader<T>>> {
         let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(Box::new(reader::KafkaReader::open(
             self.settings.clone(),

@@ -17,8 +17,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_engine::data::{Data, Record};
-use weir_engine::source::{ReadStatus, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo};
+use weir_engine::data::{Data, Record, Timestamp};
+use weir_engine::source::{
+    AssignedSplit, ReadStatus, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,
+};
 use weir_engine::{Error, Result};
 
 /// How long one poll waits for a record when none is buffered.
@@ -93,7 +95,7 @@ fn consumer(settings: &SourceSettings<impl Sized>) -> Result<BaseConsumer> {
 impl<T: Data> KafkaReader<T> {
     pub(super) fn open(
         settings: SourceSettings<T>,
-        splits: Vec<(SplitId, Option<u64>)>,
+        splits: Vec<AssignedSplit>,
         subtask: SubtaskInfo,
         listed: Arc<BTreeSet<SplitId>>,
     ) -> Result<Self> {
@@ -114,12 +116,12 @@ impl<T: Data> KafkaReader<T> {
             .collect::<Result<Vec<_>>>()?;
         let parsed = splits
             .iter()
-            .map(|(id, _)| parse_split_id(id))
+            .map(|s| parse_split_id(&s.id))
             .collect::<Result<Vec<_>>>()?;
         let fresh: Vec<(String, i32)> = parsed
             .iter()
             .zip(&splits)
-            .filter(|(_, (_, off))| off.is_none())
+            .filter(|(_, s)| s.offset.is_none())
             .map(|(tp, _)| tp.clone())
             .collect();
         // After a restore, a split without a position is new since the checkpoint: all of its
@@ -159,8 +161,8 @@ impl<T: Data> KafkaReader<T> {
             discovery,
         };
         let mut added = Vec::new();
-        for ((topic, partition), (id, restored)) in parsed.into_iter().zip(splits) {
-            let start = match restored {
+        for ((topic, partition), AssignedSplit { id, offset, event_time }) in parsed.into_iter().zip(splits) {
+            let start = match offset {
                 Some(o) => Start {
                     offset: i64::try_from(o)
                         .map_err(|_| Error::checkpoint(format!("restored offset {o} of split {id} is out of range")))?,
@@ -168,7 +170,7 @@ impl<T: Data> KafkaReader<T> {
                 },
                 None => fresh_offsets.next().expect("one resolved offset per fresh split"),
             };
-            added.push(state.add(topic, partition, start));
+            added.push(state.add(topic, partition, start, event_time));
         }
         let reader = KafkaReader {
             consumers,
@@ -218,6 +220,7 @@ impl<T: Data> KafkaReader<T> {
                     offset: earliest,
                     skip_before: None,
                 },
+                None,
             ));
         }
         self.assign(&indices)
@@ -225,8 +228,9 @@ impl<T: Data> KafkaReader<T> {
 }
 
 impl<T: Data> ReadState<T> {
-    /// Tracks a partition starting at `start`; returns its index.
-    fn add(&mut self, topic: String, partition: i32, start: Start) -> usize {
+    /// Tracks a partition starting at `start`, whose records before it had timestamps up to
+    /// `event_time`; returns its index.
+    fn add(&mut self, topic: String, partition: i32, start: Start, event_time: Option<Timestamp>) -> usize {
         let i = self.partitions.len();
         self.index.entry(topic.clone()).or_default().insert(partition, i);
         self.partitions.push(Partition {
@@ -238,7 +242,7 @@ impl<T: Data> ReadState<T> {
             skip_before: start.skip_before,
         });
         if let Some(w) = &mut self.watermarks {
-            w.add_partition(Instant::now());
+            w.add_partition(Instant::now(), event_time);
         }
         i
     }
@@ -423,9 +427,11 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
         self.state
             .partitions
             .iter()
-            .map(|p| SplitPosition {
+            .enumerate()
+            .map(|(i, p)| SplitPosition {
                 split: p.split.clone(),
                 offset: p.next.max(0) as u64,
+                event_time: self.state.watermarks.as_ref().and_then(|w| w.max_timestamp(i)),
             })
             .collect()
     }

@@ -7,8 +7,14 @@
 //! `idleness` (if set) is idle and does not hold the watermark back until it has records
 //! again; without `idleness` an empty partition holds it back forever. When every partition
 //! is idle, the minimum over the partitions that had records is reported once (so their
-//! windows can fire), then idleness. Watermarks are not
-//! checkpointed: after a restore they start again from the replayed records.
+//! windows can fire), then idleness.
+//!
+//! # After a crash
+//! Each partition's largest timestamp is checkpointed with its offset
+//! (`SplitPosition::event_time`) and given back to [`PartitionWatermarks::add_partition`], so
+//! a restored reader reports the watermarks of the failure-free run: a partition that has no
+//! new record yet does not hold the watermark back to "unknown", and records the
+//! failure-free run dropped as late stay late. Idleness starts counting again at the restore.
 
 use std::time::{Duration, Instant};
 use weir_engine::data::Timestamp;
@@ -48,10 +54,11 @@ impl PartitionWatermarks {
         }
     }
 
-    /// Tracks one more partition (index = number of partitions added before), active from `now`.
-    pub(super) fn add_partition(&mut self, now: Instant) {
+    /// Tracks one more partition (index = number of partitions added before), active from
+    /// `now`, whose records before its start position had timestamps up to `restored`.
+    pub(super) fn add_partition(&mut self, now: Instant, restored: Option<Timestamp>) {
         self.partitions.push(PartitionTime {
-            max_timestamp: None,
+            max_timestamp: restored,
             last_activity: now,
             finished: false,
         });
@@ -64,6 +71,11 @@ impl PartitionWatermarks {
         if let Some(ts) = timestamp {
             p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
         }
+    }
+
+    /// The largest timestamp of partition `i` so far (restored or read), for its checkpoint.
+    pub(super) fn max_timestamp(&self, i: usize) -> Option<Timestamp> {
+        self.partitions.get(i).and_then(|p| p.max_timestamp)
     }
 
     /// Partition `i` has no more records (bounded reading reached its end).
@@ -123,7 +135,7 @@ mod tests {
             idleness: idle_ms.map(Duration::from_millis),
         });
         for _ in 0..n {
-            w.add_partition(t0);
+            w.add_partition(t0, None);
         }
         w
     }
@@ -181,5 +193,27 @@ mod tests {
     fn a_reader_without_partitions_is_idle() {
         let t0 = Instant::now();
         assert_eq!(tracker(None, 0, t0).current(t0), SourceWatermark::Idle);
+    }
+
+    #[test]
+    fn restored_timestamps_give_the_watermark_of_the_failure_free_run() {
+        let t0 = Instant::now();
+        // Before the checkpoint: partition 0 reached 1_000, partition 1 reached 100.
+        let mut before = tracker(None, 2, t0);
+        before.on_record(0, Some(1_000), t0);
+        before.on_record(1, Some(100), t0);
+        let checkpointed = [before.max_timestamp(0), before.max_timestamp(1)];
+        assert_eq!(checkpointed, [Some(1_000), Some(100)]);
+        // After it, only partition 1 has records: in the failure-free run partition 0's
+        // 1_000 keeps counting.
+        before.on_record(1, Some(2_000), t0);
+        let failure_free = before.current(t0);
+        assert_eq!(failure_free, SourceWatermark::At(989));
+
+        let mut restored = PartitionWatermarks::new(before.settings);
+        restored.add_partition(t0, checkpointed[0]);
+        restored.add_partition(t0, checkpointed[1]);
+        restored.on_record(1, Some(2_000), t0);
+        assert_eq!(restored.current(t0), failure_free);
     }
 }

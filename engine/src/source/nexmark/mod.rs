@@ -32,7 +32,7 @@ pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, EventKind, Person};
 
 use super::indexed::IndexedSplits;
-use super::{ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
+use super::{AssignedSplit, ReadStatus, Source, SourceReader, SplitId, SplitPosition, SubtaskInfo};
 use crate::data::Record;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -81,14 +81,10 @@ impl Source for NexmarkSource {
         Ok((0..self.splits).map(|k| self.split_name(k)).collect())
     }
 
-    fn create_reader(
-        &self,
-        splits: Vec<(SplitId, Option<u64>)>,
-        _subtask: SubtaskInfo,
-    ) -> Result<Box<dyn SourceReader<Event>>> {
+    fn create_reader(&self, splits: Vec<AssignedSplit>, _subtask: SubtaskInfo) -> Result<Box<dyn SourceReader<Event>>> {
         self.config.validate().map_err(Error::config)?;
         let mut owned = Vec::with_capacity(splits.len());
-        for (id, offset) in splits {
+        for AssignedSplit { id, offset, .. } in splits {
             let k = (0..self.splits)
                 .find(|&k| self.split_name(k) == id)
                 .ok_or_else(|| Error::config(format!("split {id} does not belong to this Nexmark source")))?;
