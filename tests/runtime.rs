@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir::engine::config::cancellation_timeout::{CancellationTimeoutAction, CANCELLATION_TIMEOUT_EXIT_CODE};
 use weir::engine::message::CheckpointId;
-use weir::engine::runtime::cancellation::{CancellationTimeoutAction, CANCELLATION_TIMEOUT_EXIT_CODE};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 

@@ -179,6 +179,17 @@ impl From<bincode::error::DecodeError> for Error {
     }
 }
 
+/// The text of a panic payload.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

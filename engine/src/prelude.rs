@@ -6,12 +6,12 @@ pub use crate::api::{
 };
 pub use crate::checkpoint::fail::FailAction;
 pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
+pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;
-pub use crate::runtime::restart::RestartStrategy;
 pub use crate::runtime::{JobHandle, JobReport, OperatorReport};
 pub use crate::sink::{CollectSink, DiscardSink, Sink, SinkContext, SinkWriter};
 pub use crate::sink::{FileSink, Idempotent, IdempotentSink};

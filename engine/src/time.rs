@@ -69,3 +69,12 @@ impl<T> WatermarkStrategy<T> {
         self
     }
 }
+
+/// The event time of one input channel of a subtask, as its input gate saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelWatermark {
+    /// The highest watermark the channel delivered.
+    pub watermark: Timestamp,
+    /// Whether the channel was idle (left out of the combined watermark).
+    pub idle: bool,
+}

@@ -1,4 +1,15 @@
-//! Wall-clock time for people: timestamps in owner records, logs and the CLI.
+//! Wall-clock time: milliseconds since the Unix epoch (processing time, checkpoint trigger
+//! times, failure times) and timestamps for people (owner records, logs, the CLI).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// `ms` since the Unix epoch as an RFC 3339 UTC timestamp (`2023-11-14T22:13:20.123Z`).
 pub fn utc_timestamp(ms: u64) -> String {

@@ -1,8 +1,8 @@
 //! Hash partitioning by key group for keyed exchanges.
 
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record};
+use crate::graph::partitioning::KeyPartitioner;
 use crate::operator::keyed_process::KeyFn;
-use crate::runtime::exchange::KeyPartitioner;
 use crate::state::key_group::{key_group_of, subtask_for_key_group};
 use crate::Result;
 

@@ -4,13 +4,13 @@
 use super::settings::{note, Settings};
 use super::stream::Stream;
 use crate::checkpoint::{CheckpointConfig, RestoreMode};
+use crate::config::restart::RestartStrategy;
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind};
 use crate::runtime::exchange::Partitioning;
 use crate::runtime::handle::JobHandle;
 use crate::runtime::job;
 use crate::runtime::report::JobReport;
-use crate::runtime::restart::RestartStrategy;
 use crate::source::Source;
 use crate::state::{RocksDbBackend, StateBackend};
 use crate::Result;
@@ -151,12 +151,12 @@ impl Pipeline {
 
     /// How long a failed or cancelled attempt's subtasks may take to stop, and what happens
     /// then (default: 180 s, then the process exits with
-    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::runtime::cancellation::CANCELLATION_TIMEOUT_EXIT_CODE)
+    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::config::cancellation_timeout::CANCELLATION_TIMEOUT_EXIT_CODE)
     /// so that its supervisor restarts it).
     pub fn cancellation_timeout(
         self,
         timeout: Duration,
-        action: crate::runtime::cancellation::CancellationTimeoutAction,
+        action: crate::config::cancellation_timeout::CancellationTimeoutAction,
     ) -> Self {
         self.set(|s| s.cancellation = Some((timeout, action)))
     }

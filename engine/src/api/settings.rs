@@ -33,11 +33,11 @@ pub(crate) struct Settings {
     pub(crate) restore: Option<RestoreMode>,
     /// `fallback_to_older_checkpoint_reproducing_output` was called.
     pub(crate) fallback_reproducing_output: bool,
-    pub(crate) restart: Option<crate::runtime::restart::RestartStrategy>,
+    pub(crate) restart: Option<crate::config::restart::RestartStrategy>,
     pub(crate) batch_size: Option<usize>,
     pub(crate) channel_capacity: Option<usize>,
     /// `cancellation_timeout`: the timeout and what happens when it passes.
-    pub(crate) cancellation: Option<(Duration, crate::runtime::cancellation::CancellationTimeoutAction)>,
+    pub(crate) cancellation: Option<(Duration, crate::config::cancellation_timeout::CancellationTimeoutAction)>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).

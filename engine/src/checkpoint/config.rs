@@ -1,51 +1,11 @@
 //! Checkpoint settings.
 
 use super::storage::{CheckpointStorage, LocalDirStorage};
-use crate::message::CheckpointId;
+pub use crate::recovery::{CheckpointTiming, RestoreMode};
 use crate::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Which checkpoint a job starts from.
-///
-/// Whatever the mode, a start never silently produces output a second time:
-/// - a checkpoint that cannot be *read* (an I/O error) is retried with backoff, then the start
-///   fails naming the checkpoint and the file; it is never skipped;
-/// - a checkpoint that is *corrupt* (a file missing or failing its checksum, metadata that does
-///   not parse or fails its checksum) stops the start, unless
-///   [`CheckpointConfig::fallback_to_older_checkpoint_reproducing_output`] allows restoring
-///   the previous retained checkpoint instead;
-/// - a sink whose committed output is ahead of the restored checkpoint (its files or its
-///   transaction marker name a later checkpoint) stops the start under the same rule;
-/// - a job that has run before (its `_job` record says it completed checkpoints, or a sink
-///   holds committed output) but whose storage holds no completed checkpoint does not start
-///   from scratch unless the mode is [`RestoreMode::Fresh`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RestoreMode {
-    /// The latest completed checkpoint, or a start from the sources' start positions when the
-    /// storage holds none and the job shows no sign of an earlier run (a new job). The default.
-    #[default]
-    Latest,
-    /// Exactly this checkpoint; failing if it cannot be restored. Sinks ahead of it stop the
-    /// start as for `Latest`.
-    Checkpoint(CheckpointId),
-    /// Ignore existing checkpoints and start from the sources' configured start positions,
-    /// even over the output of an earlier run: the explicit "start over". Checkpoint ids still
-    /// continue after the highest one in storage. Output an earlier run committed stays and is
-    /// produced again (an exactly-once Kafka sink resets its markers).
-    Fresh,
-}
-
-/// How often checkpoints are taken and how long one may take: what sinks with external
-/// transactions validate their timeouts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointTiming {
-    /// Time between checkpoint triggers.
-    pub interval: Duration,
-    /// A checkpoint not complete after this long is aborted.
-    pub timeout: Duration,
-}
 
 /// How and where a job checkpoints.
 #[derive(Debug, Clone)]

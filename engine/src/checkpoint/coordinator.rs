@@ -20,13 +20,13 @@ use super::config::{CheckpointConfig, RestoreMode};
 use super::fail;
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
-use super::ownership::{OwnerInfo, OwnerLease};
+use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, upload, UploadJob};
+use crate::checkpoint::staging::StagingArea;
 use crate::message::{Barrier, CheckpointId};
-use crate::runtime::plan::RestoreInput;
-use crate::runtime::report::{RestoreWarning, SharedRestoreWarnings};
-use crate::runtime::staging::StagingArea;
+use crate::ownership::{OwnerInfo, OwnerLease};
+use crate::recovery::{RestoreWarning, SharedRestoreWarnings};
 use crate::runtime::task::TaskAck;
 use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -88,7 +88,7 @@ impl Coordinator {
             &storage.describe(),
             &complete,
             cfg.restore,
-            crate::runtime::task::now_ms(),
+            crate::wall_clock::now_ms(),
         )? {
             IdentityAction::Keep => found,
             IdentityAction::Write(record) => {
@@ -152,7 +152,7 @@ impl Coordinator {
             },
             None => JobIdentity {
                 job: self.job.clone(),
-                created_at_ms: crate::runtime::task::now_ms(),
+                created_at_ms: crate::wall_clock::now_ms(),
                 first_completed_checkpoint: Some(id),
             },
         };

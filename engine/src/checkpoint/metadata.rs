@@ -97,7 +97,7 @@ pub struct CheckpointMetadata {
     /// The checkpoint.
     pub id: CheckpointId,
     /// The owner epoch of the process that took it (see
-    /// [`ownership`](super::ownership)): which writer of the storage published the
+    /// [`ownership`](crate::ownership)): which writer of the storage published the
     /// checkpoint, also where the storage cannot lock (object storage, a lease in etcd).
     /// `None` in checkpoints written before owner epochs existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

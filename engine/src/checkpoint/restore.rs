@@ -18,13 +18,26 @@ use super::metadata::CheckpointMetadata;
 use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
 use crate::message::CheckpointId;
-use crate::runtime::plan::RestoreInput;
-use crate::runtime::report::RestoreWarning;
+use crate::recovery::RestoreWarning;
+use crate::source::SplitPosition;
 use crate::state::backend::dir_name;
 use crate::{Error, ErrorKind, Result};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// What a restore hands to the plan: source positions by split and snapshot dirs by store.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct RestoreInput {
+    /// Positions per source step name and split.
+    pub(crate) positions: HashMap<(String, String), SplitPosition>,
+    /// Keyed-state snapshot directory per (operator, subtask).
+    pub(crate) keyed: HashMap<(String, usize), PathBuf>,
+    /// Operator state per (operator, subtask).
+    pub(crate) operator_state: HashMap<(String, usize), Vec<u8>>,
+    /// Where sinks report fallbacks the user allowed (the job report's restore warnings).
+    pub(crate) restore_warnings: Option<crate::recovery::SharedRestoreWarnings>,
+}
 
 /// How often and how patiently a read that failed with an I/O error is tried again.
 #[derive(Debug, Clone, Copy)]

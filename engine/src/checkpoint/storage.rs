@@ -36,12 +36,13 @@
 //!   checkpoint may be fine; a restore retries, then fails naming the checkpoint and the file,
 //!   and never treats it as corrupt.
 
-use super::dir_lock::{read_holder, DirLock};
 use super::metadata::StoredFile;
-use super::ownership::{
+pub use crate::durable::{checksum_file, fsync_dir};
+use crate::message::CheckpointId;
+use crate::ownership::dir_lock::{read_holder, DirLock};
+use crate::ownership::{
     check_fence, held_by_another, next_epoch, reservation_taken, OwnerInfo, OwnerLease, OwnerRecord,
 };
-use crate::message::CheckpointId;
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -130,23 +131,6 @@ pub struct LocalDirStorage {
     unsynced: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
-/// CRC-32C and size of a file, read in chunks.
-pub fn checksum_file(path: &Path) -> Result<(u64, u32)> {
-    let mut f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut size, mut crc) = (0u64, 0u32);
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        if n == 0 {
-            return Ok((size, crc));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        size += n as u64;
-    }
-}
-
 /// CRC-32C and size of a file, read in chunks, with the raw I/O error.
 fn checksum_io(path: &Path) -> std::io::Result<(u64, u32)> {
     let mut f = File::open(path)?;
@@ -175,13 +159,6 @@ fn read_error(key: &str, path: &Path, e: std::io::Error) -> Error {
 /// A failure to read storage that says nothing about the checkpoint's integrity.
 fn could_not_read(what: String, e: std::io::Error) -> Error {
     Error::external(true, what).with_source(e)
-}
-
-/// Fsyncs a directory so that renames and new entries in it survive a crash.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsyncing directory {}", dir.display()), e))
 }
 
 impl LocalDirStorage {

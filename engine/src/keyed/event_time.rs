@@ -11,9 +11,9 @@
 //! watermark beyond the one its previous owner had.
 
 use crate::data::{Timestamp, MIN_WATERMARK};
-use crate::operator::ChannelWatermark;
 use crate::state::layout::watermark_key;
 use crate::state::{KeyGroupRange, KeyedStore};
+use crate::time::ChannelWatermark;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 

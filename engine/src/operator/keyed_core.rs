@@ -37,7 +37,7 @@ pub(crate) struct KeyedCore<K> {
     describe: String,
     /// The attempt, checked while timers fire: a timer that re-arms itself at the time it
     /// fires must not keep a cancelled subtask from stopping.
-    attempt: Option<std::sync::Arc<crate::runtime::job::JobShared>>,
+    cancellation: crate::cancellation::Cancellation,
     _k: PhantomData<fn() -> K>,
 }
 
@@ -63,7 +63,7 @@ impl<K: Key> KeyedCore<K> {
             key_groups: ctx.key_groups,
             metrics: ctx.metrics.clone(),
             describe: ctx.describe(),
-            attempt: ctx.attempt.clone(),
+            cancellation: ctx.cancellation.clone(),
             _k: PhantomData,
         })
     }
@@ -120,7 +120,7 @@ impl<K: Key> KeyedCore<K> {
         on_timer: &mut TimerHandler<'_, K, O>,
     ) -> Result<()> {
         while let Some(t) = self.timers.pop_due(self.store.as_mut(), domain, up_to)? {
-            if self.attempt.as_ref().is_some_and(|a| a.is_cancelled()) {
+            if self.cancellation.is_cancelled() {
                 return Err(Error::new(
                     crate::ErrorKind::Cancelled,
                     format!("{}: cancelled while firing timers", self.describe),

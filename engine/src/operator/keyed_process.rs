@@ -6,7 +6,7 @@ use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MI
 use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
-use crate::runtime::task::now_ms;
+use crate::wall_clock::now_ms;
 use crate::{Error, Result};
 use std::sync::Arc;
 

@@ -17,6 +17,7 @@ use crate::data::{ErasedBatch, Timestamp};
 use crate::message::{Barrier, CheckpointId};
 use crate::metrics::OperatorMetrics;
 use crate::state::{KeyGroupRange, KeyedStore};
+pub use crate::time::ChannelWatermark;
 use crate::Result;
 
 /// Something an operator emitted, in order.
@@ -54,15 +55,6 @@ impl Emitter {
     }
 }
 
-/// The event time of one input channel of a subtask, as its input gate saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ChannelWatermark {
-    /// The highest watermark the channel delivered.
-    pub watermark: Timestamp,
-    /// Whether the channel was idle (left out of the combined watermark).
-    pub idle: bool,
-}
-
 /// Where an operator subtask runs: identity, parallelism and its keyed state, if any.
 pub struct OperatorContext {
     /// The job's name.
@@ -84,14 +76,14 @@ pub struct OperatorContext {
     /// Operator state restored from a checkpoint (what `snapshot` returned), if any.
     pub restored_state: Option<Vec<u8>>,
     /// The job's checkpoint interval and timeout (`None`: checkpointing is off).
-    pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
+    pub checkpoint_timing: Option<crate::recovery::CheckpointTiming>,
     /// How to open `store`: the subtask's thread does it before `open`.
     pub(crate) store_opener: Option<StoreOpener>,
     /// The restore rules for output an earlier run committed (sinks apply them).
     pub(crate) committed_output: crate::sink::CommittedOutputCheck,
-    /// The attempt this subtask belongs to: loops that can run long (firing timers) check
-    /// whether it was cancelled.
-    pub(crate) attempt: Option<std::sync::Arc<crate::runtime::job::JobShared>>,
+    /// Raised when the attempt this subtask belongs to is cancelled: loops that can run long
+    /// (firing timers) check it.
+    pub(crate) cancellation: crate::cancellation::Cancellation,
 }
 
 /// Everything needed to open (and restore) one keyed subtask's store.

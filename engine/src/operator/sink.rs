@@ -59,7 +59,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
             checkpoint_timing: ctx.checkpoint_timing,
             committed_output: ctx.committed_output.clone(),
-            cancellation: ctx.attempt.as_ref().map(|a| a.cancellation()).unwrap_or_default(),
+            cancellation: ctx.cancellation.clone(),
         };
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {

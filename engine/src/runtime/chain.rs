@@ -50,16 +50,7 @@ fn guarded<T>(ctx: &OperatorContext, f: impl FnOnce() -> Result<T>) -> Result<T>
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_string()
-    }
-}
+pub(crate) use crate::error::panic_message;
 
 impl Chain {
     pub(crate) fn new(ops: Vec<(Box<dyn OperatorCore>, OperatorContext)>, outputs: Outputs) -> Self {

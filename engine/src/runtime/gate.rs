@@ -19,8 +19,8 @@
 
 use crate::data::{ErasedBatch, Timestamp, MIN_WATERMARK};
 use crate::message::{Barrier, Message};
-use crate::operator::ChannelWatermark;
 use crate::runtime::control::Control;
+use crate::time::ChannelWatermark;
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
 use std::collections::VecDeque;

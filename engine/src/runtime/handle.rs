@@ -2,8 +2,8 @@
 
 use crate::message::CheckpointId;
 use crate::runtime::job::TaskEvent;
-use crate::runtime::plan::MetricsEntry;
 use crate::runtime::report::JobReport;
+use crate::runtime::report::MetricsEntry;
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -161,14 +161,14 @@ impl JobHandle {
     /// The failure that ended the job (after the restart strategy gave up, or at once for an
     /// error a restart cannot fix), naming the step and subtask; an `Internal` error naming the
     /// subtasks that did not stop when the cancellation timed out with
-    /// [`CancellationTimeoutAction::FailJob`](crate::runtime::cancellation::CancellationTimeoutAction::FailJob).
+    /// [`CancellationTimeoutAction::FailJob`](crate::config::cancellation_timeout::CancellationTimeoutAction::FailJob).
     pub fn join(mut self) -> Result<JobReport> {
         let master = self.master.take().expect("joined once");
         match master.join() {
             Ok(r) => r,
             Err(p) => Err(Error::internal(format!(
                 "job master panicked: {}",
-                crate::runtime::chain::panic_message(&p)
+                crate::error::panic_message(&p)
             ))),
         }
     }

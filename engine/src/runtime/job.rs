@@ -7,80 +7,23 @@
 //! of the attempt; the restart strategy then decides whether a new attempt restores the latest
 //! completed checkpoint. No thread of an attempt outlives it.
 
-use crate::cancellation::Cancellation;
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
+use crate::checkpoint::staging::StagingArea;
 use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::message::CheckpointId;
 use crate::runtime::handle::{JobHandle, Live};
 use crate::runtime::master::Master;
 use crate::runtime::plan;
-use crate::runtime::staging::StagingArea;
 use crate::runtime::task::TaskAck;
 use crate::{Error, Result};
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use std::path::PathBuf;
+use crossbeam_channel::unbounded;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Distinguishes runs of the same job within one process.
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// State shared by the threads of one attempt.
-#[derive(Debug)]
-pub struct JobShared {
-    cancelled: Cancellation,
-    snapshot_root: Option<PathBuf>,
-    /// Dropped when the attempt is cancelled: wakes every thread waiting on `cancel_signal`.
-    cancel_tx: Mutex<Option<Sender<()>>>,
-    cancel_signal: Receiver<()>,
-}
-
-impl Default for JobShared {
-    fn default() -> Self {
-        JobShared::new(None)
-    }
-}
-
-impl JobShared {
-    pub(crate) fn new(snapshot_root: Option<PathBuf>) -> Self {
-        let (tx, rx) = bounded(0);
-        JobShared {
-            cancelled: Cancellation::new(),
-            snapshot_root,
-            cancel_tx: Mutex::new(Some(tx)),
-            cancel_signal: rx,
-        }
-    }
-
-    /// A channel that never delivers and disconnects when the attempt is cancelled: select
-    /// on it next to a blocking channel operation to stop waiting at once.
-    pub(crate) fn cancel_signal(&self) -> &Receiver<()> {
-        &self.cancel_signal
-    }
-
-    /// Tells every thread of the attempt to stop.
-    pub(crate) fn cancel(&self) {
-        self.cancelled.cancel();
-        self.cancel_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-
-    /// Whether the attempt's subtasks must stop.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.is_cancelled()
-    }
-
-    /// The attempt's cancellation flag, for sinks and sources.
-    pub(crate) fn cancellation(&self) -> Cancellation {
-        self.cancelled.clone()
-    }
-
-    /// Where subtasks stage their snapshots for checkpoint `id`, when checkpoints are persisted.
-    pub(crate) fn snapshot_dir(&self, id: CheckpointId) -> Option<PathBuf> {
-        self.snapshot_root.as_ref().map(|r| r.join(format!("chk-{id}")))
-    }
-}
 
 /// What the job's threads tell the master.
 pub(crate) enum TaskEvent {
@@ -130,7 +73,7 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                 crate::state::backend::dir_name(&cfg.name),
                 std::process::id(),
                 RUN_COUNTER.fetch_add(1, Ordering::Relaxed),
-                crate::runtime::task::now_ms()
+                crate::wall_clock::now_ms()
             );
             let parent = match cfg.state_backend.local_dir() {
                 Some(d) => d.join("_snapshots"),

@@ -11,15 +11,16 @@
 
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
+use crate::config::restart::RestartTracker;
 use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
 use crate::runtime::handle::{LifecyclePhase, Live};
-use crate::runtime::job::{JobShared, TaskEvent};
+use crate::runtime::job::TaskEvent;
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
-use crate::runtime::restart::RestartTracker;
 use crate::runtime::task::{now_ms, TaskAck};
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};

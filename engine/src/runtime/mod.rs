@@ -1,6 +1,6 @@
 //! The runtime: subtask threads, channels, barrier alignment, exchanges and the job master.
 
-pub mod cancellation;
+pub(crate) mod attempt;
 pub(crate) mod chain;
 pub mod control;
 pub mod exchange;
@@ -10,9 +10,6 @@ pub mod job;
 pub(crate) mod master;
 pub(crate) mod plan;
 pub mod report;
-pub mod restart;
-pub(crate) mod source_driver;
-pub(crate) mod staging;
 pub mod task;
 
 pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};

@@ -6,44 +6,25 @@ use crate::graph::{Graph, NodeId, NodeKind};
 use crate::message::Message;
 use crate::metrics::OperatorMetrics;
 use crate::operator::{OperatorContext, StoreOpener};
+use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
 use crate::runtime::exchange::{OutputEdge, Outputs, Partitioning};
 use crate::runtime::gate::InputGate;
-use crate::runtime::job::{JobShared, TaskEvent};
+use crate::runtime::job::TaskEvent;
 use crate::runtime::task::{Head, Task};
-use crate::source::{AssignedSplit, SplitPosition, SubtaskInfo};
+use crate::source::{AssignedSplit, SubtaskInfo};
 use crate::state::{KeyGroupRange, StoreScope};
 use crate::{Error, Result, ResultExt};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Channels into one subtask: (receiver, logical input), by (node, subtask).
 type InputChannels = HashMap<(NodeId, usize), Vec<(Receiver<Message>, usize)>>;
 
-/// The metrics of one operator subtask, by operator name.
-#[derive(Clone, Debug)]
-pub(crate) struct MetricsEntry {
-    pub(crate) operator: String,
-    pub(crate) is_source: bool,
-    pub(crate) is_sink: bool,
-    pub(crate) metrics: OperatorMetrics,
-}
-
-/// What a restore hands to the plan: source positions by split and snapshot dirs by store.
-#[derive(Default, Debug, Clone)]
-pub(crate) struct RestoreInput {
-    /// Positions per source step name and split.
-    pub(crate) positions: HashMap<(String, String), SplitPosition>,
-    /// Keyed-state snapshot directory per (operator, subtask).
-    pub(crate) keyed: HashMap<(String, usize), PathBuf>,
-    /// Operator state per (operator, subtask).
-    pub(crate) operator_state: HashMap<(String, usize), Vec<u8>>,
-    /// Where sinks report fallbacks the user allowed (the job report's restore warnings).
-    pub(crate) restore_warnings: Option<crate::runtime::report::SharedRestoreWarnings>,
-}
+pub(crate) use crate::checkpoint::restore::RestoreInput;
+pub(crate) use crate::runtime::report::MetricsEntry;
 
 /// The subtasks of a job, ready to run.
 pub(crate) struct PhysicalPlan {
@@ -253,11 +234,19 @@ pub(crate) fn build(
                             metrics: metrics.clone(),
                             restored_state: restore.operator_state.get(&(node.name.clone(), s)).cloned(),
                             checkpoint_timing: cfg.checkpoint.as_ref().map(|c| c.timing()),
-                            committed_output: crate::sink::CommittedOutputCheck::new(
-                                cfg.checkpoint.as_ref(),
-                                restore.restore_warnings.clone(),
-                            ),
-                            attempt: Some(job.clone()),
+                            committed_output: cfg
+                                .checkpoint
+                                .as_ref()
+                                .map(|c| {
+                                    crate::sink::CommittedOutputCheck::new(
+                                        c.restore,
+                                        c.fallback_to_older_checkpoint_reproducing_output,
+                                        c.storage.describe(),
+                                        restore.restore_warnings.clone(),
+                                    )
+                                })
+                                .unwrap_or_default(),
+                            cancellation: job.cancellation(),
                         };
                         ops.push((op, ctx));
                     }

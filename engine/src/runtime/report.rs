@@ -2,9 +2,19 @@
 
 use crate::checkpoint::CheckpointStats;
 use crate::message::CheckpointId;
-use crate::runtime::plan::MetricsEntry;
+use crate::metrics::OperatorMetrics;
+pub use crate::recovery::RestoreWarning;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The metrics of one operator subtask, by operator name.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsEntry {
+    pub(crate) operator: String,
+    pub(crate) is_source: bool,
+    pub(crate) is_sink: bool,
+    pub(crate) metrics: OperatorMetrics,
+}
 
 /// Counters of one step, summed over its subtasks (and over attempts: replays included).
 #[derive(Debug, Clone, Default)]
@@ -74,23 +84,6 @@ pub struct RestoreStats {
     /// Source records read after the restored checkpoint before the failure: read again.
     pub records_replayed: u64,
 }
-
-/// A restore that used an older checkpoint than the newest complete one, as
-/// [`fallback_to_older_checkpoint_reproducing_output`](crate::checkpoint::CheckpointConfig::fallback_to_older_checkpoint_reproducing_output)
-/// allowed: output committed after `restored` up to `newer` is produced and committed again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreWarning {
-    /// The checkpoint restored.
-    pub restored: CheckpointId,
-    /// The newer checkpoint that was complete (its metadata corrupt, or a sink's committed
-    /// output shows it): output of `restored + 1 ..= newer` is produced again.
-    pub newer: CheckpointId,
-    /// What was found and skipped, for people.
-    pub message: String,
-}
-
-/// Restore warnings collected while a job runs (sinks report theirs when they start).
-pub(crate) type SharedRestoreWarnings = std::sync::Arc<std::sync::Mutex<Vec<RestoreWarning>>>;
 
 /// The outcome of a job run.
 #[derive(Debug, Clone, Default)]

@@ -11,27 +11,22 @@
 use crate::data::{Timestamp, MAX_WATERMARK};
 use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::operator::{OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
 use crate::runtime::gate::{GateEvent, InputGate};
-use crate::runtime::job::{JobShared, TaskEvent};
-use crate::runtime::source_driver::SourceDriver;
+use crate::runtime::job::TaskEvent;
+use crate::source::driver::SourceDriver;
 use crate::source::{ReadStatus, SourceWatermark, SplitPosition};
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How often operators see processing time when nothing else happens.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Wall-clock time in milliseconds since the epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::wall_clock::now_ms;
 
 /// Where a subtask's records come from.
 pub(crate) enum Head {

@@ -6,9 +6,8 @@
 //! incomplete), or exists while no checkpoint was restored at all (an empty or wrong
 //! checkpoint directory), starting would produce committed output a second time.
 
-use crate::checkpoint::{CheckpointConfig, RestoreMode};
 use crate::message::CheckpointId;
-use crate::runtime::report::{RestoreWarning, SharedRestoreWarnings};
+use crate::recovery::{RestoreMode, RestoreWarning, SharedRestoreWarnings};
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -41,18 +40,22 @@ enum Verdict {
 }
 
 impl CommittedOutputCheck {
-    /// The rules of a job with checkpointing `cfg` (`None`: no checks); fallbacks the user
-    /// allowed are reported into `warnings`.
-    pub(crate) fn new(cfg: Option<&CheckpointConfig>, warnings: Option<SharedRestoreWarnings>) -> Self {
+    /// The rules of a job that restores by `mode` from the checkpoint storage `storage`
+    /// (described for errors), falling back past a complete checkpoint only if
+    /// `fallback_allowed`; fallbacks the user allowed are reported into `warnings`.
+    pub(crate) fn new(
+        mode: RestoreMode,
+        fallback_allowed: bool,
+        storage: String,
+        warnings: Option<SharedRestoreWarnings>,
+    ) -> Self {
         CommittedOutputCheck {
-            rules: cfg.map(|c| {
-                Arc::new(Rules {
-                    mode: c.restore,
-                    fallback_allowed: c.fallback_to_older_checkpoint_reproducing_output,
-                    storage: c.storage.describe(),
-                    warnings,
-                })
-            }),
+            rules: Some(Arc::new(Rules {
+                mode,
+                fallback_allowed,
+                storage,
+                warnings,
+            })),
         }
     }
 

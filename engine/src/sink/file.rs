@@ -49,11 +49,11 @@
 //! file-safe names are equal must not share a directory.
 
 use super::{Sink, SinkContext, SinkWriter};
-use crate::checkpoint::dir_lock::DirLock;
-use crate::checkpoint::ownership::{OwnerInfo, OwnerRecord};
-use crate::checkpoint::storage::checksum_file;
 use crate::data::{Data, Record};
+use crate::durable::checksum_file;
 use crate::message::CheckpointId;
+use crate::ownership::dir_lock::DirLock;
+use crate::ownership::{OwnerInfo, OwnerRecord};
 use crate::state::backend::{dir_name, sanitize};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -256,7 +256,7 @@ fn file_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    crate::checkpoint::storage::fsync_dir(dir)
+    crate::durable::fsync_dir(dir)
 }
 
 fn remove(path: &Path) -> Result<()> {

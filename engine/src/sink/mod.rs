@@ -41,7 +41,7 @@ pub struct SinkContext {
     pub restored_checkpoint: Option<CheckpointId>,
     /// The job's checkpoint interval and timeout (`None`: checkpointing is off, and
     /// committables are committed only when a bounded job ends).
-    pub checkpoint_timing: Option<crate::checkpoint::CheckpointTiming>,
+    pub checkpoint_timing: Option<crate::recovery::CheckpointTiming>,
     /// The restore rules a writer applies to output an earlier run committed: see
     /// [`check_committed_output`](Self::check_committed_output).
     pub committed_output: CommittedOutputCheck,

@@ -6,6 +6,7 @@
 //! these positions; after a failure the reader is created again at them, so replay resumes
 //! exactly after the last record whose effects the restored state already holds.
 
+pub(crate) mod driver;
 pub mod file_lines;
 pub mod generator;
 mod indexed;

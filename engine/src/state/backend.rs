@@ -78,7 +78,7 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// `Config` naming the holder when another process runs the job on this directory.
-    fn lock_job(&self, job: &str) -> Result<Option<crate::checkpoint::dir_lock::DirLock>> {
+    fn lock_job(&self, job: &str) -> Result<Option<crate::ownership::dir_lock::DirLock>> {
         let _ = job;
         Ok(None)
     }

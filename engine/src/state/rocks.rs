@@ -10,8 +10,8 @@
 //! a second process of the same job cannot delete the working directories of the first.
 
 use super::backend::{dir_name, KeyedStore, StateBackend, StoreScope};
-use crate::checkpoint::dir_lock::DirLock;
-use crate::checkpoint::ownership::{OwnerInfo, OwnerRecord};
+use crate::ownership::dir_lock::DirLock;
+use crate::ownership::{OwnerInfo, OwnerRecord};
 use crate::{Error, Result};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{

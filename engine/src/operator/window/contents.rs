@@ -2,10 +2,10 @@
 //! (`process`), each in keyed state of the current key.
 
 use super::{window_key, WindowContents, WindowKey};
-use crate::api::window::{TimeWindow, Windowed};
 use crate::data::{Data, Key, Timestamp};
 use crate::keyed::KeyedContext;
 use crate::operator::rolling::AggregateFunction;
+use crate::window::{TimeWindow, Windowed};
 use crate::Result;
 use std::marker::PhantomData;
 use std::sync::Arc;

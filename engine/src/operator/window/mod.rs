@@ -17,10 +17,10 @@
 
 pub(crate) mod contents;
 
-use crate::api::window::{TimeWindow, WindowAssigner};
 use crate::data::{Data, Key, Timestamp};
 use crate::keyed::{KeyedContext, TimeDomain, Timer};
 use crate::operator::keyed_process::KeyedProcess;
+use crate::window::{TimeWindow, WindowAssigner};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;

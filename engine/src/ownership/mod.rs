@@ -1,8 +1,9 @@
-//! One writer per checkpoint storage: owners, owner epochs and leases, and the decisions
-//! that fence a second writer out.
+//! One writer per durable resource (a checkpoint storage, a state directory, a file sink's
+//! output directory): owners, owner epochs and leases, and the decisions that fence a second
+//! writer out.
 //!
 //! A process takes a [`OwnerLease`] on a checkpoint storage before it writes anything there
-//! ([`CheckpointStorage::acquire`](super::storage::CheckpointStorage::acquire)). The storage
+//! ([`CheckpointStorage::acquire`](crate::checkpoint::storage::CheckpointStorage::acquire)). The storage
 //! keeps an [`OwnerRecord`] durably: every new owner gets the next **owner epoch**. Every
 //! checkpoint reservation carries the epoch of the lease it was made under, and before a
 //! checkpoint is published the storage checks that the lease is still the current one
@@ -11,7 +12,7 @@
 //! lease in etcd) carries the same epochs and the same checks.
 //!
 //! This module holds the decisions only; the file I/O lives in
-//! [`dir_lock`](super::dir_lock) and [`storage`](super::storage).
+//! [`dir_lock`] and [`storage`](crate::checkpoint::storage).
 //!
 //! # After a crash
 //! The owner record is written atomically (temporary file, rename, directory fsync), so it is
@@ -19,12 +20,13 @@
 //! after `kill -9` takes the next epoch at once, and any writer still holding an older epoch
 //! fails its next fence check.
 
+pub mod dir_lock;
+
 use crate::message::CheckpointId;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who holds (or held) a resource: a job in one process on one host, since when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,14 +48,14 @@ impl OwnerInfo {
             job: job.to_string(),
             pid: std::process::id(),
             host: host_name(),
-            since_ms: unix_ms(),
+            since_ms: crate::wall_clock::now_ms(),
         }
     }
 }
 
 impl fmt::Display for OwnerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let age_s = unix_ms().saturating_sub(self.since_ms) as f64 / 1e3;
+        let age_s = crate::wall_clock::now_ms().saturating_sub(self.since_ms) as f64 / 1e3;
         write!(
             f,
             "job \"{}\", pid {} on host {}, since {} ({age_s:.1} s ago)",
@@ -187,14 +189,6 @@ pub fn reservation_taken(
          checkpoint id: another process writes to this storage",
         lease.epoch()
     ))
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// This host's name, as the kernel knows it.

@@ -41,7 +41,7 @@ impl<T: Data> TypedSourceDriver<T> {
                 "source {}[{}] panicked ({what}): {}",
                 self.name,
                 self.subtask,
-                crate::runtime::chain::panic_message(&p)
+                crate::error::panic_message(&p)
             ))),
         }
     }

@@ -1,12 +1,14 @@
 //! The logical job graph the typed API builds: named nodes (sources and operators) and the
 //! edges between them with their partitioning. The runtime turns it into subtasks.
 
+pub mod partitioning;
+
 use crate::metrics::OperatorMetrics;
 use crate::operator::OperatorCore;
-use crate::runtime::exchange::Partitioning;
-use crate::runtime::source_driver::{SourceDriver, TypedSourceDriver};
+use crate::source::driver::{SourceDriver, TypedSourceDriver};
 use crate::source::{AssignedSplit, Source, SplitId, SubtaskInfo};
 use crate::{Error, Result};
+pub use partitioning::Partitioning;
 use std::collections::HashSet;
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 //! Nothing to clean up: the lock dies with its process; the record in the file is only
 //! informative and is overwritten by the next holder.
 
-use super::ownership::{held_by_another, OwnerRecord};
+use super::{held_by_another, OwnerRecord};
 use crate::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::FileExt;
@@ -106,7 +106,7 @@ pub fn read_holder(path: &Path) -> Option<OwnerRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::ownership::OwnerInfo;
+    use crate::ownership::OwnerInfo;
     use crate::ErrorKind;
 
     #[test]

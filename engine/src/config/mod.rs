@@ -1,11 +1,16 @@
-//! Job configuration and its validation.
+//! Job configuration and its validation, with the policies the runtime applies: when a failed
+//! attempt is restarted ([`restart`]) and what happens when a cancelled attempt does not stop
+//! ([`cancellation_timeout`]).
+
+pub mod cancellation_timeout;
+pub mod restart;
 
 use crate::checkpoint::CheckpointConfig;
-use crate::runtime::cancellation::CancellationTimeoutAction;
-use crate::runtime::restart::RestartStrategy;
 use crate::state::key_group::MAX_KEY_GROUPS;
 use crate::state::{MemoryBackend, StateBackend};
 use crate::{Error, Result};
+use cancellation_timeout::CancellationTimeoutAction;
+use restart::RestartStrategy;
 use std::sync::Arc;
 
 /// How a job runs: parallelism, key groups, state, batching.
@@ -37,7 +42,7 @@ pub struct JobConfig {
     /// before it applies `on_cancellation_timeout` (default 180 s).
     pub cancellation_timeout: std::time::Duration,
     /// What happens when a cancellation times out (default: the process exits with
-    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::runtime::cancellation::CANCELLATION_TIMEOUT_EXIT_CODE)).
+    /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::config::cancellation_timeout::CANCELLATION_TIMEOUT_EXIT_CODE)).
     pub on_cancellation_timeout: CancellationTimeoutAction,
 }
 
@@ -55,7 +60,7 @@ impl JobConfig {
             commit_interval: std::time::Duration::from_secs(1),
             restart: RestartStrategy::default(),
             builder_errors: Vec::new(),
-            cancellation_timeout: crate::runtime::cancellation::DEFAULT_CANCELLATION_TIMEOUT,
+            cancellation_timeout: crate::config::cancellation_timeout::DEFAULT_CANCELLATION_TIMEOUT,
             on_cancellation_timeout: CancellationTimeoutAction::default(),
         }
     }
