@@ -138,6 +138,7 @@ fn with_the_opt_in_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_
     let err = third.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("refusing to start from scratch"), "{err}");
+    assert_eq!(err.reason(), Some(Reason::NoUsableCheckpoint), "{err}");
     assert!(sink.records().is_empty());
 }
 
@@ -251,6 +252,7 @@ fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("rescaling"), "{err}");
+    assert_eq!(err.reason(), Some(Reason::ParallelismChanged), "{err}");
 }
 
 #[test]
@@ -636,6 +638,7 @@ fn a_job_whose_checkpoints_are_gone_refuses_to_start_fresh() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("_job") && msg.contains("RestoreMode::Fresh"), "{msg}");
+    assert_eq!(err.reason(), Some(Reason::EarlierRunFound), "{msg}");
     assert!(sink.records().is_empty());
     // The explicit fresh start is allowed.
     let report = job(&storage, 8_000, |p| p.restore_mode(RestoreMode::Fresh)).0.unwrap();
@@ -708,6 +711,7 @@ fn a_second_run_on_an_owned_checkpoint_storage_fails_fast_naming_the_owner() {
         "names the owner: {text}"
     );
     assert!(text.contains("owner epoch 1"), "{text}");
+    assert_eq!(err.reason(), Some(Reason::LostOwnership), "{err}");
     assert!(took < Duration::from_secs(2), "fails fast, took {took:?}");
     assert!(second_sink.records().is_empty());
     first.join().unwrap();

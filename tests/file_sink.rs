@@ -293,6 +293,7 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     let msg = err.to_string();
     assert!(msg.contains(&format!("checkpoint {newest}")), "{msg}");
     assert!(msg.contains(&format!("{newest:010}.jsonl")), "names the file: {msg}");
+    assert_eq!(err.reason(), Some(Reason::CommittedOutputAhead), "{msg}");
     assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
     assert_eq!(
         read_committed_lines(&out).unwrap(),
@@ -344,6 +345,7 @@ fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
+    assert_eq!(err.reason(), Some(Reason::EarlierRunFound), "{msg}");
     assert!(msg.contains(".jsonl"), "names a committed file: {msg}");
     assert_eq!(
         read_committed_lines(&out).unwrap(),

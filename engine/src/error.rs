@@ -3,7 +3,8 @@
 //! `Config` errors are the user's to fix, `Data` errors are bad records, `External` errors come
 //! from disks and brokers (some are worth a retry), `Checkpoint` errors abort one checkpoint but
 //! not the job, and `Internal` errors are bugs in Weir. Context is added as an error travels up
-//! (`restoring checkpoint 42, operator authorize[1]`).
+//! (`restoring checkpoint 42, operator authorize[1]`). Outcomes that callers branch on carry a
+//! [`Reason`] as well, so that nobody has to search the message for them.
 
 use std::fmt;
 
@@ -32,10 +33,37 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// Why an error happened, for the outcomes a caller branches on (an operator's tooling, a
+/// supervisor, a test). Most errors carry none: their [`ErrorKind`] says enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No retained checkpoint can be restored (every one is corrupt, or the one asked for is
+    /// missing), and the job does not start from scratch over them.
+    NoUsableCheckpoint,
+    /// A step's parallelism differs from the checkpoint being restored.
+    ParallelismChanged,
+    /// The number of key groups (max parallelism) differs from the checkpoint being restored.
+    MaxParallelismChanged,
+    /// The checkpoint being restored belongs to another job.
+    OtherJob,
+    /// The job has run before (its identity record, a sink's committed output), so it does not
+    /// start from scratch without `RestoreMode::Fresh`.
+    EarlierRunFound,
+    /// A sink's committed output is ahead of the checkpoint being restored.
+    CommittedOutputAhead,
+    /// A checkpoint did not complete within its timeout.
+    CheckpointTimedOut,
+    /// Another process owns the resource (checkpoint storage, state or output directory), or
+    /// took it over and fenced this one out.
+    LostOwnership,
+}
+
 /// Weir's error: a kind, a message and the context it travelled through.
 #[derive(Debug, thiserror::Error)]
 pub struct Error {
     kind: ErrorKind,
+    reason: Option<Reason>,
     message: String,
     context: Vec<String>,
     #[source]
@@ -50,6 +78,7 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
+            reason: None,
             message: message.into(),
             context: Vec::new(),
             source: None,
@@ -101,6 +130,17 @@ impl Error {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Marks the error with `reason`.
+    pub fn with_reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Why the error happened, where that is an outcome callers branch on.
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
     }
 
     /// Adds a line of context, outermost last.

@@ -31,6 +31,7 @@ pub mod api;
 pub mod cancellation;
 pub mod checkpoint;
 pub mod config;
+pub mod connector;
 pub mod data;
 pub mod durable;
 pub mod error;
@@ -50,4 +51,4 @@ pub mod time;
 pub mod wall_clock;
 pub mod window;
 
-pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use error::{Error, ErrorKind, Reason, Result, ResultExt};

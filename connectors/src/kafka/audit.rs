@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 /// How long a read waits for more records after every partition reported its end.
 const QUIET: Duration = Duration::from_millis(700);

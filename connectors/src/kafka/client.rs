@@ -9,7 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 /// How long metadata and offset look-ups may take before they count as a broker failure.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use weir_engine::cancellation::Cancellation;
+use weir_engine::connector::Cancellation;
 
 /// Sends `record`, waiting while the producer's queue is full and serving delivery reports
 /// meanwhile; with `give_up_at`, a queue still full then is an error. A raised `cancellation`

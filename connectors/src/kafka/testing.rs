@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 /// Names an external Kafka cluster to test against instead of a local tansu.
 pub const BROKERS_ENV: &str = "WEIR_KAFKA_BROKERS";

@@ -4,9 +4,9 @@
 use super::keyed::{per_subtask, KeyedStream};
 use super::stream::{add_operator, factory, Stream};
 use crate::data::{Data, Key};
+use crate::graph::Partitioning;
 use crate::operator::keyed_process::{KeyedCoProcess, KeyedOperator, TwoInputs};
 use crate::operator::stateless::{CoFlatMapOp, FlatFn};
-use crate::runtime::exchange::Partitioning;
 use std::sync::Arc;
 
 /// Two streams feeding one two-input step.

@@ -5,10 +5,10 @@ use super::partition::HashPartitioner;
 use super::stream::{add_operator, Stream};
 use crate::data::{Data, Key};
 use crate::graph::OperatorFactory;
+use crate::graph::Partitioning;
 use crate::operator::keyed_process::{KeyFn, KeyedOperator, KeyedProcess, OneInput};
 use crate::operator::rolling::{AggregateFunction, AggregateProcess, ReduceProcess};
 use crate::operator::OperatorCore;
-use crate::runtime::exchange::Partitioning;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 

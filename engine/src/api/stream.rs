@@ -3,12 +3,12 @@
 use super::connected::ConnectedStreams;
 use super::keyed::KeyedStream;
 use crate::data::{Data, Key};
+use crate::graph::Partitioning;
 use crate::graph::{Graph, NodeId, NodeKind, OperatorFactory, ParallelismRule};
 use crate::operator::sink::SinkOp;
 use crate::operator::stateless::{FilterOp, FlatFn, FlatMapOp, MapOp};
 use crate::operator::watermarks::WatermarkOp;
 use crate::operator::OperatorCore;
-use crate::runtime::exchange::Partitioning;
 use crate::sink::Sink;
 use crate::time::WatermarkStrategy;
 use crate::Error;

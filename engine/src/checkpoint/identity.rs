@@ -15,7 +15,7 @@
 use super::config::RestoreMode;
 use super::storage::{CheckpointStorage, JOB_IDENTITY_FILE};
 use crate::message::CheckpointId;
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 use serde::{Deserialize, Serialize};
 
 /// What `_job` holds.
@@ -103,7 +103,8 @@ pub(crate) fn check_identity(
             "checkpoint storage {storage} belongs to job \"{}\" (its {JOB_IDENTITY_FILE} record), not \"{job}\": \
              use a separate checkpoint directory per job",
             id.job
-        )));
+        ))
+        .with_reason(Reason::OtherJob));
     }
     if let (Some(first), true, RestoreMode::Latest) = (id.first_completed_checkpoint, complete.is_empty(), mode) {
         return Err(Error::config(format!(
@@ -112,7 +113,8 @@ pub(crate) fn check_identity(
              were deleted or lost, and starting from scratch would produce all output again. Restore the \
              checkpoints, or start over deliberately with RestoreMode::Fresh",
             id.created_at_ms
-        )));
+        ))
+        .with_reason(Reason::EarlierRunFound));
     }
     if id.first_completed_checkpoint.is_none() {
         if let Some(&first) = complete.first() {

@@ -21,7 +21,7 @@ use crate::message::CheckpointId;
 use crate::recovery::RestoreWarning;
 use crate::source::SplitPosition;
 use crate::state::backend::dir_name;
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, ErrorKind, Reason, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -109,18 +109,24 @@ fn on_corrupt(
         return None;
     }
     if policy.fallback_allowed {
-        return Some(Error::config(format!(
-            "no retained checkpoint in {storage} can be restored, refusing to start from scratch; the oldest, \
+        return Some(
+            Error::config(format!(
+                "no retained checkpoint in {storage} can be restored, refusing to start from scratch; the oldest, \
              checkpoint {id}, is corrupt: {error}"
-        )));
+            ))
+            .with_reason(Reason::NoUsableCheckpoint),
+        );
     }
-    Some(Error::config(format!(
-        "checkpoint {id} in {storage} is corrupt: {error}. Weir does not restore an older checkpoint on its own: \
+    Some(
+        Error::config(format!(
+            "checkpoint {id} in {storage} is corrupt: {error}. Weir does not restore an older checkpoint on its own: \
          sinks may have committed the output of checkpoint {id} already, and restoring an older one produces \
          it again (append-only sinks such as FileSink and the Kafka sink would hold it twice). Repair the \
          checkpoint's files, restore another one deliberately with RestoreMode::Checkpoint(id), or allow the \
          fallback with CheckpointConfig::fallback_to_older_checkpoint_reproducing_output = true"
-    )))
+        ))
+        .with_reason(Reason::NoUsableCheckpoint),
+    )
 }
 
 /// A restored checkpoint.
@@ -142,13 +148,15 @@ fn check_compatible(
         return Err(Error::config(format!(
             "checkpoint {} belongs to job \"{}\", not \"{job}\": use a separate checkpoint directory per job",
             meta.id, meta.job
-        )));
+        ))
+        .with_reason(Reason::OtherJob));
     }
     if meta.max_parallelism != max_parallelism {
         return Err(Error::config(format!(
             "checkpoint {} was taken with max parallelism {}, the job now has {max_parallelism}; the number of key groups cannot change",
             meta.id, meta.max_parallelism
-        )));
+        ))
+        .with_reason(Reason::MaxParallelismChanged));
     }
     for op in &meta.operators {
         match parallelism.get(&op.name) {
@@ -158,7 +166,8 @@ fn check_compatible(
                 return Err(Error::config(format!(
                     "step \"{}\" had parallelism {} in checkpoint {}, now {p}: rescaling checkpointed state is not supported yet",
                     op.name, op.parallelism, meta.id
-                )))
+                ))
+                .with_reason(Reason::ParallelismChanged))
             }
             Some(_) => {}
             None => tracing::warn!(

@@ -23,7 +23,7 @@
 pub mod dir_lock;
 
 use crate::message::CheckpointId;
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::fmt;
@@ -150,6 +150,7 @@ pub fn held_by_another(resource: &str, holder: Option<&OwnerRecord>) -> Error {
          time: stop the other process (or wait for it to end) before starting this one, or give \
          this job other directories"
     ))
+    .with_reason(Reason::LostOwnership)
 }
 
 /// Checks that `lease` is the storage's current owner (`recorded`): no later owner took over.
@@ -163,11 +164,13 @@ pub fn check_fence(resource: &str, recorded: Option<&OwnerRecord>, lease: &Owner
         Some(r) => Err(Error::config(format!(
             "{resource}: this process (owner epoch {}) has been fenced out by {r}; it must stop writing",
             lease.epoch()
-        ))),
+        ))
+        .with_reason(Reason::LostOwnership)),
         None => Err(Error::config(format!(
             "{resource}: the owner record of this process (owner epoch {}) is gone; it must stop writing",
             lease.epoch()
-        ))),
+        ))
+        .with_reason(Reason::LostOwnership)),
     }
 }
 
@@ -189,6 +192,7 @@ pub fn reservation_taken(
          checkpoint id: another process writes to this storage",
         lease.epoch()
     ))
+    .with_reason(Reason::LostOwnership)
 }
 
 /// This host's name, as the kernel knows it.

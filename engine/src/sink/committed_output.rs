@@ -8,7 +8,7 @@
 
 use crate::message::CheckpointId;
 use crate::recovery::{RestoreMode, RestoreWarning, SharedRestoreWarnings};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 use std::sync::Arc;
 
 /// The restore rules a sink writer applies to output an earlier run committed (see
@@ -89,7 +89,10 @@ impl CommittedOutputCheck {
                 }
                 Ok(())
             }
-            Verdict::Refuse(msg) => Err(Error::config(msg)),
+            Verdict::Refuse(msg) => Err(Error::config(msg).with_reason(match restored {
+                Some(_) => Reason::CommittedOutputAhead,
+                None => Reason::EarlierRunFound,
+            })),
         }
     }
 }

@@ -6,11 +6,11 @@ use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::Duration;
-use weir_engine::cancellation::Cancellation;
-use weir_engine::data::Record;
-use weir_engine::message::CheckpointId;
-use weir_engine::sink::SinkWriter;
-use weir_engine::{Error, Result};
+use weir_engine::connector::Cancellation;
+use weir_engine::connector::CheckpointId;
+use weir_engine::connector::Record;
+use weir_engine::connector::SinkWriter;
+use weir_engine::connector::{Error, Result};
 
 /// Produces each record when written with an idempotent producer (no duplicates from
 /// the producer's own retries) and flushes at every barrier.

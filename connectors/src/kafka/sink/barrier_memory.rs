@@ -12,7 +12,7 @@ use super::KafkaCommittable;
 use crate::kafka::format::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use weir_engine::data::Record;
+use weir_engine::connector::Record;
 
 /// Heap bytes a committable holds.
 fn heap_bytes(c: &KafkaCommittable) -> usize {

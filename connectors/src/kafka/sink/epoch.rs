@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeTuple, Serializer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 const HAS_PARTITION: u8 = 1;
 const HAS_KEY: u8 = 2;
@@ -387,7 +387,7 @@ mod tests {
             bytes: Arc::new(epoch.bytes[..epoch.bytes.len() - 1].to_vec()),
         };
         let e = cut.iter().next().unwrap().unwrap_err();
-        assert_eq!(e.kind(), weir_engine::ErrorKind::Checkpoint, "{e}");
+        assert_eq!(e.kind(), weir_engine::connector::ErrorKind::Checkpoint, "{e}");
         let miscounted = EpochRecords {
             count: 2,
             bytes: epoch.bytes.clone(),

@@ -12,11 +12,11 @@ use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::{Duration, Instant};
-use weir_engine::checkpoint::fail;
-use weir_engine::data::Record;
-use weir_engine::message::CheckpointId;
-use weir_engine::sink::SinkWriter;
-use weir_engine::{Error, Result};
+use weir_engine::connector::fail;
+use weir_engine::connector::CheckpointId;
+use weir_engine::connector::Record;
+use weir_engine::connector::SinkWriter;
+use weir_engine::connector::{Error, Result};
 
 /// What the writer needs beyond the record shape.
 pub(crate) struct Settings {
@@ -32,7 +32,7 @@ pub(crate) struct Settings {
     pub(crate) fresh_start: bool,
     pub(crate) sink: String,
     /// The restore rules the marker found at start is checked against.
-    pub(crate) ctx: weir_engine::sink::SinkContext,
+    pub(crate) ctx: weir_engine::connector::SinkContext,
 }
 
 /// One sink subtask's transactional writer.

@@ -23,7 +23,7 @@ use super::marker::EpochMarker;
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use rdkafka::producer::{BaseProducer, Producer};
 use std::thread::JoinHandle;
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 /// Fencing that runs beside the writer's start (each id costs a marker read, about 0.1 s),
 /// so that opening the sink does not wait for it; the writer waits for it before it commits

@@ -4,8 +4,8 @@
 use crate::kafka::client::{kafka_error, KafkaConnection, REQUEST_TIMEOUT};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::{Offset, TopicPartitionList};
-use weir_engine::message::CheckpointId;
-use weir_engine::{Error, Result};
+use weir_engine::connector::CheckpointId;
+use weir_engine::connector::{Error, Result};
 
 /// Text stored with the marker offset, so the group is recognisable in monitoring.
 const MARKER_METADATA: &str = "weir exactly-once sink: highest epoch produced";

@@ -58,9 +58,9 @@ use record::{HeadersFn, KeyFn, PartitionFn, RecordShape};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use weir_engine::data::Data;
-use weir_engine::sink::{Sink, SinkContext, SinkWriter};
-use weir_engine::{Error, Result};
+use weir_engine::connector::Data;
+use weir_engine::connector::{Error, Result};
+use weir_engine::connector::{Sink, SinkContext, SinkWriter};
 
 pub use record::{EPOCH_HEADER, SESSION_HEADER, SUBTASK_HEADER};
 

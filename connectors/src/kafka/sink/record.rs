@@ -9,9 +9,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use std::sync::Arc;
-use weir_engine::cancellation::Cancellation;
-use weir_engine::data::Record;
-use weir_engine::{Error, Result};
+use weir_engine::connector::Cancellation;
+use weir_engine::connector::Record;
+use weir_engine::connector::{Error, Result};
 
 /// Header naming the sink subtask that produced a record (exactly-once mode).
 pub const SUBTASK_HEADER: &str = "weir.subtask";

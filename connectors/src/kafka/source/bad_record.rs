@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Error, Result};
 
 /// Header naming the topic a dead letter was read from.
 pub const DLQ_TOPIC_HEADER: &str = "weir.dlq.topic";

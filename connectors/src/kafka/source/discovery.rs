@@ -11,7 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_engine::source::{SplitId, SubtaskInfo};
+use weir_engine::connector::{SplitId, SubtaskInfo};
 
 /// The subtask that reads a partition discovered while running (FNV-1a of the split id: the
 /// same in every process and on every platform).

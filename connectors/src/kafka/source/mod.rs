@@ -44,9 +44,9 @@ use super::format::KafkaDeserializer;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weir_engine::data::{Data, Timestamp};
-use weir_engine::source::{AssignedSplit, Source, SourceReader, SplitId, SubtaskInfo};
-use weir_engine::{Error, Result};
+use weir_engine::connector::{AssignedSplit, Source, SourceReader, SplitId, SubtaskInfo};
+use weir_engine::connector::{Data, Timestamp};
+use weir_engine::connector::{Error, Result};
 
 /// How often a running source looks for new partitions, unless configured otherwise.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);

@@ -17,11 +17,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_engine::data::{Data, Record, Timestamp};
-use weir_engine::source::{
+use weir_engine::connector::{
     AssignedSplit, ReadStatus, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,
 };
-use weir_engine::{Error, Result};
+use weir_engine::connector::{Data, Record, Timestamp};
+use weir_engine::connector::{Error, Result};
 
 /// How long one poll waits for a record when none is buffered.
 const POLL_WAIT: Duration = Duration::from_millis(20);

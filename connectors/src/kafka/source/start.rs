@@ -14,8 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use weir_engine::source::SplitId;
-use weir_engine::{Error, Result};
+use weir_engine::connector::SplitId;
+use weir_engine::connector::{Error, Result};
 
 /// Where a fresh start (no checkpoint) begins reading each partition. A restored split always
 /// continues at its checkpointed offset instead.

@@ -17,8 +17,8 @@
 //! failure-free run dropped as late stay late. Idleness starts counting again at the restore.
 
 use std::time::{Duration, Instant};
-use weir_engine::data::Timestamp;
-use weir_engine::source::SourceWatermark;
+use weir_engine::connector::SourceWatermark;
+use weir_engine::connector::Timestamp;
 
 /// How watermarks are derived from record timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
