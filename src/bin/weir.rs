@@ -14,10 +14,11 @@
 //! `_metadata` exists, which after a crash is the case only for checkpoints that completed.
 
 use clap::{Parser, Subcommand};
-use std::fmt::{self, Write as _};
+use serde::Serialize;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use weir::engine::checkpoint::metadata::StoredFile;
+use weir::engine::checkpoint::metadata::{OperatorState, SourceState, StoredFile};
 use weir::engine::checkpoint::{
     read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage,
 };
@@ -92,14 +93,18 @@ fn run(cli: &Cli) -> Result<String, CliError> {
         Command::Checkpoints(CheckpointsCommand::List { dir }) => {
             let rows = list_rows(&open_storage(dir)?)?;
             Ok(if cli.json {
-                list_json(&rows)
+                list_json(&rows)?
             } else {
                 list_table(dir, &rows)
             })
         }
         Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
             let meta = load_checkpoint(&open_storage(dir)?, *id)?;
-            Ok(if cli.json { show_json(&meta) } else { show_text(&meta) })
+            if cli.json {
+                show_json(&meta)
+            } else {
+                Ok(show_text(&meta))
+            }
         }
     }
 }
@@ -238,23 +243,75 @@ fn list_table(dir: &Path, rows: &[Row]) -> String {
     out
 }
 
-fn list_json(rows: &[Row]) -> String {
-    let items = rows
+/// One checkpoint of `list --json`.
+#[derive(Serialize)]
+struct ListItem<'a> {
+    id: CheckpointId,
+    complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<&'a CheckpointStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn list_json(rows: &[Row]) -> Result<String, CliError> {
+    let items: Vec<ListItem<'_>> = rows
         .iter()
         .map(|row| {
-            let mut fields = vec![("id", Json::U(row.id)), ("complete", Json::Bool(row.complete))];
-            match &row.meta {
-                Some(Ok(m)) => {
-                    fields.push(("kind", Json::str(kind_name(m.kind))));
-                    fields.push(("stats", stats_json(&m.stats)));
-                }
-                Some(Err(e)) => fields.push(("error", Json::str(e))),
-                None => {}
+            let (kind, stats, error) = match &row.meta {
+                Some(Ok(m)) => (Some(kind_name(m.kind)), Some(&m.stats), None),
+                Some(Err(e)) => (None, None, Some(e.as_str())),
+                None => (None, None, None),
+            };
+            ListItem {
+                id: row.id,
+                complete: row.complete,
+                kind,
+                stats,
+                error,
             }
-            Json::O(fields)
         })
         .collect();
-    format!("{}\n", Json::A(items))
+    to_json(&items)
+}
+
+/// `show --json`: the checkpoint's metadata as stored, with its kind named as in the text.
+#[derive(Serialize)]
+struct ShowDoc<'a> {
+    id: CheckpointId,
+    job: &'a str,
+    kind: &'static str,
+    complete: bool,
+    version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_epoch: Option<u64>,
+    max_parallelism: usize,
+    stats: &'a CheckpointStats,
+    sources: &'a [SourceState],
+    operators: &'a [OperatorState],
+}
+
+fn show_json(m: &CheckpointMetadata) -> Result<String, CliError> {
+    to_json(&ShowDoc {
+        id: m.id,
+        job: &m.job,
+        kind: kind_name(m.kind),
+        complete: true,
+        version: m.version,
+        owner_epoch: m.owner_epoch,
+        max_parallelism: m.max_parallelism,
+        stats: &m.stats,
+        sources: &m.sources,
+        operators: &m.operators,
+    })
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Failed(format!("encoding JSON: {e}")))
 }
 
 fn file_line(out: &mut String, indent: &str, f: &StoredFile) {
@@ -346,155 +403,6 @@ fn show_text(m: &CheckpointMetadata) -> String {
     out
 }
 
-fn stats_json(s: &CheckpointStats) -> Json {
-    Json::O(vec![
-        ("id", Json::U(s.id)),
-        ("triggered_at_ms", Json::U(s.triggered_at_ms)),
-        ("sync_ms", Json::F(s.sync_ms)),
-        ("alignment_ms", Json::F(s.alignment_ms)),
-        ("async_ms", Json::F(s.async_ms)),
-        ("total_ms", Json::F(s.total_ms)),
-        ("state_bytes", Json::U(s.state_bytes)),
-        ("uploaded_bytes", Json::U(s.uploaded_bytes)),
-        ("source_records", Json::U(s.source_records)),
-    ])
-}
-
-fn file_json(f: &StoredFile) -> Json {
-    Json::O(vec![
-        ("name", Json::str(&f.name)),
-        ("key", Json::str(&f.key)),
-        ("size", Json::U(f.size)),
-        ("crc32c", Json::U(u64::from(f.crc32c))),
-    ])
-}
-
-fn show_json(m: &CheckpointMetadata) -> String {
-    let sources = m
-        .sources
-        .iter()
-        .map(|src| {
-            let positions = src
-                .positions
-                .iter()
-                .map(|p| Json::O(vec![("split", Json::str(&p.split)), ("offset", Json::U(p.offset))]))
-                .collect();
-            Json::O(vec![("name", Json::str(&src.name)), ("positions", Json::A(positions))])
-        })
-        .collect();
-    let operators = m
-        .operators
-        .iter()
-        .map(|op| {
-            let subtasks = op
-                .subtasks
-                .iter()
-                .map(|st| {
-                    Json::O(vec![
-                        ("subtask", Json::U(st.subtask as u64)),
-                        (
-                            "key_groups",
-                            Json::O(vec![
-                                ("start", Json::U(u64::from(st.key_groups.start))),
-                                ("end", Json::U(u64::from(st.key_groups.end))),
-                            ]),
-                        ),
-                        ("keyed_files", Json::A(st.keyed_files.iter().map(file_json).collect())),
-                        (
-                            "operator_state",
-                            st.operator_state.as_ref().map(file_json).unwrap_or(Json::Null),
-                        ),
-                    ])
-                })
-                .collect();
-            Json::O(vec![
-                ("name", Json::str(&op.name)),
-                ("parallelism", Json::U(op.parallelism as u64)),
-                ("subtasks", Json::A(subtasks)),
-            ])
-        })
-        .collect();
-    let doc = Json::O(vec![
-        ("id", Json::U(m.id)),
-        ("job", Json::str(&m.job)),
-        ("kind", Json::str(kind_name(m.kind))),
-        ("complete", Json::Bool(true)),
-        ("version", Json::U(u64::from(m.version))),
-        ("max_parallelism", Json::U(m.max_parallelism as u64)),
-        ("stats", stats_json(&m.stats)),
-        ("sources", Json::A(sources)),
-        ("operators", Json::A(operators)),
-    ]);
-    format!("{doc}\n")
-}
-
-/// A minimal JSON value, enough for this tool's output.
-enum Json {
-    Null,
-    Bool(bool),
-    U(u64),
-    F(f64),
-    S(String),
-    A(Vec<Json>),
-    O(Vec<(&'static str, Json)>),
-}
-
-impl Json {
-    fn str(s: &str) -> Json {
-        Json::S(s.to_string())
-    }
-}
-
-fn write_json_str(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\n' => f.write_str("\\n")?,
-            '\r' => f.write_str("\\r")?,
-            '\t' => f.write_str("\\t")?,
-            c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-            c => f.write_char(c)?,
-        }
-    }
-    f.write_char('"')
-}
-
-impl fmt::Display for Json {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::U(n) => write!(f, "{n}"),
-            Json::F(x) if x.is_finite() => write!(f, "{x}"),
-            Json::F(_) => f.write_str("null"),
-            Json::S(s) => write_json_str(f, s),
-            Json::A(items) => {
-                f.write_char('[')?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write!(f, "{item}")?;
-                }
-                f.write_char(']')
-            }
-            Json::O(fields) => {
-                f.write_char('{')?;
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write_json_str(f, k)?;
-                    write!(f, ":{v}")?;
-                }
-                f.write_char('}')
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,11 +419,5 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-    }
-
-    #[test]
-    fn json_escapes_strings() {
-        let j = Json::O(vec![("a\"b", Json::str("x\n\u{1}\\")), ("n", Json::F(f64::NAN))]);
-        assert_eq!(j.to_string(), r#"{"a\"b":"x\n\u0001\\","n":null}"#);
     }
 }
