@@ -19,22 +19,40 @@ use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
 use crate::message::CheckpointId;
 use crate::recovery::RestoreWarning;
-use crate::source::SplitPosition;
+use crate::source::{SplitId, SplitPosition};
 use crate::state::backend::dir_name;
 use crate::{Error, ErrorKind, Reason, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// One subtask of a step: what per-subtask state is stored under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SubtaskKey {
+    /// The step's name.
+    pub(crate) step: String,
+    /// The subtask index.
+    pub(crate) subtask: usize,
+}
+
+impl SubtaskKey {
+    pub(crate) fn new(step: &str, subtask: usize) -> Self {
+        SubtaskKey {
+            step: step.to_string(),
+            subtask,
+        }
+    }
+}
+
 /// What a restore hands to the plan: source positions by split and snapshot dirs by store.
 #[derive(Default, Debug, Clone)]
 pub(crate) struct RestoreInput {
-    /// Positions per source step name and split.
-    pub(crate) positions: HashMap<(String, String), SplitPosition>,
-    /// Keyed-state snapshot directory per (operator, subtask).
-    pub(crate) keyed: HashMap<(String, usize), PathBuf>,
-    /// Operator state per (operator, subtask).
-    pub(crate) operator_state: HashMap<(String, usize), Vec<u8>>,
+    /// Positions per source step name, then split.
+    pub(crate) positions: HashMap<String, HashMap<SplitId, SplitPosition>>,
+    /// Keyed-state snapshot directory per operator subtask.
+    pub(crate) keyed: HashMap<SubtaskKey, PathBuf>,
+    /// Operator state per operator subtask.
+    pub(crate) operator_state: HashMap<SubtaskKey, Vec<u8>>,
     /// Where sinks report fallbacks the user allowed (the job report's restore warnings).
     pub(crate) restore_warnings: Option<crate::recovery::SharedRestoreWarnings>,
 }
@@ -190,7 +208,11 @@ fn materialize(
     let mut input = RestoreInput::default();
     for src in &meta.sources {
         for p in &src.positions {
-            input.positions.insert((src.name.clone(), p.split.clone()), p.clone());
+            input
+                .positions
+                .entry(src.name.clone())
+                .or_default()
+                .insert(p.split.clone(), p.clone());
         }
     }
     let id = meta.id;
@@ -203,13 +225,15 @@ fn materialize(
                         storage.fetch_verified(f, &d.join(&f.name))
                     })?;
                 }
-                input.keyed.insert((op.name.clone(), st.subtask), d);
+                input.keyed.insert(SubtaskKey::new(&op.name, st.subtask), d);
             }
             if let Some(f) = &st.operator_state {
                 let bytes = with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
                     storage.read_verified(f)
                 })?;
-                input.operator_state.insert((op.name.clone(), st.subtask), bytes);
+                input
+                    .operator_state
+                    .insert(SubtaskKey::new(&op.name, st.subtask), bytes);
             }
         }
     }

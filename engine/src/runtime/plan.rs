@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// Channels into one subtask: (receiver, logical input), by (node, subtask).
 type InputChannels = HashMap<(NodeId, usize), Vec<(Receiver<Message>, usize)>>;
 
-pub(crate) use crate::checkpoint::restore::RestoreInput;
+pub(crate) use crate::checkpoint::restore::{RestoreInput, SubtaskKey};
 pub(crate) use crate::runtime::report::MetricsEntry;
 
 /// The subtasks of a job, ready to run.
@@ -179,7 +179,7 @@ pub(crate) fn build(
                             .enumerate()
                             .filter(|(i, _)| i % p == s)
                             .map(
-                                |(_, id)| match restore.positions.get(&(node.name.clone(), id.clone())) {
+                                |(_, id)| match restore.positions.get(&node.name).and_then(|p| p.get(id)) {
                                     Some(position) => AssignedSplit::restored(position.clone()),
                                     None => AssignedSplit::fresh(id.clone()),
                                 },
@@ -191,7 +191,7 @@ pub(crate) fn build(
                                 SubtaskInfo {
                                     index: s,
                                     parallelism: p,
-                                    restored: restore.positions.keys().any(|(n, _)| *n == node.name),
+                                    restored: restore.positions.contains_key(&node.name),
                                 },
                                 metrics.clone(),
                                 &node.name,
@@ -216,7 +216,7 @@ pub(crate) fn build(
                                     subtask: s,
                                     key_groups,
                                 },
-                                restore_from: restore.keyed.get(&(node.name.clone(), s)).cloned(),
+                                restore_from: restore.keyed.get(&SubtaskKey::new(&node.name, s)).cloned(),
                             })
                         } else {
                             None
@@ -232,7 +232,7 @@ pub(crate) fn build(
                             store: None,
                             store_opener,
                             metrics: metrics.clone(),
-                            restored_state: restore.operator_state.get(&(node.name.clone(), s)).cloned(),
+                            restored_state: restore.operator_state.get(&SubtaskKey::new(&node.name, s)).cloned(),
                             checkpoint_timing: cfg.checkpoint.as_ref().map(|c| c.timing()),
                             committed_output: cfg
                                 .checkpoint

@@ -1,6 +1,7 @@
 //! Type-erased access to a source reader for the task loop.
 
 use crate::data::{erase, Data, ErasedBatch, Record};
+use crate::message::CheckpointId;
 use crate::source::{ReadStatus, SourceReader, SourceWatermark, SplitPosition};
 use crate::{Error, Result};
 
@@ -9,9 +10,9 @@ pub(crate) trait SourceDriver: Send {
     /// Reads up to `max` records.
     fn poll(&mut self, max: usize) -> Result<(Option<Box<dyn ErasedBatch>>, ReadStatus)>;
     /// Positions of every assigned split, remembered as those of checkpoint `id`.
-    fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition>;
+    fn snapshot_positions(&mut self, id: CheckpointId) -> Vec<SplitPosition>;
     /// Checkpoint `id` is complete.
-    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()>;
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()>;
     /// The reader's watermark after the last poll.
     fn watermark(&mut self) -> SourceWatermark;
     /// The source step's name.
@@ -56,7 +57,7 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
         Ok((batch, status))
     }
 
-    fn snapshot_positions(&mut self, id: u64) -> Vec<SplitPosition> {
+    fn snapshot_positions(&mut self, id: CheckpointId) -> Vec<SplitPosition> {
         let p = self.reader.positions();
         self.taken.push((id, p.clone()));
         p
@@ -74,7 +75,7 @@ impl<T: Data> SourceDriver for TypedSourceDriver<T> {
         self.records.records_out()
     }
 
-    fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
         let positions = match self.taken.iter().position(|(c, _)| *c == id) {
             Some(i) => self.taken.drain(..=i).next_back().map(|(_, p)| p).unwrap_or_default(),
             None => return Ok(()),

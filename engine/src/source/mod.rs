@@ -14,6 +14,7 @@ pub mod nexmark;
 pub mod vec;
 
 use crate::data::{Data, Record, Timestamp};
+use crate::message::CheckpointId;
 use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -153,7 +154,7 @@ pub trait SourceReader<T>: Send {
 
     /// Checkpoint `id`, which holds `positions`, is complete (for example to commit offsets to
     /// a consumer group for monitoring).
-    fn notify_checkpoint_complete(&mut self, id: u64, positions: &[SplitPosition]) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, positions: &[SplitPosition]) -> Result<()> {
         let _ = (id, positions);
         Ok(())
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use weir_engine::connector::{
     AssignedSplit, ReadStatus, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,
 };
-use weir_engine::connector::{Data, Record, Timestamp};
+use weir_engine::connector::{CheckpointId, Data, Record, Timestamp};
 use weir_engine::connector::{Error, Result};
 
 /// How long one poll waits for a record when none is buffered.
@@ -443,7 +443,7 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
         }
     }
 
-    fn notify_checkpoint_complete(&mut self, id: u64, positions: &[SplitPosition]) -> Result<()> {
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, positions: &[SplitPosition]) -> Result<()> {
         if self.awaiting_durable_start {
             tracing::debug!(
                 checkpoint = id,
