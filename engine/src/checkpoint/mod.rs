@@ -1,6 +1,7 @@
 //! Checkpoints: configuration, storage, metadata, the coordinator's durable bookkeeping,
 //! restore, and fail points for testing every phase.
 
+pub mod ack;
 pub mod config;
 pub(crate) mod coordinator;
 pub mod dir_lock;
@@ -10,6 +11,7 @@ pub mod metadata;
 pub mod ownership;
 pub(crate) mod restore;
 pub mod storage;
+pub(crate) mod tracker;
 pub(crate) mod upload;
 
 pub use config::{CheckpointConfig, CheckpointTiming, RestoreMode};

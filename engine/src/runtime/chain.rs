@@ -6,9 +6,10 @@
 
 use crate::data::{ErasedBatch, Timestamp};
 use crate::keyed::event_time::EventTime;
+use crate::checkpoint::ack::OperatorSubtaskSnapshot;
 use crate::message::{Barrier, CheckpointId, Message};
 use crate::operator::{
-    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget,
+    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, SnapshotTarget,
 };
 use crate::runtime::exchange::Outputs;
 use crate::{Error, Result};
@@ -179,7 +180,7 @@ impl Chain {
         &mut self,
         barrier: &Barrier,
         target_for: &dyn Fn(&OperatorContext) -> SnapshotTarget,
-    ) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+    ) -> Result<Vec<OperatorSubtaskSnapshot>> {
         let mut out = Vec::with_capacity(self.links.len());
         for (i, l) in self.links.iter_mut().enumerate() {
             let target = target_for(&l.ctx);
@@ -188,7 +189,11 @@ impl Chain {
             if let Some(et) = self.head_input.as_ref().filter(|_| i == 0 && op.forwards_event_time()) {
                 snap.operator_state = Some(et.to_bytes()?);
             }
-            out.push((l.ctx.operator.clone(), l.ctx.subtask, snap));
+            out.push(OperatorSubtaskSnapshot {
+                operator: l.ctx.operator.clone(),
+                subtask: l.ctx.subtask,
+                snapshot: snap,
+            });
         }
         let b = *barrier;
         self.outputs.broadcast(|| Message::Barrier(b))?;

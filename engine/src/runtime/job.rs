@@ -8,6 +8,7 @@
 //! completed checkpoint. No thread of an attempt outlives it.
 
 use crate::cancellation::Cancellation;
+use crate::checkpoint::ack::CheckpointAck;
 use crate::checkpoint::coordinator::Coordinator;
 use crate::checkpoint::metadata::CheckpointMetadata;
 use crate::config::JobConfig;
@@ -17,8 +18,8 @@ use crate::runtime::handle::{JobHandle, Live};
 use crate::runtime::master::Master;
 use crate::runtime::plan;
 use crate::runtime::staging::StagingArea;
-use crate::runtime::task::TaskAck;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,21 +83,97 @@ impl JobShared {
     }
 }
 
-/// What the job's threads tell the master.
+/// Why a subtask (or a checkpoint upload) failed, in a form that can cross a wire: the error's
+/// kind (which decides whether a restart may help) and its message with context. In-process,
+/// the original [`Error`] travels along (it is not serialized).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct FailureReport {
+    /// Who must act on the failure.
+    pub(crate) kind: ErrorKind,
+    /// The error's message, with the context it travelled through.
+    pub(crate) message: String,
+    /// The original error, when sender and master share a process.
+    #[serde(skip)]
+    pub(crate) error: Option<Error>,
+}
+
+impl FailureReport {
+    /// The report of `error`, keeping the error itself for an in-process master.
+    pub(crate) fn new(error: Error) -> Self {
+        FailureReport {
+            kind: error.kind(),
+            message: error.to_string(),
+            error: Some(error),
+        }
+    }
+
+    /// The kind of the failure.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The failure as an error: the original one, or one rebuilt from kind and message.
+    pub(crate) fn into_error(self) -> Error {
+        match self.error {
+            Some(e) => e,
+            None => Error::new(self.kind, self.message),
+        }
+    }
+}
+
+/// How a subtask's thread ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum TaskOutcome {
+    /// Its input ended and its final checkpoint is complete, or it stopped cleanly.
+    Finished,
+    /// It failed (or stopped because the attempt was cancelled: kind `Cancelled`).
+    Failed(FailureReport),
+}
+
+impl TaskOutcome {
+    /// The outcome of a subtask's run.
+    pub(crate) fn of(result: Result<()>) -> Self {
+        match result {
+            Ok(()) => TaskOutcome::Finished,
+            Err(e) => TaskOutcome::Failed(FailureReport::new(e)),
+        }
+    }
+}
+
+/// What the job's threads tell the master: plain serializable messages, so that a later
+/// runtime only swaps the transport.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum TaskEvent {
     /// A subtask opened its operators (state restored) and runs.
-    Running,
+    Running {
+        /// The subtask.
+        task: usize,
+    },
     /// A barrier passed through the subtask and its snapshot is taken.
-    Ack(Box<TaskAck>),
+    Ack {
+        /// What the snapshot produced.
+        ack: Box<CheckpointAck>,
+    },
     /// A source subtask read all of its input.
-    SourceExhausted { task: usize },
+    SourceExhausted {
+        /// The subtask.
+        task: usize,
+    },
     /// The subtask's thread ended.
-    Exited { task: usize, result: Result<()> },
+    Exited {
+        /// The subtask.
+        task: usize,
+        /// How it ended.
+        outcome: TaskOutcome,
+    },
     /// The asynchronous phase of a checkpoint ended.
     Uploaded {
+        /// The attempt that started the upload.
         attempt: u32,
+        /// The checkpoint.
         id: CheckpointId,
-        result: Box<Result<CheckpointMetadata>>,
+        /// The metadata to publish, or why the upload failed.
+        result: Box<std::result::Result<CheckpointMetadata, FailureReport>>,
     },
     /// The user asked to cancel.
     CancelRequested,
