@@ -73,10 +73,7 @@ pub(crate) enum Action {
     /// back with [`CheckpointTracker::on_triggered`].
     Trigger { kind: BarrierKind },
     /// Every subtask acknowledged `barrier`: upload their snapshots.
-    StartUpload {
-        barrier: Barrier,
-        acks: Vec<CheckpointAck>,
-    },
+    StartUpload { barrier: Barrier, acks: Vec<CheckpointAck> },
     /// The upload of `metadata.id` succeeded: publish its metadata (`triggered` is when the
     /// checkpoint was triggered) and report with [`CheckpointTracker::on_published`].
     Publish {

@@ -4,13 +4,11 @@
 //! Pushing an event into operator `i` delivers everything it emits to operator `i + 1` (or the
 //! outputs) before returning, so the chain holds nothing in flight between calls.
 
+use crate::checkpoint::ack::OperatorSubtaskSnapshot;
 use crate::data::{ErasedBatch, Timestamp};
 use crate::keyed::event_time::EventTime;
-use crate::checkpoint::ack::OperatorSubtaskSnapshot;
 use crate::message::{Barrier, CheckpointId, Message};
-use crate::operator::{
-    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, SnapshotTarget,
-};
+use crate::operator::{ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, SnapshotTarget};
 use crate::runtime::exchange::Outputs;
 use crate::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -19,8 +19,8 @@ use crate::runtime::master::Master;
 use crate::runtime::plan;
 use crate::runtime::staging::StagingArea;
 use crate::{Error, ErrorKind, Result};
-use serde::{Deserialize, Serialize};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -251,4 +251,73 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
         events: events_tx,
         master: Some(master),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::ack::{OperatorSubtaskSnapshot, SourceSnapshot};
+    use crate::message::{Barrier, BarrierKind};
+    use crate::runtime::control::Control;
+
+    #[test]
+    fn messages_survive_a_wire_with_the_failure_kind() {
+        let failed = TaskEvent::Exited {
+            task: 3,
+            outcome: TaskOutcome::of(Err(Error::new(ErrorKind::External { retryable: false }, "broker gone"))),
+        };
+        let back: TaskEvent = serde_json::from_str(&serde_json::to_string(&failed).unwrap()).unwrap();
+        let TaskEvent::Exited {
+            task: 3,
+            outcome: TaskOutcome::Failed(report),
+        } = back
+        else {
+            panic!("not the event sent: {back:?}")
+        };
+        assert!(report.error.is_none(), "the error itself stays in-process");
+        let e = report.into_error();
+        assert_eq!(e.kind(), ErrorKind::External { retryable: false });
+        assert!(e.to_string().contains("broker gone"), "{e}");
+
+        let barrier = Barrier {
+            id: 7,
+            kind: BarrierKind::Final,
+            triggered_at_ms: 1,
+        };
+        let ack = TaskEvent::Ack {
+            ack: Box::new(CheckpointAck {
+                task: 0,
+                barrier,
+                operators: vec![OperatorSubtaskSnapshot {
+                    operator: "map".into(),
+                    subtask: 0,
+                    snapshot: crate::operator::OperatorSnapshot {
+                        keyed_files: vec!["000001.sst".into()],
+                        operator_state: Some(vec![1, 2]),
+                    },
+                }],
+                source: Some(SourceSnapshot {
+                    source: "numbers".into(),
+                    positions: Vec::new(),
+                    records_read: 42,
+                }),
+                alignment: std::time::Duration::from_millis(3),
+                sync_duration: std::time::Duration::from_millis(4),
+            }),
+        };
+        let back: TaskEvent = serde_json::from_str(&serde_json::to_string(&ack).unwrap()).unwrap();
+        let TaskEvent::Ack { ack } = back else {
+            panic!("not an ack")
+        };
+        assert_eq!(ack.barrier, barrier);
+        assert_eq!(
+            ack.operators[0].snapshot.keyed_files,
+            vec![std::path::PathBuf::from("000001.sst")]
+        );
+        assert_eq!(ack.source.as_ref().map(|s| s.records_read), Some(42));
+
+        let control = Control::CheckpointComplete { id: 7 };
+        let back: Control = serde_json::from_str(&serde_json::to_string(&control).unwrap()).unwrap();
+        assert!(matches!(back, Control::CheckpointComplete { id: 7 }));
+    }
 }

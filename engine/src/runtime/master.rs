@@ -514,16 +514,15 @@ impl Master {
                         .coordinator
                         .as_mut()
                         .expect("publishing only happens with checkpoint storage");
-                    let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        c.complete(*metadata, triggered)
-                    }))
-                    .unwrap_or_else(|p| {
-                        Err(Error::internal(format!(
-                            "completing checkpoint {id} panicked: {}",
-                            crate::runtime::chain::panic_message(&p)
-                        )))
-                    })
-                    .map(|_| ());
+                    let published =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(*metadata, triggered)))
+                            .unwrap_or_else(|p| {
+                                Err(Error::internal(format!(
+                                    "completing checkpoint {id} panicked: {}",
+                                    crate::runtime::chain::panic_message(&p)
+                                )))
+                            })
+                            .map(|_| ());
                     let now = Instant::now();
                     if published.is_ok() {
                         *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now));
@@ -613,7 +612,6 @@ impl Master {
             what.join("; ")
         )
     }
-
 }
 
 /// How an attempt ended.

@@ -8,9 +8,9 @@
 //! end of stream. Sinks commit the final output only once that checkpoint is complete, exactly
 //! as for periodic checkpoints.
 
+use crate::checkpoint::ack::{CheckpointAck, OperatorSubtaskSnapshot, SourceSnapshot};
 use crate::data::{Timestamp, MAX_WATERMARK};
 use crate::message::{Barrier, BarrierKind, CheckpointId};
-use crate::checkpoint::ack::{CheckpointAck, OperatorSubtaskSnapshot, SourceSnapshot};
 use crate::operator::{OperatorContext, SnapshotTarget};
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;

@@ -145,7 +145,10 @@ impl Harness {
                 self.tracker.on_upload_finished(id, result, now)
             }
             Published(id, ok) => {
-                assert!(self.to_publish.contains_key(&id), "publication of {id} was never asked for");
+                assert!(
+                    self.to_publish.contains_key(&id),
+                    "publication of {id} was never asked for"
+                );
                 let result = if ok {
                     self.durable.insert(id);
                     Ok(())
@@ -216,7 +219,8 @@ fn run(name: &str, cfg: TrackerConfig, steps: &[Step]) {
     let mut h = Harness::new(cfg);
     for (i, &(at, ev, expected)) in steps.iter().enumerate() {
         let actual = h.feed(at, ev);
-        let matches = actual.len() == expected.len() && actual.iter().zip(expected.iter()).all(|(a, e)| a.starts_with(e));
+        let matches =
+            actual.len() == expected.len() && actual.iter().zip(expected.iter()).all(|(a, e)| a.starts_with(e));
         assert!(
             matches,
             "{name}, step {i} ({ev:?} at {at} ms): expected {expected:?}, got {actual:?}"
@@ -308,7 +312,11 @@ fn minimum_pause_after_completion_and_failure() {
             (0, Tick, &["trigger 1"]),
             (10, Ack(0, 1), &["ack recorded, 1 left"]),
             (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
-            (200, Uploaded(1, false), &["abort 1: its upload failed: disk full (1 in a row)"]),
+            (
+                200,
+                Uploaded(1, false),
+                &["abort 1: its upload failed: disk full (1 in a row)"],
+            ),
             (239, Tick, &[]),
             (240, Tick, &["trigger 2"]),
         ],
@@ -452,7 +460,11 @@ fn the_final_checkpoint() {
     run(
         "final upload failed",
         cfg,
-        &final_upload((20, Uploaded(1, false), &["abort 1: its upload failed", "fail: disk full"])),
+        &final_upload((
+            20,
+            Uploaded(1, false),
+            &["abort 1: its upload failed", "fail: disk full"],
+        )),
     );
 }
 
