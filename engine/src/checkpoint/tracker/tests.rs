@@ -9,6 +9,7 @@
 use super::*;
 use crate::checkpoint::metadata::{CheckpointStats, FORMAT_VERSION};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Subtask 0 reads the source; subtask 1 is downstream.
 const SUBTASKS: usize = 2;
