@@ -9,7 +9,7 @@
 use std::fmt;
 
 /// Who must act on an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// The pipeline or its configuration is wrong: the user must change it.
     Config,

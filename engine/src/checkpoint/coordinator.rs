@@ -16,18 +16,18 @@
 //! start and at the first completed checkpoint, so that a later start can tell "a new job"
 //! from "a job whose checkpoints are gone".
 
+use super::ack::CheckpointAck;
 use super::config::{CheckpointConfig, RestoreMode};
 use super::fail;
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
-use super::upload::{publish, read_metadata, upload, UploadJob};
+use super::upload::{publish, read_metadata, upload, StagedFileKey, UploadJob};
 use crate::checkpoint::staging::StagingArea;
 use crate::message::{Barrier, CheckpointId};
 use crate::ownership::{OwnerInfo, OwnerLease};
 use crate::recovery::{RestoreWarning, SharedRestoreWarnings};
-use crate::runtime::task::TaskAck;
 use crate::{Error, Result, ResultExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -244,20 +244,25 @@ impl Coordinator {
     pub(crate) fn start_upload(
         &mut self,
         barrier: Barrier,
-        acks: Vec<TaskAck>,
+        acks: Vec<CheckpointAck>,
         parallelism: Arc<HashMap<String, usize>>,
         base_source_records: u64,
         done: impl FnOnce(Result<CheckpointMetadata>) + Send + 'static,
     ) {
         // RocksDB never reuses a file number nor revives a deleted file, so every SST a new
         // snapshot can share is referenced by the latest completed checkpoint of the lineage.
-        let mut reusable: HashMap<(String, usize, String), StoredFile> = HashMap::new();
+        let mut reusable: HashMap<StagedFileKey, StoredFile> = HashMap::new();
         if let Some(&latest) = self.lineage.last() {
             if let Ok(m) = self.metadata(latest) {
                 for op in &m.operators {
                     for st in &op.subtasks {
                         for f in &st.keyed_files {
-                            reusable.insert((op.name.clone(), st.subtask, f.name.clone()), f.clone());
+                            let key = StagedFileKey {
+                                operator: op.name.clone(),
+                                subtask: st.subtask,
+                                file: f.name.clone(),
+                            };
+                            reusable.insert(key, f.clone());
                         }
                     }
                 }

@@ -1,6 +1,7 @@
 //! Checkpoints: configuration, storage, metadata, the coordinator's durable bookkeeping,
 //! restore, and fail points for testing every phase.
 
+pub mod ack;
 pub mod config;
 pub(crate) mod coordinator;
 pub mod fail;
@@ -9,6 +10,7 @@ pub mod metadata;
 pub(crate) mod restore;
 pub(crate) mod staging;
 pub mod storage;
+pub(crate) mod tracker;
 pub(crate) mod upload;
 
 pub use crate::ownership::{OwnerInfo, OwnerLease};

@@ -6,14 +6,14 @@
 //! current lineage (the restored checkpoint and those completed since) is referenced, not stored
 //! again. Everything else is stored under the checkpoint's own directory.
 
+use super::ack::CheckpointAck;
 use super::fail;
 use super::metadata::{
     decode_metadata, encode_metadata, CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile,
     SubtaskState, FORMAT_VERSION,
 };
 use super::storage::CheckpointStorage;
-use crate::message::Barrier;
-use crate::runtime::task::TaskAck;
+use crate::message::{Barrier, CheckpointId};
 use crate::state::backend::dir_name;
 use crate::state::KeyGroupRange;
 use crate::{Error, Result, ResultExt};
@@ -30,14 +30,21 @@ pub(crate) struct UploadJob {
     pub(crate) owner_epoch: u64,
     pub(crate) max_parallelism: usize,
     pub(crate) barrier: Barrier,
-    pub(crate) acks: Vec<TaskAck>,
+    pub(crate) acks: Vec<CheckpointAck>,
     /// Staging directory of this checkpoint (`<op>/<subtask>/<files>` below it).
     pub(crate) staging: PathBuf,
-    /// SST files of the lineage's latest completed checkpoint: (operator, subtask, file name) ->
-    /// stored file.
-    pub(crate) reusable: Arc<HashMap<(String, usize, String), StoredFile>>,
+    /// SST files of the lineage's latest completed checkpoint.
+    pub(crate) reusable: Arc<HashMap<StagedFileKey, StoredFile>>,
     pub(crate) parallelism: Arc<HashMap<String, usize>>,
     pub(crate) base_source_records: u64,
+}
+
+/// A file of one operator subtask's snapshot, by its name in the staging directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct StagedFileKey {
+    pub(crate) operator: String,
+    pub(crate) subtask: usize,
+    pub(crate) file: String,
 }
 
 /// Stores every staged file and returns the metadata to publish (not yet published).
@@ -52,17 +59,18 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
     for ack in &job.acks {
         sync_ms = sync_ms.max(ack.sync_duration.as_secs_f64() * 1e3);
         alignment_ms = alignment_ms.max(ack.alignment.as_secs_f64() * 1e3);
-        if let (Some(name), Some(positions)) = (&ack.source_name, &ack.source_positions) {
-            source_records += ack.source_records;
-            match sources.iter_mut().find(|s: &&mut SourceState| &s.name == name) {
-                Some(s) => s.positions.extend(positions.iter().cloned()),
+        if let Some(src) = &ack.source {
+            source_records += src.records_read;
+            match sources.iter_mut().find(|s: &&mut SourceState| s.name == src.source) {
+                Some(s) => s.positions.extend(src.positions.iter().cloned()),
                 None => sources.push(SourceState {
-                    name: name.clone(),
-                    positions: positions.clone(),
+                    name: src.source.clone(),
+                    positions: src.positions.clone(),
                 }),
             }
         }
-        for (op, subtask, snap) in &ack.operators {
+        for s in &ack.operators {
+            let (op, subtask, snap) = (&s.operator, &s.subtask, &s.snapshot);
             if snap.keyed_files.is_empty() && snap.operator_state.is_none() {
                 continue;
             }
@@ -77,7 +85,11 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
                     .len();
                 let reuse = job
                     .reusable
-                    .get(&(op.clone(), *subtask, name.clone()))
+                    .get(&StagedFileKey {
+                        operator: op.clone(),
+                        subtask: *subtask,
+                        file: name.clone(),
+                    })
                     .filter(|s| name.ends_with(".sst") && s.size == size);
                 let stored = match reuse {
                     Some(s) => s.clone(),
@@ -165,7 +177,7 @@ pub(crate) fn publish(storage: &dyn CheckpointStorage, meta: &CheckpointMetadata
 /// # Errors
 /// `Checkpoint` if the metadata is missing or corrupt; `External { retryable: true }` if the
 /// storage could not be read (try again); `Config` for another format version.
-pub fn read_metadata(storage: &dyn CheckpointStorage, id: crate::message::CheckpointId) -> Result<CheckpointMetadata> {
+pub fn read_metadata(storage: &dyn CheckpointStorage, id: CheckpointId) -> Result<CheckpointMetadata> {
     let bytes = storage.read_metadata(id)?;
     decode_metadata(id, &bytes)
 }

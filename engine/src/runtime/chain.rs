@@ -4,12 +4,11 @@
 //! Pushing an event into operator `i` delivers everything it emits to operator `i + 1` (or the
 //! outputs) before returning, so the chain holds nothing in flight between calls.
 
+use crate::checkpoint::ack::OperatorSubtaskSnapshot;
 use crate::data::{ErasedBatch, Timestamp};
 use crate::keyed::event_time::EventTime;
 use crate::message::{Barrier, CheckpointId, Message};
-use crate::operator::{
-    ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget,
-};
+use crate::operator::{ChannelWatermark, Emitted, Emitter, OperatorContext, OperatorCore, SnapshotTarget};
 use crate::runtime::exchange::Outputs;
 use crate::{Error, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -170,7 +169,7 @@ impl Chain {
         &mut self,
         barrier: &Barrier,
         target_for: &dyn Fn(&OperatorContext) -> SnapshotTarget,
-    ) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+    ) -> Result<Vec<OperatorSubtaskSnapshot>> {
         let mut out = Vec::with_capacity(self.links.len());
         for (i, l) in self.links.iter_mut().enumerate() {
             let target = target_for(&l.ctx);
@@ -179,7 +178,11 @@ impl Chain {
             if let Some(et) = self.head_input.as_ref().filter(|_| i == 0 && op.forwards_event_time()) {
                 snap.operator_state = Some(et.to_bytes()?);
             }
-            out.push((l.ctx.operator.clone(), l.ctx.subtask, snap));
+            out.push(OperatorSubtaskSnapshot {
+                operator: l.ctx.operator.clone(),
+                subtask: l.ctx.subtask,
+                snapshot: snap,
+            });
         }
         let b = *barrier;
         self.outputs.broadcast(|| Message::Barrier(b))?;

@@ -774,10 +774,10 @@ mod tests {
         assert_eq!(h.drain(), vec![Ev::Ended]);
         assert_eq!(h.drain(), vec![]);
         // Control messages are still read after the end.
-        h._ctl_tx.send(Control::CheckpointComplete(4)).unwrap();
+        h._ctl_tx.send(Control::CheckpointComplete { id: 4 }).unwrap();
         assert!(matches!(
             h.gate.next(&h.ctl_rx, Duration::from_millis(100)).unwrap(),
-            GateEvent::Control(Control::CheckpointComplete(4))
+            GateEvent::Control(Control::CheckpointComplete { id: 4 })
         ));
     }
 

@@ -1,7 +1,7 @@
 //! The handle users hold on a running job: cancel it, watch its progress, wait for its report.
 
 use crate::message::CheckpointId;
-use crate::runtime::job::TaskEvent;
+use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
 use crate::runtime::report::MetricsEntry;
 use crate::{Error, Result};

@@ -1,5 +1,4 @@
-//! Starting a job, and what its threads share: the attempt's cancellation flag and staging
-//! directory, and the events subtasks send to the master.
+//! Starting a job: validation, the checkpoint coordinator, the master thread and the handle.
 //!
 //! The master (`runtime::master`) alone decides that a checkpoint is complete: after
 //! every subtask acknowledged its barrier and, with checkpoint storage, after the checkpoint's
@@ -8,15 +7,12 @@
 //! completed checkpoint. No thread of an attempt outlives it.
 
 use crate::checkpoint::coordinator::Coordinator;
-use crate::checkpoint::metadata::CheckpointMetadata;
 use crate::checkpoint::staging::StagingArea;
 use crate::config::JobConfig;
 use crate::graph::Graph;
-use crate::message::CheckpointId;
 use crate::runtime::handle::{JobHandle, Live};
 use crate::runtime::master::Master;
 use crate::runtime::plan;
-use crate::runtime::task::TaskAck;
 use crate::{Error, Result};
 use crossbeam_channel::unbounded;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,26 +20,6 @@ use std::sync::Arc;
 
 /// Distinguishes runs of the same job within one process.
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// What the job's threads tell the master.
-pub(crate) enum TaskEvent {
-    /// A subtask opened its operators (state restored) and runs.
-    Running,
-    /// A barrier passed through the subtask and its snapshot is taken.
-    Ack(Box<TaskAck>),
-    /// A source subtask read all of its input.
-    SourceExhausted { task: usize },
-    /// The subtask's thread ended.
-    Exited { task: usize, result: Result<()> },
-    /// The asynchronous phase of a checkpoint ended.
-    Uploaded {
-        attempt: u32,
-        id: CheckpointId,
-        result: Box<Result<CheckpointMetadata>>,
-    },
-    /// The user asked to cancel.
-    CancelRequested,
-}
 
 /// Starts the job described by `graph`.
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {

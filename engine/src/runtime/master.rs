@@ -10,21 +10,21 @@
 //! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
-use crate::checkpoint::metadata::CheckpointMetadata;
+use crate::checkpoint::tracker::{AckOutcome, Action, CheckpointTracker, TrackerConfig};
 use crate::config::restart::RestartTracker;
 use crate::config::JobConfig;
 use crate::graph::Graph;
-use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::message::{Barrier, BarrierKind};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
+use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
 use crate::runtime::handle::{LifecyclePhase, Live};
-use crate::runtime::job::TaskEvent;
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
-use crate::runtime::task::{now_ms, TaskAck};
+use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl Master {
                         None => (RestoreInput::default(), None),
                     };
                     let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
-                    if let (Some((fail_time, cancelled, reached)), Some(running)) = (failed_at.take(), out.1) {
+                    if let (Some((fail_time, cancelled, reached)), Some(running)) = (failed_at.take(), out.running_at) {
                         let stats = RestoreStats {
                             attempt,
                             checkpoint: restored_id,
@@ -163,8 +163,8 @@ impl Master {
                         );
                         self.report.restores.push(stats);
                     }
-                    last_reached = out.2;
-                    out.0
+                    last_reached = out.source_records;
+                    out.end
                 }
                 Err(e) => AttemptEnd::Failed(Failure::now(e)),
             };
@@ -246,7 +246,7 @@ impl Master {
         restore_dir: Option<PathBuf>,
         base_source_records: u64,
         parallelism: &Arc<HashMap<String, usize>>,
-    ) -> (AttemptEnd, Option<Instant>, u64) {
+    ) -> AttemptOutcome {
         if let Some(c) = &self.coordinator {
             c.clear_staging();
         }
@@ -256,7 +256,13 @@ impl Master {
         let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
         let plan = match built {
             Ok(p) => p,
-            Err(e) => return (AttemptEnd::Failed(Failure::now(e)), None, base_source_records),
+            Err(e) => {
+                return AttemptOutcome {
+                    end: AttemptEnd::Failed(Failure::now(e)),
+                    running_at: None,
+                    source_records: base_source_records,
+                }
+            }
         };
         let PhysicalPlan {
             tasks,
@@ -282,7 +288,10 @@ impl Master {
                         crate::runtime::chain::panic_message(&p)
                     ))),
                 };
-                let _ = events.send(TaskEvent::Exited { task: id, result });
+                let _ = events.send(TaskEvent::Exited {
+                    task: id,
+                    outcome: TaskOutcome::of(result),
+                });
             });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -295,29 +304,30 @@ impl Master {
                 }
             }
         }
+        let ck = self.cfg.checkpoint.as_ref();
+        let protocol = TrackerConfig {
+            interval: self.interval(),
+            min_pause: ck.map(|c| c.min_pause).unwrap_or_default(),
+            timeout: ck.map(|c| c.timeout),
+            tolerable_failed_checkpoints: ck.map_or(u32::MAX, |c| c.tolerable_failed_checkpoints),
+            persisted: self.coordinator.is_some(),
+            restored: restore_dir.is_some(),
+        };
         let mut a = Attempt {
             number: attempt,
             controls: &controls,
-            n_tasks,
             spawned: threads.len(),
-            source_tasks: source_tasks.iter().copied().collect(),
-            exhausted: BTreeSet::new(),
-            running: 0,
+            source_tasks: source_tasks.clone(),
+            checkpoints: CheckpointTracker::new(
+                protocol,
+                n_tasks,
+                source_tasks.iter().copied().collect(),
+                Instant::now(),
+            ),
             running_at: None,
-            pending: None,
-            uploading: None,
-            final_id: None,
-            // A fresh start takes its first checkpoint at once: sources whose start position can
-            // move (Kafka `Latest`) hand out records only once a checkpoint holds it.
-            next_trigger: match restore_dir {
-                Some(_) => Instant::now() + self.interval(),
-                None => Instant::now(),
-            },
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,
-            failed_checkpoints: 0,
-            aborted: HashMap::new(),
         };
         if end.is_some() {
             cancel_all(&shared, &controls);
@@ -328,11 +338,14 @@ impl Master {
         let mut cancelling_since: Option<Instant> = None;
         let mut detached = false;
         let mut next_tick = Instant::now() + MASTER_TICK;
-        while exited < a.spawned || a.uploading.is_some() {
+        while exited < a.spawned || a.checkpoints.uploading() {
+            if end.is_some() {
+                a.checkpoints.on_attempt_ending();
+            }
             if shared.is_cancelled() {
                 let since = *cancelling_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.cfg.cancellation_timeout {
-                    let msg = self.stuck_message(&task_names, &exited_tasks, a.uploading.is_some());
+                    let msg = self.stuck_message(&task_names, &exited_tasks, a.checkpoints.uploading());
                     self.cfg.on_cancellation_timeout.act(&msg);
                     end = Some(AttemptEnd::Stuck(Error::internal(msg)));
                     detached = true;
@@ -343,7 +356,8 @@ impl Master {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + MASTER_TICK;
                 if end.is_none() {
-                    if let Err(e) = self.on_tick(&mut a) {
+                    let actions = a.checkpoints.on_tick(Instant::now());
+                    if let Err(e) = self.execute(&mut a, actions) {
                         end = Some(AttemptEnd::Failed(Failure::now(e)));
                         cancel_all(&shared, &controls);
                     }
@@ -357,22 +371,25 @@ impl Master {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if end.is_some() {
+                a.checkpoints.on_attempt_ending();
+            }
             let result = match event {
-                TaskEvent::Exited { task, result } => {
+                TaskEvent::Exited { task, outcome } => {
                     exited += 1;
                     exited_tasks.insert(task);
-                    tracing::debug!(task, ok = result.is_ok(), "subtask exited");
-                    match result {
+                    tracing::debug!(task, ok = matches!(outcome, TaskOutcome::Finished), "subtask exited");
+                    match outcome {
                         // A subtask stopped because a neighbour did: keep looking for the cause.
-                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                        TaskOutcome::Failed(r) if r.kind() == ErrorKind::Cancelled => {
                             if !shared.is_cancelled() && secondary.is_none() {
-                                secondary = Some(Failure::now(e));
+                                secondary = Some(Failure::now(r.into_error()));
                                 cancel_all(&shared, &controls);
                             }
                             Ok(())
                         }
-                        Err(e) => Err(e),
-                        Ok(()) => Ok(()),
+                        TaskOutcome::Failed(r) => Err(r.into_error()),
+                        TaskOutcome::Finished => Ok(()),
                     }
                 }
                 TaskEvent::CancelRequested => {
@@ -382,21 +399,17 @@ impl Master {
                     cancel_all(&shared, &controls);
                     Ok(())
                 }
-                TaskEvent::Uploaded { attempt: n, id, result } => match a.uploading.take() {
-                    Some(u) if n == attempt && end.is_none() && !u.abandoned => {
-                        self.on_uploaded(&mut a, id, u.triggered, *result)
-                    }
-                    Some(_) if n == attempt && end.is_none() => {
-                        a.next_trigger = Instant::now() + self.min_pause();
-                        self.maybe_trigger(&mut a)
-                    }
-                    // The attempt is over: this checkpoint is abandoned.
-                    _ => Ok(()),
-                },
+                // Once the attempt is over, its upload's end only frees the tracker.
+                TaskEvent::Uploaded { attempt: n, id, result } if n == attempt => {
+                    let result = (*result).map_err(FailureReport::into_error);
+                    let actions = a.checkpoints.on_upload_finished(id, result, Instant::now());
+                    self.execute(&mut a, actions)
+                }
+                TaskEvent::Uploaded { .. } => Ok(()),
                 _ if end.is_some() => Ok(()),
-                TaskEvent::Running => {
-                    a.running += 1;
-                    if a.running == a.n_tasks {
+                TaskEvent::Running { task } => {
+                    a.checkpoints.on_running(task);
+                    if a.running_at.is_none() && a.checkpoints.all_running() {
                         let now = Instant::now();
                         a.running_at = Some(now);
                         self.live.record(attempt, LifecyclePhase::Running, now);
@@ -409,10 +422,20 @@ impl Master {
                     Ok(())
                 }
                 TaskEvent::SourceExhausted { task } => {
-                    a.exhausted.insert(task);
-                    self.maybe_trigger(&mut a)
+                    let actions = a.checkpoints.on_source_exhausted(task, Instant::now());
+                    self.execute(&mut a, actions)
                 }
-                TaskEvent::Ack(ack) => self.on_ack(&mut a, *ack),
+                TaskEvent::Ack { ack } => {
+                    let (task, id) = (ack.task, ack.barrier.id);
+                    let (outcome, actions) = a.checkpoints.on_ack(*ack);
+                    match outcome {
+                        AckOutcome::Recorded { .. } | AckOutcome::LateForAborted => {}
+                        AckOutcome::Duplicate | AckOutcome::UnknownSubtask | AckOutcome::NotInFlight => {
+                            tracing::debug!(task, checkpoint = id, ?outcome, "acknowledgement ignored");
+                        }
+                    }
+                    self.execute(&mut a, actions)
+                }
             };
             if let Err(e) = result {
                 if end.is_none() {
@@ -445,7 +468,11 @@ impl Master {
             (None, Some(f)) => AttemptEnd::Failed(f),
             (None, None) => AttemptEnd::Finished,
         };
-        (end, a.running_at, base_source_records + attempt_reads)
+        AttemptOutcome {
+            end,
+            running_at: a.running_at,
+            source_records: base_source_records + attempt_reads,
+        }
     }
 
     fn interval(&self) -> Duration {
@@ -455,64 +482,92 @@ impl Master {
         }
     }
 
-    /// Periodic work: checkpoint timeout and trigger.
-    fn on_tick(&mut self, a: &mut Attempt<'_>) -> Result<()> {
-        let timeout = self.cfg.checkpoint.as_ref().map(|c| c.timeout);
-        let timed_out = |triggered: Instant| timeout.is_some_and(|t| triggered.elapsed() > t);
-        if let Some(p) = &a.pending {
-            // The final barrier is followed by end of stream on every channel: it cannot be
-            // triggered again, and it always arrives, so it is never aborted.
-            if p.barrier.kind != BarrierKind::Final && timed_out(p.triggered) {
-                let id = p.barrier.id;
-                tracing::warn!(checkpoint = id, "checkpoint timed out and is aborted");
-                self.report.checkpoints_aborted += 1;
-                // Subtasks that have not acknowledged it may still be writing its snapshots:
-                // they are removed once the last one did.
-                a.aborted.insert(id, p.acks.len());
-                a.pending = None;
-                a.next_trigger = Instant::now() + self.min_pause();
-                self.on_checkpoint_failed(a, id, "timed out")?;
-            }
-        }
-        if let Some(u) = &mut a.uploading {
-            if !u.abandoned && timed_out(u.triggered) {
-                // Its result is ignored when it arrives; files it stored are garbage-collected.
-                tracing::warn!(
-                    checkpoint = u.barrier.id,
-                    "checkpoint upload timed out; the checkpoint is aborted"
-                );
-                self.report.checkpoints_aborted += 1;
-                u.abandoned = true;
-                let id = u.barrier.id;
-                if a.final_id == Some(id) {
-                    return Err(Error::checkpoint("the final checkpoint timed out"));
+    /// Carries out what the checkpoint protocol decided, in order.
+    fn execute(&mut self, a: &mut Attempt<'_>, actions: Vec<Action>) -> Result<()> {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Trigger { kind } => self.trigger(a, kind)?,
+                Action::StartUpload { barrier, acks } => {
+                    let c = self
+                        .coordinator
+                        .as_mut()
+                        .expect("uploads only happen with checkpoint storage");
+                    let tx = self.events_tx.clone();
+                    let (attempt, id) = (a.number, barrier.id);
+                    c.start_upload(
+                        barrier,
+                        acks,
+                        a.parallelism.clone(),
+                        a.base_source_records,
+                        move |result| {
+                            let _ = tx.send(TaskEvent::Uploaded {
+                                attempt,
+                                id,
+                                result: Box::new(result.map_err(FailureReport::new)),
+                            });
+                        },
+                    );
                 }
-                self.on_checkpoint_failed(a, id, "its upload timed out")?;
+                Action::Publish { metadata, triggered } => {
+                    let id = metadata.id;
+                    let c = self
+                        .coordinator
+                        .as_mut()
+                        .expect("publishing only happens with checkpoint storage");
+                    let published =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(*metadata, triggered)))
+                            .unwrap_or_else(|p| {
+                                Err(Error::internal(format!(
+                                    "completing checkpoint {id} panicked: {}",
+                                    crate::runtime::chain::panic_message(&p)
+                                )))
+                            })
+                            .map(|_| ());
+                    let now = Instant::now();
+                    if published.is_ok() {
+                        *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now));
+                    }
+                    queue.extend(a.checkpoints.on_published(id, published, now));
+                }
+                Action::NotifyComplete { id } => {
+                    for c in a.controls {
+                        let _ = c.send(Control::CheckpointComplete { id });
+                    }
+                }
+                Action::ApplyRetention { id } => {
+                    if let Some(c) = self.coordinator.as_mut() {
+                        c.apply_retention(id);
+                    }
+                }
+                Action::Abort {
+                    id,
+                    reason,
+                    failed_in_a_row,
+                    tolerable,
+                } => {
+                    self.report.checkpoints_aborted += 1;
+                    tracing::warn!(
+                        checkpoint = id,
+                        failed_in_a_row,
+                        tolerable,
+                        "checkpoint {}; it is aborted",
+                        reason.describe()
+                    );
+                }
+                Action::DiscardStaged { id } => {
+                    if let Some(c) = &self.coordinator {
+                        c.discard_staged(id);
+                    }
+                }
+                Action::FailAttempt { error } => return Err(error),
             }
-        }
-        self.maybe_trigger(a)
-    }
-
-    fn min_pause(&self) -> Duration {
-        self.cfg.checkpoint.as_ref().map(|c| c.min_pause).unwrap_or_default()
-    }
-
-    /// Triggers the final checkpoint once every source is exhausted, or a periodic one when due.
-    fn maybe_trigger(&mut self, a: &mut Attempt<'_>) -> Result<()> {
-        if a.pending.is_some() || a.uploading.is_some() || a.final_id.is_some() {
-            return Ok(());
-        }
-        let all_exhausted = !a.source_tasks.is_empty() && a.exhausted == a.source_tasks;
-        if all_exhausted {
-            let b = self.trigger(a, BarrierKind::Final)?;
-            a.final_id = Some(b.id);
-        } else if Instant::now() >= a.next_trigger && a.running == a.n_tasks {
-            self.trigger(a, BarrierKind::Checkpoint)?;
         }
         Ok(())
     }
 
-    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Result<Barrier> {
+    /// Takes an id for a checkpoint of `kind` and sends its barrier to every source subtask.
+    fn trigger(&mut self, a: &mut Attempt<'_>, kind: BarrierKind) -> Result<()> {
         let id = match self.coordinator.as_mut() {
             Some(c) => c.take_id()?,
             None => {
@@ -529,139 +584,9 @@ impl Master {
         };
         tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
         for &t in &a.source_tasks {
-            let _ = a.controls[t].send(Control::TriggerCheckpoint(barrier));
+            let _ = a.controls[t].send(Control::TriggerCheckpoint { barrier });
         }
-        a.pending = Some(Pending {
-            barrier,
-            acks: Vec::with_capacity(a.n_tasks),
-            triggered: Instant::now(),
-        });
-        a.next_trigger = Instant::now() + self.interval();
-        Ok(barrier)
-    }
-
-    fn on_ack(&mut self, a: &mut Attempt<'_>, ack: TaskAck) -> Result<()> {
-        if a.pending.as_ref().map(|p| p.barrier.id) != Some(ack.barrier.id) {
-            // A late ack of an aborted checkpoint: nothing will upload what it staged. Once
-            // every subtask acknowledged it, no subtask writes below its staging directory.
-            let id = ack.barrier.id;
-            if let Some(acks) = a.aborted.get_mut(&id) {
-                *acks += 1;
-                if *acks >= a.n_tasks {
-                    a.aborted.remove(&id);
-                    if let Some(c) = &self.coordinator {
-                        c.discard_staged(id);
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let Some(p) = &mut a.pending else { return Ok(()) };
-        p.acks.push(ack);
-        if p.acks.len() < a.n_tasks {
-            return Ok(());
-        }
-        let p = a.pending.take().expect("pending checked above");
-        match self.coordinator.as_mut() {
-            None => {
-                // Nothing to persist: the barrier only marks what sinks may commit.
-                self.notify_complete(a, p.barrier.id);
-                Ok(())
-            }
-            Some(c) => {
-                let tx = self.events_tx.clone();
-                let (attempt, id) = (a.number, p.barrier.id);
-                a.uploading = Some(Uploading {
-                    barrier: p.barrier,
-                    triggered: p.triggered,
-                    abandoned: false,
-                });
-                c.start_upload(
-                    p.barrier,
-                    p.acks,
-                    a.parallelism.clone(),
-                    a.base_source_records,
-                    move |result| {
-                        let _ = tx.send(TaskEvent::Uploaded {
-                            attempt,
-                            id,
-                            result: Box::new(result),
-                        });
-                    },
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn on_uploaded(
-        &mut self,
-        a: &mut Attempt<'_>,
-        id: CheckpointId,
-        triggered: Instant,
-        result: Result<CheckpointMetadata>,
-    ) -> Result<()> {
-        let c = self
-            .coordinator
-            .as_mut()
-            .expect("uploads only happen with checkpoint storage");
-        match result {
-            Ok(meta) => {
-                let is_final = meta.kind == BarrierKind::Final;
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.complete(meta, triggered))).unwrap_or_else(
-                    |p| {
-                        Err(Error::internal(format!(
-                            "completing checkpoint {id} panicked: {}",
-                            crate::runtime::chain::panic_message(&p)
-                        )))
-                    },
-                )?;
-                *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, Instant::now()));
-                a.failed_checkpoints = 0;
-                // Commit first (completed output is pending until then), then clean up.
-                self.notify_complete(a, id);
-                if let Some(c) = self.coordinator.as_mut() {
-                    c.apply_retention(id);
-                }
-                if !is_final {
-                    a.next_trigger = a.next_trigger.max(Instant::now() + self.min_pause());
-                }
-                self.maybe_trigger(a)
-            }
-            Err(e) => {
-                tracing::warn!(checkpoint = id, error = %e, "checkpoint upload failed; the checkpoint is aborted");
-                self.report.checkpoints_aborted += 1;
-                if a.final_id == Some(id) {
-                    return Err(e.context("the final checkpoint could not be stored"));
-                }
-                a.next_trigger = Instant::now() + self.min_pause();
-                self.on_checkpoint_failed(a, id, &format!("its upload failed: {e}"))?;
-                self.maybe_trigger(a)
-            }
-        }
-    }
-
-    /// Counts a failed checkpoint; fails the attempt when more failed in a row than tolerated.
-    fn on_checkpoint_failed(&self, a: &mut Attempt<'_>, id: CheckpointId, why: &str) -> Result<()> {
-        a.failed_checkpoints += 1;
-        let tolerable = self
-            .cfg
-            .checkpoint
-            .as_ref()
-            .map_or(u32::MAX, |c| c.tolerable_failed_checkpoints);
-        if a.failed_checkpoints > tolerable {
-            return Err(Error::checkpoint(format!(
-                "{} checkpoints failed in a row (the last, {id}, {why}), more than tolerable_failed_checkpoints = \
-                 {tolerable}: failing the job to restart from its latest completed checkpoint",
-                a.failed_checkpoints
-            )));
-        }
-        tracing::warn!(
-            checkpoint = id,
-            failed_in_a_row = a.failed_checkpoints,
-            tolerable,
-            "checkpoint {why}; the job continues"
-        );
+        a.checkpoints.on_triggered(barrier, Instant::now());
         Ok(())
     }
 
@@ -688,52 +613,30 @@ impl Master {
             what.join("; ")
         )
     }
-
-    fn notify_complete(&self, a: &Attempt<'_>, id: CheckpointId) {
-        for c in a.controls {
-            let _ = c.send(Control::CheckpointComplete(id));
-        }
-    }
 }
 
-/// A checkpoint waiting for acknowledgements.
-struct Pending {
-    barrier: Barrier,
-    acks: Vec<TaskAck>,
-    triggered: Instant,
-}
-
-/// A checkpoint in its asynchronous phase.
-struct Uploading {
-    barrier: Barrier,
-    triggered: Instant,
-    /// Timed out: its result will be ignored.
-    abandoned: bool,
+/// How an attempt ended.
+struct AttemptOutcome {
+    end: AttemptEnd,
+    /// When all its subtasks were running.
+    running_at: Option<Instant>,
+    /// How far its sources had read: records since the job's first start, replays excluded.
+    source_records: u64,
 }
 
 /// The master's view of one attempt.
 struct Attempt<'a> {
     number: u32,
     controls: &'a [Sender<Control>],
-    n_tasks: usize,
     spawned: usize,
-    source_tasks: BTreeSet<usize>,
-    exhausted: BTreeSet<usize>,
-    running: usize,
+    source_tasks: Vec<usize>,
+    /// The checkpoint protocol: decides what the master does next.
+    checkpoints: CheckpointTracker,
     running_at: Option<Instant>,
-    pending: Option<Pending>,
-    uploading: Option<Uploading>,
-    final_id: Option<CheckpointId>,
-    next_trigger: Instant,
     base_source_records: u64,
     parallelism: Arc<HashMap<String, usize>>,
     /// Restored state laid out for the stores to open; removed once all are open.
     restore_dir: Option<PathBuf>,
-    /// Checkpoints that failed since the last completed one (or the attempt's start).
-    failed_checkpoints: u32,
-    /// Checkpoints that timed out before every subtask acknowledged them: acks so far. Their
-    /// staged snapshots are removed at the last ack (or with the attempt's staging).
-    aborted: HashMap<CheckpointId, usize>,
 }
 
 fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {

@@ -2,15 +2,16 @@
 
 pub(crate) mod attempt;
 pub(crate) mod chain;
-pub mod control;
-pub mod exchange;
+pub(crate) mod control;
+pub(crate) mod events;
+pub(crate) mod exchange;
 pub(crate) mod gate;
 pub mod handle;
-pub mod job;
+pub(crate) mod job;
 pub(crate) mod master;
 pub(crate) mod plan;
 pub mod report;
-pub mod task;
+pub(crate) mod task;
 
 pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};
 pub use report::{JobReport, OperatorReport};

@@ -8,16 +8,17 @@
 //! end of stream. Sinks commit the final output only once that checkpoint is complete, exactly
 //! as for periodic checkpoints.
 
+use crate::checkpoint::ack::{CheckpointAck, OperatorSubtaskSnapshot, SourceSnapshot};
 use crate::data::{Timestamp, MAX_WATERMARK};
 use crate::message::{Barrier, BarrierKind, CheckpointId};
-use crate::operator::{OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::operator::{OperatorContext, SnapshotTarget};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
+use crate::runtime::events::TaskEvent;
 use crate::runtime::gate::{GateEvent, InputGate};
-use crate::runtime::job::TaskEvent;
 use crate::source::driver::SourceDriver;
-use crate::source::{ReadStatus, SourceWatermark, SplitPosition};
+use crate::source::{ReadStatus, SourceWatermark};
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
@@ -44,27 +45,6 @@ pub(crate) struct Task {
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) job: Arc<JobShared>,
     pub(crate) batch_size: usize,
-}
-
-/// What a subtask reports when a barrier passed through it.
-#[derive(Debug)]
-pub struct TaskAck {
-    /// The task.
-    pub task: usize,
-    /// The barrier.
-    pub barrier: Barrier,
-    /// Snapshot of every operator in the chain: (operator, subtask, snapshot).
-    pub operators: Vec<(String, usize, OperatorSnapshot)>,
-    /// Source positions, for source tasks.
-    pub source_positions: Option<Vec<SplitPosition>>,
-    /// The source step's name, for source tasks.
-    pub source_name: Option<String>,
-    /// Records the source subtask had read at the barrier (this attempt).
-    pub source_records: u64,
-    /// Time the barrier waited for alignment.
-    pub alignment: Duration,
-    /// Time of the synchronous snapshot.
-    pub sync_duration: Duration,
 }
 
 /// What a source task has sent downstream of its reader's watermark.
@@ -110,7 +90,7 @@ impl Task {
     /// Runs the subtask until it finishes, fails or is cancelled.
     pub(crate) fn run(mut self) -> Result<()> {
         self.chain.open()?;
-        let _ = self.events.send(TaskEvent::Running);
+        let _ = self.events.send(TaskEvent::Running { task: self.id });
         let r = match std::mem::replace(&mut self.head, Head::Gate(InputGate::new(Vec::new()))) {
             Head::Source(src) => self.run_source(src),
             Head::Gate(gate) => self.run_gate(gate),
@@ -183,7 +163,7 @@ impl Task {
         phase: &mut Phase,
     ) -> Result<Option<()>> {
         match c {
-            Control::TriggerCheckpoint(barrier) => {
+            Control::TriggerCheckpoint { barrier } => {
                 let started = Instant::now();
                 let positions = src.snapshot_positions(barrier.id);
                 if barrier.kind == BarrierKind::Final {
@@ -198,19 +178,21 @@ impl Task {
                     self.chain.end_outputs()?;
                     *phase = Phase::AwaitingFinalCommit(barrier.id);
                 }
-                self.ack(TaskAck {
+                self.ack(CheckpointAck {
                     task: self.id,
                     barrier,
                     operators,
-                    source_positions: Some(positions),
-                    source_name: Some(src.name().to_string()),
-                    source_records: src.records_read(),
+                    source: Some(SourceSnapshot {
+                        source: src.name().to_string(),
+                        positions,
+                        records_read: src.records_read(),
+                    }),
                     alignment: Duration::ZERO,
                     sync_duration,
                 });
                 Ok(None)
             }
-            Control::CheckpointComplete(id) => {
+            Control::CheckpointComplete { id } => {
                 src.notify_checkpoint_complete(id)?;
                 self.chain.notify_checkpoint_complete(id)?;
                 Ok(match phase {
@@ -274,13 +256,11 @@ impl Task {
                     self.chain
                         .set_input_watermarks(gate.watermark(), &gate.channel_watermarks());
                     let operators = self.snapshot_chain(&barrier)?;
-                    self.ack(TaskAck {
+                    self.ack(CheckpointAck {
                         task: self.id,
                         barrier,
                         operators,
-                        source_positions: None,
-                        source_name: None,
-                        source_records: 0,
+                        source: None,
                         alignment,
                         sync_duration: started.elapsed(),
                     });
@@ -301,7 +281,7 @@ impl Task {
                         return Ok(());
                     }
                 }
-                GateEvent::Control(Control::CheckpointComplete(id)) => {
+                GateEvent::Control(Control::CheckpointComplete { id }) => {
                     self.chain.notify_checkpoint_complete(id)?;
                     if let Phase::AwaitingFinalCommit(f) = phase {
                         if id >= f {
@@ -313,7 +293,7 @@ impl Task {
                     }
                 }
                 GateEvent::Control(Control::Cancel) => return Err(cancelled()),
-                GateEvent::Control(Control::TriggerCheckpoint(_)) => {
+                GateEvent::Control(Control::TriggerCheckpoint { .. }) => {
                     return Err(Error::internal("checkpoint trigger sent to a non-source task"))
                 }
                 GateEvent::Timeout => self.check_cancelled()?,
@@ -321,7 +301,7 @@ impl Task {
         }
     }
 
-    fn snapshot_chain(&mut self, barrier: &Barrier) -> Result<Vec<(String, usize, OperatorSnapshot)>> {
+    fn snapshot_chain(&mut self, barrier: &Barrier) -> Result<Vec<OperatorSubtaskSnapshot>> {
         crate::checkpoint::fail::hit(crate::checkpoint::fail::SNAPSHOT_SYNC)?;
         let dir = self.job.snapshot_dir(barrier.id);
         let target_for = |ctx: &OperatorContext| SnapshotTarget {
@@ -333,8 +313,8 @@ impl Task {
         self.chain.snapshot(barrier, &target_for)
     }
 
-    fn ack(&self, ack: TaskAck) {
-        let _ = self.events.send(TaskEvent::Ack(Box::new(ack)));
+    fn ack(&self, ack: CheckpointAck) {
+        let _ = self.events.send(TaskEvent::Ack { ack: Box::new(ack) });
     }
 
     fn check_cancelled(&self) -> Result<()> {
