@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fail;
 pub mod graph;
 pub mod keyed;
 pub mod message;

@@ -17,12 +17,12 @@
 //! from "a job whose checkpoints are gone".
 
 use super::config::{CheckpointConfig, RestoreMode};
-use super::fail;
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
 use super::ownership::{OwnerInfo, OwnerLease};
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, upload, UploadJob};
+use crate::fail::{self, FailPoints};
 use crate::message::{Barrier, CheckpointId};
 use crate::runtime::plan::RestoreInput;
 use crate::runtime::report::{RestoreWarning, SharedRestoreWarnings};
@@ -63,6 +63,8 @@ pub(crate) struct Coordinator {
     restore_warnings: SharedRestoreWarnings,
     /// Exclusive ownership of the storage, released when the coordinator is dropped.
     lease: OwnerLease,
+    /// The job's fail points (the upload, after-metadata and restore phases check them).
+    fail_points: FailPoints,
 }
 
 impl Coordinator {
@@ -127,6 +129,7 @@ impl Coordinator {
             identity,
             restore_warnings: SharedRestoreWarnings::default(),
             lease,
+            fail_points: FailPoints::process_wide(),
         })
     }
 
@@ -214,6 +217,7 @@ impl Coordinator {
             parallelism,
             &dir,
             &policy,
+            &self.fail_points,
         )?;
         Ok(found.map(|outcome| {
             let (metadata, mut input) = (outcome.metadata, outcome.input);
@@ -238,6 +242,12 @@ impl Coordinator {
         let m = read_metadata(self.cfg.storage.as_ref(), id)?;
         self.retained.insert(id, Some(m.clone()));
         Ok(m)
+    }
+
+    /// Checks `fail_points` (the job's) in the upload, after-metadata and restore phases.
+    pub(crate) fn with_fail_points(mut self, fail_points: FailPoints) -> Self {
+        self.fail_points = fail_points;
+        self
     }
 
     /// Starts the asynchronous phase of checkpoint `barrier.id`; `done` receives the result.
@@ -274,6 +284,7 @@ impl Coordinator {
             reusable: Arc::new(reusable),
             parallelism,
             base_source_records,
+            fail_points: self.fail_points.clone(),
         };
         let staging = job.staging.clone();
         self.runtime.spawn(async move {
@@ -313,7 +324,7 @@ impl Coordinator {
             uploaded_bytes = stats.uploaded_bytes,
             "checkpoint complete"
         );
-        fail::hit(fail::AFTER_METADATA)?;
+        self.fail_points.hit(fail::AFTER_METADATA)?;
         Ok(stats)
     }
 

@@ -13,10 +13,10 @@
 //!   in the job report. If no candidate verifies, the restore fails: a job never starts from
 //!   scratch silently while checkpoints exist.
 
-use super::fail;
 use super::metadata::CheckpointMetadata;
 use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
+use crate::fail::{self, FailPoints};
 use crate::message::CheckpointId;
 use crate::runtime::plan::RestoreInput;
 use crate::runtime::report::RestoreWarning;
@@ -208,8 +208,9 @@ pub(crate) fn restore_from(
     parallelism: &HashMap<String, usize>,
     dir: &Path,
     policy: &RestorePolicy,
+    fail_points: &FailPoints,
 ) -> Result<Option<RestoreOutcome>> {
-    fail::hit(fail::DURING_RESTORE)?;
+    fail_points.hit(fail::DURING_RESTORE)?;
     let retry = READ_RETRY;
     let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
     for (i, &id) in candidates.iter().enumerate() {

@@ -6,12 +6,12 @@
 //! current lineage (the restored checkpoint and those completed since) is referenced, not stored
 //! again. Everything else is stored under the checkpoint's own directory.
 
-use super::fail;
 use super::metadata::{
     decode_metadata, encode_metadata, CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile,
     SubtaskState, FORMAT_VERSION,
 };
 use super::storage::CheckpointStorage;
+use crate::fail::{self, FailPoints};
 use crate::message::Barrier;
 use crate::runtime::task::TaskAck;
 use crate::state::backend::dir_name;
@@ -38,13 +38,15 @@ pub(crate) struct UploadJob {
     pub(crate) reusable: Arc<HashMap<(String, usize, String), StoredFile>>,
     pub(crate) parallelism: Arc<HashMap<String, usize>>,
     pub(crate) base_source_records: u64,
+    /// The job's fail points ([`UPLOAD`](fail::UPLOAD) is checked before anything is stored).
+    pub(crate) fail_points: FailPoints,
 }
 
 /// Stores every staged file and returns the metadata to publish (not yet published).
 pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
     let started = Instant::now();
     let id = job.barrier.id;
-    fail::hit(fail::UPLOAD)?;
+    job.fail_points.hit(fail::UPLOAD)?;
     let mut operators: BTreeMap<String, Vec<SubtaskState>> = BTreeMap::new();
     let mut sources = Vec::new();
     let (mut state_bytes, mut uploaded_bytes) = (0u64, 0u64);

@@ -35,22 +35,25 @@ pub struct JobShared {
     /// Dropped when the attempt is cancelled: wakes every thread waiting on `cancel_signal`.
     cancel_tx: Mutex<Option<Sender<()>>>,
     cancel_signal: Receiver<()>,
+    /// The job's fail points, for the attempt's subtasks.
+    fail_points: crate::fail::FailPoints,
 }
 
 impl Default for JobShared {
     fn default() -> Self {
-        JobShared::new(None)
+        JobShared::new(None, crate::fail::FailPoints::new())
     }
 }
 
 impl JobShared {
-    pub(crate) fn new(snapshot_root: Option<PathBuf>) -> Self {
+    pub(crate) fn new(snapshot_root: Option<PathBuf>, fail_points: crate::fail::FailPoints) -> Self {
         let (tx, rx) = bounded(0);
         JobShared {
             cancelled: Cancellation::new(),
             snapshot_root,
             cancel_tx: Mutex::new(Some(tx)),
             cancel_signal: rx,
+            fail_points,
         }
     }
 
@@ -64,6 +67,11 @@ impl JobShared {
     pub(crate) fn cancel(&self) {
         self.cancelled.cancel();
         self.cancel_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The job's fail points.
+    pub(crate) fn fail_points(&self) -> &crate::fail::FailPoints {
+        &self.fail_points
     }
 
     /// Whether the attempt's subtasks must stop.
@@ -146,7 +154,10 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                 )),
             };
             let staging = StagingArea::create(&parent, &run)?;
-            Some(Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?)
+            Some(
+                Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?
+                    .with_fail_points(cfg.fail_points()),
+            )
         }
         None => None,
     };

@@ -257,6 +257,7 @@ pub(crate) fn build(
                                 cfg.checkpoint.as_ref(),
                                 restore.restore_warnings.clone(),
                             ),
+                            fail_points: job.fail_points().clone(),
                             attempt: Some(job.clone()),
                         };
                         ops.push((op, ctx));
