@@ -209,6 +209,7 @@ impl Coordinator {
         let policy = RestorePolicy {
             fallback_allowed: self.cfg.fallback_to_older_checkpoint_reproducing_output,
         };
+        self.fail_points.hit(fail::DURING_RESTORE)?;
         let found = restore_from(
             self.cfg.storage.as_ref(),
             &candidates,
@@ -217,7 +218,6 @@ impl Coordinator {
             parallelism,
             &dir,
             &policy,
-            &self.fail_points,
         )?;
         Ok(found.map(|outcome| {
             let (metadata, mut input) = (outcome.metadata, outcome.input);

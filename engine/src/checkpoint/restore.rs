@@ -16,7 +16,6 @@
 use super::metadata::CheckpointMetadata;
 use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
-use crate::fail::{self, FailPoints};
 use crate::message::CheckpointId;
 use crate::runtime::plan::RestoreInput;
 use crate::runtime::report::RestoreWarning;
@@ -208,9 +207,7 @@ pub(crate) fn restore_from(
     parallelism: &HashMap<String, usize>,
     dir: &Path,
     policy: &RestorePolicy,
-    fail_points: &FailPoints,
 ) -> Result<Option<RestoreOutcome>> {
-    fail_points.hit(fail::DURING_RESTORE)?;
     let retry = READ_RETRY;
     let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
     for (i, &id) in candidates.iter().enumerate() {
