@@ -8,15 +8,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use weir::engine::checkpoint::fail;
 use weir::engine::checkpoint::metadata::StoredFile;
 use weir::engine::checkpoint::{CheckpointStorage, OwnerInfo, OwnerLease};
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::prelude::*;
 
 mod common;
 use common::within;
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 #[derive(Clone)]
 struct Sum;
@@ -102,8 +100,6 @@ fn allow_fallback(p: Pipeline) -> Pipeline {
 
 #[test]
 fn with_the_opt_in_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_so() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (first, _) = job(&storage, 8_000, |p| p);
@@ -144,8 +140,6 @@ fn with_the_opt_in_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_
 
 #[test]
 fn a_missing_checkpoint_file_is_corruption_and_needs_the_opt_in_to_fall_back() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     job(&storage, 6_000, |p| p.state_dir(dir.path().join("state")))
@@ -170,8 +164,6 @@ fn a_missing_checkpoint_file_is_corruption_and_needs_the_opt_in_to_fall_back() {
 
 #[test]
 fn restarting_a_finished_job_commits_nothing_twice() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (first, out) = job(&storage, 5_000, |p| p);
@@ -197,8 +189,6 @@ fn restarting_a_finished_job_commits_nothing_twice() {
 
 #[test]
 fn checkpoint_ids_increase_across_runs_and_retention_keeps_three() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let r1 = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Fresh)).0.unwrap();
@@ -224,8 +214,6 @@ fn checkpoint_ids_increase_across_runs_and_retention_keeps_three() {
 
 #[test]
 fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     job(&storage, 6_000, |p| p).0.unwrap();
@@ -242,8 +230,6 @@ fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
 
 #[test]
 fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     job(&storage, 4_000, |p| p.state_dir(dir.path().join("s"))).0.unwrap();
@@ -257,8 +243,6 @@ fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
 
 #[test]
 fn incremental_checkpoints_upload_only_new_sst_files() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let sink = DiscardSink::new();
@@ -334,8 +318,6 @@ impl KeyedProcess<u64, (u64, u64)> for Blob {
 
 #[test]
 fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
     cfg.interval = Duration::from_millis(10);
@@ -368,21 +350,18 @@ fn a_checkpoint_that_times_out_is_aborted_and_the_job_goes_on() {
 
 #[test]
 fn restart_strategy_none_fails_the_job_at_the_first_failure() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
-    fail::arm(fail::PROCESS_RECORD, 2, FailAction::Error);
+    let points = FailPoints::new();
+    points.arm(fail::PROCESS_RECORD, 2, FailAction::Error);
     let (r, _) = job(&dir.path().join("chk"), 4_000, |p| {
-        p.restart_strategy(RestartStrategy::None)
+        p.restart_strategy(RestartStrategy::None).fail_points(points)
     });
-    fail::disarm_all();
     let err = r.unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
 }
 
 #[test]
 fn fixed_delay_gives_up_after_its_attempts() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let sink = CollectSink::new();
     let p = Pipeline::new("always-fails")
@@ -539,8 +518,6 @@ fn two_checkpoints(storage: &Path) -> (u64, u64) {
 
 #[test]
 fn a_corrupt_latest_checkpoint_stops_the_start_unless_fallback_is_allowed() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (latest, _previous) = two_checkpoints(&storage);
@@ -558,8 +535,6 @@ fn a_corrupt_latest_checkpoint_stops_the_start_unless_fallback_is_allowed() {
 
 #[test]
 fn an_unreadable_checkpoint_file_fails_the_start_and_is_never_skipped() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (latest, _previous) = two_checkpoints(&storage);
@@ -580,8 +555,6 @@ fn an_unreadable_checkpoint_file_fails_the_start_and_is_never_skipped() {
 
 #[test]
 fn reads_that_fail_a_few_times_are_retried_and_restore_the_latest_checkpoint() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (latest, _previous) = two_checkpoints(&storage);
@@ -607,8 +580,6 @@ fn tamper_with_an_offset(metadata: &Path) {
 
 #[test]
 fn a_changed_digit_in_a_split_offset_of_the_metadata_is_detected() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let (latest, _previous) = two_checkpoints(&storage);
@@ -623,8 +594,6 @@ fn a_changed_digit_in_a_split_offset_of_the_metadata_is_detected() {
 
 #[test]
 fn a_job_whose_checkpoints_are_gone_refuses_to_start_fresh() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     two_checkpoints(&storage);
@@ -647,13 +616,13 @@ fn a_job_whose_checkpoints_are_gone_refuses_to_start_fresh() {
 
 #[test]
 fn a_job_that_never_completed_a_checkpoint_starts_fresh_again() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
-    fail::arm(fail::PROCESS_RECORD, 1, FailAction::Error);
-    let (first, _) = job(&storage, 4_000, |p| p.restart_strategy(RestartStrategy::None));
-    fail::disarm_all();
+    let points = FailPoints::new();
+    points.arm(fail::PROCESS_RECORD, 1, FailAction::Error);
+    let (first, _) = job(&storage, 4_000, |p| {
+        p.restart_strategy(RestartStrategy::None).fail_points(points)
+    });
     first.unwrap_err();
     assert!(complete_checkpoints(&storage).is_empty());
     let (second, sink) = job(&storage, 4_000, |p| p);
@@ -682,8 +651,6 @@ fn pipeline_on(cfg: CheckpointConfig, sink: &CollectSink<(u64, u64)>, events: u6
 /// `Config` error naming the owner, and changes nothing: the first run's output is exact.
 #[test]
 fn a_second_run_on_an_owned_checkpoint_storage_fails_fast_naming_the_owner() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     let mut cfg = CheckpointConfig::new(&storage);
@@ -806,8 +773,6 @@ impl StorageProbe for OrderProbe {
 /// clean-up.
 #[test]
 fn sinks_are_told_to_commit_before_retention_runs() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let commits = CommitLog::default();
     let probe = Arc::new(Probed::new(
@@ -852,8 +817,6 @@ fn sinks_are_told_to_commit_before_retention_runs() {
 /// owner, instead of deleting the working directories of the first run's live stores.
 #[test]
 fn a_second_run_on_a_used_state_directory_fails_fast_naming_the_owner() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let configure = |chk: &str| {
@@ -910,8 +873,6 @@ impl KeyedProcess<u64, (u64, u64)> for RejectAt {
 
 #[test]
 fn an_error_marked_not_retryable_ends_the_job_without_restarts() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let p = Pipeline::new("not-retryable")
@@ -933,24 +894,26 @@ fn an_error_marked_not_retryable_ends_the_job_without_restarts() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the job restarted: {msg}");
 }
 
-/// Keeps the upload fail point armed until dropped: every checkpoint's upload fails.
+/// Keeps the upload fail point of `points` armed until dropped: every checkpoint's upload
+/// fails.
 struct FailingUploads {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FailingUploads {
-    fn start() -> Self {
+    fn start(points: &FailPoints) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let points = points.clone();
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                if !fail::is_armed(fail::UPLOAD) {
-                    fail::arm(fail::UPLOAD, 1, FailAction::Error);
+                if !points.is_armed(fail::UPLOAD) {
+                    points.arm(fail::UPLOAD, 1, FailAction::Error);
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            fail::disarm_all();
+            points.disarm_all();
         });
         FailingUploads {
             stop,
@@ -970,11 +933,11 @@ impl Drop for FailingUploads {
 
 #[test]
 fn more_failed_checkpoints_in_a_row_than_tolerable_restart_the_job_which_then_finishes() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let sink = CollectSink::new();
+    let points = FailPoints::new();
     let p = Pipeline::new("failing-checkpoints")
+        .fail_points(points.clone())
         .parallelism(2)
         .checkpoint_storage(dir.path().join("chk"))
         .checkpoint_interval(Duration::from_millis(20))
@@ -1000,7 +963,7 @@ fn more_failed_checkpoints_in_a_row_than_tolerable_restart_the_job_which_then_fi
         std::thread::sleep(Duration::from_millis(2));
     }
     {
-        let _failing = FailingUploads::start();
+        let _failing = FailingUploads::start(&points);
         while handle.progress().restarts == 0 && !handle.is_finished() {
             assert!(Instant::now() < deadline, "failing checkpoints never failed the job");
             std::thread::sleep(Duration::from_millis(2));
@@ -1049,8 +1012,6 @@ impl KeyedProcess<u64, u64> for Count {
 
 #[test]
 fn checkpoints_that_time_out_leave_no_staged_snapshots_behind() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let mut cfg = CheckpointConfig::new(dir.path().join("chk"));
@@ -1097,8 +1058,6 @@ fn checkpoints_that_time_out_leave_no_staged_snapshots_behind() {
 
 #[test]
 fn staged_snapshots_of_crashed_runs_are_removed_at_start_and_a_live_runs_are_kept() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let snapshots = state.join("_snapshots");
@@ -1134,13 +1093,13 @@ fn staged_snapshots_of_crashed_runs_are_removed_at_start_and_a_live_runs_are_kep
 
 #[test]
 fn a_failed_attempt_blocked_on_full_channels_is_cancelled_and_the_job_recovers() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let dir = tempfile::tempdir().unwrap();
     const KEYS: u64 = 100_000;
     const EVENTS: u64 = 2 * KEYS;
     let sink = CollectSink::new();
+    let points = FailPoints::new();
     let p = Pipeline::new("prompt-cancel")
+        .fail_points(points.clone())
         .parallelism(2)
         .batch_size(256)
         .channel_capacity(4)
@@ -1169,9 +1128,8 @@ fn a_failed_attempt_blocked_on_full_channels_is_cancelled_and_the_job_recovers()
         assert!(Instant::now() < deadline, "no checkpoint completed");
         std::thread::sleep(Duration::from_millis(2));
     }
-    fail::arm(fail::PROCESS_RECORD, 1, FailAction::Error);
+    points.arm(fail::PROCESS_RECORD, 1, FailAction::Error);
     let report = within(120, move || handle.join()).unwrap();
-    fail::disarm_all();
     assert_eq!(report.restores.len(), 1, "{report:?}");
     eprintln!(
         "cancel_ms = {:.3}, detect_to_running_ms = {:.1}, restore_ms = {:.1}",

@@ -18,14 +18,10 @@
 //! lateness in a variant. `WEIR_EO_ABORT_SEEDS=n` runs more seeds there (default 1).
 
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 use std::time::Duration;
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
-
-/// Fail points are process-global: the runs of this file take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const SPLITS: u64 = 4;
 const ACCOUNTS: u64 = 24;
@@ -187,12 +183,13 @@ struct Run {
 
 fn run(r: &Run) -> (Outputs, JobReport) {
     let dir = tempfile::tempdir().unwrap();
-    fail::disarm_all();
+    let points = FailPoints::new();
     for (p, n, a) in &r.failures {
-        fail::arm(p, *n, *a);
+        points.arm(p, *n, *a);
     }
     let seed = r.seed;
     let mut p = Pipeline::new("exactly-once")
+        .fail_points(points)
         .parallelism(r.parallelism)
         .checkpoint_storage(dir.path().join("checkpoints"))
         .checkpoint_interval(Duration::from_millis(15))
@@ -249,7 +246,6 @@ fn run(r: &Run) -> (Outputs, JobReport) {
             r.seed, r.parallelism, r.rocks, r.failures
         ),
     };
-    fail::disarm_all();
     let mut l = ledger_sink.records();
     l.sort();
     let mut w = window_sink.records();
@@ -333,7 +329,6 @@ fn failure_plan(seed: u64, salt: u64) -> Vec<(&'static str, u64, FailAction)> {
 
 #[test]
 fn committed_output_equals_the_failure_free_output_under_injected_failures() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seeds: u64 = std::env::var("WEIR_EO_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -396,7 +391,6 @@ fn committed_output_equals_the_failure_free_output_under_injected_failures() {
 
 #[test]
 fn identical_output_at_every_parallelism_and_backend_without_failures() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (reference, _) = run(&Run {
         seed: 99,
         parallelism: 1,
@@ -622,18 +616,21 @@ fn count_sensitive_child_process() {
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_writer(std::io::stderr)
         .try_init();
-    fail::disarm_all();
+    // The child runs this one job: it arms the process-wide fail points, which a job whose
+    // configuration names none uses (the way the payment example's drill arms its worker).
+    let points = FailPoints::process_wide();
+    points.disarm_all();
     for (point, nth, a) in &spec.arm {
-        fail::arm(fail_point(point), *nth, action(a));
+        points.arm(fail_point(point), *nth, action(a));
     }
     let report = tally_job(&spec).run().unwrap_or_else(|e| panic!("the job failed: {e}"));
     let unfired = spec
         .arm
         .iter()
-        .filter(|(p, _, _)| fail::is_armed(p))
+        .filter(|(p, _, _)| points.is_armed(p))
         .map(|(p, _, _)| p.clone())
         .collect();
-    fail::disarm_all();
+    points.disarm_all();
     let out = ChildReport {
         unfired,
         restarts: report.restarts,
@@ -826,7 +823,6 @@ fn check_windows(seed: u64, dir: &Path, ctx: &str) -> usize {
 
 #[test]
 fn count_sensitive_output_is_exact_across_process_aborts() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seeds: u64 = std::env::var("WEIR_EO_ABORT_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -846,7 +842,6 @@ fn count_sensitive_output_is_exact_across_process_aborts() {
 /// (watermarks must be part of the checkpoint).
 #[test]
 fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Without failures, late events fire their windows again.
     let dir = tempfile::tempdir().unwrap();
     let spec = ChildSpec {
@@ -881,7 +876,6 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
 /// lost record each fail them.
 #[test]
 fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean");
     let spec = ChildSpec {

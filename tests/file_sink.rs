@@ -1,22 +1,15 @@
 //! End-to-end exactly-once through the file sink (and the idempotent sink) under injected
 //! failures at every phase of the checkpoint lifecycle.
 //!
-//! Fail points are process-global, so the tests of this file run one at a time.
+//! Every job gets its own fail points, so these tests run in parallel with any other.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::sink::file::{committed_files, read_committed_lines, IN_PROGRESS_DIR, PENDING_DIR};
 use weir::engine::sink::idempotent::UpsertMap;
 use weir::prelude::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const RECORDS: u64 = 20_000;
 const KEYS: u64 = 7;
@@ -63,16 +56,14 @@ type Point<'a> = (&'a str, u64, FailAction);
 
 /// Runs the job into `out` (checkpoints and state under `work`) with `points` armed.
 fn run(work: &Path, out: &Path, points: &[Point<'_>], rocks: bool) -> Result<JobReport> {
-    fail::disarm_all();
+    let armed = FailPoints::new();
     for &(name, nth, action) in points {
-        fail::arm(name, nth, action);
+        armed.arm(name, nth, action);
     }
     let state = work.join("state");
     let (p, stream) = pipeline(&work.join("chk"), rocks.then_some(state.as_path()));
     stream.sink("out", FileSink::exactly_once(out));
-    let r = p.run();
-    fail::disarm_all();
-    r
+    p.fail_points(armed).run()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -134,7 +125,6 @@ fn baseline() -> Vec<String> {
 
 #[test]
 fn exactly_once_under_injected_failures() {
-    let _g = serial();
     let expected = baseline();
     // Hits: process-record once per batch, snapshot-sync once per subtask and checkpoint,
     // after-pre-commit and during-commit once per sink subtask and checkpoint, upload and
@@ -188,7 +178,6 @@ fn exactly_once_under_injected_failures() {
 /// the latest checkpoint in storage and cleans up what the failed run left in the directory.
 #[test]
 fn a_new_run_resumes_after_a_failed_one() {
-    let _g = serial();
     let expected = baseline();
     for (point, nth) in [
         (fail::AFTER_PRE_COMMIT, 5),
@@ -197,12 +186,11 @@ fn a_new_run_resumes_after_a_failed_one() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        fail::disarm_all();
-        fail::arm(point, nth, FailAction::Error);
+        let points = FailPoints::new();
+        points.arm(point, nth, FailAction::Error);
         let (p, stream) = pipeline(&tmp.path().join("chk"), None);
         stream.sink("out", FileSink::exactly_once(&out));
-        let failed = p.restart_strategy(RestartStrategy::None).run();
-        fail::disarm_all();
+        let failed = p.restart_strategy(RestartStrategy::None).fail_points(points).run();
         assert!(failed.is_err(), "{point}: the first run fails");
         let partial = read_committed_lines(&out).unwrap().len();
         assert!((partial as u64) < RECORDS, "{point}: the first run did not finish");
@@ -217,7 +205,6 @@ fn a_new_run_resumes_after_a_failed_one() {
 /// after failures each key holds its final running sum.
 #[test]
 fn idempotent_sink_converges_under_failures() {
-    let _g = serial();
     let mut totals = BTreeMap::new();
     for i in 0..RECORDS {
         *totals.entry(i % KEYS).or_insert(0u64) += i;
@@ -229,13 +216,12 @@ fn idempotent_sink_converges_under_failures() {
         (fail::AFTER_METADATA, FailAction::Error),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        fail::disarm_all();
-        fail::arm(point, 3, action);
+        let points = FailPoints::new();
+        points.arm(point, 3, action);
         let map = UpsertMap::new(|(k, _, _): &(u64, u64, u64)| format!("key-{k}"));
         let (p, stream) = pipeline(&tmp.path().join("chk"), None);
         stream.sink("totals", Idempotent::new(map.clone()));
-        let report = p.run();
-        fail::disarm_all();
+        let report = p.fail_points(points).run();
         let report = report.unwrap_or_else(|e| panic!("{point}: {e}"));
         assert!(report.restarts >= 1, "{point}: the failure was injected");
         let got: BTreeMap<u64, u64> = map.entries().into_values().map(|(k, _, n)| (k, n)).collect();
@@ -270,7 +256,6 @@ fn complete_checkpoints(chk: &Path) -> Vec<u64> {
 /// of the checkpoint the restore would pick: restoring it would commit that output again.
 #[test]
 fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
-    let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let chk = tmp.path().join("chk");
@@ -285,7 +270,6 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
     for id in complete.iter().filter(|&&id| id >= newest) {
         std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
     }
-    fail::disarm_all();
     let (p, stream) = pipeline(&chk, None);
     stream.sink("out", FileSink::exactly_once(&out));
     let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();
@@ -332,13 +316,11 @@ fn committed_output_ahead_of_the_restored_checkpoint_stops_the_start() {
 /// directory holds committed files: the job has run before and must not start from scratch.
 #[test]
 fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
-    let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     run(tmp.path(), &out, &[], false).expect("first run");
     let before = read_committed_lines(&out).unwrap();
     std::fs::remove_dir_all(tmp.path().join("chk")).unwrap();
-    fail::disarm_all();
     let (p, stream) = pipeline(&tmp.path().join("chk"), None);
     stream.sink("out", FileSink::exactly_once(&out));
     let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();
@@ -369,6 +351,7 @@ fn subtask_writer(
         checkpoint_timing: None,
         committed_output: Default::default(),
         cancellation: Default::default(),
+        fail_points: FailPoints::new(),
     })
 }
 
@@ -450,7 +433,6 @@ fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
 /// commit needs (else every later start fails with "records are lost").
 #[test]
 fn a_refused_start_deletes_no_pending_file() {
-    let _g = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let chk = tmp.path().join("chk");
@@ -473,7 +455,6 @@ fn a_refused_start_deletes_no_pending_file() {
     for id in complete.iter().filter(|&&id| id > r) {
         std::fs::remove_file(chk.join(format!("chk-{id}")).join("_metadata")).unwrap();
     }
-    fail::disarm_all();
     let (p, stream) = pipeline(&chk, None);
     stream.sink("out", FileSink::exactly_once(&out));
     let err = p.restart_strategy(RestartStrategy::None).run().unwrap_err();

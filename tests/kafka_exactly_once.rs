@@ -8,14 +8,11 @@ mod common;
 mod kafka;
 
 use kafka::*;
-use std::sync::Mutex;
 use std::time::Duration;
 use weir::connectors::kafka::sink::{FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use weir::connectors::kafka::testing::{TestBroker, TestRecord};
 use weir::connectors::kafka::{Json, KafkaSource};
-use weir::engine::checkpoint::fail::{self, FailAction};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use weir::engine::fail::{self, FailAction, FailPoints};
 
 const EVENTS: u64 = 6_000;
 const PARTITIONS: i32 = 4;
@@ -51,11 +48,11 @@ fn run(
     let output = broker.unique_topic("balances-out");
     broker.create_topic(&output, 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    fail::disarm_all();
+    let points = FailPoints::new();
     for (p, n, a) in failures {
-        fail::arm(p, *n, *a);
+        points.arm(p, *n, *a);
     }
-    let p = checkpointed("kafka-to-kafka", dir.path(), parallelism);
+    let p = checkpointed("kafka-to-kafka", dir.path(), parallelism).fail_points(points.clone());
     p.source(
         "payments",
         KafkaSource::new(broker.connection(), [input], Json::<(u64, u64, i64)>::new()).bounded(),
@@ -73,8 +70,7 @@ fn run(
     let report = p
         .run()
         .unwrap_or_else(|e| panic!("p{parallelism} failures {failures:?}: job failed: {e}"));
-    let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| fail::is_armed(p)).collect();
-    fail::disarm_all();
+    let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| points.is_armed(p)).collect();
     assert!(
         unfired.is_empty(),
         "p{parallelism}: fail points {unfired:?} never triggered"
@@ -84,7 +80,6 @@ fn run(
 
 #[test]
 fn kafka_to_kafka_is_exactly_once_under_a_failure_in_every_window() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let broker = TestBroker::start().unwrap();
     let input = input_topic(&broker, 11);
     let expected = model(11, EVENTS);

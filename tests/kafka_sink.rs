@@ -15,16 +15,12 @@ mod kafka;
 use kafka::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
-use std::sync::Mutex;
 use std::time::Duration;
 use weir::connectors::kafka::sink::{committed_epoch, FAIL_AFTER_TXN_COMMIT, FAIL_BEFORE_TXN_COMMIT, FAIL_MID_EPOCH};
 use weir::connectors::kafka::testing::TestBroker;
 use weir::connectors::kafka::{Json, KafkaSink};
-use weir::engine::checkpoint::fail::{self, FailAction};
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::prelude::*;
-
-/// Fail points are process-wide: tests that arm them run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const EVENTS: u64 = 3_000;
 
@@ -44,27 +40,26 @@ fn run_exactly_once(
     broker.create_topic(&topic, 3).unwrap();
     let prefix = format!("{topic}-txn");
     let dir = tempfile::tempdir().unwrap();
-    fail::disarm_all();
+    let points = FailPoints::new();
     for (p, n, a) in failures {
-        fail::arm(p, *n, *a);
+        points.arm(p, *n, *a);
     }
     let sink = posted_sink(broker, &topic, &prefix);
     let report = balance_pipeline("kafka-eo", dir.path(), seed, EVENTS, parallelism, sink)
+        .fail_points(points.clone())
         .run()
         .unwrap_or_else(|e| panic!("failures {failures:?}: job failed: {e}"));
-    let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| fail::is_armed(p)).collect();
+    let unfired: Vec<_> = failures.iter().filter(|(p, _, _)| points.is_armed(p)).collect();
     assert!(
         unfired.is_empty(),
         "p{parallelism}: fail points {unfired:?} never triggered"
     );
-    fail::disarm_all();
     let raw = broker.read_committed(&topic).unwrap();
     (Outcome { report, raw }, topic, prefix)
 }
 
 #[test]
 fn exactly_once_in_every_window_that_aborts_no_data() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let broker = TestBroker::start().unwrap();
     type Plan = Vec<(&'static str, u64, FailAction)>;
     let windows: Vec<(&str, Plan)> = vec![
@@ -122,7 +117,6 @@ fn exactly_once_in_every_window_that_aborts_no_data() {
 
 #[test]
 fn a_crash_inside_the_transaction_aborts_it_and_the_epoch_is_produced_again_in_full() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let broker = TestBroker::start().unwrap();
     let expected = model(2, EVENTS);
     for point in [FAIL_MID_EPOCH, FAIL_BEFORE_TXN_COMMIT] {
@@ -193,8 +187,6 @@ fn zombie(broker: &TestBroker, txn_id: &str) -> BaseProducer {
 
 #[test]
 fn a_zombie_producer_of_an_earlier_attempt_is_fenced() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let expected = model(3, EVENTS);
     for with_open_data in [false, true] {
@@ -260,8 +252,6 @@ const EPOCH_HEADER_NAME: &str = weir::connectors::kafka::sink::EPOCH_HEADER;
 
 #[test]
 fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher_one() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("rescale-out");
     broker.create_topic(&topic, 3).unwrap();
@@ -330,8 +320,6 @@ fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher
 
 #[test]
 fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("fresh-out");
     broker.create_topic(&topic, 2).unwrap();
@@ -403,8 +391,6 @@ fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
 /// the epochs after it again, so the start is refused and the marker left alone.
 #[test]
 fn a_marker_above_the_restored_checkpoint_stops_the_start() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("ahead-out");
     broker.create_topic(&topic, 2).unwrap();
@@ -470,22 +456,21 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
 
 #[test]
 fn at_least_once_mode_loses_nothing_under_failures() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let broker = TestBroker::start().unwrap();
     let expected = model(5, EVENTS);
     for failures in [vec![], vec![(fail::AFTER_METADATA, 2, FailAction::Panic)]] {
         let topic = broker.unique_topic("alo-out");
         broker.create_topic(&topic, 3).unwrap();
-        fail::disarm_all();
+        let points = FailPoints::new();
         for (p, n, a) in &failures {
-            fail::arm(p, *n, *a);
+            points.arm(p, *n, *a);
         }
         let dir = tempfile::tempdir().unwrap();
         let sink = KafkaSink::at_least_once(broker.brokers(), &topic, Json::<Posted>::new()).partition_per_subtask();
         let report = balance_pipeline("kafka-alo", dir.path(), 5, EVENTS, 2, sink)
+            .fail_points(points)
             .run()
             .unwrap();
-        fail::disarm_all();
         let got = decode(&broker.read_committed(&topic).unwrap());
         let mut distinct = got.clone();
         distinct.dedup();
@@ -506,8 +491,6 @@ fn at_least_once_mode_loses_nothing_under_failures() {
 
 #[test]
 fn keys_partitions_and_headers_are_carried() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("shape-out");
     broker.create_topic(&topic, 4).unwrap();
@@ -533,8 +516,6 @@ fn keys_partitions_and_headers_are_carried() {
 
 #[test]
 fn bad_configuration_is_a_clear_error() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    fail::disarm_all();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("cfg-out");
     broker.create_topic(&topic, 1).unwrap();

@@ -11,24 +11,16 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use weir::connectors::kafka::client::add_partitions;
 use weir::connectors::kafka::source::{DLQ_ERROR_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_TOPIC_HEADER};
 use weir::connectors::kafka::testing::{TestBroker, TestRecord};
 use weir::connectors::kafka::{BadRecordPolicy, Json, KafkaSource, StartPosition};
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::runtime::LifecyclePhase;
 use weir::engine::sink::read_committed_lines;
 use weir::engine::source::SourceWatermark;
 use weir::prelude::*;
-
-/// Fail points are process-global: the test that arms them runs alone, the others together.
-static FAIL_POINTS: RwLock<()> = RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    FAIL_POINTS.read().unwrap_or_else(|e| e.into_inner())
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Event {
@@ -97,7 +89,6 @@ fn collect(src: KafkaSource<Event>, parallelism: usize) -> Vec<Event> {
 
 #[test]
 fn every_record_is_read_exactly_once_at_parallelism_1_and_2() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-once");
     b.create_topic(&topic, 3).unwrap();
@@ -111,7 +102,6 @@ fn every_record_is_read_exactly_once_at_parallelism_1_and_2() {
 
 #[test]
 fn records_carry_the_kafka_timestamp_or_the_users() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-ts");
     b.create_topic(&topic, 1).unwrap();
@@ -159,7 +149,6 @@ impl KeyedProcess<u64, Event> for StampTimestamp {
 
 #[test]
 fn fresh_starts_begin_at_the_configured_position() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-start");
     b.create_topic(&topic, 2).unwrap();
@@ -208,7 +197,6 @@ fn fresh_starts_begin_at_the_configured_position() {
 
 #[test]
 fn checkpoint_positions_committed_to_the_group_resume_a_new_job() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-commit");
     b.create_topic(&topic, 2).unwrap();
@@ -237,8 +225,10 @@ fn latest_job(
     dir: &std::path::Path,
     interval: Duration,
     sink: &CollectSink<Event>,
+    points: &FailPoints,
 ) -> JobHandle {
     let p = Pipeline::new("kafka-latest")
+        .fail_points(points.clone())
         .checkpoint_storage(dir)
         .checkpoint_interval(interval)
         .restart_strategy(RestartStrategy::FixedDelay {
@@ -278,7 +268,6 @@ fn first_attempt_ran(job: &JobHandle) -> bool {
 
 #[test]
 fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start() {
-    let _g = FAIL_POINTS.write().unwrap_or_else(|e| e.into_inner());
     let b = broker();
     // A failure in the first record's processing, and a failure of the first checkpoint
     // itself: either way no checkpoint holds the positions `Latest` resolved to.
@@ -290,11 +279,11 @@ fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start(
         produce(&b, &topic, 1, 0..9);
         produce(&b, &topic, 1, 9..10);
         let dir = tempfile::tempdir().unwrap();
-        fail::disarm_all();
-        fail::arm(point, nth, FailAction::Error);
+        let points = FailPoints::new();
+        points.arm(point, nth, FailAction::Error);
         let sink = CollectSink::new();
         // Checkpoints far apart: without a first checkpoint at once, the failure comes first.
-        let job = latest_job(&b, &[&topic], dir.path(), Duration::from_secs(2), &sink);
+        let job = latest_job(&b, &[&topic], dir.path(), Duration::from_secs(2), &sink, &points);
         wait_until(20, "the first attempt to run", || first_attempt_ran(&job));
         produce(&b, &topic, 1, 10..20); // after the start: must all be read
         wait_until(30, "the restart", || {
@@ -306,8 +295,7 @@ fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start(
         while sorted(sink.records()) != done && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let fired = !fail::is_armed(point);
-        fail::disarm_all();
+        let fired = !points.is_armed(point);
         job.cancel();
         job.join().unwrap();
         assert!(fired, "{point}: the fail point never triggered");
@@ -321,7 +309,6 @@ fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start(
 
 #[test]
 fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
-    let _g = shared();
     let b = broker();
     let old = b.unique_topic("src-added-old");
     let new = b.unique_topic("src-added-new");
@@ -330,7 +317,14 @@ fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
     let dir = tempfile::tempdir().unwrap();
     // Run 1 reads `old` from Latest and checkpoints its position.
     let sink = CollectSink::new();
-    let job = latest_job(&b, &[&old], dir.path(), Duration::from_millis(50), &sink);
+    let job = latest_job(
+        &b,
+        &[&old],
+        dir.path(),
+        Duration::from_millis(50),
+        &sink,
+        &FailPoints::new(),
+    );
     wait_until(20, "the job to run", || job.progress().running);
     produce(&b, &old, 1, 0..5);
     wait_until(20, "the first records", || sink.records().len() >= 5);
@@ -345,7 +339,14 @@ fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
     let added: Vec<TestRecord> = (100..110).map(|i| record_of(&event(i), 1)).collect();
     b.produce(&new, &added).unwrap();
     let sink = CollectSink::new();
-    let job = latest_job(&b, &[&old, &new], dir.path(), Duration::from_millis(50), &sink);
+    let job = latest_job(
+        &b,
+        &[&old, &new],
+        dir.path(),
+        Duration::from_millis(50),
+        &sink,
+        &FailPoints::new(),
+    );
     wait_until(20, "the old topic's records", || sink.records().len() >= 5);
     std::thread::sleep(Duration::from_millis(1_000));
     job.cancel();
@@ -377,7 +378,6 @@ impl KeyedProcess<u64, Event> for RunningCount {
 
 #[test]
 fn replay_after_failures_is_exactly_once_through_keyed_state() {
-    let _g = FAIL_POINTS.write().unwrap_or_else(|e| e.into_inner());
     let b = broker();
     let topic = b.unique_topic("src-eo");
     b.create_topic(&topic, 4).unwrap();
@@ -394,10 +394,11 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
         .collect();
     for parallelism in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
-        fail::disarm_all();
-        fail::arm(fail::PROCESS_RECORD, 6_000, FailAction::Error);
-        fail::arm(fail::SNAPSHOT_SYNC, 3, FailAction::Panic);
+        let points = FailPoints::new();
+        points.arm(fail::PROCESS_RECORD, 6_000, FailAction::Error);
+        points.arm(fail::SNAPSHOT_SYNC, 3, FailAction::Panic);
         let p = Pipeline::new("kafka-eo")
+            .fail_points(points)
             .parallelism(parallelism)
             .batch_size(64)
             .checkpoint_storage(dir.path().join("checkpoints"))
@@ -419,7 +420,6 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
             .process("count", RunningCount)
             .sink("out", FileSink::<(u64, u64, u64)>::exactly_once(&out));
         let report = p.run().expect("the job recovers and finishes");
-        fail::disarm_all();
         let got = read_committed_lines(&out).unwrap();
         assert!(report.restarts >= 1, "p{parallelism}: the failures must cause restarts");
         assert_eq!(got.len(), model.len(), "p{parallelism}: committed record count");
@@ -429,7 +429,6 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
 
 #[test]
 fn records_of_an_open_transaction_wait_until_it_commits() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-txn");
     b.create_topic(&topic, 1).unwrap();
@@ -519,7 +518,6 @@ fn windows_with_an_empty_partition(
 
 #[test]
 fn an_idle_partition_does_not_stall_the_watermark() {
-    let _g = shared();
     let (sink, job, _broker) = windows_with_an_empty_partition(Some(Duration::from_millis(300)));
     wait_until(20, "a window result", || !sink.records().is_empty());
     job.cancel();
@@ -530,7 +528,6 @@ fn an_idle_partition_does_not_stall_the_watermark() {
 
 #[test]
 fn without_idleness_an_empty_partition_holds_the_watermark_back() {
-    let _g = shared();
     let (sink, job, _broker) = windows_with_an_empty_partition(None);
     wait_until(20, "every record read", || job.progress().source_records >= 50);
     std::thread::sleep(Duration::from_millis(1_500));
@@ -552,7 +549,6 @@ fn read_n(reader: &mut Box<dyn SourceReader<Event>>, n: usize) -> Vec<Record<Eve
 
 #[test]
 fn a_restored_reader_reports_the_watermark_of_the_failure_free_run() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-wm-restore");
     b.create_topic(&topic, 2).unwrap();
@@ -612,7 +608,6 @@ fn a_restored_reader_reports_the_watermark_of_the_failure_free_run() {
 
 #[test]
 fn partitions_added_while_running_are_discovered() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-disc");
     b.create_topic(&topic, 1).unwrap();
@@ -649,7 +644,6 @@ fn partitions_added_while_running_are_discovered() {
 
 #[test]
 fn partitions_missing_from_the_split_list_are_read_by_their_owner_once_discovered() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-disc-own");
     b.create_topic(&topic, 3).unwrap();
@@ -713,7 +707,6 @@ fn topic_with_bad_records(b: &TestBroker) -> (String, Vec<Vec<u8>>) {
 
 #[test]
 fn a_bad_record_fails_the_job_without_restarts_under_the_fail_policy() {
-    let _g = shared();
     let b = broker();
     let (topic, _) = topic_with_bad_records(&b);
     let dir = tempfile::tempdir().unwrap();
@@ -740,7 +733,6 @@ fn a_bad_record_fails_the_job_without_restarts_under_the_fail_policy() {
 
 #[test]
 fn bad_records_are_skipped_and_counted_under_the_skip_policy() {
-    let _g = shared();
     let b = broker();
     let (topic, bad) = topic_with_bad_records(&b);
     let src = source(&b, &topic).bounded().bad_records(BadRecordPolicy::Skip);
@@ -753,7 +745,6 @@ fn bad_records_are_skipped_and_counted_under_the_skip_policy() {
 
 #[test]
 fn bad_records_go_to_the_dead_letter_topic_with_their_origin() {
-    let _g = shared();
     let b = broker();
     let (topic, bad) = topic_with_bad_records(&b);
     let dlq = b.unique_topic("dlq");
@@ -787,7 +778,6 @@ fn bad_records_go_to_the_dead_letter_topic_with_their_origin() {
 
 #[test]
 fn misconfigurations_are_config_errors() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-cfg");
     b.create_topic(&topic, 1).unwrap();
@@ -820,7 +810,6 @@ fn misconfigurations_are_config_errors() {
 #[test]
 #[ignore]
 fn read_throughput() {
-    let _g = shared();
     let b = broker();
     let topic = b.unique_topic("src-bench");
     b.create_topic(&topic, 4).unwrap();

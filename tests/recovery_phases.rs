@@ -3,7 +3,7 @@
 //! that order, and `RestoreStats` agrees with the log.
 
 use std::time::{Duration, Instant};
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::runtime::{LifecycleEvent, LifecyclePhase};
 use weir::prelude::*;
 
@@ -27,7 +27,9 @@ fn phases(log: &[LifecycleEvent]) -> Vec<(u32, LifecyclePhase)> {
 #[test]
 fn a_recovery_is_logged_as_detected_cancelled_restore_started_running_in_order() {
     let dir = tempfile::tempdir().unwrap();
+    let points = FailPoints::new();
     let p = Pipeline::new("recovery-phases")
+        .fail_points(points.clone())
         .parallelism(2)
         .state_dir(dir.path().join("state"))
         .checkpoint_storage(dir.path().join("checkpoints"))
@@ -51,7 +53,7 @@ fn a_recovery_is_logged_as_detected_cancelled_restore_started_running_in_order()
             assert!(Instant::now() < deadline, "no checkpoint completed");
             std::thread::sleep(Duration::from_millis(10));
         }
-        fail::arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
+        points.arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
         while handle.progress().attempt < 2 || !handle.progress().running {
             assert!(Instant::now() < deadline, "the job did not recover");
             std::thread::sleep(Duration::from_millis(10));

@@ -21,14 +21,10 @@ mod common;
 
 use common::{Backend, BACKENDS};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
-
-/// Fail points are process-global: the runs of this file take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A record: (key, value); its event time travels separately.
 type Event = (u32, i64);
@@ -57,11 +53,12 @@ struct Setup {
 fn run_job(setup: &Setup, events: &[Timed], build: impl FnOnce(KeyedStream<u32, Event>)) -> JobReport {
     common::trace_if_asked();
     let dir = fast_tempdir();
-    fail::disarm_all();
+    let points = FailPoints::new();
     for (point, nth, action) in &setup.failures {
-        fail::arm(point, *nth, *action);
+        points.arm(point, *nth, *action);
     }
     let p = common::pipeline(setup.name, setup.backend, &dir)
+        .fail_points(points.clone())
         .parallelism(2)
         .batch_size(1)
         .checkpoint_storage(dir.path().join("checkpoints"))
@@ -88,8 +85,7 @@ fn run_job(setup: &Setup, events: &[Timed], build: impl FnOnce(KeyedStream<u32, 
     let report = p
         .run()
         .unwrap_or_else(|e| panic!("{} {:?}: job failed: {e}", setup.name, setup.backend));
-    let unfired: Vec<_> = setup.failures.iter().filter(|f| fail::is_armed(f.0)).collect();
-    fail::disarm_all();
+    let unfired: Vec<_> = setup.failures.iter().filter(|f| points.is_armed(f.0)).collect();
     assert!(
         unfired.is_empty(),
         "{} {:?}: planned fail points that never fired: {unfired:?}",
@@ -169,7 +165,6 @@ fn setup(name: &'static str, backend: Backend, failures: Vec<(&'static str, u64,
 
 #[test]
 fn a_record_within_allowed_lateness_after_a_restore_updates_the_window_that_fired_before() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Fillers at 2 are within the lateness of key 2's [0, 10): each one fires it at once.
     let events = late_input(FILLERS, |_| 2);
     let mut expected: Sums = vec![(1, 0, 10, 3), (1, 0, 10, 13), (1, 10, 20, 1004)];
@@ -192,7 +187,6 @@ fn a_record_within_allowed_lateness_after_a_restore_updates_the_window_that_fire
 
 #[test]
 fn a_record_late_in_the_failure_free_run_stays_late_after_a_restore() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Lateness 0: [0, 10) of every key is gone once the watermark is 14; the fillers at 2 and
     // the record of key 1 at 3 are late and go to the side output.
     let events = late_input(FILLERS, |_| 2);
@@ -229,7 +223,6 @@ impl KeyedProcess<u32, Event> for Previous {
 
 #[test]
 fn event_time_ttl_expires_the_same_entries_after_a_restore() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Key 1 at 25 moves the watermark to 24. Each filler of key 2 at 3 writes an entry that
     // expires at 13, behind the watermark: the next filler does not see it.
     let mut events: Vec<Timed> = vec![((1, 1), 25)];
@@ -288,7 +281,6 @@ impl KeyedProcess<u32, Event> for Reminders {
 
 #[test]
 fn event_time_timers_fire_as_in_the_failure_free_run_after_a_restore() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Key 1 at 25 moves the watermark to 24 and nothing moves it further until the end. The
     // fillers of key 2 (at 3 and 12) register timers at 8 and 17, both behind the watermark:
     // they fire only at the next watermark, the final one.
@@ -572,7 +564,6 @@ fn seeded_failures(seed: u64, records: u64) -> Vec<(&'static str, u64, FailActio
 
 #[test]
 fn windows_with_late_records_commit_the_failure_free_output_under_random_failures() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seeds: u64 = std::env::var("WEIR_WM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -665,11 +656,12 @@ fn two_channel_run(
 ) -> (Vec<(i64, i64)>, JobReport) {
     common::trace_if_asked();
     let dir = fast_tempdir();
-    fail::disarm_all();
+    let points = FailPoints::new();
     for (point, nth, action) in &failures {
-        fail::arm(point, *nth, *action);
+        points.arm(point, *nth, *action);
     }
     let p = common::pipeline("two-channels", backend, &dir)
+        .fail_points(points.clone())
         .parallelism(1)
         .batch_size(1)
         .checkpoint_storage(dir.path().join("checkpoints"))
@@ -701,8 +693,7 @@ fn two_channel_run(
         .process("observe", WatermarkAtRecord)
         .sink("out", out.clone());
     let report = p.run().unwrap_or_else(|e| panic!("{backend:?}: job failed: {e}"));
-    let unfired: Vec<_> = failures.iter().filter(|f| fail::is_armed(f.0)).collect();
-    fail::disarm_all();
+    let unfired: Vec<_> = failures.iter().filter(|f| points.is_armed(f.0)).collect();
     assert!(
         unfired.is_empty(),
         "{backend:?}: fail points that never fired: {unfired:?}"
@@ -712,7 +703,6 @@ fn two_channel_run(
 
 #[test]
 fn a_keyed_subtask_restores_the_watermark_of_each_input_channel() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let expected: Vec<(i64, i64)> = (FROM..200).step_by(2).map(|v| (v, v - 3)).collect();
     for backend in BACKENDS {
         let (free, _) = two_channel_run(backend, false, vec![]);
@@ -726,7 +716,6 @@ fn a_keyed_subtask_restores_the_watermark_of_each_input_channel() {
 
 #[test]
 fn a_stateless_step_fed_by_several_channels_restores_their_watermarks() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let expected: Vec<(i64, i64)> = (FROM..200).step_by(2).map(|v| (v, v - 3)).collect();
     for backend in BACKENDS {
         let (free, _) = two_channel_run(backend, true, vec![]);

@@ -9,9 +9,9 @@
 //! in a cluster) without touching a connector.
 
 pub use crate::cancellation::Cancellation;
-pub use crate::checkpoint::fail;
 pub use crate::data::{Data, Record, Timestamp};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
+pub use crate::fail;
 pub use crate::message::CheckpointId;
 pub use crate::sink::{Sink, SinkContext, SinkWriter};
 pub use crate::source::{

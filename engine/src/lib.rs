@@ -35,6 +35,7 @@ pub mod connector;
 pub mod data;
 pub mod durable;
 pub mod error;
+pub mod fail;
 pub mod graph;
 pub mod keyed;
 pub mod message;

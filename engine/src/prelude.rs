@@ -4,7 +4,6 @@ pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipel
 pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
 };
-pub use crate::checkpoint::fail::FailAction;
 pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
 pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};

@@ -24,9 +24,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use weir::engine::checkpoint::fail;
+use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::source::generator::mix;
-use weir::prelude::{FailAction, JobReport};
+use weir::prelude::JobReport;
 
 /// A kind of injected failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -233,11 +233,12 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
             let f = faults.next().expect("peeked");
             match f.kind {
                 FaultKind::Panic => {
-                    fail::arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
+                    // The worker process runs one job, which uses the process-wide fail points.
+                    FailPoints::process_wide().arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
                     panic_armed = Some((None, position));
                 }
                 FaultKind::Abort => {
-                    fail::arm(fail::AFTER_METADATA, 1, FailAction::Abort);
+                    FailPoints::process_wide().arm(fail::AFTER_METADATA, 1, FailAction::Abort);
                     abort_armed = true;
                 }
                 FaultKind::Kill => {}

@@ -171,6 +171,13 @@ impl Pipeline {
         self.set(|s| s.channel_capacity = Some(n))
     }
 
+    /// Gives the job its own fail points (off by default: then the job uses the process-wide
+    /// set, which only a drill's child process arms). Tests arm points on `points` and, after
+    /// the run, ask it which fired.
+    pub fn fail_points(self, points: crate::fail::FailPoints) -> Self {
+        self.set(|s| s.fail_points = Some(points))
+    }
+
     /// The effective configuration so far (the same whatever the order of the builder calls).
     pub fn config(&self) -> &JobConfig {
         &self.config

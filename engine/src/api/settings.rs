@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub(crate) channel_capacity: Option<usize>,
     /// `cancellation_timeout`: the timeout and what happens when it passes.
     pub(crate) cancellation: Option<(Duration, crate::config::cancellation_timeout::CancellationTimeoutAction)>,
+    /// `fail_points`: the job's own fail points.
+    pub(crate) fail_points: Option<crate::fail::FailPoints>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).
@@ -74,6 +76,7 @@ impl Settings {
             c.cancellation_timeout = timeout;
             c.on_cancellation_timeout = action;
         }
+        c.fail_points = self.fail_points.clone();
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {
             (Some(chk), Some(i)) => chk.interval = i,

@@ -18,13 +18,13 @@
 
 use super::ack::CheckpointAck;
 use super::config::{CheckpointConfig, RestoreMode};
-use super::fail;
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, upload, StagedFileKey, UploadJob};
 use crate::checkpoint::staging::StagingArea;
+use crate::fail::{self, FailPoints};
 use crate::message::{Barrier, CheckpointId};
 use crate::ownership::{OwnerInfo, OwnerLease};
 use crate::recovery::{RestoreWarning, SharedRestoreWarnings};
@@ -63,6 +63,8 @@ pub(crate) struct Coordinator {
     restore_warnings: SharedRestoreWarnings,
     /// Exclusive ownership of the storage, released when the coordinator is dropped.
     lease: OwnerLease,
+    /// The job's fail points (the upload, after-metadata and restore phases check them).
+    fail_points: FailPoints,
 }
 
 impl Coordinator {
@@ -127,6 +129,7 @@ impl Coordinator {
             identity,
             restore_warnings: SharedRestoreWarnings::default(),
             lease,
+            fail_points: FailPoints::process_wide(),
         })
     }
 
@@ -206,6 +209,7 @@ impl Coordinator {
         let policy = RestorePolicy {
             fallback_allowed: self.cfg.fallback_to_older_checkpoint_reproducing_output,
         };
+        self.fail_points.hit(fail::DURING_RESTORE)?;
         let found = restore_from(
             self.cfg.storage.as_ref(),
             &candidates,
@@ -238,6 +242,12 @@ impl Coordinator {
         let m = read_metadata(self.cfg.storage.as_ref(), id)?;
         self.retained.insert(id, Some(m.clone()));
         Ok(m)
+    }
+
+    /// Checks `fail_points` (the job's) in the upload, after-metadata and restore phases.
+    pub(crate) fn with_fail_points(mut self, fail_points: FailPoints) -> Self {
+        self.fail_points = fail_points;
+        self
     }
 
     /// Starts the asynchronous phase of checkpoint `barrier.id`; `done` receives the result.
@@ -279,6 +289,7 @@ impl Coordinator {
             reusable: Arc::new(reusable),
             parallelism,
             base_source_records,
+            fail_points: self.fail_points.clone(),
         };
         let staging = job.staging.clone();
         self.runtime.spawn(async move {
@@ -318,7 +329,7 @@ impl Coordinator {
             uploaded_bytes = stats.uploaded_bytes,
             "checkpoint complete"
         );
-        fail::hit(fail::AFTER_METADATA)?;
+        self.fail_points.hit(fail::AFTER_METADATA)?;
         Ok(stats)
     }
 

@@ -1,10 +1,9 @@
 //! Checkpoints: configuration, storage, metadata, the coordinator's durable bookkeeping,
-//! restore, and fail points for testing every phase.
+//! and restore.
 
 pub mod ack;
 pub mod config;
 pub(crate) mod coordinator;
-pub mod fail;
 pub mod identity;
 pub mod metadata;
 pub(crate) mod restore;

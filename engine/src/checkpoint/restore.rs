@@ -13,7 +13,6 @@
 //!   in the job report. If no candidate verifies, the restore fails: a job never starts from
 //!   scratch silently while checkpoints exist.
 
-use super::fail;
 use super::metadata::CheckpointMetadata;
 use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
@@ -255,7 +254,6 @@ pub(crate) fn restore_from(
     dir: &Path,
     policy: &RestorePolicy,
 ) -> Result<Option<RestoreOutcome>> {
-    fail::hit(fail::DURING_RESTORE)?;
     let retry = READ_RETRY;
     let mut skipped: Vec<(CheckpointId, String)> = Vec::new();
     for (i, &id) in candidates.iter().enumerate() {

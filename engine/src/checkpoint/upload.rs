@@ -7,12 +7,12 @@
 //! again. Everything else is stored under the checkpoint's own directory.
 
 use super::ack::CheckpointAck;
-use super::fail;
 use super::metadata::{
     decode_metadata, encode_metadata, CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile,
     SubtaskState, FORMAT_VERSION,
 };
 use super::storage::CheckpointStorage;
+use crate::fail::{self, FailPoints};
 use crate::message::{Barrier, CheckpointId};
 use crate::state::backend::dir_name;
 use crate::state::KeyGroupRange;
@@ -37,6 +37,8 @@ pub(crate) struct UploadJob {
     pub(crate) reusable: Arc<HashMap<StagedFileKey, StoredFile>>,
     pub(crate) parallelism: Arc<HashMap<String, usize>>,
     pub(crate) base_source_records: u64,
+    /// The job's fail points ([`UPLOAD`](fail::UPLOAD) is checked before anything is stored).
+    pub(crate) fail_points: FailPoints,
 }
 
 /// A file of one operator subtask's snapshot, by its name in the staging directory.
@@ -51,7 +53,7 @@ pub(crate) struct StagedFileKey {
 pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
     let started = Instant::now();
     let id = job.barrier.id;
-    fail::hit(fail::UPLOAD)?;
+    job.fail_points.hit(fail::UPLOAD)?;
     let mut operators: BTreeMap<String, Vec<SubtaskState>> = BTreeMap::new();
     let mut sources = Vec::new();
     let (mut state_bytes, mut uploaded_bytes) = (0u64, 0u64);

@@ -44,6 +44,9 @@ pub struct JobConfig {
     /// What happens when a cancellation times out (default: the process exits with
     /// [`CANCELLATION_TIMEOUT_EXIT_CODE`](crate::config::cancellation_timeout::CANCELLATION_TIMEOUT_EXIT_CODE)).
     pub on_cancellation_timeout: CancellationTimeoutAction,
+    /// The job's fail points (tests and drills inject failures there); `None`, the default,
+    /// means the process-wide set, which nothing arms outside a drill's child process.
+    pub fail_points: Option<crate::fail::FailPoints>,
 }
 
 impl JobConfig {
@@ -62,7 +65,15 @@ impl JobConfig {
             builder_errors: Vec::new(),
             cancellation_timeout: crate::config::cancellation_timeout::DEFAULT_CANCELLATION_TIMEOUT,
             on_cancellation_timeout: CancellationTimeoutAction::default(),
+            fail_points: None,
         }
+    }
+
+    /// The fail points the job checks: its own, or else the process-wide set.
+    pub fn fail_points(&self) -> crate::fail::FailPoints {
+        self.fail_points
+            .clone()
+            .unwrap_or_else(crate::fail::FailPoints::process_wide)
     }
 
     /// Checks the settings that do not depend on the graph.

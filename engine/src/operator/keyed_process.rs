@@ -135,11 +135,17 @@ impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for Two
 pub(crate) struct KeyedOperator<K, L> {
     pub(crate) logic: L,
     pub(crate) core: Option<KeyedCore<K>>,
+    /// The job's fail points (set by `open`).
+    fail_points: crate::fail::FailPoints,
 }
 
 impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
     pub(crate) fn new(logic: L) -> Self {
-        KeyedOperator { logic, core: None }
+        KeyedOperator {
+            logic,
+            core: None,
+            fail_points: crate::fail::FailPoints::new(),
+        }
     }
 
     fn core(&mut self) -> Result<&mut KeyedCore<K>> {
@@ -163,12 +169,13 @@ impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
 
 impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        self.fail_points = ctx.fail_points.clone();
         self.core = Some(KeyedCore::open(ctx)?);
         Ok(())
     }
 
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
-        crate::checkpoint::fail::hit(crate::checkpoint::fail::PROCESS_RECORD)?;
+        self.fail_points.hit(crate::fail::PROCESS_RECORD)?;
         let mut buf: Vec<Record<L::Out>> = Vec::with_capacity(batch.len());
         let core = self
             .core

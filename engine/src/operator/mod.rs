@@ -77,6 +77,8 @@ pub struct OperatorContext {
     pub restored_state: Option<Vec<u8>>,
     /// The job's checkpoint interval and timeout (`None`: checkpointing is off).
     pub checkpoint_timing: Option<crate::recovery::CheckpointTiming>,
+    /// The job's fail points: an operator that injects failures for tests checks them.
+    pub fail_points: crate::fail::FailPoints,
     /// How to open `store`: the subtask's thread does it before `open`.
     pub(crate) store_opener: Option<StoreOpener>,
     /// The restore rules for output an earlier run committed (sinks apply them).

@@ -1,8 +1,8 @@
 //! The operator that drives a sink writer through the two-phase commit protocol.
 
 use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
-use crate::checkpoint::fail;
 use crate::data::{downcast, Data, ErasedBatch};
+use crate::fail::{self, FailPoints};
 use crate::keyed::scope::{decode, encode};
 use crate::message::{Barrier, CheckpointId};
 use crate::sink::{Sink, SinkContext, SinkWriter};
@@ -27,6 +27,8 @@ pub(crate) struct SinkOp<T, S: Sink<T>> {
     pub(crate) sink: Arc<S>,
     pub(crate) writer: Option<Box<dyn SinkWriter<T, S::Committable>>>,
     pub(crate) pending: Vec<(CheckpointId, S::Committable)>,
+    /// The job's fail points (set by `open`).
+    fail_points: FailPoints,
 }
 
 impl<T: Data, S: Sink<T>> SinkOp<T, S> {
@@ -35,6 +37,7 @@ impl<T: Data, S: Sink<T>> SinkOp<T, S> {
             sink,
             writer: None,
             pending: Vec::new(),
+            fail_points: FailPoints::new(),
         }
     }
 
@@ -60,7 +63,9 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             checkpoint_timing: ctx.checkpoint_timing,
             committed_output: ctx.committed_output.clone(),
             cancellation: ctx.cancellation.clone(),
+            fail_points: ctx.fail_points.clone(),
         };
+        self.fail_points = ctx.fail_points.clone();
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {
             tracing::debug!(
@@ -96,7 +101,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             pending = ?self.pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             "sink pre-committed"
         );
-        fail::hit(fail::AFTER_PRE_COMMIT)?;
+        self.fail_points.hit(fail::AFTER_PRE_COMMIT)?;
         let state = SinkState {
             checkpoint: barrier.id,
             pending: self.pending.clone(),
@@ -112,7 +117,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
         if split == 0 {
             return Ok(());
         }
-        fail::hit(fail::DURING_COMMIT)?;
+        self.fail_points.hit(fail::DURING_COMMIT)?;
         let ready: Vec<_> = self.pending.drain(..split).collect();
         self.writer()?.commit(ready)
     }

@@ -1,11 +1,12 @@
 //! What the threads of one attempt share: its cancellation flag and the signal that wakes
-//! blocked threads, and where its subtasks stage checkpoint snapshots.
+//! blocked threads, where its subtasks stage checkpoint snapshots, and the job's fail points.
 //!
 //! # After a crash
 //! Nothing here is durable: a new attempt gets a new `JobShared`, and the staging directories
 //! of the old one are cleaned by the staging area at the next start.
 
 use crate::cancellation::Cancellation;
+use crate::fail::FailPoints;
 use crate::message::CheckpointId;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
@@ -19,22 +20,25 @@ pub struct JobShared {
     /// Dropped when the attempt is cancelled: wakes every thread waiting on `cancel_signal`.
     cancel_tx: Mutex<Option<Sender<()>>>,
     cancel_signal: Receiver<()>,
+    /// The job's fail points, for the attempt's subtasks.
+    fail_points: FailPoints,
 }
 
 impl Default for JobShared {
     fn default() -> Self {
-        JobShared::new(None)
+        JobShared::new(None, FailPoints::new())
     }
 }
 
 impl JobShared {
-    pub(crate) fn new(snapshot_root: Option<PathBuf>) -> Self {
+    pub(crate) fn new(snapshot_root: Option<PathBuf>, fail_points: FailPoints) -> Self {
         let (tx, rx) = bounded(0);
         JobShared {
             cancelled: Cancellation::new(),
             snapshot_root,
             cancel_tx: Mutex::new(Some(tx)),
             cancel_signal: rx,
+            fail_points,
         }
     }
 
@@ -48,6 +52,11 @@ impl JobShared {
     pub(crate) fn cancel(&self) {
         self.cancelled.cancel();
         self.cancel_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// The job's fail points.
+    pub(crate) fn fail_points(&self) -> &FailPoints {
+        &self.fail_points
     }
 
     /// Whether the attempt's subtasks must stop.

@@ -65,7 +65,10 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                 )),
             };
             let staging = StagingArea::create(&parent, &run)?;
-            Some(Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?)
+            Some(
+                Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?
+                    .with_fail_points(cfg.fail_points()),
+            )
         }
         None => None,
     };

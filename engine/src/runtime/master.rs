@@ -252,7 +252,7 @@ impl Master {
         }
         self.live.attempt.store(attempt, Ordering::Relaxed);
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
-        let shared = Arc::new(JobShared::new(snapshot_root));
+        let shared = Arc::new(JobShared::new(snapshot_root, self.cfg.fail_points()));
         let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
         let plan = match built {
             Ok(p) => p,

@@ -247,6 +247,7 @@ pub(crate) fn build(
                                 })
                                 .unwrap_or_default(),
                             cancellation: job.cancellation(),
+                            fail_points: job.fail_points().clone(),
                         };
                         ops.push((op, ctx));
                     }

@@ -302,7 +302,7 @@ impl Task {
     }
 
     fn snapshot_chain(&mut self, barrier: &Barrier) -> Result<Vec<OperatorSubtaskSnapshot>> {
-        crate::checkpoint::fail::hit(crate::checkpoint::fail::SNAPSHOT_SYNC)?;
+        self.job.fail_points().hit(crate::fail::SNAPSHOT_SYNC)?;
         let dir = self.job.snapshot_dir(barrier.id);
         let target_for = |ctx: &OperatorContext| SnapshotTarget {
             dir: dir.as_ref().map(|d| {

@@ -653,6 +653,7 @@ mod tests {
             checkpoint_timing: None,
             committed_output: Default::default(),
             cancellation: Default::default(),
+            fail_points: crate::fail::FailPoints::new(),
         }
     }
 

@@ -49,6 +49,9 @@ pub struct SinkContext {
     /// producer queue, retries against the destination) checks it between tries and returns
     /// an error instead of holding up failover.
     pub cancellation: crate::cancellation::Cancellation,
+    /// The job's fail points: a sink checks its own named points here (the Kafka
+    /// exactly-once sink's transaction points), so that only this job's failures trigger.
+    pub fail_points: crate::fail::FailPoints,
 }
 
 impl SinkContext {

@@ -12,7 +12,6 @@ use crate::kafka::delivery::DeliveryTracker;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use std::time::{Duration, Instant};
-use weir_engine::connector::fail;
 use weir_engine::connector::CheckpointId;
 use weir_engine::connector::Record;
 use weir_engine::connector::SinkWriter;
@@ -159,10 +158,10 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             .map(|_| (self.subtask.as_str(), epoch_text.as_str(), self.session.as_str()));
         let half = records.len() / 2;
         for (i, r) in records.iter().enumerate() {
-            if i == half && fail::is_armed(FAIL_MID_EPOCH) {
+            if i == half && self.settings.ctx.fail_points.is_armed(FAIL_MID_EPOCH) {
                 // Make the first half reach the broker, so the crash leaves real data behind.
                 self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
-                fail::hit(FAIL_MID_EPOCH)?;
+                self.settings.ctx.fail_points.hit(FAIL_MID_EPOCH)?;
             }
             send(&self.producer, &topic, &r?, headers, &self.settings.ctx.cancellation)?;
         }
@@ -173,10 +172,10 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             .map_err(txn)?;
         // Fail points count epoch transactions only, not the marker reset of a fresh start.
         let epoch_txn = !records.is_empty();
-        if epoch_txn && fail::is_armed(FAIL_BEFORE_TXN_COMMIT) {
+        if epoch_txn && self.settings.ctx.fail_points.is_armed(FAIL_BEFORE_TXN_COMMIT) {
             // Make the records reach the broker, so the crash leaves an open transaction.
             self.producer.flush(REQUEST_TIMEOUT).map_err(txn)?;
-            fail::hit(FAIL_BEFORE_TXN_COMMIT)?;
+            self.settings.ctx.fail_points.hit(FAIL_BEFORE_TXN_COMMIT)?;
         }
         self.producer.commit_transaction(REQUEST_TIMEOUT).map_err(txn)?;
         if let Some((n, first)) = self.producer.context().take_failures() {
@@ -187,7 +186,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         }
         self.done = epoch;
         if epoch_txn {
-            fail::hit(FAIL_AFTER_TXN_COMMIT)?;
+            self.settings.ctx.fail_points.hit(FAIL_AFTER_TXN_COMMIT)?;
         }
         Ok(())
     }

@@ -64,12 +64,17 @@ use weir_engine::connector::{Sink, SinkContext, SinkWriter};
 
 pub use record::{EPOCH_HEADER, SESSION_HEADER, SUBTASK_HEADER};
 
-/// Fail point: in the middle of producing a completed epoch's transaction (half its records
-/// sent and flushed to the broker, the transaction still open).
+/// Fail point (checked on the job's [`FailPoints`](weir_engine::fail::FailPoints), see
+/// [`SinkContext::fail_points`]): in the middle of producing a completed epoch's transaction
+/// (half its records sent and flushed to the broker, the transaction still open). Simulates a
+/// crash that leaves an open transaction with real data for the broker to abort.
 pub const FAIL_MID_EPOCH: &str = "kafka-sink-mid-epoch";
 /// Fail point: every record and the marker of an epoch sent, before `commit_transaction`.
+/// Simulates a crash just before the commit: the restored sink must produce the epoch again.
 pub const FAIL_BEFORE_TXN_COMMIT: &str = "kafka-sink-before-txn-commit";
 /// Fail point: right after `commit_transaction` returned, before the sink records it.
+/// Simulates a crash after the commit: the restored sink must find the marker and not
+/// produce the epoch twice.
 pub const FAIL_AFTER_TXN_COMMIT: &str = "kafka-sink-after-txn-commit";
 
 /// The default transaction timeout: long enough for any epoch of the default checkpoint
