@@ -10,12 +10,12 @@
 //! retry), and that money is conserved: approved − refunded = settled, per merchant, per
 //! window and in total.
 
-use crate::domain::{
+use super::domain::{
     euros, thousands, Decision, DroppedRetry, FraudAlert, MerchantId, RefundResult, RefundStatus, Settlement, Status,
     ALERTS_DIR, DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
-use crate::generator::Workload;
-use crate::model::{self, Expected, SETTLEMENT_WINDOW_MS};
+use super::generator::Workload;
+use super::model::{self, Expected, SETTLEMENT_WINDOW_MS};
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -373,7 +373,7 @@ pub fn verify_against(output: &dyn CommittedOutput, workload: Workload, expected
         *declined_by_reason
             .entry(format!(
                 "{:?}",
-                d.reason.unwrap_or(crate::domain::DeclineReason::SuspectedFraud)
+                d.reason.unwrap_or(super::domain::DeclineReason::SuspectedFraud)
             ))
             .or_default() += 1;
     }

@@ -14,8 +14,8 @@
 //! reporting `progress().running == true`. Children talk to the supervisor in JSON lines on
 //! stdout ([`Message`]); their stderr goes to `workers.log` in the drill's scratch directory.
 
-use crate::pipeline::{self, JobSettings};
-use crate::report::{ProgressView, Snapshot};
+use super::pipeline::{self, JobSettings};
+use super::report::{ProgressView, Snapshot};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -540,7 +540,7 @@ pub fn supervise(
                             "failure {}/{} at event {}: kill -9 of the worker (pid {})",
                             next + 1,
                             planned.len(),
-                            crate::domain::thousands(position),
+                            super::domain::thousands(position),
                             child.id(),
                         ));
                         let failed = Instant::now();
@@ -568,7 +568,7 @@ pub fn supervise(
                         "failure {}/{} at event {}: {}",
                         next + 1,
                         planned.len(),
-                        crate::domain::thousands(position),
+                        super::domain::thousands(position),
                         match fault {
                             FaultKind::Panic => "panic in a keyed subtask (fail point process-record)",
                             FaultKind::Abort => {

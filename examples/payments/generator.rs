@@ -14,7 +14,7 @@
 //! have bursts of payments (the velocity rule), a few amounts are spikes, a few payments are
 //! in a currency the acquirer does not settle.
 
-use crate::domain::{EventTime, PaymentEvent, PaymentRequested, RefundRequested};
+use super::domain::{EventTime, PaymentEvent, PaymentRequested, RefundRequested};
 use serde::{Deserialize, Serialize};
 use weir::engine::source::generator::mix;
 use weir::prelude::GeneratorSource;

@@ -7,9 +7,9 @@
 //! requests keep their order) and `<prefix>.<output>` for decisions, refunds, fraud-alerts,
 //! settlements and late. A new prefix per run keeps runs apart.
 
-use crate::domain::{CustomerId, PaymentEvent};
-use crate::generator::Workload;
-use crate::pipeline::OUT_OF_ORDERNESS;
+use super::domain::{CustomerId, PaymentEvent};
+use super::generator::Workload;
+use super::pipeline::OUT_OF_ORDERNESS;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
@@ -133,7 +133,7 @@ pub struct KafkaOutput<'a> {
     pub aborted_copies: std::cell::Cell<usize>,
 }
 
-impl crate::audit::CommittedOutput for KafkaOutput<'_> {
+impl super::audit::CommittedOutput for KafkaOutput<'_> {
     fn lines(&self, name: &str) -> anyhow::Result<Vec<String>> {
         let (lines, aborted) = self.settings.committed_lines(name)?;
         self.aborted_copies.set(self.aborted_copies.get() + aborted);

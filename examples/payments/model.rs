@@ -1,11 +1,11 @@
 //! The sequential model: the same rules applied to the same seeded input by a plain loop with
 //! hash maps, no engine involved. Its result is what the job must have committed, exactly.
 
-use crate::domain::{
+use super::domain::{
     Decision, DroppedRetry, FraudAlert, Movement, PaymentEvent, RefundResult, Settlement, SettlementTotals,
 };
-use crate::generator::Workload;
-use crate::rules::{self, Account, PaymentEntry};
+use super::generator::Workload;
+use super::rules::{self, Account, PaymentEntry};
 use std::collections::{BTreeMap, HashMap};
 
 /// Length of a settlement window (tumbling, event time).

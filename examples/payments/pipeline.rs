@@ -20,14 +20,14 @@
 //! (commutative), so the interleaving of customers there does not matter; the watermark bound
 //! (5 s) exceeds the input's lateness (3 s), so no record is late for its window.
 
-use crate::domain::{
+use super::domain::{
     CustomerId, DroppedRetry, MerchantId, Movement, Outcome, PaymentEvent, Settlement, SettlementTotals, ALERTS_DIR,
     DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
-use crate::generator::Workload;
-use crate::kafka::KafkaSettings;
-use crate::model::SETTLEMENT_WINDOW_MS;
-use crate::rules::{self, Account, PaymentEntry};
+use super::generator::Workload;
+use super::kafka::KafkaSettings;
+use super::model::SETTLEMENT_WINDOW_MS;
+use super::rules::{self, Account, PaymentEntry};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

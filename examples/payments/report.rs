@@ -1,8 +1,8 @@
 //! What the example shows: a live progress bar (events, events/s, the latest completed
 //! checkpoint and its age, restarts) and the summary tables at the end.
 
-use crate::audit::Audit;
-use crate::domain::{euros, thousands};
+use super::audit::Audit;
+use super::domain::{euros, thousands};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -199,8 +199,8 @@ fn ms(v: f64) -> String {
 
 /// The drill report: failures, restarts, checkpoints, RPO (from the audit, if it ran), RTO,
 /// throughput.
-pub fn drill_report(d: &crate::drill::DrillOutcome, audit: Option<&Audit>, events: u64) -> String {
-    use crate::drill::{rto_stats, FaultKind, RtoStats};
+pub fn drill_report(d: &super::drill::DrillOutcome, audit: Option<&Audit>, events: u64) -> String {
+    use super::drill::{rto_stats, FaultKind, RtoStats};
     let mut out = String::from("drill report\n");
     let count = |k: FaultKind| d.faults.iter().filter(|f| f.kind == k).count();
     let by_kind: Vec<String> = FaultKind::ALL

@@ -4,7 +4,7 @@
 //! and calls the same functions, so a difference in the committed output can only come from
 //! how the events were delivered: lost, duplicated or reordered.
 
-use crate::domain::{
+use super::domain::{
     Cents, CustomerId, Decision, DeclineReason, EventTime, FraudAlert, FraudRule, MerchantId, PaymentRequested,
     RefundRejection, RefundRequested, RefundResult, RefundStatus, Status, SETTLEMENT_CURRENCY,
 };

@@ -6,7 +6,7 @@
 //! skipped one. (At parallelism > 1, events of one key from different source splits may be
 //! processed in either order, so the check is per key, not per event.)
 
-use crate::workload::key_of;
+use super::workload::key_of;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;

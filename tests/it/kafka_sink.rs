@@ -9,8 +9,7 @@
 //! did instead: the aborted copy is there, the epoch was produced again in full by a later
 //! session, and without the aborted copies the output is exact.
 
-mod common;
-mod kafka;
+use crate::kafka;
 
 use kafka::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

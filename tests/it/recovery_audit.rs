@@ -2,10 +2,10 @@
 //! a lost event, a duplicated event, and keyed state that lost or doubled an effect, at any
 //! processing order of a key's events.
 
-#[path = "../examples/recovery/audit.rs"]
+#[path = "../../examples/recovery/audit.rs"]
 #[allow(dead_code)] // reading a sink's directory is the harness's part
 mod audit;
-#[path = "../examples/recovery/workload.rs"]
+#[path = "../../examples/recovery/workload.rs"]
 #[allow(dead_code)] // the audit needs only the key sequence
 mod workload;
 

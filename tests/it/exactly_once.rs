@@ -433,7 +433,7 @@ use std::process::Command;
 /// The environment variable that makes this binary a child running one attempt of a job.
 const CHILD_SPEC: &str = "WEIR_EO_CHILD_SPEC";
 /// The test that runs the child role (and does nothing without `CHILD_SPEC`).
-const CHILD_TEST: &str = "count_sensitive_child_process";
+const CHILD_TEST: &str = "exactly_once::count_sensitive_child_process";
 
 const TALLY_EVENTS: u64 = 6_000;
 const REGIONS: u64 = 5;

@@ -13,7 +13,7 @@ use weir::engine::checkpoint::{CheckpointStorage, OwnerInfo, OwnerLease};
 use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::prelude::*;
 
-mod common;
+use crate::common;
 use common::within;
 
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 //! recovery whose phases are known: detection, restore, replay and back-to-normal come out
 //! where the simulation put them, and a job that never catches up never counts as normal.
 
-#[path = "../examples/recovery/analysis.rs"]
+#[path = "../../examples/recovery/analysis.rs"]
 #[allow(dead_code)] // the plot and the JSON file use the rest
 mod analysis;
 

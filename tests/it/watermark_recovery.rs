@@ -17,7 +17,7 @@
 //! by every keyed operator) fails the job in the middle, and the job restarts from the latest
 //! completed checkpoint.
 
-mod common;
+use crate::common;
 
 use common::{Backend, BACKENDS};
 use std::collections::BTreeMap;

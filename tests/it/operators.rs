@@ -12,7 +12,7 @@ use weir::prelude::*;
 
 // ---- helpers --------------------------------------------------------------------------------
 
-mod common;
+use crate::common;
 use common::*;
 
 /// The name of the subtask thread running the current user function ("weir-step[i]").

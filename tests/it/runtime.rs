@@ -12,7 +12,7 @@ use weir::prelude::*;
 
 // ---- helpers --------------------------------------------------------------------------------
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Names (as the kernel shows them, at most 15 bytes) of this process's threads.
@@ -1266,7 +1266,7 @@ fn a_subtask_spinning_in_a_re_arming_timer_stops_when_the_attempt_is_cancelled()
 #[test]
 fn the_process_exits_with_a_distinct_code_when_a_cancellation_times_out() {
     const CHILD: &str = "WEIR_TEST_CANCELLATION_TIMEOUT_CHILD";
-    const NAME: &str = "the_process_exits_with_a_distinct_code_when_a_cancellation_times_out";
+    const NAME: &str = "runtime::the_process_exits_with_a_distinct_code_when_a_cancellation_times_out";
     if std::env::var_os(CHILD).is_some() {
         // The child: the default action ends the process.
         let _ = tracing_subscriber::fmt()

@@ -2,7 +2,7 @@
 //! seeded random moments, restarted each time with the same flags, and its committed output
 //! must equal that of a run that was never killed.
 
-#[path = "../examples/wordcount/audit.rs"]
+#[path = "../../examples/wordcount/audit.rs"]
 mod wordcount_audit;
 
 use std::collections::BTreeMap;

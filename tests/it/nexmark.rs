@@ -3,9 +3,9 @@
 //! query's committed output equals a plain sequential model of the same seeded input, at
 //! parallelism 1 and 2.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
-#[path = "../examples/nexmark/queries.rs"]
+#[path = "../../examples/nexmark/queries.rs"]
 mod queries;
 
 use common::{sorted, Backend, BACKENDS};

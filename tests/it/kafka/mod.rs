@@ -1,6 +1,6 @@
 //! What the Kafka tests share: a stateful pipeline into a Kafka sink, its sequential model,
 //! and reading the sink's output back.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // not every helper is used by every build of the tests
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

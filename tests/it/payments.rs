@@ -6,19 +6,19 @@
 //! verifier as a library: its modules are included from `examples/payments/` below.
 
 #[allow(dead_code)]
-#[path = "../examples/payments/audit.rs"]
+#[path = "../../examples/payments/audit.rs"]
 mod audit;
 #[allow(dead_code)]
-#[path = "../examples/payments/domain.rs"]
+#[path = "../../examples/payments/domain.rs"]
 mod domain;
 #[allow(dead_code)]
-#[path = "../examples/payments/generator.rs"]
+#[path = "../../examples/payments/generator.rs"]
 mod generator;
 #[allow(dead_code)]
-#[path = "../examples/payments/model.rs"]
+#[path = "../../examples/payments/model.rs"]
 mod model;
 #[allow(dead_code)]
-#[path = "../examples/payments/rules.rs"]
+#[path = "../../examples/payments/rules.rs"]
 mod rules;
 
 use std::path::{Path, PathBuf};

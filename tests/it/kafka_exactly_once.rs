@@ -4,8 +4,8 @@
 //! missing, none twice. Runs against tansu on loopback, or the cluster in `WEIR_KAFKA_BROKERS`
 //! (where the windows that abort a transaction with data are asserted end to end too).
 
-mod common;
-mod kafka;
+use crate::common;
+use crate::kafka;
 
 use kafka::*;
 use std::time::Duration;
