@@ -351,20 +351,13 @@ fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     .restart_strategy(RestartStrategy::None)
     .run()
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")),
-        "{msg}"
-    );
-    assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
-    assert_eq!(
-        committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(),
-        marker
-    );
-    let mut once = model(4, 1_000);
-    once.sort();
-    assert!(decode(&broker.read_committed(&topic).unwrap()) == once);
+    let refused = Refused {
+        broker: &broker,
+        topic: &topic,
+        prefix: &prefix,
+        marker,
+    };
+    refused.check(&err, Reason::EarlierRunFound, "RestoreMode::Fresh", (4, 1_000));
     // The explicit fresh start numbers its checkpoints from 1 again, below the first run's
     // markers, and must still be visible in full.
     let fresh = tempfile::tempdir().unwrap();
@@ -434,23 +427,53 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
     .restart_strategy(RestartStrategy::None)
     .run()
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("marker") && msg.contains(&format!("checkpoint {marker}")),
-        "{msg}"
+    let refused = Refused {
+        broker: &broker,
+        topic: &topic,
+        prefix: &prefix,
+        marker,
+    };
+    refused.check(
+        &err,
+        Reason::CommittedOutputAhead,
+        "fallback_to_older_checkpoint_reproducing_output",
+        (5, 4_000),
     );
-    assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
-    assert_eq!(
-        committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap(),
-        marker
-    );
-    let mut once = model(5, 4_000);
-    once.sort();
-    assert!(
-        decode(&broker.read_committed(&topic).unwrap()) == once,
-        "nothing produced twice"
-    );
+}
+
+/// A start refused because of the sink's marker: what must hold afterwards.
+struct Refused<'a> {
+    broker: &'a TestBroker,
+    topic: &'a str,
+    prefix: &'a str,
+    /// The marker the first run left.
+    marker: u64,
+}
+
+impl Refused<'_> {
+    /// The error is a `Config` error for `reason` that names the marker, its checkpoint and
+    /// `how_to_proceed`; the marker is unchanged and the topic holds the first run's output
+    /// (the model of `seed` and `events`) exactly once.
+    fn check(&self, err: &Error, reason: Reason, how_to_proceed: &str, (seed, events): (u64, u64)) {
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert_eq!(err.reason(), Some(reason), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("marker") && msg.contains(&format!("checkpoint {}", self.marker)),
+            "{msg}"
+        );
+        assert!(msg.contains(how_to_proceed), "{msg}");
+        assert_eq!(
+            committed_epoch(self.broker.brokers(), self.topic, &format!("{}-0", self.prefix)).unwrap(),
+            self.marker
+        );
+        let mut once = model(seed, events);
+        once.sort();
+        assert!(
+            decode(&self.broker.read_committed(self.topic).unwrap()) == once,
+            "nothing produced twice"
+        );
+    }
 }
 
 #[test]

@@ -231,19 +231,37 @@ fn event_time_ttl_expires_the_same_entries_after_a_restore() {
     let mut expected = vec![(1, 1, None), (1, 2, Some(1))];
     expected.extend((0..FILLERS as i64).map(|j| (2, 100 + j, None)));
     expected.sort();
-    let run = |backend, failures| {
-        let out = CollectSink::new();
-        let report = run_job(&setup("ttl", backend, failures), &events, |keyed| {
-            keyed.process("previous", Previous).sink("out", out.clone());
-        });
-        (common::sorted(out.records()), report)
-    };
+    same_output_after_a_restore("ttl", &events, FailAction::Panic, &expected, |keyed, out| {
+        keyed.process("previous", Previous).sink("out", out);
+    });
+}
+
+/// Runs the job `build` makes over `events` on both backends, once without failures and once
+/// with `action` at the 21st record (a restore), and checks that both commit `expected`.
+fn same_output_after_a_restore<T: Data + Ord + std::fmt::Debug>(
+    name: &'static str,
+    events: &[Timed],
+    action: FailAction,
+    expected: &[T],
+    build: impl Fn(KeyedStream<u32, Event>, CollectSink<T>),
+) {
     for backend in BACKENDS {
-        let (free, _) = run(backend, vec![]);
-        assert_eq!(free, expected, "{backend:?}: failure-free run");
-        let (got, report) = run(backend, vec![(fail::PROCESS_RECORD, 1 + 20, FailAction::Panic)]);
-        assert!(report.restarts >= 1, "{report}");
-        assert_eq!(got, expected, "{backend:?}: after a restore");
+        for failures in [vec![], vec![(fail::PROCESS_RECORD, 1 + 20, action)]] {
+            let restores = !failures.is_empty();
+            let out = CollectSink::new();
+            let report = run_job(&setup(name, backend, failures), events, |keyed| {
+                build(keyed, out.clone())
+            });
+            if restores {
+                assert!(report.restarts >= 1, "{report}");
+            }
+            let what = if restores {
+                "after a restore"
+            } else {
+                "failure-free run"
+            };
+            assert_eq!(common::sorted(out.records()), expected, "{backend:?}: {what}");
+        }
     }
 }
 
@@ -292,20 +310,9 @@ fn event_time_timers_fire_as_in_the_failure_free_run_after_a_restore() {
         expected.push(TimerOut::Fired(key, time, i64::MAX));
     }
     expected.sort();
-    let run = |backend, failures| {
-        let out = CollectSink::new();
-        let report = run_job(&setup("timers", backend, failures), &events, |keyed| {
-            keyed.process("reminders", Reminders).sink("out", out.clone());
-        });
-        (common::sorted(out.records()), report)
-    };
-    for backend in BACKENDS {
-        let (free, _) = run(backend, vec![]);
-        assert_eq!(free, expected, "{backend:?}: failure-free run");
-        let (got, report) = run(backend, vec![(fail::PROCESS_RECORD, 1 + 20, FailAction::Error)]);
-        assert!(report.restarts >= 1, "{report}");
-        assert_eq!(got, expected, "{backend:?}: after a restore");
-    }
+    same_output_after_a_restore("timers", &events, FailAction::Error, &expected, |keyed, out| {
+        keyed.process("reminders", Reminders).sink("out", out);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

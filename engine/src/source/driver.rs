@@ -25,7 +25,7 @@ pub(crate) trait SourceDriver: Send {
 /// tell the reader which positions a completed checkpoint holds.
 pub(crate) struct TypedSourceDriver<T: Data> {
     pub(crate) reader: Box<dyn SourceReader<T>>,
-    pub(crate) taken: Vec<(u64, Vec<SplitPosition>)>,
+    pub(crate) taken: Vec<(CheckpointId, Vec<SplitPosition>)>,
     pub(crate) records: crate::metrics::OperatorMetrics,
     pub(crate) name: String,
     pub(crate) subtask: usize,
