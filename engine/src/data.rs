@@ -66,6 +66,9 @@ pub trait ErasedBatch: Send {
     fn clone_batch(&self) -> Box<dyn ErasedBatch>;
     /// Gives the batch back as `Any` so typed code can downcast it.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    /// The batch's wire form, for a channel to a subtask in another process: the bincode
+    /// encoding of its records, read back by the [`BatchCodec`] of the same record type.
+    fn encode(&self) -> crate::Result<Vec<u8>>;
 }
 
 impl<T: Data> ErasedBatch for Vec<Record<T>> {
@@ -77,6 +80,61 @@ impl<T: Data> ErasedBatch for Vec<Record<T>> {
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
+    }
+    fn encode(&self) -> crate::Result<Vec<u8>> {
+        Ok(bincode::serde::encode_to_vec(self, bincode::config::standard())?)
+    }
+}
+
+/// Reads batches of one record type back from their wire form ([`ErasedBatch::encode`]).
+/// Every process of a job builds the same graph from the same program, so the receiving side
+/// knows the record type of each channel and keeps its codec.
+#[derive(Clone, Copy)]
+pub struct BatchCodec {
+    type_name: &'static str,
+    decode: fn(&[u8]) -> crate::Result<Box<dyn ErasedBatch>>,
+}
+
+impl BatchCodec {
+    /// The codec of batches of `T`.
+    pub fn of<T: Data>() -> Self {
+        fn decode<T: Data>(bytes: &[u8]) -> crate::Result<Box<dyn ErasedBatch>> {
+            let (batch, read): (Batch<T>, usize) =
+                bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
+                    crate::Error::internal(format!(
+                        "a batch of {} from another process does not decode: {e} (do all processes run the same program?)",
+                        std::any::type_name::<T>()
+                    ))
+                })?;
+            if read != bytes.len() {
+                return Err(crate::Error::internal(format!(
+                    "a batch of {} from another process has {} trailing bytes (do all processes run the same program?)",
+                    std::any::type_name::<T>(),
+                    bytes.len() - read
+                )));
+            }
+            Ok(Box::new(batch))
+        }
+        BatchCodec {
+            type_name: std::any::type_name::<T>(),
+            decode: decode::<T>,
+        }
+    }
+
+    /// Decodes one batch.
+    pub fn decode(&self, bytes: &[u8]) -> crate::Result<Box<dyn ErasedBatch>> {
+        (self.decode)(bytes)
+    }
+
+    /// The record type's name (part of a job's graph fingerprint).
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+impl std::fmt::Debug for BatchCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BatchCodec<{}>", self.type_name)
     }
 }
 

@@ -30,6 +30,7 @@
 pub mod api;
 pub mod cancellation;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod data;
@@ -40,6 +41,7 @@ pub mod graph;
 pub mod keyed;
 pub mod message;
 pub mod metrics;
+pub mod net;
 pub mod operator;
 pub mod ownership;
 pub mod prelude;

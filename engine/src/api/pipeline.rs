@@ -206,6 +206,12 @@ impl Pipeline {
         job::start(Arc::new(graph), self.config)
     }
 
+    /// The job's graph and configuration, for a runtime that deploys them itself.
+    pub(crate) fn into_parts(self) -> (Graph, JobConfig) {
+        let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        (graph, self.config)
+    }
+
     /// Runs the job to completion (bounded sources) and returns its report.
     ///
     /// # Errors

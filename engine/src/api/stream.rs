@@ -77,6 +77,12 @@ pub(crate) fn factory<O: OperatorCore + 'static>(f: impl Fn() -> O + Send + Sync
 
 impl<T: Data> Stream<T> {
     pub(crate) fn new(graph: Rc<RefCell<Graph>>, nodes: Vec<NodeId>, partitioning: Partitioning) -> Self {
+        {
+            let mut g = graph.borrow_mut();
+            for &n in &nodes {
+                g.set_output_codec(n, crate::data::BatchCodec::of::<T>());
+            }
+        }
         Stream {
             graph,
             nodes,

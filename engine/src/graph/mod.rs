@@ -3,6 +3,7 @@
 
 pub mod partitioning;
 
+use crate::data::BatchCodec;
 use crate::metrics::OperatorMetrics;
 use crate::operator::OperatorCore;
 use crate::source::driver::{SourceDriver, TypedSourceDriver};
@@ -85,6 +86,9 @@ pub(crate) struct Node {
     pub(crate) parallelism: Option<usize>,
     pub(crate) rule: ParallelismRule,
     pub(crate) kind: NodeKind,
+    /// Reads the node's output batches back from their wire form (set for every node whose
+    /// output is a typed stream; sinks have none).
+    pub(crate) output: Option<BatchCodec>,
 }
 
 /// A connection from one node's output to an input of another.
@@ -127,8 +131,47 @@ impl Graph {
             parallelism: None,
             rule: ParallelismRule::Default,
             kind,
+            output: None,
         });
         self.nodes.len() - 1
+    }
+
+    /// Records the record type of `id`'s output, so that its batches can cross processes.
+    pub(crate) fn set_output_codec(&mut self, id: NodeId, codec: BatchCodec) {
+        self.nodes[id].output = Some(codec);
+    }
+
+    /// A hash of the graph's shape: step names and kinds, parallelism settings, edges with
+    /// their partitioning, and record types. Processes of one job compare it to be sure they
+    /// run the same program.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for n in &self.nodes {
+            let kind = match &n.kind {
+                NodeKind::Source(_) => "source".to_string(),
+                NodeKind::Operator {
+                    keyed, inputs, sink, ..
+                } => format!("operator keyed={keyed} inputs={inputs} sink={sink}"),
+            };
+            let line = format!(
+                "node {} {kind} parallelism={:?} rule={:?} output={}\n",
+                n.name,
+                n.parallelism,
+                n.rule,
+                n.output.map_or("-", |c| c.type_name())
+            );
+            h.update(line.as_bytes());
+        }
+        for e in &self.edges {
+            let part = match e.partitioning {
+                Partitioning::Forward => "forward",
+                Partitioning::Rebalance => "rebalance",
+                Partitioning::Broadcast => "broadcast",
+                Partitioning::Hash(_) => "hash",
+            };
+            h.update(format!("edge {} {} {} {part}\n", e.from, e.to, e.input).as_bytes());
+        }
+        h.digest()
     }
 
     /// Adds an edge.

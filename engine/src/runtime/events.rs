@@ -102,6 +102,12 @@ pub(crate) enum TaskEvent {
     },
     /// The user asked to cancel.
     CancelRequested,
+    /// A failure outside any subtask of the attempt: a data connection to another worker
+    /// broke, or a worker was lost.
+    AttemptFailed {
+        /// What failed.
+        report: FailureReport,
+    },
 }
 
 #[cfg(test)]

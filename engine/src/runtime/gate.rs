@@ -19,6 +19,7 @@
 
 use crate::data::{ErasedBatch, Timestamp, MIN_WATERMARK};
 use crate::message::{Barrier, Message};
+use crate::net::credit::CreditReturn;
 use crate::runtime::control::Control;
 use crate::time::ChannelWatermark;
 use crate::{Error, Result};
@@ -36,6 +37,16 @@ struct Channel {
     ended: bool,
     /// Delivered the barrier being aligned; not read until alignment completes.
     blocked: bool,
+    /// For a channel from another process: gives credits back as messages are taken.
+    credit: Option<CreditReturn>,
+}
+
+/// One input channel of a subtask: its queue, the operator input it feeds and, for a channel
+/// from another process, its flow control.
+pub(crate) struct GateInput {
+    pub(crate) rx: Receiver<Message>,
+    pub(crate) input: usize,
+    pub(crate) credit: Option<CreditReturn>,
 }
 
 /// What the gate hands to the task loop.
@@ -73,18 +84,29 @@ pub(crate) struct InputGate {
 }
 
 impl InputGate {
-    /// A gate over `(receiver, logical input)` pairs.
+    /// A gate over `(receiver, logical input)` pairs of in-process channels.
     pub(crate) fn new(inputs: Vec<(Receiver<Message>, usize)>) -> Self {
+        Self::with_inputs(
+            inputs
+                .into_iter()
+                .map(|(rx, input)| GateInput { rx, input, credit: None })
+                .collect(),
+        )
+    }
+
+    /// A gate over channels in-process and from other processes.
+    pub(crate) fn with_inputs(inputs: Vec<GateInput>) -> Self {
         InputGate {
             channels: inputs
                 .into_iter()
-                .map(|(rx, input)| Channel {
-                    rx,
-                    input,
+                .map(|i| Channel {
+                    rx: i.rx,
+                    input: i.input,
                     watermark: MIN_WATERMARK,
                     idle: false,
                     ended: false,
                     blocked: false,
+                    credit: i.credit,
                 })
                 .collect(),
             aligning: None,
@@ -216,6 +238,9 @@ impl InputGate {
     }
 
     fn on_message(&mut self, i: usize, msg: Message) -> Result<()> {
+        if let Some(c) = self.channels[i].credit.as_mut() {
+            c.taken();
+        }
         match msg {
             Message::Batch(b) => {
                 if self.channels[i].idle {

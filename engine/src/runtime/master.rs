@@ -24,7 +24,7 @@ use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStat
 use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -253,7 +253,7 @@ impl Master {
         self.live.attempt.store(attempt, Ordering::Relaxed);
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
         let shared = Arc::new(JobShared::new(snapshot_root, self.cfg.fail_points()));
-        let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input);
+        let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input, None);
         let plan = match built {
             Ok(p) => p,
             Err(e) => {
@@ -269,6 +269,7 @@ impl Master {
             controls,
             source_tasks,
             metrics,
+            ..
         } = plan;
         let metrics = Arc::new(metrics);
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = metrics.clone();
@@ -277,22 +278,7 @@ impl Master {
         let mut threads = Vec::with_capacity(n_tasks);
         let mut end: Option<AttemptEnd> = None;
         for task in tasks {
-            let events = task.events.clone();
-            let id = task.id;
-            let name = task.name.clone();
-            let spawned = std::thread::Builder::new().name(format!("weir-{name}")).spawn(move || {
-                let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run())) {
-                    Ok(r) => r,
-                    Err(p) => Err(Error::internal(format!(
-                        "subtask {name} panicked: {}",
-                        crate::runtime::chain::panic_message(&p)
-                    ))),
-                };
-                let _ = events.send(TaskEvent::Exited {
-                    task: id,
-                    outcome: TaskOutcome::of(result),
-                });
-            });
+            let spawned = task.spawn();
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -406,6 +392,7 @@ impl Master {
                     self.execute(&mut a, actions)
                 }
                 TaskEvent::Uploaded { .. } => Ok(()),
+                TaskEvent::AttemptFailed { report } => Err(report.into_error()),
                 _ if end.is_some() => Ok(()),
                 TaskEvent::Running { task } => {
                     a.checkpoints.on_running(task);
@@ -531,7 +518,7 @@ impl Master {
                     queue.extend(a.checkpoints.on_published(id, published, now));
                 }
                 Action::NotifyComplete { id } => {
-                    for c in a.controls {
+                    for c in a.controls.values() {
                         let _ = c.send(Control::CheckpointComplete { id });
                     }
                 }
@@ -584,7 +571,9 @@ impl Master {
         };
         tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
         for &t in &a.source_tasks {
-            let _ = a.controls[t].send(Control::TriggerCheckpoint { barrier });
+            if let Some(c) = a.controls.get(&t) {
+                let _ = c.send(Control::TriggerCheckpoint { barrier });
+            }
         }
         a.checkpoints.on_triggered(barrier, Instant::now());
         Ok(())
@@ -627,7 +616,7 @@ struct AttemptOutcome {
 /// The master's view of one attempt.
 struct Attempt<'a> {
     number: u32,
-    controls: &'a [Sender<Control>],
+    controls: &'a BTreeMap<usize, Sender<Control>>,
     spawned: usize,
     source_tasks: Vec<usize>,
     /// The checkpoint protocol: decides what the master does next.
@@ -639,9 +628,9 @@ struct Attempt<'a> {
     restore_dir: Option<PathBuf>,
 }
 
-fn cancel_all(shared: &JobShared, controls: &[Sender<Control>]) {
+fn cancel_all(shared: &JobShared, controls: &BTreeMap<usize, Sender<Control>>) {
     shared.cancel();
-    for c in controls {
+    for c in controls.values() {
         let _ = c.send(Control::Cancel);
     }
 }

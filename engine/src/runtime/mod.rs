@@ -8,6 +8,7 @@ pub(crate) mod exchange;
 pub(crate) mod gate;
 pub mod handle;
 pub(crate) mod job;
+pub(crate) mod layout;
 pub(crate) mod master;
 pub(crate) mod plan;
 pub mod report;

@@ -2,7 +2,7 @@
 //! into chains, creates the channels of every exchange and opens keyed state.
 
 use crate::config::JobConfig;
-use crate::graph::{Graph, NodeId, NodeKind};
+use crate::graph::{Graph, NodeKind};
 use crate::message::Message;
 use crate::metrics::OperatorMetrics;
 use crate::operator::{OperatorContext, StoreOpener};
@@ -10,18 +10,21 @@ use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
 use crate::runtime::events::TaskEvent;
-use crate::runtime::exchange::{OutputEdge, Outputs, Partitioning};
-use crate::runtime::gate::InputGate;
+use crate::runtime::exchange::{OutputEdge, Outputs};
+use crate::net::inbound::InboundEnd;
+use crate::net::{ChannelId, WorkerId};
+use crate::runtime::gate::{GateInput, InputGate};
+use crate::runtime::layout::Layout;
 use crate::runtime::task::{Head, Task};
 use crate::source::{AssignedSplit, SubtaskInfo};
 use crate::state::{KeyGroupRange, StoreScope};
 use crate::{Error, Result, ResultExt};
 use crossbeam_channel::{bounded, Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// Channels into one subtask: (receiver, logical input), by (node, subtask).
-type InputChannels = HashMap<(NodeId, usize), Vec<(Receiver<Message>, usize)>>;
+/// Channels into each subtask, by subtask number.
+type InputChannels = HashMap<usize, Vec<GateInput>>;
 
 pub(crate) use crate::checkpoint::restore::{RestoreInput, SubtaskKey};
 pub(crate) use crate::runtime::report::MetricsEntry;
@@ -29,9 +32,12 @@ pub(crate) use crate::runtime::report::MetricsEntry;
 /// The subtasks of a job, ready to run.
 pub(crate) struct PhysicalPlan {
     pub(crate) tasks: Vec<Task>,
-    pub(crate) controls: Vec<Sender<Control>>,
+    /// The control channel of every subtask built, by subtask number.
+    pub(crate) controls: BTreeMap<usize, Sender<Control>>,
     pub(crate) source_tasks: Vec<usize>,
     pub(crate) metrics: Vec<MetricsEntry>,
+    /// Channels to subtasks on other workers (none in-process).
+    pub(crate) outbound: OutboundQueues,
 }
 
 /// The parallelism of every step, by name.
@@ -85,75 +91,89 @@ pub(crate) fn validate(graph: &Graph, cfg: &JobConfig) -> Result<Vec<usize>> {
     Ok(par)
 }
 
-/// Builds every subtask of the job.
+/// Where the subtasks of an attempt run, seen from the process that builds its share.
+pub(crate) struct Placement {
+    /// This process.
+    pub(crate) me: WorkerId,
+    /// The worker of every subtask.
+    pub(crate) worker_of_task: Vec<WorkerId>,
+    /// The ends of the channels that come from other workers, as the data plane deployed them.
+    pub(crate) inbound: HashMap<ChannelId, InboundEnd>,
+}
+
+/// The channels of a process's subtasks that lead to other workers: by receiving worker, each
+/// channel with the queue its upstream subtask sends into.
+pub(crate) type OutboundQueues = BTreeMap<WorkerId, Vec<(ChannelId, Receiver<Message>)>>;
+
+/// Builds every subtask of the job, or with a `placement` those that run in this process.
 pub(crate) fn build(
     graph: &Graph,
     cfg: &JobConfig,
     job: Arc<JobShared>,
     events: Sender<TaskEvent>,
     restore: &RestoreInput,
+    placement: Option<Placement>,
 ) -> Result<PhysicalPlan> {
-    let par = validate(graph, cfg)?;
-    let n = graph.nodes.len();
-
-    // Effective partitioning: forward between different parallelisms becomes rebalance.
-    let parts = graph.effective_partitioning(&par);
-
-    // Chaining: `to` joins `from`'s chain when it is `from`'s only consumer, its only input
-    // is that forward edge, and both have the same parallelism.
-    let out_count = |id: NodeId| graph.edges.iter().filter(|e| e.from == id).count();
-    let in_edges = |id: NodeId| graph.edges.iter().enumerate().filter(move |(_, e)| e.to == id);
-    let mut chained_into: Vec<Option<NodeId>> = vec![None; n];
-    for (id, chained) in chained_into.iter_mut().enumerate() {
-        let ins: Vec<_> = in_edges(id).collect();
-        if let [(ei, e)] = ins.as_slice() {
-            if matches!(parts[*ei], Partitioning::Forward) && out_count(e.from) == 1 && par[e.from] == par[id] {
-                *chained = Some(e.from);
-            }
-        }
-    }
-    let next_in_chain = |id: NodeId| (0..n).find(|&c| chained_into[c] == Some(id));
+    let layout = Layout::of(graph, cfg)?;
+    let (par, parts) = (&layout.par, &layout.parts);
+    let (me, worker_of_task, mut inbound) = match placement {
+        Some(p) => (Some(p.me), p.worker_of_task, p.inbound),
+        None => (None, Vec::new(), HashMap::new()),
+    };
+    let here = |task: usize| me.is_none() || worker_of_task.get(task).copied() == me;
 
     // Channels for every edge that is not fused into a chain.
     // senders[edge][upstream subtask] -> senders indexed by downstream subtask (or one, forward)
     let mut senders: HashMap<usize, Vec<Vec<Sender<Message>>>> = HashMap::new();
     let mut receivers: InputChannels = HashMap::new();
-    for (ei, e) in graph.edges.iter().enumerate() {
-        if chained_into[e.to] == Some(e.from) {
-            continue;
-        }
-        let (pu, pd) = (par[e.from], par[e.to]);
-        let mut per_up: Vec<Vec<Sender<_>>> = vec![Vec::new(); pu];
-        if matches!(parts[ei], Partitioning::Forward) {
-            for (u, s) in per_up.iter_mut().enumerate() {
+    let mut outbound: OutboundQueues = BTreeMap::new();
+    for c in layout.channels(graph) {
+        let edge = c.id.edge as usize;
+        match (here(c.from_task), here(c.to_task)) {
+            (true, to_here) => {
                 let (tx, rx) = bounded(cfg.channel_capacity);
-                s.push(tx);
-                receivers.entry((e.to, u)).or_default().push((rx, e.input));
-            }
-        } else {
-            for s in per_up.iter_mut() {
-                for d in 0..pd {
-                    let (tx, rx) = bounded(cfg.channel_capacity);
-                    s.push(tx);
-                    receivers.entry((e.to, d)).or_default().push((rx, e.input));
+                let per_up = senders
+                    .entry(edge)
+                    .or_insert_with(|| vec![Vec::new(); par[graph.edges[edge].from]]);
+                per_up[c.id.from as usize].push(tx);
+                if to_here {
+                    receivers.entry(c.to_task).or_default().push(GateInput {
+                        rx,
+                        input: c.input,
+                        credit: None,
+                    });
+                } else {
+                    outbound
+                        .entry(worker_of_task[c.to_task])
+                        .or_default()
+                        .push((c.id, rx));
                 }
             }
+            (false, true) => {
+                let end = inbound.remove(&c.id).ok_or_else(|| {
+                    Error::internal(format!("channel {} from another worker was not deployed", c.id))
+                })?;
+                receivers.entry(c.to_task).or_default().push(GateInput {
+                    rx: end.rx,
+                    input: c.input,
+                    credit: Some(end.credit),
+                });
+            }
+            (false, false) => {}
         }
-        senders.insert(ei, per_up);
     }
 
     let mut plan = PhysicalPlan {
         tasks: Vec::new(),
-        controls: Vec::new(),
+        controls: BTreeMap::new(),
         source_tasks: Vec::new(),
         metrics: Vec::new(),
+        outbound: BTreeMap::new(),
     };
     let backend_checked = std::cell::Cell::new(false);
-    for head in (0..n).filter(|&id| chained_into[id].is_none()) {
-        let mut chain_nodes = vec![head];
-        while let Some(next) = next_in_chain(*chain_nodes.last().expect("non-empty")) {
-            chain_nodes.push(next);
-        }
+    for chain in &layout.chains {
+        let chain_nodes = &chain.nodes;
+        let head = chain_nodes[0];
         let tail = *chain_nodes.last().expect("non-empty");
         let p = par[head];
         let split_assignment = match &graph.nodes[head].kind {
@@ -164,11 +184,14 @@ pub(crate) fn build(
             _ => None,
         };
         for s in 0..p {
-            let task_id = plan.tasks.len();
+            let task_id = chain.first_task + s;
+            if !here(task_id) {
+                continue;
+            }
             let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
             let mut ops = Vec::new();
             let mut head_kind = None;
-            for &node_id in &chain_nodes {
+            for &node_id in chain_nodes {
                 let node = &graph.nodes[node_id];
                 let metrics = OperatorMetrics::default();
                 match &node.kind {
@@ -261,7 +284,7 @@ pub(crate) fn build(
             }
             let head_kind = match head_kind {
                 Some(h) => h,
-                None => Head::Gate(InputGate::new(receivers.remove(&(head, s)).unwrap_or_default())),
+                None => Head::Gate(InputGate::with_inputs(receivers.remove(&task_id).unwrap_or_default())),
             };
             let edges = graph
                 .edges
@@ -295,8 +318,9 @@ pub(crate) fn build(
                 job: job.clone(),
                 batch_size: cfg.batch_size,
             });
-            plan.controls.push(ctl_tx);
+            plan.controls.insert(task_id, ctl_tx);
         }
     }
+    plan.outbound = outbound;
     Ok(plan)
 }

@@ -87,6 +87,26 @@ enum Phase {
 }
 
 impl Task {
+    /// Runs the subtask on a thread of its own, which reports how it ended
+    /// ([`TaskEvent::Exited`]) whatever happens, a panic included.
+    pub(crate) fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let events = self.events.clone();
+        let (id, name) = (self.id, self.name.clone());
+        std::thread::Builder::new().name(format!("weir-{name}")).spawn(move || {
+            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())) {
+                Ok(r) => r,
+                Err(p) => Err(Error::internal(format!(
+                    "subtask {name} panicked: {}",
+                    crate::error::panic_message(&p)
+                ))),
+            };
+            let _ = events.send(TaskEvent::Exited {
+                task: id,
+                outcome: crate::runtime::events::TaskOutcome::of(result),
+            });
+        })
+    }
+
     /// Runs the subtask until it finishes, fails or is cancelled.
     pub(crate) fn run(mut self) -> Result<()> {
         self.chain.open()?;

@@ -1,0 +1,301 @@
+//! Where a job's processes come from: the deployment mode, read from environment variables
+//! so that the same executable, unchanged, runs in one process, as a local cluster, or as the
+//! master or a worker of a cluster spread over machines. (Flags would collide with the user
+//! program's own command line, which every process of a job shares.)
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `WEIR_ROLE` | `master` or `worker`; unset: in-process, or a local cluster with `WEIR_WORKERS` | unset |
+//! | `WEIR_WORKERS` | without a role: launch a master and this many workers on loopback; for a master: the workers it waits for | unset |
+//! | `WEIR_MASTER` | the master's `host:port` (the master listens there; workers connect to it) | `0.0.0.0:6123` for a master |
+//! | `WEIR_WORKER_ID` | a worker's stable number | the ordinal ending the host name (`weir-worker-2` → 2) |
+//! | `WEIR_SLOTS` | pipeline slices a worker runs | 2 |
+//! | `WEIR_DATA_ADDR` | where a worker listens for data from other workers | `0.0.0.0:0` |
+//! | `WEIR_ADVERTISE_HOST` | the host other processes reach a worker at | the worker's address on its connection to the master |
+//! | `WEIR_HEARTBEAT_MS` | how often a worker reports to the master | 250 |
+//! | `WEIR_HEARTBEAT_TIMEOUT_MS` | silence after which master and worker give each other up | 2000 |
+//! | `WEIR_WORKER_WAIT_MS` | how long the master waits for all workers before it deploys on those present | 10000 |
+
+use crate::net::{NetSettings, WorkerId};
+use crate::{Error, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The master's default port.
+pub const DEFAULT_MASTER_PORT: u16 = 6123;
+
+/// How often worker and master hear from each other, and when they give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeats {
+    /// Between two heartbeats of a worker.
+    pub interval: Duration,
+    /// Silence after which the master fails the worker's attempt, and the worker cancels its
+    /// subtasks (it may be cut off from a master that already failed over).
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Heartbeats {
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// A master process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterSettings {
+    /// Where it listens for workers.
+    pub bind: SocketAddr,
+    /// How many workers it waits for before the first deployment.
+    pub workers: u32,
+    /// How long it waits for missing workers before deploying on those present.
+    pub worker_wait: Duration,
+    /// Heartbeat interval and timeout.
+    pub heartbeats: Heartbeats,
+}
+
+/// A worker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// The master's `host:port`.
+    pub master: String,
+    /// The worker's stable number.
+    pub id: WorkerId,
+    /// Pipeline slices it runs.
+    pub slots: u32,
+    /// Where it listens for data from other workers.
+    pub data_bind: SocketAddr,
+    /// The host others reach it at, when not its address towards the master.
+    pub advertise_host: Option<String>,
+    /// Heartbeat interval and timeout.
+    pub heartbeats: Heartbeats,
+}
+
+/// How this process takes part in its job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Deployment {
+    /// The whole job runs in this process.
+    #[default]
+    InProcess,
+    /// This process starts a master and `workers` worker processes of the same program on
+    /// loopback, restarts any that dies, and stops them when the job ends.
+    Local {
+        /// Worker processes.
+        workers: u32,
+        /// Slots per worker.
+        slots: u32,
+    },
+    /// This process is the job's master.
+    Master(MasterSettings),
+    /// This process is one of the job's workers.
+    Worker(WorkerSettings),
+}
+
+impl Deployment {
+    /// The deployment the environment variables describe.
+    ///
+    /// # Errors
+    /// `Config`, naming the variable, for a value that does not parse or a combination that
+    /// makes no sense.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The deployment described by `var` (a lookup of environment variables).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let heartbeats = {
+            let d = Heartbeats::default();
+            let interval = millis(&get, "WEIR_HEARTBEAT_MS")?.unwrap_or(d.interval);
+            let timeout = millis(&get, "WEIR_HEARTBEAT_TIMEOUT_MS")?.unwrap_or(d.timeout);
+            if timeout < interval * 2 {
+                return Err(Error::config(format!(
+                    "WEIR_HEARTBEAT_TIMEOUT_MS ({} ms) must be at least twice WEIR_HEARTBEAT_MS ({} ms)",
+                    timeout.as_millis(),
+                    interval.as_millis()
+                )));
+            }
+            Heartbeats { interval, timeout }
+        };
+        let workers = number(&get, "WEIR_WORKERS", 1, 1024)?;
+        let slots = number(&get, "WEIR_SLOTS", 1, 1024)?.unwrap_or(2);
+        match get("WEIR_ROLE").as_deref() {
+            None => match workers {
+                None => {
+                    for k in ["WEIR_MASTER", "WEIR_WORKER_ID"] {
+                        if get(k).is_some() {
+                            return Err(Error::config(format!(
+                                "{k} is set but WEIR_ROLE is not: set WEIR_ROLE=master or WEIR_ROLE=worker, or unset {k}"
+                            )));
+                        }
+                    }
+                    Ok(Deployment::InProcess)
+                }
+                Some(workers) => Ok(Deployment::Local { workers, slots }),
+            },
+            Some("master") => {
+                let bind = match get("WEIR_MASTER") {
+                    Some(a) => a.parse::<SocketAddr>().map_err(|_| {
+                        Error::config(format!(
+                            "WEIR_MASTER={a:?}: a master listens on an ip:port, such as 0.0.0.0:{DEFAULT_MASTER_PORT}"
+                        ))
+                    })?,
+                    None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_MASTER_PORT)),
+                };
+                let workers = workers.ok_or_else(|| {
+                    Error::config("WEIR_ROLE=master needs WEIR_WORKERS, the number of workers of the job")
+                })?;
+                Ok(Deployment::Master(MasterSettings {
+                    bind,
+                    workers,
+                    worker_wait: millis(&get, "WEIR_WORKER_WAIT_MS")?.unwrap_or(Duration::from_secs(10)),
+                    heartbeats,
+                }))
+            }
+            Some("worker") => {
+                let master = get("WEIR_MASTER").ok_or_else(|| {
+                    Error::config("WEIR_ROLE=worker needs WEIR_MASTER, the master's host:port")
+                })?;
+                let port_ok = master
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    return Err(Error::config(format!(
+                        "WEIR_MASTER={master:?} is not host:port (for example weir-master:{DEFAULT_MASTER_PORT})"
+                    )));
+                }
+                let id = match get("WEIR_WORKER_ID") {
+                    Some(v) => v.parse::<WorkerId>().map_err(|_| {
+                        Error::config(format!("WEIR_WORKER_ID={v:?} must be a whole number"))
+                    })?,
+                    None => {
+                        let host = get("HOSTNAME").unwrap_or_default();
+                        host.rsplit_once('-')
+                            .and_then(|(_, n)| n.parse::<WorkerId>().ok())
+                            .ok_or_else(|| {
+                                Error::config(format!(
+                                    "WEIR_ROLE=worker needs WEIR_WORKER_ID (or a host name ending in -N, as a StatefulSet's pods have; this host is {host:?})"
+                                ))
+                            })?
+                    }
+                };
+                let data_bind = match get("WEIR_DATA_ADDR") {
+                    Some(a) => a.parse::<SocketAddr>().map_err(|_| {
+                        Error::config(format!("WEIR_DATA_ADDR={a:?} must be an ip:port, such as 0.0.0.0:6124"))
+                    })?,
+                    None => SocketAddr::from(([0, 0, 0, 0], 0)),
+                };
+                Ok(Deployment::Worker(WorkerSettings {
+                    master,
+                    id,
+                    slots,
+                    data_bind,
+                    advertise_host: get("WEIR_ADVERTISE_HOST"),
+                    heartbeats,
+                }))
+            }
+            Some(other) => Err(Error::config(format!(
+                "WEIR_ROLE={other:?}: expected master or worker (or unset it to run in this process)"
+            ))),
+        }
+    }
+}
+
+/// The data connections' settings for a worker with these heartbeats: a connection that
+/// cannot deliver for as long as the heartbeat timeout fails.
+pub(crate) fn net_settings(heartbeats: &Heartbeats, channel_capacity: usize) -> NetSettings {
+    NetSettings {
+        channel_capacity: channel_capacity.clamp(1, u32::MAX as usize) as u32,
+        unacknowledged_timeout: heartbeats.timeout,
+        ..NetSettings::default()
+    }
+}
+
+fn number(get: &impl Fn(&str) -> Option<String>, key: &str, min: u32, max: u32) -> Result<Option<u32>> {
+    match get(key) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::config(format!("{key}={v:?} must be a whole number from {min} to {max}"))),
+        },
+    }
+}
+
+fn millis(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<Duration>> {
+    Ok(number(get, key, 1, 3_600_000)?.map(|ms| Duration::from_millis(ms.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use std::collections::HashMap;
+
+    fn deploy(vars: &[(&str, &str)]) -> Result<Deployment> {
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Deployment::from_vars(|k| m.get(k).cloned())
+    }
+
+    fn config_error(vars: &[(&str, &str)], says: &str) {
+        let e = deploy(vars).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.to_string().contains(says), "{e} should say {says:?}");
+    }
+
+    #[test]
+    fn nothing_set_runs_in_this_process_and_workers_alone_launch_a_local_cluster() {
+        assert_eq!(deploy(&[]).unwrap(), Deployment::InProcess);
+        assert_eq!(
+            deploy(&[("WEIR_WORKERS", "3")]).unwrap(),
+            Deployment::Local { workers: 3, slots: 2 }
+        );
+        assert_eq!(
+            deploy(&[("WEIR_WORKERS", "2"), ("WEIR_SLOTS", "4")]).unwrap(),
+            Deployment::Local { workers: 2, slots: 4 }
+        );
+    }
+
+    #[test]
+    fn a_master_and_a_worker_from_their_variables() {
+        let Deployment::Master(m) = deploy(&[("WEIR_ROLE", "master"), ("WEIR_WORKERS", "3")]).unwrap() else {
+            panic!("not a master")
+        };
+        assert_eq!(m.bind.port(), DEFAULT_MASTER_PORT);
+        assert_eq!(m.workers, 3);
+        let Deployment::Worker(w) = deploy(&[
+            ("WEIR_ROLE", "worker"),
+            ("WEIR_MASTER", "weir-master:6123"),
+            ("HOSTNAME", "weir-worker-2"),
+            ("WEIR_HEARTBEAT_MS", "100"),
+            ("WEIR_HEARTBEAT_TIMEOUT_MS", "900"),
+        ])
+        .unwrap() else {
+            panic!("not a worker")
+        };
+        assert_eq!((w.id, w.slots, w.master.as_str()), (2, 2, "weir-master:6123"));
+        assert_eq!(w.heartbeats.timeout, Duration::from_millis(900));
+    }
+
+    #[test]
+    fn bad_values_are_configuration_errors_naming_the_variable() {
+        config_error(&[("WEIR_ROLE", "boss")], "WEIR_ROLE=\"boss\"");
+        config_error(&[("WEIR_WORKERS", "0")], "WEIR_WORKERS=\"0\"");
+        config_error(&[("WEIR_WORKERS", "many")], "WEIR_WORKERS");
+        config_error(&[("WEIR_ROLE", "master")], "needs WEIR_WORKERS");
+        config_error(&[("WEIR_ROLE", "master"), ("WEIR_WORKERS", "2"), ("WEIR_MASTER", "host:1")], "ip:port");
+        config_error(&[("WEIR_ROLE", "worker")], "needs WEIR_MASTER");
+        config_error(&[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "nohost")], "not host:port");
+        config_error(&[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "m:1"), ("HOSTNAME", "box")], "WEIR_WORKER_ID");
+        config_error(
+            &[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "m:1"), ("WEIR_WORKER_ID", "x")],
+            "whole number",
+        );
+        config_error(&[("WEIR_MASTER", "m:1")], "WEIR_ROLE is not");
+        config_error(
+            &[("WEIR_HEARTBEAT_MS", "500"), ("WEIR_HEARTBEAT_TIMEOUT_MS", "600")],
+            "at least twice",
+        );
+    }
+}
