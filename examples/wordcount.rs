@@ -100,6 +100,13 @@ impl KeyedProcess<String, String> for Count {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Logs on stderr with RUST_LOG set (for example RUST_LOG=info).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Some(r) = args.rate {
         if !(r > 0.0 && r.is_finite()) {
             bail!("--rate must be a positive number, got {r}");

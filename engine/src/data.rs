@@ -102,9 +102,9 @@ impl BatchCodec {
             let (batch, read): (Batch<T>, usize) =
                 bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
                     crate::Error::internal(format!(
-                        "a batch of {} from another process does not decode: {e} (do all processes run the same program?)",
-                        std::any::type_name::<T>()
-                    ))
+                    "a batch of {} from another process does not decode: {e} (do all processes run the same program?)",
+                    std::any::type_name::<T>()
+                ))
                 })?;
             if read != bytes.len() {
                 return Err(crate::Error::internal(format!(

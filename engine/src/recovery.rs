@@ -49,7 +49,7 @@ pub struct CheckpointTiming {
 /// A restore that used an older checkpoint than the newest complete one, as
 /// [`fallback_to_older_checkpoint_reproducing_output`](crate::checkpoint::CheckpointConfig::fallback_to_older_checkpoint_reproducing_output)
 /// allowed: output committed after `restored` up to `newer` is produced and committed again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreWarning {
     /// The checkpoint restored.
     pub restored: CheckpointId,

@@ -11,6 +11,7 @@ mod kafka;
 
 mod checkpoints;
 mod cli;
+mod cluster;
 mod exactly_once;
 mod file_sink;
 mod kafka_exactly_once;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use weir::engine::sink::read_committed_lines;
 use weir::engine::source::generator::mix;
 
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     // target/release/deps/<test> -> target/release/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
@@ -46,7 +46,7 @@ fn command(root: &Path) -> Command {
     c
 }
 
-fn sorted_output(root: &Path) -> Vec<String> {
+pub(crate) fn sorted_output(root: &Path) -> Vec<String> {
     let mut lines = read_committed_lines(root.join("output")).unwrap();
     lines.sort();
     lines
@@ -144,7 +144,7 @@ fn the_wordcount_audit_rejects_a_count_beyond_the_total() {
 }
 
 /// Whether a checkpoint of the job under `root` is complete.
-fn has_complete_checkpoint(root: &Path) -> bool {
+pub(crate) fn has_complete_checkpoint(root: &Path) -> bool {
     std::fs::read_dir(root.join("checkpoints"))
         .map(|d| d.flatten().any(|e| e.path().join("_metadata").is_file()))
         .unwrap_or(false)

@@ -9,7 +9,6 @@ use crate::config::JobConfig;
 use crate::graph::Partitioning;
 use crate::graph::{Graph, NodeKind};
 use crate::runtime::handle::JobHandle;
-use crate::runtime::job;
 use crate::runtime::report::JobReport;
 use crate::source::Source;
 use crate::state::{RocksDbBackend, StateBackend};
@@ -201,9 +200,15 @@ impl Pipeline {
     ///
     /// # Errors
     /// A `Config` error for an invalid pipeline or configuration (nothing is started then).
+    ///
+    /// Where the job runs comes from the environment ([`Deployment`](crate::cluster::Deployment)):
+    /// in this process by default; with `WEIR_WORKERS=N`, on a master and N worker processes
+    /// of this program that this call launches on loopback; with `WEIR_ROLE=master` or
+    /// `WEIR_ROLE=worker`, as one process of a cluster. A worker does not return from here: it
+    /// runs until the master ends the job, then the process exits.
     pub fn start(self) -> Result<JobHandle> {
-        let graph = std::mem::take(&mut *self.graph.borrow_mut());
-        job::start(Arc::new(graph), self.config)
+        let (graph, cfg) = self.into_parts();
+        crate::cluster::start(graph, cfg)
     }
 
     /// The job's graph and configuration, for a runtime that deploys them itself.

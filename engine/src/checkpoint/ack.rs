@@ -2,6 +2,7 @@
 //! synchronous snapshot. A plain serializable message, so that the master may one day receive
 //! it over a network instead of a channel.
 
+use super::metadata::StoredFile;
 use crate::message::Barrier;
 use crate::operator::OperatorSnapshot;
 use crate::source::SplitPosition;
@@ -17,6 +18,21 @@ pub struct OperatorSubtaskSnapshot {
     pub subtask: usize,
     /// Its staged keyed files and operator state.
     pub snapshot: OperatorSnapshot,
+    /// The snapshot as already stored in checkpoint storage by the worker that took it (a
+    /// cluster's workers store their own subtasks' files); `None`: the master stores it.
+    #[serde(default)]
+    pub stored: Option<StoredSubtask>,
+}
+
+/// One operator subtask's snapshot in checkpoint storage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoredSubtask {
+    /// Its keyed files (some referenced from an earlier checkpoint).
+    pub keyed_files: Vec<StoredFile>,
+    /// Its operator state.
+    pub operator_state: Option<StoredFile>,
+    /// Bytes written to the storage for it (files referenced again excluded).
+    pub uploaded_bytes: u64,
 }
 
 /// Where a source subtask's reader stood at the barrier.

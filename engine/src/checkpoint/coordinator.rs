@@ -19,10 +19,10 @@
 use super::ack::CheckpointAck;
 use super::config::{CheckpointConfig, RestoreMode};
 use super::identity::{check_identity, IdentityAction, JobIdentity};
-use super::metadata::{CheckpointMetadata, CheckpointStats, StoredFile};
+use super::metadata::{CheckpointMetadata, CheckpointStats};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
-use super::upload::{publish, read_metadata, upload, StagedFileKey, UploadJob};
+use super::upload::{publish, read_metadata, reusable_files, upload, UploadJob};
 use crate::checkpoint::staging::StagingArea;
 use crate::fail::{self, FailPoints};
 use crate::message::{Barrier, CheckpointId};
@@ -52,6 +52,8 @@ pub(crate) struct Coordinator {
     /// Completed checkpoints of the current lineage (the restored one and later ones).
     lineage: Vec<CheckpointId>,
     staging_root: PathBuf,
+    /// Whether restores fetch operator state into this process.
+    materialize: bool,
     /// The run's locked staging directory (`staging_root`), removed when the coordinator is.
     _staging: StagingArea,
     runtime: tokio::runtime::Runtime,
@@ -123,6 +125,7 @@ impl Coordinator {
             retained,
             lineage: Vec::new(),
             staging_root: staging.dir().to_path_buf(),
+            materialize: true,
             _staging: staging,
             runtime,
             completed: Vec::new(),
@@ -208,6 +211,7 @@ impl Coordinator {
         let dir = self.staging_root.join("restore");
         let policy = RestorePolicy {
             fallback_allowed: self.cfg.fallback_to_older_checkpoint_reproducing_output,
+            state_elsewhere: !self.materialize,
         };
         self.fail_points.hit(fail::DURING_RESTORE)?;
         let found = restore_from(
@@ -244,6 +248,13 @@ impl Coordinator {
         Ok(m)
     }
 
+    /// Whether a restore fetches the operator subtasks' state into this process (the default):
+    /// a cluster's master only chooses and checks the checkpoint, each worker fetches its own.
+    pub(crate) fn materializing(mut self, materialize: bool) -> Self {
+        self.materialize = materialize;
+        self
+    }
+
     /// Checks `fail_points` (the job's) in the upload, after-metadata and restore phases.
     pub(crate) fn with_fail_points(mut self, fail_points: FailPoints) -> Self {
         self.fail_points = fail_points;
@@ -261,21 +272,10 @@ impl Coordinator {
     ) {
         // RocksDB never reuses a file number nor revives a deleted file, so every SST a new
         // snapshot can share is referenced by the latest completed checkpoint of the lineage.
-        let mut reusable: HashMap<StagedFileKey, StoredFile> = HashMap::new();
+        let mut reusable = HashMap::new();
         if let Some(&latest) = self.lineage.last() {
             if let Ok(m) = self.metadata(latest) {
-                for op in &m.operators {
-                    for st in &op.subtasks {
-                        for f in &st.keyed_files {
-                            let key = StagedFileKey {
-                                operator: op.name.clone(),
-                                subtask: st.subtask,
-                                file: f.name.clone(),
-                            };
-                            reusable.insert(key, f.clone());
-                        }
-                    }
-                }
+                reusable = reusable_files(&m);
             }
         }
         let job = UploadJob {

@@ -112,6 +112,9 @@ pub(crate) fn with_retries<T>(
 pub(crate) struct RestorePolicy {
     /// `fallback_to_older_checkpoint_reproducing_output`.
     pub(crate) fallback_allowed: bool,
+    /// Operator state is fetched elsewhere (by a cluster's workers): only choose and check
+    /// the checkpoint, take its source positions.
+    pub(crate) state_elsewhere: bool,
 }
 
 /// What to do when candidate `id` turned out corrupt. Pure: the decision only.
@@ -197,12 +200,18 @@ fn check_compatible(
     Ok(())
 }
 
-/// Verifies every file of `meta` and lays its keyed state out under `dir`.
-fn materialize(
+/// Which operator subtasks' state a restore fetches: all of them in one process, only its own
+/// on a worker, none on a master whose workers fetch their own.
+pub(crate) type SubtaskFilter<'a> = &'a dyn Fn(&SubtaskKey) -> bool;
+
+/// Verifies every file of `meta` that `wanted` selects and lays its keyed state out under
+/// `dir`; source positions are always all taken.
+pub(crate) fn materialize(
     storage: &dyn CheckpointStorage,
     meta: &CheckpointMetadata,
     dir: &Path,
     retry: ReadRetry,
+    wanted: SubtaskFilter<'_>,
 ) -> Result<RestoreInput> {
     let mut input = RestoreInput::default();
     for src in &meta.sources {
@@ -217,6 +226,9 @@ fn materialize(
     let id = meta.id;
     for op in &meta.operators {
         for st in &op.subtasks {
+            if !wanted(&SubtaskKey::new(&op.name, st.subtask)) {
+                continue;
+            }
             if !st.keyed_files.is_empty() {
                 let d = dir.join(dir_name(&op.name)).join(st.subtask.to_string());
                 for f in &st.keyed_files {
@@ -263,7 +275,11 @@ pub(crate) fn restore_from(
         .and_then(|meta| {
             check_compatible(&meta, job, max_parallelism, parallelism)?;
             let _ = std::fs::remove_dir_all(dir);
-            let input = materialize(storage, &meta, dir, retry)?;
+            let input = if policy.state_elsewhere {
+                materialize(storage, &meta, dir, retry, &|_| false)?
+            } else {
+                materialize(storage, &meta, dir, retry, &|_| true)?
+            };
             Ok((meta, input))
         });
         match attempt {
@@ -321,7 +337,10 @@ mod tests {
         assert!(stop
             .to_string()
             .contains("fallback_to_older_checkpoint_reproducing_output"));
-        let lenient = RestorePolicy { fallback_allowed: true };
+        let lenient = RestorePolicy {
+            fallback_allowed: true,
+            ..RestorePolicy::default()
+        };
         assert!(on_corrupt(7, &e, true, &lenient, "s").is_none());
         let last = on_corrupt(7, &e, false, &lenient, "s").unwrap();
         assert!(last.to_string().contains("refusing to start from scratch"), "{last}");

@@ -6,7 +6,7 @@
 //! current lineage (the restored checkpoint and those completed since) is referenced, not stored
 //! again. Everything else is stored under the checkpoint's own directory.
 
-use super::ack::CheckpointAck;
+use super::ack::{CheckpointAck, StoredSubtask};
 use super::metadata::{
     decode_metadata, encode_metadata, CheckpointMetadata, CheckpointStats, OperatorState, SourceState, StoredFile,
     SubtaskState, FORMAT_VERSION,
@@ -72,59 +72,37 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
             }
         }
         for s in &ack.operators {
-            let (op, subtask, snap) = (&s.operator, &s.subtask, &s.snapshot);
-            if snap.keyed_files.is_empty() && snap.operator_state.is_none() {
+            let (op, subtask) = (&s.operator, s.subtask);
+            let stored = match &s.stored {
+                Some(stored) => stored.clone(),
+                None => {
+                    if s.snapshot.keyed_files.is_empty() && s.snapshot.operator_state.is_none() {
+                        continue;
+                    }
+                    let staged = job.staging.join(dir_name(op)).join(subtask.to_string());
+                    store_subtask(
+                        job.storage.as_ref(),
+                        id,
+                        op,
+                        subtask,
+                        &s.snapshot,
+                        &staged,
+                        &job.reusable,
+                    )?
+                }
+            };
+            if stored.keyed_files.is_empty() && stored.operator_state.is_none() {
                 continue;
             }
-            let dir_name = dir_name(op);
-            let staged = job.staging.join(&dir_name).join(subtask.to_string());
-            let mut keyed_files = Vec::with_capacity(snap.keyed_files.len());
-            for f in &snap.keyed_files {
-                let name = f.to_string_lossy().into_owned();
-                let local = staged.join(f);
-                let size = std::fs::metadata(&local)
-                    .map_err(|e| Error::io(format!("reading staged snapshot file {}", local.display()), e))?
-                    .len();
-                let reuse = job
-                    .reusable
-                    .get(&StagedFileKey {
-                        operator: op.clone(),
-                        subtask: *subtask,
-                        file: name.clone(),
-                    })
-                    .filter(|s| name.ends_with(".sst") && s.size == size);
-                let stored = match reuse {
-                    Some(s) => s.clone(),
-                    None => {
-                        let key = if name.ends_with(".sst") {
-                            format!("shared/{dir_name}/{subtask}/{id}-{name}")
-                        } else {
-                            format!("chk-{id}/{dir_name}/{subtask}/{name}")
-                        };
-                        let s = job.storage.put_file(&local, &key, &name)?;
-                        uploaded_bytes += s.size;
-                        s
-                    }
-                };
-                state_bytes += stored.size;
-                keyed_files.push(stored);
-            }
-            let operator_state = match &snap.operator_state {
-                Some(bytes) => {
-                    let key = format!("chk-{id}/{dir_name}/{subtask}/operator-state");
-                    let s = job.storage.put_bytes(&key, "operator-state", bytes)?;
-                    uploaded_bytes += s.size;
-                    state_bytes += s.size;
-                    Some(s)
-                }
-                None => None,
-            };
+            uploaded_bytes += stored.uploaded_bytes;
+            state_bytes += stored.keyed_files.iter().map(|f| f.size).sum::<u64>();
+            state_bytes += stored.operator_state.as_ref().map_or(0, |f| f.size);
             let p = job.parallelism.get(op).copied().unwrap_or(1);
             operators.entry(op.clone()).or_default().push(SubtaskState {
-                subtask: *subtask,
-                key_groups: KeyGroupRange::for_subtask(*subtask, p, job.max_parallelism),
-                keyed_files,
-                operator_state,
+                subtask,
+                key_groups: KeyGroupRange::for_subtask(subtask, p, job.max_parallelism),
+                keyed_files: stored.keyed_files,
+                operator_state: stored.operator_state,
             });
         }
     }
@@ -164,6 +142,78 @@ pub(crate) fn upload(job: UploadJob) -> Result<CheckpointMetadata> {
             source_records,
         },
     })
+}
+
+/// Stores one operator subtask's snapshot of checkpoint `id`, staged in `staged`: keyed files
+/// found in `reusable` (same name and size, an SST) are referenced, everything else is put.
+///
+/// # After a crash
+/// Files put for a checkpoint that never completes are unreferenced; retention removes them.
+pub(crate) fn store_subtask(
+    storage: &dyn CheckpointStorage,
+    id: CheckpointId,
+    op: &str,
+    subtask: usize,
+    snap: &crate::operator::OperatorSnapshot,
+    staged: &std::path::Path,
+    reusable: &HashMap<StagedFileKey, StoredFile>,
+) -> Result<StoredSubtask> {
+    let dir_name = dir_name(op);
+    let mut out = StoredSubtask::default();
+    for f in &snap.keyed_files {
+        let name = f.to_string_lossy().into_owned();
+        let local = staged.join(f);
+        let size = std::fs::metadata(&local)
+            .map_err(|e| Error::io(format!("reading staged snapshot file {}", local.display()), e))?
+            .len();
+        let reuse = reusable
+            .get(&StagedFileKey {
+                operator: op.to_string(),
+                subtask,
+                file: name.clone(),
+            })
+            .filter(|s| name.ends_with(".sst") && s.size == size);
+        let stored = match reuse {
+            Some(s) => s.clone(),
+            None => {
+                let key = if name.ends_with(".sst") {
+                    format!("shared/{dir_name}/{subtask}/{id}-{name}")
+                } else {
+                    format!("chk-{id}/{dir_name}/{subtask}/{name}")
+                };
+                let s = storage.put_file(&local, &key, &name)?;
+                out.uploaded_bytes += s.size;
+                s
+            }
+        };
+        out.keyed_files.push(stored);
+    }
+    if let Some(bytes) = &snap.operator_state {
+        let key = format!("chk-{id}/{dir_name}/{subtask}/operator-state");
+        let s = storage.put_bytes(&key, "operator-state", bytes)?;
+        out.uploaded_bytes += s.size;
+        out.operator_state = Some(s);
+    }
+    Ok(out)
+}
+
+/// The keyed files of checkpoint `meta` by operator subtask and name: what a later snapshot
+/// of the same lineage references instead of storing again.
+pub(crate) fn reusable_files(meta: &CheckpointMetadata) -> HashMap<StagedFileKey, StoredFile> {
+    let mut reusable = HashMap::new();
+    for op in &meta.operators {
+        for st in &op.subtasks {
+            for f in &st.keyed_files {
+                let key = StagedFileKey {
+                    operator: op.name.clone(),
+                    subtask: st.subtask,
+                    file: f.name.clone(),
+                };
+                reusable.insert(key, f.clone());
+            }
+        }
+    }
+    reusable
 }
 
 /// Publishes `meta`: from now on checkpoint `meta.id` is complete.

@@ -9,6 +9,7 @@
 //! split.
 
 use crate::net::WorkerId;
+pub use crate::runtime::layout::SubtaskShape;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,15 +21,6 @@ pub struct WorkerSlots {
     pub worker: WorkerId,
     /// How many pipeline slices it runs.
     pub slots: u32,
-}
-
-/// One subtask of the physical plan: a chain's subtask `subtask`, numbered `task` in the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubtaskShape {
-    /// Its index in the physical plan.
-    pub task: usize,
-    /// Its index among the subtasks of its chain.
-    pub subtask: usize,
 }
 
 /// Where every subtask of an attempt runs.

@@ -14,6 +14,7 @@
 //! | `WEIR_ADVERTISE_HOST` | the host other processes reach a worker at | the worker's address on its connection to the master |
 //! | `WEIR_HEARTBEAT_MS` | how often a worker reports to the master | 250 |
 //! | `WEIR_HEARTBEAT_TIMEOUT_MS` | silence after which master and worker give each other up | 2000 |
+//! | `WEIR_MASTER_WAIT_MS` | how long a worker tries to reach the master (at start, and after losing it) before it fails | 30000 |
 //! | `WEIR_WORKER_WAIT_MS` | how long the master waits for all workers before it deploys on those present | 10000 |
 
 use crate::net::{NetSettings, WorkerId};
@@ -71,6 +72,8 @@ pub struct WorkerSettings {
     pub advertise_host: Option<String>,
     /// Heartbeat interval and timeout.
     pub heartbeats: Heartbeats,
+    /// How long it tries to reach the master before it fails.
+    pub master_wait: Duration,
 }
 
 /// How this process takes part in its job.
@@ -155,9 +158,8 @@ impl Deployment {
                 }))
             }
             Some("worker") => {
-                let master = get("WEIR_MASTER").ok_or_else(|| {
-                    Error::config("WEIR_ROLE=worker needs WEIR_MASTER, the master's host:port")
-                })?;
+                let master = get("WEIR_MASTER")
+                    .ok_or_else(|| Error::config("WEIR_ROLE=worker needs WEIR_MASTER, the master's host:port"))?;
                 let port_ok = master
                     .rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
@@ -167,9 +169,9 @@ impl Deployment {
                     )));
                 }
                 let id = match get("WEIR_WORKER_ID") {
-                    Some(v) => v.parse::<WorkerId>().map_err(|_| {
-                        Error::config(format!("WEIR_WORKER_ID={v:?} must be a whole number"))
-                    })?,
+                    Some(v) => v
+                        .parse::<WorkerId>()
+                        .map_err(|_| Error::config(format!("WEIR_WORKER_ID={v:?} must be a whole number")))?,
                     None => {
                         let host = get("HOSTNAME").unwrap_or_default();
                         host.rsplit_once('-')
@@ -194,6 +196,7 @@ impl Deployment {
                     data_bind,
                     advertise_host: get("WEIR_ADVERTISE_HOST"),
                     heartbeats,
+                    master_wait: millis(&get, "WEIR_MASTER_WAIT_MS")?.unwrap_or(Duration::from_secs(30)),
                 }))
             }
             Some(other) => Err(Error::config(format!(
@@ -209,6 +212,9 @@ pub(crate) fn net_settings(heartbeats: &Heartbeats, channel_capacity: usize) -> 
     NetSettings {
         channel_capacity: channel_capacity.clamp(1, u32::MAX as usize) as u32,
         unacknowledged_timeout: heartbeats.timeout,
+        // Workers deploy an attempt at about the same time; one that never does is lost
+        // after the heartbeat timeout, so waiting much longer for it only delays recovery.
+        hello_wait: (heartbeats.timeout * 3).max(Duration::from_secs(5)),
         ..NetSettings::default()
     }
 }
@@ -218,7 +224,9 @@ fn number(get: &impl Fn(&str) -> Option<String>, key: &str, min: u32, max: u32) 
         None => Ok(None),
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::config(format!("{key}={v:?} must be a whole number from {min} to {max}"))),
+            _ => Err(Error::config(format!(
+                "{key}={v:?} must be a whole number from {min} to {max}"
+            ))),
         },
     }
 }
@@ -284,10 +292,20 @@ mod tests {
         config_error(&[("WEIR_WORKERS", "0")], "WEIR_WORKERS=\"0\"");
         config_error(&[("WEIR_WORKERS", "many")], "WEIR_WORKERS");
         config_error(&[("WEIR_ROLE", "master")], "needs WEIR_WORKERS");
-        config_error(&[("WEIR_ROLE", "master"), ("WEIR_WORKERS", "2"), ("WEIR_MASTER", "host:1")], "ip:port");
+        config_error(
+            &[
+                ("WEIR_ROLE", "master"),
+                ("WEIR_WORKERS", "2"),
+                ("WEIR_MASTER", "host:1"),
+            ],
+            "ip:port",
+        );
         config_error(&[("WEIR_ROLE", "worker")], "needs WEIR_MASTER");
         config_error(&[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "nohost")], "not host:port");
-        config_error(&[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "m:1"), ("HOSTNAME", "box")], "WEIR_WORKER_ID");
+        config_error(
+            &[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "m:1"), ("HOSTNAME", "box")],
+            "WEIR_WORKER_ID",
+        );
         config_error(
             &[("WEIR_ROLE", "worker"), ("WEIR_MASTER", "m:1"), ("WEIR_WORKER_ID", "x")],
             "whole number",

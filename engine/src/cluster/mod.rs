@@ -21,8 +21,69 @@
 
 pub mod assignment;
 pub mod config;
+pub mod launcher;
+pub(crate) mod master;
 pub(crate) mod protocol;
+pub(crate) mod rpc;
 pub(crate) mod worker;
 
 pub use assignment::{assign, Assignment, SubtaskShape, WorkerSlots};
 pub use config::{Deployment, Heartbeats, MasterSettings, WorkerSettings};
+pub use launcher::{ClusterPids, PIDS_ENV};
+
+use crate::config::JobConfig;
+use crate::graph::Graph;
+use crate::runtime::handle::JobHandle;
+use crate::runtime::job;
+use crate::Result;
+use std::sync::Arc;
+
+/// Starts the job the way this process's environment says ([`Deployment::from_env`]): in this
+/// process, as a local cluster, or as the master or a worker of a cluster.
+///
+/// A worker never returns from here unless it fails: it runs until the master ends the job,
+/// then the process exits. A master started by the local launcher writes the job's outcome
+/// for the launcher and exits too.
+///
+/// # Errors
+/// `Config` for a bad deployment setting or a pipeline that cannot run; a worker's error when
+/// the master refused it or could not be reached.
+pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
+    let deployment = Deployment::from_env()?;
+    launcher::watch_supervisor();
+    match deployment {
+        Deployment::InProcess => job::start(Arc::new(graph), cfg),
+        Deployment::Local { workers, slots } => {
+            crate::runtime::plan::validate(&graph, &cfg)?;
+            launcher::start(&cfg.name, workers, slots)
+        }
+        Deployment::Master(settings) => {
+            let started = (|| {
+                crate::runtime::plan::validate(&graph, &cfg)?;
+                let graph = Arc::new(graph);
+                let remote = master::ClusterMaster::start(graph.clone(), &cfg, settings)?;
+                job::start_on(graph, cfg, Some(Box::new(remote)))
+            })();
+            if std::env::var_os(launcher::REPORT_ENV).is_some() {
+                let result = started.and_then(|h| h.join());
+                launcher::report_and_exit_if_launched(result)?;
+                unreachable!("a launched master exits after reporting");
+            }
+            started
+        }
+        Deployment::Worker(settings) => match worker::run(graph, cfg, settings)? {},
+    }
+}
+
+/// What every process of a job must agree on: the graph and the settings that shape its
+/// physical plan.
+pub(crate) fn fingerprint(graph: &Graph, cfg: &JobConfig) -> u64 {
+    let settings = format!(
+        "{} parallelism={} max_parallelism={} checkpoints={}",
+        cfg.name,
+        cfg.parallelism,
+        cfg.max_parallelism,
+        cfg.checkpoint.is_some()
+    );
+    graph.fingerprint() ^ xxhash_rust::xxh3::xxh3_64(settings.as_bytes())
+}

@@ -7,12 +7,17 @@
 //! that is not its current one, and the master ignores reports of an attempt that is over.
 
 use crate::cluster::assignment::Assignment;
+use crate::cluster::rpc::MAX_FRAME;
+use crate::message::CheckpointId;
 use crate::net::WorkerId;
 use crate::runtime::control::Control;
 use crate::runtime::events::TaskEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
+use tarpc::serde_transport::tcp;
+use tarpc::tokio_serde::formats::Json;
 
 /// Identifies one run of a master process: workers drop calls of any other.
 pub type Session = u64;
@@ -36,6 +41,9 @@ pub struct WorkerHello {
     pub data: SocketAddr,
     /// Its process id (for drills and logs).
     pub pid: u32,
+    /// The newest attempt it ever ran (a restarted master numbers its attempts above it, so
+    /// that the workers' data planes take them as newer).
+    pub last_attempt: u32,
 }
 
 /// The master's answer to a heartbeat.
@@ -58,7 +66,7 @@ pub struct Deployment {
     pub peers: BTreeMap<WorkerId, SocketAddr>,
     /// The checkpoint to restore, if any (its metadata is read from the checkpoint storage,
     /// and each worker fetches the files of its own subtasks).
-    pub restore: Option<u64>,
+    pub restore: Option<CheckpointId>,
     /// Records the job's sources had read at that checkpoint.
     pub base_source_records: u64,
 }
@@ -87,4 +95,28 @@ pub(crate) trait WorkerService {
     async fn cancel(session: Session, attempt: u32);
     /// The job is over: the worker process ends.
     async fn finish(session: Session);
+}
+
+/// Connects to a worker's control service at `addr`.
+pub(crate) async fn connect_worker(addr: SocketAddr, timeout: Duration) -> std::io::Result<WorkerServiceClient> {
+    let mut connecting = tcp::connect(addr, Json::default);
+    connecting.config_mut().max_frame_length(MAX_FRAME);
+    let transport = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    Ok(WorkerServiceClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+/// Connects to the master's service at `addr` (`host:port`).
+pub(crate) async fn connect_master(addr: &str, timeout: Duration) -> std::io::Result<MasterServiceClient> {
+    let mut connecting = tcp::connect(addr, Json::default);
+    connecting.config_mut().max_frame_length(MAX_FRAME);
+    let transport = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    Ok(MasterServiceClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+fn timed_out(after: Duration) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {after:?}"))
 }

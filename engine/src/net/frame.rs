@@ -165,7 +165,10 @@ mod tests {
 
     #[test]
     fn every_message_survives_the_wire_in_order() {
-        let batch = erase(vec![Record::with_timestamp("a".to_string(), 5), Record::new("b".to_string())]);
+        let batch = erase(vec![
+            Record::with_timestamp("a".to_string(), 5),
+            Record::new("b".to_string()),
+        ]);
         let barrier = Barrier {
             id: 3,
             kind: BarrierKind::Checkpoint,
@@ -198,9 +201,14 @@ mod tests {
             back.push(f.message.decode(Some(&codec)).unwrap());
         }
         assert_eq!(back.len(), sent.len());
-        let Message::Batch(b) = back.remove(0) else { panic!("not a batch") };
+        let Message::Batch(b) = back.remove(0) else {
+            panic!("not a batch")
+        };
         let records = crate::data::downcast::<String>(b).unwrap();
-        assert_eq!(records, vec![Record::with_timestamp("a".to_string(), 5), Record::new("b".to_string())]);
+        assert_eq!(
+            records,
+            vec![Record::with_timestamp("a".to_string(), 5), Record::new("b".to_string())]
+        );
         assert!(matches!(back[0], Message::Watermark(4)));
         assert!(matches!(back[1], Message::Idle(true)));
         assert!(matches!(back[2], Message::Barrier(b) if b == barrier));
@@ -227,7 +235,18 @@ mod tests {
     #[test]
     fn a_connection_cut_inside_a_frame_is_an_error_and_between_frames_an_end() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, &CreditFrame { channel: ChannelId { edge: 0, from: 0, to: 0 }, n: 3 }).unwrap();
+        write_frame(
+            &mut wire,
+            &CreditFrame {
+                channel: ChannelId {
+                    edge: 0,
+                    from: 0,
+                    to: 0,
+                },
+                n: 3,
+            },
+        )
+        .unwrap();
         assert!(read_frame::<CreditFrame>(&mut &wire[..]).unwrap().is_some());
         assert!(read_frame::<CreditFrame>(&mut &wire[..0]).unwrap().is_none());
         assert!(read_frame::<CreditFrame>(&mut &wire[..wire.len() - 1]).is_err());

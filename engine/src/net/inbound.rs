@@ -13,7 +13,9 @@
 //! the one deployed is refused, so a worker cut off from the job cannot feed the new attempt.
 
 use super::credit::{CreditLink, CreditReturn};
-use super::frame::{read_frame, write_frame, ChannelId, DataFrame, Hello, HelloReply, WireMessage, WorkerId, PROTOCOL_VERSION};
+use super::frame::{
+    read_frame, write_frame, ChannelId, DataFrame, Hello, HelloReply, WireMessage, WorkerId, PROTOCOL_VERSION,
+};
 use super::settings::NetSettings;
 use crate::data::BatchCodec;
 use crate::message::Message;
@@ -48,7 +50,7 @@ pub(crate) struct InboundEnd {
 /// takes them.
 struct FromPeer {
     link: Arc<CreditLink>,
-    senders: Option<HashMap<ChannelId, (Sender<Message>, Option<BatchCodec>)>>,
+    senders: Option<ChannelSenders>,
 }
 
 struct DeployedAttempt {
@@ -242,6 +244,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Where the messages of each channel from one worker go, and how they are decoded.
+type ChannelSenders = HashMap<ChannelId, (Sender<Message>, Option<BatchCodec>)>;
+
 /// What an accepted connection reads into.
 struct Accepted {
     from: WorkerId,
@@ -279,7 +284,10 @@ fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             Err(e) => break Err(e.to_string()),
         };
         let Some((tx, codec)) = senders.get(&frame.channel) else {
-            break Err(format!("a message arrived on channel {} which does not end here", frame.channel));
+            break Err(format!(
+                "a message arrived on channel {} which does not end here",
+                frame.channel
+            ));
         };
         match frame.message {
             // The upstream subtask stopped without ending its stream: disconnect the channel.
@@ -317,7 +325,9 @@ fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
 /// Reads the hello and takes the sending worker's channels, or says why not.
 fn handshake(stream: &mut TcpStream, shared: &Shared) -> std::result::Result<Accepted, String> {
     let settings = &shared.settings;
-    settings.configure(stream).map_err(|e| format!("configuring the socket: {e}"))?;
+    settings
+        .configure(stream)
+        .map_err(|e| format!("configuring the socket: {e}"))?;
     stream
         .set_read_timeout(Some(settings.connect_timeout))
         .map_err(|e| e.to_string())?;
@@ -386,8 +396,7 @@ fn handshake(stream: &mut TcpStream, shared: &Shared) -> std::result::Result<Acc
     let credit_half = stream.try_clone().map_err(|e| e.to_string())?;
     peer.link.attach(credit_half);
     let link = peer.link.clone();
-    d.streams
-        .push(stream.try_clone().map_err(|e| e.to_string())?);
+    d.streams.push(stream.try_clone().map_err(|e| e.to_string())?);
     let closed = d.closed.clone();
     drop(reg);
     write_frame(stream, &HelloReply::Accepted)

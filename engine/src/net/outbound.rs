@@ -65,7 +65,9 @@ impl OutboundConnection {
                 format!("worker {from} cannot open a data connection to {peer}: {e}"),
             )
         })?;
-        let io = |what: &'static str| move |e: std::io::Error| Error::external(true, format!("data connection to {peer}: {what}: {e}"));
+        let io = |what: &'static str| {
+            move |e: std::io::Error| Error::external(true, format!("data connection to {peer}: {what}: {e}"))
+        };
         settings.configure(&stream).map_err(io("configuring the socket"))?;
         write_frame(&mut stream, &hello)
             .and_then(|_| stream.flush())
@@ -145,7 +147,10 @@ impl OutboundConnection {
                     let mut w = Writer::new(write_half, channels, capacity, credit_rx);
                     match w.run() {
                         Ok(()) => finished.store(true, Ordering::SeqCst),
-                        Err(e) => report(Error::external(true, format!("the data connection to {peer} failed: {e}"))),
+                        Err(e) => report(Error::external(
+                            true,
+                            format!("the data connection to {peer} failed: {e}"),
+                        )),
                     }
                     let _ = w.out.get_ref().shutdown(Shutdown::Write);
                 })
@@ -254,7 +259,10 @@ impl Writer {
 
     fn credit(&mut self, c: CreditFrame) -> std::io::Result<()> {
         let Some(&i) = self.index.get(&c.channel) else {
-            return Err(protocol(format!("credits for channel {} which this connection does not carry", c.channel)));
+            return Err(protocol(format!(
+                "credits for channel {} which this connection does not carry",
+                c.channel
+            )));
         };
         let ch = &mut self.channels[i];
         ch.credits = ch.credits.saturating_add(c.n);

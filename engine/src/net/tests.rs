@@ -310,7 +310,10 @@ fn a_receiver_that_closes_the_attempt_fails_a_sender_with_open_channels() {
     // The writer learns it at its next step at the latest.
     let mut i = 1u64;
     while failures.count() == 0 && i < 10_000 {
-        if queues[&c].send_timeout(batch(i..i + 1), Duration::from_millis(10)).is_ok() {
+        if queues[&c]
+            .send_timeout(batch(i..i + 1), Duration::from_millis(10))
+            .is_ok()
+        {
             i += 1;
         }
     }
@@ -337,8 +340,14 @@ fn an_unreachable_worker_is_a_retryable_error() {
         l.local_addr().unwrap()
     };
     let (_tx, rx): (Sender<Message>, Receiver<Message>) = bounded(1);
-    let e = OutboundConnection::open(addr, hello(1, FINGERPRINT), vec![(ch(0, 0, 0), rx)], &settings(), Failures::default().sink())
-        .unwrap_err();
+    let e = OutboundConnection::open(
+        addr,
+        hello(1, FINGERPRINT),
+        vec![(ch(0, 0, 0), rx)],
+        &settings(),
+        Failures::default().sink(),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::External { retryable: true }, "{e}");
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
 }

@@ -182,6 +182,7 @@ impl Chain {
                 operator: l.ctx.operator.clone(),
                 subtask: l.ctx.subtask,
                 snapshot: snap,
+                stored: None,
             });
         }
         let b = *barrier;

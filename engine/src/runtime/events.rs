@@ -152,6 +152,7 @@ mod tests {
                         keyed_files: vec!["000001.sst".into()],
                         operator_state: Some(vec![1, 2]),
                     },
+                    stored: None,
                 }],
                 source: Some(SourceSnapshot {
                     source: "numbers".into(),

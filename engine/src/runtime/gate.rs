@@ -89,7 +89,11 @@ impl InputGate {
         Self::with_inputs(
             inputs
                 .into_iter()
-                .map(|(rx, input)| GateInput { rx, input, credit: None })
+                .map(|(rx, input)| GateInput {
+                    rx,
+                    input,
+                    credit: None,
+                })
                 .collect(),
         )
     }

@@ -23,13 +23,25 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the job described by `graph`.
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
+    start_on(graph, cfg, None)
+}
+
+/// Starts the job described by `graph` with its subtasks on `remote` workers (in this process
+/// when `None`). With workers, the master keeps no keyed state: each worker locks its own
+/// state directory, and restores and uploads its own subtasks' snapshots.
+pub(crate) fn start_on(
+    graph: Arc<Graph>,
+    cfg: JobConfig,
+    remote: Option<Box<dyn crate::runtime::remote::RemoteExecutor>>,
+) -> Result<JobHandle> {
+    let on_workers = remote.is_some();
     plan::validate(&graph, &cfg)?;
     // Everything that can be checked before starting is: `start` returns these errors itself.
     let keyed = graph
         .nodes
         .iter()
         .any(|n| matches!(n.kind, crate::graph::NodeKind::Operator { keyed: true, .. }));
-    if keyed {
+    if keyed && !on_workers {
         cfg.state_backend.validate()?;
     }
     for n in &graph.nodes {
@@ -67,12 +79,13 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
             let staging = StagingArea::create(&parent, &run)?;
             Some(
                 Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?
-                    .with_fail_points(cfg.fail_points()),
+                    .with_fail_points(cfg.fail_points())
+                    .materializing(!on_workers),
             )
         }
         None => None,
     };
-    let state_lock = if keyed {
+    let state_lock = if keyed && !on_workers {
         cfg.state_backend.lock_job(&cfg.name)?
     } else {
         None
@@ -87,6 +100,9 @@ pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
                 // Held until the job ends (the coordinator holds the storage's lease).
                 let _state_lock = state_lock;
                 let mut m = Master::new(graph, cfg, coordinator, events_rx, events_tx, live);
+                if let Some(remote) = remote {
+                    m = m.with_remote(remote);
+                }
                 m.run()
             })
             .map_err(|e| Error::io("spawning the job master thread", e))?

@@ -3,12 +3,20 @@
 //! are numbered, and every channel between subtasks. Every process of a job computes the same
 //! layout, so a subtask number or a [`ChannelId`] means the same thing in all of them.
 
-use crate::cluster::SubtaskShape;
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeId};
 use crate::net::ChannelId;
 use crate::runtime::exchange::Partitioning;
 use crate::Result;
+
+/// One subtask of the physical plan: a chain's subtask `subtask`, numbered `task` in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubtaskShape {
+    /// Its index in the physical plan.
+    pub task: usize,
+    /// Its index among the subtasks of its chain.
+    pub subtask: usize,
+}
 
 /// A chain of fused steps and the numbers of its subtasks.
 #[derive(Debug, Clone)]
@@ -107,11 +115,46 @@ impl Layout {
     pub(crate) fn subtasks(&self) -> Vec<SubtaskShape> {
         self.chains
             .iter()
-            .flat_map(|c| (0..c.parallelism).map(move |s| SubtaskShape {
-                task: c.first_task + s,
-                subtask: s,
-            }))
+            .flat_map(|c| {
+                (0..c.parallelism).map(move |s| SubtaskShape {
+                    task: c.first_task + s,
+                    subtask: s,
+                })
+            })
             .collect()
+    }
+
+    /// Every subtask's name (its steps and subtask index), by subtask number.
+    pub(crate) fn task_names(&self, graph: &Graph) -> Vec<(usize, String)> {
+        self.chains
+            .iter()
+            .flat_map(|c| {
+                let names: Vec<&str> = c.nodes.iter().map(|&n| graph.nodes[n].name.as_str()).collect();
+                let joined = names.join(" -> ");
+                (0..c.parallelism).map(move |s| (c.first_task + s, format!("{joined}[{s}]")))
+            })
+            .collect()
+    }
+
+    /// The subtasks that read a source (they receive checkpoint triggers).
+    pub(crate) fn source_tasks(&self, graph: &Graph) -> Vec<usize> {
+        self.chains
+            .iter()
+            .filter(|c| matches!(graph.nodes[c.nodes[0]].kind, crate::graph::NodeKind::Source(_)))
+            .flat_map(|c| c.first_task..c.first_task + c.parallelism)
+            .collect()
+    }
+
+    /// The steps subtask `task` runs, with their subtask index: what its state is stored under.
+    pub(crate) fn steps_of(&self, graph: &Graph, task: usize) -> Vec<(String, usize)> {
+        self.chains
+            .iter()
+            .find(|c| (c.first_task..c.first_task + c.parallelism).contains(&task))
+            .map(|c| {
+                let s = task - c.first_task;
+                c.nodes.iter().map(|&n| (graph.nodes[n].name.clone(), s)).collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every channel between subtasks, edge by edge, upstream subtask by upstream subtask.

@@ -14,20 +14,22 @@ use crate::checkpoint::tracker::{AckOutcome, Action, CheckpointTracker, TrackerC
 use crate::config::restart::RestartTracker;
 use crate::config::JobConfig;
 use crate::graph::Graph;
-use crate::message::{Barrier, BarrierKind};
+use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
 use crate::runtime::handle::{LifecyclePhase, Live};
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
-use crate::runtime::report::{FailureInfo, JobReport, OperatorReport, RestoreStats};
+use crate::runtime::remote::{AttemptRequest, Controls, RemoteExecutor};
+use crate::runtime::report::{FailureInfo, JobReport, MetricsEntry, OperatorReport, RestoreStats};
 use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the master checks checkpoint timeouts, triggers and the cancellation timeout.
@@ -80,6 +82,8 @@ pub(crate) struct Master {
     report: JobReport,
     /// First id of commit barriers when there is no checkpoint storage.
     commit_id_base: u64,
+    /// Where attempts run when the job's subtasks run on workers (none: in this process).
+    remote: Option<Box<dyn RemoteExecutor>>,
 }
 
 impl Master {
@@ -100,10 +104,25 @@ impl Master {
             live,
             report: JobReport::default(),
             commit_id_base: now_ms() * 1_000,
+            remote: None,
         }
     }
 
+    /// Runs the job's attempts on `remote` workers instead of in this process.
+    pub(crate) fn with_remote(mut self, remote: Box<dyn RemoteExecutor>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
     pub(crate) fn run(&mut self) -> Result<JobReport> {
+        let result = self.run_attempts();
+        if let Some(remote) = self.remote.as_mut() {
+            remote.finish();
+        }
+        result
+    }
+
+    fn run_attempts(&mut self) -> Result<JobReport> {
         let started = Instant::now();
         self.report.job = self.cfg.name.clone();
         let parallelism = Arc::new(plan::parallelism_by_name(&self.graph, &self.cfg)?);
@@ -143,7 +162,7 @@ impl Master {
                         Some(r) => (r.input, Some(r.dir)),
                         None => (RestoreInput::default(), None),
                     };
-                    let out = self.run_attempt(attempt, &input, dir, base, &parallelism);
+                    let out = self.run_attempt(attempt, &input, restored_id, dir, base, &parallelism);
                     if let (Some((fail_time, cancelled, reached)), Some(running)) = (failed_at.take(), out.running_at) {
                         let stats = RestoreStats {
                             attempt,
@@ -243,6 +262,7 @@ impl Master {
         &mut self,
         attempt: u32,
         input: &RestoreInput,
+        restored: Option<CheckpointId>,
         restore_dir: Option<PathBuf>,
         base_source_records: u64,
         parallelism: &Arc<HashMap<String, usize>>,
@@ -253,9 +273,36 @@ impl Master {
         self.live.attempt.store(attempt, Ordering::Relaxed);
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
         let shared = Arc::new(JobShared::new(snapshot_root, self.cfg.fail_points()));
-        let built = plan::build(&self.graph, &self.cfg, shared.clone(), self.events_tx.clone(), input, None);
-        let plan = match built {
-            Ok(p) => p,
+        let started = match self.remote.as_mut() {
+            None => start_local(&self.graph, &self.cfg, &shared, &self.events_tx, input),
+            Some(remote) => {
+                let request = AttemptRequest {
+                    attempt,
+                    restore: restored,
+                    base_source_records,
+                };
+                remote.deploy(&request, self.events_tx.clone()).map(|r| Started {
+                    tasks: r.tasks,
+                    controls: Controls::Remote {
+                        tasks: Vec::new(),
+                        send: r.send,
+                    },
+                    source_tasks: r.source_tasks,
+                    metrics: Vec::new(),
+                    threads: Vec::new(),
+                    spawn_error: None,
+                })
+            }
+        };
+        let Started {
+            tasks: task_names,
+            mut controls,
+            source_tasks,
+            metrics,
+            threads,
+            spawn_error,
+        } = match started {
+            Ok(s) => s,
             Err(e) => {
                 return AttemptOutcome {
                     end: AttemptEnd::Failed(Failure::now(e)),
@@ -264,32 +311,14 @@ impl Master {
                 }
             }
         };
-        let PhysicalPlan {
-            tasks,
-            controls,
-            source_tasks,
-            metrics,
-            ..
-        } = plan;
+        if let Controls::Remote { tasks, .. } = &mut controls {
+            *tasks = task_names.iter().map(|(t, _)| *t).collect();
+        }
         let metrics = Arc::new(metrics);
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = metrics.clone();
-        let n_tasks = tasks.len();
-        let task_names: Vec<(usize, String)> = tasks.iter().map(|t| (t.id, t.name.clone())).collect();
-        let mut threads = Vec::with_capacity(n_tasks);
-        let mut end: Option<AttemptEnd> = None;
-        for task in tasks {
-            let spawned = task.spawn();
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    end = Some(AttemptEnd::Failed(Failure::now(Error::io(
-                        "spawning a subtask thread",
-                        e,
-                    ))));
-                    break;
-                }
-            }
-        }
+        let n_tasks = task_names.len();
+        let spawned = if self.remote.is_some() { n_tasks } else { threads.len() };
+        let mut end: Option<AttemptEnd> = spawn_error.map(|e| AttemptEnd::Failed(Failure::now(e)));
         let ck = self.cfg.checkpoint.as_ref();
         let protocol = TrackerConfig {
             interval: self.interval(),
@@ -297,12 +326,12 @@ impl Master {
             timeout: ck.map(|c| c.timeout),
             tolerable_failed_checkpoints: ck.map_or(u32::MAX, |c| c.tolerable_failed_checkpoints),
             persisted: self.coordinator.is_some(),
-            restored: restore_dir.is_some(),
+            restored: restored.is_some(),
         };
         let mut a = Attempt {
             number: attempt,
             controls: &controls,
-            spawned: threads.len(),
+            spawned,
             source_tasks: source_tasks.clone(),
             checkpoints: CheckpointTracker::new(
                 protocol,
@@ -433,6 +462,9 @@ impl Master {
             }
         }
         self.live.running.store(false, Ordering::Relaxed);
+        if let Some(remote) = self.remote.as_mut() {
+            remote.end_attempt();
+        }
         if !detached {
             for t in threads {
                 let _ = t.join();
@@ -517,11 +549,7 @@ impl Master {
                     }
                     queue.extend(a.checkpoints.on_published(id, published, now));
                 }
-                Action::NotifyComplete { id } => {
-                    for c in a.controls.values() {
-                        let _ = c.send(Control::CheckpointComplete { id });
-                    }
-                }
+                Action::NotifyComplete { id } => a.controls.broadcast(Control::CheckpointComplete { id }),
                 Action::ApplyRetention { id } => {
                     if let Some(c) = self.coordinator.as_mut() {
                         c.apply_retention(id);
@@ -571,9 +599,7 @@ impl Master {
         };
         tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
         for &t in &a.source_tasks {
-            if let Some(c) = a.controls.get(&t) {
-                let _ = c.send(Control::TriggerCheckpoint { barrier });
-            }
+            a.controls.send(t, Control::TriggerCheckpoint { barrier });
         }
         a.checkpoints.on_triggered(barrier, Instant::now());
         Ok(())
@@ -616,7 +642,7 @@ struct AttemptOutcome {
 /// The master's view of one attempt.
 struct Attempt<'a> {
     number: u32,
-    controls: &'a BTreeMap<usize, Sender<Control>>,
+    controls: &'a Controls,
     spawned: usize,
     source_tasks: Vec<usize>,
     /// The checkpoint protocol: decides what the master does next.
@@ -628,9 +654,59 @@ struct Attempt<'a> {
     restore_dir: Option<PathBuf>,
 }
 
-fn cancel_all(shared: &JobShared, controls: &BTreeMap<usize, Sender<Control>>) {
+fn cancel_all(shared: &JobShared, controls: &Controls) {
     shared.cancel();
-    for c in controls.values() {
-        let _ = c.send(Control::Cancel);
+    controls.broadcast(Control::Cancel);
+}
+
+/// An attempt's subtasks, started (in this process) or deployed (on workers).
+struct Started {
+    tasks: Vec<(usize, String)>,
+    controls: Controls,
+    source_tasks: Vec<usize>,
+    metrics: Vec<MetricsEntry>,
+    threads: Vec<JoinHandle<()>>,
+    /// A subtask thread that could not be spawned: the attempt fails at once.
+    spawn_error: Option<Error>,
+}
+
+/// Builds the attempt's subtasks in this process and starts their threads.
+fn start_local(
+    graph: &Graph,
+    cfg: &JobConfig,
+    shared: &Arc<JobShared>,
+    events: &Sender<TaskEvent>,
+    input: &RestoreInput,
+) -> Result<Started> {
+    let PhysicalPlan {
+        tasks,
+        controls,
+        source_tasks,
+        metrics,
+        ..
+    } = plan::build(graph, cfg, shared.clone(), events.clone(), input, None)?;
+    let names: Vec<(usize, String)> = tasks.iter().map(|t| (t.id, t.name.clone())).collect();
+    let mut threads = Vec::with_capacity(tasks.len());
+    let mut spawn_error = None;
+    for task in tasks {
+        match task.spawn() {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                spawn_error = Some(Error::io("spawning a subtask thread", e));
+                break;
+            }
+        }
     }
+    let controls = Controls::Local(controls);
+    if spawn_error.is_some() {
+        cancel_all(shared, &controls);
+    }
+    Ok(Started {
+        tasks: names,
+        controls,
+        source_tasks,
+        metrics,
+        threads,
+        spawn_error,
+    })
 }

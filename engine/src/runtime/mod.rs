@@ -11,6 +11,7 @@ pub(crate) mod job;
 pub(crate) mod layout;
 pub(crate) mod master;
 pub(crate) mod plan;
+pub(crate) mod remote;
 pub mod report;
 pub(crate) mod task;
 

@@ -5,14 +5,14 @@ use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind};
 use crate::message::Message;
 use crate::metrics::OperatorMetrics;
+use crate::net::inbound::InboundEnd;
+use crate::net::{ChannelId, WorkerId};
 use crate::operator::{OperatorContext, StoreOpener};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
 use crate::runtime::control::Control;
 use crate::runtime::events::TaskEvent;
 use crate::runtime::exchange::{OutputEdge, Outputs};
-use crate::net::inbound::InboundEnd;
-use crate::net::{ChannelId, WorkerId};
 use crate::runtime::gate::{GateInput, InputGate};
 use crate::runtime::layout::Layout;
 use crate::runtime::task::{Head, Task};
@@ -143,16 +143,13 @@ pub(crate) fn build(
                         credit: None,
                     });
                 } else {
-                    outbound
-                        .entry(worker_of_task[c.to_task])
-                        .or_default()
-                        .push((c.id, rx));
+                    outbound.entry(worker_of_task[c.to_task]).or_default().push((c.id, rx));
                 }
             }
             (false, true) => {
-                let end = inbound.remove(&c.id).ok_or_else(|| {
-                    Error::internal(format!("channel {} from another worker was not deployed", c.id))
-                })?;
+                let end = inbound
+                    .remove(&c.id)
+                    .ok_or_else(|| Error::internal(format!("channel {} from another worker was not deployed", c.id)))?;
                 receivers.entry(c.to_task).or_default().push(GateInput {
                     rx: end.rx,
                     input: c.input,

@@ -17,7 +17,7 @@ pub(crate) struct MetricsEntry {
 }
 
 /// Counters of one step, summed over its subtasks (and over attempts: replays included).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct OperatorReport {
     /// The step's name.
     pub name: String,
@@ -57,7 +57,7 @@ impl OperatorReport {
 }
 
 /// One failure of the job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FailureInfo {
     /// The attempt that failed (1 = the first run).
     pub attempt: u32,
@@ -69,7 +69,7 @@ pub struct FailureInfo {
 }
 
 /// One recovery: from a detected failure to every subtask running again on restored state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RestoreStats {
     /// The attempt that restored.
     pub attempt: u32,
@@ -86,7 +86,7 @@ pub struct RestoreStats {
 }
 
 /// The outcome of a job run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct JobReport {
     /// The job's name.
     pub job: String,

@@ -70,6 +70,14 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The backend worker `worker` of a cluster uses, when it differs: a working directory of
+    /// its own, so that workers sharing a machine (and a configured directory) never share
+    /// stores or locks. `None`: this backend as it is.
+    fn for_worker(&self, worker: u32) -> Option<std::sync::Arc<dyn StateBackend>> {
+        let _ = worker;
+        None
+    }
+
     /// Takes exclusive ownership of job `job`'s part of the working directory for as long as
     /// the returned lock lives (the OS releases it when the process dies). `None` for backends
     /// without a directory. Opening a store deletes what an earlier run left in its working

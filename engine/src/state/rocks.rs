@@ -180,6 +180,12 @@ impl StateBackend for RocksDbBackend {
         Some(self.dir.clone())
     }
 
+    fn for_worker(&self, worker: u32) -> Option<std::sync::Arc<dyn StateBackend>> {
+        let mut b = self.clone();
+        b.dir = self.dir.join(format!("worker-{worker}"));
+        Some(std::sync::Arc::new(b))
+    }
+
     fn validate(&self) -> Result<()> {
         let fail = |what: &str, e| {
             Error::config(format!("RocksDB state directory {} {what}", self.dir.display())).with_source(e)

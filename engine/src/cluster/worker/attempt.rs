@@ -20,7 +20,6 @@ use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent};
 use crate::runtime::layout::Layout;
 use crate::runtime::plan::{self, Placement};
-use crate::runtime::report::MetricsEntry;
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -54,8 +53,6 @@ pub(crate) struct WorkerAttempt {
     controls: BTreeMap<usize, Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
     connections: Vec<OutboundConnection>,
-    /// The metrics of this worker's operators.
-    pub(crate) metrics: Vec<MetricsEntry>,
 }
 
 impl std::fmt::Debug for WorkerAttempt {
@@ -102,7 +99,14 @@ impl WorkerAttempt {
             worker_of_task: worker_of_task.clone(),
             inbound: ends,
         };
-        let built = plan::build(spec.graph, spec.cfg, shared.clone(), events.clone(), spec.restore, Some(placement));
+        let built = plan::build(
+            spec.graph,
+            spec.cfg,
+            shared.clone(),
+            events.clone(),
+            spec.restore,
+            Some(placement),
+        );
         let plan = match built {
             Ok(p) => p,
             Err(e) => {
@@ -116,7 +120,6 @@ impl WorkerAttempt {
             controls: plan.controls,
             threads: Vec::new(),
             connections: Vec::new(),
-            metrics: plan.metrics,
         };
         let started = (|| {
             for task in plan.tasks {
@@ -133,7 +136,9 @@ impl WorkerAttempt {
             };
             for (peer, channels) in plan.outbound {
                 let addr = *spec.peers.get(&peer).ok_or_else(|| {
-                    Error::internal(format!("no data address of worker {peer}, which runs subtasks of this attempt"))
+                    Error::internal(format!(
+                        "no data address of worker {peer}, which runs subtasks of this attempt"
+                    ))
                 })?;
                 let hello = Hello {
                     protocol: PROTOCOL_VERSION,

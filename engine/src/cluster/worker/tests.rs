@@ -142,7 +142,10 @@ fn a_keyed_job_split_over_two_workers_commits_what_it_commits_in_one_process() {
     let sink = CollectSink::new();
     let pipeline = Pipeline::new("two-workers").parallelism(2);
     pipeline
-        .source("numbers", GeneratorSource::new(|i| (i % 10, i)).bounded(20_000).splits(4))
+        .source(
+            "numbers",
+            GeneratorSource::new(|i| (i % 10, i)).bounded(20_000).splits(4),
+        )
         .key_by("by-key", |(k, _): &(u64, u64)| *k)
         .reduce("sum", |(k, a), (_, b)| (k, a + b))
         .sink("out", sink.clone());
@@ -186,7 +189,10 @@ fn a_worker_that_goes_away_fails_the_attempt_on_the_other() {
     // whose channel from worker 1 disconnected.
     let on_worker_0: BTreeSet<usize> = attempts[0].tasks().collect();
     let failed = loop {
-        match events.recv_timeout(Duration::from_secs(30)).expect("worker 0 did not notice") {
+        match events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("worker 0 did not notice")
+        {
             TaskEvent::AttemptFailed { report } => break report.into_error(),
             TaskEvent::Exited {
                 task,
@@ -196,7 +202,10 @@ fn a_worker_that_goes_away_fails_the_attempt_on_the_other() {
         }
     };
     assert!(
-        matches!(failed.kind(), ErrorKind::Cancelled | ErrorKind::External { retryable: true }),
+        matches!(
+            failed.kind(),
+            ErrorKind::Cancelled | ErrorKind::External { retryable: true }
+        ),
         "{failed}"
     );
     attempts[0].cancel(&w.planes[0]);

@@ -1,0 +1,302 @@
+//! The local launcher: runs a job as a master and N worker processes of the current program
+//! on loopback, restarts whichever dies, and stops them all when the job ends.
+//!
+//! Every process runs the same executable with the same arguments; the environment tells each
+//! its role. The master writes the job's outcome to a report file and exits; the launcher
+//! returns it as the job's result.
+//!
+//! # After a crash
+//! - A worker or the master that dies without having reported the job's end is started again
+//!   with the same number and address; the job recovers from the latest completed checkpoint.
+//! - The launcher itself dying: every process it started watches its parent and ends when the
+//!   parent is gone, so no orphan keeps writing.
+//!
+//! The processes of the run are written to the file `WEIR_CLUSTER_PIDS` names, when set (JSON,
+//! rewritten at every start), for drills that kill them.
+
+use crate::runtime::events::{FailureReport, TaskEvent};
+use crate::runtime::handle::{JobHandle, Live};
+use crate::runtime::report::JobReport;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set in the processes a launcher starts: the launcher's pid, which they watch.
+pub(crate) const SUPERVISOR_ENV: &str = "WEIR_SUPERVISOR_PID";
+/// Set in the master a launcher starts: where it writes the job's outcome.
+pub(crate) const REPORT_ENV: &str = "WEIR_REPORT_FILE";
+/// Where the launcher lists the processes it runs.
+pub const PIDS_ENV: &str = "WEIR_CLUSTER_PIDS";
+
+/// How often one process may die before the launcher gives the job up.
+const MAX_RESTARTS: u32 = 100;
+
+/// How a job launched as processes ended, as its master writes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// The job ended: its report.
+    Finished(Box<JobReport>),
+    /// The job failed.
+    Failed(FailureReport),
+}
+
+/// The processes of a local cluster, as written to `WEIR_CLUSTER_PIDS`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterPids {
+    /// The launcher.
+    pub launcher: u32,
+    /// The master process.
+    pub master: u32,
+    /// Each worker's process, by worker number.
+    pub workers: BTreeMap<u32, u32>,
+}
+
+impl ClusterPids {
+    /// Reads the file a launcher wrote.
+    ///
+    /// # Errors
+    /// The file is missing or not a launcher's.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::data(format!("{} is not a list of cluster processes: {e}", path.display())))
+    }
+}
+
+/// Writes the job's outcome where the launcher looks for it (when this process is a launched
+/// master) and ends the process; returns `result` otherwise.
+pub(crate) fn report_and_exit_if_launched(result: Result<JobReport>) -> Result<JobReport> {
+    let Some(path) = std::env::var_os(REPORT_ENV) else {
+        return result;
+    };
+    let ok = result.is_ok();
+    let outcome = match result {
+        Ok(r) => Outcome::Finished(Box::new(r)),
+        Err(e) => Outcome::Failed(FailureReport::new(e)),
+    };
+    let path = PathBuf::from(path);
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(&outcome)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        eprintln!("weir master: writing the job's outcome to {}: {e}", path.display());
+        std::process::exit(3);
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Ends this process when the launcher that started it is gone (checked every 100 ms).
+pub(crate) fn watch_supervisor() {
+    let Some(pid) = std::env::var(SUPERVISOR_ENV).ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("weir-supervisor-watch".into())
+        .spawn(move || loop {
+            if std::os::unix::process::parent_id() != pid {
+                eprintln!("weir: the launcher (pid {pid}) is gone; ending");
+                std::process::exit(2);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        });
+}
+
+/// Starts the master and `workers` workers of this program and supervises them; the handle's
+/// `join` returns the job's report once the master wrote it.
+///
+/// # Errors
+/// `Io` when a process cannot be started.
+pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-cluster-{}-{}-{}",
+        crate::state::backend::dir_name(job),
+        std::process::id(),
+        crate::wall_clock::now_ms()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::io("finding a free port for the master", e))?
+        .port();
+    let mut cluster = Local {
+        master_addr: format!("127.0.0.1:{port}"),
+        report: dir.join("outcome.json"),
+        dir,
+        workers,
+        slots,
+        master: None,
+        worker_procs: BTreeMap::new(),
+        restarts: 0,
+        pids_file: std::env::var_os(PIDS_ENV).map(PathBuf::from),
+    };
+    cluster.spawn_master()?;
+    for w in 0..workers {
+        cluster.spawn_worker(w)?;
+    }
+    let (events, rx) = crossbeam_channel::unbounded::<TaskEvent>();
+    let live = Arc::new(Live::default());
+    let master = std::thread::Builder::new()
+        .name("weir-launcher".into())
+        .spawn(move || {
+            let result = cluster.supervise(&rx);
+            cluster.stop();
+            result
+        })
+        .map_err(|e| Error::io("spawning the launcher thread", e))?;
+    Ok(JobHandle {
+        live,
+        events,
+        master: Some(master),
+    })
+}
+
+/// A local cluster's processes.
+struct Local {
+    master_addr: String,
+    dir: PathBuf,
+    report: PathBuf,
+    workers: u32,
+    slots: u32,
+    master: Option<Child>,
+    worker_procs: BTreeMap<u32, Child>,
+    restarts: u32,
+    pids_file: Option<PathBuf>,
+}
+
+impl Local {
+    fn command(&self) -> Result<Command> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's executable", e))?;
+        let mut c = Command::new(exe);
+        c.args(std::env::args_os().skip(1))
+            .env(SUPERVISOR_ENV, std::process::id().to_string())
+            .env("WEIR_MASTER", &self.master_addr)
+            .env("WEIR_WORKERS", self.workers.to_string())
+            .env_remove(PIDS_ENV)
+            .env_remove(REPORT_ENV);
+        Ok(c)
+    }
+
+    fn spawn_master(&mut self) -> Result<()> {
+        let mut c = self.command()?;
+        c.env("WEIR_ROLE", "master").env(REPORT_ENV, &self.report);
+        let child = c.spawn().map_err(|e| Error::io("starting the master process", e))?;
+        tracing::info!(pid = child.id(), addr = %self.master_addr, "master process started");
+        self.master = Some(child);
+        self.write_pids();
+        Ok(())
+    }
+
+    fn spawn_worker(&mut self, w: u32) -> Result<()> {
+        let mut c = self.command()?;
+        c.env("WEIR_ROLE", "worker")
+            .env("WEIR_WORKER_ID", w.to_string())
+            .env("WEIR_SLOTS", self.slots.to_string())
+            .env("WEIR_DATA_ADDR", "127.0.0.1:0")
+            .env_remove("WEIR_ADVERTISE_HOST");
+        let child = c
+            .spawn()
+            .map_err(|e| Error::io(format!("starting worker process {w}"), e))?;
+        tracing::info!(worker = w, pid = child.id(), "worker process started");
+        self.worker_procs.insert(w, child);
+        self.write_pids();
+        Ok(())
+    }
+
+    fn write_pids(&self) {
+        let Some(path) = &self.pids_file else { return };
+        let pids = ClusterPids {
+            launcher: std::process::id(),
+            master: self.master.as_ref().map_or(0, |c| c.id()),
+            workers: self.worker_procs.iter().map(|(&w, c)| (w, c.id())).collect(),
+        };
+        let tmp = path.with_extension("tmp");
+        if let Ok(b) = serde_json::to_vec(&pids) {
+            if std::fs::write(&tmp, b)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .is_err()
+            {
+                tracing::warn!(file = %path.display(), "could not write the cluster's process list");
+            }
+        }
+    }
+
+    /// Restarts dead processes until the master reports the job's end.
+    fn supervise(&mut self, cancel: &crossbeam_channel::Receiver<TaskEvent>) -> Result<JobReport> {
+        loop {
+            if let Ok(TaskEvent::CancelRequested) = cancel.try_recv() {
+                self.kill_all();
+                return Ok(JobReport {
+                    cancelled: true,
+                    ..JobReport::default()
+                });
+            }
+            let master_exit = self.master.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = master_exit {
+                if let Some(outcome) = self.read_outcome() {
+                    return match outcome {
+                        Outcome::Finished(r) => Ok(*r),
+                        Outcome::Failed(f) => Err(f.into_error()),
+                    };
+                }
+                self.give_up_if_crash_looping("the master", &status.to_string())?;
+                tracing::warn!(%status, "the master process ended without the job's outcome; starting it again");
+                self.spawn_master()?;
+            }
+            let dead: Vec<(u32, String)> = self
+                .worker_procs
+                .iter_mut()
+                .filter_map(|(&w, c)| c.try_wait().ok().flatten().map(|s| (w, s.to_string())))
+                .collect();
+            for (w, status) in dead {
+                self.give_up_if_crash_looping(&format!("worker {w}"), &status)?;
+                tracing::warn!(worker = w, %status, "a worker process ended; starting it again");
+                self.spawn_worker(w)?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn give_up_if_crash_looping(&mut self, who: &str, status: &str) -> Result<()> {
+        self.restarts += 1;
+        if self.restarts > MAX_RESTARTS {
+            return Err(Error::internal(format!(
+                "{who} of the local cluster ended ({status}) after {MAX_RESTARTS} restarts of its processes; giving up"
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_outcome(&self) -> Option<Outcome> {
+        let bytes = std::fs::read(&self.report).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Kills every process at once.
+    fn kill_all(&mut self) {
+        for c in self.worker_procs.values_mut().chain(self.master.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits briefly for the workers the master told to end, then kills what is left.
+    fn stop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut all: Vec<Child> = std::mem::take(&mut self.worker_procs).into_values().collect();
+        all.extend(self.master.take());
+        for c in &mut all {
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

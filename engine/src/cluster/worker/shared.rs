@@ -1,0 +1,274 @@
+//! What a worker process keeps between attempts: its program, its data plane, its staging
+//! directory, the master it reports to, and the attempt it runs.
+//!
+//! # After a crash
+//! A worker restarted after a crash holds nothing of its earlier life: it registers again,
+//! and the master's next attempt restores its subtasks from the checkpoint storage. The
+//! staging directory of a dead worker process is removed by the next one (its lock is free).
+
+use crate::checkpoint::metadata::StoredFile;
+use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, SubtaskKey, READ_RETRY};
+use crate::checkpoint::staging::StagingArea;
+use crate::checkpoint::storage::CheckpointStorage;
+use crate::checkpoint::upload::{read_metadata, reusable_files, StagedFileKey};
+use crate::cluster::protocol::{Deployment, MasterServiceClient, Session};
+use crate::cluster::worker::attempt::{AttemptSpec, WorkerAttempt};
+use crate::cluster::worker::forward;
+use crate::config::JobConfig;
+use crate::graph::Graph;
+use crate::message::CheckpointId;
+use crate::net::inbound::DataPlane;
+use crate::net::{NetSettings, WorkerId};
+use crate::runtime::control::Control;
+use crate::runtime::layout::Layout;
+use crate::Result;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a worker waits for the subtasks of an attempt it replaces to stop; beyond it the
+/// process ends (its supervisor restarts it), so that no new attempt runs next to old threads.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+
+/// Keyed files of a completed checkpoint by operator subtask and name.
+type ReusableFiles = Arc<HashMap<StagedFileKey, StoredFile>>;
+
+/// The latest completed checkpoint a worker knows of, and the files of the one it read.
+#[derive(Default)]
+struct Completed {
+    latest: Option<CheckpointId>,
+    files: Option<(CheckpointId, ReusableFiles)>,
+}
+
+/// The master this worker reports to.
+#[derive(Clone)]
+pub(crate) struct MasterLink {
+    pub(crate) session: Session,
+    pub(crate) client: MasterServiceClient,
+}
+
+/// The attempt the worker runs.
+struct Current {
+    attempt: WorkerAttempt,
+}
+
+/// A worker's lasting parts.
+pub(crate) struct WorkerCore {
+    pub(crate) graph: Arc<Graph>,
+    pub(crate) cfg: JobConfig,
+    pub(crate) layout: Layout,
+    pub(crate) me: WorkerId,
+    pub(crate) fingerprint: u64,
+    pub(crate) plane: DataPlane,
+    pub(crate) net: NetSettings,
+    pub(crate) rt: tokio::runtime::Handle,
+    /// Where subtasks stage snapshots (`chk-<id>/<step>/<subtask>/`) and restores land.
+    staging: StagingArea,
+    master: Mutex<Option<MasterLink>>,
+    current: Mutex<Option<Current>>,
+    /// The newest attempt this worker ran.
+    last_attempt: Mutex<u32>,
+    /// The latest completed checkpoint this worker knows of, and its files by subtask.
+    completed: Mutex<Completed>,
+}
+
+impl WorkerCore {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        graph: Arc<Graph>,
+        cfg: JobConfig,
+        me: WorkerId,
+        fingerprint: u64,
+        plane: DataPlane,
+        net: NetSettings,
+        rt: tokio::runtime::Handle,
+        staging: StagingArea,
+    ) -> Result<Self> {
+        let layout = Layout::of(&graph, &cfg)?;
+        Ok(WorkerCore {
+            graph,
+            cfg,
+            layout,
+            me,
+            fingerprint,
+            plane,
+            net,
+            rt,
+            staging,
+            master: Mutex::new(None),
+            current: Mutex::new(None),
+            last_attempt: Mutex::new(0),
+            completed: Mutex::new(Completed::default()),
+        })
+    }
+
+    /// Where this worker's subtasks stage snapshots.
+    pub(crate) fn snapshot_root(&self) -> PathBuf {
+        self.staging.dir().join("snapshots")
+    }
+
+    /// The checkpoint storage, when the job has one.
+    pub(crate) fn storage(&self) -> Option<&Arc<dyn CheckpointStorage>> {
+        self.cfg.checkpoint.as_ref().map(|c| &c.storage)
+    }
+
+    pub(crate) fn last_attempt(&self) -> u32 {
+        *lock(&self.last_attempt)
+    }
+
+    pub(crate) fn master(&self) -> Option<MasterLink> {
+        lock(&self.master).clone()
+    }
+
+    pub(crate) fn set_master(&self, link: Option<MasterLink>) {
+        *lock(&self.master) = link;
+    }
+
+    /// Whether `session` is the master this worker reports to.
+    pub(crate) fn is_session(&self, session: Session) -> bool {
+        lock(&self.master).as_ref().is_some_and(|m| m.session == session)
+    }
+
+    /// Runs `d`: cancels the attempt running here, restores this worker's subtasks from the
+    /// checkpoint `d` names, starts them and connects to the workers they send to.
+    ///
+    /// # Errors
+    /// Why the attempt could not start (a restore or a connection failed); nothing of it runs.
+    pub(crate) fn deploy(self: &Arc<Self>, d: Deployment) -> Result<()> {
+        let mut current = lock(&self.current);
+        if let Some(mut old) = current.take() {
+            old.attempt.cancel(&self.plane);
+            if !old.attempt.join(CANCEL_WAIT) {
+                tracing::error!(worker = self.me, "subtasks of an earlier attempt did not stop within {CANCEL_WAIT:?}; ending the process so that it is restarted");
+                std::process::exit(70);
+            }
+        }
+        {
+            let mut last = lock(&self.last_attempt);
+            *last = (*last).max(d.attempt);
+        }
+        let _ = std::fs::remove_dir_all(self.snapshot_root());
+        let restore = self.restore(&d)?;
+        if let Some(id) = d.restore {
+            lock(&self.completed).latest = Some(id);
+        }
+        let (events, rx) = crossbeam_channel::unbounded();
+        let spec = AttemptSpec {
+            graph: &self.graph,
+            cfg: &self.cfg,
+            fingerprint: self.fingerprint,
+            me: self.me,
+            attempt: d.attempt,
+            assignment: &d.assignment,
+            peers: &d.peers,
+            restore: &restore,
+            snapshot_root: Some(self.snapshot_root()),
+            net: &self.net,
+        };
+        let attempt = WorkerAttempt::start(spec, &self.plane, events)?;
+        forward::spawn(self.clone(), d.attempt, rx)?;
+        tracing::info!(worker = self.me, attempt = d.attempt, tasks = ?attempt.tasks().collect::<Vec<_>>(), restore = ?d.restore, "attempt started");
+        *current = Some(Current { attempt });
+        Ok(())
+    }
+
+    /// Fetches the state of this worker's subtasks from checkpoint `d.restore`.
+    fn restore(&self, d: &Deployment) -> Result<RestoreInput> {
+        let (Some(id), Some(storage)) = (d.restore, self.storage()) else {
+            return Ok(RestoreInput::default());
+        };
+        let mine: BTreeSet<SubtaskKey> = d
+            .assignment
+            .tasks_of(self.me)
+            .into_iter()
+            .flat_map(|t| self.layout.steps_of(&self.graph, t))
+            .map(|(step, s)| SubtaskKey::new(&step, s))
+            .collect();
+        let dir = self.staging.dir().join("restore");
+        let _ = std::fs::remove_dir_all(&dir);
+        let meta = with_retries(
+            READ_RETRY,
+            &|| format!("checkpoint {id}, file chk-{id}/_metadata"),
+            || read_metadata(storage.as_ref(), id),
+        )?;
+        let input = materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k))
+            .map_err(|e| e.context(format!("worker {} restoring checkpoint {id}", self.me)))?;
+        lock(&self.completed).files = Some((id, Arc::new(reusable_files(&meta))));
+        Ok(input)
+    }
+
+    /// Hands `controls` of attempt `attempt` to its subtasks; a cancel stops the whole attempt.
+    pub(crate) fn control(&self, attempt: u32, controls: Vec<(usize, Control)>) {
+        let current = lock(&self.current);
+        let Some(c) = current.as_ref().filter(|c| c.attempt.number() == attempt) else {
+            return;
+        };
+        for (task, control) in controls {
+            match control {
+                Control::Cancel => {
+                    c.attempt.cancel(&self.plane);
+                    return;
+                }
+                Control::CheckpointComplete { id } => {
+                    {
+                        let mut done = lock(&self.completed);
+                        done.latest = Some(done.latest.map_or(id, |d| d.max(id)));
+                    }
+                    c.attempt.control(task, control);
+                }
+                other => c.attempt.control(task, other),
+            }
+        }
+    }
+
+    /// Cancels attempt `attempt` (any attempt with `None`), if it runs here.
+    pub(crate) fn cancel(&self, attempt: Option<u32>) {
+        let current = lock(&self.current);
+        if let Some(c) = current
+            .as_ref()
+            .filter(|c| attempt.is_none_or(|a| c.attempt.number() == a))
+        {
+            tracing::warn!(worker = self.me, attempt = c.attempt.number(), "cancelling attempt");
+            c.attempt.cancel(&self.plane);
+        }
+    }
+
+    /// Stops everything before the process ends.
+    pub(crate) fn shutdown(&self) {
+        if let Some(mut c) = lock(&self.current).take() {
+            c.attempt.cancel(&self.plane);
+            c.attempt.join(Duration::from_secs(10));
+        }
+    }
+
+    /// The keyed files of the latest completed checkpoint this worker knows of, which a
+    /// snapshot of a later checkpoint references instead of storing again.
+    pub(crate) fn reusable(&self) -> ReusableFiles {
+        let latest = lock(&self.completed).latest;
+        let Some(latest) = latest else {
+            return Arc::new(HashMap::new());
+        };
+        if let Some((id, files)) = &lock(&self.completed).files {
+            if *id == latest {
+                return files.clone();
+            }
+        }
+        let Some(storage) = self.storage() else {
+            return Arc::new(HashMap::new());
+        };
+        match read_metadata(storage.as_ref(), latest) {
+            Ok(meta) => {
+                let files = Arc::new(reusable_files(&meta));
+                lock(&self.completed).files = Some((latest, files.clone()));
+                files
+            }
+            // Nothing is referenced then: everything is stored again.
+            Err(_) => Arc::new(HashMap::new()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
