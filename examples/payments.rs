@@ -140,6 +140,13 @@ struct Args {
     #[arg(long, value_name = "PREFIX", requires = "kafka", value_parser = topic_prefix)]
     kafka_topics: Option<String>,
 
+    /// Run the job on a master and N worker processes of this program on this machine
+    /// (launched and supervised by the job's process). The drill then injects the failures of
+    /// a cluster: kill -9 of a worker, kill -9 of the master, a worker frozen with SIGSTOP,
+    /// and kill -9 of every process of the job.
+    #[arg(long, value_name = "N", value_parser = workers, allow_negative_numbers = true, conflicts_with = "kafka")]
+    workers: Option<u64>,
+
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_dir", "output_dir"])]
     worker: bool,
@@ -190,6 +197,10 @@ fn whole(s: &str, min: u64, max: u64) -> Result<u64, String> {
         _ if max == u64::MAX => Err(format!("must be a whole number of at least {min}, got {s}")),
         _ => Err(format!("must be a whole number from {min} to {max}, got {s}")),
     }
+}
+
+fn workers(s: &str) -> Result<u64, String> {
+    whole(s, 1, 64)
 }
 
 fn at_least_one(s: &str) -> Result<u64, String> {
@@ -252,6 +263,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             output_dir: args.output_dir.clone().expect("required by clap"),
             state_dir: if args.memory { None } else { args.state_dir.clone() },
             kafka: kafka.clone(),
+            workers: None,
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -274,6 +286,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         output_dir: args.output_dir.clone().unwrap_or_else(|| scratch.path().join("output")),
         state_dir: (!args.memory).then(|| scratch.path().join("state")),
         kafka: kafka.clone(),
+        workers: args.workers.map(|n| n as u32),
     };
     prepare_output_dir(&settings)?;
     if let Some(k) = &kafka {
@@ -310,16 +323,24 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let view = ProgressView::new(workload.events);
-    let drill_outcome = if args.drill == 0 {
+    // A cluster's processes are this program's children: with --workers even an undisturbed
+    // run goes through the drill's supervisor.
+    let drill_outcome = if args.drill == 0 && args.workers.is_none() {
         run_in_process(&settings, &view)?;
         None
     } else {
-        let planned = drill::plan(args.drill as usize, workload.seed, workload.events);
+        let planned = match args.workers {
+            Some(_) => drill::cluster_plan(args.drill as usize, workload.seed, workload.events),
+            None => drill::plan(args.drill as usize, workload.seed, workload.events),
+        };
         // A worker without progress for this long is stuck (slow rates read rarely).
         let stall = Duration::from_secs_f64(args.rate.map_or(0.0, |r| 20.0 / r).max(120.0));
         println!(
-            "drill: {} failures planned, the job runs as a child process",
-            planned.len()
+            "drill: {} failures planned, the job runs as a child process{}",
+            planned.len(),
+            args.workers
+                .map(|n| format!(" on a master and {n} worker processes"))
+                .unwrap_or_default()
         );
         let outcome = drill::supervise(&settings, planned, scratch.path(), &view, stall);
         view.finish();

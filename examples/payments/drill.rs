@@ -35,16 +35,38 @@ pub enum FaultKind {
     Panic,
     Kill,
     Abort,
+    /// `kill -9` of one worker process of a cluster (`--workers N`).
+    WorkerKill,
+    /// `kill -9` of the cluster's master process.
+    MasterKill,
+    /// A worker process frozen with SIGSTOP past the heartbeat timeout, then thawed.
+    WorkerStop,
 }
 
 impl FaultKind {
     pub const ALL: [FaultKind; 3] = [FaultKind::Panic, FaultKind::Kill, FaultKind::Abort];
+    /// The failures of a job on a master and worker processes: panics and crashes armed in
+    /// the job's own process do not reach its workers.
+    pub const CLUSTER: [FaultKind; 4] = [
+        FaultKind::WorkerKill,
+        FaultKind::MasterKill,
+        FaultKind::WorkerStop,
+        FaultKind::Kill,
+    ];
+
+    /// Whether the job's process recovers from it itself (the supervisor does not restart it).
+    pub fn in_child(self) -> bool {
+        !matches!(self, FaultKind::Kill | FaultKind::Abort)
+    }
 
     pub fn describe(self) -> &'static str {
         match self {
             FaultKind::Panic => "panic in a subtask",
             FaultKind::Kill => "kill -9 of the process",
             FaultKind::Abort => "crash after checkpoint, before commit",
+            FaultKind::WorkerKill => "kill -9 of a worker process",
+            FaultKind::MasterKill => "kill -9 of the master process",
+            FaultKind::WorkerStop => "worker frozen (SIGSTOP) past the heartbeat timeout",
         }
     }
 
@@ -53,6 +75,9 @@ impl FaultKind {
             FaultKind::Panic => "panic",
             FaultKind::Kill => "kill",
             FaultKind::Abort => "abort",
+            FaultKind::WorkerKill => "worker-kill",
+            FaultKind::MasterKill => "master-kill",
+            FaultKind::WorkerStop => "worker-stop",
         }
     }
 }
@@ -67,13 +92,24 @@ pub struct Fault {
 /// `n` failures at seeded random positions between 10% and 90% of the input, in increasing
 /// order, each kind at least once when `n >= 3`, in seeded random order.
 pub fn plan(n: usize, seed: u64, events: u64) -> Vec<Fault> {
+    plan_of(&FaultKind::ALL, n, seed, events)
+}
+
+/// [`plan`] for a job on a master and worker processes: the first failures are a worker
+/// kill, a master kill and a frozen worker, then any of [`FaultKind::CLUSTER`].
+pub fn cluster_plan(n: usize, seed: u64, events: u64) -> Vec<Fault> {
+    plan_of(&FaultKind::CLUSTER, n, seed, events)
+}
+
+fn plan_of(kinds_of: &[FaultKind], n: usize, seed: u64, events: u64) -> Vec<Fault> {
     let r = |k: u64| mix(seed ^ 0xD5111, k);
+    let first = kinds_of.len().min(3);
     let mut kinds: Vec<FaultKind> = (0..n)
         .map(|i| {
-            if i < 3 {
-                FaultKind::ALL[i]
+            if i < first {
+                kinds_of[i]
             } else {
-                FaultKind::ALL[(r(100 + i as u64) % 3) as usize]
+                kinds_of[(r(100 + i as u64) % kinds_of.len() as u64) as usize]
             }
         })
         .collect();
@@ -104,7 +140,12 @@ pub fn parse_injections(s: &str) -> anyhow::Result<Vec<Fault>> {
             let kind = match kind {
                 "panic" => FaultKind::Panic,
                 "abort" => FaultKind::Abort,
-                _ => bail!("bad injection kind {kind:?}: expected panic or abort"),
+                "worker-kill" => FaultKind::WorkerKill,
+                "master-kill" => FaultKind::MasterKill,
+                "worker-stop" => FaultKind::WorkerStop,
+                _ => {
+                    bail!("bad injection kind {kind:?}: expected panic, abort, worker-kill, master-kill or worker-stop")
+                }
             };
             Ok(Fault {
                 kind,
@@ -178,6 +219,12 @@ fn emit(m: &Message) {
 
 /// The child: runs the job, reports progress and arms the in-process failures it was given.
 pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<()> {
+    // A master or worker process of the job's cluster: it runs its part of the job (and
+    // exits when the job ends); the launcher process reports to the supervisor.
+    if std::env::var_os("WEIR_ROLE").is_some() {
+        pipeline::build(settings).start()?;
+        bail!("a master or worker process returned from starting its job");
+    }
     faults.sort_by_key(|f| f.at);
     let mut faults = faults.into_iter().peekable();
     // The engine resumes from the latest completed checkpoint (after a restart too): the
@@ -241,6 +288,10 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
                     FailPoints::process_wide().arm(fail::AFTER_METADATA, 1, FailAction::Abort);
                     abort_armed = true;
                 }
+                FaultKind::WorkerKill | FaultKind::MasterKill | FaultKind::WorkerStop => {
+                    cluster_fault(f.kind, settings, position)?;
+                    panic_armed = Some((Some(Instant::now()), position));
+                }
                 FaultKind::Kill => {}
             }
             emit(&Message::Armed {
@@ -266,9 +317,65 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    let restarts = handle.progress().restarts;
     let report = handle.join()?;
-    emit(&report_message(&report));
+    let mut message = report_message(&report);
+    if let (
+        Message::Report {
+            restarts: r,
+            recoveries,
+            ..
+        },
+        true,
+    ) = (&mut message, on_cluster())
+    {
+        // The launcher counts the restarts of every master; the recoveries the last master
+        // measured are only its own, and the drill measured each one itself.
+        *r = restarts.max(*r);
+        recoveries.clear();
+    }
+    emit(&message);
     Ok(())
+}
+
+/// Whether the job runs on a master and worker processes this process launches.
+fn on_cluster() -> bool {
+    std::env::var_os("WEIR_WORKERS").is_some()
+}
+
+/// Injects a cluster failure: `kill -9` of a worker or of the master, or a worker frozen for
+/// twice the heartbeat timeout. The worker is one that runs subtasks (seeded among the first
+/// `parallelism`: slot sharing spreads the slices over the workers in order).
+fn cluster_fault(kind: FaultKind, settings: &JobSettings, position: u64) -> anyhow::Result<()> {
+    let file = std::env::var_os(weir::engine::cluster::PIDS_ENV).ok_or_else(|| anyhow!("no cluster process list"))?;
+    let pids = weir::engine::cluster::ClusterPids::read(Path::new(&file))?;
+    let busy = (pids.workers.len() as u64).min(settings.parallelism as u64).max(1);
+    let worker = (mix(settings.workload.seed ^ 0xC1, position) % busy) as u32;
+    let worker_pid = *pids.workers.get(&worker).ok_or_else(|| anyhow!("no worker {worker}"))?;
+    let signal = |sig: &str, pid: u32| -> anyhow::Result<()> {
+        let ok = Command::new("kill").args([sig, &pid.to_string()]).status()?.success();
+        if !ok {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    };
+    match kind {
+        FaultKind::WorkerKill => signal("-KILL", worker_pid),
+        FaultKind::MasterKill => signal("-KILL", pids.master),
+        FaultKind::WorkerStop => {
+            let timeout: u64 = std::env::var("WEIR_HEARTBEAT_TIMEOUT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000);
+            signal("-STOP", worker_pid)?;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2 * timeout));
+                let _ = Command::new("kill").args(["-CONT", &worker_pid.to_string()]).status();
+            });
+            Ok(())
+        }
+        _ => bail!("{kind:?} is not a cluster failure"),
+    }
 }
 
 /// The `Report` message of a finished job.
@@ -364,13 +471,24 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
         let list: Vec<String> = inject.iter().map(|f| format!("{}@{}", f.kind.flag(), f.at)).collect();
         c.args(["--inject", &list.join(",")]);
     }
-    let log = std::fs::OpenOptions::new()
+    let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file);
+    if let Some(n) = s.workers {
+        c.env("WEIR_WORKERS", n.to_string())
+            .env(weir::engine::cluster::PIDS_ENV, pids_file(log))
+            .env("WEIR_HEARTBEAT_MS", "100")
+            .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000");
+    }
     Ok(c)
+}
+
+/// Where a drill's cluster lists its processes (next to the children's log).
+fn pids_file(log: &Path) -> std::path::PathBuf {
+    log.with_file_name("cluster-pids.json")
 }
 
 /// What the supervisor hears from a child.
@@ -456,6 +574,9 @@ pub fn supervise(
         let rx = listen(&mut child);
         // Panics armed in this child, in order (indexes in out.faults), for its report.
         let mut child_panics: Vec<usize> = Vec::new();
+        // Every failure this child injected and recovers from itself (panics and cluster
+        // failures), in order.
+        let mut armed_in_child: Vec<usize> = Vec::new();
         let mut abort_armed: Option<usize> = None;
         let mut panic_pending = false;
         let mut child_restarts = 0u32;
@@ -544,7 +665,17 @@ pub fn supervise(
                             child.id(),
                         ));
                         let failed = Instant::now();
+                        // On a cluster, the whole job goes down at once, as with its machine.
+                        let cluster = s
+                            .workers
+                            .and_then(|_| weir::engine::cluster::ClusterPids::read(&pids_file(&log)).ok());
                         child.kill().context("killing the worker")?; // SIGKILL
+                        for pid in cluster
+                            .iter()
+                            .flat_map(|c| std::iter::once(c.master).chain(c.workers.values().copied()))
+                        {
+                            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                        }
                         let _ = child.wait();
                         out.faults.push(FaultRecord {
                             kind: f.kind,
@@ -574,7 +705,7 @@ pub fn supervise(
                             FaultKind::Abort => {
                                 "crash armed: the worker aborts once the next checkpoint is durable, before any commit"
                             }
-                            FaultKind::Kill => "kill -9",
+                            other => other.describe(),
                         },
                     ));
                     out.faults.push(FaultRecord {
@@ -583,11 +714,16 @@ pub fn supervise(
                         restored: None,
                         replayed: None,
                         rto_ms: None,
-                        rto_exact: fault != FaultKind::Panic,
+                        rto_exact: !fault.in_child(),
                     });
                     match fault {
                         FaultKind::Panic => {
                             child_panics.push(out.faults.len() - 1);
+                            armed_in_child.push(out.faults.len() - 1);
+                            panic_pending = true;
+                        }
+                        k if k.in_child() => {
+                            armed_in_child.push(out.faults.len() - 1);
                             panic_pending = true;
                         }
                         _ => abort_armed = Some(out.faults.len() - 1),
@@ -604,12 +740,12 @@ pub fn supervise(
                     _,
                 ) => {
                     panic_pending = false;
-                    if let Some(&i) = child_panics.last() {
+                    if let Some(&i) = armed_in_child.last() {
                         let f = &mut out.faults[i];
                         (f.rto_ms, f.restored, f.replayed) = (observed_ms, checkpoint, replayed);
                     }
                     view.log(format!(
-                        "  the engine restarted the job in-process from {}: running again after {}",
+                        "  the engine restarted the job from {}: running again after {}",
                         checkpoint
                             .map(|c| format!("checkpoint {c}"))
                             .unwrap_or_else(|| "the start (no checkpoint yet)".into()),
@@ -643,7 +779,7 @@ pub fn supervise(
         processed_before += child_processed;
         if killed {
             out.in_process_restarts += child_restarts;
-            out.unplanned_restarts += child_restarts.saturating_sub(child_panics.len() as u32);
+            out.unplanned_restarts += child_restarts.saturating_sub(armed_in_child.len() as u32);
             continue;
         }
         let Some(Message::Report {
@@ -658,6 +794,12 @@ pub fn supervise(
         };
         out.in_process_restarts += restarts;
         out.checkpoints.extend(checkpoints);
+        // Restarts beyond the failures this child injected (a cluster's drill measures each
+        // recovery itself; its report carries no recoveries).
+        if s.workers.is_some() {
+            let cluster_faults = armed_in_child.len() - child_panics.len();
+            out.unplanned_restarts += restarts.saturating_sub(cluster_faults as u32);
+        }
         // The engine's own measurements replace the child's observations for its panics.
         for (k, r) in recoveries.iter().enumerate() {
             match child_panics.get(k) {

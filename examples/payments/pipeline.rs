@@ -55,6 +55,8 @@ pub struct JobSettings {
     pub state_dir: Option<PathBuf>,
     /// Read requests from and commit outputs to Kafka instead of the generator and files.
     pub kafka: Option<KafkaSettings>,
+    /// Run on a master and this many worker processes (the drill's children launch them).
+    pub workers: Option<u32>,
 }
 
 /// What deduplication does with a request.

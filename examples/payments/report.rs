@@ -205,6 +205,7 @@ pub fn drill_report(d: &super::drill::DrillOutcome, audit: Option<&Audit>, event
     let count = |k: FaultKind| d.faults.iter().filter(|f| f.kind == k).count();
     let by_kind: Vec<String> = FaultKind::ALL
         .iter()
+        .chain(FaultKind::CLUSTER.iter().filter(|k| **k != FaultKind::Kill))
         .filter(|k| count(**k) > 0)
         .map(|k| format!("{} × {}", count(*k), k.describe()))
         .collect();
@@ -220,7 +221,7 @@ pub fn drill_report(d: &super::drill::DrillOutcome, audit: Option<&Audit>, event
         ));
     }
     out.push_str(&format!(
-        "  restarts: {} ({} of the process, {} in-process){}\n",
+        "  restarts: {} ({} of the job's process, {} by the engine){}\n",
         d.restarts(),
         d.processes.saturating_sub(1),
         d.in_process_restarts,

@@ -264,3 +264,31 @@ fn the_kubernetes_manifests_use_settings_weir_accepts() {
     assert_eq!(w.master, format!("weir-master:{}", m.bind.port()));
     assert_eq!(w.heartbeats, m.heartbeats, "master and workers agree on heartbeats");
 }
+
+/// The payment example on a master and 3 worker processes: its drill kills a worker and the
+/// master with `kill -9` and freezes a worker, and its audit of the committed output against
+/// the sequential model passes with RPO 0.
+#[test]
+fn the_payment_drill_on_three_workers_passes_its_audit_through_worker_and_master_kills() {
+    let out = Command::new(example("payments"))
+        .args(["--workers", "3", "--events", "150000", "--seed", "7"])
+        .env_remove("WEIR_ROLE")
+        .env_remove("WEIR_WORKERS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the drill failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+    assert!(stdout.contains("RPO: 0 events lost, 0 events duplicated"), "{stdout}");
+    for kind in ["kill -9 of a worker process", "kill -9 of the master process"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains(kind))
+            .unwrap_or_else(|| panic!("no drill row for {kind}: {stdout}"));
+        assert!(row.contains(" ms"), "no RTO measured for {kind}: {row}");
+    }
+}

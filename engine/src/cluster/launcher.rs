@@ -15,7 +15,7 @@
 //! rewritten at every start), for drills that kill them.
 
 use crate::runtime::events::{FailureReport, TaskEvent};
-use crate::runtime::handle::{JobHandle, Live};
+use crate::runtime::handle::{JobHandle, Live, Progress};
 use crate::runtime::report::JobReport;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 pub(crate) const SUPERVISOR_ENV: &str = "WEIR_SUPERVISOR_PID";
 /// Set in the master a launcher starts: where it writes the job's outcome.
 pub(crate) const REPORT_ENV: &str = "WEIR_REPORT_FILE";
+/// Set in the master a launcher starts: where it shows its progress.
+pub(crate) const PROGRESS_ENV: &str = "WEIR_PROGRESS_FILE";
 /// Where the launcher lists the processes it runs.
 pub const PIDS_ENV: &str = "WEIR_CLUSTER_PIDS";
 
@@ -91,6 +93,21 @@ pub(crate) fn report_and_exit_if_launched(result: Result<JobReport>) -> Result<J
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// Writes `handle`'s progress where the launcher reads it (every 50 ms) until the job ends;
+/// returns the job's result.
+pub(crate) fn show_progress_until_done(handle: JobHandle) -> Result<JobReport> {
+    if let Some(path) = std::env::var_os(PROGRESS_ENV).map(PathBuf::from) {
+        let tmp = path.with_extension("tmp");
+        while !handle.is_finished() {
+            if let Ok(b) = serde_json::to_vec(&handle.progress()) {
+                let _ = std::fs::write(&tmp, b).and_then(|_| std::fs::rename(&tmp, &path));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    handle.join()
+}
+
 /// Ends this process when the launcher that started it is gone (checked every 100 ms).
 pub(crate) fn watch_supervisor() {
     let Some(pid) = std::env::var(SUPERVISOR_ENV).ok().and_then(|p| p.parse::<u32>().ok()) else {
@@ -127,6 +144,9 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
     let mut cluster = Local {
         master_addr: format!("127.0.0.1:{port}"),
         report: dir.join("outcome.json"),
+        progress: dir.join("progress.json"),
+        earlier: (0, 0),
+        last: Progress::default(),
         dir,
         workers,
         slots,
@@ -141,10 +161,11 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
     }
     let (events, rx) = crossbeam_channel::unbounded::<TaskEvent>();
     let live = Arc::new(Live::default());
+    let shown = live.clone();
     let master = std::thread::Builder::new()
         .name("weir-launcher".into())
         .spawn(move || {
-            let result = cluster.supervise(&rx);
+            let result = cluster.supervise(&rx, &shown);
             cluster.stop();
             result
         })
@@ -161,6 +182,12 @@ struct Local {
     master_addr: String,
     dir: PathBuf,
     report: PathBuf,
+    /// Where the master shows its progress.
+    progress: PathBuf,
+    /// Source records read and restarts made by masters that died.
+    earlier: (u64, u32),
+    /// The current master's latest progress.
+    last: Progress,
     workers: u32,
     slots: u32,
     master: Option<Child>,
@@ -178,13 +205,16 @@ impl Local {
             .env("WEIR_MASTER", &self.master_addr)
             .env("WEIR_WORKERS", self.workers.to_string())
             .env_remove(PIDS_ENV)
-            .env_remove(REPORT_ENV);
+            .env_remove(REPORT_ENV)
+            .env_remove(PROGRESS_ENV);
         Ok(c)
     }
 
     fn spawn_master(&mut self) -> Result<()> {
         let mut c = self.command()?;
-        c.env("WEIR_ROLE", "master").env(REPORT_ENV, &self.report);
+        c.env("WEIR_ROLE", "master")
+            .env(REPORT_ENV, &self.report)
+            .env(PROGRESS_ENV, &self.progress);
         let child = c.spawn().map_err(|e| Error::io("starting the master process", e))?;
         tracing::info!(pid = child.id(), addr = %self.master_addr, "master process started");
         self.master = Some(child);
@@ -227,8 +257,15 @@ impl Local {
     }
 
     /// Restarts dead processes until the master reports the job's end.
-    fn supervise(&mut self, cancel: &crossbeam_channel::Receiver<TaskEvent>) -> Result<JobReport> {
+    fn supervise(&mut self, cancel: &crossbeam_channel::Receiver<TaskEvent>, live: &Live) -> Result<JobReport> {
         loop {
+            if let Some(p) = std::fs::read(&self.progress)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Progress>(&b).ok())
+            {
+                self.last = p;
+                live.show(&self.last, self.earlier.0, self.earlier.1);
+            }
             if let Ok(TaskEvent::CancelRequested) = cancel.try_recv() {
                 self.kill_all();
                 return Ok(JobReport {
@@ -245,6 +282,14 @@ impl Local {
                     };
                 }
                 self.give_up_if_crash_looping("the master", &status.to_string())?;
+                // The dead master's reads and restarts stay counted; its restart is one more.
+                let _ = std::fs::remove_file(&self.progress);
+                self.earlier = (
+                    self.earlier.0 + self.last.source_records,
+                    self.earlier.1 + self.last.restarts + 1,
+                );
+                self.last = Progress::default();
+                live.show(&self.last, self.earlier.0, self.earlier.1);
                 tracing::warn!(%status, "the master process ended without the job's outcome; starting it again");
                 self.spawn_master()?;
             }

@@ -65,7 +65,7 @@ pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
                 job::start_on(graph, cfg, Some(Box::new(remote)))
             })();
             if std::env::var_os(launcher::REPORT_ENV).is_some() {
-                let result = started.and_then(|h| h.join());
+                let result = started.and_then(launcher::show_progress_until_done);
                 launcher::report_and_exit_if_launched(result)?;
                 unreachable!("a launched master exits after reporting");
             }

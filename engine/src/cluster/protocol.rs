@@ -46,6 +46,17 @@ pub struct WorkerHello {
     pub last_attempt: u32,
 }
 
+/// How far a worker's share of an attempt got, sent with every heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptProgress {
+    /// The attempt (0: none runs).
+    pub attempt: u32,
+    /// Records its source subtasks read in the attempt.
+    pub source_records: u64,
+    /// Records its sink subtasks received in the attempt.
+    pub sink_records: u64,
+}
+
 /// The master's answer to a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Pulse {
@@ -78,8 +89,8 @@ pub(crate) trait MasterService {
     /// master's session, or why the worker cannot join (another job or program, a worker
     /// number already taken by a live process).
     async fn register(hello: WorkerHello) -> Result<Session, String>;
-    /// The worker is alive.
-    async fn heartbeat(worker: WorkerId, session: Session) -> Pulse;
+    /// The worker is alive, and got this far.
+    async fn heartbeat(worker: WorkerId, session: Session, progress: AttemptProgress) -> Pulse;
     /// Events of the worker's subtasks in attempt `attempt`, in the order they happened.
     async fn report(worker: WorkerId, session: Session, attempt: u32, events: Vec<TaskEvent>) -> Pulse;
 }

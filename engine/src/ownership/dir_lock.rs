@@ -42,6 +42,38 @@ impl DirLock {
         }
     }
 
+    /// Locks `path` as [`acquire`](Self::acquire) does, for one subtask of a job whose
+    /// subtasks may move between processes (a cluster's workers): a holder of the same job is
+    /// a process the job failed over from, which lets go once it learns that its attempt is
+    /// over, so that is a retryable `External` error (the job restarts and tries again);
+    /// a holder of another job is `Config`.
+    ///
+    /// # Errors
+    /// As described; `External` when the lock file cannot be created or locked.
+    pub fn acquire_for_subtask(path: &Path, record: &OwnerRecord, resource: &str) -> Result<DirLock> {
+        match Self::try_acquire(path)? {
+            Some(mut lock) => {
+                lock.record_holder(record)?;
+                Ok(lock)
+            }
+            None => {
+                let holder = read_holder(path);
+                let e = held_by_another(resource, holder.as_ref());
+                match holder {
+                    Some(h) if h.owner.job == record.owner.job => Err(Error::external(
+                        true,
+                        format!(
+                            "{resource} is still held by pid {} on {}, a process of this job that ran this \
+                             subtask in an earlier attempt; it lets go when it stops",
+                            h.owner.pid, h.owner.host
+                        ),
+                    )),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
     /// Locks `path` if no one holds it; `None` if someone does.
     ///
     /// # Errors

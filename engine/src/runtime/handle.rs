@@ -17,6 +17,10 @@ pub(crate) struct Live {
     pub(crate) attempt_metrics: Mutex<Arc<Vec<MetricsEntry>>>,
     /// Source records read by finished attempts.
     pub(crate) earlier_source_records: AtomicU64,
+    /// Source records the current attempt read on workers (a cluster's master).
+    pub(crate) remote_source_records: AtomicU64,
+    /// Records the current attempt's sinks received on workers (a cluster's master).
+    pub(crate) remote_sink_records: AtomicU64,
     pub(crate) restarts: AtomicU32,
     pub(crate) last_checkpoint: Mutex<Option<(CheckpointId, Instant)>>,
     pub(crate) cancel_requested: AtomicBool,
@@ -28,6 +32,20 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    /// Shows `p`, the progress of this job's master in another process (a local cluster's
+    /// launcher does): its records count on top of `earlier_source_records`.
+    pub(crate) fn show(&self, p: &Progress, earlier_source_records: u64, earlier_restarts: u32) {
+        self.remote_source_records
+            .store(earlier_source_records + p.source_records, Ordering::Relaxed);
+        self.remote_sink_records.store(p.sink_records, Ordering::Relaxed);
+        self.running.store(p.running, Ordering::Relaxed);
+        self.attempt.store(p.attempt, Ordering::Relaxed);
+        self.restarts.store(earlier_restarts + p.restarts, Ordering::Relaxed);
+        *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = p
+            .last_checkpoint
+            .map(|(id, age)| (id, Instant::now().checked_sub(age).unwrap_or_else(Instant::now)));
+    }
+
     /// Records that `attempt` reached `phase` now.
     pub(crate) fn record(&self, attempt: u32, phase: LifecyclePhase, at: Instant) {
         self.lifecycle
@@ -64,7 +82,7 @@ pub struct LifecycleEvent {
 }
 
 /// A live view of a running job.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// Records read by all sources so far, over all attempts (replays included).
     pub source_records: u64,
@@ -132,8 +150,10 @@ impl JobHandle {
             .map(|m| m.metrics.records_in())
             .sum();
         Progress {
-            source_records: self.live.earlier_source_records.load(Ordering::Relaxed) + current,
-            sink_records: sink,
+            source_records: self.live.earlier_source_records.load(Ordering::Relaxed)
+                + current
+                + self.live.remote_source_records.load(Ordering::Relaxed),
+            sink_records: sink + self.live.remote_sink_records.load(Ordering::Relaxed),
             last_checkpoint: self
                 .live
                 .last_checkpoint

@@ -370,6 +370,11 @@ impl Master {
             // Timeouts and triggers are due on time even while events keep arriving.
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + MASTER_TICK;
+                if let Some(remote) = &self.remote {
+                    let (source, sink) = remote.records();
+                    self.live.remote_source_records.store(source, Ordering::Relaxed);
+                    self.live.remote_sink_records.store(sink, Ordering::Relaxed);
+                }
                 if end.is_none() {
                     let actions = a.checkpoints.on_tick(Instant::now());
                     if let Err(e) = self.execute(&mut a, actions) {
@@ -470,14 +475,24 @@ impl Master {
                 let _ = t.join();
             }
         }
-        let attempt_reads: u64 = metrics
-            .iter()
-            .filter(|m| m.is_source)
-            .map(|m| m.metrics.records_out())
-            .sum();
+        let remote_reads = match &self.remote {
+            Some(remote) => remote
+                .records()
+                .0
+                .max(self.live.remote_source_records.load(Ordering::Relaxed)),
+            None => 0,
+        };
+        let attempt_reads: u64 = remote_reads
+            + metrics
+                .iter()
+                .filter(|m| m.is_source)
+                .map(|m| m.metrics.records_out())
+                .sum::<u64>();
         // Move this attempt's reads from the live view to the total, in that order, so that
         // progress never counts them twice.
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Vec::new());
+        self.live.remote_source_records.store(0, Ordering::Relaxed);
+        self.live.remote_sink_records.store(0, Ordering::Relaxed);
         self.live
             .earlier_source_records
             .fetch_add(attempt_reads, Ordering::Relaxed);

@@ -47,6 +47,10 @@ pub(crate) trait RemoteExecutor: Send {
     /// of it runs then.
     fn deploy(&mut self, request: &AttemptRequest, events: Sender<TaskEvent>) -> Result<RemoteAttempt>;
 
+    /// Records the current attempt's sources read and its sinks received so far, as the
+    /// workers last reported them.
+    fn records(&self) -> (u64, u64);
+
     /// The attempt is over (every subtask reported exited): nothing of it is forwarded any more.
     fn end_attempt(&mut self);
 

@@ -304,7 +304,7 @@ impl<T> FileWriter<T> {
             epoch: 0,
             owner: OwnerInfo::this_process(&ctx.job),
         };
-        let lock = DirLock::acquire(
+        let lock = DirLock::acquire_for_subtask(
             &dir.join(LOCKS_DIR).join(format!("{subtask}.lock")),
             &record,
             &format!(

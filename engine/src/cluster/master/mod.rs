@@ -15,7 +15,9 @@ pub(crate) mod registry;
 
 use crate::cluster::assignment::{assign, WorkerSlots};
 use crate::cluster::config::MasterSettings;
-use crate::cluster::protocol::{Deployment, MasterService, Pulse, Session, WorkerHello, WorkerServiceClient};
+use crate::cluster::protocol::{
+    AttemptProgress, Deployment, MasterService, Pulse, Session, WorkerHello, WorkerServiceClient,
+};
 use crate::cluster::rpc;
 use crate::config::JobConfig;
 use crate::graph::Graph;
@@ -93,11 +95,11 @@ impl MasterService for MasterServer {
         Ok(s.session)
     }
 
-    async fn heartbeat(self, _: Context, worker: WorkerId, session: Session) -> Pulse {
+    async fn heartbeat(self, _: Context, worker: WorkerId, session: Session, progress: AttemptProgress) -> Pulse {
         if session != self.0.session {
             return Pulse::Unknown;
         }
-        let (pulse, became_ready) = self.0.registry().heartbeat(worker, Instant::now());
+        let (pulse, became_ready) = self.0.registry().heartbeat(worker, progress, Instant::now());
         if became_ready {
             self.0.changed.notify_all();
         }
@@ -190,7 +192,11 @@ impl ClusterMaster {
             let present = reg.ready().count() as u32;
             let slots: u32 = reg.ready().map(|(_, w)| w.hello.slots).sum();
             let now = Instant::now();
-            if present >= self.settings.workers || (now >= deadline && present > 0 && slots >= needed) {
+            // The first attempt waits for every worker, to spread the job over all of them; a
+            // recovery starts at once on the workers present when their slots suffice (a lost
+            // worker that comes back becomes a standby).
+            let enough = present > 0 && slots >= needed && (self.wire > 0 || now >= deadline);
+            if present >= self.settings.workers || enough {
                 return Ok(reg
                     .ready()
                     .map(|(&id, w)| (id, w.hello.slots, w.hello.data, w.client.clone()))
@@ -277,7 +283,12 @@ impl RemoteExecutor for ClusterMaster {
             let why = match r {
                 Ok(Ok(())) => continue,
                 Ok(Err(refused)) => refused,
-                Err(e) => format!("the call failed: {e}"),
+                Err(e) => {
+                    // Its process is gone (or cut off): the next attempt goes without it.
+                    let why = format!("its control service did not answer: {e}");
+                    self.shared.registry().lose(id, &why);
+                    why
+                }
             };
             failure.get_or_insert_with(|| {
                 Error::external(
@@ -334,6 +345,10 @@ impl RemoteExecutor for ClusterMaster {
                 }
             }),
         })
+    }
+
+    fn records(&self) -> (u64, u64) {
+        self.shared.registry().records()
     }
 
     fn end_attempt(&mut self) {

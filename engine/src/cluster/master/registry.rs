@@ -7,7 +7,7 @@
 //! (their heartbeats are answered [`Pulse::Unknown`]), and its attempts are numbered above any
 //! attempt a registering worker ran, so the workers' data planes take them as newer.
 
-use crate::cluster::protocol::{Pulse, WorkerHello, WorkerServiceClient};
+use crate::cluster::protocol::{AttemptProgress, Pulse, WorkerHello, WorkerServiceClient};
 use crate::net::WorkerId;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
 use crate::{Error, ErrorKind};
@@ -23,6 +23,8 @@ pub(crate) struct WorkerEntry {
     /// Whether it has heartbeated since it registered: it took the master's session and
     /// accepts deployments (a deployment sent before would be refused as another master's).
     pub(crate) ready: bool,
+    /// What its last heartbeat said.
+    pub(crate) progress: AttemptProgress,
 }
 
 /// The attempt deployed on the workers.
@@ -64,21 +66,34 @@ impl Registry {
                 client,
                 last_seen: now,
                 ready: false,
+                progress: AttemptProgress::default(),
             },
         );
     }
 
     /// A heartbeat of `worker`; the flag says whether the worker just became ready.
-    pub(crate) fn heartbeat(&mut self, worker: WorkerId, now: Instant) -> (Pulse, bool) {
+    pub(crate) fn heartbeat(&mut self, worker: WorkerId, progress: AttemptProgress, now: Instant) -> (Pulse, bool) {
         match self.workers.get_mut(&worker) {
             Some(w) => {
                 w.last_seen = now;
+                w.progress = progress;
                 let became_ready = !w.ready;
                 w.ready = true;
                 (Pulse::Known, became_ready)
             }
             None => (Pulse::Unknown, false),
         }
+    }
+
+    /// Records the current attempt's sources read and sinks received, over its workers.
+    pub(crate) fn records(&self) -> (u64, u64) {
+        let Some(a) = &self.attempt else { return (0, 0) };
+        self.workers
+            .values()
+            .filter(|w| w.progress.attempt == a.wire)
+            .fold((0, 0), |(s, k), w| {
+                (s + w.progress.source_records, k + w.progress.sink_records)
+            })
     }
 
     /// The workers that can take a deployment.

@@ -20,6 +20,7 @@ use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent};
 use crate::runtime::layout::Layout;
 use crate::runtime::plan::{self, Placement};
+use crate::runtime::report::MetricsEntry;
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub(crate) struct WorkerAttempt {
     controls: BTreeMap<usize, Sender<Control>>,
     threads: Vec<JoinHandle<()>>,
     connections: Vec<OutboundConnection>,
+    /// The metrics of this worker's operators.
+    metrics: Vec<MetricsEntry>,
 }
 
 impl std::fmt::Debug for WorkerAttempt {
@@ -120,6 +123,7 @@ impl WorkerAttempt {
             controls: plan.controls,
             threads: Vec::new(),
             connections: Vec::new(),
+            metrics: plan.metrics,
         };
         let started = (|| {
             for task in plan.tasks {
@@ -164,6 +168,24 @@ impl WorkerAttempt {
     /// The attempt's number.
     pub(crate) fn number(&self) -> u32 {
         self.attempt
+    }
+
+    /// Records this worker's source subtasks read and its sink subtasks received, in this
+    /// attempt.
+    pub(crate) fn records(&self) -> (u64, u64) {
+        let source = self
+            .metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        let sink = self
+            .metrics
+            .iter()
+            .filter(|m| m.is_sink)
+            .map(|m| m.metrics.records_in())
+            .sum();
+        (source, sink)
     }
 
     /// The subtasks this worker runs.

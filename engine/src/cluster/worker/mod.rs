@@ -169,7 +169,8 @@ pub(crate) fn run(graph: Graph, mut cfg: JobConfig, settings: WorkerSettings) ->
                 tracing::info!(worker = me, "the job is over");
                 std::process::exit(0);
             }
-            let beat = rt.block_on(client.heartbeat(rpc::within(settings.heartbeats.timeout), me, session));
+            let progress = core.progress();
+            let beat = rt.block_on(client.heartbeat(rpc::within(settings.heartbeats.timeout), me, session, progress));
             match beat {
                 Ok(Pulse::Known) => last_answer = Instant::now(),
                 Ok(Pulse::Unknown) => {

@@ -11,7 +11,7 @@ use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, Subtas
 use crate::checkpoint::staging::StagingArea;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::upload::{read_metadata, reusable_files, StagedFileKey};
-use crate::cluster::protocol::{Deployment, MasterServiceClient, Session};
+use crate::cluster::protocol::{AttemptProgress, Deployment, MasterServiceClient, Session};
 use crate::cluster::worker::attempt::{AttemptSpec, WorkerAttempt};
 use crate::cluster::worker::forward;
 use crate::config::JobConfig;
@@ -231,6 +231,21 @@ impl WorkerCore {
         {
             tracing::warn!(worker = self.me, attempt = c.attempt.number(), "cancelling attempt");
             c.attempt.cancel(&self.plane);
+        }
+    }
+
+    /// How far the attempt running here got.
+    pub(crate) fn progress(&self) -> AttemptProgress {
+        match lock(&self.current).as_ref() {
+            Some(c) => {
+                let (source_records, sink_records) = c.attempt.records();
+                AttemptProgress {
+                    attempt: c.attempt.number(),
+                    source_records,
+                    sink_records,
+                }
+            }
+            None => AttemptProgress::default(),
         }
     }
 
