@@ -532,6 +532,11 @@ struct ChildSpec {
     dir: PathBuf,
     /// Fail points armed in this attempt: (name, nth hit, "error" | "panic" | "abort").
     arm: Vec<(String, u64, String)>,
+    /// Run on a master and this many worker processes: every process of the cluster arms
+    /// `arm` when it first starts (an abort ends that process, as `kill -9` would, and the
+    /// launcher starts it again, unarmed).
+    #[serde(default)]
+    workers: Option<u32>,
 }
 
 /// What a child that finished its job reports.
@@ -620,7 +625,16 @@ fn count_sensitive_child_process() {
     // configuration names none uses (the way the payment example's drill arms its worker).
     let points = FailPoints::process_wide();
     points.disarm_all();
-    for (point, nth, a) in &spec.arm {
+    // On a cluster, the master and workers arm the failures (the first time each starts);
+    // the launching process only runs the launcher.
+    let arms = match spec.workers {
+        None => true,
+        Some(_) => {
+            std::env::var_os("WEIR_ROLE").is_some()
+                && std::env::var(weir::engine::cluster::INCARNATION_ENV).as_deref() == Ok("0")
+        }
+    };
+    for (point, nth, a) in spec.arm.iter().filter(|_| arms) {
         points.arm(fail_point(point), *nth, action(a));
     }
     let report = tally_job(&spec).run().unwrap_or_else(|e| panic!("the job failed: {e}"));
@@ -640,11 +654,18 @@ fn count_sensitive_child_process() {
 
 /// Runs one attempt in a child process; returns its exit status and stderr.
 fn run_child(spec: &ChildSpec) -> (std::process::ExitStatus, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads", "1"])
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([CHILD_TEST, "--exact", "--nocapture", "--test-threads", "1"])
         .env(CHILD_SPEC, serde_json::to_string(spec).unwrap())
-        .output()
-        .expect("starting the child process");
+        .env_remove("WEIR_ROLE")
+        .env_remove("WEIR_WORKERS");
+    if let Some(n) = spec.workers {
+        c.env("WEIR_WORKERS", n.to_string())
+            .env("WEIR_SLOTS", "2")
+            .env("WEIR_HEARTBEAT_MS", "100")
+            .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000");
+    }
+    let out = c.output().expect("starting the child process");
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -706,6 +727,7 @@ fn run_with_aborts(seed: u64, parallelism: usize, rocks: bool, late: bool, plan:
             late,
             dir: dir.path().to_path_buf(),
             arm: arm.clone(),
+            workers: None,
         };
         let (status, stderr) = run_child(&spec);
         let aborts: Vec<&String> = arm.iter().filter(|(_, _, a)| a == "abort").map(|(p, _, _)| p).collect();
@@ -851,6 +873,7 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
         late: true,
         dir: dir.path().to_path_buf(),
         arm: vec![],
+        workers: None,
     };
     assert!(run_child(&spec).0.success());
     let late_firings = check_windows(77, dir.path(), "failure-free");
@@ -871,6 +894,65 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
     }
 }
 
+/// The count-sensitive pipeline, with its late events and window, on a master and 3 worker
+/// processes: every process arms seeded aborts (each ends its process as `kill -9` would) at
+/// fail points of the checkpoint path (a worker while processing, in its synchronous
+/// snapshot, after a sink's pre-commit or during a commit; the master during the upload,
+/// after the metadata, or during the restore after the worker's abort); the launcher starts
+/// each process again, unarmed, and the job recovers. Every armed point must fire, and the
+/// committed output must equal the sequential model.
+#[test]
+fn count_sensitive_output_is_exact_on_a_cluster_across_process_aborts() {
+    let seeds: u64 = std::env::var("WEIR_EO_ABORT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in 1..=seeds {
+        for parallelism in [2, 4] {
+            let r = |k: u64| mix(seed ^ 0xC7A5, parallelism as u64 * 100 + k);
+            let on_worker = [
+                fail::PROCESS_RECORD,
+                fail::SNAPSHOT_SYNC,
+                fail::AFTER_PRE_COMMIT,
+                fail::DURING_COMMIT,
+            ][(r(0) % 4) as usize];
+            let on_master = [fail::UPLOAD, fail::AFTER_METADATA][(r(1) % 2) as usize];
+            let nth = |point: &str, k: u64| match point {
+                fail::PROCESS_RECORD => 50 + r(k) % 200,
+                _ => 2 + r(k) % 3,
+            };
+            // The master's process is armed once: at parallelism 2 it dies in the restore after
+            // the worker's abort (its second restore), at 4 in the checkpoint path.
+            let master = match parallelism {
+                2 => (fail::DURING_RESTORE.to_string(), 2, "abort".to_string()),
+                _ => (on_master.to_string(), nth(on_master, 3), "abort".to_string()),
+            };
+            let arm = vec![(on_worker.to_string(), nth(on_worker, 2), "abort".to_string()), master];
+            let dir = tempfile::tempdir().unwrap();
+            let spec = ChildSpec {
+                seed,
+                parallelism,
+                rocks: true,
+                late: true,
+                dir: dir.path().to_path_buf(),
+                arm: arm.clone(),
+                workers: Some(3),
+            };
+            let ctx = format!("cluster seed {seed} p{parallelism} arm {arm:?}");
+            let (status, stderr) = run_child(&spec);
+            assert!(status.success(), "{ctx}: the job failed: {status:?}\n{stderr}");
+            for (point, _, _) in &arm {
+                assert!(
+                    stderr.contains("injected failure") && stderr.contains(point.as_str()),
+                    "{ctx}: the fail point {point} never fired\n{stderr}"
+                );
+            }
+            check_tallied(seed, true, dir.path(), &ctx);
+            check_windows(seed, dir.path(), &ctx);
+        }
+    }
+}
+
 /// The checks of the count-sensitive suite see what they claim to: an event processed twice
 /// (its record counted again), a batch delivered twice to the sink (a repeated record) and a
 /// lost record each fail them.
@@ -885,6 +967,7 @@ fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
         late: false,
         dir: clean.clone(),
         arm: vec![],
+        workers: None,
     };
     std::fs::create_dir_all(&clean).unwrap();
     let (status, stderr) = run_child(&spec);

@@ -31,6 +31,9 @@ pub(crate) const SUPERVISOR_ENV: &str = "WEIR_SUPERVISOR_PID";
 pub(crate) const REPORT_ENV: &str = "WEIR_REPORT_FILE";
 /// Set in the master a launcher starts: where it shows its progress.
 pub(crate) const PROGRESS_ENV: &str = "WEIR_PROGRESS_FILE";
+/// Set in every process a launcher starts: how many times a process of its role and number
+/// was started before (0 the first time), so that a drill arms its failures only once.
+pub const INCARNATION_ENV: &str = "WEIR_INCARNATION";
 /// Where the launcher lists the processes it runs.
 pub const PIDS_ENV: &str = "WEIR_CLUSTER_PIDS";
 
@@ -152,6 +155,7 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
         slots,
         master: None,
         worker_procs: BTreeMap::new(),
+        starts: BTreeMap::new(),
         restarts: 0,
         pids_file: std::env::var_os(PIDS_ENV).map(PathBuf::from),
     };
@@ -192,15 +196,21 @@ struct Local {
     slots: u32,
     master: Option<Child>,
     worker_procs: BTreeMap<u32, Child>,
+    /// Starts so far of the master (`None`) and of each worker.
+    starts: BTreeMap<Option<u32>, u32>,
     restarts: u32,
     pids_file: Option<PathBuf>,
 }
 
 impl Local {
-    fn command(&self) -> Result<Command> {
+    fn command(&mut self, who: Option<u32>) -> Result<Command> {
         let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's executable", e))?;
+        let starts = self.starts.entry(who).or_default();
+        let incarnation = *starts;
+        *starts += 1;
         let mut c = Command::new(exe);
         c.args(std::env::args_os().skip(1))
+            .env(INCARNATION_ENV, incarnation.to_string())
             .env(SUPERVISOR_ENV, std::process::id().to_string())
             .env("WEIR_MASTER", &self.master_addr)
             .env("WEIR_WORKERS", self.workers.to_string())
@@ -211,7 +221,7 @@ impl Local {
     }
 
     fn spawn_master(&mut self) -> Result<()> {
-        let mut c = self.command()?;
+        let mut c = self.command(None)?;
         c.env("WEIR_ROLE", "master")
             .env(REPORT_ENV, &self.report)
             .env(PROGRESS_ENV, &self.progress);
@@ -223,7 +233,7 @@ impl Local {
     }
 
     fn spawn_worker(&mut self, w: u32) -> Result<()> {
-        let mut c = self.command()?;
+        let mut c = self.command(Some(w))?;
         c.env("WEIR_ROLE", "worker")
             .env("WEIR_WORKER_ID", w.to_string())
             .env("WEIR_SLOTS", self.slots.to_string())

@@ -29,7 +29,7 @@ pub(crate) mod worker;
 
 pub use assignment::{assign, Assignment, SubtaskShape, WorkerSlots};
 pub use config::{Deployment, Heartbeats, MasterSettings, WorkerSettings};
-pub use launcher::{ClusterPids, PIDS_ENV};
+pub use launcher::{ClusterPids, INCARNATION_ENV, PIDS_ENV};
 
 use crate::config::JobConfig;
 use crate::graph::Graph;
