@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weir::prelude::*;
+use weir_engine::prelude::*;
 
 /// Where keyed state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 //! the run, started with the same directories and `--origin-us`, resumes from the latest
 //! completed checkpoint and finds the input schedule unchanged.
 
-use crate::workload::{self, now_us, JobSpec, Shared};
+use super::workload::{self, now_us, JobSpec, Shared};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::engine::runtime::LifecyclePhase;
+use weir_engine::runtime::LifecyclePhase;
 
 /// How often the worker samples its progress.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);

@@ -24,9 +24,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use weir::engine::fail::{self, FailAction, FailPoints};
-use weir::engine::source::generator::mix;
-use weir::prelude::JobReport;
+use weir_engine::fail::{self, FailAction, FailPoints};
+use weir_engine::prelude::JobReport;
+use weir_engine::source::generator::mix;
 
 /// A kind of injected failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
