@@ -335,11 +335,11 @@ mod tests {
 
     fn record(i: u8) -> PendingRecord {
         PendingRecord {
-            partition: (i % 2 == 0).then_some(i32::from(i)),
-            key: (i % 3 == 0).then(|| vec![i; 3]),
+            partition: i.is_multiple_of(2).then_some(i32::from(i)),
+            key: i.is_multiple_of(3).then(|| vec![i; 3]),
             value: vec![i; usize::from(i)],
             headers: (0..i % 3).map(|h| (format!("h{h}"), vec![h; 2])).collect(),
-            timestamp: (i % 4 != 0).then_some(1_000 + i64::from(i)),
+            timestamp: (!i.is_multiple_of(4)).then_some(1_000 + i64::from(i)),
         }
     }
 
