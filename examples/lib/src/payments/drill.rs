@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use weir_engine::fail::{self, FailAction, FailPoints};
-use weir_engine::prelude::JobReport;
+use weir_engine::prelude::{CheckpointId, JobReport};
 use weir_engine::source::generator::mix;
 
 /// A kind of injected failure.
@@ -118,7 +118,7 @@ pub fn parse_injections(s: &str) -> anyhow::Result<Vec<Fault>> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recovery {
     pub attempt: u32,
-    pub checkpoint: Option<u64>,
+    pub checkpoint: Option<CheckpointId>,
     pub detect_to_running_ms: f64,
     pub restore_ms: f64,
     pub records_replayed: u64,
@@ -131,7 +131,7 @@ pub enum Message {
     /// The child started; it resumes from this checkpoint (at this input position), if any.
     Started {
         pid: u32,
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointId>,
         position: u64,
     },
     /// `JobHandle::progress()`, every 100 ms and whenever `running` or the checkpoint changes.
@@ -142,7 +142,7 @@ pub enum Message {
         running: bool,
         attempt: u32,
         restarts: u32,
-        last_checkpoint: Option<u64>,
+        last_checkpoint: Option<CheckpointId>,
         checkpoint_age_ms: Option<u64>,
     },
     /// A fail point was armed at this position.
@@ -151,7 +151,7 @@ pub enum Message {
     /// `replayed` events to read again, `observed_ms` after the job went down.
     Recovered {
         attempt: u32,
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointId>,
         replayed: Option<u64>,
         observed_ms: Option<f64>,
     },
@@ -159,8 +159,8 @@ pub enum Message {
     Report {
         duration_ms: f64,
         restarts: u32,
-        checkpoints: Vec<u64>,
-        restored_from: Option<u64>,
+        checkpoints: Vec<CheckpointId>,
+        restored_from: Option<CheckpointId>,
         recoveries: Vec<Recovery>,
         failures: Vec<String>,
         late_records: u64,
@@ -196,7 +196,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     // The panic armed and not yet recovered from: when the job went down, how far it had read.
     let mut panic_armed: Option<(Option<Instant>, u64)> = None;
     let mut abort_armed = false;
-    let mut last_sent = (false, 0u32, None::<u64>);
+    let mut last_sent = (false, 0u32, None::<CheckpointId>);
     let mut last_time = Instant::now();
     while !handle.is_finished() {
         let p = handle.progress();
@@ -303,7 +303,7 @@ pub struct FaultRecord {
     /// Where it happened (input position).
     pub at: u64,
     /// The checkpoint the job resumed from.
-    pub restored: Option<u64>,
+    pub restored: Option<CheckpointId>,
     /// Events read again after the restore (exact for panics; for process failures, the last
     /// reported position minus the restored checkpoint's).
     pub replayed: Option<u64>,
@@ -326,7 +326,7 @@ pub struct DrillOutcome {
     /// Restarts nobody planned (should be 0).
     pub unplanned_restarts: u32,
     /// Completed checkpoints (seen in the children's progress and reports, and resumed from).
-    pub checkpoints: BTreeSet<u64>,
+    pub checkpoints: BTreeSet<CheckpointId>,
     pub wall: Duration,
     /// The `late_records` counter of the final child's report.
     pub late_records: u64,
@@ -462,7 +462,7 @@ pub fn supervise(
         let mut child_processed = 0u64;
         let mut report: Option<Message> = None;
         let mut killed = false;
-        let (mut last_change, mut last_state) = (Instant::now(), (0u64, None::<u64>, false));
+        let (mut last_change, mut last_state) = (Instant::now(), (0u64, None::<CheckpointId>, false));
         loop {
             if last_change.elapsed() > stall {
                 let _ = child.kill();

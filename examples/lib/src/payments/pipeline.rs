@@ -259,10 +259,10 @@ fn commit<T: Data + Serialize>(s: &JobSettings, stream: &Stream<T>, name: &str, 
 
 /// The id and position (source records) of the latest completed checkpoint in `dir`, where a
 /// (re)started job resumes.
-pub fn latest_checkpoint(dir: &Path) -> Option<(u64, u64)> {
+pub fn latest_checkpoint(dir: &Path) -> Option<(CheckpointId, u64)> {
     use weir_engine::checkpoint::{read_metadata, CheckpointStorage};
     let storage = LocalDirStorage::new(dir);
-    let mut complete: Vec<u64> = storage
+    let mut complete: Vec<CheckpointId> = storage
         .list()
         .ok()?
         .into_iter()
