@@ -180,7 +180,7 @@ fn latest_state_bytes(checkpoints: &Path) -> u64 {
     ids.sort_unstable();
     ids.iter()
         .rev()
-        .find_map(|&id| weir::engine::checkpoint::read_metadata(&storage, id).ok())
+        .find_map(|&id| weir::engine::checkpoint::read_metadata(&storage, CheckpointId::new(id)).ok())
         .map_or(0, |m| m.stats.state_bytes)
 }
 

@@ -15,17 +15,13 @@
 //! `cargo bench --bench kafka`. Knobs: `WEIR_BENCH_KAFKA_EVENTS` (default 300,000),
 //! `WEIR_BENCH_RUNS` (default 3), `WEIR_BENCH_PARALLELISM` (comma list, default 1,2).
 
-#[allow(dead_code)]
-#[path = "../examples/nexmark/harness.rs"]
-mod harness;
-
-use harness::{env_or, median};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use weir::connectors::kafka::testing::TestBroker;
 use weir::connectors::kafka::{Json, KafkaSink, KafkaSource};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
+use weir_examples::nexmark::harness::{env_or, median};
 
 /// A payment-sized record: about 100 bytes of JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]

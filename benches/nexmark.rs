@@ -13,17 +13,10 @@
 //! `WEIR_BENCH_BACKEND` (`memory`, the default, or `rocksdb`), `WEIR_BENCH_QUERY` (one query),
 //! `WEIR_BENCH_DIR` (where state and checkpoints go).
 
-#[allow(dead_code)]
-#[path = "../examples/nexmark/harness.rs"]
-mod harness;
-#[allow(dead_code)]
-#[path = "../examples/nexmark/queries.rs"]
-mod queries;
-
-use harness::{env_or, Backend, JobSetup, Measured};
-use queries::Query;
 use std::time::Duration;
 use weir::engine::source::nexmark::{NexmarkConfig, NexmarkSource};
+use weir_examples::nexmark::harness::{self, env_or, Backend, JobSetup, Measured};
+use weir_examples::nexmark::queries::Query;
 
 fn measure(query: Query, setup: JobSetup, warmup: Duration, interval: Duration) -> Measured {
     let (p, _dir) = harness::pipeline(&format!("nexmark-{}", query.name()), setup);

@@ -20,14 +20,10 @@
 //! (default 2), `WEIR_BENCH_DIR` (where state and checkpoints go), `WEIR_BENCH_ONLY`
 //! (a pipeline name, to run just that one).
 
-#[allow(dead_code)]
-#[path = "../examples/nexmark/harness.rs"]
-mod harness;
-
-use harness::{env_or, Backend, JobSetup, Measured};
 use std::time::Duration;
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
+use weir_examples::nexmark::harness::{self, env_or, Backend, JobSetup, Measured};
 
 /// The running sum of each key.
 #[derive(Clone)]

@@ -20,28 +20,11 @@
 //! latency series) and `OUT/<run>.png` (throughput and latency around the failure, phases
 //! shaded); OUT defaults to `target/recovery`.
 //!
-//! The modules are in `examples/recovery/` and are shared with `benches/recovery.rs`:
-//! `workload.rs` (the job and its input schedule), `worker.rs` (the worker process),
-//! `run.rs` (the supervisor: one run), `analysis.rs` (phases), `audit.rs` (RPO),
-//! `report.rs` (table, CSV, JSON), `plot.rs` (PNG), `cli.rs` (flags).
-
-#[path = "recovery/analysis.rs"]
-mod analysis;
-#[path = "recovery/audit.rs"]
-mod audit;
-#[path = "recovery/cli.rs"]
-mod cli;
-#[path = "recovery/plot.rs"]
-mod plot;
-#[path = "recovery/report.rs"]
-mod report;
-#[path = "recovery/run.rs"]
-mod run;
-#[path = "recovery/worker.rs"]
-mod worker;
-#[path = "recovery/workload.rs"]
-mod workload;
+//! The harness is `weir_examples::recovery` (`examples/lib/src/recovery/`), shared with
+//! `benches/recovery.rs`: `workload.rs` (the job and its input schedule), `worker.rs` (the
+//! worker process), `run.rs` (the supervisor: one run), `analysis.rs` (phases), `audit.rs`
+//! (RPO), `report.rs` (table, CSV, JSON), `plot.rs` (PNG), `cli.rs` (flags).
 
 fn main() -> anyhow::Result<()> {
-    cli::main()
+    weir_examples::recovery::cli::main()
 }

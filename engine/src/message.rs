@@ -4,8 +4,49 @@
 use crate::data::{ErasedBatch, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// A checkpoint's number. Ids increase monotonically over the life of a job, across restarts.
-pub type CheckpointId = u64;
+/// A checkpoint's number. Ids increase monotonically over the life of a job, across restarts;
+/// the first checkpoint of a job is [`CheckpointId::FIRST`].
+///
+/// On disk and on the wire it is the plain number: serde sees a `u64` (`#[serde(transparent)]`),
+/// [`Display`](std::fmt::Display) writes the decimal number (as in a checkpoint directory's name,
+/// `chk-<id>`) and [`FromStr`](std::str::FromStr) reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CheckpointId(u64);
+
+impl CheckpointId {
+    /// The id of a job's first checkpoint.
+    pub const FIRST: CheckpointId = CheckpointId(1);
+
+    /// The checkpoint numbered `id`.
+    pub const fn new(id: u64) -> CheckpointId {
+        CheckpointId(id)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The id after this one.
+    pub fn next(self) -> CheckpointId {
+        CheckpointId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for CheckpointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for CheckpointId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> std::result::Result<CheckpointId, Self::Err> {
+        s.parse().map(CheckpointId)
+    }
+}
 
 /// Why a barrier was injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,5 +93,30 @@ impl std::fmt::Debug for Message {
             Message::Barrier(b) => write!(f, "Barrier({})", b.id),
             Message::End => write!(f, "End"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_id_is_stored_and_printed_as_its_plain_number() {
+        let id = CheckpointId::new(42);
+        assert_eq!(serde_json::to_string(&id).unwrap(), "42");
+        assert_eq!(serde_json::from_str::<CheckpointId>("42").unwrap(), id);
+        let cfg = bincode::config::standard();
+        assert_eq!(
+            bincode::serde::encode_to_vec(id, cfg).unwrap(),
+            bincode::serde::encode_to_vec(42u64, cfg).unwrap()
+        );
+        assert_eq!(format!("chk-{id}"), "chk-42");
+        assert_eq!(format!("{id:010}"), "0000000042");
+        assert_eq!("42".parse::<CheckpointId>().unwrap(), id);
+        assert!("x".parse::<CheckpointId>().is_err());
+        assert_eq!(
+            (CheckpointId::FIRST.get(), CheckpointId::FIRST.next()),
+            (1, CheckpointId::new(2))
+        );
     }
 }

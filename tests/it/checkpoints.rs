@@ -63,8 +63,8 @@ fn job_into(
     (p.run(), sink)
 }
 
-fn complete_checkpoints(storage: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(storage)
+fn complete_checkpoints(storage: &Path) -> Vec<CheckpointId> {
+    let mut ids: Vec<CheckpointId> = std::fs::read_dir(storage)
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("_metadata").is_file())
@@ -76,7 +76,7 @@ fn complete_checkpoints(storage: &Path) -> Vec<u64> {
 
 /// The stored operator state of `op[subtask]` in checkpoint `id` (directories are named
 /// `<step>-<hash>`).
-fn operator_state(storage: &Path, id: u64, op: &str, subtask: usize) -> std::path::PathBuf {
+fn operator_state(storage: &Path, id: CheckpointId, op: &str, subtask: usize) -> std::path::PathBuf {
     let chk = storage.join(format!("chk-{id}"));
     let dir = std::fs::read_dir(&chk)
         .unwrap()
@@ -222,9 +222,11 @@ fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
         .0
         .unwrap();
     assert_eq!(report.restored_from, Some(ids[0]));
-    let err = job(&storage, 6_000, |p| p.restore_mode(RestoreMode::Checkpoint(9_999)))
-        .0
-        .unwrap_err();
+    let err = job(&storage, 6_000, |p| {
+        p.restore_mode(RestoreMode::Checkpoint(CheckpointId::new(9_999)))
+    })
+    .0
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
 }
 
@@ -393,7 +395,7 @@ trait StorageProbe: Send + Sync {
         Ok(())
     }
     /// After checkpoint `id`'s metadata was published.
-    fn published(&self, id: u64) {
+    fn published(&self, id: CheckpointId) {
         let _ = id;
     }
     /// Before retention deletes a checkpoint or a shared file.
@@ -434,7 +436,7 @@ impl<P: StorageProbe> CheckpointStorage for Probed<P> {
     fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
         self.inner.verify_lease(lease)
     }
-    fn reserve(&self, id: u64, lease: &OwnerLease) -> Result<()> {
+    fn reserve(&self, id: CheckpointId, lease: &OwnerLease) -> Result<()> {
         self.inner.reserve(id, lease)
     }
     fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
@@ -451,16 +453,16 @@ impl<P: StorageProbe> CheckpointStorage for Probed<P> {
         self.probe.before_read(&file.key)?;
         self.inner.fetch_verified(file, dest)
     }
-    fn write_metadata(&self, id: u64, bytes: &[u8]) -> Result<()> {
+    fn write_metadata(&self, id: CheckpointId, bytes: &[u8]) -> Result<()> {
         self.inner.write_metadata(id, bytes)?;
         self.probe.published(id);
         Ok(())
     }
-    fn read_metadata(&self, id: u64) -> Result<Vec<u8>> {
+    fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>> {
         self.probe.before_read(&format!("chk-{id}/_metadata"))?;
         self.inner.read_metadata(id)
     }
-    fn list(&self) -> Result<Vec<(u64, bool)>> {
+    fn list(&self) -> Result<Vec<(CheckpointId, bool)>> {
         self.inner.list()
     }
     fn read_identity(&self) -> Result<Option<Vec<u8>>> {
@@ -469,7 +471,7 @@ impl<P: StorageProbe> CheckpointStorage for Probed<P> {
     fn write_identity(&self, bytes: &[u8]) -> Result<()> {
         self.inner.write_identity(bytes)
     }
-    fn delete_checkpoint(&self, id: u64) -> Result<()> {
+    fn delete_checkpoint(&self, id: CheckpointId) -> Result<()> {
         self.probe.before_delete();
         self.inner.delete_checkpoint(id)
     }
@@ -509,7 +511,7 @@ impl StorageProbe for FlakyReads {
 }
 
 /// Runs the job once and returns its retained complete checkpoints (at least two).
-fn two_checkpoints(storage: &Path) -> (u64, u64) {
+fn two_checkpoints(storage: &Path) -> (CheckpointId, CheckpointId) {
     job(storage, 8_000, |p| p).0.unwrap();
     let ids = complete_checkpoints(storage);
     assert!(ids.len() >= 2, "need two retained checkpoints, have {ids:?}");
@@ -704,23 +706,23 @@ fn a_second_run_on_an_owned_checkpoint_storage_fails_fast_naming_the_owner() {
 /// A sink that pre-commits at every barrier (also without records) and logs the checkpoints
 /// it commits.
 #[derive(Clone, Default)]
-struct CommitLog(Arc<Mutex<Vec<u64>>>);
+struct CommitLog(Arc<Mutex<Vec<CheckpointId>>>);
 
 impl Sink<(u64, u64)> for CommitLog {
-    type Committable = u64;
-    fn create_writer(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<(u64, u64), u64>>> {
+    type Committable = CheckpointId;
+    fn create_writer(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<(u64, u64), CheckpointId>>> {
         Ok(Box::new(self.clone()))
     }
 }
 
-impl SinkWriter<(u64, u64), u64> for CommitLog {
+impl SinkWriter<(u64, u64), CheckpointId> for CommitLog {
     fn write(&mut self, _records: Vec<Record<(u64, u64)>>) -> Result<()> {
         Ok(())
     }
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<u64>> {
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<CheckpointId>> {
         Ok(Some(checkpoint))
     }
-    fn commit(&mut self, committables: Vec<(u64, u64)>) -> Result<()> {
+    fn commit(&mut self, committables: Vec<(CheckpointId, CheckpointId)>) -> Result<()> {
         self.0
             .lock()
             .unwrap()
@@ -733,7 +735,7 @@ impl SinkWriter<(u64, u64), u64> for CommitLog {
 /// a sink must already have committed the newest published checkpoint.
 struct OrderProbe {
     commits: CommitLog,
-    published: Mutex<u64>,
+    published: Mutex<CheckpointId>,
     retention_calls: Mutex<u64>,
     violations: Mutex<Vec<String>>,
 }
@@ -760,7 +762,7 @@ impl OrderProbe {
     }
 }
 impl StorageProbe for OrderProbe {
-    fn published(&self, id: u64) {
+    fn published(&self, id: CheckpointId) {
         *self.published.lock().unwrap() = id;
     }
     fn before_delete(&self) {
@@ -779,7 +781,7 @@ fn sinks_are_told_to_commit_before_retention_runs() {
         &dir.path().join("chk"),
         OrderProbe {
             commits: commits.clone(),
-            published: Mutex::new(0),
+            published: Mutex::new(CheckpointId::new(0)),
             retention_calls: Mutex::new(0),
             violations: Mutex::new(Vec::new()),
         },

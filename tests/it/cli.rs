@@ -23,7 +23,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// Runs a keyed job checkpointing into `dir` every 50 ms; returns the ids it completed.
-fn run_job(dir: &Path) -> Vec<u64> {
+fn run_job(dir: &Path) -> Vec<CheckpointId> {
     let p = Pipeline::new("cli-probe")
         .parallelism(2)
         .checkpoint_storage(dir)
@@ -49,7 +49,7 @@ fn list_and_show_completed_checkpoints() {
     let completed = run_job(&dir);
     assert!(completed.len() >= 2, "the job completed {completed:?}");
     // Default retention keeps the 3 newest checkpoints.
-    let retained: Vec<u64> = completed.iter().rev().take(3).rev().copied().collect();
+    let retained: Vec<CheckpointId> = completed.iter().rev().take(3).rev().copied().collect();
     let last = *retained.last().unwrap();
     let dir_s = dir.to_str().unwrap();
 
@@ -78,11 +78,16 @@ fn list_and_show_completed_checkpoints() {
 
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&weir(&["checkpoints", "list", dir_s, "--json"]))).unwrap();
-    let listed: Vec<(u64, bool)> = json
+    let listed: Vec<(CheckpointId, bool)> = json
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["id"].as_u64().unwrap(), c["complete"].as_bool().unwrap()))
+        .map(|c| {
+            (
+                CheckpointId::new(c["id"].as_u64().unwrap()),
+                c["complete"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(listed, retained.iter().map(|id| (*id, true)).collect::<Vec<_>>());
     let final_entry = json.as_array().unwrap().last().unwrap();
@@ -114,7 +119,7 @@ fn list_and_show_completed_checkpoints() {
         &last.to_string(),
     ])))
     .unwrap();
-    assert_eq!(json["id"], last);
+    assert_eq!(json["id"], last.get());
     assert_eq!(json["kind"], "final");
     let ops: Vec<&str> = json["operators"]
         .as_array()
@@ -180,7 +185,7 @@ fn incomplete_checkpoints_are_listed_and_not_shown() {
     let dir = tmp.path().join("chk");
     let completed = run_job(&dir);
     // An incomplete checkpoint: files without metadata (as a crash during upload leaves).
-    let next = completed.last().unwrap() + 1;
+    let next = completed.last().unwrap().next();
     std::fs::create_dir_all(dir.join(format!("chk-{next}/sum/0"))).unwrap();
     let dir_s = dir.to_str().unwrap();
     let table = stdout(&weir(&["checkpoints", "list", dir_s]));

@@ -231,7 +231,7 @@ fn idempotent_sink_converges_under_failures() {
 }
 
 /// The highest checkpoint id of the committed files in `out`, and the complete checkpoints.
-fn newest_committed(out: &Path) -> u64 {
+fn newest_committed(out: &Path) -> CheckpointId {
     committed_files(out)
         .unwrap()
         .iter()
@@ -240,8 +240,8 @@ fn newest_committed(out: &Path) -> u64 {
         .unwrap()
 }
 
-fn complete_checkpoints(chk: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(chk)
+fn complete_checkpoints(chk: &Path) -> Vec<CheckpointId> {
+    let mut ids: Vec<CheckpointId> = std::fs::read_dir(chk)
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("_metadata").is_file())
@@ -340,7 +340,7 @@ fn committed_output_of_an_earlier_run_stops_a_start_from_scratch() {
 fn subtask_writer(
     dir: &Path,
     job: &str,
-    restored: Option<u64>,
+    restored: Option<CheckpointId>,
 ) -> Result<Box<dyn SinkWriter<u64, weir::engine::sink::FileCommittable>>> {
     FileSink::<u64>::exactly_once(dir).create_writer(&SinkContext {
         job: job.to_string(),
@@ -367,17 +367,17 @@ fn two_jobs_share_an_output_directory() {
     let out = tmp.path().join("out");
     let mut a = subtask_writer(&out, "job-a", None).unwrap();
     a.write(numbers(0..3)).unwrap();
-    let ca = a.pre_commit(1).unwrap().unwrap();
+    let ca = a.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
     // Job b starts fresh on the same directory while a's checkpoint 1 is pending.
     let mut b = subtask_writer(&out, "job-b", None).unwrap();
     b.write(numbers(10..12)).unwrap();
     let cb = b
-        .pre_commit(1)
+        .pre_commit(CheckpointId::new(1))
         .expect("job b's files do not collide with job a's")
         .unwrap();
-    a.commit(vec![(1, ca)])
+    a.commit(vec![(CheckpointId::new(1), ca)])
         .expect("job b's clean-up left job a's pending file alone");
-    b.commit(vec![(1, cb)]).unwrap();
+    b.commit(vec![(CheckpointId::new(1), cb)]).unwrap();
     let mut lines = read_committed_lines(&out).unwrap();
     lines.sort();
     assert_eq!(lines, vec!["0", "1", "10", "11", "2"]);
@@ -404,7 +404,7 @@ fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
     let out = tmp.path().join("out");
     let mut first = subtask_writer(&out, "job-a", None).unwrap();
     first.write(numbers(0..3)).unwrap();
-    let c = first.pre_commit(1).unwrap().unwrap();
+    let c = first.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
     first.write(numbers(3..5)).unwrap();
     let e = subtask_writer(&out, "job-a", None)
         .err()
@@ -417,14 +417,14 @@ fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
     );
     assert!(text.contains("job-a"), "{text}");
     first
-        .commit(vec![(1, c)])
+        .commit(vec![(CheckpointId::new(1), c)])
         .expect("the refused writer left the pending file alone");
-    let c = first.pre_commit(2).unwrap().unwrap();
-    first.commit(vec![(2, c)]).unwrap();
+    let c = first.pre_commit(CheckpointId::new(2)).unwrap().unwrap();
+    first.commit(vec![(CheckpointId::new(2), c)]).unwrap();
     assert_eq!(read_committed_lines(&out).unwrap(), vec!["0", "1", "2", "3", "4"]);
     drop(first);
     // Once the first writer is gone (its process ended), the next one takes over.
-    subtask_writer(&out, "job-a", Some(2)).unwrap();
+    subtask_writer(&out, "job-a", Some(CheckpointId::new(2))).unwrap();
 }
 
 /// Subtask 0 had not committed the checkpoints after `r` yet (its files are still pending),

@@ -335,7 +335,7 @@ fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     .run()
     .unwrap();
     let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
-    assert!(marker > 0);
+    assert!(marker > CheckpointId::new(0));
     // Empty checkpoint storage (an unmounted volume, a wrong path) while the sink's marker
     // shows committed epochs: the job has run before; starting from scratch would produce
     // everything again, so it is refused and the marker is left as it was.
@@ -402,7 +402,7 @@ fn a_marker_above_the_restored_checkpoint_stops_the_start() {
     .unwrap();
     let marker = committed_epoch(broker.brokers(), &topic, &format!("{prefix}-0")).unwrap();
     let chk = dir.path().join("checkpoints");
-    let mut complete: Vec<u64> = std::fs::read_dir(&chk)
+    let mut complete: Vec<CheckpointId> = std::fs::read_dir(&chk)
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("_metadata").is_file())
@@ -447,7 +447,7 @@ struct Refused<'a> {
     topic: &'a str,
     prefix: &'a str,
     /// The marker the first run left.
-    marker: u64,
+    marker: CheckpointId,
 }
 
 impl Refused<'_> {

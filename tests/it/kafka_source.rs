@@ -328,9 +328,13 @@ fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
     wait_until(20, "the job to run", || job.progress().running);
     produce(&b, &old, 1, 0..5);
     wait_until(20, "the first records", || sink.records().len() >= 5);
-    let read_at = job.progress().last_checkpoint.map(|c| c.0).unwrap_or(0);
+    let read_at = job
+        .progress()
+        .last_checkpoint
+        .map(|c| c.0)
+        .unwrap_or(CheckpointId::new(0));
     wait_until(20, "a checkpoint after them", || {
-        job.progress().last_checkpoint.is_some_and(|c| c.0 > read_at + 1)
+        job.progress().last_checkpoint.is_some_and(|c| c.0 > read_at.next())
     });
     job.cancel();
     job.join().unwrap();

@@ -4,15 +4,14 @@
 //! parallelism 1 and 2.
 
 use crate::common;
-#[allow(dead_code)]
-#[path = "../../examples/nexmark/queries.rs"]
-mod queries;
 
 use common::{sorted, Backend, BACKENDS};
-use queries::{AuctionPrice, HighestBid, HotItem, Q2_AUCTION_MODULUS, Q5_SLIDE, Q5_WINDOW, Q7_WINDOW};
 use std::collections::BTreeMap;
 use weir::engine::source::nexmark::*;
 use weir::prelude::*;
+use weir_examples::nexmark::queries::{
+    self, AuctionPrice, HighestBid, HotItem, Q2_AUCTION_MODULUS, Q5_SLIDE, Q5_WINDOW, Q7_WINDOW,
+};
 
 /// Asserts `actual == expected`, reporting the lengths and the first difference (the records
 /// are too long to print whole).

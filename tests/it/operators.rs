@@ -24,7 +24,7 @@ fn thread_name() -> String {
 /// committed twice, and the commit counts add up to the records.
 fn assert_clean_commit_log<T: Data>(sink: &CollectSink<T>) {
     let c = sink.collected();
-    let keys: BTreeSet<(usize, u64)> = c.commits.iter().map(|(s, id, _)| (*s, *id)).collect();
+    let keys: BTreeSet<(usize, CheckpointId)> = c.commits.iter().map(|(s, id, _)| (*s, *id)).collect();
     assert_eq!(
         keys.len(),
         c.commits.len(),
@@ -1330,7 +1330,7 @@ fn collect_sink_commit_log_over_many_commit_barriers() {
     assert_eq!(sink.records().len(), 6_000);
     assert_clean_commit_log(&sink);
     let c = sink.collected();
-    let ids: BTreeSet<u64> = c.commits.iter().map(|c| c.1).collect();
+    let ids: BTreeSet<CheckpointId> = c.commits.iter().map(|c| c.1).collect();
     assert!(
         ids.len() > 3,
         "a 300 ms job with a 10 ms commit interval commits often: {:?}",
@@ -1338,7 +1338,7 @@ fn collect_sink_commit_log_over_many_commit_barriers() {
     );
     // Each subtask commits its checkpoints in order.
     for s in 0..2 {
-        let mine: Vec<u64> = c.commits.iter().filter(|c| c.0 == s).map(|c| c.1).collect();
+        let mine: Vec<CheckpointId> = c.commits.iter().filter(|c| c.0 == s).map(|c| c.1).collect();
         assert_eq!(mine, sorted(mine.clone()), "subtask {s}");
     }
 }

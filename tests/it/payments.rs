@@ -3,28 +3,13 @@
 //! document its flags and reject bad values.
 //!
 //! The tests run the built example binary (`target/release/examples/payments`), and call the
-//! verifier as a library: its modules are included from `examples/payments/` below.
-
-#[allow(dead_code)]
-#[path = "../../examples/payments/audit.rs"]
-mod audit;
-#[allow(dead_code)]
-#[path = "../../examples/payments/domain.rs"]
-mod domain;
-#[allow(dead_code)]
-#[path = "../../examples/payments/generator.rs"]
-mod generator;
-#[allow(dead_code)]
-#[path = "../../examples/payments/model.rs"]
-mod model;
-#[allow(dead_code)]
-#[path = "../../examples/payments/rules.rs"]
-mod rules;
+//! verifier as a library: `weir_examples::payments`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use weir::engine::sink::file::committed_files;
+use weir_examples::payments::{audit, domain};
 
 /// The example binary, built once per test run if it is missing or stale.
 fn example() -> &'static Path {

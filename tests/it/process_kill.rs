@@ -2,15 +2,13 @@
 //! seeded random moments, restarted each time with the same flags, and its committed output
 //! must equal that of a run that was never killed.
 
-#[path = "../../examples/wordcount/audit.rs"]
-mod wordcount_audit;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weir::engine::sink::read_committed_lines;
 use weir::engine::source::generator::mix;
+use weir_examples::wordcount::audit as wordcount_audit;
 
 pub(crate) fn example(name: &str) -> PathBuf {
     // target/release/deps/<test> -> target/release/examples/<name>

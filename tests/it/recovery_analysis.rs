@@ -1,12 +1,8 @@
-//! The recovery benchmark's phase analysis (examples/recovery/analysis.rs) on a simulated
+//! The recovery benchmark's phase analysis (`weir_examples::recovery::analysis`) on a simulated
 //! recovery whose phases are known: detection, restore, replay and back-to-normal come out
 //! where the simulation put them, and a job that never catches up never counts as normal.
 
-#[path = "../../examples/recovery/analysis.rs"]
-#[allow(dead_code)] // the plot and the JSON file use the rest
-mod analysis;
-
-use analysis::{phases, Moments, Sample};
+use weir_examples::recovery::analysis::{phases, Moments, Sample};
 
 const RATE: f64 = 10_000.0; // events/s: 10 per ms
 const CATCH_UP: u64 = 40; // events per ms while a backlog lasts

@@ -1,16 +1,9 @@
-//! The recovery benchmark's RPO audit (examples/recovery/audit.rs) finds every kind of damage:
+//! The recovery benchmark's RPO audit (`weir_examples::recovery::audit`) finds every kind of damage:
 //! a lost event, a duplicated event, and keyed state that lost or doubled an effect, at any
 //! processing order of a key's events.
 
-#[path = "../../examples/recovery/audit.rs"]
-#[allow(dead_code)] // reading a sink's directory is the harness's part
-mod audit;
-#[path = "../../examples/recovery/workload.rs"]
-#[allow(dead_code)] // the audit needs only the key sequence
-mod workload;
-
-use audit::check_lines;
-use workload::key_of;
+use weir_examples::recovery::audit::check_lines;
+use weir_examples::recovery::workload::key_of;
 
 const KEYS: u64 = 50;
 const END: u64 = 2_000;

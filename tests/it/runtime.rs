@@ -829,7 +829,10 @@ fn order_sensitive_calls(dir: &std::path::Path, checkpoint: Option<CheckpointCon
             "checkpoint_interval",
             Box::new(|p| p.checkpoint_interval(Duration::from_secs(60))),
         ),
-        ("restore_mode", Box::new(|p| p.restore_mode(RestoreMode::Checkpoint(3)))),
+        (
+            "restore_mode",
+            Box::new(|p| p.restore_mode(RestoreMode::Checkpoint(CheckpointId::new(3)))),
+        ),
         ("parallelism", Box::new(|p| p.parallelism(3))),
         ("max_parallelism", Box::new(|p| p.max_parallelism(64))),
         ("state_dir", Box::new(move |p| p.state_dir(&state))),

@@ -81,7 +81,11 @@ impl Coordinator {
         let storage = cfg.storage.as_ref();
         let scan = || format!("scanning checkpoint storage {}", storage.describe());
         let listed = with_retries(READ_RETRY, &scan, || storage.list())?;
-        let next_id = listed.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+        let next_id = listed
+            .iter()
+            .map(|(id, _)| *id)
+            .max()
+            .map_or(CheckpointId::FIRST, CheckpointId::next);
         let retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>> =
             listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
         let complete: Vec<CheckpointId> = retained.keys().copied().collect();
@@ -166,7 +170,7 @@ impl Coordinator {
             Ok(()) => self.identity = Some(record),
             Err(e) => tracing::warn!(
                 error = %e,
-                checkpoint = id,
+                checkpoint = id.get(),
                 "recording the first completed checkpoint in the job identity record failed"
             ),
         }
@@ -175,7 +179,7 @@ impl Coordinator {
     /// The id of the next checkpoint, reserved in storage so no later run reuses it.
     pub(crate) fn take_id(&mut self) -> Result<CheckpointId> {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = id.next();
         self.cfg.storage.reserve(id, &self.lease)?;
         Ok(id)
     }
@@ -321,7 +325,7 @@ impl Coordinator {
         self.lineage.push(id);
         self.completed.push(stats.clone());
         tracing::info!(
-            checkpoint = id,
+            checkpoint = id.get(),
             sync_ms = stats.sync_ms,
             async_ms = stats.async_ms,
             alignment_ms = stats.alignment_ms,

@@ -144,13 +144,21 @@ mod tests {
         let a = check_identity(None, "j", "s", &[], RestoreMode::Latest, 9).unwrap();
         assert_eq!(a, IdentityAction::Write(rec("j", None).with_created(9)));
         // Checkpoints without a record: whose they are shows only once one is restored.
-        let a = check_identity(None, "j", "s", &[3, 4], RestoreMode::Latest, 9).unwrap();
+        let a = check_identity(
+            None,
+            "j",
+            "s",
+            &[CheckpointId::new(3), CheckpointId::new(4)],
+            RestoreMode::Latest,
+            9,
+        )
+        .unwrap();
         assert_eq!(a, IdentityAction::WriteAtFirstCompletion);
     }
 
     #[test]
     fn a_job_that_completed_checkpoints_needs_them_or_fresh() {
-        let r = rec("j", Some(2));
+        let r = rec("j", Some(CheckpointId::new(2)));
         let e = check_identity(Some(&r), "j", "s", &[], RestoreMode::Latest, 9).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config);
         assert!(e.to_string().contains("RestoreMode::Fresh"), "{e}");
@@ -159,7 +167,7 @@ mod tests {
             IdentityAction::Keep
         );
         assert_eq!(
-            check_identity(Some(&r), "j", "s", &[7], RestoreMode::Latest, 9).unwrap(),
+            check_identity(Some(&r), "j", "s", &[CheckpointId::new(7)], RestoreMode::Latest, 9).unwrap(),
             IdentityAction::Keep
         );
     }
@@ -172,8 +180,8 @@ mod tests {
             IdentityAction::Keep
         );
         assert_eq!(
-            check_identity(Some(&r), "j", "s", &[4], RestoreMode::Latest, 9).unwrap(),
-            IdentityAction::Write(rec("j", Some(4)))
+            check_identity(Some(&r), "j", "s", &[CheckpointId::new(4)], RestoreMode::Latest, 9).unwrap(),
+            IdentityAction::Write(rec("j", Some(CheckpointId::new(4))))
         );
     }
 

@@ -65,7 +65,7 @@ pub struct SourceState {
 }
 
 /// Figures about how a checkpoint was taken.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointStats {
     /// The checkpoint.
     pub id: CheckpointId,
@@ -85,6 +85,23 @@ pub struct CheckpointStats {
     pub uploaded_bytes: u64,
     /// Source records read when the barrier was taken (all sources).
     pub source_records: u64,
+}
+
+/// All zero, with checkpoint id 0 (before any checkpoint).
+impl Default for CheckpointStats {
+    fn default() -> Self {
+        CheckpointStats {
+            id: CheckpointId::new(0),
+            triggered_at_ms: 0,
+            sync_ms: 0.0,
+            alignment_ms: 0.0,
+            async_ms: 0.0,
+            total_ms: 0.0,
+            state_bytes: 0,
+            uploaded_bytes: 0,
+            source_records: 0,
+        }
+    }
 }
 
 /// The metadata of a completed checkpoint.
@@ -218,7 +235,7 @@ mod tests {
             owner_epoch: Some(3),
             version: FORMAT_VERSION,
             job: "j".into(),
-            id: 7,
+            id: CheckpointId::new(7),
             kind: BarrierKind::Checkpoint,
             max_parallelism: 128,
             sources: vec![SourceState {
@@ -237,19 +254,19 @@ mod tests {
     #[test]
     fn metadata_round_trips_and_every_changed_digit_is_detected() {
         let bytes = encode_metadata(&meta()).unwrap();
-        let back = decode_metadata(7, &bytes).unwrap();
+        let back = decode_metadata(CheckpointId::new(7), &bytes).unwrap();
         assert_eq!(back.sources[0].positions[0].offset, 1234);
         assert_eq!(back.sources[0].positions[0].event_time, Some(-5));
         assert_eq!(back.owner_epoch, Some(3));
         let text = String::from_utf8(bytes).unwrap();
         let tampered = text.replace("1234", "1235");
         assert_ne!(tampered, text);
-        let e = decode_metadata(7, tampered.as_bytes()).unwrap_err();
+        let e = decode_metadata(CheckpointId::new(7), tampered.as_bytes()).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
         assert!(e.to_string().contains("checksum"), "{e}");
-        let e = decode_metadata(8, text.as_bytes()).unwrap_err();
+        let e = decode_metadata(CheckpointId::new(8), text.as_bytes()).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
-        let e = decode_metadata(7, &text.as_bytes()[..text.len() / 2]).unwrap_err();
+        let e = decode_metadata(CheckpointId::new(7), &text.as_bytes()[..text.len() / 2]).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Checkpoint);
     }
 
@@ -257,7 +274,7 @@ mod tests {
     fn an_older_format_is_a_config_error_not_corruption() {
         let mut m = meta();
         m.version = 1;
-        let e = decode_metadata(7, &serde_json::to_vec(&m).unwrap()).unwrap_err();
+        let e = decode_metadata(CheckpointId::new(7), &serde_json::to_vec(&m).unwrap()).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config, "{e}");
     }
 }

@@ -192,7 +192,7 @@ fn check_compatible(
             Some(_) => {}
             None => tracing::warn!(
                 operator = %op.name,
-                checkpoint = meta.id,
+                checkpoint = meta.id.get(),
                 "checkpointed state of a step that is no longer in the job is ignored"
             ),
         }
@@ -292,7 +292,7 @@ pub(crate) fn restore_from(
                          it; append-only sinks hold it twice)",
                         reasons.join("; ")
                     );
-                    tracing::warn!(checkpoint = id, newer, "{message}");
+                    tracing::warn!(checkpoint = id.get(), newer = newer.get(), "{message}");
                     RestoreWarning {
                         restored: id,
                         newer: *newer,
@@ -311,7 +311,7 @@ pub(crate) fn restore_from(
                     return Err(stop);
                 }
                 tracing::warn!(
-                    checkpoint = id,
+                    checkpoint = id.get(),
                     error = %e,
                     "checkpoint is corrupt; falling back to the previous retained checkpoint as allowed by \
                      fallback_to_older_checkpoint_reproducing_output"
@@ -332,7 +332,7 @@ mod tests {
     fn a_corrupt_checkpoint_stops_without_the_opt_in_and_falls_back_with_it() {
         let e = Error::checkpoint("file x is corrupt");
         let strict = RestorePolicy::default();
-        let stop = on_corrupt(7, &e, true, &strict, "s").unwrap();
+        let stop = on_corrupt(CheckpointId::new(7), &e, true, &strict, "s").unwrap();
         assert_eq!(stop.kind(), ErrorKind::Config);
         assert!(stop
             .to_string()
@@ -341,8 +341,8 @@ mod tests {
             fallback_allowed: true,
             ..RestorePolicy::default()
         };
-        assert!(on_corrupt(7, &e, true, &lenient, "s").is_none());
-        let last = on_corrupt(7, &e, false, &lenient, "s").unwrap();
+        assert!(on_corrupt(CheckpointId::new(7), &e, true, &lenient, "s").is_none());
+        let last = on_corrupt(CheckpointId::new(7), &e, false, &lenient, "s").unwrap();
         assert!(last.to_string().contains("refusing to start from scratch"), "{last}");
     }
 

@@ -562,7 +562,7 @@ mod tests {
     fn directories_that_gained_entries_are_fsynced_once_before_publication() {
         let (d, s) = storage();
         let lease = s.acquire(&OwnerInfo::this_process("j")).unwrap();
-        s.reserve(1, &lease).unwrap();
+        s.reserve(CheckpointId::new(1), &lease).unwrap();
         let local = d.path().join("f");
         fs::write(&local, b"x").unwrap();
         s.put_file(&local, "shared/op/0/1-a.sst", "a.sst").unwrap();
@@ -591,7 +591,7 @@ mod tests {
         // Publication drains the set.
         s.put_bytes("chk-1/op/2/operator-state", "operator-state", b"z")
             .unwrap();
-        s.write_metadata(1, b"{}").unwrap();
+        s.write_metadata(CheckpointId::new(1), b"{}").unwrap();
         assert!(s.sync_unsynced().unwrap().is_empty());
     }
 
@@ -618,10 +618,10 @@ mod tests {
     fn reserving_an_id_twice_is_an_error() {
         let (_d, s) = storage();
         let lease = s.acquire(&OwnerInfo::this_process("j")).unwrap();
-        s.reserve(4, &lease).unwrap();
-        let e = s.reserve(4, &lease).unwrap_err();
+        s.reserve(CheckpointId::new(4), &lease).unwrap();
+        let e = s.reserve(CheckpointId::new(4), &lease).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().contains("checkpoint 4 is already reserved"), "{e}");
-        assert_eq!(s.list().unwrap(), vec![(4, false)]);
+        assert_eq!(s.list().unwrap(), vec![(CheckpointId::new(4), false)]);
     }
 }

@@ -161,7 +161,7 @@ pub(crate) fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<O
 mod tests {
     use super::*;
     use crate::data::{erase, Record};
-    use crate::message::BarrierKind;
+    use crate::message::{BarrierKind, CheckpointId};
 
     #[test]
     fn every_message_survives_the_wire_in_order() {
@@ -170,7 +170,7 @@ mod tests {
             Record::new("b".to_string()),
         ]);
         let barrier = Barrier {
-            id: 3,
+            id: CheckpointId::new(3),
             kind: BarrierKind::Checkpoint,
             triggered_at_ms: 9,
         };

@@ -71,8 +71,8 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             tracing::debug!(
                 sink = %sink_ctx.name,
                 subtask = sink_ctx.subtask,
-                checkpoint = state.checkpoint,
-                pending = ?state.pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+                checkpoint = state.checkpoint.get(),
+                pending = ?state.pending.iter().map(|(id, _)| id.get()).collect::<Vec<_>>(),
                 "sink restored"
             );
             if !state.pending.is_empty() {
@@ -97,8 +97,8 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             self.pending.push((barrier.id, c));
         }
         tracing::debug!(
-            checkpoint = barrier.id,
-            pending = ?self.pending.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            checkpoint = barrier.id.get(),
+            pending = ?self.pending.iter().map(|(id, _)| id.get()).collect::<Vec<_>>(),
             "sink pre-committed"
         );
         self.fail_points.hit(fail::AFTER_PRE_COMMIT)?;

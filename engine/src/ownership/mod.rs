@@ -271,7 +271,7 @@ mod tests {
             assert!(text.contains(part), "{part} missing in {text}");
         }
         let lease = OwnerLease::new(6, owner(1));
-        let e = reservation_taken("s", 9, Some(&holder), &lease);
+        let e = reservation_taken("s", CheckpointId::new(9), Some(&holder), &lease);
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(
             e.to_string().contains("checkpoint 9") && e.to_string().contains("pid 4242"),

@@ -137,7 +137,7 @@ mod tests {
         assert!(e.to_string().contains("broker gone"), "{e}");
 
         let barrier = Barrier {
-            id: 7,
+            id: CheckpointId::new(7),
             kind: BarrierKind::Final,
             triggered_at_ms: 1,
         };
@@ -174,8 +174,10 @@ mod tests {
         );
         assert_eq!(ack.source.as_ref().map(|s| s.records_read), Some(42));
 
-        let control = Control::CheckpointComplete { id: 7 };
+        let control = Control::CheckpointComplete {
+            id: CheckpointId::new(7),
+        };
         let back: Control = serde_json::from_str(&serde_json::to_string(&control).unwrap()).unwrap();
-        assert!(matches!(back, Control::CheckpointComplete { id: 7 }));
+        assert!(matches!(back, Control::CheckpointComplete { id } if id == CheckpointId::new(7)));
     }
 }

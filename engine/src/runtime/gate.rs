@@ -279,7 +279,11 @@ impl InputGate {
             Some(a) if b.id < a.barrier.id => return, // stale: belongs to an abandoned alignment
             Some(a) if b.id > a.barrier.id => {
                 // The older checkpoint was abandoned upstream; align on the newer one instead.
-                tracing::debug!(old = a.barrier.id, new = b.id, "abandoning barrier alignment");
+                tracing::debug!(
+                    old = a.barrier.id.get(),
+                    new = b.id.get(),
+                    "abandoning barrier alignment"
+                );
                 self.unblock_all();
                 self.aligning = None;
             }
@@ -485,7 +489,7 @@ mod tests {
     fn alignment_blocks_a_channel_that_delivered_the_barrier() {
         let mut h = Harness::new(2);
         h.send(0, rec(0, 0, 0));
-        h.send(0, Message::Barrier(barrier(1)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(0, rec(0, 1, 1));
         h.send(1, rec(1, 0, 0));
         let ev = h.drain();
@@ -495,7 +499,7 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![(0, 0, 0), (1, 0, 0)], "{ev:?}");
         assert!(!ev.iter().any(|e| matches!(e, Ev::Aligned(_))), "{ev:?}");
-        assert_eq!(aligning_id(&h.gate), Some(1));
+        assert_eq!(aligning_id(&h.gate), Some(CheckpointId::new(1)));
         assert!(h.gate.channels[0].blocked);
         assert_eq!(
             h.gate.channels[0].rx.len(),
@@ -509,10 +513,10 @@ mod tests {
 
         // The barrier on the last channel completes the alignment; records after the barrier on
         // both channels come after `Aligned`.
-        h.send(1, Message::Barrier(barrier(1)));
+        h.send(1, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(1, rec(1, 2, 1));
         let ev = h.drain();
-        assert_eq!(ev[0], Ev::Aligned(1), "{ev:?}");
+        assert_eq!(ev[0], Ev::Aligned(CheckpointId::new(1)), "{ev:?}");
         let mut after = records(&ev[1..]);
         after.sort();
         assert_eq!(after, vec![(0, 1, 1), (1, 2, 1)]);
@@ -524,25 +528,25 @@ mod tests {
     #[test]
     fn aligned_fires_once_when_every_live_channel_delivered_the_barrier() {
         let mut h = Harness::new(3);
-        h.send(0, Message::Barrier(barrier(7)));
-        h.send(1, Message::Barrier(barrier(7)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(7))));
+        h.send(1, Message::Barrier(barrier(CheckpointId::new(7))));
         assert_eq!(h.drain(), vec![]);
-        assert_eq!(aligning_id(&h.gate), Some(7));
-        h.send(2, Message::Barrier(barrier(7)));
-        assert_eq!(h.drain(), vec![Ev::Aligned(7)]);
+        assert_eq!(aligning_id(&h.gate), Some(CheckpointId::new(7)));
+        h.send(2, Message::Barrier(barrier(CheckpointId::new(7))));
+        assert_eq!(h.drain(), vec![Ev::Aligned(CheckpointId::new(7))]);
         assert_eq!(h.drain(), vec![], "Aligned is reported once");
         // The next checkpoint aligns the same way.
         for ch in [2, 0, 1] {
-            h.send(ch, Message::Barrier(barrier(8)));
+            h.send(ch, Message::Barrier(barrier(CheckpointId::new(8))));
         }
-        assert_eq!(h.drain(), vec![Ev::Aligned(8)]);
+        assert_eq!(h.drain(), vec![Ev::Aligned(CheckpointId::new(8))]);
     }
 
     #[test]
     fn aligned_carries_the_barrier_and_the_alignment_time() {
         let mut h = Harness::new(2);
         let b = Barrier {
-            id: 3,
+            id: CheckpointId::new(3),
             kind: BarrierKind::Final,
             triggered_at_ms: 1234,
         };
@@ -569,53 +573,53 @@ mod tests {
         h.send(1, rec(1, 0, 0));
         h.send(1, Message::End);
         assert_eq!(h.drain(), vec![batch(1, &[(1, 0, 0)])]);
-        h.send(0, Message::Barrier(barrier(1)));
-        assert_eq!(h.drain(), vec![Ev::Aligned(1)]);
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(1))));
+        assert_eq!(h.drain(), vec![Ev::Aligned(CheckpointId::new(1))]);
 
         // Ends while the others wait for it.
         let mut h = Harness::new(3);
-        h.send(0, Message::Barrier(barrier(1)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(0, rec(0, 0, 1));
-        h.send(1, Message::Barrier(barrier(1)));
+        h.send(1, Message::Barrier(barrier(CheckpointId::new(1))));
         assert_eq!(h.drain(), vec![]);
         h.send(2, rec(2, 0, 0));
         h.send(2, Message::End);
         let ev = h.drain();
-        let aligned = position(&ev, &Ev::Aligned(1));
+        let aligned = position(&ev, &Ev::Aligned(CheckpointId::new(1)));
         assert!(position(&ev, &batch(2, &[(2, 0, 0)])) < aligned, "{ev:?}");
         assert!(position(&ev, &batch(0, &[(0, 0, 1)])) > aligned, "{ev:?}");
         // Later barriers need only the live channels.
-        h.send(0, Message::Barrier(barrier(2)));
-        h.send(1, Message::Barrier(barrier(2)));
-        assert_eq!(h.drain(), vec![Ev::Aligned(2)]);
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(2))));
+        h.send(1, Message::Barrier(barrier(CheckpointId::new(2))));
+        assert_eq!(h.drain(), vec![Ev::Aligned(CheckpointId::new(2))]);
     }
 
     #[test]
     fn a_newer_barrier_abandons_the_older_alignment() {
         let mut h = Harness::new(3);
-        h.send(0, Message::Barrier(barrier(1)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(0, rec(0, 0, 1));
-        h.send(0, Message::Barrier(barrier(2)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(2))));
         h.send(0, rec(0, 1, 2));
         assert_eq!(h.drain(), vec![]);
-        assert_eq!(aligning_id(&h.gate), Some(1));
+        assert_eq!(aligning_id(&h.gate), Some(CheckpointId::new(1)));
         // Channel 1 skipped checkpoint 1 (abandoned upstream) and sends barrier 2.
-        h.send(1, Message::Barrier(barrier(2)));
+        h.send(1, Message::Barrier(barrier(CheckpointId::new(2))));
         let ev = h.drain();
-        assert_eq!(aligning_id(&h.gate), Some(2), "{ev:?}");
+        assert_eq!(aligning_id(&h.gate), Some(CheckpointId::new(2)), "{ev:?}");
         // Channel 0 was released: its record between barrier 1 and 2 comes out, then it
         // blocks on barrier 2.
         assert_eq!(ev, vec![batch(0, &[(0, 0, 1)])]);
         assert!(h.gate.channels[0].blocked && h.gate.channels[1].blocked && !h.gate.channels[2].blocked);
         // A stale barrier 1 on channel 2 is ignored (it does not block channel 2).
-        h.send(2, Message::Barrier(barrier(1)));
+        h.send(2, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(2, rec(2, 0, 1));
         assert_eq!(h.drain(), vec![batch(2, &[(2, 0, 1)])]);
         assert!(!h.gate.channels[2].blocked);
-        h.send(2, Message::Barrier(barrier(2)));
+        h.send(2, Message::Barrier(barrier(CheckpointId::new(2))));
         let ev = h.drain();
-        assert_eq!(ev, vec![Ev::Aligned(2), batch(0, &[(0, 1, 2)])]);
-        assert!(!ev.contains(&Ev::Aligned(1)));
+        assert_eq!(ev, vec![Ev::Aligned(CheckpointId::new(2)), batch(0, &[(0, 1, 2)])]);
+        assert!(!ev.contains(&Ev::Aligned(CheckpointId::new(1))));
     }
 
     #[test]
@@ -803,10 +807,14 @@ mod tests {
         assert_eq!(h.drain(), vec![Ev::Ended]);
         assert_eq!(h.drain(), vec![]);
         // Control messages are still read after the end.
-        h._ctl_tx.send(Control::CheckpointComplete { id: 4 }).unwrap();
+        h._ctl_tx
+            .send(Control::CheckpointComplete {
+                id: CheckpointId::new(4),
+            })
+            .unwrap();
         assert!(matches!(
             h.gate.next(&h.ctl_rx, Duration::from_millis(100)).unwrap(),
-            GateEvent::Control(Control::CheckpointComplete { id: 4 })
+            GateEvent::Control(Control::CheckpointComplete { id }) if id == CheckpointId::new(4)
         ));
     }
 
@@ -837,7 +845,7 @@ mod tests {
     #[test]
     fn a_blocked_gate_still_reads_control_messages() {
         let mut h = Harness::new(2);
-        h.send(0, Message::Barrier(barrier(1)));
+        h.send(0, Message::Barrier(barrier(CheckpointId::new(1))));
         h.send(0, rec(0, 0, 1));
         assert_eq!(h.drain(), vec![]);
         let ctl = h._ctl_tx.clone();
@@ -896,7 +904,7 @@ mod tests {
                 return out;
             }
             if epoch < barriers {
-                out.push(Spec::Barrier(epoch as u64 + 1));
+                out.push(Spec::Barrier(CheckpointId::new(epoch as u64 + 1)));
             }
         }
         out
@@ -980,6 +988,7 @@ mod tests {
                     }
                 }
                 Ev::Aligned(id) => {
+                    let id = id.get();
                     prop_assert_eq!(id, self.aligned + 1, "barriers align in order, once each");
                     // Every record sent before barrier `id` on any channel was delivered.
                     for ch in 0..self.scripts.len() {

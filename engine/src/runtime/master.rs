@@ -153,7 +153,7 @@ impl Master {
                     let base = restored.as_ref().map(|r| r.metadata.stats.source_records).unwrap_or(0);
                     let restored_id = restored.as_ref().map(|r| r.metadata.id);
                     if let Some(r) = &restored {
-                        tracing::info!(checkpoint = r.metadata.id, attempt, "restoring checkpoint");
+                        tracing::info!(checkpoint = r.metadata.id.get(), attempt, "restoring checkpoint");
                         if attempt == 1 {
                             self.report.restored_from = Some(r.metadata.id);
                         }
@@ -174,7 +174,7 @@ impl Master {
                         };
                         tracing::info!(
                             attempt,
-                            checkpoint = ?stats.checkpoint,
+                            checkpoint = ?stats.checkpoint.map(CheckpointId::get),
                             detect_to_running_ms = stats.detect_to_running_ms,
                             restore_ms = stats.restore_ms,
                             records_replayed = stats.records_replayed,
@@ -452,7 +452,7 @@ impl Master {
                     match outcome {
                         AckOutcome::Recorded { .. } | AckOutcome::LateForAborted => {}
                         AckOutcome::Duplicate | AckOutcome::UnknownSubtask | AckOutcome::NotInFlight => {
-                            tracing::debug!(task, checkpoint = id, ?outcome, "acknowledgement ignored");
+                            tracing::debug!(task, checkpoint = id.get(), ?outcome, "acknowledgement ignored");
                         }
                     }
                     self.execute(&mut a, actions)
@@ -578,7 +578,7 @@ impl Master {
                 } => {
                     self.report.checkpoints_aborted += 1;
                     tracing::warn!(
-                        checkpoint = id,
+                        checkpoint = id.get(),
                         failed_in_a_row,
                         tolerable,
                         "checkpoint {}; it is aborted",
@@ -604,7 +604,7 @@ impl Master {
                 // Without storage, ids only need to be unique, also across runs (sinks name
                 // their output by them): a time base keeps them increasing.
                 self.report.commit_barriers += 1;
-                self.commit_id_base + self.report.commit_barriers
+                CheckpointId::new(self.commit_id_base + self.report.commit_barriers)
             }
         };
         let barrier = Barrier {
@@ -612,7 +612,7 @@ impl Master {
             kind,
             triggered_at_ms: now_ms(),
         };
-        tracing::debug!(checkpoint = id, ?kind, "triggering checkpoint");
+        tracing::debug!(checkpoint = id.get(), ?kind, "triggering checkpoint");
         for &t in &a.source_tasks {
             a.controls.send(t, Control::TriggerCheckpoint { barrier });
         }

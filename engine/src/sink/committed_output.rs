@@ -79,7 +79,13 @@ impl CommittedOutputCheck {
                      restored checkpoint {restored}: the output after checkpoint {restored} is produced again, as \
                      fallback_to_older_checkpoint_reproducing_output allows"
                 );
-                tracing::warn!(sink, subtask, checkpoint = restored, newer = newest, "{message}");
+                tracing::warn!(
+                    sink,
+                    subtask,
+                    checkpoint = restored.get(),
+                    newer = newest.get(),
+                    "{message}"
+                );
                 if let Some(w) = &rules.warnings {
                     w.lock().unwrap_or_else(|e| e.into_inner()).push(RestoreWarning {
                         restored,
@@ -105,7 +111,7 @@ fn decide(
     newest: CheckpointId,
     found: &str,
 ) -> Verdict {
-    if newest == 0 {
+    if newest == CheckpointId::new(0) {
         return Verdict::Start;
     }
     match restored {
@@ -146,34 +152,63 @@ mod tests {
     #[test]
     fn output_up_to_the_restored_checkpoint_is_expected() {
         let r = rules(RestoreMode::Latest, false);
-        assert_eq!(decide(&r, "s", 0, Some(5), 5, "f"), Verdict::Start);
-        assert_eq!(decide(&r, "s", 0, Some(5), 3, "f"), Verdict::Start);
-        assert_eq!(decide(&r, "s", 0, None, 0, "f"), Verdict::Start);
+        assert_eq!(
+            decide(&r, "s", 0, Some(CheckpointId::new(5)), CheckpointId::new(5), "f"),
+            Verdict::Start
+        );
+        assert_eq!(
+            decide(&r, "s", 0, Some(CheckpointId::new(5)), CheckpointId::new(3), "f"),
+            Verdict::Start
+        );
+        assert_eq!(decide(&r, "s", 0, None, CheckpointId::new(0), "f"), Verdict::Start);
     }
 
     #[test]
     fn output_ahead_of_the_restored_checkpoint_needs_the_opt_in() {
         let strict = rules(RestoreMode::Latest, false);
-        let Verdict::Refuse(msg) = decide(&strict, "s", 1, Some(5), 6, "file s-1-6") else {
+        let Verdict::Refuse(msg) = decide(
+            &strict,
+            "s",
+            1,
+            Some(CheckpointId::new(5)),
+            CheckpointId::new(6),
+            "file s-1-6",
+        ) else {
             panic!("must refuse")
         };
         assert!(msg.contains("checkpoint 6") && msg.contains("file s-1-6"), "{msg}");
         assert!(msg.contains("fallback_to_older_checkpoint_reproducing_output"), "{msg}");
         let lenient = rules(RestoreMode::Latest, true);
         assert_eq!(
-            decide(&lenient, "s", 1, Some(5), 6, "f"),
-            Verdict::StartReproducing { restored: 5 }
+            decide(&lenient, "s", 1, Some(CheckpointId::new(5)), CheckpointId::new(6), "f"),
+            Verdict::StartReproducing {
+                restored: CheckpointId::new(5)
+            }
         );
     }
 
     #[test]
     fn output_of_an_earlier_run_without_a_checkpoint_needs_fresh() {
-        let Verdict::Refuse(msg) = decide(&rules(RestoreMode::Latest, true), "s", 0, None, 6, "f") else {
+        let Verdict::Refuse(msg) = decide(
+            &rules(RestoreMode::Latest, true),
+            "s",
+            0,
+            None,
+            CheckpointId::new(6),
+            "f",
+        ) else {
             panic!("must refuse")
         };
         assert!(msg.contains("RestoreMode::Fresh"), "{msg}");
         assert_eq!(
-            decide(&rules(RestoreMode::Fresh, false), "s", 0, None, 6, "f"),
+            decide(
+                &rules(RestoreMode::Fresh, false),
+                "s",
+                0,
+                None,
+                CheckpointId::new(6),
+                "f"
+            ),
             Verdict::Start
         );
     }

@@ -686,17 +686,17 @@ mod tests {
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..3)).unwrap();
         assert_eq!(names(&d.path().join(IN_PROGRESS_DIR)).len(), 1);
-        let c = w.pre_commit(1).unwrap().unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
         assert_eq!(c.final_name, n("out-0-0000000001.jsonl"));
         assert_eq!(c.pending, format!(".pending/{}", n("out-0-0000000001.jsonl")));
         assert_eq!(c.records, 3);
         assert!(read_committed_lines(d.path()).unwrap().is_empty());
         assert!(names(&d.path().join(IN_PROGRESS_DIR)).is_empty());
-        w.commit(vec![(1, c)]).unwrap();
+        w.commit(vec![(CheckpointId::new(1), c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..3));
         assert!(names(&d.path().join(PENDING_DIR)).is_empty());
         // Nothing written: nothing to pre-commit.
-        assert_eq!(w.pre_commit(2).unwrap(), None);
+        assert_eq!(w.pre_commit(CheckpointId::new(2)).unwrap(), None);
         w.abort().unwrap();
     }
 
@@ -705,12 +705,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..5)).unwrap();
-        let c = w.pre_commit(1).unwrap().unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
         drop(w); // crash: checkpoint 1 completes but commit never ran
-        let mut w = writer(d.path(), "out", 0, Some(1));
+        let mut w = writer(d.path(), "out", 0, Some(CheckpointId::new(1)));
         // The pending file of the restored checkpoint survived the clean-up.
         assert_eq!(names(&d.path().join(PENDING_DIR)), vec![n("out-0-0000000001.jsonl")]);
-        w.commit(vec![(1, c)]).unwrap();
+        w.commit(vec![(CheckpointId::new(1), c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..5));
     }
 
@@ -719,14 +719,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..2)).unwrap();
-        let c1 = w.pre_commit(1).unwrap().unwrap();
+        let c1 = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
         w.write(recs(2..4)).unwrap();
-        let c2 = w.pre_commit(2).unwrap().unwrap();
+        let c2 = w.pre_commit(CheckpointId::new(2)).unwrap().unwrap();
         // Crash during the commit of [1, 2]: the first rename happened, the second did not.
-        w.commit(vec![(1, c1.clone())]).unwrap();
+        w.commit(vec![(CheckpointId::new(1), c1.clone())]).unwrap();
         drop(w);
-        let mut w = writer(d.path(), "out", 0, Some(2));
-        w.commit(vec![(1, c1), (2, c2)]).unwrap();
+        let mut w = writer(d.path(), "out", 0, Some(CheckpointId::new(2)));
+        w.commit(vec![(CheckpointId::new(1), c1), (CheckpointId::new(2), c2)])
+            .unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..4));
         assert!(names(&d.path().join(PENDING_DIR)).is_empty());
     }
@@ -736,10 +737,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..2)).unwrap();
-        let c = w.pre_commit(1).unwrap().unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
         // A crash in the middle of the rename left both directory entries.
         fs::hard_link(d.path().join(&c.pending), d.path().join(&c.final_name)).unwrap();
-        w.commit(vec![(1, c)]).unwrap();
+        w.commit(vec![(CheckpointId::new(1), c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..2));
         assert!(names(&d.path().join(PENDING_DIR)).is_empty());
     }
@@ -749,10 +750,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 1, None);
         w.write(recs(0..3)).unwrap();
-        let c = w.pre_commit(7).unwrap().unwrap();
-        w.commit(vec![(7, c.clone())]).unwrap();
-        w.commit(vec![(7, c.clone())]).unwrap();
-        w.commit(vec![(7, c.clone()), (7, c)]).unwrap();
+        let c = w.pre_commit(CheckpointId::new(7)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(7), c.clone())]).unwrap();
+        w.commit(vec![(CheckpointId::new(7), c.clone())]).unwrap();
+        w.commit(vec![(CheckpointId::new(7), c.clone()), (CheckpointId::new(7), c)])
+            .unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..3));
         assert_eq!(names(d.path()), vec![n("out-1-0000000007.jsonl")]);
     }
@@ -762,9 +764,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..3)).unwrap();
-        let c = w.pre_commit(1).unwrap().unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
         fs::remove_file(d.path().join(&c.pending)).unwrap();
-        let e = w.commit(vec![(1, c)]).unwrap_err();
+        let e = w.commit(vec![(CheckpointId::new(1), c)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::External { retryable: false });
         assert!(e.to_string().contains("lost"), "{e}");
     }
@@ -774,37 +776,37 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..2)).unwrap();
-        let c1 = w.pre_commit(1).unwrap().unwrap();
-        w.commit(vec![(1, c1)]).unwrap();
+        let c1 = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(1), c1)]).unwrap();
         w.write(recs(2..4)).unwrap();
-        let _c2 = w.pre_commit(2).unwrap().unwrap(); // checkpoint 2 never completes
+        let _c2 = w.pre_commit(CheckpointId::new(2)).unwrap().unwrap(); // checkpoint 2 never completes
         w.write(recs(4..6)).unwrap();
-        let c3 = w.pre_commit(3).unwrap().unwrap(); // completes, not yet committed
+        let c3 = w.pre_commit(CheckpointId::new(3)).unwrap().unwrap(); // completes, not yet committed
         w.write(recs(6..8)).unwrap();
-        let _c4 = w.pre_commit(4).unwrap().unwrap(); // abandoned
+        let _c4 = w.pre_commit(CheckpointId::new(4)).unwrap().unwrap(); // abandoned
         w.write(recs(8..9)).unwrap(); // in progress
         drop(w); // crash (no abort)
 
         // Another subtask and another sink (whose name extends this one's) in the same directory.
         let mut other = writer(d.path(), "out", 1, None);
         other.write(recs(100..101)).unwrap();
-        let _ = other.pre_commit(4).unwrap().unwrap();
+        let _ = other.pre_commit(CheckpointId::new(4)).unwrap().unwrap();
         other.write(recs(101..102)).unwrap();
         let mut other_sink = writer(d.path(), "out-0", 0, None);
         other_sink.write(recs(200..201)).unwrap();
-        let _ = other_sink.pre_commit(4).unwrap().unwrap();
+        let _ = other_sink.pre_commit(CheckpointId::new(4)).unwrap().unwrap();
         other_sink.write(recs(201..202)).unwrap();
 
         // Restore checkpoint 3: the in-progress file goes at once; pending 4 goes at the first
         // barrier (once the whole job started); pending 2 and 3 stay (checkpoint 3's
         // committables hold both: the engine commits them again).
-        let mut w = writer(d.path(), "out", 0, Some(3));
+        let mut w = writer(d.path(), "out", 0, Some(CheckpointId::new(3)));
         assert_eq!(
             names(&d.path().join(PENDING_DIR)).len(),
             5,
             "nothing pending deleted before a barrier"
         );
-        assert_eq!(w.pre_commit(5).unwrap(), None);
+        assert_eq!(w.pre_commit(CheckpointId::new(5)).unwrap(), None);
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
             vec![
@@ -818,7 +820,7 @@ mod tests {
         assert_eq!(in_progress.len(), 2, "{in_progress:?}");
         assert!(in_progress.iter().any(|f| f.starts_with(&n("out-1-"))));
         assert!(in_progress.iter().any(|f| f.starts_with(&n("out-0-0-"))));
-        w.commit(vec![(3, c3)]).unwrap();
+        w.commit(vec![(CheckpointId::new(3), c3)]).unwrap();
         assert_eq!(
             read_committed_lines(d.path()).unwrap(),
             [lines(0..2), lines(4..6)].concat()
@@ -827,7 +829,7 @@ mod tests {
         // Without a restored checkpoint every leftover of the subtask goes.
         drop(w);
         let mut w = writer(d.path(), "out", 0, None);
-        assert_eq!(w.pre_commit(6).unwrap(), None);
+        assert_eq!(w.pre_commit(CheckpointId::new(6)).unwrap(), None);
         assert_eq!(
             names(&d.path().join(PENDING_DIR)),
             vec![n("out-0-0-0000000004.jsonl"), n("out-1-0000000004.jsonl")]
@@ -844,10 +846,10 @@ mod tests {
         w.write(recs(0..3)).unwrap();
         w.abort().unwrap();
         assert!(names(&d.path().join(IN_PROGRESS_DIR)).is_empty());
-        assert_eq!(w.pre_commit(1).unwrap(), None);
+        assert_eq!(w.pre_commit(CheckpointId::new(1)).unwrap(), None);
         w.write(recs(3..4)).unwrap();
-        let c = w.pre_commit(2).unwrap().unwrap();
-        w.commit(vec![(2, c)]).unwrap();
+        let c = w.pre_commit(CheckpointId::new(2)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(2), c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(3..4));
     }
 
@@ -856,13 +858,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(0..1)).unwrap();
-        let c = w.pre_commit(1).unwrap().unwrap();
-        w.commit(vec![(1, c)]).unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(1), c)]).unwrap();
         drop(w);
         // A new run (say without checkpoint storage, so ids start at 1 again).
         let mut w = writer(d.path(), "out", 0, None);
         w.write(recs(5..6)).unwrap();
-        let e = w.pre_commit(1).unwrap_err();
+        let e = w.pre_commit(CheckpointId::new(1)).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..1));
         assert!(names(&d.path().join(IN_PROGRESS_DIR)).is_empty());
@@ -880,6 +882,7 @@ mod tests {
             let mut w = writer(d.path(), name, subtask, None);
             for id in ids {
                 w.write(recs(id..id + 1)).unwrap();
+                let id = CheckpointId::new(id);
                 let c = w.pre_commit(id).unwrap().unwrap();
                 w.commit(vec![(id, c)]).unwrap();
             }
@@ -887,7 +890,7 @@ mod tests {
         let files: Vec<_> = committed_files(d.path())
             .unwrap()
             .into_iter()
-            .map(|f| (f.sink, f.subtask, f.checkpoint))
+            .map(|f| (f.sink, f.subtask, f.checkpoint.get()))
             .collect();
         assert_eq!(
             files,
@@ -912,8 +915,8 @@ mod tests {
         let sink = FileSink::<(u64, String)>::exactly_once(d.path()).with_formatter(|(i, s)| format!("{i}\t{s}"));
         let mut w = sink.create_writer(&ctx("tsv", 0, None)).unwrap();
         w.write(recs(0..2)).unwrap();
-        let c = w.pre_commit(1).unwrap().unwrap();
-        w.commit(vec![(1, c)]).unwrap();
+        let c = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(1), c)]).unwrap();
         assert_eq!(read_committed_lines(d.path()).unwrap(), vec!["0\tv0", "1\tv1"]);
 
         let sink = FileSink::<(u64, String)>::exactly_once(d.path()).with_formatter(|(_, s)| s.clone());
@@ -927,8 +930,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut w = writer(d.path(), "my sink/1", 3, None);
         w.write(recs(0..1)).unwrap();
-        let c = w.pre_commit(12).unwrap().unwrap();
-        w.commit(vec![(12, c)]).unwrap();
+        let c = w.pre_commit(CheckpointId::new(12)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(12), c)]).unwrap();
         assert_eq!(names(d.path()), vec![n("my_sink_1-3-0000000012.jsonl")]);
     }
 }

@@ -252,7 +252,7 @@ mod tests {
         let mut w = sink.create_writer(&ctx()).unwrap();
         let batch = |vals: &[(&str, u64)]| vals.iter().map(|(k, v)| Record::new((k.to_string(), *v))).collect();
         w.write(batch(&[("a", 1), ("b", 2)])).unwrap();
-        assert_eq!(w.pre_commit(1).unwrap(), None);
+        assert_eq!(w.pre_commit(CheckpointId::new(1)).unwrap(), None);
         w.commit(Vec::new()).unwrap();
         w.write(batch(&[("a", 3), ("c", 4)])).unwrap();
         // Failure: the attempt restarts from checkpoint 1 and replays what followed it.
@@ -285,8 +285,8 @@ mod tests {
         let sink = Idempotent::new(Counting(Mutex::new(0)));
         let mut w = sink.create_writer(&ctx()).unwrap();
         w.write(vec![Record::new(1)]).unwrap();
-        w.pre_commit(1).unwrap();
-        w.pre_commit(2).unwrap();
+        w.pre_commit(CheckpointId::new(1)).unwrap();
+        w.pre_commit(CheckpointId::new(2)).unwrap();
         assert_eq!(*sink.inner().0.lock().unwrap(), 2);
     }
 }

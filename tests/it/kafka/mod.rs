@@ -129,7 +129,7 @@ pub fn decode(records: &[ReadRecord]) -> Vec<Posted> {
 }
 
 /// Which sink subtask, epoch and producer session a record came from.
-pub fn provenance(r: &ReadRecord) -> (String, u64, String) {
+pub fn provenance(r: &ReadRecord) -> (String, CheckpointId, String) {
     (
         r.header(SUBTASK_HEADER).expect("subtask header"),
         r.header(EPOCH_HEADER)
@@ -161,7 +161,7 @@ pub fn diagnose(broker: &TestBroker, topic: &str, committed: &[ReadRecord], expe
     let got = decode(committed);
     let missing: Vec<&Posted> = expected.iter().filter(|e| !got.contains(e)).collect();
     let all = broker.read_uncommitted(topic).unwrap_or_default();
-    let mut found: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    let mut found: BTreeMap<(String, CheckpointId, String), usize> = BTreeMap::new();
     let mut absent = 0;
     for m in &missing {
         match all.iter().find(|r| decode(std::slice::from_ref(r)).first() == Some(*m)) {
@@ -169,11 +169,11 @@ pub fn diagnose(broker: &TestBroker, topic: &str, committed: &[ReadRecord], expe
             None => absent += 1,
         }
     }
-    let mut copies: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    let mut copies: BTreeMap<(String, CheckpointId, String), usize> = BTreeMap::new();
     for r in &all {
         *copies.entry(provenance(r)).or_default() += 1;
     }
-    let mut visible: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    let mut visible: BTreeMap<(String, CheckpointId, String), usize> = BTreeMap::new();
     for r in committed {
         *visible.entry(provenance(r)).or_default() += 1;
     }

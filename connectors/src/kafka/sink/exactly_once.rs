@@ -100,7 +100,7 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             settings,
             shape,
             buffer: EpochBuffer::default(),
-            done: 0,
+            done: CheckpointId::new(0),
             fencing,
             subtask,
             session,
@@ -113,12 +113,12 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         );
         w.settings.ctx.check_committed_output(marker, &found)?;
         if w.settings.fresh_start {
-            w.run_transaction(0, &EpochRecords::default())
+            w.run_transaction(CheckpointId::new(0), &EpochRecords::default())
                 .map_err(|e| e.context(format!("{what}: resetting the epoch marker for a fresh start")))?;
         } else {
             w.done = marker;
         }
-        tracing::debug!(sink = %w.settings.sink, txn = %w.settings.transactional_id, done = w.done, "exactly-once Kafka writer ready");
+        tracing::debug!(sink = %w.settings.sink, txn = %w.settings.transactional_id, done = w.done.get(), "exactly-once Kafka writer ready");
         Ok(w)
     }
 
@@ -132,12 +132,12 @@ impl<T: 'static> ExactlyOnceWriter<T> {
             let abortable = !matches!(e.source_kafka(), Some(k) if is_fatal(k));
             if abortable {
                 if let Err(a) = self.producer.abort_transaction(REQUEST_TIMEOUT) {
-                    tracing::warn!(error = %a, epoch, "aborting the Kafka transaction failed");
+                    tracing::warn!(error = %a, epoch = epoch.get(), "aborting the Kafka transaction failed");
                 }
             }
         } else {
             tracing::debug!(
-                epoch,
+                epoch = epoch.get(),
                 records = records.len(),
                 ms = started.elapsed().as_millis() as u64,
                 "epoch produced"
@@ -240,7 +240,11 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
         committables.sort_by_key(|(id, _)| *id);
         for (epoch, c) in committables {
             if epoch <= self.done {
-                tracing::debug!(epoch, done = self.done, "epoch already committed; skipped");
+                tracing::debug!(
+                    epoch = epoch.get(),
+                    done = self.done.get(),
+                    "epoch already committed; skipped"
+                );
                 continue;
             }
             self.run_transaction(epoch, &c.records)?;

@@ -61,7 +61,7 @@ impl EpochMarker {
     pub(crate) fn offsets(&self, epoch: CheckpointId) -> Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         let mut elem = tpl.add_partition(&self.topic, 0);
-        elem.set_offset(Offset::Offset(epoch as i64))
+        elem.set_offset(Offset::Offset(epoch.get() as i64))
             .map_err(|e| kafka_error("building the epoch marker", e))?;
         elem.set_metadata(MARKER_METADATA);
         Ok(tpl)
@@ -69,7 +69,7 @@ impl EpochMarker {
 
     /// The highest epoch whose transaction committed (0: none since the last fresh start).
     pub(crate) fn read(&self) -> Result<CheckpointId> {
-        Ok(self.read_if_written()?.unwrap_or(0))
+        Ok(self.read_if_written()?.unwrap_or(CheckpointId::new(0)))
     }
 
     /// The marker, or `None` if this sink subtask never committed one (it never ran).
@@ -81,7 +81,7 @@ impl EpochMarker {
             .committed_offsets(tpl, REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("reading the epoch marker of group {}", self.group), e))?;
         match got.find_partition(&self.topic, 0).map(|p| p.offset()) {
-            Some(Offset::Offset(n)) if n >= 0 => Ok(Some(n as CheckpointId)),
+            Some(Offset::Offset(n)) if n >= 0 => Ok(Some(CheckpointId::new(n as u64))),
             _ => Ok(None),
         }
     }

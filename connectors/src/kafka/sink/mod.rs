@@ -58,7 +58,7 @@ use record::{HeadersFn, KeyFn, PartitionFn, RecordShape};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use weir_engine::connector::Data;
+use weir_engine::connector::{CheckpointId, Data};
 use weir_engine::connector::{Error, Result};
 use weir_engine::connector::{Sink, SinkContext, SinkWriter};
 
@@ -345,6 +345,6 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
 /// The highest epoch (checkpoint id) that the exactly-once sink subtask with this
 /// transactional id has committed to `topic` since its last fresh start (0: none). For
 /// monitoring and audits: the marker is what a restarted writer reads.
-pub fn committed_epoch(conn: impl Into<KafkaConnection>, topic: &str, transactional_id: &str) -> Result<u64> {
+pub fn committed_epoch(conn: impl Into<KafkaConnection>, topic: &str, transactional_id: &str) -> Result<CheckpointId> {
     marker::EpochMarker::new(&conn.into(), topic, transactional_id)?.read()
 }

@@ -446,7 +446,7 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
     fn notify_checkpoint_complete(&mut self, id: CheckpointId, positions: &[SplitPosition]) -> Result<()> {
         if self.awaiting_durable_start {
             tracing::debug!(
-                checkpoint = id,
+                checkpoint = id.get(),
                 "fresh-start positions are in a completed checkpoint; reading begins"
             );
             self.awaiting_durable_start = false;
@@ -475,7 +475,7 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
             }
             // For lag monitoring only: a failed commit costs nothing but a stale lag figure.
             if let Err(e) = c.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::warn!(checkpoint = id, error = %e, "committing Kafka source offsets to the group failed");
+                tracing::warn!(checkpoint = id.get(), error = %e, "committing Kafka source offsets to the group failed");
             }
         }
         Ok(())

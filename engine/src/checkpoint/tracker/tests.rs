@@ -68,7 +68,7 @@ impl Harness {
             tracker: CheckpointTracker::new(cfg, SUBTASKS, BTreeSet::from([0]), start),
             start,
             persisted,
-            next_id: 1,
+            next_id: CheckpointId::new(1),
             durable: BTreeSet::new(),
             to_publish: BTreeMap::new(),
             barriers: BTreeMap::new(),
@@ -174,7 +174,7 @@ impl Harness {
         match action {
             Action::Trigger { kind } => {
                 let id = self.next_id;
-                self.next_id += 1;
+                self.next_id = id.next();
                 let barrier = Barrier {
                     id,
                     kind,
@@ -271,13 +271,17 @@ fn one_checkpoint_in_flight() {
             (0, Tick, &["trigger 1"]),
             // The interval passed many times while 1 aligns, uploads and publishes.
             (50, Tick, &[]),
-            (60, Ack(0, 1), &["ack recorded, 1 left"]),
+            (60, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
             (70, Tick, &[]),
-            (80, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
+            (80, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
             (90, Tick, &[]),
-            (100, Uploaded(1, true), &["publish 1"]),
+            (100, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
             (110, Tick, &[]),
-            (120, Published(1, true), &["notify 1", "retain 1", "trigger 2"]),
+            (
+                120,
+                Published(CheckpointId::new(1), true),
+                &["notify 1", "retain 1", "trigger 2"],
+            ),
             (130, Tick, &[]),
         ],
     );
@@ -292,10 +296,10 @@ fn minimum_pause_after_completion_and_failure() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
-            (90, Uploaded(1, true), &["publish 1"]),
-            (90, Published(1, true), &["notify 1", "retain 1"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (90, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (90, Published(CheckpointId::new(1), true), &["notify 1", "retain 1"]),
             // Due by the interval at 100, but the pause lasts until 130.
             (100, Tick, &[]),
             (129, Tick, &[]),
@@ -311,11 +315,11 @@ fn minimum_pause_after_completion_and_failure() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
             (
                 200,
-                Uploaded(1, false),
+                Uploaded(CheckpointId::new(1), false),
                 &["abort 1: its upload failed: disk full (1 in a row)"],
             ),
             (239, Tick, &[]),
@@ -336,16 +340,16 @@ fn a_timeout_aborts_and_counts_as_failed() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
             (60, Tick, &[]),
             (61, Tick, &["abort 1: timed out (1 in a row)"]),
             (100, Tick, &[]),
             (101, Tick, &["trigger 2"]),
-            (110, Ack(0, 2), &["ack recorded, 1 left"]),
-            (110, Ack(1, 2), &["ack recorded, 0 left", "upload 2"]),
+            (110, Ack(0, CheckpointId::new(2)), &["ack recorded, 1 left"]),
+            (110, Ack(1, CheckpointId::new(2)), &["ack recorded, 0 left", "upload 2"]),
             (162, Tick, &["abort 2: its upload timed out (2 in a row)"]),
             // The abandoned upload's result is ignored; the pause starts when it arrives.
-            (170, Uploaded(2, true), &[]),
+            (170, Uploaded(CheckpointId::new(2), true), &[]),
             (209, Tick, &[]),
             (210, Tick, &["trigger 3"]),
         ],
@@ -386,10 +390,10 @@ fn more_failed_checkpoints_in_a_row_than_tolerable_fail_the_attempt() {
             (0, Tick, &["trigger 1"]),
             (61, Tick, &["abort 1: timed out (1 in a row)"]),
             (101, Tick, &["trigger 2"]),
-            (110, Ack(0, 2), &["ack recorded, 1 left"]),
-            (110, Ack(1, 2), &["ack recorded, 0 left", "upload 2"]),
-            (120, Uploaded(2, true), &["publish 2"]),
-            (120, Published(2, true), &["notify 2", "retain 2"]),
+            (110, Ack(0, CheckpointId::new(2)), &["ack recorded, 1 left"]),
+            (110, Ack(1, CheckpointId::new(2)), &["ack recorded, 0 left", "upload 2"]),
+            (120, Uploaded(CheckpointId::new(2), true), &["publish 2"]),
+            (120, Published(CheckpointId::new(2), true), &["notify 2", "retain 2"]),
             (201, Tick, &["trigger 3"]),
             (262, Tick, &["abort 3: timed out (1 in a row)"]),
         ],
@@ -413,10 +417,14 @@ fn the_final_checkpoint() {
             (5, Exhausted(0), &["trigger 1 final"]),
             // Its barrier always arrives: it is never aborted while aligning.
             (5_000, Tick, &[]),
-            (5_000, Ack(0, 1), &["ack recorded, 1 left"]),
-            (5_000, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
-            (5_010, Uploaded(1, true), &["publish 1"]),
-            (5_010, Published(1, true), &["notify 1", "retain 1"]),
+            (5_000, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (
+                5_000,
+                Ack(1, CheckpointId::new(1)),
+                &["ack recorded, 0 left", "upload 1"],
+            ),
+            (5_010, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (5_010, Published(CheckpointId::new(1), true), &["notify 1", "retain 1"]),
             // Nothing after the final checkpoint.
             (50_000, Tick, &[]),
         ],
@@ -428,18 +436,22 @@ fn the_final_checkpoint() {
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
             (5, Exhausted(0), &[]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
-            (20, Uploaded(1, true), &["publish 1"]),
-            (20, Published(1, true), &["notify 1", "retain 1", "trigger 2 final"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (20, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (
+                20,
+                Published(CheckpointId::new(1), true),
+                &["notify 1", "retain 1", "trigger 2 final"],
+            ),
         ],
     );
     let final_upload = |outcome: Step| -> Vec<Step> {
         vec![
             (0, AllRunning, &[]),
             (0, Exhausted(0), &["trigger 1 final"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
             outcome,
             (10_000, Tick, &[]),
         ]
@@ -463,7 +475,7 @@ fn the_final_checkpoint() {
         cfg,
         &final_upload((
             20,
-            Uploaded(1, false),
+            Uploaded(CheckpointId::new(1), false),
             &["abort 1: its upload failed", "fail: disk full"],
         )),
     );
@@ -481,20 +493,20 @@ fn late_duplicate_and_unknown_acks_are_answered() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (11, Ack(0, 1), &["ack duplicate"]),
-            (12, Ack(7, 1), &["ack unknown subtask"]),
-            (13, Ack(1, 9), &["ack not in flight"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (11, Ack(0, CheckpointId::new(1)), &["ack duplicate"]),
+            (12, Ack(7, CheckpointId::new(1)), &["ack unknown subtask"]),
+            (13, Ack(1, CheckpointId::new(9)), &["ack not in flight"]),
             (61, Tick, &["abort 1: timed out (1 in a row)"]),
             (101, Tick, &["trigger 2"]),
-            (102, Ack(0, 1), &["ack duplicate"]),
+            (102, Ack(0, CheckpointId::new(1)), &["ack duplicate"]),
             // The last ack of aborted 1: nobody writes below its staging any more. It does
             // not count for checkpoint 2.
-            (103, Ack(1, 1), &["ack late", "discard 1"]),
-            (104, Ack(1, 1), &["ack not in flight"]),
-            (105, Ack(0, 2), &["ack recorded, 1 left"]),
-            (106, Ack(1, 2), &["ack recorded, 0 left", "upload 2"]),
-            (107, Ack(1, 2), &["ack not in flight"]),
+            (103, Ack(1, CheckpointId::new(1)), &["ack late", "discard 1"]),
+            (104, Ack(1, CheckpointId::new(1)), &["ack not in flight"]),
+            (105, Ack(0, CheckpointId::new(2)), &["ack recorded, 1 left"]),
+            (106, Ack(1, CheckpointId::new(2)), &["ack recorded, 0 left", "upload 2"]),
+            (107, Ack(1, CheckpointId::new(2)), &["ack not in flight"]),
         ],
     );
 }
@@ -507,16 +519,16 @@ fn no_sink_is_told_to_commit_before_the_metadata_is_durable() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "upload 1"]),
-            (20, Uploaded(1, true), &["publish 1"]),
-            (30, Published(1, true), &["notify 1", "retain 1"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (20, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (30, Published(CheckpointId::new(1), true), &["notify 1", "retain 1"]),
             (130, Tick, &["trigger 2"]),
-            (140, Ack(0, 2), &["ack recorded, 1 left"]),
-            (140, Ack(1, 2), &["ack recorded, 0 left", "upload 2"]),
-            (150, Uploaded(2, true), &["publish 2"]),
+            (140, Ack(0, CheckpointId::new(2)), &["ack recorded, 1 left"]),
+            (140, Ack(1, CheckpointId::new(2)), &["ack recorded, 0 left", "upload 2"]),
+            (150, Uploaded(CheckpointId::new(2), true), &["publish 2"]),
             // Publishing failed (ownership lost): 2 is never committed.
-            (160, Published(2, false), &["fail: lost ownership"]),
+            (160, Published(CheckpointId::new(2), false), &["fail: lost ownership"]),
             (1_000, Tick, &[]),
         ],
     );
@@ -531,8 +543,8 @@ fn no_sink_is_told_to_commit_before_the_metadata_is_durable() {
         &[
             (0, AllRunning, &[]),
             (0, Tick, &["trigger 1"]),
-            (10, Ack(0, 1), &["ack recorded, 1 left"]),
-            (10, Ack(1, 1), &["ack recorded, 0 left", "notify 1"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "notify 1"]),
             (99, Tick, &[]),
             (100, Tick, &["trigger 2"]),
         ],
@@ -544,21 +556,24 @@ fn an_ending_attempt_triggers_nothing_and_waits_for_its_upload() {
     let mut h = Harness::new(config());
     h.feed(0, AllRunning);
     assert_eq!(h.feed(0, Tick), ["trigger 1"]);
-    h.feed(10, Ack(0, 1));
-    h.feed(10, Ack(1, 1));
+    h.feed(10, Ack(0, CheckpointId::new(1)));
+    h.feed(10, Ack(1, CheckpointId::new(1)));
     h.feed(11, AttemptEnding);
     assert!(h.tracker.uploading(), "the attempt waits for its upload");
     assert!(h.feed(500, Tick).is_empty());
-    assert!(h.feed(510, Uploaded(1, true)).is_empty(), "nothing is published");
+    assert!(
+        h.feed(510, Uploaded(CheckpointId::new(1), true)).is_empty(),
+        "nothing is published"
+    );
     assert!(matches!(h.tracker.in_flight(), InFlight::Idle));
     assert!(!h.tracker.uploading());
 
     let mut h = Harness::new(config());
     h.feed(0, AllRunning);
     h.feed(0, Tick);
-    h.feed(10, Ack(0, 1));
+    h.feed(10, Ack(0, CheckpointId::new(1)));
     h.feed(11, AttemptEnding);
     assert!(matches!(h.tracker.in_flight(), InFlight::Idle));
-    assert_eq!(h.feed(12, Ack(1, 1)), ["ack not in flight"]);
+    assert_eq!(h.feed(12, Ack(1, CheckpointId::new(1))), ["ack not in flight"]);
     assert!(h.feed(10_000, Exhausted(0)).is_empty());
 }

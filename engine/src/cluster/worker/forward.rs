@@ -87,7 +87,7 @@ fn store(core: &WorkerCore, ack: &mut crate::checkpoint::ack::CheckpointAck) {
                 let _ = std::fs::remove_dir_all(&staged);
             }
             Err(e) => {
-                tracing::warn!(worker = core.me, checkpoint = id, operator = %s.operator, subtask = s.subtask, error = %e, "storing a snapshot failed; leaving it staged");
+                tracing::warn!(worker = core.me, checkpoint = id.get(), operator = %s.operator, subtask = s.subtask, error = %e, "storing a snapshot failed; leaving it staged");
             }
         }
     }

@@ -101,7 +101,7 @@ fn drive_to_the_end(w: &TwoWorkers, attempts: &[WorkerAttempt], events: &Receive
     let n = w.layout.task_count();
     let (mut exhausted, mut acked, mut exited) = (BTreeSet::new(), BTreeSet::new(), 0);
     let final_barrier = Barrier {
-        id: 1,
+        id: CheckpointId::new(1),
         kind: BarrierKind::Final,
         triggered_at_ms: 0,
     };

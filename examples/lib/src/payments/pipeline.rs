@@ -31,8 +31,8 @@ use super::rules::{self, Account, PaymentEntry};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weir::engine::data::Data;
-use weir::prelude::*;
+use weir_engine::data::Data;
+use weir_engine::prelude::*;
 
 /// How far event time may run ahead of a record (the watermark bound).
 pub const OUT_OF_ORDERNESS: Duration = Duration::from_secs(5);
@@ -261,10 +261,10 @@ fn commit<T: Data + Serialize>(s: &JobSettings, stream: &Stream<T>, name: &str, 
 
 /// The id and position (source records) of the latest completed checkpoint in `dir`, where a
 /// (re)started job resumes.
-pub fn latest_checkpoint(dir: &Path) -> Option<(u64, u64)> {
-    use weir::engine::checkpoint::{read_metadata, CheckpointStorage};
+pub fn latest_checkpoint(dir: &Path) -> Option<(CheckpointId, u64)> {
+    use weir_engine::checkpoint::{read_metadata, CheckpointStorage};
     let storage = LocalDirStorage::new(dir);
-    let mut complete: Vec<u64> = storage
+    let mut complete: Vec<CheckpointId> = storage
         .list()
         .ok()?
         .into_iter()

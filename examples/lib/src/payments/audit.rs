@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
 use std::path::Path;
-use weir::engine::sink::read_committed_lines;
+use weir_engine::sink::read_committed_lines;
 
 /// The manifest naming the workload an output directory belongs to.
 pub const MANIFEST: &str = "workload.json";

@@ -2,8 +2,8 @@
 //! recovery phases shaded. Text needs a TrueType font, loaded at run time from Debian's
 //! `fonts-dejavu-core` (or `WEIR_PLOT_FONT`); without one the plot is drawn unlabeled.
 
-use crate::analysis;
-use crate::run::RunData;
+use super::analysis;
+use super::run::RunData;
 use anyhow::anyhow;
 use plotters::prelude::*;
 use plotters::style::FontStyle;

@@ -1,8 +1,8 @@
 //! The results: the phase table on the terminal, `runs.csv` (one flat row per run, for a
 //! spreadsheet), and `runs.json` (every run in full, with its throughput/latency series).
 
-use crate::analysis;
-use crate::run::{Backend, Failure, RunData};
+use super::analysis;
+use super::run::{Backend, Failure, RunData};
 use serde::Serialize;
 use std::path::Path;
 

@@ -14,10 +14,10 @@ use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;
-use weir::connectors::kafka::audit::{read_topic, split_aborted_copies, Isolation};
-use weir::connectors::kafka::{ensure_topic, Json, KafkaConnection, KafkaSink, KafkaSource};
-use weir::engine::data::Data;
-use weir::prelude::*;
+use weir_connectors::kafka::audit::{read_topic, split_aborted_copies, Isolation};
+use weir_connectors::kafka::{ensure_topic, Json, KafkaConnection, KafkaSink, KafkaSource};
+use weir_engine::data::Data;
+use weir_engine::prelude::*;
 
 /// The input topic's suffix.
 pub const REQUESTS: &str = "requests";

@@ -24,9 +24,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use weir::engine::fail::{self, FailAction, FailPoints};
-use weir::engine::source::generator::mix;
-use weir::prelude::JobReport;
+use weir_engine::fail::{self, FailAction, FailPoints};
+use weir_engine::prelude::{CheckpointId, JobReport};
+use weir_engine::source::generator::mix;
 
 /// A kind of injected failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -159,7 +159,7 @@ pub fn parse_injections(s: &str) -> anyhow::Result<Vec<Fault>> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recovery {
     pub attempt: u32,
-    pub checkpoint: Option<u64>,
+    pub checkpoint: Option<CheckpointId>,
     pub detect_to_running_ms: f64,
     pub restore_ms: f64,
     pub records_replayed: u64,
@@ -172,7 +172,7 @@ pub enum Message {
     /// The child started; it resumes from this checkpoint (at this input position), if any.
     Started {
         pid: u32,
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointId>,
         position: u64,
     },
     /// `JobHandle::progress()`, every 100 ms and whenever `running` or the checkpoint changes.
@@ -183,7 +183,7 @@ pub enum Message {
         running: bool,
         attempt: u32,
         restarts: u32,
-        last_checkpoint: Option<u64>,
+        last_checkpoint: Option<CheckpointId>,
         checkpoint_age_ms: Option<u64>,
     },
     /// A fail point was armed at this position.
@@ -192,7 +192,7 @@ pub enum Message {
     /// `replayed` events to read again, `observed_ms` after the job went down.
     Recovered {
         attempt: u32,
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointId>,
         replayed: Option<u64>,
         observed_ms: Option<f64>,
     },
@@ -200,8 +200,8 @@ pub enum Message {
     Report {
         duration_ms: f64,
         restarts: u32,
-        checkpoints: Vec<u64>,
-        restored_from: Option<u64>,
+        checkpoints: Vec<CheckpointId>,
+        restored_from: Option<CheckpointId>,
         recoveries: Vec<Recovery>,
         failures: Vec<String>,
         late_records: u64,
@@ -243,7 +243,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     // The panic armed and not yet recovered from: when the job went down, how far it had read.
     let mut panic_armed: Option<(Option<Instant>, u64)> = None;
     let mut abort_armed = false;
-    let mut last_sent = (false, 0u32, None::<u64>);
+    let mut last_sent = (false, 0u32, None::<CheckpointId>);
     let mut last_time = Instant::now();
     while !handle.is_finished() {
         let p = handle.progress();
@@ -347,8 +347,8 @@ fn on_cluster() -> bool {
 /// twice the heartbeat timeout. The worker is one that runs subtasks (seeded among the first
 /// `parallelism`: slot sharing spreads the slices over the workers in order).
 fn cluster_fault(kind: FaultKind, settings: &JobSettings, position: u64) -> anyhow::Result<()> {
-    let file = std::env::var_os(weir::engine::cluster::PIDS_ENV).ok_or_else(|| anyhow!("no cluster process list"))?;
-    let pids = weir::engine::cluster::ClusterPids::read(Path::new(&file))?;
+    let file = std::env::var_os(weir_engine::cluster::PIDS_ENV).ok_or_else(|| anyhow!("no cluster process list"))?;
+    let pids = weir_engine::cluster::ClusterPids::read(Path::new(&file))?;
     let busy = (pids.workers.len() as u64).min(settings.parallelism as u64).max(1);
     let worker = (mix(settings.workload.seed ^ 0xC1, position) % busy) as u32;
     let worker_pid = *pids.workers.get(&worker).ok_or_else(|| anyhow!("no worker {worker}"))?;
@@ -410,7 +410,7 @@ pub struct FaultRecord {
     /// Where it happened (input position).
     pub at: u64,
     /// The checkpoint the job resumed from.
-    pub restored: Option<u64>,
+    pub restored: Option<CheckpointId>,
     /// Events read again after the restore (exact for panics; for process failures, the last
     /// reported position minus the restored checkpoint's).
     pub replayed: Option<u64>,
@@ -433,7 +433,7 @@ pub struct DrillOutcome {
     /// Restarts nobody planned (should be 0).
     pub unplanned_restarts: u32,
     /// Completed checkpoints (seen in the children's progress and reports, and resumed from).
-    pub checkpoints: BTreeSet<u64>,
+    pub checkpoints: BTreeSet<CheckpointId>,
     pub wall: Duration,
     /// The `late_records` counter of the final child's report.
     pub late_records: u64,
@@ -479,7 +479,7 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file);
     if let Some(n) = s.workers {
         c.env("WEIR_WORKERS", n.to_string())
-            .env(weir::engine::cluster::PIDS_ENV, pids_file(log))
+            .env(weir_engine::cluster::PIDS_ENV, pids_file(log))
             .env("WEIR_HEARTBEAT_MS", "100")
             .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000");
     }
@@ -583,7 +583,7 @@ pub fn supervise(
         let mut child_processed = 0u64;
         let mut report: Option<Message> = None;
         let mut killed = false;
-        let (mut last_change, mut last_state) = (Instant::now(), (0u64, None::<u64>, false));
+        let (mut last_change, mut last_state) = (Instant::now(), (0u64, None::<CheckpointId>, false));
         loop {
             if last_change.elapsed() > stall {
                 let _ = child.kill();
@@ -668,7 +668,7 @@ pub fn supervise(
                         // On a cluster, the whole job goes down at once, as with its machine.
                         let cluster = s
                             .workers
-                            .and_then(|_| weir::engine::cluster::ClusterPids::read(&pids_file(&log)).ok());
+                            .and_then(|_| weir_engine::cluster::ClusterPids::read(&pids_file(&log)).ok());
                         child.kill().context("killing the worker")?; // SIGKILL
                         for pid in cluster
                             .iter()

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use weir::engine::source::nexmark::{Bid, Event};
-use weir::prelude::*;
+use weir_engine::prelude::*;
+use weir_engine::source::nexmark::{Bid, Event};
 
 /// How far watermarks trail the newest event (Flink Nexmark: `dateTime - INTERVAL '4' SECOND`).
 pub const WATERMARK_DELAY: Duration = Duration::from_secs(4);

@@ -1,8 +1,8 @@
 //! Command line of the recovery benchmark (the example and `cargo bench --bench recovery`).
 
-use crate::report::{self, Row};
-use crate::run::{self, Backend, Failure, RunConfig, Timing};
-use crate::workload::JobSpec;
+use super::report::{self, Row};
+use super::run::{self, Backend, Failure, RunConfig, Timing};
+use super::workload::JobSpec;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -142,7 +142,7 @@ pub fn main() -> anyhow::Result<()> {
     let args = Args::parse_from(std::env::args_os().filter(|a| a != "--bench"));
     if let Some(spec) = &args.worker {
         let spec: JobSpec = serde_json::from_str(spec).context("parsing the worker's job spec")?;
-        return crate::worker::run(&spec, args.origin_us);
+        return super::worker::run(&spec, args.origin_us);
     }
     let configs = args.configs();
     let timing = args.timing();
@@ -182,7 +182,7 @@ pub fn main() -> anyhow::Result<()> {
                 println!();
                 if !args.no_plot {
                     let path = args.out.join(format!("{}.png", cfg.slug()));
-                    if let Err(e) = crate::plot::draw(&d, &path) {
+                    if let Err(e) = super::plot::draw(&d, &path) {
                         eprintln!("  plot {}: {e:#}", path.display());
                     }
                 }

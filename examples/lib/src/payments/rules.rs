@@ -9,7 +9,7 @@ use super::domain::{
     RefundRejection, RefundRequested, RefundResult, RefundStatus, Status, SETTLEMENT_CURRENCY,
 };
 use serde::{Deserialize, Serialize};
-use weir::engine::source::generator::mix;
+use weir_engine::source::generator::mix;
 
 /// The sliding event-time window of the velocity rule.
 pub const VELOCITY_WINDOW_MS: i64 = 60_000;

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use weir_engine::prelude::CheckpointId;
 
 /// One look at a running job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,7 +17,7 @@ pub struct Snapshot {
     /// Events read in total, replays included: only grows (the rate is computed from it).
     pub processed: u64,
     /// The latest completed checkpoint and its age.
-    pub checkpoint: Option<(u64, Duration)>,
+    pub checkpoint: Option<(CheckpointId, Duration)>,
     /// Restarts so far (in-process and, in a drill, of the process).
     pub restarts: u32,
     /// Whether every subtask runs (false while starting, recovering or finishing).

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use weir::engine::source::generator::mix;
-use weir::prelude::*;
+use weir_engine::prelude::*;
+use weir_engine::source::generator::mix;
 
 /// Bytes of padding in each key's state.
 pub const VALUE_BYTES: usize = 1024;

@@ -5,13 +5,14 @@
 //! the run, started with the same directories and `--origin-us`, resumes from the latest
 //! completed checkpoint and finds the input schedule unchanged.
 
-use crate::workload::{self, now_us, JobSpec, Shared};
+use super::workload::{self, now_us, JobSpec, Shared};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::engine::runtime::LifecyclePhase;
+use weir_engine::prelude::CheckpointId;
+use weir_engine::runtime::LifecyclePhase;
 
 /// How often the worker samples its progress.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -19,7 +20,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// One checkpoint, as the job report has it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointRow {
-    pub id: u64,
+    pub id: CheckpointId,
     pub triggered_at_ms: u64,
     pub sync_ms: f64,
     pub async_ms: f64,
@@ -32,7 +33,7 @@ pub struct CheckpointRow {
 /// supervisor's phases.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineRestore {
-    pub checkpoint: Option<u64>,
+    pub checkpoint: Option<CheckpointId>,
     pub cancel_ms: f64,
     pub restore_ms: f64,
     pub detect_to_running_ms: f64,
@@ -60,7 +61,7 @@ pub enum Message {
         preloaded: u64,
         running: bool,
         attempt: u32,
-        checkpoint: Option<u64>,
+        checkpoint: Option<CheckpointId>,
         checkpoint_age_ms: Option<u64>,
     },
     Lifecycle {

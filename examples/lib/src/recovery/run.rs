@@ -8,10 +8,10 @@
 //! * `kill`: the supervisor sends SIGKILL to the worker and starts a new one on the same
 //!   directories, which restores from the latest completed checkpoint.
 
-use crate::analysis::{self, Moments, Phases, Sample};
-use crate::audit::{self, Audit};
-use crate::worker::{CheckpointRow, EngineRestore, Message};
-use crate::workload::{now_us, JobSpec};
+use super::analysis::{self, Moments, Phases, Sample};
+use super::audit::{self, Audit};
+use super::worker::{CheckpointRow, EngineRestore, Message};
+use super::workload::{now_us, JobSpec};
 use anyhow::{anyhow, bail, Context};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ impl RunConfig {
     }
 
     pub fn keys(&self) -> u64 {
-        self.state_mb * 1024 * 1024 / crate::workload::VALUE_BYTES as u64
+        self.state_mb * 1024 * 1024 / super::workload::VALUE_BYTES as u64
     }
 }
 

@@ -10,7 +10,7 @@ use super::workload::key_of;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
-use weir::engine::sink::file::read_committed_lines;
+use weir_engine::sink::file::read_committed_lines;
 
 /// What the audit found.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use weir::prelude::*;
+use weir_engine::prelude::*;
 
 /// Where keyed state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +155,7 @@ pub fn run_for(p: Pipeline, warmup: Duration, measure: Duration) -> Measured {
         events: n1 - n0,
         wall,
         cpu,
-        checkpoints: (c_after.unwrap_or(0) - c_before.unwrap_or(0)) as usize,
+        checkpoints: (c_after.map_or(0, CheckpointId::get) - c_before.map_or(0, CheckpointId::get)) as usize,
     }
 }
 

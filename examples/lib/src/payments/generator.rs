@@ -16,8 +16,8 @@
 
 use super::domain::{EventTime, PaymentEvent, PaymentRequested, RefundRequested};
 use serde::{Deserialize, Serialize};
-use weir::engine::source::generator::mix;
-use weir::prelude::GeneratorSource;
+use weir_engine::prelude::GeneratorSource;
+use weir_engine::source::generator::mix;
 
 /// Splits of the source: fixed, so the input does not depend on the parallelism.
 pub const SPLITS: u64 = 8;

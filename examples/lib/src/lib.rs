@@ -1,0 +1,16 @@
+//! Weir's example jobs as a library, shared by the example programs (`examples/*.rs`), the
+//! benches (`benches/*.rs`) and the integration tests (`tests/it/`):
+//!
+//! - [`payments`]: card payments, exactly once, through a disaster-recovery drill, verified
+//!   against a sequential model;
+//! - [`recovery`]: the recovery-time benchmark (RTO phase by phase, RPO audit);
+//! - [`nexmark`]: Nexmark queries q0, q1, q2, q5 and q7 and the throughput harness;
+//! - [`wordcount`]: word count on keyed state with exactly-once file output and its audit.
+//!
+//! The crate uses the engine and the connectors directly (`weir-engine`, `weir-connectors`),
+//! not the `weir` facade, which has it as a dev-dependency.
+
+pub mod nexmark;
+pub mod payments;
+pub mod recovery;
+pub mod wordcount;

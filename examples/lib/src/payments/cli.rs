@@ -1,0 +1,422 @@
+//! The payments example's command line and its runs: a drill (the job in child processes with
+//! injected failures), one run in this process, or a verification of committed output.
+//! `examples/payments.rs` parses these flags (with the program's name, version and about) and
+//! calls [`main`].
+
+use super::domain::{self, thousands};
+use super::generator::Workload;
+use super::pipeline::{self, JobSettings};
+use super::report::{self, ProgressView, Snapshot};
+use super::{audit, drill, kafka};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+// The flags. No doc comment on the struct: flattened into the example's parser, it would
+// replace the program's about text.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Number of requests to generate (payments, client retries and refunds).
+    #[arg(long, default_value_t = 500_000, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub events: u64,
+
+    /// Seed of the generator and of the drill's failure plan.
+    #[arg(long, default_value_t = 42, value_parser = seed, allow_negative_numbers = true)]
+    pub seed: u64,
+
+    /// Parallelism of every step (the source always has 8 splits).
+    #[arg(long, default_value_t = 2, value_parser = parallelism, allow_negative_numbers = true)]
+    pub parallelism: u64,
+
+    /// Requests per second in total [default: as fast as possible].
+    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+
+    /// Checkpoint interval in milliseconds.
+    #[arg(long, default_value_t = 250, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub checkpoint_ms: u64,
+
+    /// Checkpoint directory [default: a temporary directory]. Requires --output-dir; with both,
+    /// the job is resumable: run it again with the same flags after any crash and it continues
+    /// from its latest completed checkpoint.
+    #[arg(long, requires = "output_dir")]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// Directory of the committed output: decisions/, refunds/, fraud-alerts/, settlements/,
+    /// late/ and workload.json [default: a temporary directory, deleted at exit].
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+
+    /// Keep keyed state in memory instead of RocksDB.
+    #[arg(long)]
+    pub memory: bool,
+
+    /// Disaster-recovery drill: run the job as a child process and inject N failures of mixed
+    /// kinds (panic in a subtask, kill -9, crash after checkpoint before commit) at seeded
+    /// random moments. 0 runs the job once, in this process, without failures.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        value_parser = failures,
+        allow_negative_numbers = true
+    )]
+    pub drill: u64,
+
+    /// Verify the committed output against the sequential model (the default).
+    #[arg(long, overrides_with = "no_verify")]
+    pub verify: bool,
+
+    /// Skip the verification.
+    #[arg(long, overrides_with = "verify")]
+    pub no_verify: bool,
+
+    /// Only verify the committed output in --output-dir (no job runs); the workload is read
+    /// from its workload.json. Exits non-zero on any difference.
+    #[arg(long, requires = "output_dir", conflicts_with_all = ["no_verify", "checkpoint_dir"])]
+    pub verify_only: bool,
+
+    /// Run against Kafka at these brokers (host:port[,host:port]): the requests are loaded into
+    /// a topic, read with the Kafka source, and every output is committed to its own topic
+    /// through the exactly-once Kafka sink; the audit reads them back with read_committed.
+    #[arg(long, value_name = "BROKERS", value_parser = brokers)]
+    pub kafka: Option<String>,
+
+    /// Topic name prefix with --kafka: topics <PREFIX>.requests, <PREFIX>.decisions, ...
+    /// [default: weir-payments-<seed>-<unix time>, new topics for every run].
+    #[arg(long, value_name = "PREFIX", requires = "kafka", value_parser = topic_prefix)]
+    pub kafka_topics: Option<String>,
+
+    /// Run the job on a master and N worker processes of this program on this machine
+    /// (launched and supervised by the job's process). The drill then injects the failures of
+    /// a cluster: kill -9 of a worker, kill -9 of the master, a worker frozen with SIGSTOP,
+    /// and kill -9 of every process of the job.
+    #[arg(long, value_name = "N", value_parser = workers, allow_negative_numbers = true, conflicts_with = "kafka")]
+    pub workers: Option<u64>,
+
+    /// Internal: run as a drill's child process (JSON lines on stdout).
+    #[arg(long, hide = true, requires_all = ["checkpoint_dir", "output_dir"])]
+    pub worker: bool,
+
+    /// Internal: failures a child arms (`panic@POSITION,abort@POSITION`).
+    #[arg(long, hide = true, requires = "worker")]
+    pub inject: Option<String>,
+
+    /// Internal: a child's RocksDB state directory.
+    #[arg(long, hide = true, requires = "worker")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A non-empty broker list.
+fn brokers(s: &str) -> Result<String, String> {
+    let ok = !s.trim().is_empty()
+        && s.split(',').all(|b| {
+            b.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a broker list: expected host:port[,host:port...]"))
+    }
+}
+
+/// A prefix that makes valid Kafka topic names.
+fn topic_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} cannot start Kafka topic names: use 1-200 of a-z A-Z 0-9 . _ -"
+        ))
+    }
+}
+
+/// A whole number in `min..=max`, with a message that says so.
+fn whole(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == u64::MAX && min == 0 => Err(format!("must be a non-negative whole number, got {s}")),
+        _ if max == u64::MAX => Err(format!("must be a whole number of at least {min}, got {s}")),
+        _ => Err(format!("must be a whole number from {min} to {max}, got {s}")),
+    }
+}
+
+fn workers(s: &str) -> Result<u64, String> {
+    whole(s, 1, 64)
+}
+
+fn at_least_one(s: &str) -> Result<u64, String> {
+    whole(s, 1, u64::MAX)
+}
+
+fn parallelism(s: &str) -> Result<u64, String> {
+    whole(s, 1, 128)
+}
+
+fn failures(s: &str) -> Result<u64, String> {
+    whole(s, 0, 100)
+}
+
+fn seed(s: &str) -> Result<u64, String> {
+    whole(s, 0, u64::MAX)
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if r > 0.0 && r.is_finite() {
+        Ok(r)
+    } else {
+        Err(format!("must be a positive number of events per second, got {s}"))
+    }
+}
+
+/// Runs the example with parsed flags; prints the error and fails on any.
+pub fn main(args: Args) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the example: a drill, one run, or a verification.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let workload = Workload {
+        events: args.events,
+        seed: args.seed,
+    };
+    let kafka = args.kafka.clone().map(|brokers| kafka::KafkaSettings {
+        brokers,
+        prefix: args.kafka_topics.clone().unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            format!("weir-payments-{}-{now}", args.seed)
+        }),
+    });
+    if args.worker {
+        let settings = JobSettings {
+            workload,
+            parallelism: args.parallelism as usize,
+            rate: args.rate,
+            checkpoint_dir: args.checkpoint_dir.clone().expect("required by clap"),
+            checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
+            output_dir: args.output_dir.clone().expect("required by clap"),
+            state_dir: if args.memory { None } else { args.state_dir.clone() },
+            kafka: kafka.clone(),
+            workers: None,
+        };
+        let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
+        return drill::worker(&settings, faults);
+    }
+    if args.verify_only {
+        let dir = args.output_dir.as_deref().expect("required by clap");
+        return verify(dir, kafka.as_ref(), None);
+    }
+
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let settings = JobSettings {
+        workload,
+        parallelism: args.parallelism as usize,
+        rate: args.rate,
+        checkpoint_dir: args
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| scratch.path().join("checkpoints")),
+        checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
+        output_dir: args.output_dir.clone().unwrap_or_else(|| scratch.path().join("output")),
+        state_dir: (!args.memory).then(|| scratch.path().join("state")),
+        kafka: kafka.clone(),
+        workers: args.workers.map(|n| n as u32),
+    };
+    prepare_output_dir(&settings)?;
+    if let Some(k) = &kafka {
+        k.create_topics(&domain::OUTPUTS, settings.parallelism)?;
+        let started = Instant::now();
+        let n = k.load_requests(&workload, scratch.path())?;
+        println!(
+            "kafka: {} requests in {} ({:.1} s to load), outputs to {}.{{{}}}",
+            thousands(n),
+            k.topic(kafka::REQUESTS),
+            started.elapsed().as_secs_f64(),
+            k.prefix,
+            domain::OUTPUTS.join(",")
+        );
+    }
+    println!(
+        "payments: {} requests (seed {}), parallelism {}, {} state, checkpoint every {} ms{}",
+        thousands(workload.events),
+        workload.seed,
+        settings.parallelism,
+        if args.memory { "in-memory" } else { "RocksDB" },
+        args.checkpoint_ms,
+        args.rate.map(|r| format!(", {r} requests/s")).unwrap_or_default()
+    );
+    println!(
+        "  checkpoints: {}\n  output:      {}{}",
+        settings.checkpoint_dir.display(),
+        settings.output_dir.display(),
+        if args.output_dir.is_none() {
+            " (temporary; pass --output-dir to keep it)"
+        } else {
+            ""
+        }
+    );
+
+    let view = ProgressView::new(workload.events);
+    // A cluster's processes are this program's children: with --workers even an undisturbed
+    // run goes through the drill's supervisor.
+    let drill_outcome = if args.drill == 0 && args.workers.is_none() {
+        run_in_process(&settings, &view)?;
+        None
+    } else {
+        let planned = match args.workers {
+            Some(_) => drill::cluster_plan(args.drill as usize, workload.seed, workload.events),
+            None => drill::plan(args.drill as usize, workload.seed, workload.events),
+        };
+        // A worker without progress for this long is stuck (slow rates read rarely).
+        let stall = Duration::from_secs_f64(args.rate.map_or(0.0, |r| 20.0 / r).max(120.0));
+        println!(
+            "drill: {} failures planned, the job runs as a child process{}",
+            planned.len(),
+            args.workers
+                .map(|n| format!(" on a master and {n} worker processes"))
+                .unwrap_or_default()
+        );
+        let outcome = drill::supervise(&settings, planned, scratch.path(), &view, stall);
+        view.finish();
+        let outcome = outcome?;
+        println!(
+            "job finished: {} events in {:.1} s ({} processes, {} checkpoints)",
+            thousands(workload.events),
+            outcome.wall.as_secs_f64(),
+            outcome.processes,
+            outcome.checkpoints.len()
+        );
+        Some(outcome)
+    };
+    if args.no_verify {
+        println!("verification skipped (--no-verify)");
+        if let Some(d) = &drill_outcome {
+            println!("\n{}", report::drill_report(d, None, workload.events));
+        }
+        return Ok(());
+    }
+    verify(&settings.output_dir, kafka.as_ref(), drill_outcome.as_ref())
+}
+
+/// Refuses to write a fresh job's output over committed output of an earlier one (resume it
+/// with its --checkpoint-dir instead), and records the workload in the output directory.
+fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
+    let has_output = s.output_dir.join(audit::MANIFEST).exists();
+    if has_output && pipeline::latest_checkpoint(&s.checkpoint_dir).is_none() {
+        let committed = weir_engine::sink::file::committed_files(s.output_dir.join(domain::DECISIONS_DIR))
+            .map(|f| !f.is_empty())
+            .unwrap_or(false);
+        if committed {
+            bail!(
+                "{} already holds committed output and {} has no checkpoint to resume from; \
+                 resume with the job's --checkpoint-dir or use an empty --output-dir",
+                s.output_dir.display(),
+                s.checkpoint_dir.display()
+            );
+        }
+    }
+    audit::claim_output_dir(&s.output_dir, &s.workload)
+}
+
+/// Runs the job once in this process with a progress bar, and prints the engine's report.
+fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
+    let base = pipeline::latest_checkpoint(&s.checkpoint_dir);
+    if let Some((id, position)) = base {
+        view.log(format!("resuming from checkpoint {id} (event {})", thousands(position)));
+    }
+    let started = Instant::now();
+    let handle = pipeline::build(s).start()?;
+    while !handle.is_finished() {
+        let p = handle.progress();
+        view.update(&Snapshot {
+            position: base.map(|b| b.1).unwrap_or(0) + p.source_records,
+            processed: p.source_records,
+            checkpoint: p.last_checkpoint,
+            restarts: p.restarts,
+            running: p.running,
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    view.finish();
+    let report = handle.join()?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{report}");
+    let late = report
+        .operator("settle")
+        .and_then(|o| o.counters.get("late_records").copied())
+        .unwrap_or(0);
+    if late > 0 {
+        bail!("the settlement windows dropped {late} late records");
+    }
+    println!(
+        "throughput: {} events/s ({} events in {secs:.1} s, {} checkpoints)",
+        thousands((s.workload.events.saturating_sub(base.map(|b| b.1).unwrap_or(0)) as f64 / secs) as u64),
+        thousands(s.workload.events),
+        report.checkpoints.len()
+    );
+    Ok(())
+}
+
+/// Verifies `output_dir`, prints the result (and the drill report), fails on any difference.
+fn verify(
+    output_dir: &Path,
+    kafka: Option<&kafka::KafkaSettings>,
+    drill_outcome: Option<&drill::DrillOutcome>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let a = match kafka {
+        None => audit::verify(output_dir)?,
+        Some(k) => {
+            let topics = kafka::KafkaOutput {
+                settings: k,
+                aborted_copies: Default::default(),
+            };
+            let a = audit::verify_output(output_dir, &topics)?;
+            println!(
+                "\nread back from Kafka with read_committed: {}.{{{}}}",
+                k.prefix,
+                domain::OUTPUTS.join(",")
+            );
+            let aborted = topics.aborted_copies.get();
+            if aborted > 0 {
+                println!(
+                    "  {aborted} records of aborted transactions were left out: this broker shows them to \
+                     read_committed consumers (Kafka does not); the sink's epoch headers identify them"
+                );
+            }
+            a
+        }
+    };
+    println!();
+    println!("{}", report::business_summary(&a));
+    println!();
+    println!("{a}");
+    println!("  (verified in {:.1} s)", started.elapsed().as_secs_f64());
+    if let Some(d) = drill_outcome {
+        println!();
+        println!("{}", report::drill_report(d, Some(&a), a.workload.events));
+        if d.late_records > 0 {
+            bail!("the settlement windows counted {} late records", d.late_records);
+        }
+    }
+    if !a.passed() {
+        bail!("verification failed: the committed output differs from the sequential model");
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Card payments, exactly once, through a disaster-recovery drill: [`domain`] (events and
+//! outputs), [`rules`] (authorization, fraud and refund rules), [`generator`], [`pipeline`]
+//! (the Weir job), [`kafka`] (the job against Kafka), [`model`] (the sequential model),
+//! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`report`]
+//! (progress bar and summary tables), [`cli`] (the example's flags and its runs).
+
+pub mod audit;
+pub mod cli;
+pub mod domain;
+pub mod drill;
+pub mod generator;
+pub mod kafka;
+pub mod model;
+pub mod pipeline;
+pub mod report;
+pub mod rules;
