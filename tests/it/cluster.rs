@@ -74,6 +74,22 @@ fn await_checkpoint(root: &Path, after: usize, child: &mut Child) -> usize {
     }
 }
 
+/// A port nobody listens on at `ip` (free when this returns).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Nothing pre-committed is left behind once the job finished.
+fn assert_no_pending(root: &Path) {
+    let pending = root.join("output").join(".pending");
+    let leftovers = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "pending files left in {}", pending.display());
+}
+
 fn finish(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -136,19 +152,13 @@ fn a_job_on_three_workers_commits_exactly_once_through_worker_kill_master_kill_a
     let got = sorted_output(dir.path());
     assert_eq!(got.len(), expected.len(), "committed line count");
     assert!(got == expected, "committed output differs from the single-process run");
-    let pending = dir.path().join("output").join(".pending");
-    let leftovers = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(leftovers, 0, "pending files left in {}", pending.display());
+    assert_no_pending(dir.path());
 }
 
 #[test]
 fn a_worker_given_a_wrong_master_address_fails_saying_so() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port("127.0.0.1");
     let out = wordcount(dir.path(), 2)
         .env("WEIR_ROLE", "worker")
         .env("WEIR_WORKER_ID", "0")
@@ -167,11 +177,7 @@ fn a_worker_given_a_wrong_master_address_fails_saying_so() {
 #[test]
 fn a_worker_running_another_program_version_is_refused_by_the_master() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port("127.0.0.1");
     let master_addr = format!("127.0.0.1:{port}");
     let mut master = wordcount(dir.path(), 2)
         .env("WEIR_ROLE", "master")
@@ -497,9 +503,7 @@ fn a_worker_cut_off_by_the_network_is_given_up_and_its_attempt_writes_nothing() 
     let got = sorted_output(dir.path());
     assert_eq!(got.len(), expected.len(), "committed line count");
     assert!(got == expected, "committed output differs from the single-process run");
-    let pending = dir.path().join("output").join(".pending");
-    let leftovers = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(leftovers, 0, "pending files left in {}", pending.display());
+    assert_no_pending(dir.path());
     // The workers end when the master ends the job.
     let deadline = Instant::now() + Duration::from_secs(30);
     for w in &mut procs.0 {

@@ -13,7 +13,7 @@
 //!   in the job report. If no candidate verifies, the restore fails: a job never starts from
 //!   scratch silently while checkpoints exist.
 
-use super::metadata::CheckpointMetadata;
+use super::metadata::{CheckpointMetadata, StoredFile};
 use super::storage::CheckpointStorage;
 use super::upload::read_metadata;
 use crate::message::CheckpointId;
@@ -204,6 +204,28 @@ fn check_compatible(
 /// on a worker, none on a master whose workers fetch their own.
 pub(crate) type SubtaskFilter<'a> = &'a dyn Fn(&SubtaskKey) -> bool;
 
+/// Where a worker still has its own copy of an operator subtask's snapshot of the checkpoint
+/// being restored (local recovery), by step name and subtask.
+pub(crate) type LocalCopies<'a> = &'a dyn Fn(&str, usize) -> Option<PathBuf>;
+
+/// Takes `f` from `local` into `dest` when the local copy has `f`'s size and checksum;
+/// false when there is no such copy (the caller fetches it from storage).
+fn take_local_copy(local: &Path, f: &StoredFile, dest: &Path) -> bool {
+    let src = local.join(&f.name);
+    match super::storage::checksum_io(&src) {
+        Ok((size, crc)) if size == f.size && crc == f.crc32c => {
+            if let Some(parent) = dest.parent() {
+                if std::fs::create_dir_all(parent).is_err() {
+                    return false;
+                }
+            }
+            let _ = std::fs::remove_file(dest);
+            std::fs::hard_link(&src, dest).is_ok() || std::fs::copy(&src, dest).is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// Verifies every file of `meta` that `wanted` selects and lays its keyed state out under
 /// `dir`; source positions are always all taken.
 pub(crate) fn materialize(
@@ -212,7 +234,9 @@ pub(crate) fn materialize(
     dir: &Path,
     retry: ReadRetry,
     wanted: SubtaskFilter<'_>,
+    local: LocalCopies<'_>,
 ) -> Result<RestoreInput> {
+    let (mut taken_locally, mut fetched) = (0usize, 0usize);
     let mut input = RestoreInput::default();
     for src in &meta.sources {
         for p in &src.positions {
@@ -231,14 +255,21 @@ pub(crate) fn materialize(
             }
             if !st.keyed_files.is_empty() {
                 let d = dir.join(dir_name(&op.name)).join(st.subtask.to_string());
+                let copy = local(&op.name, st.subtask);
                 for f in &st.keyed_files {
+                    if copy.as_ref().is_some_and(|c| take_local_copy(c, f, &d.join(&f.name))) {
+                        taken_locally += 1;
+                        continue;
+                    }
                     with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
                         storage.fetch_verified(f, &d.join(&f.name))
                     })?;
+                    fetched += 1;
                 }
                 input.keyed.insert(SubtaskKey::new(&op.name, st.subtask), d);
             }
             if let Some(f) = &st.operator_state {
+                // Small, and read into memory: always from storage.
                 let bytes = with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
                     storage.read_verified(f)
                 })?;
@@ -247,6 +278,9 @@ pub(crate) fn materialize(
                     .insert(SubtaskKey::new(&op.name, st.subtask), bytes);
             }
         }
+    }
+    if taken_locally > 0 {
+        tracing::info!(checkpoint = %id, taken_locally, fetched, "restored keyed state from local copies where they verified");
     }
     Ok(input)
 }
@@ -276,9 +310,9 @@ pub(crate) fn restore_from(
             check_compatible(&meta, job, max_parallelism, parallelism)?;
             let _ = std::fs::remove_dir_all(dir);
             let input = if policy.state_elsewhere {
-                materialize(storage, &meta, dir, retry, &|_| false)?
+                materialize(storage, &meta, dir, retry, &|_| false, &|_, _| None)?
             } else {
-                materialize(storage, &meta, dir, retry, &|_| true)?
+                materialize(storage, &meta, dir, retry, &|_| true, &|_, _| None)?
             };
             Ok((meta, input))
         });
@@ -378,5 +412,60 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!((n, e.kind()), (1, ErrorKind::Checkpoint));
+    }
+
+    /// Local recovery: a worker's own copy of a subtask's snapshot is used when it verifies
+    /// (so a storage that lost the file does not matter), and a copy that differs from the
+    /// checkpoint is not: the file is fetched from storage instead.
+    #[test]
+    fn a_local_copy_serves_a_restore_only_when_it_verifies() {
+        use super::super::metadata::{CheckpointStats, OperatorState, SubtaskState, FORMAT_VERSION};
+        use super::super::storage::LocalDirStorage;
+        use crate::message::BarrierKind;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalDirStorage::new(dir.path().join("chk"));
+        let staged = dir.path().join("staged");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("000007.sst"), b"the keyed state of subtask 0").unwrap();
+        let stored = storage
+            .put_file(&staged.join("000007.sst"), "shared/count/0/3-000007.sst", "000007.sst")
+            .unwrap();
+        let meta = CheckpointMetadata {
+            owner_epoch: Some(1),
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id: CheckpointId::new(3),
+            kind: BarrierKind::Checkpoint,
+            max_parallelism: 128,
+            sources: Vec::new(),
+            operators: vec![OperatorState {
+                name: "count".into(),
+                parallelism: 1,
+                subtasks: vec![SubtaskState {
+                    subtask: 0,
+                    key_groups: crate::state::KeyGroupRange::for_subtask(0, 1, 128),
+                    keyed_files: vec![stored.clone()],
+                    operator_state: None,
+                }],
+            }],
+            stats: CheckpointStats::default(),
+        };
+        let restored = |into: &str, local: LocalCopies<'_>| {
+            let d = dir.path().join(into);
+            materialize(&storage, &meta, &d, READ_RETRY, &|_| true, local)
+                .map(|input| std::fs::read(input.keyed[&SubtaskKey::new("count", 0)].join("000007.sst")).unwrap())
+        };
+        // The object in storage is gone: only the local copy can serve, and it does.
+        let stored_path = dir.path().join("chk").join(&stored.key);
+        let kept = std::fs::read(&stored_path).unwrap();
+        std::fs::remove_file(&stored_path).unwrap();
+        let local = |_: &str, _: usize| Some(staged.clone());
+        assert_eq!(restored("r1", &local).unwrap(), b"the keyed state of subtask 0");
+        // Without a local copy the restore fails: the storage has nothing.
+        assert!(restored("r2", &|_, _| None).is_err());
+        // A local copy that differs from the checkpoint is not used: the storage's file is.
+        std::fs::write(&stored_path, &kept).unwrap();
+        std::fs::write(staged.join("000007.sst"), b"the keyed state of subtask X").unwrap();
+        assert_eq!(restored("r3", &local).unwrap(), b"the keyed state of subtask 0");
     }
 }

@@ -132,7 +132,7 @@ pub struct LocalDirStorage {
 }
 
 /// CRC-32C and size of a file, read in chunks, with the raw I/O error.
-fn checksum_io(path: &Path) -> std::io::Result<(u64, u32)> {
+pub(crate) fn checksum_io(path: &Path) -> std::io::Result<(u64, u32)> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let (mut size, mut crc) = (0u64, 0u32);

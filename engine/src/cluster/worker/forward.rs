@@ -1,6 +1,7 @@
 //! A worker's report to the master: the events of its subtasks, in order, with every
 //! checkpoint acknowledgement's snapshot stored in the checkpoint storage first (the master
-//! only writes the checkpoint's metadata).
+//! only writes the checkpoint's metadata). The stored snapshot stays on the worker as its
+//! local copy, for a restore of the same subtask here (local recovery).
 //!
 //! # After a crash
 //! Files stored for a checkpoint that never completes are not referenced by any metadata;
@@ -84,7 +85,8 @@ fn store(core: &WorkerCore, ack: &mut crate::checkpoint::ack::CheckpointAck) {
             Ok(stored) => {
                 s.stored = Some(stored);
                 s.snapshot.operator_state = None;
-                let _ = std::fs::remove_dir_all(&staged);
+                // Kept as this worker's local copy until a newer checkpoint completes.
+                core.keep_local_copy(id, &s.operator, s.subtask, &staged);
             }
             Err(e) => {
                 tracing::warn!(worker = core.me, checkpoint = id.get(), operator = %s.operator, subtask = s.subtask, error = %e, "storing a snapshot failed; leaving it staged");

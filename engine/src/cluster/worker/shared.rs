@@ -5,6 +5,11 @@
 //! A worker restarted after a crash holds nothing of its earlier life: it registers again,
 //! and the master's next attempt restores its subtasks from the checkpoint storage. The
 //! staging directory of a dead worker process is removed by the next one (its lock is free).
+//!
+//! Within one process, the snapshots a worker stored stay as its local copies until a newer
+//! checkpoint completes; a restore of a subtask this worker ran takes its keyed files from
+//! there (local recovery) when they verify against the checkpoint's sizes and CRC-32C, and
+//! fetches from the storage whatever does not.
 
 use crate::checkpoint::metadata::StoredFile;
 use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, SubtaskKey, READ_RETRY};
@@ -103,6 +108,50 @@ impl WorkerCore {
         })
     }
 
+    /// Where this worker keeps its copies of the snapshots it stored, by checkpoint.
+    fn local_copies(&self) -> PathBuf {
+        self.staging.dir().join("local")
+    }
+
+    /// The local copy of `operator`'s subtask `subtask` in checkpoint `id`.
+    fn local_copy(&self, id: CheckpointId, operator: &str, subtask: usize) -> PathBuf {
+        self.local_copies()
+            .join(format!("chk-{id}"))
+            .join(crate::state::backend::dir_name(operator))
+            .join(subtask.to_string())
+    }
+
+    /// Keeps the snapshot staged in `staged` (stored in checkpoint storage already) as the
+    /// local copy of `operator`'s subtask in checkpoint `id`; the staged directory is gone after.
+    pub(crate) fn keep_local_copy(&self, id: CheckpointId, operator: &str, subtask: usize, staged: &std::path::Path) {
+        let dest = self.local_copy(id, operator, subtask);
+        let kept = dest
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::rename(staged, &dest));
+        if kept.is_err() {
+            let _ = std::fs::remove_dir_all(staged);
+        }
+    }
+
+    /// Removes the local copies of checkpoints older than `keep` (newer ones may be a
+    /// checkpoint in flight, whose completion this worker has not heard of yet).
+    fn prune_local_copies(&self, keep: CheckpointId) {
+        let Ok(entries) = std::fs::read_dir(self.local_copies()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let id = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("chk-"))
+                .and_then(|n| n.parse::<CheckpointId>().ok());
+            if id.is_none_or(|id| id < keep) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// Where this worker's subtasks stage snapshots.
     pub(crate) fn snapshot_root(&self) -> PathBuf {
         self.staging.dir().join("snapshots")
@@ -187,12 +236,18 @@ impl WorkerCore {
             .collect();
         let dir = self.staging.dir().join("restore");
         let _ = std::fs::remove_dir_all(&dir);
+        // Only copies of the checkpoint restored can serve.
+        self.prune_local_copies(id);
         let meta = with_retries(
             READ_RETRY,
             &|| format!("checkpoint {id}, file chk-{id}/_metadata"),
             || read_metadata(storage.as_ref(), id),
         )?;
-        let input = materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k))
+        let local = |operator: &str, subtask: usize| {
+            let copy = self.local_copy(id, operator, subtask);
+            copy.is_dir().then_some(copy)
+        };
+        let input = materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k), &local)
             .map_err(|e| e.context(format!("worker {} restoring checkpoint {id}", self.me)))?;
         lock(&self.completed).files = Some((id, Arc::new(reusable_files(&meta))));
         Ok(input)
@@ -215,6 +270,7 @@ impl WorkerCore {
                         let mut done = lock(&self.completed);
                         done.latest = Some(done.latest.map_or(id, |d| d.max(id)));
                     }
+                    self.prune_local_copies(id);
                     c.attempt.control(task, control);
                 }
                 other => c.attempt.control(task, other),
