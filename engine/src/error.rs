@@ -35,7 +35,7 @@ pub enum ErrorKind {
 
 /// Why an error happened, for the outcomes a caller branches on (an operator's tooling, a
 /// supervisor, a test). Most errors carry none: their [`ErrorKind`] says enough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Reason {
     /// No retained checkpoint can be restored (every one is corrupt, or the one asked for is
@@ -57,6 +57,9 @@ pub enum Reason {
     /// Another process owns the resource (checkpoint storage, state or output directory), or
     /// took it over and fenced this one out.
     LostOwnership,
+    /// A cluster's worker found the state of the checkpoint being restored corrupt (a file
+    /// failing its checksum) where it fetched it.
+    RestoredStateCorrupt,
 }
 
 /// Weir's error: a kind, a message and the context it travelled through.

@@ -620,3 +620,75 @@ fn backpressure_across_workers_with_alignment_neither_deadlocks_nor_stops_checkp
         "every record once per subtask of the broadcast step"
     );
 }
+
+/// Keys of every keyed file checkpoint `chk` references, from its metadata.
+fn keyed_file_keys(chk: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(chk.join("_metadata")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut keys = Vec::new();
+    let ops = meta.pointer("/metadata/operators");
+    for op in ops.and_then(|o| o.as_array()).into_iter().flatten() {
+        for st in op["subtasks"].as_array().into_iter().flatten() {
+            for f in st["keyed_files"].as_array().into_iter().flatten() {
+                keys.push(f["key"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    keys
+}
+
+/// A worker that finds the restored checkpoint corrupt (a file failing its checksum where it
+/// fetched it) fails the restore as one process would: without the fallback opt-in the job
+/// stops with a `Config` error naming the checkpoint, and never restores an older one silently.
+#[test]
+fn a_checkpoint_a_worker_finds_corrupt_stops_the_job_without_the_fallback_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids_file = dir.path().join("pids.json");
+    let mut child = wordcount(dir.path(), 3)
+        .env("WEIR_WORKERS", "3")
+        .env("WEIR_SLOTS", "1")
+        .env("WEIR_HEARTBEAT_MS", "100")
+        .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000")
+        .env("WEIR_CLUSTER_PIDS", &pids_file)
+        .spawn()
+        .unwrap();
+    let first = pids(&pids_file);
+    await_checkpoint(dir.path(), 1, &mut child);
+    // The master frozen: no checkpoint completes while the newest one is corrupted.
+    signal("-STOP", first.master);
+    let newest = std::fs::read_dir(dir.path().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .max_by_key(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("chk-")?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .unwrap()
+        .path();
+    let keys = keyed_file_keys(&newest);
+    assert!(!keys.is_empty(), "the checkpoint has keyed files");
+    for key in &keys {
+        let path = dir.path().join("checkpoints").join(key);
+        let mut bytes = std::fs::read(&path).unwrap();
+        match bytes.last_mut() {
+            Some(b) => *b ^= 0xff, // same size, another checksum
+            None => bytes.push(0),
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    // Every worker restarts (no local copy left): their restore fetches the corrupt files.
+    for pid in first.workers.values() {
+        signal("-KILL", *pid);
+    }
+    signal("-CONT", first.master);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job must stop on a corrupt checkpoint");
+    assert!(
+        stderr.contains("is corrupt") && stderr.contains("fallback_to_older_checkpoint_reproducing_output"),
+        "{stderr}"
+    );
+}

@@ -243,6 +243,45 @@ impl Coordinator {
         }))
     }
 
+    /// Checkpoint `id`, which the current attempt restored, turned out corrupt where it was
+    /// fetched (a cluster's worker found a file failing its checksum): with the fallback
+    /// allowed, it leaves the lineage and the next restore takes the previous retained
+    /// checkpoint (recorded as a restore warning); without, the job must stop.
+    ///
+    /// # Errors
+    /// The `Config` error that ends the job, as for a checkpoint found corrupt in this process.
+    pub(crate) fn reject_restored(&mut self, id: CheckpointId, error: &Error) -> Result<()> {
+        let older: Vec<CheckpointId> = self.retained.keys().copied().filter(|&c| c < id).collect();
+        let policy = RestorePolicy {
+            fallback_allowed: self.cfg.fallback_to_older_checkpoint_reproducing_output,
+            state_elsewhere: !self.materialize,
+        };
+        if let Some(stop) =
+            super::restore::on_corrupt(id, error, !older.is_empty(), &policy, &self.cfg.storage.describe())
+        {
+            return Err(stop);
+        }
+        self.lineage.retain(|&c| c < id);
+        self.retained.remove(&id);
+        let restored = self.lineage.last().copied().or_else(|| older.last().copied());
+        let message = format!(
+            "checkpoint {id} is corrupt where a worker fetched it ({error}); restoring an older one as \
+             fallback_to_older_checkpoint_reproducing_output allows: output committed after it is produced again"
+        );
+        tracing::warn!(checkpoint = %id, "{message}");
+        if let Some(restored) = restored {
+            self.restore_warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(RestoreWarning {
+                    restored,
+                    newer: id,
+                    message,
+                });
+        }
+        Ok(())
+    }
+
     fn metadata(&mut self, id: CheckpointId) -> Result<CheckpointMetadata> {
         if let Some(Some(m)) = self.retained.get(&id) {
             return Ok(m.clone());

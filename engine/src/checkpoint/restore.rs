@@ -118,7 +118,7 @@ pub(crate) struct RestorePolicy {
 }
 
 /// What to do when candidate `id` turned out corrupt. Pure: the decision only.
-fn on_corrupt(
+pub(crate) fn on_corrupt(
     id: CheckpointId,
     error: &Error,
     older_left: bool,

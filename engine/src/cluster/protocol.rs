@@ -11,7 +11,7 @@ use crate::cluster::rpc::MAX_FRAME;
 use crate::message::CheckpointId;
 use crate::net::WorkerId;
 use crate::runtime::control::Control;
-use crate::runtime::events::TaskEvent;
+use crate::runtime::events::{FailureReport, TaskEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -99,7 +99,7 @@ pub(crate) trait MasterService {
 #[tarpc::service]
 pub(crate) trait WorkerService {
     /// Runs the worker's share of an attempt (cancelling any older one first).
-    async fn deploy(session: Session, deployment: Deployment) -> Result<(), String>;
+    async fn deploy(session: Session, deployment: Deployment) -> Result<(), FailureReport>;
     /// Control messages for subtasks of `attempt`, in order.
     async fn control(session: Session, attempt: u32, controls: Vec<(usize, Control)>);
     /// Cancels `attempt`: the worker stops its subtasks and reports them exited.

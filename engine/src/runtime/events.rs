@@ -17,6 +17,9 @@ pub(crate) struct FailureReport {
     pub(crate) kind: ErrorKind,
     /// The error's message, with the context it travelled through.
     pub(crate) message: String,
+    /// Why, when the error says.
+    #[serde(default)]
+    pub(crate) reason: Option<crate::Reason>,
     /// The original error, when sender and master share a process.
     #[serde(skip)]
     pub(crate) error: Option<Error>,
@@ -28,6 +31,7 @@ impl FailureReport {
         FailureReport {
             kind: error.kind(),
             message: error.to_string(),
+            reason: error.reason(),
             error: Some(error),
         }
     }
@@ -41,7 +45,13 @@ impl FailureReport {
     pub(crate) fn into_error(self) -> Error {
         match self.error {
             Some(e) => e,
-            None => Error::new(self.kind, self.message),
+            None => {
+                let e = Error::new(self.kind, self.message);
+                match self.reason {
+                    Some(r) => e.with_reason(r),
+                    None => e,
+                }
+            }
         }
     }
 }

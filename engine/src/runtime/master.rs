@@ -148,10 +148,13 @@ impl Master {
                     }),
                 None => Ok(None),
             };
+            // The checkpoint this attempt restored, if any.
+            let mut attempt_restored = None;
             let outcome = match restored {
                 Ok(restored) => {
                     let base = restored.as_ref().map(|r| r.metadata.stats.source_records).unwrap_or(0);
                     let restored_id = restored.as_ref().map(|r| r.metadata.id);
+                    attempt_restored = restored_id;
                     if let Some(r) = &restored {
                         tracing::info!(checkpoint = r.metadata.id.get(), attempt, "restoring checkpoint");
                         if attempt == 1 {
@@ -197,6 +200,14 @@ impl Master {
                 AttemptEnd::Failed(Failure { error: e, at, at_ms }) => {
                     // The attempt's threads are joined (or were never started): it is cancelled.
                     let cancelled = Instant::now();
+                    // Workers fetch the restored state themselves: one that found it corrupt
+                    // fails the attempt, and the checkpoint is given up as a corrupt one is here.
+                    if let (Some(crate::Reason::RestoredStateCorrupt), Some(id), Some(c)) =
+                        (e.reason(), attempt_restored, self.coordinator.as_mut())
+                    {
+                        c.reject_restored(id, &e)
+                            .map_err(|stop| stop.context(format!("job {}", self.cfg.name)))?;
+                    }
                     self.live.record(attempt, LifecyclePhase::FailureDetected, at);
                     self.live.record(attempt, LifecyclePhase::Cancelled, cancelled);
                     self.report.failures.push(FailureInfo {

@@ -274,28 +274,27 @@ impl RemoteExecutor for ClusterMaster {
                 })
             })
             .collect();
-        let mut failure = None;
+        let mut failure: Option<Error> = None;
         for call in calls {
             let (id, r) = self
                 .rt
                 .block_on(call)
                 .map_err(|e| Error::internal(format!("a deploy call failed: {e}")))?;
-            let why = match r {
+            let e = match r {
                 Ok(Ok(())) => continue,
-                Ok(Err(refused)) => refused,
+                Ok(Err(refused)) => refused.into_error(),
                 Err(e) => {
                     // Its process is gone (or cut off): the next attempt goes without it.
                     let why = format!("its control service did not answer: {e}");
                     self.shared.registry().lose(id, &why);
-                    why
+                    Error::external(true, why)
                 }
             };
-            failure.get_or_insert_with(|| {
-                Error::external(
-                    true,
-                    format!("worker {id} could not start attempt {}: {why}", self.wire),
-                )
-            });
+            let e = e.context(format!("worker {id} could not start attempt {}", self.wire));
+            // A corrupt checkpoint is the cause; peers that could not connect are its effect.
+            if failure.is_none() || e.reason() == Some(crate::Reason::RestoredStateCorrupt) {
+                failure = Some(e);
+            }
         }
         if let Some(e) = failure {
             for (_, _, _, client) in &workers {

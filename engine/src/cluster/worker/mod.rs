@@ -23,6 +23,7 @@ use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::net::inbound::DataPlane;
 use crate::runtime::control::Control;
+use crate::runtime::events::FailureReport;
 use crate::{Error, Result};
 use shared::{MasterLink, WorkerCore};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -39,15 +40,23 @@ struct WorkerServer {
 }
 
 impl WorkerService for WorkerServer {
-    async fn deploy(self, _: Context, session: Session, deployment: Deployment) -> std::result::Result<(), String> {
+    async fn deploy(
+        self,
+        _: Context,
+        session: Session,
+        deployment: Deployment,
+    ) -> std::result::Result<(), FailureReport> {
         if !self.core.is_session(session) {
-            return Err("the deployment comes from a master this worker does not report to".into());
+            return Err(FailureReport::new(Error::external(
+                true,
+                "the deployment comes from a master this worker does not report to",
+            )));
         }
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || core.deploy(deployment))
             .await
-            .map_err(|e| format!("deploying panicked: {e}"))?
-            .map_err(|e| e.to_string())
+            .map_err(|e| FailureReport::new(Error::internal(format!("deploying panicked: {e}"))))?
+            .map_err(FailureReport::new)
     }
 
     async fn control(self, _: Context, session: Session, attempt: u32, controls: Vec<(usize, Control)>) {

@@ -247,8 +247,16 @@ impl WorkerCore {
             let copy = self.local_copy(id, operator, subtask);
             copy.is_dir().then_some(copy)
         };
-        let input = materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k), &local)
-            .map_err(|e| e.context(format!("worker {} restoring checkpoint {id}", self.me)))?;
+        let input =
+            materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k), &local).map_err(|e| {
+                let corrupt = e.kind() == crate::ErrorKind::Checkpoint;
+                let e = e.context(format!("worker {} restoring checkpoint {id}", self.me));
+                if corrupt {
+                    e.with_reason(crate::Reason::RestoredStateCorrupt)
+                } else {
+                    e
+                }
+            })?;
         lock(&self.completed).files = Some((id, Arc::new(reusable_files(&meta))));
         Ok(input)
     }
