@@ -396,8 +396,9 @@ fn two_jobs_share_an_output_directory() {
 }
 
 /// While one process writes a job's sink subtask, a second writer of the same job and subtask
-/// (a second process of the job) is refused with a `Config` error naming the first, and
-/// deletes nothing.
+/// (a second process of the job) waits for the first to let go (as a cluster worker the job
+/// failed over from does), and after the wait is refused with a retryable error naming the
+/// first; it deletes nothing.
 #[test]
 fn a_second_writer_of_the_same_job_is_refused_and_deletes_nothing() {
     let tmp = tempfile::tempdir().unwrap();

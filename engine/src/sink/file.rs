@@ -31,8 +31,10 @@
 //!   repeated after a restore); if neither exists, the output is lost and commit fails with an
 //!   `External` error rather than going on silently.
 //! * Creating a writer first locks `.locks/<job>+<sink>-<subtask>.lock`: while a process writes
-//!   a sink subtask, another process of the same job fails to start it (a `Config` error naming
-//!   the holder) instead of deleting its files. The OS releases the lock when the process dies.
+//!   a sink subtask, another process of the same job does not start it and deletes none of its
+//!   files. It waits up to 15 s for the holder to let go (a cluster worker the job failed over
+//!   from stops once it learns its attempt is over), then fails with a retryable error naming
+//!   the holder. The OS releases the lock when the process dies.
 //! * It then applies the restore rules to the subtask's committed files (see
 //!   [`SinkContext::check_committed_output`]): a final file of a checkpoint newer than the
 //!   restored one, or any final file when the job restored nothing and is not an explicit
@@ -67,6 +69,10 @@ use std::sync::Arc;
 pub const IN_PROGRESS_DIR: &str = ".in-progress";
 /// Subdirectory of pending (pre-committed) files.
 pub const PENDING_DIR: &str = ".pending";
+/// How long a sink subtask waits for another process of its job to let go of the subtask's
+/// lock before its attempt fails.
+const SAME_JOB_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Subdirectory of the lock files of the sink subtasks writing into the directory.
 pub const LOCKS_DIR: &str = ".locks";
 /// Separates the job's identity from the rest of a file name (never part of a file-safe name).
@@ -304,17 +310,30 @@ impl<T> FileWriter<T> {
             epoch: 0,
             owner: OwnerInfo::this_process(&ctx.job),
         };
-        let lock = DirLock::acquire_for_subtask(
-            &dir.join(LOCKS_DIR).join(format!("{subtask}.lock")),
-            &record,
-            &format!(
-                "file sink directory {} (sink \"{}\" subtask {} of job \"{}\")",
-                dir.display(),
-                ctx.name,
-                ctx.subtask,
-                ctx.job
-            ),
-        )?;
+        let lock_path = dir.join(LOCKS_DIR).join(format!("{subtask}.lock"));
+        let resource = format!(
+            "file sink directory {} (sink \"{}\" subtask {} of job \"{}\")",
+            dir.display(),
+            ctx.name,
+            ctx.subtask,
+            ctx.job
+        );
+        // A process of this job that ran the subtask before (a worker the job failed over
+        // from) lets go once it learns its attempt is over: wait for it a while rather than
+        // fail attempt after attempt.
+        let deadline = std::time::Instant::now() + SAME_JOB_LOCK_WAIT;
+        let lock = loop {
+            match DirLock::acquire_for_subtask(&lock_path, &record, &resource) {
+                Err(e)
+                    if e.kind() == crate::ErrorKind::External { retryable: true }
+                        && std::time::Instant::now() < deadline
+                        && !ctx.cancellation.is_cancelled() =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let writer = FileWriter {
             prefix: format!("{subtask}-"),
             _lock: lock,
