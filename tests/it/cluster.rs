@@ -31,6 +31,19 @@ fn wordcount(root: &Path, parallelism: u32) -> Command {
     c
 }
 
+/// Starts `program` as a local cluster of a master and 3 workers (1 slot each, 1 s heartbeat
+/// timeout) that lists its processes in `pids_file`.
+fn on_three_workers(mut program: Command, pids_file: &Path) -> Child {
+    program
+        .env("WEIR_WORKERS", "3")
+        .env("WEIR_SLOTS", "1")
+        .env("WEIR_HEARTBEAT_MS", "100")
+        .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000")
+        .env("WEIR_CLUSTER_PIDS", pids_file)
+        .spawn()
+        .unwrap()
+}
+
 /// Sends `signal` to `pid` with kill(1).
 fn signal(signal: &str, pid: u32) {
     let ok = Command::new("kill")
@@ -110,14 +123,7 @@ fn a_job_on_three_workers_commits_exactly_once_through_worker_kill_master_kill_a
 
     let dir = tempfile::tempdir().unwrap();
     let pids_file = dir.path().join("pids.json");
-    let mut child = wordcount(dir.path(), 3)
-        .env("WEIR_WORKERS", "3")
-        .env("WEIR_SLOTS", "1")
-        .env("WEIR_HEARTBEAT_MS", "100")
-        .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000")
-        .env("WEIR_CLUSTER_PIDS", &pids_file)
-        .spawn()
-        .unwrap();
+    let mut child = on_three_workers(wordcount(dir.path(), 3), &pids_file);
     let first = pids(&pids_file);
     let waited = Instant::now();
     while !has_complete_checkpoint(dir.path()) {
@@ -644,14 +650,7 @@ fn keyed_file_keys(chk: &Path) -> Vec<String> {
 fn a_checkpoint_a_worker_finds_corrupt_stops_the_job_without_the_fallback_opt_in() {
     let dir = tempfile::tempdir().unwrap();
     let pids_file = dir.path().join("pids.json");
-    let mut child = wordcount(dir.path(), 3)
-        .env("WEIR_WORKERS", "3")
-        .env("WEIR_SLOTS", "1")
-        .env("WEIR_HEARTBEAT_MS", "100")
-        .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000")
-        .env("WEIR_CLUSTER_PIDS", &pids_file)
-        .spawn()
-        .unwrap();
+    let mut child = on_three_workers(wordcount(dir.path(), 3), &pids_file);
     let first = pids(&pids_file);
     await_checkpoint(dir.path(), 1, &mut child);
     // The master frozen: no checkpoint completes while the newest one is corrupted.
