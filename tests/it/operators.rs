@@ -1412,14 +1412,14 @@ fn an_idle_source_subtask_does_not_hold_back_event_time() {
     }
 }
 
-/// `(key, op)`: op 0 writes with a 200 ms processing-time TTL, op 1 probes.
+/// `(key, op)`: op 0 writes with a 1.5 s processing-time TTL, op 1 probes.
 #[derive(Clone)]
 struct ProcTtl;
 
 impl KeyedProcess<u64, (u64, u8)> for ProcTtl {
     type Out = (u64, Option<u64>);
     fn process(&mut self, (n, op): (u64, u8), ctx: &mut KeyedContext<'_, u64, Self::Out>) -> Result<()> {
-        let ttl = Ttl::processing_time(Duration::from_millis(200));
+        let ttl = Ttl::processing_time(Duration::from_millis(1_500));
         let mut st = ctx.value_state::<u64>("v").with_ttl(ttl);
         if op == 0 {
             st.set(&n)?;
@@ -1500,11 +1500,12 @@ fn processing_time_ttl_expires_after_its_duration() {
             pl.source(
                 "bursts",
                 TwoBursts {
-                    // Written and probed at once (well within 200 ms)...
+                    // Written and probed at once (well within the 1.5 s TTL, even on a loaded
+                    // machine)...
                     first: vec![(1, 0), (2, 0), (1, 1), (2, 1)],
-                    // ...and probed again after at least 400 ms.
+                    // ...and probed again after at least 3 s.
                     then: vec![(1, 1), (2, 1), (3, 0), (3, 1)],
-                    pause: Duration::from_millis(400),
+                    pause: Duration::from_millis(3_000),
                 },
             )
             .key_by("by-key", |r| r.0)
