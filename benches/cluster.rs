@@ -20,24 +20,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
+use weir_examples::running_sum::RunningSum;
 
 const THROUGHPUT_EVENTS: u64 = 3_000_000;
 const STATE_KEYS: u64 = 560_000;
 const VALUE_BYTES: usize = 100;
-
-#[derive(Clone)]
-struct RunningSum;
-
-impl KeyedProcess<u64, (u64, u64)> for RunningSum {
-    type Out = (u64, u64);
-    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
-        let mut sum = ctx.value_state::<u64>("sum");
-        let s = sum.get()?.unwrap_or(0) + v;
-        sum.set(&s)?;
-        ctx.emit((k, s));
-        Ok(())
-    }
-}
 
 /// Keeps the latest 100-byte value per key: ~100 MB of state over 1M keys.
 #[derive(Clone)]

@@ -7,20 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
 use weir::prelude::*;
-
-#[derive(Clone)]
-struct RunningSum;
-
-impl KeyedProcess<u64, (u64, u64)> for RunningSum {
-    type Out = (u64, u64);
-    fn process(&mut self, (k, v): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
-        let mut sum = ctx.value_state::<u64>("sum");
-        let s = sum.get()?.unwrap_or(0) + v;
-        sum.set(&s)?;
-        ctx.emit((k, s));
-        Ok(())
-    }
-}
+use weir_examples::running_sum::RunningSum;
 
 fn stateless(events: u64) {
     let p = Pipeline::new("stateless").parallelism(1);

@@ -5,7 +5,8 @@
 //!   against a sequential model;
 //! - [`recovery`]: the recovery-time benchmark (RTO phase by phase, RPO audit);
 //! - [`nexmark`]: Nexmark queries q0, q1, q2, q5 and q7 and the throughput harness;
-//! - [`wordcount`]: word count on keyed state with exactly-once file output and its audit.
+//! - [`wordcount`]: word count on keyed state with exactly-once file output and its audit;
+//! - [`running_sum`]: the keyed running sum the throughput and cluster benchmarks measure.
 //!
 //! The crate uses the engine and the connectors directly (`weir-engine`, `weir-connectors`),
 //! not the `weir` facade, which has it as a dev-dependency.
@@ -13,4 +14,5 @@
 pub mod nexmark;
 pub mod payments;
 pub mod recovery;
+pub mod running_sum;
 pub mod wordcount;
