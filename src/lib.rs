@@ -1,7 +1,8 @@
 //! # Weir
 //!
 //! An exactly-once stream processing engine. This facade re-exports the engine
-//! ([`engine`], with its [`prelude`]) and the connectors ([`connectors`]).
+//! ([`engine`], with its [`prelude`]), the connectors ([`connectors`]) and checkpoint storage
+//! on object stores ([`object_storage`]).
 //!
 //! ```no_run
 //! use weir::prelude::*;
@@ -21,3 +22,4 @@
 pub use weir_connectors as connectors;
 pub use weir_engine as engine;
 pub use weir_engine::prelude;
+pub use weir_object_storage as object_storage;

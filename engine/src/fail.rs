@@ -31,6 +31,10 @@ pub const SNAPSHOT_SYNC: &str = "snapshot-sync";
 /// In the asynchronous upload of a checkpoint's files: simulates storage that fails while
 /// files are written (the checkpoint is aborted, its metadata never published).
 pub const UPLOAD: &str = "upload";
+/// After every file of a checkpoint was stored, right before its metadata is published (the
+/// PUT that completes it on object storage): simulates a crash in the window where all the
+/// data is in storage but the checkpoint does not exist yet.
+pub const BEFORE_METADATA: &str = "before-metadata";
 /// In a sink, right after its pre-commit produced a committable: simulates a crash after the
 /// output is staged but before the checkpoint that owns it exists.
 pub const AFTER_PRE_COMMIT: &str = "after-pre-commit";
@@ -45,10 +49,11 @@ pub const DURING_COMMIT: &str = "during-commit";
 pub const DURING_RESTORE: &str = "during-restore";
 
 /// Every fail point the engine checks (connectors add their own names).
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     PROCESS_RECORD,
     SNAPSHOT_SYNC,
     UPLOAD,
+    BEFORE_METADATA,
     AFTER_PRE_COMMIT,
     AFTER_METADATA,
     DURING_COMMIT,

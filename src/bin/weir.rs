@@ -1,8 +1,10 @@
-//! `weir`: inspects a job's checkpoint directory.
+//! `weir`: inspects a job's checkpoint storage, a directory or an object store URL
+//! (`s3://bucket/prefix`, `gs://...`, `az://...`; credentials and endpoint from the standard
+//! environment variables, see `weir::object_storage`).
 //!
 //! ```text
-//! weir checkpoints list <dir> [--json]        one line per checkpoint
-//! weir checkpoints show <dir> <id> [--json]   operators, subtasks, files, source positions, stats
+//! weir checkpoints list <dir|url> [--json]        one line per checkpoint
+//! weir checkpoints show <dir|url> <id> [--json]   operators, subtasks, files, source positions, stats
 //! ```
 //!
 //! Exit codes: 0 on success, 2 for a usage error, a missing directory or a checkpoint that is
@@ -16,13 +18,14 @@
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use weir::engine::checkpoint::metadata::{OperatorState, SourceState, StoredFile};
 use weir::engine::checkpoint::{
     read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage,
 };
 use weir::engine::message::{BarrierKind, CheckpointId};
+use weir::object_storage::Location;
 
 /// Inspect Weir checkpoints.
 #[derive(Debug, Parser)]
@@ -47,14 +50,16 @@ enum CheckpointsCommand {
     /// Lists every checkpoint in the directory: id, completeness, kind, trigger time, sizes,
     /// durations and source records.
     List {
-        /// The checkpoint directory (the job's `checkpoint_storage`).
-        dir: PathBuf,
+        /// The checkpoint storage: a directory or an object store URL.
+        #[arg(value_name = "DIR|URL")]
+        dir: String,
     },
     /// Shows one completed checkpoint: operators, subtasks, key groups, files, source
     /// positions and statistics.
     Show {
-        /// The checkpoint directory (the job's `checkpoint_storage`).
-        dir: PathBuf,
+        /// The checkpoint storage: a directory or an object store URL.
+        #[arg(value_name = "DIR|URL")]
+        dir: String,
         /// The checkpoint id.
         id: CheckpointId,
     },
@@ -109,8 +114,20 @@ fn run(cli: &Cli) -> Result<String, CliError> {
     }
 }
 
-/// The storage in `dir`, which must be an existing directory.
-fn open_storage(dir: &Path) -> Result<LocalDirStorage, CliError> {
+/// The storage at `location`: an existing directory, or an object store location that can be
+/// listed.
+fn open_storage(location: &str) -> Result<Arc<dyn CheckpointStorage>, CliError> {
+    let parsed = Location::parse(location).map_err(|e| CliError::NotFound(e.to_string()))?;
+    let dir = match parsed {
+        Location::Local(dir) => dir,
+        Location::Object { .. } => {
+            let storage = weir::object_storage::open(location).map_err(|e| CliError::Failed(e.to_string()))?;
+            storage
+                .list()
+                .map_err(|e| CliError::Failed(format!("listing {location}: {e}")))?;
+            return Ok(storage);
+        }
+    };
     if !dir.is_dir() {
         let what = if dir.exists() {
             "is not a directory"
@@ -122,7 +139,7 @@ fn open_storage(dir: &Path) -> Result<LocalDirStorage, CliError> {
             dir.display()
         )));
     }
-    Ok(LocalDirStorage::new(dir))
+    Ok(Arc::new(LocalDirStorage::new(dir)))
 }
 
 /// One checkpoint of the list: its metadata when complete (or why it cannot be read).
@@ -132,7 +149,7 @@ struct Row {
     meta: Option<Result<CheckpointMetadata, String>>,
 }
 
-fn list_rows(storage: &LocalDirStorage) -> Result<Vec<Row>, CliError> {
+fn list_rows(storage: &Arc<dyn CheckpointStorage>) -> Result<Vec<Row>, CliError> {
     let listed = storage
         .list()
         .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?;
@@ -141,13 +158,13 @@ fn list_rows(storage: &LocalDirStorage) -> Result<Vec<Row>, CliError> {
         .map(|(id, complete)| Row {
             id,
             complete,
-            meta: complete.then(|| read_metadata(storage, id).map_err(|e| e.to_string())),
+            meta: complete.then(|| read_metadata(storage.as_ref(), id).map_err(|e| e.to_string())),
         })
         .collect())
 }
 
 /// Checkpoint `id`'s metadata; `NotFound` if it is absent or incomplete.
-fn load_checkpoint(storage: &LocalDirStorage, id: CheckpointId) -> Result<CheckpointMetadata, CliError> {
+fn load_checkpoint(storage: &Arc<dyn CheckpointStorage>, id: CheckpointId) -> Result<CheckpointMetadata, CliError> {
     let listed = storage
         .list()
         .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?;
@@ -168,7 +185,7 @@ fn load_checkpoint(storage: &LocalDirStorage, id: CheckpointId) -> Result<Checkp
             "checkpoint {id} in {} is not complete (it has no metadata)",
             storage.describe()
         ))),
-        Some((_, true)) => read_metadata(storage, id).map_err(|e| CliError::Failed(e.to_string())),
+        Some((_, true)) => read_metadata(storage.as_ref(), id).map_err(|e| CliError::Failed(e.to_string())),
     }
 }
 
@@ -201,9 +218,9 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn list_table(dir: &Path, rows: &[Row]) -> String {
+fn list_table(dir: &str, rows: &[Row]) -> String {
     if rows.is_empty() {
-        return format!("no checkpoints in {}\n", dir.display());
+        return format!("no checkpoints in {dir}\n");
     }
     let mut out = String::new();
     let _ = writeln!(

@@ -18,6 +18,7 @@ mod kafka_exactly_once;
 mod kafka_sink;
 mod kafka_source;
 mod nexmark;
+mod object_storage;
 mod operators;
 mod payments;
 mod process_kill;

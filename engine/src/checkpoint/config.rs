@@ -1,5 +1,6 @@
 //! Checkpoint settings.
 
+use super::replication::ReplicationConfig;
 use super::storage::{CheckpointStorage, LocalDirStorage};
 pub use crate::recovery::{CheckpointTiming, RestoreMode};
 use crate::{Error, Result};
@@ -39,6 +40,10 @@ pub struct CheckpointConfig {
     /// pending committable and the records replayed after a failure grow; a restart is the
     /// deliberate way out. The count restarts at every completed checkpoint and every attempt.
     pub tolerable_failed_checkpoints: u32,
+    /// A second storage (another bucket, endpoint, region or disk) that every completed
+    /// checkpoint is copied to, for a restart at another site (default none; see
+    /// [`replication`](super::replication)).
+    pub replication: Option<ReplicationConfig>,
 }
 
 impl CheckpointConfig {
@@ -66,6 +71,7 @@ impl CheckpointConfig {
             restore: RestoreMode::Latest,
             fallback_to_older_checkpoint_reproducing_output: false,
             tolerable_failed_checkpoints: 3,
+            replication: None,
         }
     }
 
@@ -82,6 +88,14 @@ impl CheckpointConfig {
         }
         if self.retained == 0 {
             return Err(Error::config("at least one completed checkpoint must be retained"));
+        }
+        if let Some(r) = &self.replication {
+            if r.target.describe() == self.storage.describe() {
+                return Err(Error::config(format!(
+                    "the checkpoint replica {} is the job's own checkpoint storage: replicate to another location",
+                    r.target.describe()
+                )));
+            }
         }
         self.storage.validate()
     }

@@ -20,6 +20,7 @@ use super::ack::CheckpointAck;
 use super::config::{CheckpointConfig, RestoreMode};
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats};
+use super::replication::{ReplicationMode, ReplicationStatus, Replicator};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::upload::{publish, read_metadata, reusable_files, upload, UploadJob};
@@ -67,6 +68,8 @@ pub(crate) struct Coordinator {
     lease: OwnerLease,
     /// The job's fail points (the upload, after-metadata and restore phases check them).
     fail_points: FailPoints,
+    /// Copies completed checkpoints to the replica, if one is configured.
+    replicator: Option<Replicator>,
 }
 
 impl Coordinator {
@@ -115,6 +118,24 @@ impl Coordinator {
                 )));
             }
         }
+        let replicator = match &cfg.replication {
+            None => None,
+            Some(r) => {
+                let replicator = Replicator::start(
+                    cfg.storage.clone(),
+                    r,
+                    cfg.retained,
+                    &OwnerInfo::this_process(job),
+                    staging.dir().join("replication"),
+                )?;
+                // Catch up: the newest checkpoint of an earlier run may not be in the replica.
+                if let Some(&newest) = retained.keys().next_back() {
+                    let meta = with_retries(READ_RETRY, &scan, || read_metadata(storage, newest))?;
+                    replicator.offer(&meta);
+                }
+                Some(replicator)
+            }
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)
@@ -137,6 +158,7 @@ impl Coordinator {
             restore_warnings: SharedRestoreWarnings::default(),
             lease,
             fail_points: FailPoints::process_wide(),
+            replicator,
         })
     }
 
@@ -227,6 +249,9 @@ impl Coordinator {
             &dir,
             &policy,
         )?;
+        if let Some(outcome) = &found {
+            self.await_replica(outcome.metadata.id)?;
+        }
         Ok(found.map(|outcome| {
             let (metadata, mut input) = (outcome.metadata, outcome.input);
             if let Some(w) = outcome.fell_back {
@@ -278,6 +303,59 @@ impl Coordinator {
                     newer: id,
                     message,
                 });
+        }
+        Ok(())
+    }
+
+    /// Whether sinks may commit checkpoint `id` now: always without a replica, or when the
+    /// replica is [`ReplicationMode::Async`]; with [`ReplicationMode::BeforeCommit`] once the
+    /// replica holds `id`.
+    pub(crate) fn may_commit(&self, id: CheckpointId) -> bool {
+        match (&self.replicator, &self.cfg.replication) {
+            (Some(r), Some(c)) if c.mode == ReplicationMode::BeforeCommit => r.replicated() >= Some(id),
+            _ => true,
+        }
+    }
+
+    /// The replica's state, if there is one.
+    pub(crate) fn replication_status(&self) -> Option<ReplicationStatus> {
+        self.replicator.as_ref().map(Replicator::status)
+    }
+
+    /// With [`ReplicationMode::BeforeCommit`], waits until the replica holds checkpoint `id`,
+    /// which is about to be restored: the sinks commit a restored checkpoint's output at once,
+    /// and committed output must never be ahead of the replica.
+    ///
+    /// # Errors
+    /// `External { retryable: true }` when the replica does not hold it within the checkpoint
+    /// timeout (the restart strategy tries again).
+    fn await_replica(&self, id: CheckpointId) -> Result<()> {
+        if self.may_commit(id) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        tracing::info!(
+            checkpoint = id.get(),
+            "waiting for the replica to hold the restored checkpoint before its output is committed"
+        );
+        while !self.may_commit(id) {
+            if started.elapsed() > self.cfg.timeout {
+                let last = self.replication_status().and_then(|s| s.last_error).unwrap_or_default();
+                return Err(Error::external(
+                    true,
+                    format!(
+                        "the checkpoint replica does not hold checkpoint {id} after {:?}, and sinks commit only \
+                         replicated checkpoints{}",
+                        self.cfg.timeout,
+                        if last.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last replication error: {last})")
+                        }
+                    ),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Ok(())
     }
@@ -349,15 +427,20 @@ impl Coordinator {
     ///
     /// # Errors
     /// `Config` when another owner took over the storage (nothing is published); the error of
-    /// the [`AFTER_METADATA`](fail::AFTER_METADATA) fail point after publishing.
+    /// the [`BEFORE_METADATA`](fail::BEFORE_METADATA) fail point before publishing and of the
+    /// [`AFTER_METADATA`](fail::AFTER_METADATA) fail point after.
     pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
         meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
+        self.fail_points.hit(fail::BEFORE_METADATA)?;
         self.cfg
             .storage
             .verify_lease(&self.lease)
             .with_context(|| format!("publishing checkpoint {}", meta.id))?;
         publish(self.cfg.storage.as_ref(), &meta)?;
         self.record_first_completion(meta.id);
+        if let Some(r) = &self.replicator {
+            r.offer(&meta);
+        }
         let stats = meta.stats.clone();
         let id = meta.id;
         self.retained.insert(id, Some(meta));

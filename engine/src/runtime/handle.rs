@@ -1,5 +1,6 @@
 //! The handle users hold on a running job: cancel it, watch its progress, wait for its report.
 
+use crate::checkpoint::replication::ReplicationStatus;
 use crate::message::CheckpointId;
 use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
@@ -29,6 +30,8 @@ pub(crate) struct Live {
     pub(crate) attempt: AtomicU32,
     /// Every attempt's lifecycle moments, in order (see [`JobHandle::lifecycle`]).
     pub(crate) lifecycle: Mutex<Vec<LifecycleEvent>>,
+    /// The checkpoint replica's state, with a replica.
+    pub(crate) replication: Mutex<Option<ReplicationStatus>>,
 }
 
 impl Live {
@@ -41,6 +44,7 @@ impl Live {
         self.running.store(p.running, Ordering::Relaxed);
         self.attempt.store(p.attempt, Ordering::Relaxed);
         self.restarts.store(earlier_restarts + p.restarts, Ordering::Relaxed);
+        *self.replication.lock().unwrap_or_else(|e| e.into_inner()) = p.replication.clone();
         *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = p
             .last_checkpoint
             .map(|(id, age)| (id, Instant::now().checked_sub(age).unwrap_or_else(Instant::now)));
@@ -97,6 +101,9 @@ pub struct Progress {
     /// Whether every subtask of the current attempt runs (state restored): false while the
     /// job starts, recovers or ends.
     pub running: bool,
+    /// The checkpoint replica's state and lag, when checkpoints are replicated.
+    #[serde(default)]
+    pub replication: Option<ReplicationStatus>,
 }
 
 /// A running job.
@@ -163,6 +170,7 @@ impl JobHandle {
             restarts: self.live.restarts.load(Ordering::Relaxed),
             attempt: self.live.attempt.load(Ordering::Relaxed),
             running: self.live.running.load(Ordering::Relaxed),
+            replication: self.live.replication.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 

@@ -251,6 +251,7 @@ impl Master {
         if let Some(c) = &self.coordinator {
             self.report.checkpoints = c.completed.clone();
             self.report.restore_warnings = c.restore_warnings();
+            self.report.replication = c.replication_status();
         }
         Ok(std::mem::take(&mut self.report))
     }
@@ -354,6 +355,7 @@ impl Master {
             base_source_records,
             parallelism: parallelism.clone(),
             restore_dir,
+            commit_held: None,
         };
         if end.is_some() {
             cancel_all(&shared, &controls);
@@ -381,6 +383,17 @@ impl Master {
             // Timeouts and triggers are due on time even while events keep arriving.
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + MASTER_TICK;
+                if let Some(id) = a.commit_held {
+                    if self.coordinator.as_ref().is_none_or(|c| c.may_commit(id)) {
+                        a.commit_held = None;
+                        a.controls.broadcast(Control::CheckpointComplete { id });
+                    }
+                }
+                if let Some(c) = &self.coordinator {
+                    if let Some(status) = c.replication_status() {
+                        *self.live.replication.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                    }
+                }
                 if let Some(remote) = &self.remote {
                     let (source, sink) = remote.records();
                     self.live.remote_source_records.store(source, Ordering::Relaxed);
@@ -575,7 +588,16 @@ impl Master {
                     }
                     queue.extend(a.checkpoints.on_published(id, published, now));
                 }
-                Action::NotifyComplete { id } => a.controls.broadcast(Control::CheckpointComplete { id }),
+                Action::NotifyComplete { id } => {
+                    // With a replica that must hold what sinks commit, the notification waits
+                    // for the copy (the tick releases it).
+                    if self.coordinator.as_ref().is_none_or(|c| c.may_commit(id)) {
+                        a.commit_held = None;
+                        a.controls.broadcast(Control::CheckpointComplete { id });
+                    } else {
+                        a.commit_held = Some(id);
+                    }
+                }
                 Action::ApplyRetention { id } => {
                     if let Some(c) = self.coordinator.as_mut() {
                         c.apply_retention(id);
@@ -678,6 +700,8 @@ struct Attempt<'a> {
     parallelism: Arc<HashMap<String, usize>>,
     /// Restored state laid out for the stores to open; removed once all are open.
     restore_dir: Option<PathBuf>,
+    /// A completed checkpoint whose commit waits for the replica to hold it.
+    commit_held: Option<CheckpointId>,
 }
 
 fn cancel_all(shared: &JobShared, controls: &Controls) {

@@ -113,6 +113,8 @@ pub struct JobReport {
     /// Restores that fell back to an older checkpoint (only with the opt-in), in order: each
     /// one reproduced committed output. Empty in a run that restored as it should.
     pub restore_warnings: Vec<RestoreWarning>,
+    /// The checkpoint replica's state when the job ended, when checkpoints are replicated.
+    pub replication: Option<crate::checkpoint::replication::ReplicationStatus>,
 }
 
 impl JobReport {

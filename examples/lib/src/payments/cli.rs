@@ -40,8 +40,15 @@ pub struct Args {
     /// Checkpoint directory [default: a temporary directory]. Requires --output-dir; with both,
     /// the job is resumable: run it again with the same flags after any crash and it continues
     /// from its latest completed checkpoint.
-    #[arg(long, requires = "output_dir")]
+    #[arg(long, requires = "output_dir", conflicts_with = "checkpoint_storage")]
     pub checkpoint_dir: Option<PathBuf>,
+
+    /// Checkpoint storage as a directory or an object store URL: s3://bucket/prefix (endpoint
+    /// and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION), gs://bucket/prefix, az://container/prefix. Without --output-dir the
+    /// location must not hold an earlier run's checkpoints.
+    #[arg(long, value_name = "URL")]
+    pub checkpoint_storage: Option<String>,
 
     /// Directory of the committed output: decisions/, refunds/, fraud-alerts/, settlements/,
     /// late/ and workload.json [default: a temporary directory, deleted at exit].
@@ -74,7 +81,7 @@ pub struct Args {
 
     /// Only verify the committed output in --output-dir (no job runs); the workload is read
     /// from its workload.json. Exits non-zero on any difference.
-    #[arg(long, requires = "output_dir", conflicts_with_all = ["no_verify", "checkpoint_dir"])]
+    #[arg(long, requires = "output_dir", conflicts_with_all = ["no_verify", "checkpoint_dir", "checkpoint_storage"])]
     pub verify_only: bool,
 
     /// Run against Kafka at these brokers (host:port[,host:port]): the requests are loaded into
@@ -96,7 +103,7 @@ pub struct Args {
     pub workers: Option<u64>,
 
     /// Internal: run as a drill's child process (JSON lines on stdout).
-    #[arg(long, hide = true, requires_all = ["checkpoint_dir", "output_dir"])]
+    #[arg(long, hide = true, requires_all = ["checkpoint_storage", "output_dir"])]
     pub worker: bool,
 
     /// Internal: failures a child arms (`panic@POSITION,abort@POSITION`).
@@ -204,11 +211,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }),
     });
     if args.worker {
+        let location = args.checkpoint_storage.clone().expect("required by clap");
         let settings = JobSettings {
             workload,
             parallelism: args.parallelism as usize,
             rate: args.rate,
-            checkpoint_dir: args.checkpoint_dir.clone().expect("required by clap"),
+            checkpoint_storage: open_storage(&location)?,
+            checkpoint_location: location,
             checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
             output_dir: args.output_dir.clone().expect("required by clap"),
             state_dir: if args.memory { None } else { args.state_dir.clone() },
@@ -224,14 +233,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let location = match (&args.checkpoint_storage, &args.checkpoint_dir) {
+        (Some(url), _) => url.clone(),
+        (None, Some(dir)) => dir.display().to_string(),
+        (None, None) => scratch.path().join("checkpoints").display().to_string(),
+    };
+    let storage = open_storage(&location)?;
+    if args.output_dir.is_none() && pipeline::latest_checkpoint(storage.as_ref()).is_some() {
+        bail!(
+            "{location} holds checkpoints of an earlier run: resume it with that run's --output-dir, \
+             or use a new location"
+        );
+    }
     let settings = JobSettings {
         workload,
         parallelism: args.parallelism as usize,
         rate: args.rate,
-        checkpoint_dir: args
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| scratch.path().join("checkpoints")),
+        checkpoint_storage: storage,
+        checkpoint_location: location,
         checkpoint_interval: Duration::from_millis(args.checkpoint_ms),
         output_dir: args.output_dir.clone().unwrap_or_else(|| scratch.path().join("output")),
         state_dir: (!args.memory).then(|| scratch.path().join("state")),
@@ -263,7 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "  checkpoints: {}\n  output:      {}{}",
-        settings.checkpoint_dir.display(),
+        settings.checkpoint_location,
         settings.output_dir.display(),
         if args.output_dir.is_none() {
             " (temporary; pass --output-dir to keep it)"
@@ -314,11 +333,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     verify(&settings.output_dir, kafka.as_ref(), drill_outcome.as_ref())
 }
 
+/// The checkpoint storage at `location` (a directory or an object store URL), checked: a
+/// missing bucket or rejected credentials stop the example before anything runs.
+fn open_storage(location: &str) -> anyhow::Result<std::sync::Arc<dyn weir_engine::checkpoint::CheckpointStorage>> {
+    let storage = weir_object_storage::open(location).with_context(|| format!("checkpoint storage {location}"))?;
+    storage
+        .validate()
+        .with_context(|| format!("checkpoint storage {location}"))?;
+    Ok(storage)
+}
+
 /// Refuses to write a fresh job's output over committed output of an earlier one (resume it
 /// with its --checkpoint-dir instead), and records the workload in the output directory.
 fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
     let has_output = s.output_dir.join(audit::MANIFEST).exists();
-    if has_output && pipeline::latest_checkpoint(&s.checkpoint_dir).is_none() {
+    if has_output && pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()).is_none() {
         let committed = weir_engine::sink::file::committed_files(s.output_dir.join(domain::DECISIONS_DIR))
             .map(|f| !f.is_empty())
             .unwrap_or(false);
@@ -327,7 +356,7 @@ fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
                 "{} already holds committed output and {} has no checkpoint to resume from; \
                  resume with the job's --checkpoint-dir or use an empty --output-dir",
                 s.output_dir.display(),
-                s.checkpoint_dir.display()
+                s.checkpoint_location
             );
         }
     }
@@ -336,7 +365,7 @@ fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
 
 /// Runs the job once in this process with a progress bar, and prints the engine's report.
 fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
-    let base = pipeline::latest_checkpoint(&s.checkpoint_dir);
+    let base = pipeline::latest_checkpoint(s.checkpoint_storage.as_ref());
     if let Some((id, position)) = base {
         view.log(format!("resuming from checkpoint {id} (event {})", thousands(position)));
     }

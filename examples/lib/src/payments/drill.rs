@@ -230,7 +230,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     // The engine resumes from the latest completed checkpoint (after a restart too): the
     // input position is that checkpoint's plus what was read since (source_records counts
     // every read of this process, replays included).
-    let resumed = pipeline::latest_checkpoint(&settings.checkpoint_dir);
+    let resumed = pipeline::latest_checkpoint(settings.checkpoint_storage.as_ref());
     let (mut base_position, mut base_records) = (resumed.map(|(_, position)| position).unwrap_or(0), 0u64);
     emit(&Message::Started {
         pid: std::process::id(),
@@ -256,7 +256,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
         }
         if p.running && p.restarts > restarts_seen {
             restarts_seen = p.restarts;
-            let restored = pipeline::latest_checkpoint(&settings.checkpoint_dir);
+            let restored = pipeline::latest_checkpoint(settings.checkpoint_storage.as_ref());
             (base_position, base_records) = (restored.map(|(_, at)| at).unwrap_or(0), p.source_records);
             if let Some((down, reached)) = panic_armed.take() {
                 emit(&Message::Recovered {
@@ -453,8 +453,7 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
         .args(["--seed", &s.workload.seed.to_string()])
         .args(["--parallelism", &s.parallelism.to_string()])
         .args(["--checkpoint-ms", &s.checkpoint_interval.as_millis().to_string()])
-        .arg("--checkpoint-dir")
-        .arg(&s.checkpoint_dir)
+        .args(["--checkpoint-storage", &s.checkpoint_location])
         .arg("--output-dir")
         .arg(&s.output_dir);
     match &s.state_dir {

@@ -29,8 +29,10 @@ use super::kafka::KafkaSettings;
 use super::model::SETTLEMENT_WINDOW_MS;
 use super::rules::{self, Account, PaymentEntry};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use weir_engine::checkpoint::{CheckpointConfig, CheckpointStorage};
 use weir_engine::data::Data;
 use weir_engine::prelude::*;
 
@@ -48,7 +50,11 @@ pub struct JobSettings {
     pub parallelism: usize,
     /// Events per second in total (default: as fast as possible).
     pub rate: Option<f64>,
-    pub checkpoint_dir: PathBuf,
+    /// Where checkpoints live, as the user wrote it: a directory or an object store URL
+    /// (`s3://bucket/prefix`); drill children get the same location.
+    pub checkpoint_location: String,
+    /// The checkpoint storage at `checkpoint_location`.
+    pub checkpoint_storage: Arc<dyn CheckpointStorage>,
     pub checkpoint_interval: Duration,
     pub output_dir: PathBuf,
     /// RocksDB state directory; `None` keeps state in memory.
@@ -176,7 +182,7 @@ impl AggregateFunction<Movement> for Settle {
 pub fn build(s: &JobSettings) -> Pipeline {
     let mut p = Pipeline::new("payments")
         .parallelism(s.parallelism)
-        .checkpoint_storage(&s.checkpoint_dir)
+        .checkpointing(CheckpointConfig::with_storage(s.checkpoint_storage.clone()))
         .checkpoint_interval(s.checkpoint_interval)
         // Small batches and channels: less data in flight ahead of a barrier, so checkpoints
         // complete sooner (and less is replayed after a failure) at about the same throughput.
@@ -259,11 +265,10 @@ fn commit<T: Data + Serialize>(s: &JobSettings, stream: &Stream<T>, name: &str, 
     };
 }
 
-/// The id and position (source records) of the latest completed checkpoint in `dir`, where a
-/// (re)started job resumes.
-pub fn latest_checkpoint(dir: &Path) -> Option<(CheckpointId, u64)> {
-    use weir_engine::checkpoint::{read_metadata, CheckpointStorage};
-    let storage = LocalDirStorage::new(dir);
+/// The id and position (source records) of the latest completed checkpoint in `storage`,
+/// where a (re)started job resumes.
+pub fn latest_checkpoint(storage: &dyn CheckpointStorage) -> Option<(CheckpointId, u64)> {
+    use weir_engine::checkpoint::read_metadata;
     let mut complete: Vec<CheckpointId> = storage
         .list()
         .ok()?
@@ -275,5 +280,5 @@ pub fn latest_checkpoint(dir: &Path) -> Option<(CheckpointId, u64)> {
     complete
         .iter()
         .rev()
-        .find_map(|&id| read_metadata(&storage, id).ok().map(|m| (id, m.stats.source_records)))
+        .find_map(|&id| read_metadata(storage, id).ok().map(|m| (id, m.stats.source_records)))
 }
