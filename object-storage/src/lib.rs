@@ -49,3 +49,23 @@ pub fn open(location: &str) -> Result<Arc<dyn CheckpointStorage>> {
         }
     }
 }
+
+/// Deletes everything at `location`: the directory, or every object under the prefix. What a
+/// disaster-recovery drill does to the site it destroys; never called by a job.
+///
+/// # Errors
+/// `Config` for a location that cannot be parsed; `External` when deleting fails.
+pub fn destroy(location: &str) -> Result<()> {
+    let parsed = Location::parse(location)?;
+    match &parsed {
+        Location::Local(dir) => match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(weir_engine::Error::io(format!("deleting {}", dir.display()), e)),
+        },
+        Location::Object { .. } => {
+            let store = connect(&parsed, &ClientSettings::from_env()?)?;
+            ObjectStoreStorage::new(store, &parsed)?.delete_everything()
+        }
+    }
+}

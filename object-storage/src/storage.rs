@@ -152,6 +152,27 @@ impl ObjectStoreStorage {
     }
 }
 
+impl ObjectStoreStorage {
+    /// Deletes every object under the prefix: checkpoints, shared files, the identity and
+    /// owner records. What a disaster-recovery drill does to the site it destroys.
+    ///
+    /// # Errors
+    /// `External` when the store cannot be listed or an object cannot be deleted.
+    pub fn delete_everything(&self) -> Result<()> {
+        let (store, url) = (self.store.clone(), self.url.clone());
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        run(async move {
+            let listed = store.list(prefix.as_ref()).map_ok(|m| m.location).boxed();
+            store
+                .delete_stream(listed)
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| ())
+                .map_err(|e| write_error(&url, "deleting everything", e))
+        })
+    }
+}
+
 impl CheckpointStorage for ObjectStoreStorage {
     fn describe(&self) -> String {
         self.url.clone()

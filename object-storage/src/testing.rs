@@ -169,6 +169,11 @@ pub fn env_for(endpoint: &str) -> Vec<(String, String)> {
 /// settings: the process environment is not read), with short timeouts so that tests of
 /// failures do not wait long.
 pub fn storage_at(endpoint: &str, bucket: &str, prefix: &str) -> Result<Arc<dyn CheckpointStorage>> {
+    Ok(Arc::new(object_storage_at(endpoint, bucket, prefix)?))
+}
+
+/// [`storage_at`] as the concrete type (for [`ObjectStoreStorage::delete_everything`]).
+pub fn object_storage_at(endpoint: &str, bucket: &str, prefix: &str) -> Result<ObjectStoreStorage> {
     let location = Location::parse(&format!("s3://{bucket}/{prefix}"))?;
     let settings = crate::ClientSettings {
         request_timeout: Duration::from_secs(5),
@@ -185,7 +190,7 @@ pub fn storage_at(endpoint: &str, bucket: &str, prefix: &str) -> Result<Arc<dyn 
         .with_client_options(settings.client(true))
         .build()
         .map_err(|e| Error::config(format!("test S3 client: {e}")))?;
-    Ok(Arc::new(ObjectStoreStorage::new(Arc::new(store), &location)?))
+    ObjectStoreStorage::new(Arc::new(store), &location)
 }
 
 fn free_port() -> Result<u16> {

@@ -543,6 +543,9 @@ struct ChildSpec {
     /// Events per second [default 5 000].
     #[serde(default)]
     rate: Option<f64>,
+    /// Completed checkpoints are replicated here; sinks commit only replicated ones.
+    #[serde(default)]
+    replica: Option<S3Target>,
 }
 
 /// Checkpoint storage on an S3-compatible server.
@@ -591,7 +594,14 @@ fn tally_job(spec: &ChildSpec) -> Pipeline {
         .parallelism(spec.parallelism)
         .batch_size(32);
     p = match &spec.s3 {
-        Some(s3) => p.checkpointing(weir::engine::checkpoint::CheckpointConfig::with_storage(s3.storage())),
+        Some(s3) => {
+            let mut config = weir::engine::checkpoint::CheckpointConfig::with_storage(s3.storage());
+            config.replication = spec
+                .replica
+                .as_ref()
+                .map(|r| weir::engine::checkpoint::replication::ReplicationConfig::new(r.storage()));
+            p.checkpointing(config)
+        }
         None => p.checkpoint_storage(spec.dir.join("checkpoints")),
     };
     p = p
@@ -770,6 +780,7 @@ fn run_with_aborts_on(
             workers: None,
             s3: s3.clone(),
             rate: None,
+            replica: None,
         };
         let (status, stderr) = run_child(&spec);
         let aborts: Vec<&String> = arm.iter().filter(|(_, _, a)| a == "abort").map(|(p, _, _)| p).collect();
@@ -918,6 +929,7 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
         workers: None,
         s3: None,
         rate: None,
+        replica: None,
     };
     assert!(run_child(&spec).0.success());
     let late_firings = check_windows(77, dir.path(), "failure-free");
@@ -983,6 +995,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_across_process_aborts() {
                 workers: Some(3),
                 s3: None,
                 rate: None,
+                replica: None,
             };
             let ctx = format!("cluster seed {seed} p{parallelism} arm {arm:?}");
             let (status, stderr) = run_child(&spec);
@@ -1016,6 +1029,7 @@ fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
         workers: None,
         s3: None,
         rate: None,
+        replica: None,
     };
     std::fs::create_dir_all(&clean).unwrap();
     let (status, stderr) = run_child(&spec);
@@ -1136,6 +1150,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_with_s3_checkpoints() {
         workers: Some(3),
         s3: Some(s3),
         rate: None,
+        replica: None,
     };
     let ctx = format!("cluster on s3 arm {arm:?}");
     let (status, stderr) = run_child(&spec);
@@ -1173,6 +1188,7 @@ fn count_sensitive_output_is_exact_through_an_s3_outage() {
             prefix: "p".into(),
         }),
         rate: Some(1_500.0),
+        replica: None,
     };
     let job = tally_job(&spec);
     // About 4 s of input: checkpoints complete before the outage, fail or wait through it,
@@ -1203,4 +1219,98 @@ fn count_sensitive_output_is_exact_through_an_s3_outage() {
         report.restarts
     );
     check_tallied(11, false, dir.path(), "s3 outage");
+}
+
+/// Cross-site disaster recovery: the job runs at site A with checkpoints in one bucket,
+/// replicated to a second bucket (site B), and sinks committing only replicated checkpoints.
+/// Mid-run every process of site A dies and site A's bucket is deleted; the job is started at
+/// site B from the replica and its committed output is exact: nothing the sinks committed at
+/// site A is ahead of the replica, and the source replays from the replicated positions.
+#[test]
+fn count_sensitive_output_is_exact_after_losing_site_a() {
+    let server = weir::object_storage::testing::S3Server::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let site = |name: &str| S3Target {
+        endpoint: server.endpoint(),
+        bucket: server.create_bucket(name).unwrap(),
+        prefix: "payments".into(),
+    };
+    let (a, b) = (site("site-a"), site("site-b"));
+    let at_a = ChildSpec {
+        seed: 5,
+        parallelism: 2,
+        rocks: true,
+        late: true,
+        dir: dir.path().to_path_buf(),
+        arm: vec![],
+        workers: None,
+        s3: Some(a.clone()),
+        rate: Some(2_000.0),
+        replica: Some(b.clone()),
+    };
+    // The disaster: once the replica holds two checkpoints and site A completed a newer one
+    // than the replica holds (the replica lags), every process of site A is killed (kill -9),
+    // mid-stream.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_SPEC, serde_json::to_string(&at_a).unwrap())
+        .env_remove("WEIR_ROLE")
+        .env_remove("WEIR_WORKERS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (primary, replica) = (a.storage(), b.storage());
+    let complete = |s: &dyn weir::engine::checkpoint::CheckpointStorage| -> Vec<_> {
+        s.list()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, c)| *c)
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (replicated, newest_at_a) = loop {
+        let done = complete(replica.as_ref());
+        let at_a = complete(primary.as_ref());
+        if done.len() >= 2 && at_a.last() > done.last() {
+            break (done, at_a.last().copied());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never held two checkpoints"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "site A ended before the disaster");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!(
+        "disaster at site A: newest checkpoint there {newest_at_a:?}, newest in the replica {:?}",
+        replicated.last()
+    );
+    assert!(
+        !std::fs::read_dir(dir.path().join("tallied"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "site A committed no output before the disaster: the drill would prove nothing"
+    );
+    // Site A is gone: its bucket and its working state.
+    weir::object_storage::testing::object_storage_at(&a.endpoint, &a.bucket, &a.prefix)
+        .unwrap()
+        .delete_everything()
+        .unwrap();
+    assert!(a.storage().list().unwrap().is_empty());
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    // Site B: the same job, its checkpoints in the replica, no replica of its own.
+    let at_b = ChildSpec {
+        arm: vec![],
+        s3: Some(b),
+        replica: None,
+        ..at_a
+    };
+    let (status, stderr) = run_child(&at_b);
+    assert!(status.success(), "the job at site B failed: {status:?}\n{stderr}");
+    check_tallied(5, true, dir.path(), "site B");
+    check_windows(5, dir.path(), "site B");
 }

@@ -25,6 +25,7 @@ mod process_kill;
 mod recovery_analysis;
 mod recovery_audit;
 mod recovery_phases;
+mod replication;
 mod runtime;
 mod smoke;
 mod watermark_recovery;

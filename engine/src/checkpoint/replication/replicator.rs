@@ -3,7 +3,7 @@
 use super::copy::copy_verified;
 use super::plan::{files_to_copy, retention};
 use super::ReplicationConfig;
-use crate::checkpoint::metadata::{encode_metadata, CheckpointMetadata};
+use crate::checkpoint::metadata::{encode_metadata, CheckpointMetadata, StoredFile};
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::upload::read_metadata;
 use crate::message::CheckpointId;
@@ -13,12 +13,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a failed copy waits before it is tried again (unless a newer checkpoint arrives).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Files of one checkpoint copied at once.
+const COPIES_IN_FLIGHT: usize = 8;
 /// How long the end of a job waits for the replica to catch up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -274,11 +277,9 @@ impl Worker {
                 return Err(e);
             }
         }
-        let mut bytes = 0;
-        for f in files_to_copy(meta, &self.present) {
-            bytes += copy_verified(self.source.as_ref(), self.target.as_ref(), f, &self.scratch)?;
-            self.present.insert(f.key.clone());
-        }
+        let files = files_to_copy(meta, &self.present);
+        let bytes = self.copy_all(&files)?;
+        self.present.extend(files.iter().map(|f| f.key.clone()));
         if let Some(identity) = self.source.read_identity()? {
             if self.identity_copied.as_ref() != Some(&identity) {
                 self.target.write_identity(&identity)?;
@@ -303,6 +304,42 @@ impl Worker {
             tracing::warn!(error = %e, replica = %self.target.describe(), "replica retention failed; old files are kept");
         }
         Ok(())
+    }
+
+    /// Copies `files`, [`COPIES_IN_FLIGHT`] at a time; returns the bytes copied.
+    fn copy_all(&self, files: &[&StoredFile]) -> Result<u64> {
+        let next = AtomicUsize::new(0);
+        let (source, target) = (self.source.as_ref(), self.target.as_ref());
+        std::thread::scope(|scope| {
+            let copiers: Vec<_> = (0..COPIES_IN_FLIGHT.min(files.len()))
+                .map(|n| {
+                    let (next, scratch) = (&next, self.scratch.join(format!("copier-{n}")));
+                    scope.spawn(move || -> Result<u64> {
+                        std::fs::create_dir_all(&scratch)
+                            .map_err(|e| Error::io(format!("creating {}", scratch.display()), e))?;
+                        let mut bytes = 0;
+                        while let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            bytes += copy_verified(source, target, f, &scratch)?;
+                        }
+                        Ok(bytes)
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            let mut first_error = None;
+            for c in copiers {
+                match c.join() {
+                    Ok(Ok(b)) => total += b,
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_error.get_or_insert(Error::internal("a checkpoint copier panicked"));
+                    }
+                }
+            }
+            first_error.map_or(Ok(total), Err)
+        })
     }
 
     fn apply_retention(&mut self) -> Result<()> {
