@@ -165,6 +165,14 @@ pub struct Recovery {
     pub records_replayed: u64,
 }
 
+/// The second site's recovery point, as a child reports it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ReplicaLag {
+    pub replicated: Option<CheckpointId>,
+    pub checkpoints_behind: u64,
+    pub seconds_behind: f64,
+}
+
 /// What a child tells the supervisor, one JSON object per line on stdout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -185,6 +193,9 @@ pub enum Message {
         restarts: u32,
         last_checkpoint: Option<CheckpointId>,
         checkpoint_age_ms: Option<u64>,
+        /// With a replica: its newest checkpoint and its lag (checkpoints, seconds).
+        #[serde(default)]
+        replica: Option<ReplicaLag>,
     },
     /// A fail point was armed at this position.
     Armed { fault: FaultKind, position: u64 },
@@ -311,6 +322,11 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
                 restarts: p.restarts,
                 last_checkpoint: checkpoint,
                 checkpoint_age_ms: p.last_checkpoint.map(|(_, age)| age.as_millis() as u64),
+                replica: p.replication.as_ref().map(|r| ReplicaLag {
+                    replicated: r.replicated,
+                    checkpoints_behind: r.checkpoints_behind,
+                    seconds_behind: r.seconds_behind(),
+                }),
             });
             last_sent = state;
             last_time = Instant::now();
@@ -446,7 +462,7 @@ impl DrillOutcome {
 }
 
 /// Everything a child needs on its command line.
-fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> anyhow::Result<Command> {
+pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> anyhow::Result<Command> {
     let mut c = Command::new(exe);
     c.arg("--worker")
         .args(["--events", &s.workload.events.to_string()])
@@ -462,6 +478,9 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
     };
     if let Some(r) = s.rate {
         c.args(["--rate", &r.to_string()]);
+    }
+    if let Some((replica, _)) = &s.replica {
+        c.args(["--replica-storage", replica]);
     }
     if let Some(k) = &s.kafka {
         c.args(["--kafka", &k.brokers, "--kafka-topics", &k.prefix]);
@@ -486,18 +505,18 @@ fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: &Path) -> a
 }
 
 /// Where a drill's cluster lists its processes (next to the children's log).
-fn pids_file(log: &Path) -> std::path::PathBuf {
+pub(crate) fn pids_file(log: &Path) -> std::path::PathBuf {
     log.with_file_name("cluster-pids.json")
 }
 
 /// What the supervisor hears from a child.
-enum Heard {
+pub(crate) enum Heard {
     Line(Message, Instant),
     Garbage(String),
     Eof(Instant),
 }
 
-fn listen(child: &mut Child) -> mpsc::Receiver<Heard> {
+pub(crate) fn listen(child: &mut Child) -> mpsc::Receiver<Heard> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -530,7 +549,7 @@ fn aborted(status: &std::process::ExitStatus) -> bool {
 }
 
 /// The last lines of a child's log, for an error message.
-fn log_tail(log: &Path) -> String {
+pub(crate) fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")

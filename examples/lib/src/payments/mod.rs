@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cli;
 pub mod domain;
+pub mod dr;
 pub mod drill;
 pub mod generator;
 pub mod kafka;

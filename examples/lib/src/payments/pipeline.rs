@@ -32,6 +32,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_engine::checkpoint::replication::ReplicationConfig;
 use weir_engine::checkpoint::{CheckpointConfig, CheckpointStorage};
 use weir_engine::data::Data;
 use weir_engine::prelude::*;
@@ -55,6 +56,9 @@ pub struct JobSettings {
     pub checkpoint_location: String,
     /// The checkpoint storage at `checkpoint_location`.
     pub checkpoint_storage: Arc<dyn CheckpointStorage>,
+    /// A second site's storage that completed checkpoints are replicated to (sinks commit
+    /// only replicated checkpoints), as written and opened.
+    pub replica: Option<(String, Arc<dyn CheckpointStorage>)>,
     pub checkpoint_interval: Duration,
     pub output_dir: PathBuf,
     /// RocksDB state directory; `None` keeps state in memory.
@@ -182,7 +186,7 @@ impl AggregateFunction<Movement> for Settle {
 pub fn build(s: &JobSettings) -> Pipeline {
     let mut p = Pipeline::new("payments")
         .parallelism(s.parallelism)
-        .checkpointing(CheckpointConfig::with_storage(s.checkpoint_storage.clone()))
+        .checkpointing(checkpoint_config(s))
         .checkpoint_interval(s.checkpoint_interval)
         // Small batches and channels: less data in flight ahead of a barrier, so checkpoints
         // complete sooner (and less is replayed after a failure) at about the same throughput.
@@ -263,6 +267,13 @@ fn commit<T: Data + Serialize>(s: &JobSettings, stream: &Stream<T>, name: &str, 
         Some(k) => stream.sink(name, k.sink::<T>(output)),
         None => stream.sink(name, FileSink::exactly_once(s.output_dir.join(output))),
     };
+}
+
+/// Checkpoints in the job's storage, replicated to the second site's when there is one.
+fn checkpoint_config(s: &JobSettings) -> CheckpointConfig {
+    let mut config = CheckpointConfig::with_storage(s.checkpoint_storage.clone());
+    config.replication = s.replica.as_ref().map(|(_, r)| ReplicationConfig::new(r.clone()));
+    config
 }
 
 /// The id and position (source records) of the latest completed checkpoint in `storage`,
