@@ -3,7 +3,12 @@
 //! ```text
 //! weir checkpoints list <dir> [--json]        one line per checkpoint
 //! weir checkpoints show <dir> <id> [--json]   operators, subtasks, files, source positions, stats
+//! weir checkpoints show <savepoint dir>        the savepoint in a savepoint's directory
 //! ```
+//!
+//! A savepoint's directory is laid out as a checkpoint directory holding one checkpoint
+//! (`chk-<id>/_metadata` and its files), of kind `savepoint` or `stop-savepoint`: `list`
+//! lists it, and `show` without an id shows it.
 //!
 //! Exit codes: 0 on success, 2 for a usage error, a missing directory or a checkpoint that is
 //! not there (or not complete), 1 for anything else (unreadable or corrupt metadata).
@@ -50,13 +55,14 @@ enum CheckpointsCommand {
         /// The checkpoint directory (the job's `checkpoint_storage`).
         dir: PathBuf,
     },
-    /// Shows one completed checkpoint: operators, subtasks, key groups, files, source
-    /// positions and statistics.
+    /// Shows one completed checkpoint or a savepoint: operators, subtasks, key groups, files,
+    /// source positions and statistics.
     Show {
-        /// The checkpoint directory (the job's `checkpoint_storage`).
+        /// The checkpoint directory (the job's `checkpoint_storage`), or a savepoint's directory.
         dir: PathBuf,
-        /// The checkpoint id.
-        id: CheckpointId,
+        /// The checkpoint id; may be left out when the directory holds one completed
+        /// checkpoint (a savepoint's directory).
+        id: Option<CheckpointId>,
     },
 }
 
@@ -99,7 +105,12 @@ fn run(cli: &Cli) -> Result<String, CliError> {
             })
         }
         Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
-            let meta = load_checkpoint(&open_storage(dir)?, *id)?;
+            let storage = open_storage(dir)?;
+            let id = match id {
+                Some(id) => *id,
+                None => only_checkpoint(&storage)?,
+            };
+            let meta = load_checkpoint(&storage, id)?;
             if cli.json {
                 show_json(&meta)
             } else {
@@ -146,6 +157,31 @@ fn list_rows(storage: &LocalDirStorage) -> Result<Vec<Row>, CliError> {
         .collect())
 }
 
+/// The one completed checkpoint in `storage` (a savepoint's directory holds one); `NotFound`
+/// when there is none or several (then the id must be given).
+fn only_checkpoint(storage: &LocalDirStorage) -> Result<CheckpointId, CliError> {
+    let complete: Vec<CheckpointId> = storage
+        .list()
+        .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?
+        .into_iter()
+        .filter(|(_, c)| *c)
+        .map(|(id, _)| id)
+        .collect();
+    match complete.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(CliError::NotFound(format!(
+            "{} holds no completed checkpoint or savepoint",
+            storage.describe()
+        ))),
+        several => Err(CliError::NotFound(format!(
+            "{} holds {} completed checkpoints ({}): name one",
+            storage.describe(),
+            several.len(),
+            several.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// Checkpoint `id`'s metadata; `NotFound` if it is absent or incomplete.
 fn load_checkpoint(storage: &LocalDirStorage, id: CheckpointId) -> Result<CheckpointMetadata, CliError> {
     let listed = storage
@@ -176,6 +212,8 @@ fn kind_name(kind: BarrierKind) -> &'static str {
     match kind {
         BarrierKind::Checkpoint => "checkpoint",
         BarrierKind::Final => "final",
+        BarrierKind::Savepoint => "savepoint",
+        BarrierKind::StopWithSavepoint => "stop-savepoint",
     }
 }
 

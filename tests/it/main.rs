@@ -25,6 +25,7 @@ mod recovery_analysis;
 mod recovery_audit;
 mod recovery_phases;
 mod runtime;
+mod savepoints;
 mod smoke;
 mod watermark_recovery;
 mod windows;
