@@ -247,7 +247,7 @@ fn a_job_stopped_with_a_savepoint_resumes_from_a_copy_elsewhere_with_exact_outpu
         assert_eq!(report.stopped_with_savepoint.as_ref(), Some(&sp));
         // The sinks committed the savepoint's output, and the job stopped midway.
         let before = committed(dir).len() as u64;
-        assert!(before >= EVENTS / 3 && before < EVENTS, "{before} events committed");
+        assert!((EVENTS / 3..EVENTS).contains(&before), "{before} events committed");
 
         // Self-contained and relocatable: copied elsewhere, with the original and every
         // checkpoint of the job gone.

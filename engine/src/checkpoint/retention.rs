@@ -34,7 +34,7 @@ pub(crate) struct Completed {
 /// beyond the `count` newest and those older than `max_age`. The newest is always kept.
 pub(crate) fn expired(completed: &[Completed], policy: RetentionPolicy, now_ms: u64) -> Vec<CheckpointId> {
     let mut newest_first: Vec<Completed> = completed.to_vec();
-    newest_first.sort_by(|a, b| b.id.cmp(&a.id));
+    newest_first.sort_by_key(|c| std::cmp::Reverse(c.id));
     let mut out: Vec<CheckpointId> = newest_first
         .iter()
         .enumerate()
