@@ -246,7 +246,7 @@ fn list_table(dir: &Path, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
+        "{:>6}  {:<8}  {:<14}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
         "ID", "COMPLETE", "KIND", "CREATED (UTC)", "STATE", "UPLOADED", "SYNC ms", "ASYNC ms", "ALIGN ms", "RECORDS"
     );
     for row in rows {
@@ -255,7 +255,7 @@ fn list_table(dir: &Path, rows: &[Row]) -> String {
                 let s = &m.stats;
                 writeln!(
                     out,
-                    "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>12}",
+                    "{:>6}  {:<8}  {:<14}  {:<23}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>12}",
                     row.id,
                     "yes",
                     kind_name(m.kind),
@@ -271,7 +271,7 @@ fn list_table(dir: &Path, rows: &[Row]) -> String {
             Some(Err(e)) => writeln!(out, "{:>6}  {:<8}  unreadable metadata: {e}", row.id, "yes"),
             None => writeln!(
                 out,
-                "{:>6}  {:<8}  {:<10}",
+                "{:>6}  {:<8}  {:<14}",
                 row.id,
                 if row.complete { "yes" } else { "no" },
                 "-"

@@ -255,6 +255,21 @@ fn a_job_stopped_with_a_savepoint_resumes_from_a_copy_elsewhere_with_exact_outpu
         copy_dir(&taken_at, &elsewhere);
         std::fs::remove_dir_all(dir.join("savepoints")).unwrap();
         std::fs::remove_dir_all(dir.join("checkpoints-a")).unwrap();
+        // `weir checkpoints show` takes a savepoint's directory without an id.
+        let shown = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["checkpoints", "show", elsewhere.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+        assert!(
+            text.starts_with(&format!("checkpoint {} of job \"savepoints\": stop-savepoint", sp.id)),
+            "{text}"
+        );
+        assert!(
+            !text.contains("shared/"),
+            "a savepoint names only its own files:\n{text}"
+        );
         let second = Job {
             rate: FAST,
             from_savepoint: Some(SavepointRestore::dir(&elsewhere)),
