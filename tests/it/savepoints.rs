@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::engine::checkpoint::{read_metadata, CheckpointStorage};
+use weir::engine::checkpoint::metadata::StoredFile;
+use weir::engine::checkpoint::{read_metadata, CheckpointStorage, OwnerInfo, OwnerLease};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
@@ -446,5 +447,110 @@ fn checkpoints_are_retained_on_cancel_unless_deletion_is_asked_and_savepoints_al
             }
             assert_eq!(verify_all(&LocalDirStorage::new(dir.join("savepoint"))), vec![sp.id]);
         }
+    });
+}
+
+#[test]
+fn a_savepoint_location_in_use_is_refused_without_disturbing_the_job() {
+    crate::common::trace_if_asked();
+    within(240, || {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let at = dir.join("savepoint");
+        let handle = Job::new(dir, "checkpoints").start();
+        wait_for_progress(&handle, EVENTS / 5);
+        handle.savepoint(local(&at)).unwrap();
+        let e = handle.stop_with_savepoint(local(&at)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.to_string().contains("already holds"), "{e}");
+        assert!(!handle.is_finished(), "the job goes on");
+        let report = handle.join().unwrap();
+        assert_eq!((report.restarts, report.stopped_with_savepoint.is_none()), (0, true));
+        check_against_model(dir);
+    });
+}
+
+/// Local storage whose metadata writes fail: a savepoint copy that cannot be published.
+#[derive(Debug)]
+struct UnpublishableStorage(LocalDirStorage);
+
+impl CheckpointStorage for UnpublishableStorage {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn acquire(&self, owner: &OwnerInfo) -> Result<OwnerLease> {
+        self.0.acquire(owner)
+    }
+    fn verify_lease(&self, lease: &OwnerLease) -> Result<()> {
+        self.0.verify_lease(lease)
+    }
+    fn reserve(&self, id: CheckpointId, lease: &OwnerLease) -> Result<()> {
+        self.0.reserve(id, lease)
+    }
+    fn put_file(&self, local: &Path, key: &str, name: &str) -> Result<StoredFile> {
+        self.0.put_file(local, key, name)
+    }
+    fn put_bytes(&self, key: &str, name: &str, bytes: &[u8]) -> Result<StoredFile> {
+        self.0.put_bytes(key, name, bytes)
+    }
+    fn read_verified(&self, file: &StoredFile) -> Result<Vec<u8>> {
+        self.0.read_verified(file)
+    }
+    fn fetch_verified(&self, file: &StoredFile, dest: &Path) -> Result<()> {
+        self.0.fetch_verified(file, dest)
+    }
+    fn write_metadata(&self, _id: CheckpointId, _bytes: &[u8]) -> Result<()> {
+        Err(Error::external(true, "injected: the metadata PUT fails"))
+    }
+    fn read_metadata(&self, id: CheckpointId) -> Result<Vec<u8>> {
+        self.0.read_metadata(id)
+    }
+    fn list(&self) -> Result<Vec<(CheckpointId, bool)>> {
+        self.0.list()
+    }
+    fn read_identity(&self) -> Result<Option<Vec<u8>>> {
+        self.0.read_identity()
+    }
+    fn write_identity(&self, bytes: &[u8]) -> Result<()> {
+        self.0.write_identity(bytes)
+    }
+    fn delete_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        self.0.delete_checkpoint(id)
+    }
+    fn list_shared(&self) -> Result<Vec<String>> {
+        self.0.list_shared()
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key)
+    }
+}
+
+#[test]
+fn a_stop_with_savepoint_whose_copy_fails_keeps_the_job_running_exactly_once() {
+    crate::common::trace_if_asked();
+    within(240, || {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let at = dir.join("savepoint");
+        let handle = Job::new(dir, "checkpoints").start();
+        wait_for_progress(&handle, EVENTS / 5);
+        let e = handle
+            .stop_with_savepoint(Arc::new(UnpublishableStorage(LocalDirStorage::new(&at))))
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        // The attempt that had stopped its sources fails; the job restarts from the savepoint's
+        // checkpoint and runs to the end.
+        let report = handle.join().unwrap();
+        assert!(report.restarts >= 1 && report.stopped_with_savepoint.is_none());
+        check_against_model(dir);
+        // What was copied is no savepoint: it has no metadata.
+        assert!(LocalDirStorage::new(&at)
+            .list()
+            .unwrap()
+            .iter()
+            .all(|(_, complete)| !complete));
     });
 }

@@ -71,6 +71,23 @@ pub(crate) fn relocate(meta: &CheckpointMetadata) -> (CheckpointMetadata, Vec<(S
     (out, copies)
 }
 
+/// Checks that a savepoint can be written into `target`: it can be created and written, and
+/// holds no completed savepoint or checkpoint (a savepoint's root holds one).
+///
+/// # Errors
+/// `Config` saying what is wrong with the location.
+pub(crate) fn check_target(target: &dyn CheckpointStorage) -> Result<()> {
+    target.validate()?;
+    if let Some((id, _)) = target.list()?.into_iter().find(|(_, complete)| *complete) {
+        return Err(Error::config(format!(
+            "savepoint location {} already holds savepoint or checkpoint {id}: a savepoint needs a location of \
+             its own",
+            target.describe()
+        )));
+    }
+    Ok(())
+}
+
 /// Copies completed checkpoint `meta` of `source` into `target` as a savepoint; `scratch` is a
 /// local directory for files in transit (removed afterwards).
 ///
@@ -84,16 +101,9 @@ pub(crate) fn write_savepoint(
     target: &dyn CheckpointStorage,
     scratch: &Path,
 ) -> Result<Savepoint> {
-    target.validate()?;
-    for (id, complete) in target.list()? {
-        if complete {
-            return Err(Error::config(format!(
-                "savepoint location {} already holds savepoint or checkpoint {id}: a savepoint needs a location of \
-                 its own",
-                target.describe()
-            )));
-        }
-        // What a savepoint that never completed left behind.
+    check_target(target)?;
+    for (id, _) in target.list()? {
+        // What a savepoint that never completed left behind (complete ones were refused).
         target.delete_checkpoint(id)?;
     }
     let (relocated, copies) = relocate(meta);

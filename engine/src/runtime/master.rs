@@ -10,6 +10,7 @@
 //! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::savepoint::check_target;
 use crate::checkpoint::tracker::{AckOutcome, Action, CheckpointTracker, TrackerConfig};
 use crate::checkpoint::OnCancel;
 use crate::config::restart::RestartTracker;
@@ -704,7 +705,14 @@ impl Master {
             }
             return Vec::new();
         }
-        self.savepoints.extend(asked);
+        // A location that cannot take the savepoint is refused before anything is triggered:
+        // a stop with savepoint must not stop the job for nothing.
+        for r in asked {
+            match check_target(r.target.as_ref()) {
+                Ok(()) => self.savepoints.extend([r]),
+                Err(e) => r.answer(Err(e)),
+            }
+        }
         match self.savepoints.next_to_trigger() {
             Some(stop) if !a.checkpoints.savepoint_pending() => a.checkpoints.request_savepoint(stop, Instant::now()),
             _ => Vec::new(),
