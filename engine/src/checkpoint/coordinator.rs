@@ -15,6 +15,15 @@
 //! The job identity record (`_job`, see [`identity`](super::identity)) is written on the first
 //! start and at the first completed checkpoint, so that a later start can tell "a new job"
 //! from "a job whose checkpoints are gone".
+//!
+//! # Savepoints and retention
+//! A run whose storage holds no completed checkpoint starts from the configured savepoint, if
+//! any (its own storage, never joining the lineage: the first checkpoint stores every file
+//! anew, with ids after the savepoint's). A savepoint is written by copying a completed
+//! checkpoint ([`savepoint`](super::savepoint)). Retention keeps checkpoints by count and age
+//! (always the newest) and never deletes a shared file a checkpoint in flight is storing
+//! ([`retention`](super::retention)); [`Coordinator::delete_all_checkpoints`] serves
+//! `OnCancel::Delete`.
 
 use super::ack::CheckpointAck;
 use super::config::{CheckpointConfig, RestoreMode, SavepointRestore};
