@@ -55,6 +55,27 @@ pub enum BarrierKind {
     Checkpoint,
     /// The final checkpoint of a bounded job, taken after every source has finished.
     Final,
+    /// A savepoint taken on request while the job runs: a checkpoint like any other, copied
+    /// into the savepoint's own storage once it is complete.
+    Savepoint,
+    /// A savepoint after which the job stops: sources record their positions, emit the barrier
+    /// and end their output; every subtask snapshots (no final watermark: windows and timers
+    /// stay in the savepoint's state), sinks commit the savepoint's output, then every subtask
+    /// ends.
+    StopWithSavepoint,
+}
+
+impl BarrierKind {
+    /// Whether the barrier is the last thing on every channel: end of stream follows it, and
+    /// subtasks end once its checkpoint is complete.
+    pub fn ends_stream(self) -> bool {
+        matches!(self, BarrierKind::Final | BarrierKind::StopWithSavepoint)
+    }
+
+    /// Whether the checkpoint is copied into a savepoint once complete.
+    pub fn is_savepoint(self) -> bool {
+        matches!(self, BarrierKind::Savepoint | BarrierKind::StopWithSavepoint)
+    }
 }
 
 /// A numbered checkpoint barrier.

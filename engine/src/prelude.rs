@@ -4,7 +4,9 @@ pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipel
 pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
 };
-pub use crate::checkpoint::{CheckpointConfig, CheckpointStats, LocalDirStorage, RestoreMode};
+pub use crate::checkpoint::{
+    CheckpointConfig, CheckpointStats, LocalDirStorage, OnCancel, RestoreMode, Savepoint, SavepointRestore,
+};
 pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Reason, Result};

@@ -5,7 +5,12 @@
 //! ```text
 //! weir checkpoints list <dir|url> [--json]        one line per checkpoint
 //! weir checkpoints show <dir|url> <id> [--json]   operators, subtasks, files, source positions, stats
+//! weir checkpoints show <savepoint dir|url>         the savepoint in a savepoint's directory
 //! ```
+//!
+//! A savepoint's directory is laid out as a checkpoint directory holding one checkpoint
+//! (`chk-<id>/_metadata` and its files), of kind `savepoint` or `stop-savepoint`: `list`
+//! lists it, and `show` without an id shows it.
 //!
 //! Exit codes: 0 on success, 2 for a usage error, a missing directory or a checkpoint that is
 //! not there (or not complete), 1 for anything else (unreadable or corrupt metadata).
@@ -54,14 +59,15 @@ enum CheckpointsCommand {
         #[arg(value_name = "DIR|URL")]
         dir: String,
     },
-    /// Shows one completed checkpoint: operators, subtasks, key groups, files, source
-    /// positions and statistics.
+    /// Shows one completed checkpoint or a savepoint: operators, subtasks, key groups, files,
+    /// source positions and statistics.
     Show {
-        /// The checkpoint storage: a directory or an object store URL.
+        /// The checkpoint storage (a directory or an object store URL), or a savepoint's.
         #[arg(value_name = "DIR|URL")]
         dir: String,
-        /// The checkpoint id.
-        id: CheckpointId,
+        /// The checkpoint id; may be left out when the storage holds one completed
+        /// checkpoint (a savepoint's).
+        id: Option<CheckpointId>,
     },
 }
 
@@ -104,7 +110,12 @@ fn run(cli: &Cli) -> Result<String, CliError> {
             })
         }
         Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
-            let meta = load_checkpoint(&open_storage(dir)?, *id)?;
+            let storage = open_storage(dir)?;
+            let id = match id {
+                Some(id) => *id,
+                None => only_checkpoint(&storage)?,
+            };
+            let meta = load_checkpoint(&storage, id)?;
             if cli.json {
                 show_json(&meta)
             } else {
@@ -163,6 +174,31 @@ fn list_rows(storage: &Arc<dyn CheckpointStorage>) -> Result<Vec<Row>, CliError>
         .collect())
 }
 
+/// The one completed checkpoint in `storage` (a savepoint's directory holds one); `NotFound`
+/// when there is none or several (then the id must be given).
+fn only_checkpoint(storage: &Arc<dyn CheckpointStorage>) -> Result<CheckpointId, CliError> {
+    let complete: Vec<CheckpointId> = storage
+        .list()
+        .map_err(|e| CliError::Failed(format!("listing {}: {e}", storage.describe())))?
+        .into_iter()
+        .filter(|(_, c)| *c)
+        .map(|(id, _)| id)
+        .collect();
+    match complete.as_slice() {
+        [id] => Ok(*id),
+        [] => Err(CliError::NotFound(format!(
+            "{} holds no completed checkpoint or savepoint",
+            storage.describe()
+        ))),
+        several => Err(CliError::NotFound(format!(
+            "{} holds {} completed checkpoints ({}): name one",
+            storage.describe(),
+            several.len(),
+            several.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// Checkpoint `id`'s metadata; `NotFound` if it is absent or incomplete.
 fn load_checkpoint(storage: &Arc<dyn CheckpointStorage>, id: CheckpointId) -> Result<CheckpointMetadata, CliError> {
     let listed = storage
@@ -193,6 +229,8 @@ fn kind_name(kind: BarrierKind) -> &'static str {
     match kind {
         BarrierKind::Checkpoint => "checkpoint",
         BarrierKind::Final => "final",
+        BarrierKind::Savepoint => "savepoint",
+        BarrierKind::StopWithSavepoint => "stop-savepoint",
     }
 }
 
@@ -225,7 +263,7 @@ fn list_table(dir: &str, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
+        "{:>6}  {:<8}  {:<14}  {:<23}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>12}",
         "ID", "COMPLETE", "KIND", "CREATED (UTC)", "STATE", "UPLOADED", "SYNC ms", "ASYNC ms", "ALIGN ms", "RECORDS"
     );
     for row in rows {
@@ -234,7 +272,7 @@ fn list_table(dir: &str, rows: &[Row]) -> String {
                 let s = &m.stats;
                 writeln!(
                     out,
-                    "{:>6}  {:<8}  {:<10}  {:<23}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>12}",
+                    "{:>6}  {:<8}  {:<14}  {:<23}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>12}",
                     row.id,
                     "yes",
                     kind_name(m.kind),
@@ -250,7 +288,7 @@ fn list_table(dir: &str, rows: &[Row]) -> String {
             Some(Err(e)) => writeln!(out, "{:>6}  {:<8}  unreadable metadata: {e}", row.id, "yes"),
             None => writeln!(
                 out,
-                "{:>6}  {:<8}  {:<10}",
+                "{:>6}  {:<8}  {:<14}",
                 row.id,
                 if row.complete { "yes" } else { "no" },
                 "-"

@@ -27,6 +27,7 @@ mod recovery_audit;
 mod recovery_phases;
 mod replication;
 mod runtime;
+mod savepoints;
 mod smoke;
 mod watermark_recovery;
 mod windows;

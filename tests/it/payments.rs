@@ -1,5 +1,6 @@
 //! The payments example end to end: a drill with mixed failures must pass its audit with
-//! RPO 0/0, the verifier must catch a deliberately corrupted committed output, and the CLI must
+//! RPO 0/0, the verifier must catch a deliberately corrupted committed output, a run stopped
+//! with a savepoint and resumed from a moved copy must pass its audit, and the CLI must
 //! document its flags and reject bad values.
 //!
 //! The tests run the built example binary (`target/release/examples/payments`), and call the
@@ -510,4 +511,62 @@ fn bad_checkpoint_storage_is_a_clear_error_before_anything_runs() {
         assert!(stderr.contains(says), "{storage}: {stderr}");
         assert!(!stdout.contains("payments:"), "{storage}: the job must not start: {stdout}");
     }
+}
+
+#[test]
+fn stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name).to_str().unwrap().to_string();
+    // Savepoints run the job in this process.
+    let (_, err) = text(&run(&[
+        "--savepoint-dir",
+        &p("sps"),
+        "--stop-with-savepoint-after-ms",
+        "100",
+    ]));
+    assert!(err.contains("--drill 0"), "{err}");
+    let out = run(&[
+        "--drill",
+        "0",
+        "--events",
+        "60000",
+        "--rate",
+        "20000",
+        "--checkpoint-dir",
+        &p("chk-a"),
+        "--output-dir",
+        &p("out"),
+        "--savepoint-dir",
+        &p("sps"),
+        "--stop-with-savepoint-after-ms",
+        "1000",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the job stopped with savepoint"), "{stdout}");
+    let taken: Vec<PathBuf> = std::fs::read_dir(d.path().join("sps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    // Moved, with the original and the job's checkpoints gone.
+    copy_dir(&taken[0], &d.path().join("moved"));
+    std::fs::remove_dir_all(d.path().join("sps")).unwrap();
+    std::fs::remove_dir_all(d.path().join("chk-a")).unwrap();
+    let out = run(&[
+        "--drill",
+        "0",
+        "--events",
+        "60000",
+        "--checkpoint-dir",
+        &p("chk-b"),
+        "--output-dir",
+        &p("out"),
+        "--from-savepoint",
+        &p("moved"),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+    assert!(stdout.contains("RPO: 0 events lost, 0 events duplicated"), "{stdout}");
 }

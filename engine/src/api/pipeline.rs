@@ -133,6 +133,17 @@ impl Pipeline {
         self.set(|s| s.restore = Some(mode))
     }
 
+    /// Starts the job from `savepoint` (taken with
+    /// [`JobHandle::savepoint`](crate::runtime::JobHandle::savepoint) or
+    /// [`stop_with_savepoint`](crate::runtime::JobHandle::stop_with_savepoint), and copied
+    /// anywhere since) while the job's checkpoint storage holds no completed checkpoint; once
+    /// the job completed one, restarts and new runs restore that instead. Ids continue after
+    /// the savepoint's, and the first checkpoint stores every file anew: the savepoint may be
+    /// deleted once it completed. Needs checkpoint storage, set before or after this call.
+    pub fn from_savepoint(self, savepoint: crate::checkpoint::SavepointRestore) -> Self {
+        self.set(|s| s.savepoint = Some(savepoint))
+    }
+
     /// Allows a restore to use an older checkpoint than the newest complete one, when the
     /// newest is corrupt or a sink's committed output is ahead of the checkpoint restored (see
     /// [`CheckpointConfig::fallback_to_older_checkpoint_reproducing_output`] for what it risks:

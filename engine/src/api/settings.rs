@@ -11,7 +11,7 @@
 //!   `checkpoint_storage` and `checkpointing`) are a configuration error, because which one
 //!   wins would depend on their order.
 
-use crate::checkpoint::{CheckpointConfig, RestoreMode};
+use crate::checkpoint::{CheckpointConfig, RestoreMode, SavepointRestore};
 use crate::config::JobConfig;
 use crate::state::StateBackend;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     /// `checkpoint_interval`: the checkpoint interval with storage, the commit interval without.
     pub(crate) interval: Option<Duration>,
     pub(crate) restore: Option<RestoreMode>,
+    /// `from_savepoint`: the savepoint a job without checkpoints of its own starts from.
+    pub(crate) savepoint: Option<SavepointRestore>,
     /// `fallback_to_older_checkpoint_reproducing_output` was called.
     pub(crate) fallback_reproducing_output: bool,
     pub(crate) restart: Option<crate::config::restart::RestartStrategy>,
@@ -87,6 +89,13 @@ impl Settings {
             (Some(chk), Some(mode)) => chk.restore = mode,
             (None, Some(_)) => c.builder_errors.push(
                 "restore_mode() needs checkpoint storage: also call checkpoint_storage() or checkpointing()".into(),
+            ),
+            (_, None) => {}
+        }
+        match (&mut c.checkpoint, &self.savepoint) {
+            (Some(chk), Some(sp)) => chk.from_savepoint = Some(sp.clone()),
+            (None, Some(_)) => c.builder_errors.push(
+                "from_savepoint() needs checkpoint storage: also call checkpoint_storage() or checkpointing()".into(),
             ),
             (_, None) => {}
         }

@@ -21,6 +21,16 @@ pub struct CheckpointConfig {
     pub min_pause: Duration,
     /// Completed checkpoints kept (default 3); older ones and unreferenced files are deleted.
     pub retained: usize,
+    /// Completed checkpoints older than this (since they completed) are deleted too (default
+    /// `None`: no age limit). The newest completed checkpoint is always kept, however old.
+    pub retained_max_age: Option<Duration>,
+    /// What happens to the job's checkpoints when the user cancels the job or stops it with a
+    /// savepoint (default [`OnCancel::Retain`]). Failures and a finished job never delete them.
+    pub on_cancel: OnCancel,
+    /// Start from this savepoint, when the job's own storage holds no completed checkpoint
+    /// (default `None`). Once the job completed a checkpoint of its own, restarts and new runs
+    /// restore that instead, as after a failover: the savepoint is where the job began.
+    pub from_savepoint: Option<SavepointRestore>,
     /// Where to start from.
     pub restore: RestoreMode,
     /// Allows a restore to use an older checkpoint than the newest complete one (default
@@ -68,6 +78,9 @@ impl CheckpointConfig {
             timeout: Duration::from_secs(60),
             min_pause: Duration::ZERO,
             retained: 3,
+            retained_max_age: None,
+            on_cancel: OnCancel::Retain,
+            from_savepoint: None,
             restore: RestoreMode::Latest,
             fallback_to_older_checkpoint_reproducing_output: false,
             tolerable_failed_checkpoints: 3,
@@ -97,6 +110,64 @@ impl CheckpointConfig {
                 )));
             }
         }
+        if self.from_savepoint.is_some() && self.restore != RestoreMode::Latest {
+            return Err(Error::config(format!(
+                "from_savepoint cannot be combined with restore mode {:?}: a savepoint is where the job starts",
+                self.restore
+            )));
+        }
         self.storage.validate()
+    }
+}
+
+/// What happens to a job's checkpoints when the user cancels it (Flink's externalized
+/// checkpoint cleanup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCancel {
+    /// Keep them: a later run resumes from the latest (the default; a recovery point is never
+    /// deleted unasked).
+    #[default]
+    Retain,
+    /// Delete every checkpoint of the job (complete or not, and the shared files) once the job
+    /// stopped after [`JobHandle::cancel`](crate::runtime::JobHandle::cancel) or
+    /// [`JobHandle::stop_with_savepoint`](crate::runtime::JobHandle::stop_with_savepoint).
+    /// Savepoints are never deleted. The job identity record stays, so that a later run with
+    /// [`RestoreMode::Latest`] refuses to start from scratch: start it from a savepoint or with
+    /// [`RestoreMode::Fresh`].
+    Delete,
+}
+
+/// A savepoint to start a job from: the storage whose root is the savepoint's root (a
+/// directory for [`LocalDirStorage`], a bucket prefix for an object store). The savepoint may
+/// have been copied there from wherever it was taken: its metadata names its files relative to
+/// its root.
+#[derive(Debug, Clone)]
+pub struct SavepointRestore {
+    /// The savepoint's storage.
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Accept a savepoint holding state of a step the job no longer has, and drop that state
+    /// (Flink's `--allowNonRestoredState`; default `false`: such a start is refused with a
+    /// `Config` error naming the step).
+    pub allow_non_restored_state: bool,
+}
+
+impl SavepointRestore {
+    /// The savepoint in `storage`.
+    pub fn new(storage: Arc<dyn CheckpointStorage>) -> Self {
+        SavepointRestore {
+            storage,
+            allow_non_restored_state: false,
+        }
+    }
+
+    /// The savepoint in local directory `dir`.
+    pub fn dir(dir: impl Into<PathBuf>) -> Self {
+        Self::new(Arc::new(LocalDirStorage::new(dir)))
+    }
+
+    /// Sets [`allow_non_restored_state`](Self::allow_non_restored_state).
+    pub fn allow_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
+        self
     }
 }

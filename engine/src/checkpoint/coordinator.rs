@@ -15,14 +15,26 @@
 //! The job identity record (`_job`, see [`identity`](super::identity)) is written on the first
 //! start and at the first completed checkpoint, so that a later start can tell "a new job"
 //! from "a job whose checkpoints are gone".
+//!
+//! # Savepoints and retention
+//! A run whose storage holds no completed checkpoint starts from the configured savepoint, if
+//! any (its own storage, never joining the lineage: the first checkpoint stores every file
+//! anew, with ids after the savepoint's). A savepoint is written by copying a completed
+//! checkpoint ([`savepoint`](super::savepoint)). Retention keeps checkpoints by count and age
+//! (always the newest) and never deletes a shared file a checkpoint in flight is storing
+//! ([`retention`](super::retention)); [`Coordinator::delete_all_checkpoints`] serves
+//! `OnCancel::Delete`.
 
 use super::ack::CheckpointAck;
-use super::config::{CheckpointConfig, RestoreMode};
+use super::config::{CheckpointConfig, RestoreMode, SavepointRestore};
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats};
 use super::replication::{ReplicationMode, ReplicationStatus, Replicator};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
+use super::retention::{expired, unreferenced_shared, Completed, RetentionPolicy};
+use super::savepoint::{check_non_restored_state, find_savepoint, write_savepoint, Savepoint};
+use super::storage::CheckpointStorage;
 use super::upload::{publish, read_metadata, reusable_files, upload, UploadJob};
 use crate::checkpoint::staging::StagingArea;
 use crate::fail::{self, FailPoints};
@@ -70,6 +82,31 @@ pub(crate) struct Coordinator {
     fail_points: FailPoints,
     /// Copies completed checkpoints to the replica, if one is configured.
     replicator: Option<Replicator>,
+    /// The savepoint the job starts from (its storage, its id), while the job has no completed
+    /// checkpoint of its own to restore instead.
+    savepoint: Option<(SavepointRestore, CheckpointId)>,
+}
+
+/// The savepoint a run starts from: the configured one while the job's storage holds no
+/// completed checkpoint (`complete`); once it does, those win, as after a failover.
+fn starting_savepoint(
+    cfg: &CheckpointConfig,
+    complete: &[CheckpointId],
+) -> Result<Option<(SavepointRestore, CheckpointId)>> {
+    let Some(sp) = &cfg.from_savepoint else {
+        return Ok(None);
+    };
+    if let Some(latest) = complete.last() {
+        tracing::warn!(
+            savepoint = %sp.storage.describe(),
+            checkpoint = latest.get(),
+            "the job's checkpoint storage holds completed checkpoints: restoring the latest of them, not the savepoint \
+             (use empty checkpoint storage to start from the savepoint)"
+        );
+        return Ok(None);
+    }
+    let id = find_savepoint(sp.storage.as_ref())?;
+    Ok(Some((sp.clone(), id)))
 }
 
 impl Coordinator {
@@ -92,13 +129,25 @@ impl Coordinator {
         let retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>> =
             listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
         let complete: Vec<CheckpointId> = retained.keys().copied().collect();
+        let savepoint = starting_savepoint(&cfg, &complete)?;
+        // A savepoint raises the ids: the job's sinks name their output by checkpoint id.
+        let next_id = match &savepoint {
+            Some((_, id)) => next_id.max(id.next()),
+            None => next_id,
+        };
         let found = with_retries(READ_RETRY, &scan, || JobIdentity::read(storage))?;
+        // Starting from a savepoint is a deliberate start: storage without checkpoints is fine.
+        let mode = if savepoint.is_some() {
+            RestoreMode::Fresh
+        } else {
+            cfg.restore
+        };
         let identity = match check_identity(
             found.as_ref(),
             job,
             &storage.describe(),
             &complete,
-            cfg.restore,
+            mode,
             crate::wall_clock::now_ms(),
         )? {
             IdentityAction::Keep => found,
@@ -159,6 +208,7 @@ impl Coordinator {
             lease,
             fail_points: FailPoints::process_wide(),
             replicator,
+            savepoint,
         })
     }
 
@@ -225,6 +275,11 @@ impl Coordinator {
     /// Restores the checkpoint the next attempt starts from: the latest of the current lineage
     /// or, before any, the one the configured restore mode names.
     pub(crate) fn restore(&mut self, parallelism: &HashMap<String, usize>) -> Result<Option<Restored>> {
+        if self.lineage.is_empty() {
+            if let Some((sp, id)) = self.savepoint.clone() {
+                return self.restore_savepoint(&sp, id, parallelism).map(Some);
+            }
+        }
         let candidates: Vec<CheckpointId> = if !self.lineage.is_empty() {
             self.lineage.iter().rev().copied().collect()
         } else {
@@ -266,6 +321,77 @@ impl Coordinator {
             self.retained.insert(metadata.id, Some(metadata.clone()));
             Restored { metadata, input, dir }
         }))
+    }
+
+    /// Restores savepoint `id` of `sp`: its files stay where they are (the job's first
+    /// checkpoint stores everything anew), and it never joins the job's lineage or retention.
+    fn restore_savepoint(
+        &mut self,
+        sp: &SavepointRestore,
+        id: CheckpointId,
+        parallelism: &HashMap<String, usize>,
+    ) -> Result<Restored> {
+        if !self.materialize {
+            return Err(Error::config(
+                "starting a job on workers from a savepoint is not supported yet: start it in one process, and \
+                 run it on workers from its first checkpoint",
+            ));
+        }
+        let storage = sp.storage.as_ref();
+        let location = storage.describe();
+        let meta = with_retries(READ_RETRY, &|| format!("savepoint {id} in {location}"), || {
+            read_metadata(storage, id)
+        })?;
+        check_non_restored_state(&meta, parallelism, sp.allow_non_restored_state, &location)?;
+        let dir = self.staging_root.join("restore");
+        let policy = RestorePolicy {
+            fallback_allowed: false,
+            state_elsewhere: false,
+        };
+        self.fail_points.hit(fail::DURING_RESTORE)?;
+        let outcome = restore_from(
+            storage,
+            &[id],
+            &self.job,
+            self.max_parallelism,
+            parallelism,
+            &dir,
+            &policy,
+        )
+        .map_err(|e| e.context(format!("starting from the savepoint in {location}")))?
+        .ok_or_else(|| Error::config(format!("no savepoint in {location}")))?;
+        let mut input = outcome.input;
+        input.restore_warnings = Some(self.restore_warnings.clone());
+        tracing::info!(savepoint = id.get(), %location, "starting from a savepoint");
+        Ok(Restored {
+            metadata: outcome.metadata,
+            input,
+            dir,
+        })
+    }
+
+    /// The savepoint this run starts from, while it has no checkpoint of its own.
+    pub(crate) fn starting_savepoint(&self) -> Option<(String, CheckpointId)> {
+        self.savepoint.as_ref().map(|(sp, id)| (sp.storage.describe(), *id))
+    }
+
+    /// Copies completed checkpoint `id` into `target` as a savepoint (see
+    /// [`savepoint`](super::savepoint)); published last, so a crash leaves no savepoint.
+    pub(crate) fn write_savepoint(&mut self, id: CheckpointId, target: &dyn CheckpointStorage) -> Result<Savepoint> {
+        let meta = self.metadata(id)?;
+        let scratch = self.staging_root.join(format!("savepoint-{id}"));
+        let started = Instant::now();
+        let sp = write_savepoint(self.cfg.storage.as_ref(), &meta, target, &scratch)
+            .with_context(|| format!("writing savepoint {id} into {}", target.describe()))?;
+        tracing::info!(
+            savepoint = id.get(),
+            location = %sp.location,
+            files = sp.files,
+            bytes = sp.bytes,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "savepoint written"
+        );
+        Ok(sp)
     }
 
     /// Checkpoint `id`, which the current attempt restored, turned out corrupt where it was
@@ -445,6 +571,8 @@ impl Coordinator {
         let id = meta.id;
         self.retained.insert(id, Some(meta));
         self.lineage.push(id);
+        // From now on the job restores its own checkpoints, never the savepoint again.
+        self.savepoint = None;
         self.completed.push(stats.clone());
         tracing::info!(
             checkpoint = id.get(),
@@ -467,15 +595,27 @@ impl Coordinator {
         }
     }
 
-    /// Deletes checkpoints beyond the retained count, incomplete ones older than `newest`, and
-    /// shared files no retained checkpoint references.
+    /// Deletes checkpoints beyond the retained count or older than the retained age (never the
+    /// newest), incomplete ones older than `newest`, and shared files no retained checkpoint
+    /// references and no checkpoint in flight is storing (see [`retention`](super::retention)).
     fn retain(&mut self, newest: CheckpointId) -> Result<()> {
         let storage = self.cfg.storage.clone();
-        while self.retained.len() > self.cfg.retained {
-            let (&oldest, _) = self.retained.iter().next().expect("non-empty");
-            storage.delete_checkpoint(oldest)?;
-            self.retained.remove(&oldest);
-            self.lineage.retain(|&id| id != oldest);
+        let mut completed = Vec::with_capacity(self.retained.len());
+        for id in self.retained.keys().copied().collect::<Vec<_>>() {
+            let m = self.metadata(id)?;
+            completed.push(Completed {
+                id,
+                completed_at_ms: m.stats.triggered_at_ms + m.stats.total_ms as u64,
+            });
+        }
+        let policy = RetentionPolicy {
+            count: self.cfg.retained,
+            max_age: self.cfg.retained_max_age,
+        };
+        for old in expired(&completed, policy, crate::wall_clock::now_ms()) {
+            storage.delete_checkpoint(old)?;
+            self.retained.remove(&old);
+            self.lineage.retain(|&id| id != old);
         }
         for (id, complete) in storage.list()? {
             if !complete && id < newest {
@@ -487,11 +627,167 @@ impl Coordinator {
             let m = self.metadata(id)?;
             referenced.extend(m.files().map(|f| f.key.clone()));
         }
-        for key in storage.list_shared()? {
-            if !referenced.contains(&key) {
-                storage.delete(&key)?;
-            }
+        let newest_completed = self.retained.keys().next_back().copied().unwrap_or(newest).max(newest);
+        for key in unreferenced_shared(storage.list_shared()?, &referenced, newest_completed) {
+            storage.delete(&key)?;
         }
         Ok(())
+    }
+
+    /// Deletes every checkpoint of the job, complete or not, and every shared file: what
+    /// [`OnCancel::Delete`](super::OnCancel::Delete) asks for once the user cancelled the job
+    /// and no attempt runs any more. The job identity record stays.
+    ///
+    /// # After a crash
+    /// Each checkpoint's metadata goes first, so a checkpoint half deleted is never complete;
+    /// shared files go last, once no complete checkpoint references them.
+    pub(crate) fn delete_all_checkpoints(&mut self) -> Result<()> {
+        let storage = self.cfg.storage.clone();
+        self.cfg
+            .storage
+            .verify_lease(&self.lease)
+            .context("deleting the checkpoints of a cancelled job")?;
+        for (id, _) in storage.list()? {
+            storage.delete_checkpoint(id)?;
+        }
+        for key in storage.list_shared()? {
+            storage.delete(&key)?;
+        }
+        self.retained.clear();
+        self.lineage.clear();
+        tracing::info!(storage = %storage.describe(), "deleted the checkpoints of the cancelled job (on_cancel = Delete)");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::metadata::{CheckpointStats, OperatorState, StoredFile, SubtaskState, FORMAT_VERSION};
+    use crate::checkpoint::storage::LocalDirStorage;
+    use crate::message::BarrierKind;
+    use crate::state::KeyGroupRange;
+
+    fn metadata(id: CheckpointId, files: Vec<StoredFile>) -> CheckpointMetadata {
+        CheckpointMetadata {
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id,
+            owner_epoch: Some(1),
+            kind: BarrierKind::Checkpoint,
+            max_parallelism: 128,
+            sources: Vec::new(),
+            operators: vec![OperatorState {
+                name: "count".into(),
+                parallelism: 1,
+                subtasks: vec![SubtaskState {
+                    subtask: 0,
+                    key_groups: KeyGroupRange::for_subtask(0, 1, 128),
+                    keyed_files: files,
+                    operator_state: None,
+                }],
+            }],
+            stats: CheckpointStats {
+                id,
+                triggered_at_ms: crate::wall_clock::now_ms(),
+                ..CheckpointStats::default()
+            },
+        }
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        storage: Arc<LocalDirStorage>,
+        coordinator: Coordinator,
+    }
+
+    fn setup(tune: impl FnOnce(&mut CheckpointConfig)) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalDirStorage::new(dir.path().join("chk")));
+        let mut cfg = CheckpointConfig::with_storage(storage.clone());
+        tune(&mut cfg);
+        let staging = StagingArea::create(&dir.path().join("staging"), "run").unwrap();
+        let coordinator = Coordinator::new(cfg, "j", 128, staging).unwrap();
+        Setup {
+            dir,
+            storage,
+            coordinator,
+        }
+    }
+
+    impl Setup {
+        /// Stores an SST for checkpoint `id` as a worker would: under `shared/`.
+        fn store_sst(&self, id: CheckpointId, name: &str) -> StoredFile {
+            let local = self.dir.path().join(name);
+            std::fs::write(&local, name.as_bytes()).unwrap();
+            self.storage
+                .put_file(&local, &format!("shared/count/0/{id}-{name}"), name)
+                .unwrap()
+        }
+    }
+
+    /// In a cluster, workers store the files of checkpoint n+1 while the master applies
+    /// retention after n: those files are not referenced by any completed checkpoint yet, and
+    /// must survive.
+    #[test]
+    fn retention_keeps_the_shared_files_of_a_checkpoint_in_flight() {
+        let mut s = setup(|c| c.retained = 1);
+        let one = s.coordinator.take_id().unwrap();
+        let a = s.store_sst(one, "000007.sst");
+        s.coordinator
+            .complete(metadata(one, vec![a.clone()]), Instant::now())
+            .unwrap();
+        // Checkpoint 2 is in flight: a worker stored its SST, its metadata is not published.
+        let two = s.coordinator.take_id().unwrap();
+        let b = s.store_sst(two, "000009.sst");
+        s.coordinator.retain(one).unwrap();
+        let shared = s.storage.list_shared().unwrap();
+        assert!(
+            shared.contains(&b.key),
+            "the in-flight checkpoint's file was deleted: {shared:?}"
+        );
+        assert!(shared.contains(&a.key));
+        // Once 2 completed (not referencing 1's file), 1 and its file go.
+        s.coordinator
+            .complete(metadata(two, vec![b.clone()]), Instant::now())
+            .unwrap();
+        s.coordinator.retain(two).unwrap();
+        assert_eq!(s.storage.list_shared().unwrap(), vec![b.key]);
+        assert_eq!(s.storage.list().unwrap(), vec![(two, true)]);
+    }
+
+    #[test]
+    fn retention_by_age_deletes_old_checkpoints_but_never_the_newest() {
+        let mut s = setup(|c| {
+            c.retained = 10;
+            c.retained_max_age = Some(std::time::Duration::from_secs(60));
+        });
+        let mut ids = Vec::new();
+        for (i, age_s) in [(0, 600u64), (1, 120), (2, 30)] {
+            let id = s.coordinator.take_id().unwrap();
+            let f = s.store_sst(id, &format!("00000{i}.sst"));
+            let mut m = metadata(id, vec![f]);
+            m.stats.triggered_at_ms -= age_s * 1_000;
+            s.coordinator.complete(m, Instant::now()).unwrap();
+            ids.push(id);
+        }
+        s.coordinator.retain(ids[2]).unwrap();
+        assert_eq!(s.storage.list().unwrap(), vec![(ids[2], true)]);
+        assert_eq!(s.storage.list_shared().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deleting_on_cancel_removes_every_checkpoint_and_keeps_the_identity_record() {
+        let mut s = setup(|c| c.on_cancel = super::super::OnCancel::Delete);
+        let one = s.coordinator.take_id().unwrap();
+        let a = s.store_sst(one, "000007.sst");
+        s.coordinator.complete(metadata(one, vec![a]), Instant::now()).unwrap();
+        let two = s.coordinator.take_id().unwrap();
+        s.store_sst(two, "000009.sst");
+        s.coordinator.delete_all_checkpoints().unwrap();
+        assert!(s.storage.list().unwrap().is_empty());
+        assert!(s.storage.list_shared().unwrap().is_empty());
+        let identity = JobIdentity::read(s.storage.as_ref()).unwrap().unwrap();
+        assert_eq!(identity.first_completed_checkpoint, Some(one));
     }
 }

@@ -8,13 +8,16 @@ pub mod identity;
 pub mod metadata;
 pub mod replication;
 pub(crate) mod restore;
+pub(crate) mod retention;
+pub mod savepoint;
 pub(crate) mod staging;
 pub mod storage;
 pub(crate) mod tracker;
 pub(crate) mod upload;
 
 pub use crate::ownership::{OwnerInfo, OwnerLease};
-pub use config::{CheckpointConfig, CheckpointTiming, RestoreMode};
+pub use config::{CheckpointConfig, CheckpointTiming, OnCancel, RestoreMode, SavepointRestore};
 pub use metadata::{CheckpointMetadata, CheckpointStats};
+pub use savepoint::Savepoint;
 pub use storage::{CheckpointStorage, LocalDirStorage};
 pub use upload::read_metadata;

@@ -67,6 +67,9 @@ pub(crate) struct CheckpointTracker {
     aborted: BTreeMap<CheckpointId, BTreeSet<usize>>,
     /// The attempt ended: nothing more is triggered.
     stopped: bool,
+    /// A savepoint was requested ([`Savepoint`](BarrierKind::Savepoint) or
+    /// [`StopWithSavepoint`](BarrierKind::StopWithSavepoint)) and is triggered next.
+    savepoint_requested: Option<BarrierKind>,
 }
 
 impl CheckpointTracker {
@@ -86,6 +89,7 @@ impl CheckpointTracker {
             failed_in_a_row: 0,
             aborted: BTreeMap::new(),
             stopped: false,
+            savepoint_requested: None,
         }
     }
 
@@ -129,6 +133,21 @@ impl CheckpointTracker {
                 acks,
             } if barrier.kind != BarrierKind::Final && timed_out(*triggered) => {
                 let id = barrier.id;
+                if barrier.kind == BarrierKind::StopWithSavepoint {
+                    // Sources ended their output after the barrier: this attempt cannot go on.
+                    // The next one restores the latest checkpoint and the job keeps running.
+                    self.in_flight = InFlight::Idle;
+                    self.stopped = true;
+                    let abort = self.abort_action(id, AbortReason::TimedOut);
+                    actions.push(abort);
+                    actions.push(Action::FailAttempt {
+                        error: Error::checkpoint(format!(
+                            "stop with savepoint {id} timed out while aligning; the job restarts from its latest \
+                             completed checkpoint and keeps running"
+                        )),
+                    });
+                    return actions;
+                }
                 // Subtasks that have not acknowledged it may still be writing its snapshots.
                 let acked = acks.keys().copied().collect();
                 self.aborted.insert(id, acked);
@@ -144,10 +163,15 @@ impl CheckpointTracker {
                 // Its result is ignored when it arrives; files it stored are garbage-collected.
                 *abandoned = true;
                 let id = barrier.id;
+                let what = if barrier.kind == BarrierKind::StopWithSavepoint {
+                    format!("stop with savepoint {id} timed out while uploading")
+                } else {
+                    "the final checkpoint timed out".to_string()
+                };
                 if self.final_id == Some(id) {
                     actions.push(self.abort_action(id, AbortReason::UploadTimedOut));
                     actions.push(Action::FailAttempt {
-                        error: Error::checkpoint("the final checkpoint timed out"),
+                        error: Error::checkpoint(what),
                     });
                     self.stopped = true;
                     return actions;
@@ -158,6 +182,24 @@ impl CheckpointTracker {
         }
         self.maybe_trigger(now, &mut actions);
         actions
+    }
+
+    /// The user asked for a savepoint (`stop`: and then to stop the job): it is triggered as
+    /// soon as nothing is in flight and every subtask runs, whatever the interval says.
+    pub(crate) fn request_savepoint(&mut self, stop: bool, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.savepoint_requested = Some(if stop {
+            BarrierKind::StopWithSavepoint
+        } else {
+            BarrierKind::Savepoint
+        });
+        self.maybe_trigger(now, &mut actions);
+        actions
+    }
+
+    /// Whether a requested savepoint waits to be triggered.
+    pub(crate) fn savepoint_pending(&self) -> bool {
+        self.savepoint_requested.is_some()
     }
 
     /// A source subtask read all of its input.
@@ -172,7 +214,7 @@ impl CheckpointTracker {
 
     /// The master took an id for the checkpoint it was told to trigger and sent `barrier`.
     pub(crate) fn on_triggered(&mut self, barrier: Barrier, now: Instant) {
-        if barrier.kind == BarrierKind::Final {
+        if barrier.kind.ends_stream() {
             self.final_id = Some(barrier.id);
         }
         self.in_flight = InFlight::Aligning {
@@ -364,6 +406,9 @@ impl CheckpointTracker {
             actions.push(Action::Trigger {
                 kind: BarrierKind::Final,
             });
+        } else if let Some(kind) = self.savepoint_requested.filter(|_| self.all_running()) {
+            self.savepoint_requested = None;
+            actions.push(Action::Trigger { kind });
         } else if now >= self.next_trigger && self.all_running() {
             actions.push(Action::Trigger {
                 kind: BarrierKind::Checkpoint,

@@ -1,10 +1,13 @@
 //! The handle users hold on a running job: cancel it, watch its progress, wait for its report.
 
 use crate::checkpoint::replication::ReplicationStatus;
+use crate::checkpoint::savepoint::Savepoint;
+use crate::checkpoint::CheckpointStorage;
 use crate::message::CheckpointId;
 use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
 use crate::runtime::report::MetricsEntry;
+use crate::runtime::savepoint_request::{not_taken, SavepointRequest};
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -32,6 +35,12 @@ pub(crate) struct Live {
     pub(crate) lifecycle: Mutex<Vec<LifecycleEvent>>,
     /// The checkpoint replica's state, with a replica.
     pub(crate) replication: Mutex<Option<ReplicationStatus>>,
+    /// Savepoints asked for and not yet taken by the master.
+    pub(crate) savepoint_requests: Mutex<Vec<SavepointRequest>>,
+    /// Whether this handle's master takes savepoint requests (a job started in this process,
+    /// in one process or as a cluster's master); a handle that only shows a master in another
+    /// process (a local cluster's launcher) refuses them at once.
+    pub(crate) takes_savepoints: AtomicBool,
 }
 
 impl Live {
@@ -126,6 +135,62 @@ impl JobHandle {
     pub fn cancel(&self) {
         self.live.cancel_requested.store(true, Ordering::Relaxed);
         let _ = self.events.send(TaskEvent::CancelRequested);
+    }
+
+    /// Takes a savepoint while the job keeps running, into `target` (any
+    /// [`CheckpointStorage`]; its root becomes the savepoint's root and must not hold a
+    /// savepoint yet), and returns it once it is complete: its id and location. The savepoint
+    /// is a checkpoint of the job, triggered as soon as no other is in flight, then copied,
+    /// self-contained, into `target`; retention never deletes it. Start a job from it with
+    /// [`CheckpointConfig::from_savepoint`](crate::checkpoint::CheckpointConfig::from_savepoint).
+    ///
+    /// # Errors
+    /// `Config` without checkpoint storage or when `target` holds a savepoint already; the
+    /// error of the checkpoint or of the copy; `Cancelled` when the job ended first.
+    pub fn savepoint(&self, target: Arc<dyn CheckpointStorage>) -> Result<Savepoint> {
+        self.request_savepoint(target, false)
+    }
+
+    /// Takes a savepoint into `target` and stops the job: sources stop reading at the
+    /// savepoint's barrier, sinks commit the output up to it, then every subtask ends and
+    /// [`join`](Self::join) returns a report naming the savepoint
+    /// ([`JobReport::stopped_with_savepoint`]). Returns once the savepoint is written.
+    ///
+    /// # Errors
+    /// As [`savepoint`](Self::savepoint). When the savepoint fails (its checkpoint times out,
+    /// the copy fails), the job restarts from its latest completed checkpoint and keeps
+    /// running: ask again.
+    pub fn stop_with_savepoint(&self, target: Arc<dyn CheckpointStorage>) -> Result<Savepoint> {
+        self.request_savepoint(target, true)
+    }
+
+    fn request_savepoint(&self, target: Arc<dyn CheckpointStorage>, stop: bool) -> Result<Savepoint> {
+        if !self.live.takes_savepoints.load(Ordering::Relaxed) {
+            return Err(Error::config(
+                "this job runs on workers under a master in another process: savepoints of such a job are not \
+                 supported yet",
+            ));
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SavepointRequest { target, stop, reply });
+        loop {
+            match answer.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => return result,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if self.is_finished() => {
+                    return answer
+                        .try_recv()
+                        .unwrap_or_else(|_| Err(not_taken("no savepoint was taken: the job has ended".into())));
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(not_taken("no savepoint was taken: the job has ended".into()))
+                }
+            }
+        }
     }
 
     /// Whether the job has ended.

@@ -10,7 +10,9 @@
 //! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::savepoint::check_target;
 use crate::checkpoint::tracker::{AckOutcome, Action, CheckpointTracker, TrackerConfig};
+use crate::checkpoint::OnCancel;
 use crate::config::restart::RestartTracker;
 use crate::config::JobConfig;
 use crate::graph::Graph;
@@ -22,6 +24,7 @@ use crate::runtime::handle::{LifecyclePhase, Live};
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::remote::{AttemptRequest, Controls, RemoteExecutor};
 use crate::runtime::report::{FailureInfo, JobReport, MetricsEntry, OperatorReport, RestoreStats};
+use crate::runtime::savepoint_request::{not_taken, SavepointRequest, SavepointRequests};
 use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -84,6 +87,8 @@ pub(crate) struct Master {
     commit_id_base: u64,
     /// Where attempts run when the job's subtasks run on workers (none: in this process).
     remote: Option<Box<dyn RemoteExecutor>>,
+    /// Savepoints the user asked for: waiting, or in flight.
+    savepoints: SavepointRequests,
 }
 
 impl Master {
@@ -105,6 +110,7 @@ impl Master {
             report: JobReport::default(),
             commit_id_base: now_ms() * 1_000,
             remote: None,
+            savepoints: SavepointRequests::default(),
         }
     }
 
@@ -119,6 +125,15 @@ impl Master {
         if let Some(remote) = self.remote.as_mut() {
             remote.finish();
         }
+        // Every savepoint request is answered, also those that came too late.
+        let why = match &result {
+            Ok(r) if r.cancelled => "the job was cancelled",
+            Ok(_) => "the job has ended",
+            Err(_) => "the job failed",
+        };
+        let late = std::mem::take(&mut *self.live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        self.savepoints.extend(late);
+        self.savepoints.job_ended(why);
         result
     }
 
@@ -137,6 +152,7 @@ impl Master {
             let restore_started = Instant::now();
             self.live
                 .record(attempt, LifecyclePhase::RestoreStarted, restore_started);
+            let from_savepoint = self.coordinator.as_ref().and_then(|c| c.starting_savepoint());
             let restored = match self.coordinator.as_mut() {
                 // A panic while restoring fails this attempt, not the master.
                 Some(c) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.restore(&parallelism)))
@@ -159,6 +175,9 @@ impl Master {
                         tracing::info!(checkpoint = r.metadata.id.get(), attempt, "restoring checkpoint");
                         if attempt == 1 {
                             self.report.restored_from = Some(r.metadata.id);
+                            self.report.restored_from_savepoint = from_savepoint
+                                .filter(|(_, id)| *id == r.metadata.id)
+                                .map(|(location, _)| location);
                         }
                     }
                     let (input, dir) = match restored {
@@ -200,6 +219,13 @@ impl Master {
                 AttemptEnd::Failed(Failure { error: e, at, at_ms }) => {
                     // The attempt's threads are joined (or were never started): it is cancelled.
                     let cancelled = Instant::now();
+                    if let Some(sp) = self.report.stopped_with_savepoint.take() {
+                        tracing::warn!(
+                            savepoint = sp.id.get(),
+                            "the job failed after its stop savepoint was written; it restarts from its latest \
+                             checkpoint and keeps running (the savepoint stays valid)"
+                        );
+                    }
                     // Workers fetch the restored state themselves: one that found it corrupt
                     // fails the attempt, and the checkpoint is given up as a corrupt one is here.
                     if let (Some(crate::Reason::RestoredStateCorrupt), Some(id), Some(c)) =
@@ -242,6 +268,17 @@ impl Master {
                     if !self.sleep_unless_cancelled(delay) {
                         self.report.cancelled = true;
                         break;
+                    }
+                }
+            }
+        }
+        let stopped_by_user = self.report.cancelled || self.report.stopped_with_savepoint.is_some();
+        if let (true, Some(c)) = (stopped_by_user, self.coordinator.as_mut()) {
+            if c.cfg.on_cancel == OnCancel::Delete {
+                match c.delete_all_checkpoints() {
+                    Ok(()) => self.report.checkpoints_deleted_on_cancel = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "deleting the checkpoints of the cancelled job failed; some are left")
                     }
                 }
             }
@@ -400,8 +437,14 @@ impl Master {
                     self.live.remote_sink_records.store(sink, Ordering::Relaxed);
                 }
                 if end.is_none() {
-                    let actions = a.checkpoints.on_tick(Instant::now());
-                    if let Err(e) = self.execute(&mut a, actions) {
+                    // The protocol learns of a trigger only once it is carried out: the
+                    // savepoint's actions first, then the tick's, which see it in flight.
+                    let actions = self.savepoint_actions(&mut a);
+                    let ticked = self.execute(&mut a, actions).and_then(|()| {
+                        let actions = a.checkpoints.on_tick(Instant::now());
+                        self.execute(&mut a, actions)
+                    });
+                    if let Err(e) = ticked {
                         end = Some(AttemptEnd::Failed(Failure::now(e)));
                         cancel_all(&shared, &controls);
                     }
@@ -491,6 +534,8 @@ impl Master {
             }
         }
         self.live.running.store(false, Ordering::Relaxed);
+        self.savepoints
+            .attempt_ended("the attempt ended before it completed (a failure, or the job was cancelled)");
         if let Some(remote) = self.remote.as_mut() {
             remote.end_attempt();
         }
@@ -582,11 +627,19 @@ impl Master {
                                 )))
                             })
                             .map(|_| ());
-                    let now = Instant::now();
                     if published.is_ok() {
-                        *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, now));
+                        *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((id, Instant::now()));
                     }
-                    queue.extend(a.checkpoints.on_published(id, published, now));
+                    let published = match (published, self.savepoints.take(id)) {
+                        (Ok(()), Some(request)) => self.finish_savepoint(id, request),
+                        (Err(e), Some(request)) => {
+                            request.answer(Err(not_taken(format!("savepoint {id} was not completed: {e}"))));
+                            Err(e)
+                        }
+                        (published, None) => published,
+                    };
+                    queue.extend(a.checkpoints.on_published(id, published, Instant::now()));
                 }
                 Action::NotifyComplete { id } => {
                     // With a replica that must hold what sinks commit, the notification waits
@@ -610,6 +663,12 @@ impl Master {
                     tolerable,
                 } => {
                     self.report.checkpoints_aborted += 1;
+                    if let Some(request) = self.savepoints.take(id) {
+                        request.answer(Err(not_taken(format!(
+                            "savepoint {id} was not completed: its checkpoint {}",
+                            reason.describe()
+                        ))));
+                    }
                     tracing::warn!(
                         checkpoint = id.get(),
                         failed_in_a_row,
@@ -646,11 +705,75 @@ impl Master {
             triggered_at_ms: now_ms(),
         };
         tracing::debug!(checkpoint = id.get(), ?kind, "triggering checkpoint");
+        if kind.is_savepoint() {
+            self.savepoints.triggered(id);
+        }
         for &t in &a.source_tasks {
             a.controls.send(t, Control::TriggerCheckpoint { barrier });
         }
         a.checkpoints.on_triggered(barrier, Instant::now());
         Ok(())
+    }
+
+    /// Takes the savepoints the user asked for; asks the protocol for the next one when none is
+    /// in flight.
+    fn savepoint_actions(&mut self, a: &mut Attempt<'_>) -> Vec<Action> {
+        let asked = std::mem::take(&mut *self.live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.coordinator.is_none() {
+            for r in asked {
+                r.answer(Err(Error::config(
+                    "a savepoint needs checkpoint storage: configure checkpoint_storage() or checkpointing()",
+                )));
+            }
+            return Vec::new();
+        }
+        // A location that cannot take the savepoint is refused before anything is triggered:
+        // a stop with savepoint must not stop the job for nothing.
+        for r in asked {
+            match check_target(r.target.as_ref()) {
+                Ok(()) => self.savepoints.extend([r]),
+                Err(e) => r.answer(Err(e)),
+            }
+        }
+        match self.savepoints.next_to_trigger() {
+            Some(stop) if !a.checkpoints.savepoint_pending() => a.checkpoints.request_savepoint(stop, Instant::now()),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Checkpoint `id`, a savepoint's, is complete: copies it into the savepoint's storage and
+    /// answers `request`. Before the sinks are told to commit: a stop with savepoint whose copy
+    /// fails is an error, so that the job restarts from `id` and keeps running.
+    fn finish_savepoint(&mut self, id: CheckpointId, request: SavepointRequest) -> Result<()> {
+        let c = self
+            .coordinator
+            .as_mut()
+            .expect("savepoints only happen with checkpoint storage");
+        let stop = request.stop;
+        match c.write_savepoint(id, request.target.as_ref()) {
+            Ok(mut sp) => {
+                sp.stopped_job = stop;
+                self.report.savepoints.push(sp.clone());
+                if stop {
+                    self.report.stopped_with_savepoint = Some(sp.clone());
+                }
+                request.answer(Ok(sp));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, savepoint = id.get(), "the savepoint could not be written");
+                let message = e.to_string();
+                request.answer(Err(e));
+                if stop {
+                    Err(Error::checkpoint(format!(
+                        "stop with savepoint {id}: the savepoint could not be written ({message}); the job restarts \
+                         from checkpoint {id} and keeps running"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Says which subtasks (or upload) of an attempt did not stop in time.

@@ -13,6 +13,7 @@ pub(crate) mod master;
 pub(crate) mod plan;
 pub(crate) mod remote;
 pub mod report;
+pub(crate) mod savepoint_request;
 pub(crate) mod task;
 
 pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};

@@ -1,5 +1,6 @@
 //! What a job reports when it ends.
 
+use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::CheckpointStats;
 use crate::message::CheckpointId;
 use crate::metrics::OperatorMetrics;
@@ -115,6 +116,20 @@ pub struct JobReport {
     pub restore_warnings: Vec<RestoreWarning>,
     /// The checkpoint replica's state when the job ended, when checkpoints are replicated.
     pub replication: Option<crate::checkpoint::replication::ReplicationStatus>,
+    /// The savepoint the run started from (its location), if it started from one.
+    #[serde(default)]
+    pub restored_from_savepoint: Option<String>,
+    /// Every savepoint this run wrote, in order.
+    #[serde(default)]
+    pub savepoints: Vec<Savepoint>,
+    /// The savepoint the job stopped with
+    /// ([`JobHandle::stop_with_savepoint`](crate::runtime::JobHandle::stop_with_savepoint)).
+    #[serde(default)]
+    pub stopped_with_savepoint: Option<Savepoint>,
+    /// Whether the job's checkpoints were deleted when it was cancelled
+    /// ([`OnCancel::Delete`](crate::checkpoint::OnCancel::Delete)).
+    #[serde(default)]
+    pub checkpoints_deleted_on_cancel: bool,
 }
 
 impl JobReport {
@@ -145,7 +160,13 @@ impl std::fmt::Display for JobReport {
             f,
             "job {} {} in {:.2?} ({} restarts, {} checkpoints)",
             self.job,
-            if self.cancelled { "cancelled" } else { "finished" },
+            if self.cancelled {
+                "cancelled"
+            } else if self.stopped_with_savepoint.is_some() {
+                "stopped with a savepoint"
+            } else {
+                "finished"
+            },
             self.duration,
             self.restarts,
             self.checkpoints.len()
@@ -165,6 +186,20 @@ impl std::fmt::Display for JobReport {
                 write!(f, "  {k}={v}")?;
             }
             writeln!(f)?;
+        }
+        if let Some(location) = &self.restored_from_savepoint {
+            writeln!(f, "started from the savepoint in {location}")?;
+        }
+        for s in &self.savepoints {
+            writeln!(
+                f,
+                "savepoint {} in {} ({} files, {} bytes){}",
+                s.id,
+                s.location,
+                s.files,
+                s.bytes,
+                if s.stopped_job { ": the job stopped with it" } else { "" }
+            )?;
         }
         for w in &self.restore_warnings {
             writeln!(

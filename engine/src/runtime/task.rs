@@ -7,6 +7,11 @@
 //! finishes its operators (their last output travels ahead of the barrier), snapshots and sends
 //! end of stream. Sinks commit the final output only once that checkpoint is complete, exactly
 //! as for periodic checkpoints.
+//!
+//! A `StopWithSavepoint` barrier ends the stream the same way, without the final watermark and
+//! without finishing operators: sources stop reading at it, every subtask snapshots, and ends
+//! once the savepoint's checkpoint is complete (its output committed). Open windows and timers
+//! stay in the savepoint's state.
 
 use crate::checkpoint::ack::{CheckpointAck, OperatorSubtaskSnapshot, SourceSnapshot};
 use crate::data::{Timestamp, MAX_WATERMARK};
@@ -82,7 +87,8 @@ impl SourceEventTime {
 
 enum Phase {
     Running,
-    /// Finished and snapshotted the final checkpoint `id`: waits for its completion.
+    /// Snapshotted the final checkpoint or the stop-with-savepoint `id` (nothing more is
+    /// emitted): waits for its completion.
     AwaitingFinalCommit(CheckpointId),
 }
 
@@ -192,7 +198,7 @@ impl Task {
                 }
                 let operators = self.snapshot_chain(&barrier)?;
                 let sync_duration = started.elapsed();
-                if barrier.kind == BarrierKind::Final {
+                if barrier.kind.ends_stream() {
                     // End of stream goes out before the ack: once the master has every ack,
                     // every end of stream has been sent, and downstream tasks wait for it.
                     self.chain.end_outputs()?;
@@ -284,7 +290,7 @@ impl Task {
                         alignment,
                         sync_duration: started.elapsed(),
                     });
-                    if barrier.kind == BarrierKind::Final {
+                    if barrier.kind.ends_stream() {
                         phase = Phase::AwaitingFinalCommit(barrier.id);
                     }
                 }

@@ -40,6 +40,8 @@ enum Ev {
     /// Publication of checkpoint ended: ok or not.
     Published(CheckpointId, bool),
     AttemptEnding,
+    /// The user asks for a savepoint: `true` to stop the job after it.
+    SavepointAsked(bool),
 }
 use Ev::*;
 
@@ -162,6 +164,7 @@ impl Harness {
                 self.tracker.on_attempt_ending();
                 Vec::new()
             }
+            SavepointAsked(stop) => self.tracker.request_savepoint(stop, now),
         };
         for a in actions {
             answers.push(self.answer(a, now));
@@ -184,6 +187,8 @@ impl Harness {
                 self.tracker.on_triggered(barrier, now);
                 match kind {
                     BarrierKind::Final => format!("trigger {id} final"),
+                    BarrierKind::Savepoint => format!("trigger {id} savepoint"),
+                    BarrierKind::StopWithSavepoint => format!("trigger {id} stop with savepoint"),
                     _ => format!("trigger {id}"),
                 }
             }
@@ -576,4 +581,83 @@ fn an_ending_attempt_triggers_nothing_and_waits_for_its_upload() {
     assert!(matches!(h.tracker.in_flight(), InFlight::Idle));
     assert_eq!(h.feed(12, Ack(1, CheckpointId::new(1))), ["ack not in flight"]);
     assert!(h.feed(10_000, Exhausted(0)).is_empty());
+}
+
+#[test]
+fn a_savepoint_is_triggered_once_nothing_is_in_flight() {
+    run(
+        "savepoint while running",
+        config(),
+        &[
+            (0, AllRunning, &[]),
+            (0, Tick, &["trigger 1"]),
+            // Asked while checkpoint 1 is in flight: it waits.
+            (5, SavepointAsked(false), &[]),
+            (6, Tick, &[]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (20, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            // Not after the interval: at once.
+            (
+                20,
+                Published(CheckpointId::new(1), true),
+                &["notify 1", "retain 1", "trigger 2 savepoint"],
+            ),
+            (30, Ack(0, CheckpointId::new(2)), &["ack recorded, 1 left"]),
+            (30, Ack(1, CheckpointId::new(2)), &["ack recorded, 0 left", "upload 2"]),
+            (40, Uploaded(CheckpointId::new(2), true), &["publish 2"]),
+            (40, Published(CheckpointId::new(2), true), &["notify 2", "retain 2"]),
+            // The job goes on: periodic checkpoints continue.
+            (200, Tick, &["trigger 3"]),
+        ],
+    );
+}
+
+#[test]
+fn stop_with_savepoint_is_the_last_checkpoint_and_fails_the_attempt_when_it_times_out() {
+    run(
+        "stop with savepoint",
+        config(),
+        &[
+            (0, AllRunning, &[]),
+            (0, SavepointAsked(true), &["trigger 1 stop with savepoint"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (20, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (20, Published(CheckpointId::new(1), true), &["notify 1", "retain 1"]),
+            // Nothing after it.
+            (5_000, Tick, &[]),
+        ],
+    );
+    run(
+        "stop with savepoint timed out",
+        config(),
+        &[
+            (0, AllRunning, &[]),
+            (0, SavepointAsked(true), &["trigger 1 stop with savepoint"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (
+                1_001,
+                Tick,
+                &[
+                    "abort 1: timed out",
+                    "fail: stop with savepoint 1 timed out while aligning",
+                ],
+            ),
+            (5_000, Tick, &[]),
+        ],
+    );
+    run(
+        "stop with savepoint not published",
+        config(),
+        &[
+            (0, AllRunning, &[]),
+            (0, SavepointAsked(true), &["trigger 1 stop with savepoint"]),
+            (10, Ack(0, CheckpointId::new(1)), &["ack recorded, 1 left"]),
+            (10, Ack(1, CheckpointId::new(1)), &["ack recorded, 0 left", "upload 1"]),
+            (20, Uploaded(CheckpointId::new(1), true), &["publish 1"]),
+            (20, Published(CheckpointId::new(1), false), &["fail: lost ownership"]),
+            (5_000, Tick, &[]),
+        ],
+    );
 }

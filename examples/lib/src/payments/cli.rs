@@ -116,6 +116,34 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = workers, allow_negative_numbers = true, conflicts_with = "kafka")]
     pub workers: Option<u64>,
 
+    /// Where --savepoint-after-ms and --stop-with-savepoint-after-ms write savepoints: each
+    /// into a new directory DIR/savepoint-<unix ms> (printed), which can be copied anywhere.
+    /// Runs the job in this process: needs --drill 0.
+    #[arg(long, value_name = "DIR")]
+    pub savepoint_dir: Option<PathBuf>,
+
+    /// Take a savepoint N ms after the start, while the job keeps running.
+    #[arg(long, value_name = "N", requires = "savepoint_dir", value_parser = at_least_one, allow_negative_numbers = true)]
+    pub savepoint_after_ms: Option<u64>,
+
+    /// Stop the job with a savepoint N ms after the start: the output up to the savepoint is
+    /// committed, then the job stops. Finish the run later with --from-savepoint (the audit
+    /// runs then).
+    #[arg(long, value_name = "N", requires = "savepoint_dir", value_parser = at_least_one, allow_negative_numbers = true)]
+    pub stop_with_savepoint_after_ms: Option<u64>,
+
+    /// Start from the savepoint in this directory (a savepoint-<unix ms> directory, wherever
+    /// it was copied). Needs a --checkpoint-dir without completed checkpoints (a job that has
+    /// checkpoints of its own resumes from those) and the --output-dir of the job that took
+    /// the savepoint. Runs the job in this process: needs --drill 0.
+    #[arg(long, value_name = "PATH", requires_all = ["checkpoint_dir", "output_dir"])]
+    pub from_savepoint: Option<PathBuf>,
+
+    /// With --from-savepoint: drop the savepoint's state of steps this job no longer has
+    /// (otherwise such a start is refused, naming the steps).
+    #[arg(long, requires = "from_savepoint")]
+    pub allow_non_restored_state: bool,
+
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_storage", "output_dir"])]
     pub worker: bool,
@@ -242,6 +270,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             state_dir: if args.memory { None } else { args.state_dir.clone() },
             kafka: kafka.clone(),
             workers: None,
+            from_savepoint: None,
+            allow_non_restored_state: false,
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -284,7 +314,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         state_dir: (!args.memory).then(|| scratch.path().join(format!("{site}state"))),
         kafka: kafka.clone(),
         workers: args.workers.map(|n| n as u32),
+        from_savepoint: args.from_savepoint.clone(),
+        allow_non_restored_state: args.allow_non_restored_state,
     };
+    let savepoints = SavepointPlan {
+        dir: args.savepoint_dir.clone(),
+        after: args.savepoint_after_ms.map(Duration::from_millis),
+        stop_after: args.stop_with_savepoint_after_ms.map(Duration::from_millis),
+    };
+    let in_process_only = savepoints.dir.is_some() || settings.from_savepoint.is_some();
+    if in_process_only && (args.drill != 0 || args.workers.is_some()) {
+        bail!("--savepoint-dir and --from-savepoint run the job in this process: add --drill 0 (and no --workers)");
+    }
     prepare_output_dir(&settings)?;
     if let Some(k) = &kafka {
         k.create_topics(&domain::OUTPUTS, settings.parallelism)?;
@@ -342,7 +383,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // A cluster's processes are this program's children: with --workers even an undisturbed
     // run goes through the drill's supervisor.
     let drill_outcome = if args.drill == 0 && args.workers.is_none() {
-        run_in_process(&settings, &view)?;
+        if let Some(sp) = run_in_process(&settings, &view, &savepoints)? {
+            println!(
+                "the job stopped with savepoint {} in {}: the output up to it is committed; finish the run \
+                 with --from-savepoint {} and a new --checkpoint-dir (the audit runs then)",
+                sp.id, sp.location, sp.location
+            );
+            return Ok(());
+        }
         None
     } else {
         let planned = match args.workers {
@@ -394,7 +442,8 @@ fn open_storage(location: &str) -> anyhow::Result<std::sync::Arc<dyn weir_engine
 /// with its --checkpoint-dir instead), and records the workload in the output directory.
 fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
     let has_output = s.output_dir.join(audit::MANIFEST).exists();
-    if has_output && pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()).is_none() {
+    // A start from a savepoint continues the output of the job that took it.
+    if has_output && s.from_savepoint.is_none() && pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()).is_none() {
         let committed = weir_engine::sink::file::committed_files(s.output_dir.join(domain::DECISIONS_DIR))
             .map(|f| !f.is_empty())
             .unwrap_or(false);
@@ -410,15 +459,72 @@ fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
     audit::claim_output_dir(&s.output_dir, &s.workload)
 }
 
-/// Runs the job once in this process with a progress bar, and prints the engine's report.
-fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
-    let base = pipeline::latest_checkpoint(s.checkpoint_storage.as_ref());
+/// Savepoints a run in this process takes.
+struct SavepointPlan {
+    /// Where savepoints go (each into a directory of its own below).
+    dir: Option<PathBuf>,
+    /// Take one while running, this long after the start.
+    after: Option<Duration>,
+    /// Stop with one this long after the start.
+    stop_after: Option<Duration>,
+}
+
+impl SavepointPlan {
+    /// A new directory for a savepoint.
+    fn target(&self) -> anyhow::Result<std::sync::Arc<dyn weir_engine::checkpoint::CheckpointStorage>> {
+        let parent = self.dir.as_ref().context("no --savepoint-dir")?;
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Ok(std::sync::Arc::new(weir_engine::checkpoint::LocalDirStorage::new(
+            parent.join(format!("savepoint-{ms}")),
+        )))
+    }
+}
+
+/// Runs the job once in this process with a progress bar, and prints the engine's report;
+/// returns the savepoint it stopped with, if it did.
+fn run_in_process(
+    s: &JobSettings,
+    view: &ProgressView,
+    savepoints: &SavepointPlan,
+) -> anyhow::Result<Option<weir_engine::checkpoint::Savepoint>> {
+    let mut base = pipeline::latest_checkpoint(s.checkpoint_storage.as_ref());
     if let Some((id, position)) = base {
         view.log(format!("resuming from checkpoint {id} (event {})", thousands(position)));
+    } else if let Some(dir) = &s.from_savepoint {
+        base = pipeline::latest_checkpoint(&weir_engine::checkpoint::LocalDirStorage::new(dir));
+        if let Some((id, position)) = base {
+            view.log(format!(
+                "starting from savepoint {id} (event {}) in {}",
+                thousands(position),
+                dir.display()
+            ));
+        }
     }
     let started = Instant::now();
     let handle = pipeline::build(s).start()?;
+    let (mut take_at, mut stop_at) = (savepoints.after, savepoints.stop_after);
     while !handle.is_finished() {
+        let elapsed = started.elapsed();
+        if take_at.is_some_and(|t| elapsed >= t) {
+            take_at = None;
+            match handle.savepoint(savepoints.target()?) {
+                Ok(sp) => view.log(format!(
+                    "savepoint {} written to {} ({} files); the job goes on",
+                    sp.id, sp.location, sp.files
+                )),
+                Err(e) => view.log(format!("the savepoint failed: {e}")),
+            }
+        }
+        if stop_at.is_some_and(|t| elapsed >= t) {
+            stop_at = None;
+            match handle.stop_with_savepoint(savepoints.target()?) {
+                Ok(sp) => view.log(format!("stopping with savepoint {} in {}", sp.id, sp.location)),
+                Err(e) => view.log(format!("stop with savepoint failed, the job goes on: {e}")),
+            }
+        }
         let p = handle.progress();
         view.update(&Snapshot {
             position: base.map(|b| b.1).unwrap_or(0) + p.source_records,
@@ -433,6 +539,9 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
     let report = handle.join()?;
     let secs = started.elapsed().as_secs_f64();
     println!("{report}");
+    if let Some(sp) = report.stopped_with_savepoint.clone() {
+        return Ok(Some(sp));
+    }
     let late = report
         .operator("settle")
         .and_then(|o| o.counters.get("late_records").copied())
@@ -446,7 +555,7 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<()> {
         thousands(s.workload.events),
         report.checkpoints.len()
     );
-    Ok(())
+    Ok(None)
 }
 
 /// Verifies `output_dir`, prints the result (and the drill report), fails on any difference.

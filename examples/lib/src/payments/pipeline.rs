@@ -67,6 +67,11 @@ pub struct JobSettings {
     pub kafka: Option<KafkaSettings>,
     /// Run on a master and this many worker processes (the drill's children launch them).
     pub workers: Option<u32>,
+    /// Start from the savepoint in this directory while the checkpoint directory holds no
+    /// completed checkpoint.
+    pub from_savepoint: Option<PathBuf>,
+    /// With `from_savepoint`: drop the savepoint's state of steps this job does not have.
+    pub allow_non_restored_state: bool,
 }
 
 /// What deduplication does with a request.
@@ -196,6 +201,9 @@ pub fn build(s: &JobSettings) -> Pipeline {
             max_attempts: 50,
             delay: Duration::from_millis(20),
         });
+    if let Some(dir) = &s.from_savepoint {
+        p = p.from_savepoint(SavepointRestore::dir(dir).allow_non_restored_state(s.allow_non_restored_state));
+    }
     p = match &s.state_dir {
         Some(dir) => p.state_dir(dir),
         None => p.state_backend(MemoryBackend::new()),
