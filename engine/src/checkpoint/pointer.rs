@@ -122,9 +122,9 @@ mod tests {
         }
     }
 
-    fn coordinator(dir: &tempfile::TempDir, pointer: Arc<Fake>) -> Result<Coordinator> {
+    fn coordinator(dir: &tempfile::TempDir, run: &str, pointer: Arc<Fake>) -> Result<Coordinator> {
         let cfg = CheckpointConfig::new(dir.path().join("chk"));
-        let staging = StagingArea::create(&dir.path().join("staging"), "run")?;
+        let staging = StagingArea::create(&dir.path().join("staging"), run)?;
         Coordinator::with_pointer(cfg, "j", 16, staging, pointer)
     }
 
@@ -135,12 +135,12 @@ mod tests {
             next: Mutex::new(10),
             ..Fake::default()
         });
-        let mut c = coordinator(&dir, pointer.clone()).unwrap();
+        let mut c = coordinator(&dir, "first", pointer.clone()).unwrap();
         assert_eq!(c.take_id().unwrap(), CheckpointId::new(10));
         assert_eq!(c.take_id().unwrap(), CheckpointId::new(11));
         // The term owns the storage: a second coordinator (a standby that now leads) is not
         // kept out by an OS lock the first (frozen) one still holds.
-        let mut second = coordinator(&dir, pointer.clone()).unwrap();
+        let mut second = coordinator(&dir, "second", pointer.clone()).unwrap();
         assert_eq!(second.take_id().unwrap(), CheckpointId::new(12));
         // A fenced writer reserves nothing.
         *pointer.fenced.lock().unwrap() = true;
@@ -158,7 +158,7 @@ mod tests {
             latest: Some(5),
             ..Fake::default()
         });
-        let e = coordinator(&dir, pointer).err().expect("refused");
+        let e = coordinator(&dir, "run", pointer).err().expect("refused");
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(
             e.to_string().contains("names checkpoint 5") && e.to_string().contains("the fake pointer"),

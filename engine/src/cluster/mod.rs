@@ -18,6 +18,8 @@
 //!   fail the attempt; failover is global (every worker cancels, the job restores the latest
 //!   completed checkpoint on the workers present). A worker that loses the master cancels its
 //!   subtasks on its own, so nothing of an old attempt reaches a sink after the timeout.
+//! - **High availability** ([`ha`]): with etcd, two or more masters elect a leader; its term
+//!   fences the latest-checkpoint pointer, the id counter and every call to the workers.
 
 pub mod assignment;
 pub mod config;

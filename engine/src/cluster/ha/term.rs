@@ -187,7 +187,7 @@ mod tests {
         // An older renewal answered late never shortens it.
         clock.renewed(t0 + ms(100), ttl);
         assert!(clock.valid_at(t0 + ms(1150)));
-        assert_eq!(clock.renew_every(), ms(333));
+        assert_eq!(clock.renew_every(), ms(1000) / 3);
     }
 
     #[test]
