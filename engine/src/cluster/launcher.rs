@@ -369,8 +369,7 @@ impl Local {
             let _ = c.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let all: Vec<Child> = std::mem::take(&mut self.worker_procs).into_values().collect();
-        let mut all = all;
+        let mut all: Vec<Child> = std::mem::take(&mut self.worker_procs).into_values().collect();
         for c in &mut all {
             while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(20));
