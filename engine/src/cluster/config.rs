@@ -259,7 +259,8 @@ impl Deployment {
                 let port_ok = master
                     .rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-                if !port_ok && !(master.is_empty() && ha.is_some()) {
+                let found_through_etcd = master.is_empty() && ha.is_some();
+                if !port_ok && !found_through_etcd {
                     return Err(Error::config(format!(
                         "WEIR_MASTER={master:?} is not host:port (for example weir-master:{DEFAULT_MASTER_PORT})"
                     )));
