@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir::engine::cluster::ClusterPids;
 
-const SENTENCES: &str = "120000";
+pub(crate) const SENTENCES: &str = "120000";
 
-fn wordcount(root: &Path, parallelism: u32) -> Command {
+pub(crate) fn wordcount(root: &Path, parallelism: u32) -> Command {
     let mut c = Command::new(example("wordcount"));
     c.args(["--sentences", SENTENCES, "--rate", "15000", "--checkpoint-ms", "100"])
         .args(["--parallelism", &parallelism.to_string()])
@@ -45,7 +45,7 @@ fn on_three_workers(mut program: Command, pids_file: &Path) -> Child {
 }
 
 /// Sends `signal` to `pid` with kill(1).
-fn signal(signal: &str, pid: u32) {
+pub(crate) fn signal(signal: &str, pid: u32) {
     let ok = Command::new("kill")
         .args([signal, &pid.to_string()])
         .status()
@@ -67,14 +67,14 @@ fn pids(file: &Path) -> ClusterPids {
     }
 }
 
-fn checkpoints(root: &Path) -> usize {
+pub(crate) fn checkpoints(root: &Path) -> usize {
     std::fs::read_dir(root.join("checkpoints"))
         .map(|d| d.flatten().filter(|e| e.path().join("_metadata").is_file()).count())
         .unwrap_or(0)
 }
 
 /// Waits for one more checkpoint to complete than `after` (the job makes progress again).
-fn await_checkpoint(root: &Path, after: usize, child: &mut Child) -> usize {
+pub(crate) fn await_checkpoint(root: &Path, after: usize, child: &mut Child) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = checkpoints(root);
@@ -88,7 +88,7 @@ fn await_checkpoint(root: &Path, after: usize, child: &mut Child) -> usize {
 }
 
 /// A port nobody listens on at `ip` (free when this returns).
-fn free_port(ip: &str) -> u16 {
+pub(crate) fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
@@ -97,13 +97,13 @@ fn free_port(ip: &str) -> u16 {
 }
 
 /// Nothing pre-committed is left behind once the job finished.
-fn assert_no_pending(root: &Path) {
+pub(crate) fn assert_no_pending(root: &Path) {
     let pending = root.join("output").join(".pending");
     let leftovers = std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0, "pending files left in {}", pending.display());
 }
 
-fn finish(child: Child) -> String {
+pub(crate) fn finish(child: Child) -> String {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(

@@ -546,6 +546,10 @@ struct ChildSpec {
     /// Completed checkpoints are replicated here; sinks commit only replicated ones.
     #[serde(default)]
     replica: Option<S3Target>,
+    /// With `workers`: two masters that elect their leader in the etcd at this endpoint (every
+    /// master arms `arm` when it first starts, so each aborts once when it leads).
+    #[serde(default)]
+    etcd: Option<String>,
 }
 
 /// Checkpoint storage on an S3-compatible server.
@@ -699,6 +703,11 @@ fn run_child(spec: &ChildSpec) -> (std::process::ExitStatus, String) {
             .env("WEIR_HEARTBEAT_MS", "100")
             .env("WEIR_HEARTBEAT_TIMEOUT_MS", "1000");
     }
+    if let Some(endpoint) = &spec.etcd {
+        c.env("WEIR_MASTERS", "2")
+            .env("WEIR_ETCD_ENDPOINTS", endpoint)
+            .env("WEIR_HA_LEASE_MS", "1000");
+    }
     let out = c.output().expect("starting the child process");
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -781,6 +790,7 @@ fn run_with_aborts_on(
             s3: s3.clone(),
             rate: None,
             replica: None,
+            etcd: None,
         };
         let (status, stderr) = run_child(&spec);
         let aborts: Vec<&String> = arm.iter().filter(|(_, _, a)| a == "abort").map(|(p, _, _)| p).collect();
@@ -930,6 +940,7 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
         s3: None,
         rate: None,
         replica: None,
+        etcd: None,
     };
     assert!(run_child(&spec).0.success());
     let late_firings = check_windows(77, dir.path(), "failure-free");
@@ -996,6 +1007,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_across_process_aborts() {
                 s3: None,
                 rate: None,
                 replica: None,
+                etcd: None,
             };
             let ctx = format!("cluster seed {seed} p{parallelism} arm {arm:?}");
             let (status, stderr) = run_child(&spec);
@@ -1009,6 +1021,57 @@ fn count_sensitive_output_is_exact_on_a_cluster_across_process_aborts() {
             check_tallied(seed, true, dir.path(), &ctx);
             check_windows(seed, dir.path(), &ctx);
         }
+    }
+}
+
+/// The count-sensitive pipeline with its late events and window on 2 masters (a leader and a
+/// standby, elected through a real etcd) and 3 workers: every master aborts (`kill -9`-like)
+/// once it leads, mid-checkpoint (during the upload, the checkpoint never completes) in one run
+/// and mid-commit (after the checkpoint's metadata and etcd's pointer, before any sink was told
+/// to commit) in the other, and a worker aborts at a sink point. Each time the other master
+/// leads with the next term, restores the checkpoint etcd names, and re-commits what the
+/// dead leader had not told the sinks to commit; the committed output equals the model.
+#[test]
+fn count_sensitive_output_is_exact_when_the_leader_master_aborts_mid_checkpoint_and_mid_commit() {
+    let etcd = super::etcd::TestEtcd::start();
+    for (run, on_master) in [fail::UPLOAD, fail::AFTER_METADATA].into_iter().enumerate() {
+        let on_worker = [fail::AFTER_PRE_COMMIT, fail::DURING_COMMIT][run];
+        let arm = vec![
+            (on_worker.to_string(), 3, "abort".to_string()),
+            (on_master.to_string(), 3, "abort".to_string()),
+        ];
+        // One etcd, one job name: the second run's storage is new, so its etcd keys must be too.
+        etcd.ctl(&["del", "/weir/jobs/count-sensitive/", "--prefix"]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ChildSpec {
+            seed: 11 + run as u64,
+            parallelism: 2,
+            rocks: true,
+            late: true,
+            dir: dir.path().to_path_buf(),
+            arm: arm.clone(),
+            workers: Some(3),
+            etcd: Some(etcd.endpoint()),
+            s3: None,
+            rate: None,
+            replica: None,
+        };
+        let ctx = format!("HA run {run} arm {arm:?}");
+        let (status, stderr) = run_child(&spec);
+        assert!(status.success(), "{ctx}: the job failed: {status:?}\n{stderr}");
+        for (point, _, _) in &arm {
+            assert!(
+                stderr.contains("injected failure") && stderr.contains(point.as_str()),
+                "{ctx}: the fail point {point} never fired\n{stderr}"
+            );
+        }
+        let term = etcd
+            .get_json("/weir/jobs/count-sensitive/term")
+            .and_then(|t| t.as_u64())
+            .unwrap_or(0);
+        assert!(term >= 2, "{ctx}: a standby took over (term {term})");
+        check_tallied(spec.seed, true, dir.path(), &ctx);
+        check_windows(spec.seed, dir.path(), &ctx);
     }
 }
 
@@ -1030,6 +1093,7 @@ fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
         s3: None,
         rate: None,
         replica: None,
+        etcd: None,
     };
     std::fs::create_dir_all(&clean).unwrap();
     let (status, stderr) = run_child(&spec);
@@ -1151,6 +1215,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_with_s3_checkpoints() {
         s3: Some(s3),
         rate: None,
         replica: None,
+        etcd: None,
     };
     let ctx = format!("cluster on s3 arm {arm:?}");
     let (status, stderr) = run_child(&spec);
@@ -1189,6 +1254,7 @@ fn count_sensitive_output_is_exact_through_an_s3_outage() {
         }),
         rate: Some(1_500.0),
         replica: None,
+        etcd: None,
     };
     let job = tally_job(&spec);
     // About 4 s of input: checkpoints complete before the outage, fail or wait through it,
@@ -1247,6 +1313,7 @@ fn count_sensitive_output_is_exact_after_losing_site_a() {
         s3: Some(a.clone()),
         rate: Some(2_000.0),
         replica: Some(b.clone()),
+        etcd: None,
     };
     // The disaster: once the replica holds two checkpoints and site A completed a newer one
     // than the replica holds (the replica lags), every process of site A is killed (kill -9),
@@ -1307,6 +1374,7 @@ fn count_sensitive_output_is_exact_after_losing_site_a() {
         arm: vec![],
         s3: Some(b),
         replica: None,
+        etcd: None,
         ..at_a
     };
     let (status, stderr) = run_child(&at_b);

@@ -1,12 +1,13 @@
 //! Weir's integration tests, as one test binary (RocksDB and librdkafka are linked once).
 //!
-//! Each module is one area of the public API; `common` and `kafka` hold shared helpers (the
-//! Kafka tests start their own tansu broker, or use `WEIR_KAFKA_BROKERS`). Tests that need a
-//! process of their own (a `kill -9`, an abort at a fail point, an exit on a cancellation
-//! timeout) re-run this binary filtered to one test, in a child process. Fail points belong to
-//! each job (`Pipeline::fail_points`), so tests run in parallel.
+//! Each module is one area of the public API; `common`, `etcd` and `kafka` hold shared helpers
+//! (the Kafka tests start their own tansu broker, or use `WEIR_KAFKA_BROKERS`; the HA tests start
+//! their own etcd). Tests that need a process of their own (a `kill -9`, an abort at a fail
+//! point, an exit on a cancellation timeout) re-run this binary filtered to one test, in a child
+//! process. Fail points belong to each job (`Pipeline::fail_points`), so tests run in parallel.
 
 mod common;
+mod etcd;
 mod kafka;
 
 mod checkpoints;
@@ -14,6 +15,7 @@ mod cli;
 mod cluster;
 mod exactly_once;
 mod file_sink;
+mod ha;
 mod kafka_exactly_once;
 mod kafka_sink;
 mod kafka_source;

@@ -6,6 +6,9 @@
 //! until it is dropped (the job ended): a second process of the job fails to start. Every
 //! reservation carries the lease, and before publishing a checkpoint the coordinator checks
 //! that its lease was not taken over.
+//! The lease, the latest-checkpoint pointer and the id counter come from a
+//! [`CheckpointPointer`](super::pointer::CheckpointPointer): the storage's own listing and lock
+//! by default, a highly available cluster's etcd (fenced by the leader's term) otherwise.
 //!
 //! # After a crash
 //! A checkpoint is complete exactly when its `_metadata` exists. Ids continue after the
@@ -30,6 +33,7 @@ use super::config::{CheckpointConfig, RestoreMode, SavepointRestore};
 use super::identity::{check_identity, IdentityAction, JobIdentity};
 use super::metadata::{CheckpointMetadata, CheckpointStats};
 use super::replication::{ReplicationMode, ReplicationStatus, Replicator};
+use super::pointer::{CheckpointPointer, StorageListing};
 use super::restore::RestoreInput;
 use super::restore::{restore_from, with_retries, RestorePolicy, READ_RETRY};
 use super::retention::{expired, unreferenced_shared, Completed, RetentionPolicy};
@@ -78,6 +82,9 @@ pub(crate) struct Coordinator {
     restore_warnings: SharedRestoreWarnings,
     /// Exclusive ownership of the storage, released when the coordinator is dropped.
     lease: OwnerLease,
+    /// Where the latest-checkpoint pointer and the id counter live (the storage's listing,
+    /// or a highly available cluster's etcd).
+    pointer: Arc<dyn CheckpointPointer>,
     /// The job's fail points (the upload, after-metadata and restore phases check them).
     fail_points: FailPoints,
     /// Copies completed checkpoints to the replica, if one is configured.
@@ -115,9 +122,25 @@ impl Coordinator {
     /// # Errors
     /// `Config` naming the owner when another process owns the storage.
     pub(crate) fn new(cfg: CheckpointConfig, job: &str, max_parallelism: usize, staging: StagingArea) -> Result<Self> {
+        Self::with_pointer(cfg, job, max_parallelism, staging, Arc::new(StorageListing))
+    }
+
+    /// As [`new`](Self::new), with the latest-checkpoint pointer, the id counter and the
+    /// storage's ownership kept by `pointer`.
+    ///
+    /// # Errors
+    /// `Config` when the pointer names a checkpoint the storage does not hold complete (never
+    /// a fresh start over an earlier run).
+    pub(crate) fn with_pointer(
+        cfg: CheckpointConfig,
+        job: &str,
+        max_parallelism: usize,
+        staging: StagingArea,
+        pointer: Arc<dyn CheckpointPointer>,
+    ) -> Result<Self> {
         cfg.validate()?;
         // Before anything is read or written: what is listed must not change under us.
-        let lease = cfg.storage.acquire(&OwnerInfo::this_process(job))?;
+        let lease = pointer.take_ownership(cfg.storage.as_ref(), &OwnerInfo::this_process(job))?;
         let storage = cfg.storage.as_ref();
         let scan = || format!("scanning checkpoint storage {}", storage.describe());
         let listed = with_retries(READ_RETRY, &scan, || storage.list())?;
@@ -126,8 +149,24 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .max()
             .map_or(CheckpointId::FIRST, CheckpointId::next);
-        let retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>> =
-            listed.iter().filter(|(_, c)| *c).map(|(id, _)| (*id, None)).collect();
+        let latest = pointer.latest()?;
+        if let Some(latest) = latest {
+            if !listed.contains(&(latest, true)) {
+                return Err(Error::config(format!(
+                    "{} names checkpoint {latest} as the job's latest completed checkpoint, but checkpoint \
+                     storage {} holds no completed checkpoint {latest}: is it the job's storage?",
+                    pointer.describe(),
+                    storage.describe()
+                )));
+            }
+        }
+        // A checkpoint completed in storage after the pointer's latest was published by a
+        // writer fenced before it could move the pointer: it is not part of the job.
+        let retained: BTreeMap<CheckpointId, Option<CheckpointMetadata>> = listed
+            .iter()
+            .filter(|(id, c)| *c && latest.is_none_or(|l| *id <= l))
+            .map(|(id, _)| (*id, None))
+            .collect();
         let complete: Vec<CheckpointId> = retained.keys().copied().collect();
         let savepoint = starting_savepoint(&cfg, &complete)?;
         // A savepoint raises the ids: the job's sinks name their output by checkpoint id.
@@ -206,6 +245,7 @@ impl Coordinator {
             identity,
             restore_warnings: SharedRestoreWarnings::default(),
             lease,
+            pointer,
             fail_points: FailPoints::process_wide(),
             replicator,
             savepoint,
@@ -250,7 +290,7 @@ impl Coordinator {
 
     /// The id of the next checkpoint, reserved in storage so no later run reuses it.
     pub(crate) fn take_id(&mut self) -> Result<CheckpointId> {
-        let id = self.next_id;
+        let id = self.pointer.take_id(self.next_id)?;
         self.next_id = id.next();
         self.cfg.storage.reserve(id, &self.lease)?;
         Ok(id)
@@ -558,11 +598,13 @@ impl Coordinator {
     pub(crate) fn complete(&mut self, mut meta: CheckpointMetadata, trigger: Instant) -> Result<CheckpointStats> {
         meta.stats.total_ms = trigger.elapsed().as_secs_f64() * 1e3;
         self.fail_points.hit(fail::BEFORE_METADATA)?;
-        self.cfg
-            .storage
-            .verify_lease(&self.lease)
+        self.pointer
+            .verify(self.cfg.storage.as_ref(), &self.lease)
             .with_context(|| format!("publishing checkpoint {}", meta.id))?;
         publish(self.cfg.storage.as_ref(), &meta)?;
+        self.pointer
+            .publish(meta.id)
+            .with_context(|| format!("naming checkpoint {} the latest", meta.id))?;
         self.record_first_completion(meta.id);
         if let Some(r) = &self.replicator {
             r.offer(&meta);

@@ -6,6 +6,7 @@ pub mod config;
 pub(crate) mod coordinator;
 pub mod identity;
 pub mod metadata;
+pub mod pointer;
 pub mod replication;
 pub(crate) mod restore;
 pub(crate) mod retention;

@@ -16,6 +16,9 @@
 //! | `WEIR_HEARTBEAT_TIMEOUT_MS` | silence after which master and worker give each other up | 2000 |
 //! | `WEIR_MASTER_WAIT_MS` | how long a worker tries to reach the master (at start, and after losing it) before it fails | 30000 |
 //! | `WEIR_WORKER_WAIT_MS` | how long the master waits for all workers before it deploys on those present | 10000 |
+//! | `WEIR_ETCD_ENDPOINTS` | etcd's endpoints (`host:port` or `http://host:port`, comma-separated): masters elect a leader there, workers find it there | unset: one master, no etcd |
+//! | `WEIR_HA_LEASE_MS` | the leader's lease: a leader that cannot renew it stops; a standby takes over this long after the leader died | 3000 |
+//! | `WEIR_MASTERS` | (local cluster) how many masters the launcher starts; more than 1 needs `WEIR_ETCD_ENDPOINTS` | 1 |
 
 use crate::net::{NetSettings, WorkerId};
 use crate::{Error, Result};
@@ -44,6 +47,54 @@ impl Default for Heartbeats {
     }
 }
 
+/// High availability through etcd: where it is, and the leader's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaSettings {
+    /// etcd's endpoints, each `http://host:port`.
+    pub endpoints: Vec<String>,
+    /// The leader's lease TTL (etcd counts it in whole seconds, rounded up).
+    pub lease: Duration,
+}
+
+impl HaSettings {
+    /// The settings `WEIR_ETCD_ENDPOINTS` and `WEIR_HA_LEASE_MS` describe (`None`: no etcd).
+    fn from_vars(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let lease = millis(get, "WEIR_HA_LEASE_MS")?;
+        let Some(list) = get("WEIR_ETCD_ENDPOINTS") else {
+            if lease.is_some() {
+                return Err(Error::config(
+                    "WEIR_HA_LEASE_MS is set but WEIR_ETCD_ENDPOINTS is not: a leader's lease lives in etcd",
+                ));
+            }
+            return Ok(None);
+        };
+        let mut endpoints = Vec::new();
+        for e in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let hostport = e.strip_prefix("http://").unwrap_or(e);
+            let ok = hostport
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && !p.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok || e.starts_with("https://") {
+                return Err(Error::config(format!(
+                    "WEIR_ETCD_ENDPOINTS: {e:?} is not host:port or http://host:port (for example http://etcd-0:2379)"
+                )));
+            }
+            endpoints.push(format!("http://{hostport}"));
+        }
+        if endpoints.is_empty() {
+            return Err(Error::config("WEIR_ETCD_ENDPOINTS names no endpoint"));
+        }
+        let lease = lease.unwrap_or(Duration::from_secs(3));
+        if lease < Duration::from_secs(1) {
+            return Err(Error::config(format!(
+                "WEIR_HA_LEASE_MS ({} ms) must be at least 1000: etcd's leases last whole seconds",
+                lease.as_millis()
+            )));
+        }
+        Ok(Some(HaSettings { endpoints, lease }))
+    }
+}
+
 /// A master process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterSettings {
@@ -55,6 +106,26 @@ pub struct MasterSettings {
     pub worker_wait: Duration,
     /// Heartbeat interval and timeout.
     pub heartbeats: Heartbeats,
+    /// High availability: the masters elect a leader in etcd (`None`: this master leads alone).
+    pub ha: Option<HaSettings>,
+    /// The host workers reach this master at, when it listens on every address
+    /// (`WEIR_ADVERTISE_HOST`; default: the host name).
+    pub advertise_host: Option<String>,
+}
+
+impl MasterSettings {
+    /// The `host:port` workers reach this master at (what a leader records in etcd).
+    pub fn advertised_address(&self) -> String {
+        if !self.bind.ip().is_unspecified() {
+            return self.bind.to_string();
+        }
+        let host = self.advertise_host.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".to_string())
+        });
+        format!("{host}:{}", self.bind.port())
+    }
 }
 
 /// A worker process.
@@ -74,6 +145,8 @@ pub struct WorkerSettings {
     pub heartbeats: Heartbeats,
     /// How long it tries to reach the master before it fails.
     pub master_wait: Duration,
+    /// High availability: the worker finds the leader in etcd (`None`: at `master`).
+    pub ha: Option<HaSettings>,
 }
 
 /// How this process takes part in its job.
@@ -89,6 +162,8 @@ pub enum Deployment {
         workers: u32,
         /// Slots per worker.
         slots: u32,
+        /// Master processes (more than one: one leads, the others stand by, through etcd).
+        masters: u32,
     },
     /// This process is the job's master.
     Master(MasterSettings),
@@ -124,6 +199,13 @@ impl Deployment {
         };
         let workers = number(&get, "WEIR_WORKERS", 1, 1024)?;
         let slots = number(&get, "WEIR_SLOTS", 1, 1024)?.unwrap_or(2);
+        let ha = HaSettings::from_vars(&get)?;
+        let masters = number(&get, "WEIR_MASTERS", 1, 16)?.unwrap_or(1);
+        if masters > 1 && ha.is_none() {
+            return Err(Error::config(format!(
+                "WEIR_MASTERS={masters} needs WEIR_ETCD_ENDPOINTS: the masters elect their leader in etcd"
+            )));
+        }
         match get("WEIR_ROLE").as_deref() {
             None => match workers {
                 None => {
@@ -136,7 +218,11 @@ impl Deployment {
                     }
                     Ok(Deployment::InProcess)
                 }
-                Some(workers) => Ok(Deployment::Local { workers, slots }),
+                Some(workers) => Ok(Deployment::Local {
+                    workers,
+                    slots,
+                    masters,
+                }),
             },
             Some("master") => {
                 let bind = match get("WEIR_MASTER") {
@@ -155,15 +241,26 @@ impl Deployment {
                     workers,
                     worker_wait: millis(&get, "WEIR_WORKER_WAIT_MS")?.unwrap_or(Duration::from_secs(10)),
                     heartbeats,
+                    ha,
+                    advertise_host: get("WEIR_ADVERTISE_HOST"),
                 }))
             }
             Some("worker") => {
-                let master = get("WEIR_MASTER")
-                    .ok_or_else(|| Error::config("WEIR_ROLE=worker needs WEIR_MASTER, the master's host:port"))?;
+                // With etcd, the worker finds the leader there; WEIR_MASTER is optional.
+                let master = match (get("WEIR_MASTER"), &ha) {
+                    (Some(m), _) => m,
+                    (None, Some(_)) => String::new(),
+                    (None, None) => {
+                        return Err(Error::config(
+                            "WEIR_ROLE=worker needs WEIR_MASTER, the master's host:port (or WEIR_ETCD_ENDPOINTS)",
+                        ))
+                    }
+                };
                 let port_ok = master
                     .rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-                if !port_ok {
+                let found_through_etcd = master.is_empty() && ha.is_some();
+                if !port_ok && !found_through_etcd {
                     return Err(Error::config(format!(
                         "WEIR_MASTER={master:?} is not host:port (for example weir-master:{DEFAULT_MASTER_PORT})"
                     )));
@@ -197,6 +294,7 @@ impl Deployment {
                     advertise_host: get("WEIR_ADVERTISE_HOST"),
                     heartbeats,
                     master_wait: millis(&get, "WEIR_MASTER_WAIT_MS")?.unwrap_or(Duration::from_secs(30)),
+                    ha,
                 }))
             }
             Some(other) => Err(Error::config(format!(
@@ -257,12 +355,63 @@ mod tests {
         assert_eq!(deploy(&[]).unwrap(), Deployment::InProcess);
         assert_eq!(
             deploy(&[("WEIR_WORKERS", "3")]).unwrap(),
-            Deployment::Local { workers: 3, slots: 2 }
+            Deployment::Local {
+                workers: 3,
+                slots: 2,
+                masters: 1
+            }
         );
         assert_eq!(
             deploy(&[("WEIR_WORKERS", "2"), ("WEIR_SLOTS", "4")]).unwrap(),
-            Deployment::Local { workers: 2, slots: 4 }
+            Deployment::Local {
+                workers: 2,
+                slots: 4,
+                masters: 1
+            }
         );
+    }
+
+    #[test]
+    fn etcd_settings_for_masters_and_workers() {
+        let ha = [
+            ("WEIR_ETCD_ENDPOINTS", "127.0.0.1:2379, http://etcd-1:2379"),
+            ("WEIR_HA_LEASE_MS", "1500"),
+        ];
+        let mut vars = vec![("WEIR_WORKERS", "3"), ("WEIR_MASTERS", "2")];
+        vars.extend(ha);
+        assert_eq!(
+            deploy(&vars).unwrap(),
+            Deployment::Local {
+                workers: 3,
+                slots: 2,
+                masters: 2
+            }
+        );
+        let mut vars = vec![("WEIR_ROLE", "master"), ("WEIR_WORKERS", "3")];
+        vars.extend(ha);
+        let Deployment::Master(m) = deploy(&vars).unwrap() else {
+            panic!("not a master")
+        };
+        let h = m.ha.unwrap();
+        assert_eq!(h.endpoints, ["http://127.0.0.1:2379", "http://etcd-1:2379"]);
+        assert_eq!(h.lease, Duration::from_millis(1500));
+        // A worker needs no master address with etcd: it finds the leader there.
+        let mut vars = vec![("WEIR_ROLE", "worker"), ("WEIR_WORKER_ID", "1")];
+        vars.extend(ha);
+        let Deployment::Worker(w) = deploy(&vars).unwrap() else {
+            panic!("not a worker")
+        };
+        assert!(w.master.is_empty() && w.ha.is_some());
+        config_error(
+            &[("WEIR_WORKERS", "3"), ("WEIR_MASTERS", "2")],
+            "needs WEIR_ETCD_ENDPOINTS",
+        );
+        config_error(&[("WEIR_ETCD_ENDPOINTS", "etcd")], "not host:port");
+        config_error(
+            &[("WEIR_ETCD_ENDPOINTS", "e:1"), ("WEIR_HA_LEASE_MS", "500")],
+            "at least 1000",
+        );
+        config_error(&[("WEIR_HA_LEASE_MS", "2000")], "WEIR_ETCD_ENDPOINTS is not");
     }
 
     #[test]

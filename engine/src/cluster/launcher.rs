@@ -10,6 +10,8 @@
 //!   with the same number and address; the job recovers from the latest completed checkpoint.
 //! - The launcher itself dying: every process it started watches its parent and ends when the
 //!   parent is gone, so no orphan keeps writing.
+//! - With `WEIR_MASTERS` > 1 (and etcd), every master but the leader stands by; a master that
+//!   dies, or ends because it stopped leading, is started again and stands by.
 //!
 //! The processes of the run are written to the file `WEIR_CLUSTER_PIDS` names, when set (JSON,
 //! rewritten at every start), for drills that kill them.
@@ -54,8 +56,11 @@ pub(crate) enum Outcome {
 pub struct ClusterPids {
     /// The launcher.
     pub launcher: u32,
-    /// The master process.
+    /// The first master's process.
     pub master: u32,
+    /// Every master's process, by master number (one unless `WEIR_MASTERS` says more).
+    #[serde(default)]
+    pub masters: Vec<u32>,
     /// Each worker's process, by worker number.
     pub workers: BTreeMap<u32, u32>,
 }
@@ -132,7 +137,7 @@ pub(crate) fn watch_supervisor() {
 ///
 /// # Errors
 /// `Io` when a process cannot be started.
-pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
+pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result<JobHandle> {
     let dir = std::env::temp_dir().join(format!(
         "weir-cluster-{}-{}-{}",
         crate::state::backend::dir_name(job),
@@ -140,12 +145,16 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
         crate::wall_clock::now_ms()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Error::io("finding a free port for the master", e))?
-        .port();
+    let mut master_addrs = Vec::new();
+    for _ in 0..masters.max(1) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io("finding a free port for the master", e))?
+            .port();
+        master_addrs.push(format!("127.0.0.1:{port}"));
+    }
     let mut cluster = Local {
-        master_addr: format!("127.0.0.1:{port}"),
+        master_addrs,
         report: dir.join("outcome.json"),
         progress: dir.join("progress.json"),
         earlier: (0, 0),
@@ -153,13 +162,15 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
         dir,
         workers,
         slots,
-        master: None,
+        masters: BTreeMap::new(),
         worker_procs: BTreeMap::new(),
         starts: BTreeMap::new(),
         restarts: 0,
         pids_file: std::env::var_os(PIDS_ENV).map(PathBuf::from),
     };
-    cluster.spawn_master()?;
+    for m in 0..masters.max(1) {
+        cluster.spawn_master(m)?;
+    }
     for w in 0..workers {
         cluster.spawn_worker(w)?;
     }
@@ -183,7 +194,8 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32) -> Result<JobHandle> {
 
 /// A local cluster's processes.
 struct Local {
-    master_addr: String,
+    /// Each master's control address, by master number.
+    master_addrs: Vec<String>,
     dir: PathBuf,
     report: PathBuf,
     /// Where the master shows its progress.
@@ -194,16 +206,16 @@ struct Local {
     last: Progress,
     workers: u32,
     slots: u32,
-    master: Option<Child>,
+    masters: BTreeMap<u32, Child>,
     worker_procs: BTreeMap<u32, Child>,
-    /// Starts so far of the master (`None`) and of each worker.
-    starts: BTreeMap<Option<u32>, u32>,
+    /// Starts so far of each master (`(true, n)`) and worker (`(false, n)`).
+    starts: BTreeMap<(bool, u32), u32>,
     restarts: u32,
     pids_file: Option<PathBuf>,
 }
 
 impl Local {
-    fn command(&mut self, who: Option<u32>) -> Result<Command> {
+    fn command(&mut self, who: (bool, u32)) -> Result<Command> {
         let exe = std::env::current_exe().map_err(|e| Error::io("finding this program's executable", e))?;
         let starts = self.starts.entry(who).or_default();
         let incarnation = *starts;
@@ -212,28 +224,31 @@ impl Local {
         c.args(std::env::args_os().skip(1))
             .env(INCARNATION_ENV, incarnation.to_string())
             .env(SUPERVISOR_ENV, std::process::id().to_string())
-            .env("WEIR_MASTER", &self.master_addr)
+            .env("WEIR_MASTER", &self.master_addrs[0])
             .env("WEIR_WORKERS", self.workers.to_string())
+            .env_remove("WEIR_MASTERS")
             .env_remove(PIDS_ENV)
             .env_remove(REPORT_ENV)
             .env_remove(PROGRESS_ENV);
         Ok(c)
     }
 
-    fn spawn_master(&mut self) -> Result<()> {
-        let mut c = self.command(None)?;
+    fn spawn_master(&mut self, m: u32) -> Result<()> {
+        let mut c = self.command((true, m))?;
+        let addr = self.master_addrs[m as usize].clone();
         c.env("WEIR_ROLE", "master")
+            .env("WEIR_MASTER", &addr)
             .env(REPORT_ENV, &self.report)
             .env(PROGRESS_ENV, &self.progress);
         let child = c.spawn().map_err(|e| Error::io("starting the master process", e))?;
-        tracing::info!(pid = child.id(), addr = %self.master_addr, "master process started");
-        self.master = Some(child);
+        tracing::info!(master = m, pid = child.id(), %addr, "master process started");
+        self.masters.insert(m, child);
         self.write_pids();
         Ok(())
     }
 
     fn spawn_worker(&mut self, w: u32) -> Result<()> {
-        let mut c = self.command(Some(w))?;
+        let mut c = self.command((false, w))?;
         c.env("WEIR_ROLE", "worker")
             .env("WEIR_WORKER_ID", w.to_string())
             .env("WEIR_SLOTS", self.slots.to_string())
@@ -250,9 +265,11 @@ impl Local {
 
     fn write_pids(&self) {
         let Some(path) = &self.pids_file else { return };
+        let masters: Vec<u32> = self.masters.values().map(Child::id).collect();
         let pids = ClusterPids {
             launcher: std::process::id(),
-            master: self.master.as_ref().map_or(0, |c| c.id()),
+            master: masters.first().copied().unwrap_or(0),
+            masters,
             workers: self.worker_procs.iter().map(|(&w, c)| (w, c.id())).collect(),
         };
         let tmp = path.with_extension("tmp");
@@ -283,15 +300,19 @@ impl Local {
                     ..JobReport::default()
                 });
             }
-            let master_exit = self.master.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = master_exit {
+            let master_exits: Vec<(u32, std::process::ExitStatus)> = self
+                .masters
+                .iter_mut()
+                .filter_map(|(&m, c)| c.try_wait().ok().flatten().map(|s| (m, s)))
+                .collect();
+            for (m, status) in master_exits {
                 if let Some(outcome) = self.read_outcome() {
                     return match outcome {
                         Outcome::Finished(r) => Ok(*r),
                         Outcome::Failed(f) => Err(f.into_error()),
                     };
                 }
-                self.give_up_if_crash_looping("the master", &status.to_string())?;
+                self.give_up_if_crash_looping(&format!("master {m}"), &status.to_string())?;
                 // The dead master's reads and restarts stay counted; its restart is one more.
                 let _ = std::fs::remove_file(&self.progress);
                 self.earlier = (
@@ -300,8 +321,8 @@ impl Local {
                 );
                 self.last = Progress::default();
                 live.show(&self.last, self.earlier.0, self.earlier.1);
-                tracing::warn!(%status, "the master process ended without the job's outcome; starting it again");
-                self.spawn_master()?;
+                tracing::warn!(master = m, %status, "a master process ended without the job's outcome; starting it again");
+                self.spawn_master(m)?;
             }
             let dead: Vec<(u32, String)> = self
                 .worker_procs
@@ -334,7 +355,7 @@ impl Local {
 
     /// Kills every process at once.
     fn kill_all(&mut self) {
-        for c in self.worker_procs.values_mut().chain(self.master.as_mut()) {
+        for c in self.worker_procs.values_mut().chain(self.masters.values_mut()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -342,9 +363,13 @@ impl Local {
 
     /// Waits briefly for the workers the master told to end, then kills what is left.
     fn stop(&mut self) {
+        // The master that ended the job has exited; the others stand by and never end alone.
+        for c in self.masters.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut all: Vec<Child> = std::mem::take(&mut self.worker_procs).into_values().collect();
-        all.extend(self.master.take());
         for c in &mut all {
             while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(20));

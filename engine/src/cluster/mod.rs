@@ -18,9 +18,12 @@
 //!   fail the attempt; failover is global (every worker cancels, the job restores the latest
 //!   completed checkpoint on the workers present). A worker that loses the master cancels its
 //!   subtasks on its own, so nothing of an old attempt reaches a sink after the timeout.
+//! - **High availability** ([`ha`]): with etcd, two or more masters elect a leader; its term
+//!   fences the latest-checkpoint pointer, the id counter and every call to the workers.
 
 pub mod assignment;
 pub mod config;
+pub mod ha;
 pub mod launcher;
 pub(crate) mod master;
 pub(crate) mod protocol;
@@ -28,7 +31,8 @@ pub(crate) mod rpc;
 pub(crate) mod worker;
 
 pub use assignment::{assign, Assignment, SubtaskShape, WorkerSlots};
-pub use config::{Deployment, Heartbeats, MasterSettings, WorkerSettings};
+pub use config::{Deployment, HaSettings, Heartbeats, MasterSettings, WorkerSettings};
+pub use ha::STEPPED_DOWN_EXIT;
 pub use launcher::{ClusterPids, INCARNATION_ENV, PIDS_ENV};
 
 use crate::config::JobConfig;
@@ -53,16 +57,26 @@ pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
     launcher::watch_supervisor();
     match deployment {
         Deployment::InProcess => job::start(Arc::new(graph), cfg),
-        Deployment::Local { workers, slots } => {
+        Deployment::Local {
+            workers,
+            slots,
+            masters,
+        } => {
             crate::runtime::plan::validate(&graph, &cfg)?;
-            launcher::start(&cfg.name, workers, slots)
+            launcher::start(&cfg.name, workers, slots, masters)
         }
         Deployment::Master(settings) => {
             let started = (|| {
                 crate::runtime::plan::validate(&graph, &cfg)?;
                 let graph = Arc::new(graph);
-                let remote = master::ClusterMaster::start(graph.clone(), &cfg, settings)?;
-                job::start_on(graph, cfg, Some(Box::new(remote)))
+                // With etcd, a standby waits here until it leads.
+                let lead = match &settings.ha {
+                    Some(ha) => Some(ha::lead(ha, &cfg.name, &settings)?),
+                    None => None,
+                };
+                let leadership = lead.as_ref().map(|l| l.leadership.clone());
+                let remote = master::ClusterMaster::start(graph.clone(), &cfg, settings, leadership)?;
+                job::start_on(graph, cfg, Some(Box::new(remote)), lead.map(|l| l.pointer))
             })();
             if std::env::var_os(launcher::REPORT_ENV).is_some() {
                 let result = started.and_then(launcher::show_progress_until_done);

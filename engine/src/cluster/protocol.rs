@@ -2,9 +2,10 @@
 //! master tells a worker, over tarpc (serde messages, bincode on TCP). Every process runs the
 //! same build, so both sides share these Rust types; no schema is kept apart from the code.
 //!
-//! Every call carries the master's session (a new one each time a master process starts) and,
-//! where it concerns subtasks, the attempt: a worker ignores calls of a session or attempt
-//! that is not its current one, and the master ignores reports of an attempt that is over.
+//! Every call carries the master's session (a new one each time a master process starts, with
+//! the term it leads) and, where it concerns subtasks, the attempt: a worker ignores calls of a
+//! session or attempt that is not its current one, or of an older term than it has seen, and
+//! the master ignores reports of an attempt that is over.
 
 use crate::cluster::assignment::Assignment;
 use crate::cluster::rpc::MAX_FRAME;
@@ -19,8 +20,15 @@ use std::time::Duration;
 use tarpc::serde_transport::tcp;
 use tarpc::tokio_serde::formats::Json;
 
-/// Identifies one run of a master process: workers drop calls of any other.
-pub type Session = u64;
+/// Identifies one run of a master process, and the term it leads: workers drop calls of any
+/// other run, and of a term older than the newest they have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The run of the master process.
+    pub id: u64,
+    /// The term the master leads (0 without etcd: one master, no election).
+    pub term: u64,
+}
 
 /// A worker introducing itself to the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]

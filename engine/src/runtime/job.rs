@@ -7,6 +7,7 @@
 //! completed checkpoint. No thread of an attempt outlives it.
 
 use crate::checkpoint::coordinator::Coordinator;
+use crate::checkpoint::pointer::CheckpointPointer;
 use crate::checkpoint::staging::StagingArea;
 use crate::config::JobConfig;
 use crate::graph::Graph;
@@ -23,16 +24,18 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the job described by `graph`.
 pub(crate) fn start(graph: Arc<Graph>, cfg: JobConfig) -> Result<JobHandle> {
-    start_on(graph, cfg, None)
+    start_on(graph, cfg, None, None)
 }
 
 /// Starts the job described by `graph` with its subtasks on `remote` workers (in this process
 /// when `None`). With workers, the master keeps no keyed state: each worker locks its own
-/// state directory, and restores and uploads its own subtasks' snapshots.
+/// state directory, and restores and uploads its own subtasks' snapshots. `pointer` keeps the
+/// latest-checkpoint pointer and the id counter (the storage's listing when `None`).
 pub(crate) fn start_on(
     graph: Arc<Graph>,
     cfg: JobConfig,
     remote: Option<Box<dyn crate::runtime::remote::RemoteExecutor>>,
+    pointer: Option<Arc<dyn CheckpointPointer>>,
 ) -> Result<JobHandle> {
     let on_workers = remote.is_some();
     plan::validate(&graph, &cfg)?;
@@ -78,9 +81,12 @@ pub(crate) fn start_on(
             };
             let staging = StagingArea::create(&parent, &run)?;
             Some(
-                Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?
-                    .with_fail_points(cfg.fail_points())
-                    .materializing(!on_workers),
+                match pointer {
+                    Some(p) => Coordinator::with_pointer(c.clone(), &cfg.name, cfg.max_parallelism, staging, p)?,
+                    None => Coordinator::new(c.clone(), &cfg.name, cfg.max_parallelism, staging)?,
+                }
+                .with_fail_points(cfg.fail_points())
+                .materializing(!on_workers),
             )
         }
         None => None,

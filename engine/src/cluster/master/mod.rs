@@ -10,11 +10,15 @@
 //! - A master that dies loses nothing durable: its supervisor starts it again, it restores the
 //!   latest completed checkpoint (the checkpoint storage holds everything), and the workers,
 //!   having cancelled what they ran, register with it again.
+//! - With etcd ([`crate::cluster::ha`]), a master acts only while its lease is valid: before
+//!   deploying and before any control message (a trigger, the notification that makes sinks
+//!   commit) leaves it, it checks its lease and ends its process if the lease lapsed.
 
 pub(crate) mod registry;
 
 use crate::cluster::assignment::{assign, WorkerSlots};
 use crate::cluster::config::MasterSettings;
+use crate::cluster::ha::etcd::Leadership;
 use crate::cluster::protocol::{
     AttemptProgress, Deployment, MasterService, Pulse, Session, WorkerHello, WorkerServiceClient,
 };
@@ -134,6 +138,15 @@ pub(crate) struct ClusterMaster {
     wire: u32,
     /// Workers of the current attempt and their control forwarders.
     forwarders: BTreeMap<WorkerId, tokio::sync::mpsc::UnboundedSender<(usize, Control)>>,
+    /// This master's leadership, with etcd (`None`: it leads alone).
+    leadership: Option<Arc<Leadership>>,
+}
+
+/// Ends the process unless `leadership` (if any) is still valid.
+fn ensure_leading(leadership: &Option<Arc<Leadership>>) {
+    if let Some(l) = leadership {
+        l.ensure();
+    }
 }
 
 impl ClusterMaster {
@@ -141,11 +154,19 @@ impl ClusterMaster {
     ///
     /// # Errors
     /// `Config` when the address cannot be bound.
-    pub(crate) fn start(graph: Arc<Graph>, cfg: &JobConfig, settings: MasterSettings) -> Result<Self> {
+    pub(crate) fn start(
+        graph: Arc<Graph>,
+        cfg: &JobConfig,
+        settings: MasterSettings,
+        leadership: Option<Arc<Leadership>>,
+    ) -> Result<Self> {
         let layout = Layout::of(&graph, cfg)?;
         let rt = rpc::runtime("master")?;
         let shared = Arc::new(Shared {
-            session: crate::wall_clock::now_ms() ^ ((std::process::id() as u64) << 40),
+            session: Session {
+                id: crate::wall_clock::now_ms() ^ ((std::process::id() as u64) << 40),
+                term: leadership.as_ref().map_or(0, |l| l.term()),
+            },
             job: cfg.name.clone(),
             fingerprint: crate::cluster::fingerprint(&graph, cfg),
             registry: Mutex::new(Registry::default()),
@@ -179,6 +200,7 @@ impl ClusterMaster {
             addr,
             wire: 0,
             forwarders: BTreeMap::new(),
+            leadership,
         })
     }
 
@@ -225,6 +247,7 @@ impl ClusterMaster {
 impl RemoteExecutor for ClusterMaster {
     fn deploy(&mut self, request: &AttemptRequest, events: Sender<TaskEvent>) -> Result<RemoteAttempt> {
         let workers = self.await_workers()?;
+        ensure_leading(&self.leadership);
         let slots: Vec<WorkerSlots> = workers
             .iter()
             .map(|&(worker, slots, ..)| WorkerSlots { worker, slots })
@@ -310,13 +333,15 @@ impl RemoteExecutor for ClusterMaster {
         self.forwarders.clear();
         for (id, _, _, client) in &workers {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Control)>();
-            let (client, wire) = (client.clone(), self.wire);
+            let (client, wire, leadership) = (client.clone(), self.wire, self.leadership.clone());
             self.rt.spawn(async move {
                 while let Some(first) = rx.recv().await {
                     let mut batch = vec![first];
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
+                    // A batch queued before this process froze must not leave after its lease lapsed.
+                    ensure_leading(&leadership);
                     if client
                         .control(rpc::within(CONTROL_TIMEOUT), session, wire, batch)
                         .await
@@ -335,10 +360,12 @@ impl RemoteExecutor for ClusterMaster {
             .enumerate()
             .filter_map(|(t, w)| self.forwarders.get(w).map(|f| (t, f.clone())))
             .collect();
+        let leadership = self.leadership.clone();
         Ok(RemoteAttempt {
             tasks: self.layout.task_names(&self.graph),
             source_tasks: self.layout.source_tasks(&self.graph),
             send: Box::new(move |task, control| {
+                ensure_leading(&leadership);
                 if let Some(f) = routes.get(&task) {
                     let _ = f.send((task, control));
                 }
@@ -357,6 +384,7 @@ impl RemoteExecutor for ClusterMaster {
 
     fn finish(&mut self) {
         self.forwarders.clear();
+        ensure_leading(&self.leadership);
         let session = self.shared.session;
         let clients: Vec<WorkerServiceClient> = self
             .shared

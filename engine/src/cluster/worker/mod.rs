@@ -8,6 +8,8 @@
 //! - The worker's own process dies: its supervisor starts it again with the same number; it
 //!   registers, the master takes the old one as lost and restores the latest completed
 //!   checkpoint on the workers present.
+//! - With etcd, the worker finds the leader's address there each time it registers, and
+//!   refuses a master of a term older than the newest it has seen (a former leader, fenced).
 
 pub(crate) mod attempt;
 pub(crate) mod forward;
@@ -17,6 +19,7 @@ mod tests;
 
 use crate::checkpoint::staging::StagingArea;
 use crate::cluster::config::{net_settings, WorkerSettings};
+use crate::cluster::ha::LeaderLookup;
 use crate::cluster::protocol::{connect_master, Deployment, Pulse, Session, WorkerHello, WorkerService};
 use crate::cluster::rpc;
 use crate::config::JobConfig;
@@ -143,6 +146,10 @@ pub(crate) fn run(graph: Graph, mut cfg: JobConfig, settings: WorkerSettings) ->
         .port();
     let data_port = core.plane.local_addr().port();
     let master_wait = settings.master_wait;
+    let lookup = match &settings.ha {
+        Some(ha) => Some(LeaderLookup::connect(ha, &core.cfg.name)?),
+        None => None,
+    };
     let mut first = true;
     loop {
         // Register (again).
@@ -158,13 +165,14 @@ pub(crate) fn run(graph: Graph, mut cfg: JobConfig, settings: WorkerSettings) ->
             pid: std::process::id(),
             last_attempt: core.last_attempt(),
         };
-        let (client, session) = register(&rt, &settings.master, hello, master_wait, first)?;
+        let (client, session, master) =
+            register(&rt, &settings.master, lookup.as_ref(), &core, hello, master_wait, first)?;
         first = false;
         core.set_master(Some(MasterLink {
             session,
             client: client.clone(),
         }));
-        tracing::info!(worker = me, master = %settings.master, "registered with the master");
+        tracing::info!(worker = me, %master, term = session.term, "registered with the master");
         // Heartbeats until the master is gone or the job is over.
         let mut last_answer = Instant::now();
         let mut first_beat = true;
@@ -201,29 +209,53 @@ pub(crate) fn run(graph: Graph, mut cfg: JobConfig, settings: WorkerSettings) ->
     }
 }
 
-/// Registers with the master at `master`, trying for up to `wait`.
+/// Registers with the master at `configured`, or with the leader `lookup` finds in etcd,
+/// trying for up to `wait`; returns the client, the session and the master's address.
 fn register(
     rt: &tokio::runtime::Runtime,
-    master: &str,
+    configured: &str,
+    lookup: Option<&LeaderLookup>,
+    core: &WorkerCore,
     hello: WorkerHello,
     wait: Duration,
     first: bool,
-) -> Result<(crate::cluster::protocol::MasterServiceClient, Session)> {
+) -> Result<(crate::cluster::protocol::MasterServiceClient, Session, String)> {
     let deadline = Instant::now() + wait;
     let mut last_error = String::new();
+    let mut master = configured.to_string();
     while Instant::now() < deadline {
+        if let Some(lookup) = lookup {
+            match lookup.leader() {
+                Some((address, _)) => master = address,
+                None => {
+                    last_error = "etcd names no leader".to_string();
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        }
+        let master = master.as_str();
+        // Through etcd, the address may still be a frozen former leader's, which accepts the
+        // connection and never answers: give up on it sooner.
+        let answer_wait = Duration::from_secs(if lookup.is_some() { 3 } else { 10 });
         let attempt = rt.block_on(async {
             let client = connect_master(master, Duration::from_secs(2))
                 .await
                 .map_err(|e| e.to_string())?;
             let answer = client
-                .register(rpc::within(Duration::from_secs(10)), hello.clone())
+                .register(rpc::within(answer_wait), hello.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((client, answer))
         });
         match attempt {
-            Ok((client, Ok(session))) => return Ok((client, session)),
+            Ok((_, Ok(session))) if !core.admit_term(session.term) => {
+                last_error = format!(
+                    "the master at {master} leads term {}, older than one this worker saw",
+                    session.term
+                );
+            }
+            Ok((client, Ok(session))) => return Ok((client, session, master.to_string())),
             Ok((_, Err(refused))) => {
                 return Err(Error::config(format!(
                     "the master at {master} refused worker {}: {refused}",
@@ -234,8 +266,12 @@ fn register(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (at, check) = match lookup {
+        Some(_) => (format!("through etcd (last tried {master:?})"), "WEIR_ETCD_ENDPOINTS"),
+        None => (format!("at {master}"), "WEIR_MASTER"),
+    };
     Err(Error::config(format!(
-        "worker {} found no master at {master} within {wait:?} ({}): check WEIR_MASTER ({})",
+        "worker {} found no master {at} within {wait:?} ({}): check {check} ({})",
         hello.worker,
         if first { "since it started" } else { "after losing it" },
         last_error
@@ -254,6 +290,12 @@ fn advertised_host(settings: &WorkerSettings, wait: Duration) -> Result<IpAddr> 
     }
     if !settings.data_bind.ip().is_unspecified() {
         return Ok(settings.data_bind.ip());
+    }
+    if settings.master.is_empty() {
+        return Err(Error::config(
+            "a worker that finds its master through etcd needs WEIR_ADVERTISE_HOST, WEIR_DATA_ADDR with an ip, \
+             or WEIR_MASTER: the address other processes reach it at",
+        ));
     }
     // The address this host uses towards the master.
     let deadline = Instant::now() + wait;

@@ -16,6 +16,7 @@ use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, Subtas
 use crate::checkpoint::staging::StagingArea;
 use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::upload::{read_metadata, reusable_files, StagedFileKey};
+use crate::cluster::ha::term::{Term, TermGate};
 use crate::cluster::protocol::{AttemptProgress, Deployment, MasterServiceClient, Session};
 use crate::cluster::worker::attempt::{AttemptSpec, WorkerAttempt};
 use crate::cluster::worker::forward;
@@ -71,6 +72,8 @@ pub(crate) struct WorkerCore {
     /// Where subtasks stage snapshots (`chk-<id>/<step>/<subtask>/`) and restores land.
     staging: StagingArea,
     master: Mutex<Option<MasterLink>>,
+    /// The newest leader term seen: calls of an older term are refused.
+    terms: Mutex<TermGate>,
     current: Mutex<Option<Current>>,
     /// The newest attempt this worker ran.
     last_attempt: Mutex<u32>,
@@ -102,6 +105,7 @@ impl WorkerCore {
             rt,
             staging,
             master: Mutex::new(None),
+            terms: Mutex::new(TermGate::default()),
             current: Mutex::new(None),
             last_attempt: Mutex::new(0),
             completed: Mutex::new(Completed::default()),
@@ -174,9 +178,16 @@ impl WorkerCore {
         *lock(&self.master) = link;
     }
 
-    /// Whether `session` is the master this worker reports to.
+    /// Whether `session` is the master this worker reports to, of a term no older than the
+    /// newest this worker has seen.
     pub(crate) fn is_session(&self, session: Session) -> bool {
-        lock(&self.master).as_ref().is_some_and(|m| m.session == session)
+        lock(&self.master).as_ref().is_some_and(|m| m.session == session) && lock(&self.terms).would_admit(session.term)
+    }
+
+    /// Takes `term`, a master's that accepted this worker, as the newest seen; false if a newer
+    /// one was seen before (the master is a former leader, fenced).
+    pub(crate) fn admit_term(&self, term: Term) -> bool {
+        lock(&self.terms).admit(term)
     }
 
     /// Runs `d`: cancels the attempt running here, restores this worker's subtasks from the
