@@ -642,6 +642,12 @@ impl Coordinator {
     /// references and no checkpoint in flight is storing (see [`retention`](super::retention)).
     fn retain(&mut self, newest: CheckpointId) -> Result<()> {
         let storage = self.cfg.storage.clone();
+        // Only the current owner deletes: a process fenced out by a newer owner (a paused
+        // old master, a double-scheduled pod) must not remove files the new owner's
+        // checkpoints reference.
+        self.pointer
+            .verify(storage.as_ref(), &self.lease)
+            .context("checking ownership before deleting old checkpoints")?;
         let mut completed = Vec::with_capacity(self.retained.len());
         for id in self.retained.keys().copied().collect::<Vec<_>>() {
             let m = self.metadata(id)?;
