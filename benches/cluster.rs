@@ -20,25 +20,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
+use weir_examples::latest_value::LatestValue;
 use weir_examples::running_sum::RunningSum;
 
 const THROUGHPUT_EVENTS: u64 = 3_000_000;
 const STATE_KEYS: u64 = 560_000;
 const VALUE_BYTES: usize = 100;
 
-/// Keeps the latest 100-byte value per key: ~100 MB of state over 1M keys.
-#[derive(Clone)]
-struct Latest;
-
-impl KeyedProcess<u64, (u64, Vec<u8>)> for Latest {
-    type Out = u64;
-    fn process(&mut self, (k, v): (u64, Vec<u8>), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
-        let mut latest = ctx.value_state::<Vec<u8>>("latest");
-        latest.set(&v)?;
-        ctx.emit(k);
-        Ok(())
-    }
-}
 
 /// What a job's child process prints on its last line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,7 +105,7 @@ fn rto_job(dir: &Path) -> Outcome {
         .splits(2),
     )
     .key_by("by-key", |(k, _): &(u64, Vec<u8>)| *k)
-    .process("latest", Latest)
+    .process("latest", LatestValue)
     .sink("discard", DiscardSink::new());
     let handle = p.start().expect("starting the state job");
     let started = Instant::now();

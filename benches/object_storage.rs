@@ -22,22 +22,10 @@ use weir::engine::runtime::LifecyclePhase;
 use weir::engine::source::generator::mix;
 use weir::object_storage::testing::S3Server;
 use weir::prelude::*;
+use weir_examples::latest_value::LatestValue;
 
 const VALUE_BYTES: usize = 1_024;
 
-/// Keeps the latest value per key.
-#[derive(Clone)]
-struct Latest;
-
-impl KeyedProcess<u64, (u64, Vec<u8>)> for Latest {
-    type Out = u64;
-    fn process(&mut self, (k, v): (u64, Vec<u8>), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
-        let mut latest = ctx.value_state::<Vec<u8>>("latest");
-        latest.set(&v)?;
-        ctx.emit(k);
-        Ok(())
-    }
-}
 
 /// The job over `keys` keys (each written once, then a tenth of them again), checkpointing
 /// into `config`.
@@ -61,7 +49,7 @@ fn job(keys: u64, config: CheckpointConfig, state: &std::path::Path) -> Pipeline
         .splits(2),
     )
     .key_by("by-key", |(k, _): &(u64, Vec<u8>)| *k)
-    .process("latest", Latest)
+    .process("latest", LatestValue)
     .sink("out", DiscardSink::new());
     p
 }

@@ -62,6 +62,18 @@ impl S3Server {
 
     /// Starts a server on `port` (to restart one on the same address).
     pub fn start_on(port: u16) -> Result<Self> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a server that checks credentials after the test's first `free_actions`
+    /// requests: moto then accepts only keys created through its IAM API, so every key a test
+    /// has is wrong. (The readiness probe is one more request, counted here.)
+    pub fn start_checking_credentials(free_actions: u32) -> Result<Self> {
+        let count = (free_actions + 1).to_string();
+        Self::start_with(free_port()?, &[("INITIAL_NO_AUTH_ACTION_COUNT", &count)])
+    }
+
+    fn start_with(port: u16, env: &[(&str, &str)]) -> Result<Self> {
         let bin = find_moto()?;
         let child = Command::new("sh")
             .arg("-c")
@@ -70,6 +82,7 @@ impl S3Server {
             .arg(std::process::id().to_string())
             .arg(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

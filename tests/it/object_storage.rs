@@ -185,3 +185,19 @@ fn a_second_run_resumes_from_the_checkpoint_on_s3() {
     );
     assert_eq!(counts.iter().map(|(_, n)| *n).max(), Some(200));
 }
+
+#[test]
+fn wrong_credentials_are_a_clear_error_at_start() {
+    // The server accepts one request without credentials (creating the bucket), then only
+    // keys it issued itself: the test's keys are wrong.
+    let server = S3Server::start_checking_credentials(1).unwrap();
+    let bucket = server.create_bucket("locked").unwrap();
+    let s = server.storage(&bucket, "jobs/x").unwrap();
+    let e = s.validate().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.to_string().contains("refused the credentials"), "{e}");
+    let out = CollectSink::new();
+    let e = counting_job("locked", s, 100, &out).run().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(out.records().is_empty());
+}

@@ -6,11 +6,15 @@
 //! - [`recovery`]: the recovery-time benchmark (RTO phase by phase, RPO audit);
 //! - [`nexmark`]: Nexmark queries q0, q1, q2, q5 and q7 and the throughput harness;
 //! - [`wordcount`]: word count on keyed state with exactly-once file output and its audit;
-//! - [`running_sum`]: the keyed running sum the throughput and cluster benchmarks measure.
+//! - [`running_sum`]: the keyed running sum the throughput and cluster benchmarks measure;
+//! - [`latest_value`]: the latest value per key, the state-heavy workload of the cluster and
+//!   object storage benchmarks.
 //!
-//! The crate uses the engine and the connectors directly (`weir-engine`, `weir-connectors`),
+//! The crate uses the engine, the connectors and the object storage directly (`weir-engine`,
+//! `weir-connectors`, `weir-object-storage`),
 //! not the `weir` facade, which has it as a dev-dependency.
 
+pub mod latest_value;
 pub mod nexmark;
 pub mod payments;
 pub mod recovery;
