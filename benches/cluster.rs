@@ -27,7 +27,6 @@ const THROUGHPUT_EVENTS: u64 = 3_000_000;
 const STATE_KEYS: u64 = 560_000;
 const VALUE_BYTES: usize = 100;
 
-
 /// What a job's child process prints on its last line.
 #[derive(Debug, Serialize, Deserialize)]
 struct Outcome {

@@ -26,7 +26,6 @@ use weir_examples::latest_value::LatestValue;
 
 const VALUE_BYTES: usize = 1_024;
 
-
 /// The job over `keys` keys (each written once, then a tenth of them again), checkpointing
 /// into `config`.
 fn job(keys: u64, config: CheckpointConfig, state: &std::path::Path) -> Pipeline {
@@ -72,7 +71,9 @@ struct CheckpointFigures {
 
 /// Runs the job to its end into `storage`; the checkpoint figures.
 fn build_state(keys: u64, storage: Arc<dyn CheckpointStorage>, state: &std::path::Path) -> CheckpointFigures {
-    let report = job(keys, CheckpointConfig::with_storage(storage), state).run().expect("the job");
+    let report = job(keys, CheckpointConfig::with_storage(storage), state)
+        .run()
+        .expect("the job");
     let c = &report.checkpoints;
     let uploaded: u64 = c.iter().map(|s| s.uploaded_bytes).sum();
     let async_s: f64 = c.iter().map(|s| s.async_ms).sum::<f64>() / 1e3;
@@ -89,11 +90,16 @@ fn build_state(keys: u64, storage: Arc<dyn CheckpointStorage>, state: &std::path
 /// from the attempt's start until every subtask runs on restored state.
 fn restore_ms(keys: u64, storage: Arc<dyn CheckpointStorage>, state: &std::path::Path) -> f64 {
     let _ = std::fs::remove_dir_all(state);
-    let handle = job(keys, CheckpointConfig::with_storage(storage), state).start().expect("start");
+    let handle = job(keys, CheckpointConfig::with_storage(storage), state)
+        .start()
+        .expect("start");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let l = handle.lifecycle();
-        let started = l.iter().find(|e| e.phase == LifecyclePhase::RestoreStarted).map(|e| e.at);
+        let started = l
+            .iter()
+            .find(|e| e.phase == LifecyclePhase::RestoreStarted)
+            .map(|e| e.at);
         let running = l.iter().find(|e| e.phase == LifecyclePhase::Running).map(|e| e.at);
         if let (Some(s), Some(r)) = (started, running) {
             handle.cancel();
@@ -145,8 +151,16 @@ fn main() {
     }
     println!("  state MB  from S3 (download + verify) ms  from a local directory (links) ms  ratio");
     for (k, prefix, dir, mb) in sizes {
-        let from_s3 = median((0..3).map(|_| restore_ms(k, s3(prefix), &work.path().join("restore-s3"))).collect());
-        let from_local = median((0..3).map(|_| restore_ms(k, local(dir), &work.path().join("restore-local"))).collect());
+        let from_s3 = median(
+            (0..3)
+                .map(|_| restore_ms(k, s3(prefix), &work.path().join("restore-s3")))
+                .collect(),
+        );
+        let from_local = median(
+            (0..3)
+                .map(|_| restore_ms(k, local(dir), &work.path().join("restore-local")))
+                .collect(),
+        );
         println!(
             "  {mb:>8.0}  {from_s3:>31.0}  {from_local:>33.0}  {:>5.1}",
             from_s3 / from_local
@@ -156,7 +170,9 @@ fn main() {
     println!("\n3. replication lag, 1 s checkpoints, local directory → S3 (asynchronous)");
     let mut config = CheckpointConfig::with_storage(local("chk-replicated"));
     config.replication = Some(ReplicationConfig::new(s3("replica")).mode(ReplicationMode::Async));
-    let handle = job(keys * 3, config, &work.path().join("state-replicated")).start().unwrap();
+    let handle = job(keys * 3, config, &work.path().join("state-replicated"))
+        .start()
+        .unwrap();
     let (mut seconds, mut behind) = (Vec::new(), Vec::new());
     while !handle.is_finished() {
         if let Some(r) = handle.progress().replication {

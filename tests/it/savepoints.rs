@@ -592,7 +592,10 @@ fn a_savepoint_on_s3_copied_to_another_bucket_resumes_with_exact_output() {
         // Copied to another bucket, every file verified there.
         let moved = server.storage(&other, "restore/first").unwrap();
         let meta = read_metadata(taken.as_ref(), sp.id).unwrap();
-        assert!(meta.files().all(|f| !f.key.starts_with("shared/")), "a savepoint is self-contained");
+        assert!(
+            meta.files().all(|f| !f.key.starts_with("shared/")),
+            "a savepoint is self-contained"
+        );
         let copier = Replicator::start(
             taken.clone(),
             &ReplicationConfig::new(moved.clone()),
