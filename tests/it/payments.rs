@@ -448,7 +448,16 @@ fn a_cluster_drill_with_checkpoints_on_s3_passes_the_audit() {
     let storage = format!("s3://{bucket}/payments");
     let out = run_on_s3(
         &server,
-        &["--workers", "3", "--drill", "2", "--events", "150000", "--checkpoint-storage", &storage],
+        &[
+            "--workers",
+            "3",
+            "--drill",
+            "2",
+            "--events",
+            "150000",
+            "--checkpoint-storage",
+            &storage,
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -469,7 +478,10 @@ fn a_cluster_drill_with_checkpoints_on_s3_passes_the_audit() {
 #[test]
 fn the_cross_site_drill_recovers_at_site_b_with_zero_events_lost_or_duplicated() {
     let server = weir::object_storage::testing::S3Server::start().unwrap();
-    let (a, b) = (server.create_bucket("site-a").unwrap(), server.create_bucket("site-b").unwrap());
+    let (a, b) = (
+        server.create_bucket("site-a").unwrap(),
+        server.create_bucket("site-b").unwrap(),
+    );
     let (site_a, site_b) = (format!("s3://{a}/payments"), format!("s3://{b}/payments"));
     let out = run_on_s3(
         &server,
@@ -509,7 +521,10 @@ fn bad_checkpoint_storage_is_a_clear_error_before_anything_runs() {
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{storage}: {stdout}");
         assert!(stderr.contains(says), "{storage}: {stderr}");
-        assert!(!stdout.contains("payments:"), "{storage}: the job must not start: {stdout}");
+        assert!(
+            !stdout.contains("payments:"),
+            "{storage}: the job must not start: {stdout}"
+        );
     }
 }
 

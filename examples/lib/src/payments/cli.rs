@@ -443,7 +443,8 @@ fn open_storage(location: &str) -> anyhow::Result<std::sync::Arc<dyn weir_engine
 fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
     let has_output = s.output_dir.join(audit::MANIFEST).exists();
     // A start from a savepoint continues the output of the job that took it.
-    if has_output && s.from_savepoint.is_none() && pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()).is_none() {
+    if has_output && s.from_savepoint.is_none() && pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()).is_none()
+    {
         let committed = weir_engine::sink::file::committed_files(s.output_dir.join(domain::DECISIONS_DIR))
             .map(|f| !f.is_empty())
             .unwrap_or(false);
