@@ -16,7 +16,7 @@
 //! write fails, ends its process at once ([`Leadership::step_down`]); its supervisor starts it
 //! again as a standby.
 
-use super::gateway::{Compare, Gateway, Kv};
+use super::client::{Compare, EtcdClient, Kv};
 use super::term::{campaign_step, CampaignStep, LeaderRecord, LeaseClock, Term};
 use super::HaSettings;
 use crate::{Error, Reason, Result};
@@ -59,7 +59,7 @@ impl Keys {
 
 /// A connection to the job's etcd.
 pub(crate) struct Etcd {
-    gateway: Gateway,
+    client: EtcdClient,
     endpoints: String,
     /// How long one call may take.
     timeout: Duration,
@@ -80,17 +80,17 @@ impl Etcd {
     /// never starts without it (it would not know the latest checkpoint).
     pub(crate) fn connect(settings: &HaSettings, job: &str) -> Result<Self> {
         let endpoints = settings.endpoints.join(",");
-        let gateway = Gateway::new(&settings.endpoints);
+        let client = EtcdClient::new(&settings.endpoints)?;
         let deadline = Instant::now() + REACH_TIMEOUT;
         loop {
-            match gateway.status(Duration::from_secs(2)) {
+            match client.status(Duration::from_secs(2)) {
                 Ok(()) => break,
                 Err(e) if Instant::now() >= deadline => return Err(cannot_reach(&endpoints, &e)),
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
         Ok(Etcd {
-            gateway,
+            client,
             endpoints,
             timeout: (settings.lease / 2).max(Duration::from_millis(500)),
             keys: Keys::of(job),
@@ -104,7 +104,7 @@ impl Etcd {
 
     /// The value of `key` and its revisions.
     pub(crate) fn get(&self, key: &str) -> Result<Option<Kv>> {
-        self.gateway.get(key, self.timeout)
+        self.client.get(key, self.timeout)
     }
 
     /// The current leader, if one holds the key.
@@ -167,7 +167,7 @@ impl Etcd {
             CampaignStep::Claim { term } => term,
         };
         let granted_at = Instant::now();
-        let (lease_id, granted) = self.gateway.grant(ttl_s, self.timeout)?;
+        let (lease_id, granted) = self.client.grant(ttl_s, self.timeout)?;
         let ttl = Duration::from_secs(granted.max(1) as u64);
         let record = LeaderRecord {
             term,
@@ -176,7 +176,7 @@ impl Etcd {
         };
         let value =
             serde_json::to_string(&record).map_err(|e| Error::internal(format!("encoding the leader record: {e}")))?;
-        let (succeeded, revision) = self.gateway.txn(
+        let (succeeded, revision) = self.client.txn(
             &[
                 Compare::Created(leader_key.clone(), 0),
                 Compare::Modified(term_key.clone(), term_rev),
@@ -185,7 +185,7 @@ impl Etcd {
             self.timeout,
         )?;
         if !succeeded {
-            let _ = self.gateway.revoke(lease_id, self.timeout);
+            let _ = self.client.revoke(lease_id, self.timeout);
             return Ok(Err(None));
         }
         tracing::info!(term, lease = lease_id, ?ttl, address, "this master leads the job");
@@ -264,7 +264,7 @@ impl Leadership {
                 let every = clock.lock().unwrap_or_else(|e| e.into_inner()).renew_every();
                 let sent = Instant::now();
                 // A failure leaves the clock as it was: it decides when to give up.
-                if let Ok(ttl) = etcd.gateway.keep_alive(lease_id, every) {
+                if let Ok(ttl) = etcd.client.keep_alive(lease_id, every) {
                     let ttl = Duration::from_secs(ttl.max(0) as u64);
                     clock.lock().unwrap_or_else(|e| e.into_inner()).renewed(sent, ttl);
                     if ttl.is_zero() {
@@ -297,7 +297,7 @@ impl Leadership {
     pub(crate) fn fenced_put(&self, puts: Vec<(String, String)>) -> Result<()> {
         self.ensure();
         let puts: Vec<(String, String, i64)> = puts.into_iter().map(|(k, v)| (k, v, 0)).collect();
-        let (succeeded, _) = self.etcd.gateway.txn(
+        let (succeeded, _) = self.etcd.client.txn(
             &[Compare::Created(self.etcd.keys.leader(), self.leader_rev)],
             &puts,
             self.etcd.timeout,

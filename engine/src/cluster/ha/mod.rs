@@ -13,15 +13,16 @@
 //!   checkpoint the pointer names, and the workers, which find the leader's address in etcd,
 //!   register with it.
 //!
-//! The decisions live in [`term`], apart from any I/O.
+//! The decisions live in [`term`], apart from any I/O; [`etcd`] and [`pointer`] carry them out
+//! through [`client`], a synchronous adapter over the `etcd-client` crate (gRPC).
 //!
 //! # After a crash
 //! A dead leader's key lapses with its lease (after at most its TTL); a standby then leads with
 //! the next term and restores the latest checkpoint the pointer names. Nothing a fenced leader
 //! writes afterwards is accepted: etcd refuses its transactions, workers its calls.
 
+pub(crate) mod client;
 pub(crate) mod etcd;
-pub(crate) mod gateway;
 pub(crate) mod pointer;
 pub mod term;
 
