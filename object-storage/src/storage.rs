@@ -154,22 +154,47 @@ impl ObjectStoreStorage {
 
 impl ObjectStoreStorage {
     /// Deletes every object under the prefix: checkpoints, shared files, the identity and
-    /// owner records. What a disaster-recovery drill does to the site it destroys.
+    /// owner records. What a disaster-recovery drill does to the site it destroys. Requests a
+    /// killed process sent just before it died may still land after a first pass, so passes
+    /// repeat (up to ten, 100 ms apart) until the prefix lists empty.
     ///
     /// # Errors
-    /// `External` when the store cannot be listed or an object cannot be deleted.
+    /// `External` when the store cannot be listed or an object cannot be deleted, or still
+    /// holds objects after the last pass.
     pub fn delete_everything(&self) -> Result<()> {
-        let (store, url) = (self.store.clone(), self.url.clone());
-        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-        run(async move {
-            let listed = store.list(prefix.as_ref()).map_ok(|m| m.location).boxed();
-            store
-                .delete_stream(listed)
-                .try_collect::<Vec<_>>()
-                .await
-                .map(|_| ())
-                .map_err(|e| write_error(&url, "deleting everything", e))
-        })
+        for pass in 0..10 {
+            if pass > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let (store, url) = (self.store.clone(), self.url.clone());
+            let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+            let deleted = run(async move {
+                let listed: Vec<ObjectPath> = store
+                    .list(prefix.as_ref())
+                    .map_ok(|m| m.location)
+                    .try_collect()
+                    .await
+                    .map_err(|e| write_error(&url, "listing everything", e))?;
+                let n = listed.len();
+                let paths = futures::stream::iter(listed.into_iter().map(Ok)).boxed();
+                store
+                    .delete_stream(paths)
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| write_error(&url, "deleting everything", e))?;
+                Ok(n)
+            })?;
+            if deleted == 0 {
+                return Ok(());
+            }
+        }
+        Err(weir_engine::Error::external(
+            true,
+            format!(
+                "{} still holds objects after ten passes of deleting everything",
+                self.url
+            ),
+        ))
     }
 }
 
