@@ -134,17 +134,30 @@ impl ObjectStoreStorage {
 
     /// Deletes every object under `prefix` (relative).
     fn delete_prefix(&self, prefix: &str) -> Result<()> {
-        let (store, path, url) = (self.store.clone(), self.path(prefix), self.url.clone());
-        let what = format!("deleting {prefix}");
+        self.delete_under(Some(self.path(prefix)), format!("deleting {prefix}"))
+            .map(|_| ())
+    }
+
+    /// Lists the objects under `path` (the bucket's root for `None`) and deletes them; an
+    /// object already gone counts as deleted. Returns how many were listed.
+    fn delete_under(&self, path: Option<ObjectPath>, what: String) -> Result<usize> {
+        let (store, url) = (self.store.clone(), self.url.clone());
         run(async move {
-            let listed = store.list(Some(&path)).map_ok(|m| m.location).boxed();
+            let listed: Vec<ObjectPath> = store
+                .list(path.as_ref())
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(|e| write_error(&url, &what, e))?;
+            let n = listed.len();
+            let paths = futures::stream::iter(listed.into_iter().map(Ok)).boxed();
             store
-                .delete_stream(listed)
+                .delete_stream(paths)
                 .try_collect::<Vec<_>>()
                 .await
-                .map(|_| ())
+                .map(|_| n)
                 .or_else(|e| match e {
-                    object_store::Error::NotFound { .. } => Ok(()),
+                    object_store::Error::NotFound { .. } => Ok(n),
                     e => Err(e),
                 })
                 .map_err(|e| write_error(&url, &what, e))
@@ -162,29 +175,12 @@ impl ObjectStoreStorage {
     /// `External` when the store cannot be listed or an object cannot be deleted, or still
     /// holds objects after the last pass.
     pub fn delete_everything(&self) -> Result<()> {
+        let root = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         for pass in 0..10 {
             if pass > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            let (store, url) = (self.store.clone(), self.url.clone());
-            let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-            let deleted = run(async move {
-                let listed: Vec<ObjectPath> = store
-                    .list(prefix.as_ref())
-                    .map_ok(|m| m.location)
-                    .try_collect()
-                    .await
-                    .map_err(|e| write_error(&url, "listing everything", e))?;
-                let n = listed.len();
-                let paths = futures::stream::iter(listed.into_iter().map(Ok)).boxed();
-                store
-                    .delete_stream(paths)
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| write_error(&url, "deleting everything", e))?;
-                Ok(n)
-            })?;
-            if deleted == 0 {
+            if self.delete_under(root.clone(), "deleting everything".into())? == 0 {
                 return Ok(());
             }
         }

@@ -9,7 +9,7 @@ use crate::checkpoint::upload::read_metadata;
 use crate::message::CheckpointId;
 use crate::ownership::{OwnerInfo, OwnerLease};
 use crate::{Error, ErrorKind, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long a failed copy waits before it is tried again (unless a newer checkpoint arrives).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a failed copy waits before it is tried again (a newer checkpoint offered
+/// meanwhile is copied instead).
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// Files of one checkpoint copied at once.
 const COPIES_IN_FLIGHT: usize = 8;
 /// How long the end of a job waits for the replica to catch up.
@@ -208,19 +209,13 @@ impl Worker {
         let mut pending: Option<Box<CheckpointMetadata>> = None;
         let mut stopping: Option<Instant> = None;
         loop {
-            // Take everything offered: only the newest matters.
-            let wait = if pending.is_some() {
-                RETRY_AFTER
-            } else {
-                Duration::from_secs(3600)
-            };
+            // Take everything offered: only the newest matters. Block only when idle.
             let first = if stopping.is_some() || pending.is_some() {
                 rx.try_recv().ok()
             } else {
-                match rx.recv_timeout(wait) {
+                match rx.recv() {
                     Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(_) => return,
                 }
             };
             for msg in first.into_iter().chain(rx.try_iter()) {
@@ -260,7 +255,7 @@ impl Worker {
                             return;
                         }
                         pending = Some(meta);
-                        std::thread::sleep(RETRY_AFTER.min(Duration::from_millis(200)));
+                        std::thread::sleep(RETRY_AFTER);
                     }
                 }
             }
