@@ -17,3 +17,5 @@ pub use crate::sink::{Sink, SinkContext, SinkWriter};
 pub use crate::source::{
     AssignedSplit, ReadStatus, Source, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,
 };
+#[cfg(feature = "testing")]
+pub use crate::testing::WatchedServer;

@@ -50,6 +50,8 @@ pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 pub mod wall_clock;
 pub mod window;

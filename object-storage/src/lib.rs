@@ -40,6 +40,7 @@ use weir_engine::Result;
 /// `Config` for a location that cannot be parsed or a provider configuration that is
 /// incomplete.
 pub fn open(location: &str) -> Result<Arc<dyn CheckpointStorage>> {
+    install();
     let parsed = Location::parse(location)?;
     match &parsed {
         Location::Local(dir) => Ok(Arc::new(LocalDirStorage::new(dir))),
@@ -48,6 +49,15 @@ pub fn open(location: &str) -> Result<Arc<dyn CheckpointStorage>> {
             Ok(Arc::new(ObjectStoreStorage::new(store, &parsed)?))
         }
     }
+}
+
+/// Lets this process's engine open object-storage locations it is given by name
+/// ([`weir_engine::checkpoint::open_location`]): a local cluster's master opens the savepoint
+/// location its launcher forwards that way. [`open`] installs it too; a program that gives a
+/// local cluster savepoint locations on object storage without opening any before the job
+/// starts calls this first.
+pub fn install() {
+    weir_engine::checkpoint::install_opener(open);
 }
 
 /// Deletes everything at `location`: the directory, or every object under the prefix. What a

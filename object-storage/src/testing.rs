@@ -13,13 +13,13 @@ use crate::storage::ObjectStoreStorage;
 use object_store::aws::AmazonS3Builder;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_engine::checkpoint::CheckpointStorage;
+use weir_engine::testing::WatchedServer;
 use weir_engine::{Error, Result};
 
 /// Path of the moto server binary, if it is not on `PATH` or in `/opt/weir-s3/bin`.
@@ -29,18 +29,13 @@ pub const ACCESS_KEY: &str = "weir-test";
 /// The secret key of [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "weir-test-secret";
 
-/// Runs `$2...` in the background and kills it once process `$1` (the test) has exited.
-const WATCHDOG: &str = r#"parent=$1; shift; "$@" & child=$!
-while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
-kill "$child" 2>/dev/null; wait "$child""#;
-
 static BUCKETS: AtomicU64 = AtomicU64::new(0);
 
 /// An S3-compatible server on a loopback port, stopped (with its data) on drop, and by a
 /// watchdog when the test process dies without running destructors.
 pub struct S3Server {
     port: u16,
-    child: Option<Child>,
+    child: WatchedServer,
 }
 
 impl std::fmt::Debug for S3Server {
@@ -75,24 +70,15 @@ impl S3Server {
 
     fn start_with(port: u16, env: &[(&str, &str)]) -> Result<Self> {
         let bin = find_moto()?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("weir-test-s3")
-            .arg(std::process::id().to_string())
-            .arg(&bin)
+        let mut command = WatchedServer::command("weir-test-s3", &bin);
+        command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
-            .process_group(0)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        let child = WatchedServer::spawn(command)
             .map_err(|e| Error::io(format!("starting the S3 test server ({})", bin.display()), e))?;
-        let server = S3Server {
-            port,
-            child: Some(child),
-        };
+        let server = S3Server { port, child };
         let deadline = Instant::now() + Duration::from_secs(30);
         while http(port, "GET", "/", b"").is_err() {
             if Instant::now() > deadline {
@@ -150,21 +136,7 @@ impl S3Server {
 
     /// Kills the server; its objects are gone.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The whole group: the watchdog and the server. `--` is required with procps kill.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .stderr(Stdio::null())
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 

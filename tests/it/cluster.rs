@@ -275,6 +275,22 @@ fn the_kubernetes_manifests_use_settings_weir_accepts() {
     assert_eq!(w.id, 2);
     assert_eq!(w.master, format!("weir-master:{}", m.bind.port()));
     assert_eq!(w.heartbeats, m.heartbeats, "master and workers agree on heartbeats");
+    // The highly available masters: two replicas electing their leader in etcd, advertising
+    // their pod's IP (from the downward API), as many workers and the same heartbeats.
+    let mut ha_master = manifest_env("ha/master.yaml");
+    ha_master.push(("WEIR_ADVERTISE_HOST".into(), "10.0.0.9".into()));
+    let d = Deployment::from_vars(|k| get(&ha_master, k)).unwrap();
+    let Deployment::Master(h) = d else {
+        panic!("ha/master.yaml does not describe a master: {d:?}")
+    };
+    let ha = h.ha.as_ref().expect("ha/master.yaml names etcd");
+    assert_eq!(ha.endpoints.len(), 3, "{ha:?}");
+    assert!(
+        ha.lease < m.heartbeats.timeout * 2,
+        "a standby takes over soon after the leader dies"
+    );
+    assert_eq!((h.workers, h.heartbeats), (m.workers, m.heartbeats));
+    assert_eq!(h.advertised_address(), format!("10.0.0.9:{}", h.bind.port()));
 }
 
 /// The payment example on a master and 3 worker processes: its drill kills a worker and the

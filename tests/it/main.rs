@@ -13,6 +13,7 @@ mod kafka;
 mod checkpoints;
 mod cli;
 mod cluster;
+mod cluster_savepoints;
 mod exactly_once;
 mod file_sink;
 mod ha;

@@ -38,7 +38,7 @@ fn example() -> &'static Path {
     })
 }
 
-fn run(args: &[&str]) -> Output {
+fn run(args: &[impl AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(example())
         .args(args)
         .output()
@@ -530,17 +530,33 @@ fn bad_checkpoint_storage_is_a_clear_error_before_anything_runs() {
 
 #[test]
 fn stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
+    // Savepoints come without injected failures.
     let d = tempfile::tempdir().unwrap();
-    let p = |name: &str| d.path().join(name).to_str().unwrap().to_string();
-    // Savepoints run the job in this process.
+    let sps = d.path().join("sps");
     let (_, err) = text(&run(&[
         "--savepoint-dir",
-        &p("sps"),
+        sps.to_str().unwrap(),
         "--stop-with-savepoint-after-ms",
         "100",
     ]));
     assert!(err.contains("--drill 0"), "{err}");
-    let out = run(&[
+    stop_move_and_resume(&[]);
+}
+
+/// The same on a master and three worker processes: the launcher forwards the stop to the
+/// master process, and every worker of the resumed run fetches its state from the savepoint.
+#[test]
+fn on_workers_stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
+    stop_move_and_resume(&["--workers", "3"]);
+}
+
+/// Stops a run with a savepoint, moves the savepoint (the original and the run's checkpoints
+/// deleted), finishes the run from the copy with `extra` flags on both runs: the audit passes.
+fn stop_move_and_resume(extra: &[&str]) {
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name).to_str().unwrap().to_string();
+    let with_extra = |args: &[&str]| -> Vec<String> { args.iter().chain(extra).map(|a| a.to_string()).collect() };
+    let out = run(&with_extra(&[
         "--drill",
         "0",
         "--events",
@@ -555,7 +571,7 @@ fn stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
         &p("sps"),
         "--stop-with-savepoint-after-ms",
         "1000",
-    ]);
+    ]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("the job stopped with savepoint"), "{stdout}");
@@ -568,7 +584,7 @@ fn stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
     copy_dir(&taken[0], &d.path().join("moved"));
     std::fs::remove_dir_all(d.path().join("sps")).unwrap();
     std::fs::remove_dir_all(d.path().join("chk-a")).unwrap();
-    let out = run(&[
+    let out = run(&with_extra(&[
         "--drill",
         "0",
         "--events",
@@ -579,7 +595,7 @@ fn stopped_with_a_savepoint_and_resumed_from_a_copy_the_run_passes_its_audit() {
         &p("out"),
         "--from-savepoint",
         &p("moved"),
-    ]);
+    ]));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("verification PASSED"), "{stdout}");

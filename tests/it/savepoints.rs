@@ -18,14 +18,14 @@ use weir::prelude::*;
 
 use crate::common::within;
 
-const EVENTS: u64 = 4_000;
+pub(crate) const EVENTS: u64 = 4_000;
 const REGIONS: u64 = 5;
 const SPLITS: usize = 4;
 /// Events per second while a test stops or snapshots the job midway: the job takes 4 s, so
 /// that a loaded machine still asks for the savepoint well before the input ends.
-const SLOW: f64 = 1_000.0;
+pub(crate) const SLOW: f64 = 1_000.0;
 /// Events per second to finish a job.
-const FAST: f64 = 200_000.0;
+pub(crate) const FAST: f64 = 200_000.0;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Txn {
@@ -45,13 +45,13 @@ fn txn(i: u64) -> Txn {
 
 /// What the tally step commits per event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Tallied {
-    region: u64,
-    id: u64,
+pub(crate) struct Tallied {
+    pub(crate) region: u64,
+    pub(crate) id: u64,
     /// The region's event count after this event.
-    count: u64,
+    pub(crate) count: u64,
     /// The region's sum after this event.
-    sum: i64,
+    pub(crate) sum: i64,
 }
 
 /// Running count and sum per region: no deduplication, so every event processed counts.
@@ -76,21 +76,21 @@ impl KeyedProcess<u64, Txn> for Tally {
 }
 
 /// One run of the job.
-struct Job<'a> {
+pub(crate) struct Job<'a> {
     /// Output (`tallied/`) and RocksDB state (`state/`) live here.
-    dir: &'a Path,
-    checkpoints: PathBuf,
+    pub(crate) dir: &'a Path,
+    pub(crate) checkpoints: PathBuf,
     /// The name of the stateful step ("tally"; a changed job renames it).
-    step: &'static str,
-    rate: f64,
-    from_savepoint: Option<SavepointRestore>,
-    tune: fn(&mut CheckpointConfig),
+    pub(crate) step: &'static str,
+    pub(crate) rate: f64,
+    pub(crate) from_savepoint: Option<SavepointRestore>,
+    pub(crate) tune: fn(&mut CheckpointConfig),
     /// Checkpoint storage other than the `checkpoints` directory (an S3 bucket).
-    storage: Option<Arc<dyn CheckpointStorage>>,
+    pub(crate) storage: Option<Arc<dyn CheckpointStorage>>,
 }
 
 impl<'a> Job<'a> {
-    fn new(dir: &'a Path, checkpoints: &str) -> Self {
+    pub(crate) fn new(dir: &'a Path, checkpoints: &str) -> Self {
         Job {
             dir,
             checkpoints: dir.join(checkpoints),
@@ -102,7 +102,7 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn pipeline(&self) -> Pipeline {
+    pub(crate) fn pipeline(&self) -> Pipeline {
         let mut cfg = match &self.storage {
             Some(s) => CheckpointConfig::with_storage(s.clone()),
             None => CheckpointConfig::new(&self.checkpoints),
@@ -130,16 +130,16 @@ impl<'a> Job<'a> {
         p
     }
 
-    fn start(&self) -> JobHandle {
+    pub(crate) fn start(&self) -> JobHandle {
         self.pipeline().start().unwrap()
     }
 }
 
-fn local(dir: &Path) -> Arc<dyn CheckpointStorage> {
+pub(crate) fn local(dir: &Path) -> Arc<dyn CheckpointStorage> {
     Arc::new(LocalDirStorage::new(dir))
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -155,7 +155,7 @@ fn wait_for_progress(handle: &JobHandle, records: u64) {
     });
 }
 
-fn committed(dir: &Path) -> Vec<Tallied> {
+pub(crate) fn committed(dir: &Path) -> Vec<Tallied> {
     weir::engine::sink::read_committed_lines(dir.join("tallied"))
         .unwrap()
         .iter()
@@ -165,7 +165,7 @@ fn committed(dir: &Path) -> Vec<Tallied> {
 
 /// The committed tally against a sequential model: per region, each event once, the counts
 /// exactly `1..=n`, and the model's sum at `n`.
-fn check_against_model(dir: &Path) {
+pub(crate) fn check_against_model(dir: &Path) {
     let mut got: BTreeMap<u64, Vec<Tallied>> = BTreeMap::new();
     for t in committed(dir) {
         got.entry(t.region).or_default().push(t);
@@ -204,7 +204,7 @@ fn check_against_model(dir: &Path) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -219,7 +219,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Every file of every completed checkpoint in `storage` is there and verifies; returns the
 /// completed ids.
-fn verify_all(storage: &LocalDirStorage) -> Vec<CheckpointId> {
+pub(crate) fn verify_all(storage: &LocalDirStorage) -> Vec<CheckpointId> {
     let complete: Vec<CheckpointId> = storage
         .list()
         .unwrap()

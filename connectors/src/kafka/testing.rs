@@ -12,12 +12,10 @@ use super::client::{ensure_topic, kafka_error, KafkaConnection, REQUEST_TIMEOUT}
 use super::delivery::{send_waiting, DeliveryTracker};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use weir_engine::connector::{Error, Result};
+use weir_engine::connector::{Error, Result, WatchedServer};
 
 /// Names an external Kafka cluster to test against instead of a local tansu.
 pub const BROKERS_ENV: &str = "WEIR_KAFKA_BROKERS";
@@ -26,18 +24,13 @@ pub const TANSU_ENV: &str = "WEIR_TANSU";
 
 static TOPIC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Runs `$2...` in the background and kills it once process `$1` (the test) has exited.
-const WATCHDOG: &str = r#"parent=$1; shift; "$@" & child=$!
-while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
-kill "$child" 2>/dev/null; wait "$child""#;
-
 /// A record to produce in a test: `(partition, key, value, timestamp ms)`.
 pub type TestRecord = (i32, Option<Vec<u8>>, Vec<u8>, Option<i64>);
 
 /// A running broker (or a handle on an external one).
 pub struct TestBroker {
     conn: KafkaConnection,
-    child: Option<Child>,
+    child: Option<WatchedServer>,
     log: Option<PathBuf>,
 }
 
@@ -83,21 +76,15 @@ impl TestBroker {
             .map_err(|e| Error::io("creating the test broker's log", e))?;
         // A watchdog shell runs tansu in its own process group and ends it when this process
         // is gone, even if it died without running destructors (an abort, a kill -9).
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("weir-test-broker")
-            .arg(std::process::id().to_string())
-            .arg(&bin)
+        let mut command = WatchedServer::command("weir-test-broker", &bin);
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
-            .process_group(0)
-            .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Error::io(format!("starting tansu ({})", bin.display()), e))?;
+            .stderr(err);
+        let child =
+            WatchedServer::spawn(command).map_err(|e| Error::io(format!("starting tansu ({})", bin.display()), e))?;
         let broker = TestBroker {
             conn: KafkaConnection::new(format!("127.0.0.1:{port}")),
             child: Some(child),
@@ -205,16 +192,8 @@ impl TestBroker {
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The whole group: the watchdog and tansu. `--` is required: without it procps kill
-            // 4.0 signals only the first digit's group (`-12345` becomes pid -1: every process).
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .stderr(Stdio::null())
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The watchdog and tansu go first, then the log.
+        drop(self.child.take());
         if let Some(log) = self.log.take() {
             let _ = std::fs::remove_file(log);
         }

@@ -371,12 +371,6 @@ impl Coordinator {
         id: CheckpointId,
         parallelism: &HashMap<String, usize>,
     ) -> Result<Restored> {
-        if !self.materialize {
-            return Err(Error::config(
-                "starting a job on workers from a savepoint is not supported yet: start it in one process, and \
-                 run it on workers from its first checkpoint",
-            ));
-        }
         let storage = sp.storage.as_ref();
         let location = storage.describe();
         let meta = with_retries(READ_RETRY, &|| format!("savepoint {id} in {location}"), || {
@@ -384,9 +378,10 @@ impl Coordinator {
         })?;
         check_non_restored_state(&meta, parallelism, sp.allow_non_restored_state, &location)?;
         let dir = self.staging_root.join("restore");
+        // On a cluster, each worker fetches its subtasks' state from the savepoint itself.
         let policy = RestorePolicy {
             fallback_allowed: false,
-            state_elsewhere: false,
+            state_elsewhere: !self.materialize,
         };
         self.fail_points.hit(fail::DURING_RESTORE)?;
         let outcome = restore_from(

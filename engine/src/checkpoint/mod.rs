@@ -5,6 +5,7 @@ pub mod ack;
 pub mod config;
 pub(crate) mod coordinator;
 pub mod identity;
+pub mod location;
 pub mod metadata;
 pub mod pointer;
 pub mod replication;
@@ -18,6 +19,7 @@ pub(crate) mod upload;
 
 pub use crate::ownership::{OwnerInfo, OwnerLease};
 pub use config::{CheckpointConfig, CheckpointTiming, OnCancel, RestoreMode, SavepointRestore};
+pub use location::{install_opener, open_location, StorageOpener};
 pub use metadata::{CheckpointMetadata, CheckpointStats};
 pub use savepoint::Savepoint;
 pub use storage::{CheckpointStorage, LocalDirStorage};

@@ -16,6 +16,7 @@
 //! The processes of the run are written to the file `WEIR_CLUSTER_PIDS` names, when set (JSON,
 //! rewritten at every start), for drills that kill them.
 
+use crate::cluster::savepoint_relay::{LauncherRelay, MasterRelay, RELAY_ENV};
 use crate::runtime::events::{FailureReport, TaskEvent};
 use crate::runtime::handle::{JobHandle, Live, Progress};
 use crate::runtime::report::JobReport;
@@ -101,17 +102,26 @@ pub(crate) fn report_and_exit_if_launched(result: Result<JobReport>) -> Result<J
     std::process::exit(if ok { 0 } else { 1 });
 }
 
-/// Writes `handle`'s progress where the launcher reads it (every 50 ms) until the job ends;
-/// returns the job's result.
+/// Writes `handle`'s progress where the launcher reads it and relays the launcher's savepoint
+/// requests (every 50 ms) until the job ends; returns the job's result.
 pub(crate) fn show_progress_until_done(handle: JobHandle) -> Result<JobReport> {
-    if let Some(path) = std::env::var_os(PROGRESS_ENV).map(PathBuf::from) {
-        let tmp = path.with_extension("tmp");
-        while !handle.is_finished() {
+    let progress = std::env::var_os(PROGRESS_ENV).map(PathBuf::from);
+    let mut relay = MasterRelay::from_env();
+    while !handle.is_finished() {
+        if let Some(path) = &progress {
             if let Ok(b) = serde_json::to_vec(&handle.progress()) {
-                let _ = std::fs::write(&tmp, b).and_then(|_| std::fs::rename(&tmp, &path));
+                let tmp = path.with_extension("tmp");
+                let _ = std::fs::write(&tmp, b).and_then(|_| std::fs::rename(&tmp, path));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
+        if let Some(relay) = &mut relay {
+            relay.exchange(&handle.live);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The job answered every request before it ended: the answers go out before the outcome.
+    if let Some(relay) = &mut relay {
+        relay.exchange(&handle.live);
     }
     handle.join()
 }
@@ -153,8 +163,10 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result
             .port();
         master_addrs.push(format!("127.0.0.1:{port}"));
     }
+    let relay = LauncherRelay::new(dir.join("savepoints"))?;
     let mut cluster = Local {
         master_addrs,
+        relay,
         report: dir.join("outcome.json"),
         progress: dir.join("progress.json"),
         earlier: (0, 0),
@@ -181,6 +193,12 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result
         .name("weir-launcher".into())
         .spawn(move || {
             let result = cluster.supervise(&rx, &shown);
+            let why = match &result {
+                Ok(report) if report.cancelled => "the job was cancelled",
+                Ok(_) => "the job has ended",
+                Err(_) => "the job failed",
+            };
+            cluster.relay.job_ended(&shown, why);
             cluster.stop();
             result
         })
@@ -196,6 +214,8 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result
 struct Local {
     /// Each master's control address, by master number.
     master_addrs: Vec<String>,
+    /// Savepoint requests of the launcher's handle, on their way to the master process.
+    relay: LauncherRelay,
     dir: PathBuf,
     report: PathBuf,
     /// Where the master shows its progress.
@@ -229,7 +249,8 @@ impl Local {
             .env_remove("WEIR_MASTERS")
             .env_remove(PIDS_ENV)
             .env_remove(REPORT_ENV)
-            .env_remove(PROGRESS_ENV);
+            .env_remove(PROGRESS_ENV)
+            .env_remove(RELAY_ENV);
         Ok(c)
     }
 
@@ -239,7 +260,8 @@ impl Local {
         c.env("WEIR_ROLE", "master")
             .env("WEIR_MASTER", &addr)
             .env(REPORT_ENV, &self.report)
-            .env(PROGRESS_ENV, &self.progress);
+            .env(PROGRESS_ENV, &self.progress)
+            .env(RELAY_ENV, self.relay.dir());
         let child = c.spawn().map_err(|e| Error::io("starting the master process", e))?;
         tracing::info!(master = m, pid = child.id(), %addr, "master process started");
         self.masters.insert(m, child);
@@ -293,6 +315,7 @@ impl Local {
                 self.last = p;
                 live.show(&self.last, self.earlier.0, self.earlier.1);
             }
+            self.relay.exchange(live);
             if let Ok(TaskEvent::CancelRequested) = cancel.try_recv() {
                 self.kill_all();
                 return Ok(JobReport {
@@ -313,6 +336,8 @@ impl Local {
                     };
                 }
                 self.give_up_if_crash_looping(&format!("master {m}"), &status.to_string())?;
+                self.relay
+                    .master_lost(&format!("master process {m} ended ({status}) while it was being taken"));
                 // The dead master's reads and restarts stay counted; its restart is one more.
                 let _ = std::fs::remove_file(&self.progress);
                 self.earlier = (

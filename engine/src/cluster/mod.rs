@@ -28,6 +28,7 @@ pub mod launcher;
 pub(crate) mod master;
 pub(crate) mod protocol;
 pub(crate) mod rpc;
+pub(crate) mod savepoint_relay;
 pub(crate) mod worker;
 
 pub use assignment::{assign, Assignment, SubtaskShape, WorkerSlots};

@@ -86,6 +86,11 @@ pub struct Deployment {
     /// The checkpoint to restore, if any (its metadata is read from the checkpoint storage,
     /// and each worker fetches the files of its own subtasks).
     pub restore: Option<CheckpointId>,
+    /// The savepoint's location when `restore` names the savepoint the job starts from: its
+    /// metadata and files are read from the savepoint's storage (the one each worker's program
+    /// configured as its `from_savepoint`, which must describe itself as this location).
+    #[serde(default)]
+    pub from_savepoint: Option<String>,
     /// Records the job's sources had read at that checkpoint.
     pub base_source_records: u64,
 }

@@ -37,10 +37,6 @@ pub(crate) struct Live {
     pub(crate) replication: Mutex<Option<ReplicationStatus>>,
     /// Savepoints asked for and not yet taken by the master.
     pub(crate) savepoint_requests: Mutex<Vec<SavepointRequest>>,
-    /// Whether this handle's master takes savepoint requests (a job started in this process,
-    /// in one process or as a cluster's master); a handle that only shows a master in another
-    /// process (a local cluster's launcher) refuses them at once.
-    pub(crate) takes_savepoints: AtomicBool,
 }
 
 impl Live {
@@ -165,12 +161,6 @@ impl JobHandle {
     }
 
     fn request_savepoint(&self, target: Arc<dyn CheckpointStorage>, stop: bool) -> Result<Savepoint> {
-        if !self.live.takes_savepoints.load(Ordering::Relaxed) {
-            return Err(Error::config(
-                "this job runs on workers under a master in another process: savepoints of such a job are not \
-                 supported yet",
-            ));
-        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.live
             .savepoint_requests

@@ -98,7 +98,6 @@ pub(crate) fn start_on(
     };
     let (events_tx, events_rx) = unbounded();
     let live = Arc::new(Live::default());
-    live.takes_savepoints.store(true, Ordering::Relaxed);
     let master = {
         let (live, events_tx) = (live.clone(), events_tx.clone());
         std::thread::Builder::new()

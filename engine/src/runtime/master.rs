@@ -325,9 +325,17 @@ impl Master {
         let started = match self.remote.as_mut() {
             None => start_local(&self.graph, &self.cfg, &shared, &self.events_tx, input),
             Some(remote) => {
+                // Workers fetch a savepoint's state from the savepoint's storage.
+                let from_savepoint = self
+                    .coordinator
+                    .as_ref()
+                    .and_then(|c| c.starting_savepoint())
+                    .filter(|(_, id)| Some(*id) == restored)
+                    .map(|(location, _)| location);
                 let request = AttemptRequest {
                     attempt,
                     restore: restored,
+                    from_savepoint,
                     base_source_records,
                 };
                 remote.deploy(&request, self.events_tx.clone()).map(|r| Started {

@@ -23,6 +23,9 @@ pub(crate) struct AttemptRequest {
     pub(crate) attempt: u32,
     /// The completed checkpoint every worker restores its subtasks from.
     pub(crate) restore: Option<CheckpointId>,
+    /// The location of the savepoint `restore` names, when it is the savepoint the job
+    /// starts from rather than one of the job's own checkpoints.
+    pub(crate) from_savepoint: Option<String>,
     /// Records the job's sources had read at that checkpoint.
     pub(crate) base_source_records: u64,
 }

@@ -1,21 +1,17 @@
 //! A real etcd for the tests, started on loopback on free ports (Debian's `etcd-server`,
-//! installed by `.ci/setup`) and stopped when the test ends: by [`Drop`] after a panic, and by
-//! a watchdog shell when the test process died without running destructors.
+//! installed by `.ci/setup`) and stopped when the test ends, under a
+//! [`WatchedServer`]: by its `Drop` after a panic, and by its watchdog when the test process
+//! died without running destructors.
 
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs `$2...` in the background and kills it once process `$1` (the test) has exited.
-const WATCHDOG: &str = r#"parent=$1; shift; "$@" & child=$!
-while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 1; done
-kill -9 "$child" 2>/dev/null; wait "$child""#;
+use weir::engine::testing::WatchedServer;
 
 /// A running etcd, killed (with its watchdog) on drop.
 pub struct TestEtcd {
-    child: Option<Child>,
+    _server: WatchedServer,
     port: u16,
     _data: tempfile::TempDir,
     log: PathBuf,
@@ -36,12 +32,8 @@ impl TestEtcd {
         let err = out.try_clone().unwrap();
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("weir-test-etcd")
-            .arg(std::process::id().to_string())
-            .arg(etcd_binary())
+        let mut command = WatchedServer::command("weir-test-etcd", &etcd_binary());
+        command
             .args(["--name", "weir-test"])
             .arg("--data-dir")
             .arg(data.path().join("data"))
@@ -60,14 +52,12 @@ impl TestEtcd {
             .args(["--initial-cluster", &format!("weir-test={peer_url}")])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "warn"])
-            .process_group(0)
-            .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
+            .stderr(err);
+        let child = WatchedServer::spawn(command)
             .expect("starting etcd: install it with `bash .ci/setup` (Debian's etcd-server)");
         let etcd = TestEtcd {
-            child: Some(child),
+            _server: child,
             port: client,
             _data: data,
             log,
@@ -135,18 +125,4 @@ fn etcd_binary() -> PathBuf {
         }
     }
     panic!("no etcd binary: install it with `bash .ci/setup` (Debian's etcd-server)")
-}
-
-impl Drop for TestEtcd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // The whole group: the watchdog and etcd (`--`: see the Kafka broker's fixture).
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .stderr(Stdio::null())
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }

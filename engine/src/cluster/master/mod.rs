@@ -283,9 +283,10 @@ impl RemoteExecutor for ClusterMaster {
             assignment: assignment.clone(),
             peers,
             restore: request.restore,
+            from_savepoint: request.from_savepoint.clone(),
             base_source_records: request.base_source_records,
         };
-        tracing::info!(attempt = request.attempt, wire = self.wire, workers = workers.len(), restore = ?request.restore, "deploying attempt");
+        tracing::info!(attempt = request.attempt, wire = self.wire, workers = workers.len(), restore = ?request.restore, from_savepoint = ?request.from_savepoint, "deploying attempt");
         let session = self.shared.session;
         let calls: Vec<_> = workers
             .iter()

@@ -210,9 +210,8 @@ impl WorkerCore {
         }
         let _ = std::fs::remove_dir_all(self.snapshot_root());
         let restore = self.restore(&d)?;
-        if let Some(id) = d.restore {
-            lock(&self.completed).latest = Some(id);
-        }
+        // A savepoint is not the job's checkpoint: nothing of it is referenced by the next one.
+        lock(&self.completed).latest = d.restore.filter(|_| d.from_savepoint.is_none());
         let (events, rx) = crossbeam_channel::unbounded();
         let spec = AttemptSpec {
             graph: &self.graph,
@@ -233,10 +232,17 @@ impl WorkerCore {
         Ok(())
     }
 
-    /// Fetches the state of this worker's subtasks from checkpoint `d.restore`.
+    /// Fetches the state of this worker's subtasks from checkpoint `d.restore`: from the job's
+    /// checkpoint storage (taking its own local copies where they verify), or from the
+    /// savepoint's storage when the job starts from a savepoint (no local copy can serve, and
+    /// nothing of it is reused by the job's checkpoints: the first one stores everything).
     fn restore(&self, d: &Deployment) -> Result<RestoreInput> {
         let (Some(id), Some(storage)) = (d.restore, self.storage()) else {
             return Ok(RestoreInput::default());
+        };
+        let storage = match &d.from_savepoint {
+            Some(location) => self.savepoint_storage(location)?,
+            None => storage.clone(),
         };
         let mine: BTreeSet<SubtaskKey> = d
             .assignment
@@ -247,29 +253,51 @@ impl WorkerCore {
             .collect();
         let dir = self.staging.dir().join("restore");
         let _ = std::fs::remove_dir_all(&dir);
+        let from_savepoint = d.from_savepoint.is_some();
         // Only copies of the checkpoint restored can serve.
         self.prune_local_copies(id);
         let meta = with_retries(
             READ_RETRY,
-            &|| format!("checkpoint {id}, file chk-{id}/_metadata"),
+            &|| format!("checkpoint {id}, file chk-{id}/_metadata in {}", storage.describe()),
             || read_metadata(storage.as_ref(), id),
         )?;
         let local = |operator: &str, subtask: usize| {
             let copy = self.local_copy(id, operator, subtask);
-            copy.is_dir().then_some(copy)
+            (!from_savepoint && copy.is_dir()).then_some(copy)
         };
         let input =
             materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k), &local).map_err(|e| {
                 let corrupt = e.kind() == crate::ErrorKind::Checkpoint;
-                let e = e.context(format!("worker {} restoring checkpoint {id}", self.me));
+                let what = if from_savepoint { "savepoint" } else { "checkpoint" };
+                let e = e.context(format!("worker {} restoring {what} {id}", self.me));
                 if corrupt {
                     e.with_reason(crate::Reason::RestoredStateCorrupt)
                 } else {
                     e
                 }
             })?;
-        lock(&self.completed).files = Some((id, Arc::new(reusable_files(&meta))));
+        lock(&self.completed).files = (!from_savepoint).then(|| (id, Arc::new(reusable_files(&meta))));
         Ok(input)
+    }
+
+    /// The storage of the savepoint the job starts from, which the master names `location`.
+    ///
+    /// # Errors
+    /// `Config` when this worker's program starts from no savepoint or from another one.
+    fn savepoint_storage(&self, location: &str) -> Result<Arc<dyn CheckpointStorage>> {
+        let mine = self.cfg.checkpoint.as_ref().and_then(|c| c.from_savepoint.as_ref());
+        match mine {
+            Some(sp) if sp.storage.describe() == location => Ok(sp.storage.clone()),
+            Some(sp) => Err(crate::Error::config(format!(
+                "worker {}: the master starts the job from the savepoint in {location}, this worker's program                  from the one in {}: start every process of the job with the same savepoint",
+                self.me,
+                sp.storage.describe()
+            ))),
+            None => Err(crate::Error::config(format!(
+                "worker {}: the master starts the job from the savepoint in {location}, this worker's program                  from none: start every process of the job with the same savepoint",
+                self.me
+            ))),
+        }
     }
 
     /// Hands `controls` of attempt `attempt` to its subtasks; a cancel stops the whole attempt.

@@ -7,6 +7,7 @@ use super::domain::{self, thousands};
 use super::generator::Workload;
 use super::pipeline::{self, JobSettings};
 use super::report::{self, ProgressView, Snapshot};
+use super::savepoints::{self, SavepointPlan};
 use super::{audit, drill, kafka};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -118,7 +119,7 @@ pub struct Args {
 
     /// Where --savepoint-after-ms and --stop-with-savepoint-after-ms write savepoints: each
     /// into a new directory DIR/savepoint-<unix ms> (printed), which can be copied anywhere.
-    /// Runs the job in this process: needs --drill 0.
+    /// Needs --drill 0 (with --workers N, the launcher asks the cluster's master for them).
     #[arg(long, value_name = "DIR")]
     pub savepoint_dir: Option<PathBuf>,
 
@@ -133,10 +134,11 @@ pub struct Args {
     pub stop_with_savepoint_after_ms: Option<u64>,
 
     /// Start from the savepoint in this directory (a savepoint-<unix ms> directory, wherever
-    /// it was copied). Needs a --checkpoint-dir without completed checkpoints (a job that has
-    /// checkpoints of its own resumes from those) and the --output-dir of the job that took
-    /// the savepoint. Runs the job in this process: needs --drill 0.
-    #[arg(long, value_name = "PATH", requires_all = ["checkpoint_dir", "output_dir"])]
+    /// it was copied). Needs checkpoint storage without completed checkpoints (a job that has
+    /// checkpoints of its own resumes from those; default: a new temporary directory) and the
+    /// --output-dir of the job that took the savepoint. Needs --drill 0 (with --workers N, every
+    /// worker fetches its subtasks' state from the savepoint).
+    #[arg(long, value_name = "PATH", requires = "output_dir")]
     pub from_savepoint: Option<PathBuf>,
 
     /// With --from-savepoint: drop the savepoint's state of steps this job no longer has
@@ -270,8 +272,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             state_dir: if args.memory { None } else { args.state_dir.clone() },
             kafka: kafka.clone(),
             workers: None,
-            from_savepoint: None,
-            allow_non_restored_state: false,
+            from_savepoint: args.from_savepoint.clone(),
+            allow_non_restored_state: args.allow_non_restored_state,
+            savepoints: savepoint_plan(&args),
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -316,15 +319,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workers: args.workers.map(|n| n as u32),
         from_savepoint: args.from_savepoint.clone(),
         allow_non_restored_state: args.allow_non_restored_state,
+        savepoints: savepoint_plan(&args),
     };
-    let savepoints = SavepointPlan {
-        dir: args.savepoint_dir.clone(),
-        after: args.savepoint_after_ms.map(Duration::from_millis),
-        stop_after: args.stop_with_savepoint_after_ms.map(Duration::from_millis),
-    };
-    let in_process_only = savepoints.dir.is_some() || settings.from_savepoint.is_some();
-    if in_process_only && (args.drill != 0 || args.workers.is_some()) {
-        bail!("--savepoint-dir and --from-savepoint run the job in this process: add --drill 0 (and no --workers)");
+    let with_savepoints = !settings.savepoints.is_empty() || settings.from_savepoint.is_some();
+    if with_savepoints && (args.drill != 0 || args.dr_drill) {
+        bail!(
+            "--savepoint-dir and --from-savepoint run the job without injected failures: add --drill 0 (with or \
+             without --workers), and no --dr-drill"
+        );
     }
     prepare_output_dir(&settings)?;
     if let Some(k) = &kafka {
@@ -383,12 +385,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // A cluster's processes are this program's children: with --workers even an undisturbed
     // run goes through the drill's supervisor.
     let drill_outcome = if args.drill == 0 && args.workers.is_none() {
-        if let Some(sp) = run_in_process(&settings, &view, &savepoints)? {
-            println!(
-                "the job stopped with savepoint {} in {}: the output up to it is committed; finish the run \
-                 with --from-savepoint {} and a new --checkpoint-dir (the audit runs then)",
-                sp.id, sp.location, sp.location
-            );
+        if let Some(sp) = run_in_process(&settings, &view)? {
+            println!("{}", savepoints::stopped_message(sp.id, &sp.location));
             return Ok(());
         }
         None
@@ -409,6 +407,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let outcome = drill::supervise(&settings, planned, scratch.path(), &view, stall);
         view.finish();
         let outcome = outcome?;
+        if let Some((id, location)) = &outcome.stopped_with_savepoint {
+            println!("{}", savepoints::stopped_message(*id, location));
+            return Ok(());
+        }
         println!(
             "job finished: {} events in {:.1} s ({} processes, {} checkpoints)",
             thousands(workload.events),
@@ -460,72 +462,39 @@ fn prepare_output_dir(s: &JobSettings) -> anyhow::Result<()> {
     audit::claim_output_dir(&s.output_dir, &s.workload)
 }
 
-/// Savepoints a run in this process takes.
-struct SavepointPlan {
-    /// Where savepoints go (each into a directory of its own below).
-    dir: Option<PathBuf>,
-    /// Take one while running, this long after the start.
-    after: Option<Duration>,
-    /// Stop with one this long after the start.
-    stop_after: Option<Duration>,
-}
-
-impl SavepointPlan {
-    /// A new directory for a savepoint.
-    fn target(&self) -> anyhow::Result<std::sync::Arc<dyn weir_engine::checkpoint::CheckpointStorage>> {
-        let parent = self.dir.as_ref().context("no --savepoint-dir")?;
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        Ok(std::sync::Arc::new(weir_engine::checkpoint::LocalDirStorage::new(
-            parent.join(format!("savepoint-{ms}")),
-        )))
+/// The savepoints the flags ask for.
+fn savepoint_plan(args: &Args) -> SavepointPlan {
+    SavepointPlan {
+        dir: args.savepoint_dir.clone(),
+        after: args.savepoint_after_ms.map(Duration::from_millis),
+        stop_after: args.stop_with_savepoint_after_ms.map(Duration::from_millis),
     }
 }
 
 /// Runs the job once in this process with a progress bar, and prints the engine's report;
 /// returns the savepoint it stopped with, if it did.
-fn run_in_process(
-    s: &JobSettings,
-    view: &ProgressView,
-    savepoints: &SavepointPlan,
-) -> anyhow::Result<Option<weir_engine::checkpoint::Savepoint>> {
-    let mut base = pipeline::latest_checkpoint(s.checkpoint_storage.as_ref());
-    if let Some((id, position)) = base {
-        view.log(format!("resuming from checkpoint {id} (event {})", thousands(position)));
-    } else if let Some(dir) = &s.from_savepoint {
-        base = pipeline::latest_checkpoint(&weir_engine::checkpoint::LocalDirStorage::new(dir));
-        if let Some((id, position)) = base {
-            view.log(format!(
-                "starting from savepoint {id} (event {}) in {}",
-                thousands(position),
-                dir.display()
-            ));
+fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option<weir_engine::checkpoint::Savepoint>> {
+    let base = savepoints::resume_point(s);
+    match (
+        base,
+        pipeline::latest_checkpoint(s.checkpoint_storage.as_ref()),
+        &s.from_savepoint,
+    ) {
+        (Some((id, position)), Some(_), _) => {
+            view.log(format!("resuming from checkpoint {id} (event {})", thousands(position)))
         }
+        (Some((id, position)), None, Some(dir)) => view.log(format!(
+            "starting from savepoint {id} (event {}) in {}",
+            thousands(position),
+            dir.display()
+        )),
+        _ => {}
     }
     let started = Instant::now();
     let handle = pipeline::build(s).start()?;
-    let (mut take_at, mut stop_at) = (savepoints.after, savepoints.stop_after);
+    let mut schedule = s.savepoints.schedule();
     while !handle.is_finished() {
-        let elapsed = started.elapsed();
-        if take_at.is_some_and(|t| elapsed >= t) {
-            take_at = None;
-            match handle.savepoint(savepoints.target()?) {
-                Ok(sp) => view.log(format!(
-                    "savepoint {} written to {} ({} files); the job goes on",
-                    sp.id, sp.location, sp.files
-                )),
-                Err(e) => view.log(format!("the savepoint failed: {e}")),
-            }
-        }
-        if stop_at.is_some_and(|t| elapsed >= t) {
-            stop_at = None;
-            match handle.stop_with_savepoint(savepoints.target()?) {
-                Ok(sp) => view.log(format!("stopping with savepoint {} in {}", sp.id, sp.location)),
-                Err(e) => view.log(format!("stop with savepoint failed, the job goes on: {e}")),
-            }
-        }
+        schedule.run_due(&handle, started.elapsed(), &mut |line| view.log(line))?;
         let p = handle.progress();
         view.update(&Snapshot {
             position: base.map(|b| b.1).unwrap_or(0) + p.source_records,

@@ -16,6 +16,7 @@
 
 use super::pipeline::{self, JobSettings};
 use super::report::{ProgressView, Snapshot};
+use super::savepoints;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -217,7 +218,12 @@ pub enum Message {
         failures: Vec<String>,
         late_records: u64,
         duplicates_dropped: u64,
+        /// The savepoint the job stopped with (id, location), when it did.
+        #[serde(default)]
+        stopped_with_savepoint: Option<(CheckpointId, String)>,
     },
+    /// Something the user should read (a savepoint taken or failed).
+    Note { text: String },
 }
 
 fn emit(m: &Message) {
@@ -241,14 +247,16 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     // The engine resumes from the latest completed checkpoint (after a restart too): the
     // input position is that checkpoint's plus what was read since (source_records counts
     // every read of this process, replays included).
-    let resumed = pipeline::latest_checkpoint(settings.checkpoint_storage.as_ref());
+    let resumed = savepoints::resume_point(settings);
     let (mut base_position, mut base_records) = (resumed.map(|(_, position)| position).unwrap_or(0), 0u64);
     emit(&Message::Started {
         pid: std::process::id(),
         checkpoint: resumed.map(|(id, _)| id),
         position: base_position,
     });
+    let started = Instant::now();
     let handle = pipeline::build(settings).start()?;
+    let mut schedule = settings.savepoints.schedule();
     let mut restarts_seen = 0u32;
     let mut position = base_position;
     // The panic armed and not yet recovered from: when the job went down, how far it had read.
@@ -257,6 +265,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     let mut last_sent = (false, 0u32, None::<CheckpointId>);
     let mut last_time = Instant::now();
     while !handle.is_finished() {
+        schedule.run_due(&handle, started.elapsed(), &mut |text| emit(&Message::Note { text }))?;
         let p = handle.progress();
         if let Some((down, reached)) = &mut panic_armed {
             if !p.running {
@@ -267,7 +276,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
         }
         if p.running && p.restarts > restarts_seen {
             restarts_seen = p.restarts;
-            let restored = pipeline::latest_checkpoint(settings.checkpoint_storage.as_ref());
+            let restored = savepoints::resume_point(settings);
             (base_position, base_records) = (restored.map(|(_, at)| at).unwrap_or(0), p.source_records);
             if let Some((down, reached)) = panic_armed.take() {
                 emit(&Message::Recovered {
@@ -416,6 +425,7 @@ pub fn report_message(r: &JobReport) -> Message {
         failures: r.failures.iter().map(|f| f.error.clone()).collect(),
         late_records: counter("settle", "late_records"),
         duplicates_dropped: counter("dedupe", "duplicates"),
+        stopped_with_savepoint: r.stopped_with_savepoint.as_ref().map(|sp| (sp.id, sp.location.clone())),
     }
 }
 
@@ -453,6 +463,8 @@ pub struct DrillOutcome {
     pub wall: Duration,
     /// The `late_records` counter of the final child's report.
     pub late_records: u64,
+    /// The savepoint the job stopped with (id, location), when it did: the run is not over.
+    pub stopped_with_savepoint: Option<(CheckpointId, String)>,
 }
 
 impl DrillOutcome {
@@ -481,6 +493,23 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
     }
     if let Some((replica, _)) = &s.replica {
         c.args(["--replica-storage", replica]);
+    }
+    if let Some(dir) = &s.savepoints.dir {
+        c.arg("--savepoint-dir").arg(dir);
+    }
+    for (flag, after) in [
+        ("--savepoint-after-ms", s.savepoints.after),
+        ("--stop-with-savepoint-after-ms", s.savepoints.stop_after),
+    ] {
+        if let Some(after) = after {
+            c.args([flag, &after.as_millis().to_string()]);
+        }
+    }
+    if let Some(dir) = &s.from_savepoint {
+        c.arg("--from-savepoint").arg(dir);
+        if s.allow_non_restored_state {
+            c.arg("--allow-non-restored-state");
+        }
     }
     if let Some(k) = &s.kafka {
         c.args(["--kafka", &k.brokers, "--kafka-topics", &k.prefix]);
@@ -619,6 +648,7 @@ pub fn supervise(
             };
             match heard {
                 Heard::Garbage(line) => view.log(format!("  worker: {line}")),
+                Heard::Line(Message::Note { text }, _) => view.log(text),
                 Heard::Line(
                     Message::Started {
                         checkpoint, position, ..
@@ -805,6 +835,7 @@ pub fn supervise(
             late_records,
             restarts,
             checkpoints,
+            stopped_with_savepoint,
             ..
         }) = report
         else {
@@ -831,6 +862,7 @@ pub fn supervise(
             }
         }
         out.late_records = late_records;
+        out.stopped_with_savepoint = stopped_with_savepoint;
         break;
     }
     // A failure armed too close to the end may never trigger: it was not injected.

@@ -1,7 +1,8 @@
 //! Card payments, exactly once, through a disaster-recovery drill: [`domain`] (events and
 //! outputs), [`rules`] (authorization, fraud and refund rules), [`generator`], [`pipeline`]
 //! (the Weir job), [`kafka`] (the job against Kafka), [`model`] (the sequential model),
-//! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`report`]
+//! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`savepoints`]
+//! (savepoints on request), [`report`]
 //! (progress bar and summary tables), [`cli`] (the example's flags and its runs).
 
 pub mod audit;
@@ -15,3 +16,4 @@ pub mod model;
 pub mod pipeline;
 pub mod report;
 pub mod rules;
+pub mod savepoints;

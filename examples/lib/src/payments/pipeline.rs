@@ -72,6 +72,8 @@ pub struct JobSettings {
     pub from_savepoint: Option<PathBuf>,
     /// With `from_savepoint`: drop the savepoint's state of steps this job does not have.
     pub allow_non_restored_state: bool,
+    /// Savepoints the run takes on request.
+    pub savepoints: super::savepoints::SavepointPlan,
 }
 
 /// What deduplication does with a request.
