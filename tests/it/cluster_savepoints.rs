@@ -44,6 +44,19 @@ struct Spec {
     abort_at: Option<(String, u64)>,
 }
 
+impl Spec {
+    /// A run of the job with the stateful step `step` and its checkpoints in `dir/<checkpoints>`.
+    fn of(dir: &Path, checkpoints: &str, step: &str, rate: f64) -> Self {
+        Spec {
+            dir: dir.to_path_buf(),
+            checkpoints: checkpoints.into(),
+            step: step.into(),
+            rate,
+            ..Spec::default()
+        }
+    }
+}
+
 /// What the launcher saw, written to `dir/outcome.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Outcome {
@@ -153,14 +166,10 @@ fn a_cluster_takes_savepoints_and_resumes_from_one_on_workers_with_exact_output(
         let dir = d.path();
         let stop_at = dir.join("savepoints/stop");
         let first = Spec {
-            dir: dir.to_path_buf(),
-            checkpoints: "checkpoints-a".into(),
-            step: "tally".into(),
-            rate: SLOW,
             after_records: EVENTS / 4,
             savepoint_into: Some(format!("s3://{bucket}/running")),
             stop_into: Some(stop_at.display().to_string()),
-            ..Spec::default()
+            ..Spec::of(dir, "checkpoints-a", "tally", SLOW)
         };
         let out = run(&first, &env);
         let running = taken(&out.savepoint, "the savepoint while running");
@@ -187,12 +196,8 @@ fn a_cluster_takes_savepoints_and_resumes_from_one_on_workers_with_exact_output(
         std::fs::remove_dir_all(dir.join("checkpoints-a")).unwrap();
         // A job without the stateful step is refused, and commits nothing.
         let changed = Spec {
-            dir: dir.to_path_buf(),
-            checkpoints: "checkpoints-b".into(),
-            step: "tally-v2".into(),
-            rate: FAST,
             from_savepoint: Some(moved.clone()),
-            ..Spec::default()
+            ..Spec::of(dir, "checkpoints-b", "tally-v2", FAST)
         };
         let e = run(&changed, &env).report.unwrap_err();
         assert!(e.contains("\"tally\"") && e.contains("allow_non_restored_state"), "{e}");
@@ -201,13 +206,9 @@ fn a_cluster_takes_savepoints_and_resumes_from_one_on_workers_with_exact_output(
         // Every worker process aborts once in the first attempt: the restore from the
         // savepoint (or from the run's first checkpoint) happens again.
         let resumed = Spec {
-            dir: dir.to_path_buf(),
-            checkpoints: "checkpoints-c".into(),
-            step: "tally".into(),
-            rate: FAST,
             from_savepoint: Some(moved.clone()),
             abort_at: Some((fail::PROCESS_RECORD.to_string(), 60)),
-            ..Spec::default()
+            ..Spec::of(dir, "checkpoints-c", "tally", FAST)
         };
         let report = run(&resumed, &env).report.expect("the resumed run");
         assert_eq!(report.restored_from, Some(stopped.id));
@@ -223,32 +224,24 @@ fn a_cluster_takes_savepoints_and_resumes_from_one_on_workers_with_exact_output(
 /// A changed job allowed to drop the removed step's state starts from the savepoint on the
 /// cluster: sources and sink continue where the savepoint was, every event committed once.
 #[test]
-fn a_cluster_start_drops_a_removed_steps_state_only_when_allowed() {
+fn a_cluster_start_allowed_to_drop_a_removed_steps_state_commits_every_event_once() {
     crate::common::trace_if_asked();
     within(300, || {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
         let at = dir.join("savepoint");
         let first = Spec {
-            dir: dir.to_path_buf(),
-            checkpoints: "checkpoints-a".into(),
-            step: "tally".into(),
-            rate: SLOW,
             after_records: EVENTS / 4,
             stop_into: Some(at.display().to_string()),
-            ..Spec::default()
+            ..Spec::of(dir, "checkpoints-a", "tally", SLOW)
         };
         let out = run(&first, &[]);
         let sp = taken(&out.stopped, "the stop with savepoint");
         out.report.expect("the first run");
         let changed = Spec {
-            dir: dir.to_path_buf(),
-            checkpoints: "checkpoints-b".into(),
-            step: "tally-v2".into(),
-            rate: FAST,
             from_savepoint: Some(at.clone()),
             allow_non_restored_state: true,
-            ..Spec::default()
+            ..Spec::of(dir, "checkpoints-b", "tally-v2", FAST)
         };
         let report = run(&changed, &[]).report.expect("the changed run, allowed");
         assert_eq!(report.restored_from, Some(sp.id));

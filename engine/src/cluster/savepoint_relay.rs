@@ -79,6 +79,14 @@ fn files(dir: &Path, prefix: &str) -> BTreeMap<u64, PathBuf> {
         .collect()
 }
 
+/// Reads the relay file at `path` and removes it; `None` when it cannot be read or parsed
+/// (it stays then).
+fn take<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let _ = std::fs::remove_file(path);
+    Some(value)
+}
+
 /// Writes `value` as JSON to `path` by rename.
 fn publish(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("tmp");
@@ -133,13 +141,9 @@ impl LauncherRelay {
             }
         }
         for (seq, path) in files(&self.dir, "answer") {
-            let Some(answer) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<RelayedAnswer>(&b).ok())
-            else {
+            let Some(answer) = take::<RelayedAnswer>(&path) else {
                 continue;
             };
-            let _ = std::fs::remove_file(&path);
             if let Some(request) = self.forwarded.remove(&seq) {
                 request.answer(match answer {
                     RelayedAnswer::Taken(sp) => Ok(sp),
@@ -197,13 +201,9 @@ impl MasterRelay {
     /// Takes new requests into the job (`live`), and publishes the answers it gave.
     pub(crate) fn exchange(&mut self, live: &Live) {
         for (seq, path) in files(&self.dir, "request") {
-            let Some(request) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<RelayedRequest>(&b).ok())
-            else {
+            let Some(request) = take::<RelayedRequest>(&path) else {
                 continue;
             };
-            let _ = std::fs::remove_file(&path);
             let (reply, answer) = crossbeam_channel::bounded(1);
             match open_location(&request.location) {
                 Ok(target) => {

@@ -289,12 +289,14 @@ impl WorkerCore {
         match mine {
             Some(sp) if sp.storage.describe() == location => Ok(sp.storage.clone()),
             Some(sp) => Err(crate::Error::config(format!(
-                "worker {}: the master starts the job from the savepoint in {location}, this worker's program                  from the one in {}: start every process of the job with the same savepoint",
+                "worker {}: the master starts the job from the savepoint in {location}, this worker's program \
+                 from the one in {}: start every process of the job with the same savepoint",
                 self.me,
                 sp.storage.describe()
             ))),
             None => Err(crate::Error::config(format!(
-                "worker {}: the master starts the job from the savepoint in {location}, this worker's program                  from none: start every process of the job with the same savepoint",
+                "worker {}: the master starts the job from the savepoint in {location}, this worker's program \
+                 from none: start every process of the job with the same savepoint",
                 self.me
             ))),
         }
