@@ -16,6 +16,7 @@ mod cluster;
 mod cluster_savepoints;
 mod exactly_once;
 mod file_sink;
+mod graceful_stop;
 mod ha;
 mod kafka_exactly_once;
 mod kafka_sink;

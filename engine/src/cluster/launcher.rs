@@ -23,6 +23,7 @@ use crate::runtime::report::JobReport;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -241,6 +242,9 @@ impl Local {
         let incarnation = *starts;
         *starts += 1;
         let mut c = Command::new(exe);
+        // A group of its own: a Ctrl-C at the terminal reaches the launcher, which stops the
+        // job gracefully, and not its processes, which it supervises and ends itself.
+        c.process_group(0);
         c.args(std::env::args_os().skip(1))
             .env(INCARNATION_ENV, incarnation.to_string())
             .env(SUPERVISOR_ENV, std::process::id().to_string())

@@ -35,8 +35,9 @@ pub(crate) const RELAY_ENV: &str = "WEIR_SAVEPOINT_RELAY_DIR";
 /// A savepoint request as the launcher forwards it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RelayedRequest {
-    /// The savepoint's location: its storage's description (a path or URL).
-    location: String,
+    /// The savepoint's location: its storage's description (a path or URL); `None` for a stop
+    /// at a final checkpoint ([`JobHandle::stop`](crate::runtime::JobHandle::stop)).
+    location: Option<String>,
     /// Stop the job once the savepoint is written.
     stop: bool,
 }
@@ -125,12 +126,12 @@ impl LauncherRelay {
 
     /// Forwards the requests the handle queued, then answers those the master answered.
     pub(crate) fn exchange(&mut self, live: &Live) {
-        let asked = std::mem::take(&mut *live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        let asked = live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()).take();
         for request in asked {
             let seq = self.next_seq;
             self.next_seq += 1;
             let relayed = RelayedRequest {
-                location: request.target.describe(),
+                location: request.target.as_ref().map(|t| t.describe()),
                 stop: request.stop,
             };
             match publish(&request_file(&self.dir, seq), &relayed) {
@@ -161,10 +162,11 @@ impl LauncherRelay {
         }
         for (seq, request) in std::mem::take(&mut self.forwarded) {
             let _ = std::fs::remove_file(answer_file(&self.dir, seq));
-            let location = request.target.describe();
-            request.answer(Err(not_taken(format!(
-                "the savepoint into {location} is not known to be complete: {why}"
-            ))));
+            let what = match &request.target {
+                Some(t) => format!("the savepoint into {}", t.describe()),
+                None => "the stop at a final checkpoint".to_string(),
+            };
+            request.answer(Err(not_taken(format!("{what} is not known to be complete: {why}"))));
         }
     }
 
@@ -175,7 +177,11 @@ impl LauncherRelay {
         for (_, request) in std::mem::take(&mut self.forwarded) {
             request.answer(Err(not_taken(format!("no savepoint was taken: {why}"))));
         }
-        let late = std::mem::take(&mut *live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        let late = live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(why);
         for request in late {
             request.answer(Err(not_taken(format!("no savepoint was taken: {why}"))));
         }
@@ -205,9 +211,9 @@ impl MasterRelay {
                 continue;
             };
             let (reply, answer) = crossbeam_channel::bounded(1);
-            match open_location(&request.location) {
+            match request.location.as_deref().map(open_location).transpose() {
                 Ok(target) => {
-                    tracing::info!(location = %request.location, stop = request.stop, "savepoint requested by the launcher");
+                    tracing::info!(location = ?request.location, stop = request.stop, "savepoint or stop requested by the launcher");
                     live.savepoint_requests
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -248,7 +254,7 @@ mod tests {
 
     fn ask(live: &Live, location: &Path, stop: bool) -> Receiver<Result<Savepoint>> {
         let (reply, rx) = crossbeam_channel::bounded(1);
-        let target: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new(location));
+        let target: Option<Arc<dyn CheckpointStorage>> = Some(Arc::new(LocalDirStorage::new(location)));
         live.savepoint_requests
             .lock()
             .unwrap()
@@ -272,9 +278,12 @@ mod tests {
         let second = ask(&launcher_side, &d.path().join("sp-2"), false);
         launcher.exchange(&launcher_side);
         master.exchange(&master_side);
-        let taken = std::mem::take(&mut *master_side.savepoint_requests.lock().unwrap());
+        let taken = master_side.savepoint_requests.lock().unwrap().take();
         assert_eq!(
-            taken.iter().map(|r| (r.target.describe(), r.stop)).collect::<Vec<_>>(),
+            taken
+                .iter()
+                .map(|r| (r.target.as_ref().unwrap().describe(), r.stop))
+                .collect::<Vec<_>>(),
             vec![
                 (d.path().join("sp-1").display().to_string(), true),
                 (d.path().join("sp-2").display().to_string(), false)
@@ -282,7 +291,7 @@ mod tests {
         );
         // Taken once: the files are gone.
         master.exchange(&master_side);
-        assert!(master_side.savepoint_requests.lock().unwrap().is_empty());
+        assert!(master_side.savepoint_requests.lock().unwrap().take().is_empty());
         let mut taken = taken.into_iter();
         let sp = Savepoint {
             id: CheckpointId::new(7),
@@ -320,7 +329,7 @@ mod tests {
         };
         let master_side = Live::default();
         master.exchange(&master_side);
-        assert!(master_side.savepoint_requests.lock().unwrap().is_empty());
+        assert!(master_side.savepoint_requests.lock().unwrap().take().is_empty());
         // A location the master cannot open is answered with the error.
         let asked = ask(&live, Path::new("nowhere://x"), false);
         launcher.exchange(&live);

@@ -7,7 +7,7 @@ use crate::message::CheckpointId;
 use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
 use crate::runtime::report::MetricsEntry;
-use crate::runtime::savepoint_request::{not_taken, SavepointRequest};
+use crate::runtime::savepoint_request::{not_taken, SavepointQueue, SavepointRequest};
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -35,8 +35,8 @@ pub(crate) struct Live {
     pub(crate) lifecycle: Mutex<Vec<LifecycleEvent>>,
     /// The checkpoint replica's state, with a replica.
     pub(crate) replication: Mutex<Option<ReplicationStatus>>,
-    /// Savepoints asked for and not yet taken by the master.
-    pub(crate) savepoint_requests: Mutex<Vec<SavepointRequest>>,
+    /// Savepoints (and stops) asked for and not yet taken by the master.
+    pub(crate) savepoint_requests: Mutex<SavepointQueue>,
 }
 
 impl Live {
@@ -111,6 +111,59 @@ pub struct Progress {
     pub replication: Option<ReplicationStatus>,
 }
 
+/// Stops or cancels a running job from any thread ([`JobHandle::stopper`]).
+#[derive(Clone)]
+pub struct JobStopper {
+    live: Arc<Live>,
+    events: Sender<TaskEvent>,
+}
+
+impl std::fmt::Debug for JobStopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobStopper").finish_non_exhaustive()
+    }
+}
+
+impl JobStopper {
+    /// [`JobHandle::stop`].
+    ///
+    /// # Errors
+    /// As [`JobHandle::stop`].
+    pub fn stop(&self) -> Result<CheckpointId> {
+        self.request(None, true).map(|sp| sp.id)
+    }
+
+    /// Whether the job has ended (its master answers no request any more).
+    pub fn job_ended(&self) -> bool {
+        self.live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_closed()
+    }
+
+    /// [`JobHandle::cancel`].
+    pub fn cancel(&self) {
+        self.live.cancel_requested.store(true, Ordering::Relaxed);
+        let _ = self.events.send(TaskEvent::CancelRequested);
+    }
+
+    /// Queues a savepoint (or, without `target`, a stop at a final checkpoint) and waits for
+    /// the answer, which always comes: the master answers every request it took, and a job
+    /// that ended answers new ones at once.
+    pub(crate) fn request(&self, target: Option<Arc<dyn CheckpointStorage>>, stop: bool) -> Result<Savepoint> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(SavepointRequest { target, stop, reply });
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(not_taken("no savepoint was taken: the job has ended".into())))
+    }
+}
+
 /// A running job.
 pub struct JobHandle {
     pub(crate) live: Arc<Live>,
@@ -129,8 +182,7 @@ impl JobHandle {
     /// so far stays committed; with checkpoint storage, a new run resumes from the latest
     /// completed checkpoint.
     pub fn cancel(&self) {
-        self.live.cancel_requested.store(true, Ordering::Relaxed);
-        let _ = self.events.send(TaskEvent::CancelRequested);
+        self.stopper().cancel();
     }
 
     /// Takes a savepoint while the job keeps running, into `target` (any
@@ -144,7 +196,7 @@ impl JobHandle {
     /// `Config` without checkpoint storage or when `target` holds a savepoint already; the
     /// error of the checkpoint or of the copy; `Cancelled` when the job ended first.
     pub fn savepoint(&self, target: Arc<dyn CheckpointStorage>) -> Result<Savepoint> {
-        self.request_savepoint(target, false)
+        self.stopper().request(Some(target), false)
     }
 
     /// Takes a savepoint into `target` and stops the job: sources stop reading at the
@@ -157,29 +209,30 @@ impl JobHandle {
     /// the copy fails), the job restarts from its latest completed checkpoint and keeps
     /// running: ask again.
     pub fn stop_with_savepoint(&self, target: Arc<dyn CheckpointStorage>) -> Result<Savepoint> {
-        self.request_savepoint(target, true)
+        self.stopper().request(Some(target), true)
     }
 
-    fn request_savepoint(&self, target: Arc<dyn CheckpointStorage>, stop: bool) -> Result<Savepoint> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.live
-            .savepoint_requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(SavepointRequest { target, stop, reply });
-        loop {
-            match answer.recv_timeout(Duration::from_millis(50)) {
-                Ok(result) => return result,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) if self.is_finished() => {
-                    return answer
-                        .try_recv()
-                        .unwrap_or_else(|_| Err(not_taken("no savepoint was taken: the job has ended".into())));
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return Err(not_taken("no savepoint was taken: the job has ended".into()))
-                }
-            }
+    /// Stops the job gracefully: as [`stop_with_savepoint`](Self::stop_with_savepoint), but
+    /// the final checkpoint stays in the job's checkpoint storage (nothing is copied, and
+    /// `OnCancel::Delete` does not delete it). Sinks commit the output up to it, every subtask
+    /// ends, and [`join`](Self::join) returns a report with
+    /// [`stopped_at`](JobReport::stopped_at). A later run of the job restores that checkpoint
+    /// and goes on from there: nothing read before it is lost or read again.
+    ///
+    /// # Errors
+    /// `Config` without checkpoint storage; the error of the checkpoint (the job restarts from
+    /// its latest completed checkpoint and keeps running: ask again, or cancel);
+    /// `Cancelled` when the job ended first.
+    pub fn stop(&self) -> Result<CheckpointId> {
+        self.stopper().stop()
+    }
+
+    /// A handle that stops or cancels this job from another thread (a signal handler's, for
+    /// example: see [`stop_on_termination`](crate::runtime::stop_on_termination)).
+    pub fn stopper(&self) -> JobStopper {
+        JobStopper {
+            live: self.live.clone(),
+            events: self.events.clone(),
         }
     }
 

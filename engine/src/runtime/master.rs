@@ -10,7 +10,7 @@
 //! restarts it: no new attempt ever runs next to threads of an old one.
 
 use crate::checkpoint::coordinator::Coordinator;
-use crate::checkpoint::savepoint::check_target;
+use crate::checkpoint::savepoint::{check_target, Savepoint};
 use crate::checkpoint::tracker::{AckOutcome, Action, CheckpointTracker, TrackerConfig};
 use crate::checkpoint::OnCancel;
 use crate::config::restart::RestartTracker;
@@ -131,7 +131,12 @@ impl Master {
             Ok(_) => "the job has ended",
             Err(_) => "the job failed",
         };
-        let late = std::mem::take(&mut *self.live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        let late = self
+            .live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(why);
         self.savepoints.extend(late);
         self.savepoints.job_ended(why);
         result
@@ -224,6 +229,13 @@ impl Master {
                             savepoint = sp.id.get(),
                             "the job failed after its stop savepoint was written; it restarts from its latest \
                              checkpoint and keeps running (the savepoint stays valid)"
+                        );
+                    }
+                    if let Some(id) = self.report.stopped_at.take() {
+                        tracing::warn!(
+                            checkpoint = id.get(),
+                            "the job failed after its final checkpoint completed; it restarts from its latest \
+                             checkpoint and keeps running (stop it again)"
                         );
                     }
                     // Workers fetch the restored state themselves: one that found it corrupt
@@ -726,11 +738,17 @@ impl Master {
     /// Takes the savepoints the user asked for; asks the protocol for the next one when none is
     /// in flight.
     fn savepoint_actions(&mut self, a: &mut Attempt<'_>) -> Vec<Action> {
-        let asked = std::mem::take(&mut *self.live.savepoint_requests.lock().unwrap_or_else(|e| e.into_inner()));
+        let asked = self
+            .live
+            .savepoint_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if self.coordinator.is_none() {
             for r in asked {
                 r.answer(Err(Error::config(
-                    "a savepoint needs checkpoint storage: configure checkpoint_storage() or checkpointing()",
+                    "a savepoint or a stop at a final checkpoint needs checkpoint storage: configure \
+                     checkpoint_storage() or checkpointing()",
                 )));
             }
             return Vec::new();
@@ -738,7 +756,7 @@ impl Master {
         // A location that cannot take the savepoint is refused before anything is triggered:
         // a stop with savepoint must not stop the job for nothing.
         for r in asked {
-            match check_target(r.target.as_ref()) {
+            match r.target.as_deref().map_or(Ok(()), check_target) {
                 Ok(()) => self.savepoints.extend([r]),
                 Err(e) => r.answer(Err(e)),
             }
@@ -758,7 +776,20 @@ impl Master {
             .as_mut()
             .expect("savepoints only happen with checkpoint storage");
         let stop = request.stop;
-        match c.write_savepoint(id, request.target.as_ref()) {
+        let Some(target) = request.target.clone() else {
+            // A graceful stop: its final checkpoint stays where it is.
+            tracing::info!(checkpoint = id.get(), "the job stops at this checkpoint");
+            self.report.stopped_at = Some(id);
+            request.answer(Ok(Savepoint {
+                id,
+                location: c.cfg.storage.describe(),
+                files: 0,
+                bytes: 0,
+                stopped_job: true,
+            }));
+            return Ok(());
+        };
+        match c.write_savepoint(id, target.as_ref()) {
             Ok(mut sp) => {
                 sp.stopped_job = stop;
                 self.report.savepoints.push(sp.clone());

@@ -14,7 +14,9 @@ pub(crate) mod plan;
 pub(crate) mod remote;
 pub mod report;
 pub(crate) mod savepoint_request;
+pub(crate) mod signals;
 pub(crate) mod task;
 
-pub use handle::{JobHandle, LifecycleEvent, LifecyclePhase, Progress};
+pub use handle::{JobHandle, JobStopper, LifecycleEvent, LifecyclePhase, Progress};
 pub use report::{JobReport, OperatorReport};
+pub use signals::stop_on_termination;

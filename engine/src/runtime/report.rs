@@ -126,6 +126,11 @@ pub struct JobReport {
     /// ([`JobHandle::stop_with_savepoint`](crate::runtime::JobHandle::stop_with_savepoint)).
     #[serde(default)]
     pub stopped_with_savepoint: Option<Savepoint>,
+    /// The final checkpoint of a graceful stop
+    /// ([`JobHandle::stop`](crate::runtime::JobHandle::stop)): the job's output is committed
+    /// up to it, and the next run restores it.
+    #[serde(default)]
+    pub stopped_at: Option<CheckpointId>,
     /// Whether the job's checkpoints were deleted when it was cancelled
     /// ([`OnCancel::Delete`](crate::checkpoint::OnCancel::Delete)).
     #[serde(default)]
@@ -164,6 +169,8 @@ impl std::fmt::Display for JobReport {
                 "cancelled"
             } else if self.stopped_with_savepoint.is_some() {
                 "stopped with a savepoint"
+            } else if self.stopped_at.is_some() {
+                "stopped at a final checkpoint"
             } else {
                 "finished"
             },

@@ -1,10 +1,15 @@
 //! Savepoints the user asked for, on their way from the [`JobHandle`](super::JobHandle) to the
 //! master and back.
 //!
-//! The handle queues a request in the job's live view and waits for the answer; the master
-//! takes queued requests at every tick, triggers one savepoint at a time, and answers each
-//! request exactly once: with the savepoint once it is written, or with why it was not (its
-//! checkpoint was aborted, the attempt failed, the job ended first).
+//! The handle queues a request in the job's live view ([`SavepointQueue`]) and waits for the
+//! answer; the master takes queued requests at every tick, triggers one savepoint at a time,
+//! and answers each request exactly once: with the savepoint once it is written, or with why
+//! it was not (its checkpoint was aborted, the attempt failed, the job ended first). Once the
+//! job ended, the queue is closed and answers a new request at once.
+//!
+//! A stop without a savepoint ([`JobHandle::stop`](super::JobHandle::stop)) travels the same
+//! way, as a stop with savepoint without a target: its final checkpoint stays in the job's own
+//! checkpoint storage, and nothing is copied.
 
 use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::CheckpointStorage;
@@ -17,8 +22,9 @@ use std::sync::Arc;
 /// One savepoint the user asked for.
 #[derive(Debug)]
 pub(crate) struct SavepointRequest {
-    /// The savepoint's storage (its root is the savepoint's root).
-    pub(crate) target: Arc<dyn CheckpointStorage>,
+    /// The savepoint's storage (its root is the savepoint's root); `None` for a stop at a
+    /// final checkpoint that stays in the job's storage.
+    pub(crate) target: Option<Arc<dyn CheckpointStorage>>,
     /// Stop the job once the savepoint is written and its output committed.
     pub(crate) stop: bool,
     /// Where the answer goes.
@@ -29,6 +35,40 @@ impl SavepointRequest {
     /// Answers the request (a requester that stopped waiting is not an error).
     pub(crate) fn answer(self, result: Result<Savepoint>) {
         let _ = self.reply.send(result);
+    }
+}
+
+/// Requests the user made and the master has not taken yet; closed when the job ended.
+#[derive(Debug, Default)]
+pub(crate) struct SavepointQueue {
+    waiting: Vec<SavepointRequest>,
+    /// Why no request is taken any more.
+    closed: Option<String>,
+}
+
+impl SavepointQueue {
+    /// Queues `request`, or answers it at once when the queue is closed.
+    pub(crate) fn push(&mut self, request: SavepointRequest) {
+        match &self.closed {
+            Some(why) => request.answer(Err(not_taken(format!("no savepoint was taken: {why}")))),
+            None => self.waiting.push(request),
+        }
+    }
+
+    /// The requests queued so far, in order.
+    pub(crate) fn take(&mut self) -> Vec<SavepointRequest> {
+        std::mem::take(&mut self.waiting)
+    }
+
+    /// Whether the job ended (the queue is closed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    /// Closes the queue (the job ended, `why`); returns the requests still queued.
+    pub(crate) fn close(&mut self, why: &str) -> Vec<SavepointRequest> {
+        self.closed = Some(why.to_string());
+        self.take()
     }
 }
 
@@ -99,6 +139,7 @@ mod tests {
     fn request(stop: bool) -> (SavepointRequest, crossbeam_channel::Receiver<Result<Savepoint>>) {
         let (reply, rx) = crossbeam_channel::bounded(1);
         let target: Arc<dyn CheckpointStorage> = Arc::new(LocalDirStorage::new("/nonexistent"));
+        let target = Some(target);
         (SavepointRequest { target, stop, reply }, rx)
     }
 
@@ -123,5 +164,18 @@ mod tests {
         q.extend([c]);
         q.job_ended("the job was cancelled");
         assert!(c_rx.try_recv().unwrap().unwrap_err().to_string().contains("cancelled"));
+    }
+
+    #[test]
+    fn a_closed_queue_answers_at_once() {
+        let mut q = SavepointQueue::default();
+        let (a, a_rx) = request(false);
+        q.push(a);
+        assert_eq!(q.close("the job has ended").len(), 1);
+        let (b, b_rx) = request(true);
+        q.push(b);
+        assert!(a_rx.try_recv().is_err(), "the closer answers what it took");
+        let e = b_rx.try_recv().unwrap().unwrap_err();
+        assert!(e.to_string().contains("the job has ended"), "{e}");
     }
 }

@@ -385,8 +385,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // A cluster's processes are this program's children: with --workers even an undisturbed
     // run goes through the drill's supervisor.
     let drill_outcome = if args.drill == 0 && args.workers.is_none() {
-        if let Some(sp) = run_in_process(&settings, &view)? {
-            println!("{}", savepoints::stopped_message(sp.id, &sp.location));
+        if let Some(stopped) = run_in_process(&settings, &view)? {
+            println!("{stopped}");
             return Ok(());
         }
         None
@@ -472,8 +472,9 @@ fn savepoint_plan(args: &Args) -> SavepointPlan {
 }
 
 /// Runs the job once in this process with a progress bar, and prints the engine's report;
-/// returns the savepoint it stopped with, if it did.
-fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option<weir_engine::checkpoint::Savepoint>> {
+/// when the job stopped before the end of its input (with a savepoint, or at a final
+/// checkpoint on SIGTERM or Ctrl-C), returns what to tell the user instead of auditing.
+fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option<String>> {
     let base = savepoints::resume_point(s);
     match (
         base,
@@ -492,6 +493,8 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option
     }
     let started = Instant::now();
     let handle = pipeline::build(s).start()?;
+    // SIGTERM or Ctrl-C stops the job at a final checkpoint; a second one cancels it.
+    weir_engine::runtime::stop_on_termination(&handle, Duration::from_secs(60))?;
     let mut schedule = s.savepoints.schedule();
     while !handle.is_finished() {
         schedule.run_due(&handle, started.elapsed(), &mut |line| view.log(line))?;
@@ -509,8 +512,14 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option
     let report = handle.join()?;
     let secs = started.elapsed().as_secs_f64();
     println!("{report}");
-    if let Some(sp) = report.stopped_with_savepoint.clone() {
-        return Ok(Some(sp));
+    if let Some(sp) = &report.stopped_with_savepoint {
+        return Ok(Some(savepoints::stopped_message(sp.id, &sp.location)));
+    }
+    if let Some(id) = report.stopped_at {
+        return Ok(Some(format!(
+            "the job stopped at checkpoint {id} (SIGTERM or Ctrl-C): the output up to it is committed; finish the \
+             run with the same --checkpoint-dir and --output-dir (the audit runs then)"
+        )));
     }
     let late = report
         .operator("settle")
