@@ -252,6 +252,24 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
         Ok(())
     }
 
+    /// Refused: the epochs of subtask `subtask` must be produced under its own transactional id
+    /// and checked against its own marker (this writer's would produce an epoch it already
+    /// committed again), and subtask 0's fencing of the ids above the parallelism runs at the
+    /// same time. Restoring an exactly-once Kafka sink at a lower parallelism is not supported
+    /// yet; a higher one is (no subtask is taken over).
+    fn commit_taken_over(&mut self, subtask: usize, committables: Vec<(CheckpointId, KafkaCommittable)>) -> Result<()> {
+        Err(Error::config(format!(
+            "Kafka sink {}: restoring the exactly-once Kafka sink at a lower parallelism ({}) is not supported yet: \
+             subtask {subtask} of the checkpoint left {} epochs to produce under transactional id {}-{subtask}; \
+             restore at parallelism {} or more",
+            self.settings.sink,
+            self.settings.parallelism,
+            committables.len(),
+            self.settings.prefix,
+            subtask + 1
+        )))
+    }
+
     fn abort(&mut self) -> Result<()> {
         // Unproduced records stay in the checkpoint that holds them; nothing is open here
         // between transactions.
