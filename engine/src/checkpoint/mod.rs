@@ -7,6 +7,7 @@ pub(crate) mod coordinator;
 pub mod identity;
 pub mod metadata;
 pub mod pointer;
+pub(crate) mod reassign;
 pub mod replication;
 pub(crate) mod restore;
 pub(crate) mod retention;
