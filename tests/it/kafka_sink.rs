@@ -343,7 +343,7 @@ fn a_restore_at_lower_parallelism_produces_the_epochs_of_removed_subtasks_once()
         .sink("to-kafka", posted_sink(&broker, &topic, &prefix));
         p
     };
-    let handle = job(3, 1_000.0).start().unwrap();
+    let handle = job(3, 500.0).start().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let p = handle.progress();

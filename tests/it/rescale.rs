@@ -23,8 +23,9 @@ const ACCOUNTS: u64 = 24;
 const SPLITS: usize = 4;
 /// Event time of a late event: this far behind its neighbours (the watermark allows 500 ms).
 const LATE_BY_MS: i64 = 6_000;
-/// Events per second while a stage runs until it is stopped: the input lasts 6 s.
-const SLOW: f64 = 1_000.0;
+/// Events per second while a stage runs until it is stopped: the input lasts 12 s, and a
+/// stage reads a few hundred events.
+const SLOW: f64 = 500.0;
 /// Events per second of the last stage, which finishes the input.
 const FAST: f64 = 100_000.0;
 
@@ -229,8 +230,10 @@ fn run_stages(dir: &Path, backend: Backend, shapes: &[Shape], stops: &[Stop]) ->
         }
         wait_until("the stage read records and completed a checkpoint", || {
             let p = handle.progress();
-            p.source_records >= EVENTS / 40 && p.last_checkpoint.is_some_and(|(id, _)| id.get() > after)
+            handle.is_finished()
+                || p.source_records >= EVENTS / 40 && p.last_checkpoint.is_some_and(|(id, _)| id.get() > after)
         });
+        assert!(!handle.is_finished(), "stage {n} ended before it was stopped");
         match stops[n] {
             Stop::Savepoint => {
                 let at = dir.join(format!("savepoint-{n}"));
