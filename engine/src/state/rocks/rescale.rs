@@ -118,3 +118,89 @@ fn remove_dir(dir: &Path) -> Result<()> {
         Err(e) => Err(Error::io(format!("deleting {}", dir.display()), e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::backend::{KeyedStore, StateBackend};
+    use crate::state::rescale::assign_keyed_state;
+    use std::collections::BTreeMap;
+
+    fn scope(operator: &str, subtask: usize, key_groups: KeyGroupRange) -> StoreScope {
+        StoreScope {
+            job: "j".into(),
+            operator: operator.into(),
+            subtask,
+            key_groups,
+        }
+    }
+
+    /// A store large enough to span many SST files, in levels below L0 after compaction, so
+    /// that dropping key groups unlinks whole files as well as writing range tombstones.
+    #[test]
+    fn a_store_of_many_files_is_split_exactly_by_key_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = RocksDbBackend::new(tmp.path().join("state"))
+            .write_buffer_size(64 * 1024)
+            .target_file_size(64 * 1024)
+            .block_cache_size(1 << 20);
+        let all = KeyGroupRange { start: 0, end: 127 };
+        let mut old = backend.open(&scope("old", 0, all), None).unwrap();
+        let mut expected = BTreeMap::new();
+        for kg in 0u16..128 {
+            for i in 0u32..200 {
+                let mut k = kg.to_be_bytes().to_vec();
+                k.push(1);
+                k.extend_from_slice(&i.to_be_bytes());
+                let v = vec![(kg as u8) ^ (i as u8); 64];
+                old.put(&k, &v).unwrap();
+                expected.insert(k, v);
+            }
+        }
+        old.db.compact_range::<&[u8], &[u8]>(None, None);
+        let snap = tmp.path().join("snap");
+        old.snapshot_to(&snap).unwrap();
+        assert!(
+            fs::read_dir(&snap)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sst"))
+                .count()
+                > 4,
+            "the snapshot spans many files"
+        );
+        for new_p in [2, 3] {
+            let mut union = BTreeMap::new();
+            for j in 0..new_p {
+                let a = assign_keyed_state(j, new_p, 1, 128);
+                let parts: Vec<SnapshotPart> = a
+                    .sources
+                    .iter()
+                    .map(|t| SnapshotPart {
+                        dir: snap.clone(),
+                        taken: t.taken,
+                    })
+                    .collect();
+                let mut store = backend
+                    .open_store_rescaled(&scope("new", j, a.key_groups), &parts)
+                    .unwrap();
+                store
+                    .scan_prefix(b"", &mut |k, v| {
+                        assert!(a.key_groups.contains(u16::from_be_bytes([k[0], k[1]])));
+                        assert!(union.insert(k.to_vec(), v.to_vec()).is_none());
+                        Ok(true)
+                    })
+                    .unwrap();
+            }
+            assert!(union == expected, "1 -> {new_p}: every entry once");
+            let ssts = |d: &Path| {
+                fs::read_dir(d)
+                    .unwrap()
+                    .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sst"))
+                    .count()
+            };
+            // Files that hold only dropped key groups are unlinked, not covered by tombstones.
+            let last = backend.dir().join(scope("new", new_p - 1, all).relative_dir());
+            assert!(ssts(&last) < ssts(&snap), "1 -> {new_p}: whole files dropped");
+        }
+    }
+}
