@@ -69,14 +69,9 @@ struct Outcome {
 /// savepoints and writes the [`Outcome`].
 #[test]
 fn cluster_savepoint_child() {
-    let Ok(spec) = std::env::var(SPEC_ENV) else {
+    let Some(spec) = crate::common::child_spec::<Spec>(SPEC_ENV) else {
         return; // not a child: nothing to do
     };
-    let spec: Spec = serde_json::from_str(&spec).unwrap();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
     // The master opens the savepoint locations the launcher forwards, s3:// ones included.
     weir::object_storage::install();
     let first_start = std::env::var_os("WEIR_ROLE").is_some()

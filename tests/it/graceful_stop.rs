@@ -32,14 +32,9 @@ struct Spec {
 /// and a `dir/running` marker once it has read a quarter of the input and checkpointed.
 #[test]
 fn graceful_stop_child() {
-    let Ok(spec) = std::env::var(SPEC_ENV) else {
+    let Some(spec) = crate::common::child_spec::<Spec>(SPEC_ENV) else {
         return; // not a child: nothing to do
     };
-    let spec: Spec = serde_json::from_str(&spec).unwrap();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
     let job = Job {
         rate: SLOW,
         ..Job::new(&spec.dir, "checkpoints")

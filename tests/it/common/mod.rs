@@ -40,6 +40,18 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
         .unwrap_or_else(|_| panic!("did not return within {secs} s"))
 }
 
+/// The spec of a child process (this test binary re-executed with `env` set to the spec's
+/// JSON), with Weir's warnings sent to stderr (the parent shows them when the child fails);
+/// `None` in a process that is not such a child.
+pub fn child_spec<T: serde::de::DeserializeOwned>(env: &str) -> Option<T> {
+    let spec = std::env::var(env).ok()?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    Some(serde_json::from_str(&spec).unwrap_or_else(|e| panic!("{env} is not a child's spec: {e}")))
+}
+
 /// Sends Weir's tracing events to stderr when `RUST_LOG` is set (for debugging a test).
 pub fn trace_if_asked() {
     if std::env::var_os("RUST_LOG").is_some() {
