@@ -231,16 +231,22 @@ fn restore_mode_picks_the_named_checkpoint_and_rejects_unknown_ones() {
 }
 
 #[test]
-fn a_job_with_other_parallelism_or_another_name_is_refused_clearly() {
+fn a_job_with_other_parallelism_restores_rescaled_and_another_max_parallelism_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("chk");
     job(&storage, 4_000, |p| p.state_dir(dir.path().join("s"))).0.unwrap();
-    let err = job(&storage, 4_000, |p| p.parallelism(3).state_dir(dir.path().join("s")))
+    let report = job(&storage, 4_000, |p| p.parallelism(3).state_dir(dir.path().join("s")))
         .0
-        .unwrap_err();
+        .unwrap();
+    assert!(report.restored_from.is_some(), "a rescaled restore");
+    let err = job(&storage, 4_000, |p| {
+        p.max_parallelism(64).state_dir(dir.path().join("s"))
+    })
+    .0
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    assert!(err.to_string().contains("rescaling"), "{err}");
-    assert_eq!(err.reason(), Some(Reason::ParallelismChanged), "{err}");
+    assert_eq!(err.reason(), Some(Reason::MaxParallelismChanged), "{err}");
+    assert!(err.to_string().contains("key groups cannot change"), "{err}");
 }
 
 #[test]

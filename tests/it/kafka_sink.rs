@@ -317,6 +317,68 @@ fn a_start_at_lower_parallelism_aborts_and_fences_the_transactions_of_the_higher
     );
 }
 
+/// A job at parallelism 3 cancelled after checkpoints and restored at 2: sink subtask 0 takes
+/// over subtask 2, whose restored epochs are produced under subtask 2's transactional id and
+/// checked against its marker (skipped if it committed them before the cancel), so the output
+/// holds every record once.
+#[test]
+fn a_restore_at_lower_parallelism_produces_the_epochs_of_removed_subtasks_once() {
+    crate::common::trace_if_asked();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("rescale-eo");
+    broker.create_topic(&topic, 3).unwrap();
+    let prefix = format!("{topic}-txn");
+    let dir = tempfile::tempdir().unwrap();
+    let job = |parallelism: usize, rate: f64| {
+        let p = checkpointed("kafka-rescale-eo", dir.path(), parallelism);
+        p.source(
+            "payments",
+            GeneratorSource::new(|i| payment(4, i))
+                .bounded(EVENTS)
+                .splits(SPLITS as usize)
+                .rate_per_second(rate),
+        )
+        .key_by("by-account", |p: &(u64, u64, i64)| p.0)
+        .process("balance", Balance)
+        .sink("to-kafka", posted_sink(&broker, &topic, &prefix));
+        p
+    };
+    let handle = job(3, 500.0).start().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = handle.progress();
+        if p.source_records >= EVENTS / 3 && p.last_checkpoint.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.cancel();
+    assert!(handle.join().unwrap().cancelled, "cancelled before the input ended");
+    let report = job(2, 100_000.0).run().unwrap();
+    assert!(report.restored_from.is_some());
+    let raw = broker.read_committed(&topic).unwrap();
+    // On a broker that shows aborted copies (a transaction the cancel cut short), only the
+    // latest session's copy of each epoch committed.
+    let (committed, _) = split_aborted_copies(&raw);
+    assert_same(&decode(&committed), &model(4, EVENTS), "3 -> 2");
+    if broker.filters_aborted() {
+        assert_same(&decode(&raw), &model(4, EVENTS), "3 -> 2, read_committed");
+    }
+    // Subtask 2's marker names the last epoch produced under its id.
+    let last = committed
+        .iter()
+        .map(provenance)
+        .filter(|(sub, _, _)| sub == "2")
+        .map(|(_, e, _)| e)
+        .max()
+        .expect("subtask 2 produced epochs");
+    assert_eq!(
+        committed_epoch(broker.brokers(), &topic, &format!("{prefix}-2")).unwrap(),
+        last
+    );
+}
+
 #[test]
 fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     let broker = TestBroker::start().unwrap();

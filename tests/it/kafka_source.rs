@@ -431,6 +431,66 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
     }
 }
 
+/// Partitions and their positions are dealt out again when a job restores at another
+/// parallelism: cancelled at 2 after checkpoints, restored at 3, cancelled again, finished at
+/// 1; every record is counted once, in order per key.
+#[test]
+fn a_rescaled_restore_reads_every_partition_on_from_its_position() {
+    crate::common::trace_if_asked();
+    let b = broker();
+    let topic = b.unique_topic("src-rescale");
+    b.create_topic(&topic, 4).unwrap();
+    const N: u64 = 12_000;
+    produce(&b, &topic, 4, 0..N);
+    let mut counts = std::collections::BTreeMap::<u64, u64>::new();
+    let model: Vec<String> = (0..N)
+        .map(event)
+        .map(|e| {
+            let c = counts.entry(e.key).or_default();
+            *c += 1;
+            serde_json::to_string(&(e.key, e.id, *c)).unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = |parallelism: usize, pace: bool| {
+        let p = Pipeline::new("kafka-rescale")
+            .parallelism(parallelism)
+            .batch_size(64)
+            .checkpoint_storage(dir.path().join("checkpoints"))
+            .checkpoint_interval(Duration::from_millis(20));
+        p.source("kafka", source(&b, &topic).bounded())
+            // Slow while a stage is to be cancelled midway.
+            .map("pace", move |e: Event| {
+                if pace && e.id.is_multiple_of(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                e
+            })
+            .key_by("by-key", |e: &Event| e.key)
+            .process("count", RunningCount)
+            .sink("out", FileSink::<(u64, u64, u64)>::exactly_once(&out));
+        p
+    };
+    let mut after = 0;
+    for parallelism in [2, 3] {
+        let handle = job(parallelism, true).start().unwrap();
+        wait_until(60, "a checkpoint with progress", || {
+            handle
+                .progress()
+                .last_checkpoint
+                .is_some_and(|(id, _)| id.get() > after)
+        });
+        handle.cancel();
+        let report = handle.join().unwrap();
+        assert!(report.cancelled, "p{parallelism}: cancelled before the input ended");
+        after = report.checkpoints.iter().map(|c| c.id.get()).max().unwrap_or(after);
+    }
+    let report = job(1, false).run().unwrap();
+    assert!(report.restored_from.is_some());
+    assert_eq!(sorted(read_committed_lines(&out).unwrap()), sorted(model));
+}
+
 #[test]
 fn records_of_an_open_transaction_wait_until_it_commits() {
     let b = broker();

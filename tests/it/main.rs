@@ -30,6 +30,7 @@ mod recovery_analysis;
 mod recovery_audit;
 mod recovery_phases;
 mod replication;
+mod rescale;
 mod runtime;
 mod savepoints;
 mod smoke;

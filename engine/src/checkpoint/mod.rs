@@ -8,6 +8,7 @@ pub mod identity;
 pub mod location;
 pub mod metadata;
 pub mod pointer;
+pub(crate) mod reassign;
 pub mod replication;
 pub(crate) mod restore;
 pub(crate) mod retention;

@@ -20,6 +20,7 @@ use crate::message::CheckpointId;
 use crate::recovery::RestoreWarning;
 use crate::source::{SplitId, SplitPosition};
 use crate::state::backend::dir_name;
+use crate::state::KeyGroupRange;
 use crate::{Error, ErrorKind, Reason, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,13 +45,21 @@ impl SubtaskKey {
 }
 
 /// What a restore hands to the plan: source positions by split and snapshot dirs by store.
+///
+/// State is keyed by the subtasks of the checkpoint: when a step's parallelism changed, the
+/// plan redistributes it (see [`state::rescale`](crate::state::rescale) and
+/// [`reassign`](super::reassign)).
 #[derive(Default, Debug, Clone)]
 pub(crate) struct RestoreInput {
+    /// The checkpoint restored (`None`: nothing was).
+    pub(crate) checkpoint: Option<CheckpointId>,
+    /// Each step's parallelism in the checkpoint, by step name.
+    pub(crate) parallelism: HashMap<String, usize>,
     /// Positions per source step name, then split.
     pub(crate) positions: HashMap<String, HashMap<SplitId, SplitPosition>>,
-    /// Keyed-state snapshot directory per operator subtask.
+    /// Keyed-state snapshot directory per operator subtask of the checkpoint.
     pub(crate) keyed: HashMap<SubtaskKey, PathBuf>,
-    /// Operator state per operator subtask.
+    /// Operator state per operator subtask of the checkpoint.
     pub(crate) operator_state: HashMap<SubtaskKey, Vec<u8>>,
     /// Where sinks report fallbacks the user allowed (the job report's restore warnings).
     pub(crate) restore_warnings: Option<crate::recovery::SharedRestoreWarnings>,
@@ -158,11 +167,14 @@ pub(crate) struct RestoreOutcome {
 }
 
 /// Checks that `meta` fits the job; a mismatch is a configuration error (never a fallback).
+/// A step's parallelism may differ from the checkpoint's (its state is redistributed), except
+/// when `state_elsewhere`: a cluster's workers fetch only their own subtasks' state.
 fn check_compatible(
     meta: &CheckpointMetadata,
     job: &str,
     max_parallelism: usize,
     parallelism: &HashMap<String, usize>,
+    state_elsewhere: bool,
 ) -> Result<()> {
     if meta.job != job {
         return Err(Error::config(format!(
@@ -180,14 +192,44 @@ fn check_compatible(
     }
     for op in &meta.operators {
         match parallelism.get(&op.name) {
-            // Keyed state and operator state (sink committables) are per subtask: a different
-            // parallelism would drop or misplace them.
-            Some(&p) if p != op.parallelism => {
+            // Workers fetch the state of the subtasks they run, by subtask index: a different
+            // parallelism would drop or misplace it.
+            Some(&p) if p != op.parallelism && state_elsewhere => {
                 return Err(Error::config(format!(
-                    "step \"{}\" had parallelism {} in checkpoint {}, now {p}: rescaling checkpointed state is not supported yet",
+                    "step \"{}\" had parallelism {} in checkpoint {}, now {p}: a job on workers cannot be \
+                     rescaled yet; restore it in one process at the new parallelism, and run it on workers from \
+                     its first checkpoint",
                     op.name, op.parallelism, meta.id
                 ))
                 .with_reason(Reason::ParallelismChanged))
+            }
+            Some(&p) if op.parallelism == 0 || op.parallelism > max_parallelism => {
+                return Err(Error::checkpoint(format!(
+                    "checkpoint {}: step \"{}\" has parallelism {} with max parallelism {max_parallelism} (now {p})",
+                    meta.id, op.name, op.parallelism
+                )))
+            }
+            Some(&p) if p != op.parallelism => {
+                // Its state is redistributed by key-group ranges: they must be the ones the
+                // checkpoint's parallelism gives.
+                let stray = op.subtasks.iter().find(|st| {
+                    st.subtask >= op.parallelism
+                        || st.key_groups != KeyGroupRange::for_subtask(st.subtask, op.parallelism, max_parallelism)
+                });
+                if let Some(st) = stray {
+                    return Err(Error::checkpoint(format!(
+                        "checkpoint {}: subtask {} of step \"{}\" (parallelism {}) lists key groups {}..={}, \
+                         which are not its own",
+                        meta.id, st.subtask, op.name, op.parallelism, st.key_groups.start, st.key_groups.end
+                    )));
+                }
+                tracing::info!(
+                    step = %op.name,
+                    checkpoint = meta.id.get(),
+                    from = op.parallelism,
+                    to = p,
+                    "rescaling the step's state"
+                );
             }
             Some(_) => {}
             None => tracing::warn!(
@@ -237,7 +279,11 @@ pub(crate) fn materialize(
     local: LocalCopies<'_>,
 ) -> Result<RestoreInput> {
     let (mut taken_locally, mut fetched) = (0usize, 0usize);
-    let mut input = RestoreInput::default();
+    let mut input = RestoreInput {
+        checkpoint: Some(meta.id),
+        parallelism: meta.operators.iter().map(|o| (o.name.clone(), o.parallelism)).collect(),
+        ..RestoreInput::default()
+    };
     for src in &meta.sources {
         for p in &src.positions {
             input
@@ -307,7 +353,7 @@ pub(crate) fn restore_from(
             read_metadata(storage, id)
         })
         .and_then(|meta| {
-            check_compatible(&meta, job, max_parallelism, parallelism)?;
+            check_compatible(&meta, job, max_parallelism, parallelism, policy.state_elsewhere)?;
             let _ = std::fs::remove_dir_all(dir);
             let input = if policy.state_elsewhere {
                 materialize(storage, &meta, dir, retry, &|_| false, &|_, _| None)?
@@ -412,6 +458,50 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!((n, e.kind()), (1, ErrorKind::Checkpoint));
+    }
+
+    /// A step at another parallelism is restored in one process (its state redistributed) and
+    /// refused where workers fetch their own subtasks' state; ranges that are not the ones of
+    /// the checkpoint's parallelism make it corrupt, and a change of max parallelism is refused.
+    #[test]
+    fn another_parallelism_is_restored_in_one_process_and_refused_on_workers() {
+        use super::super::metadata::{CheckpointStats, OperatorState, SubtaskState, FORMAT_VERSION};
+        use crate::message::BarrierKind;
+        let mut meta = CheckpointMetadata {
+            owner_epoch: Some(1),
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id: CheckpointId::new(3),
+            kind: BarrierKind::Checkpoint,
+            max_parallelism: 128,
+            sources: Vec::new(),
+            operators: vec![OperatorState {
+                name: "count".into(),
+                parallelism: 2,
+                subtasks: (0..2)
+                    .map(|subtask| SubtaskState {
+                        subtask,
+                        key_groups: KeyGroupRange::for_subtask(subtask, 2, 128),
+                        keyed_files: Vec::new(),
+                        operator_state: None,
+                    })
+                    .collect(),
+            }],
+            stats: CheckpointStats::default(),
+        };
+        let now: HashMap<String, usize> = [("count".to_string(), 3)].into_iter().collect();
+        check_compatible(&meta, "j", 128, &now, false).unwrap();
+        let e = check_compatible(&meta, "j", 128, &now, true).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::ParallelismChanged), "{e}");
+        assert!(e.to_string().contains("cannot be rescaled yet"), "{e}");
+        let e = check_compatible(&meta, "j", 64, &now, false).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::MaxParallelismChanged), "{e}");
+        meta.operators[0].subtasks[1].key_groups = KeyGroupRange { start: 0, end: 127 };
+        let e = check_compatible(&meta, "j", 128, &now, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
+        // Without a change of parallelism the ranges are not looked at (as before).
+        let same: HashMap<String, usize> = [("count".to_string(), 2)].into_iter().collect();
+        check_compatible(&meta, "j", 128, &same, true).unwrap();
     }
 
     /// Local recovery: a worker's own copy of a subtask's snapshot is used when it verifies

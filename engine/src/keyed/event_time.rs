@@ -81,7 +81,7 @@ impl EventTime {
 
     /// The earlier of two event times, channel by channel (a channel is idle only if idle in
     /// both; channels are dropped when the two disagree on their number).
-    fn min(self, other: EventTime) -> EventTime {
+    pub(crate) fn min(self, other: EventTime) -> EventTime {
         let channels = if self.channels.len() == other.channels.len() {
             self.channels
                 .iter()

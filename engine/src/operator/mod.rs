@@ -73,8 +73,16 @@ pub struct OperatorContext {
     pub store: Option<Box<dyn KeyedStore>>,
     /// Counters reported per operator.
     pub metrics: OperatorMetrics,
-    /// Operator state restored from a checkpoint (what `snapshot` returned), if any.
+    /// Operator state restored from a checkpoint (what `snapshot` returned), if any: this
+    /// subtask's own, when the checkpoint had the operator at the same parallelism.
     pub restored_state: Option<Vec<u8>>,
+    /// After a restore at another parallelism (then `restored_state` is `None`): the operator
+    /// state of old subtasks, by their index in the checkpoint. A sink subtask gets those it
+    /// takes over (see [`state::rescale::operator_state_owner`](crate::state::rescale::operator_state_owner));
+    /// any other operator gets every old subtask's and combines them.
+    pub rescaled_state: Vec<(usize, Vec<u8>)>,
+    /// The checkpoint the job restored, if any (also for a subtask that has no state in it).
+    pub restored_checkpoint: Option<crate::message::CheckpointId>,
     /// The job's checkpoint interval and timeout (`None`: checkpointing is off).
     pub checkpoint_timing: Option<crate::recovery::CheckpointTiming>,
     /// The job's fail points: an operator that injects failures for tests checks them.
@@ -92,13 +100,16 @@ pub struct OperatorContext {
 pub(crate) struct StoreOpener {
     pub(crate) backend: std::sync::Arc<dyn crate::state::StateBackend>,
     pub(crate) scope: crate::state::StoreScope,
-    pub(crate) restore_from: Option<std::path::PathBuf>,
+    pub(crate) restore: Option<crate::state::KeyedRestore>,
 }
 
 impl StoreOpener {
     /// Opens the store, restored from the checkpoint's files if any.
     pub(crate) fn open(self) -> Result<Box<dyn KeyedStore>> {
-        self.backend.open_store(&self.scope, self.restore_from.as_deref())
+        match &self.restore {
+            Some(r) => r.open(self.backend.as_ref(), &self.scope),
+            None => self.backend.open_store(&self.scope, None),
+        }
     }
 }
 

@@ -54,12 +54,19 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             Some(bytes) => Some(decode(bytes).context("decoding the sink's checkpointed committables")?),
             None => None,
         };
+        // After a restore at another parallelism: the states of the old subtasks this one takes.
+        let mut taken_over: Vec<(usize, SinkState<S::Committable>)> = Vec::new();
+        for (old, bytes) in &ctx.rescaled_state {
+            let state = decode(bytes)
+                .with_context(|| format!("decoding the checkpointed committables of sink subtask {old}"))?;
+            taken_over.push((*old, state));
+        }
         let sink_ctx = SinkContext {
             job: ctx.job.clone(),
             name: ctx.operator.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
-            restored_checkpoint: restored.as_ref().map(|s| s.checkpoint),
+            restored_checkpoint: restored.as_ref().map(|s| s.checkpoint).or(ctx.restored_checkpoint),
             checkpoint_timing: ctx.checkpoint_timing,
             committed_output: ctx.committed_output.clone(),
             cancellation: ctx.cancellation.clone(),
@@ -81,6 +88,31 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
                 writer
                     .commit(state.pending)
                     .context("re-committing restored committables")?;
+            }
+        }
+        // Committed before anything is written, as a subtask's own: the restored checkpoint is
+        // complete, and no other subtask commits these.
+        for (old, state) in taken_over {
+            tracing::debug!(
+                sink = %sink_ctx.name,
+                subtask = sink_ctx.subtask,
+                taken_over = old,
+                checkpoint = state.checkpoint.get(),
+                pending = ?state.pending.iter().map(|(id, _)| id.get()).collect::<Vec<_>>(),
+                "sink restored at another parallelism"
+            );
+            if state.pending.is_empty() {
+                continue;
+            }
+            if old == sink_ctx.subtask {
+                // The subtask of the same index: the same output, its own committables.
+                writer
+                    .commit(state.pending)
+                    .context("re-committing restored committables")?;
+            } else {
+                writer
+                    .commit_taken_over(old, state.pending)
+                    .with_context(|| format!("committing the restored committables of sink subtask {old}"))?;
             }
         }
         self.writer = Some(writer);

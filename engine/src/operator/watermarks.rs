@@ -44,7 +44,7 @@ impl<T> WatermarkOp<T> {
 
 impl<T: Data> OperatorCore for WatermarkOp<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        if let Some(raw) = &ctx.restored_state {
+        let decode = |raw: &Vec<u8>| -> Result<AssignerState> {
             let (st, _): (AssignerState, _) = bincode::serde::decode_from_slice(raw, bincode::config::standard())
                 .map_err(|e| {
                     Error::checkpoint(format!(
@@ -52,8 +52,21 @@ impl<T: Data> OperatorCore for WatermarkOp<T> {
                         ctx.describe()
                     ))
                 })?;
-            self.max_seen = st.max_seen;
-            self.emitted = st.emitted;
+            Ok(st)
+        };
+        let mut restored = ctx.restored_state.iter().map(decode).collect::<Result<Vec<_>>>()?;
+        // After a rescale the splits this subtask reads come from any old subtask: it starts
+        // from the earliest of them all, so that it never emits a watermark ahead of a split.
+        for (_, raw) in &ctx.rescaled_state {
+            restored.push(decode(raw)?);
+        }
+        if let Some(first) = restored.first().copied() {
+            let earliest = restored.iter().fold(first, |a, b| AssignerState {
+                max_seen: a.max_seen.min(b.max_seen),
+                emitted: a.emitted.min(b.emitted),
+            });
+            self.max_seen = earliest.max_seen;
+            self.emitted = earliest.emitted;
         }
         Ok(())
     }

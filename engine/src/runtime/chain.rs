@@ -70,10 +70,20 @@ impl Chain {
     /// Opens every operator, first to last.
     pub(crate) fn open(&mut self) -> Result<()> {
         if let Some(l) = self.links.first().filter(|l| l.op.forwards_event_time()) {
-            if let Some(raw) = &l.ctx.restored_state {
+            // After a rescale: the earliest event time of all old subtasks (their channels are
+            // kept only where they agree on their number).
+            let raws = l
+                .ctx
+                .restored_state
+                .iter()
+                .chain(l.ctx.rescaled_state.iter().map(|(_, raw)| raw));
+            for raw in raws {
                 let restored = EventTime::from_bytes(raw)
                     .map_err(|e| e.context(format!("restoring the input watermarks of {}", l.ctx.describe())))?;
-                self.head_input = Some(restored);
+                self.head_input = Some(match self.head_input.take() {
+                    None => restored,
+                    Some(earlier) => earlier.min(restored),
+                });
             }
         }
         for l in &mut self.links {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// Channels into each subtask, by subtask number.
 type InputChannels = HashMap<usize, Vec<GateInput>>;
 
-pub(crate) use crate::checkpoint::restore::{RestoreInput, SubtaskKey};
+pub(crate) use crate::checkpoint::restore::RestoreInput;
 pub(crate) use crate::runtime::report::MetricsEntry;
 
 /// The subtasks of a job, ready to run.
@@ -236,12 +236,14 @@ pub(crate) fn build(
                                     subtask: s,
                                     key_groups,
                                 },
-                                restore_from: restore.keyed.get(&SubtaskKey::new(&node.name, s)).cloned(),
+                                restore: restore.keyed_restore(&node.name, s, p, cfg.max_parallelism),
                             })
                         } else {
                             None
                         };
                         let op = factory(s, p).with_context(|| format!("creating operator {}[{s}]", node.name))?;
+                        let sink = matches!(node.kind, NodeKind::Operator { sink: true, .. });
+                        let operator_state = restore.operator_state_for(&node.name, s, p, sink);
                         let ctx = OperatorContext {
                             job: cfg.name.clone(),
                             operator: node.name.clone(),
@@ -252,7 +254,12 @@ pub(crate) fn build(
                             store: None,
                             store_opener,
                             metrics: metrics.clone(),
-                            restored_state: restore.operator_state.get(&SubtaskKey::new(&node.name, s)).cloned(),
+                            restored_state: operator_state.own,
+                            rescaled_state: operator_state.rescaled,
+                            // A step the checkpoint did not have restores nothing.
+                            restored_checkpoint: restore
+                                .checkpoint
+                                .filter(|_| restore.parallelism.contains_key(&node.name)),
                             checkpoint_timing: cfg.checkpoint.as_ref().map(|c| c.timing()),
                             committed_output: cfg
                                 .checkpoint

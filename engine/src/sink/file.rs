@@ -44,11 +44,17 @@
 //!   started) the pending files of checkpoints after the restored one (or all its pending
 //!   files, when the job did not restore a checkpoint). Pending files
 //!   of the restored checkpoint or earlier are left for the engine, which commits the restored
-//!   committables again. Files of other subtasks, other sinks and other jobs are never touched.
+//!   committables again. Files of other subtasks, other sinks and other jobs are never touched,
+//!   except those of subtasks at or above the parallelism that an earlier run at a higher
+//!   parallelism left: subtask `j` of `p` takes over subtask `k >= p` when `k mod p == j`
+//!   (it commits their restored committables, see [`SinkWriter::commit_taken_over`]), and
+//!   locks, checks and cleans up their files as its own. Their final files stay.
 //!
 //! Several jobs can share a directory: every file name starts with its job's identity. A
 //! directory holds the output of one lineage of each job, and two sink steps of a job whose
 //! file-safe names are equal must not share a directory.
+
+mod removed_subtasks;
 
 use super::{Sink, SinkContext, SinkWriter};
 use crate::data::{Data, Record};
@@ -210,8 +216,12 @@ struct FileWriter<T> {
     dir: PathBuf,
     /// `<job>+<sink>-<subtask>-`: the start of every file name of this subtask.
     prefix: String,
-    /// Held while this writer lives: no other process writes this sink subtask meanwhile.
-    _lock: DirLock,
+    /// The same for the subtasks above the parallelism this one takes over (module
+    /// `removed_subtasks`): their files are cleaned up as this subtask's own.
+    taken_over: Vec<String>,
+    /// Held while this writer lives, for its subtask and those it takes over: no other process
+    /// writes these sink subtasks meanwhile.
+    _locks: Vec<DirLock>,
     /// Unique to this writer (the attempt), for the in-progress file name.
     token: String,
     format: FormatFn<T>,
@@ -220,6 +230,39 @@ struct FileWriter<T> {
     /// Pending files of abandoned checkpoints are still to be deleted (after the restored
     /// checkpoint, given here): done at the first barrier.
     abandoned_pending: Option<Option<CheckpointId>>,
+}
+
+/// Locks sink subtask `subtask` (file names starting with `base`, `<job>+<sink>-`) for this
+/// process.
+///
+/// A process of this job that ran the subtask before (a worker the job failed over from) lets
+/// go once it learns its attempt is over: wait for it a while rather than fail attempt after
+/// attempt.
+fn lock_subtask(dir: &Path, base: &str, subtask: usize, ctx: &SinkContext) -> Result<DirLock> {
+    let record = OwnerRecord {
+        epoch: 0,
+        owner: OwnerInfo::this_process(&ctx.job),
+    };
+    let lock_path = dir.join(LOCKS_DIR).join(format!("{base}{subtask}.lock"));
+    let resource = format!(
+        "file sink directory {} (sink \"{}\" subtask {subtask} of job \"{}\")",
+        dir.display(),
+        ctx.name,
+        ctx.job
+    );
+    let deadline = std::time::Instant::now() + SAME_JOB_LOCK_WAIT;
+    loop {
+        match DirLock::acquire_for_subtask(&lock_path, &record, &resource) {
+            Err(e)
+                if e.kind() == crate::ErrorKind::External { retryable: true }
+                    && std::time::Instant::now() < deadline
+                    && !ctx.cancellation.is_cancelled() =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The file name of checkpoint `n`'s pending and final file for `prefix`.
@@ -299,44 +342,20 @@ impl<T> FileWriter<T> {
                 .unwrap_or(0),
             WRITER_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let subtask = format!(
-            "{}{JOB_SEPARATOR}{}-{}",
-            dir_name(&ctx.job),
-            sanitize(&ctx.name),
-            ctx.subtask
-        );
-        // Before anything is deleted: another process may still be writing this subtask.
-        let record = OwnerRecord {
-            epoch: 0,
-            owner: OwnerInfo::this_process(&ctx.job),
-        };
-        let lock_path = dir.join(LOCKS_DIR).join(format!("{subtask}.lock"));
-        let resource = format!(
-            "file sink directory {} (sink \"{}\" subtask {} of job \"{}\")",
-            dir.display(),
-            ctx.name,
-            ctx.subtask,
-            ctx.job
-        );
-        // A process of this job that ran the subtask before (a worker the job failed over
-        // from) lets go once it learns its attempt is over: wait for it a while rather than
-        // fail attempt after attempt.
-        let deadline = std::time::Instant::now() + SAME_JOB_LOCK_WAIT;
-        let lock = loop {
-            match DirLock::acquire_for_subtask(&lock_path, &record, &resource) {
-                Err(e)
-                    if e.kind() == crate::ErrorKind::External { retryable: true }
-                        && std::time::Instant::now() < deadline
-                        && !ctx.cancellation.is_cancelled() =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
+        let base = format!("{}{JOB_SEPARATOR}{}-", dir_name(&ctx.job), sanitize(&ctx.name));
+        // Before anything is deleted: another process may still be writing these subtasks.
+        let mut locks = vec![lock_subtask(&dir, &base, ctx.subtask, ctx)?];
+        let removed = removed_subtasks::removed_subtasks_of(&dir, &base, ctx.subtask, ctx.parallelism)?;
+        for &k in &removed {
+            locks.push(lock_subtask(&dir, &base, k, ctx)?);
+        }
+        if !removed.is_empty() {
+            tracing::info!(sink = %ctx.name, subtask = ctx.subtask, taken_over = ?removed, "file sink: taking over the files of subtasks above the parallelism");
+        }
         let writer = FileWriter {
-            prefix: format!("{subtask}-"),
-            _lock: lock,
+            prefix: format!("{base}{}-", ctx.subtask),
+            taken_over: removed.iter().map(|k| format!("{base}{k}-")).collect(),
+            _locks: locks,
             dir,
             token,
             format: sink.format.clone(),
@@ -349,12 +368,19 @@ impl<T> FileWriter<T> {
         Ok(writer)
     }
 
-    /// Applies the restore rules to this subtask's committed files, before anything is
-    /// deleted: the newest final file names the newest checkpoint whose output it committed.
+    /// The file name prefixes of this subtask and of those it takes over.
+    fn prefixes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.prefix.as_str()).chain(self.taken_over.iter().map(String::as_str))
+    }
+
+    /// Applies the restore rules to this subtask's committed files (and those of the subtasks
+    /// it takes over), before anything is deleted: the newest final file names the newest
+    /// checkpoint whose output it committed.
     fn check_committed_output(&self, ctx: &SinkContext) -> Result<()> {
-        let newest = file_names(&self.dir)?
-            .into_iter()
-            .filter_map(|name| Some((checkpoint_of(&self.prefix, &name)?, name)))
+        let names = file_names(&self.dir)?;
+        let newest = names
+            .iter()
+            .filter_map(|name| Some((self.prefixes().find_map(|p| checkpoint_of(p, name))?, name.clone())))
             .max();
         match newest {
             Some((n, name)) => {
@@ -370,7 +396,7 @@ impl<T> FileWriter<T> {
         let in_progress = self.dir.join(IN_PROGRESS_DIR);
         let mut deleted = false;
         for name in file_names(&in_progress)? {
-            if is_in_progress_of(&self.prefix, &name) {
+            if self.prefixes().any(|p| is_in_progress_of(p, &name)) {
                 tracing::debug!(file = %name, "file sink: deleting an in-progress file of an earlier attempt");
                 remove(&in_progress.join(&name))?;
                 deleted = true;
@@ -393,7 +419,7 @@ impl<T> FileWriter<T> {
         let pending = self.dir.join(PENDING_DIR);
         let mut deleted = false;
         for name in file_names(&pending)? {
-            let Some(n) = checkpoint_of(&self.prefix, &name) else {
+            let Some(n) = self.prefixes().find_map(|p| checkpoint_of(p, &name)) else {
                 continue;
             };
             if restored.is_none_or(|r| n > r) {
@@ -697,6 +723,58 @@ mod tests {
 
     fn names(dir: &Path) -> Vec<String> {
         file_names(dir).unwrap()
+    }
+
+    /// Sink subtask 3 of 4 is taken over by subtask 1 of 2: its restored committable is
+    /// committed once, its abandoned pending file and its in-progress file are deleted, its
+    /// committed files stay, and they count for the restore rules.
+    #[test]
+    fn a_subtask_above_a_lower_parallelism_is_taken_over_by_its_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let at = |subtask, parallelism, restored: Option<u64>| {
+            FileSink::<(u64, String)>::exactly_once(d.path()).create_writer(&SinkContext {
+                parallelism,
+                committed_output: super::super::CommittedOutputCheck::new(
+                    crate::checkpoint::RestoreMode::Latest,
+                    false,
+                    "test storage".into(),
+                    None,
+                ),
+                ..ctx("out", subtask, restored.map(CheckpointId::new))
+            })
+        };
+        let mut w = at(3, 4, None).unwrap();
+        w.write(recs(0..2)).unwrap();
+        let c1 = w.pre_commit(CheckpointId::new(1)).unwrap().unwrap();
+        w.commit(vec![(CheckpointId::new(1), c1)]).unwrap();
+        w.write(recs(2..4)).unwrap();
+        let c2 = w.pre_commit(CheckpointId::new(2)).unwrap().unwrap();
+        w.write(recs(4..6)).unwrap();
+        w.pre_commit(CheckpointId::new(3)).unwrap().unwrap();
+        w.write(recs(6..8)).unwrap();
+        drop(w); // crash: checkpoint 2 completed, 3 did not
+        let mut w = at(1, 2, Some(2)).unwrap();
+        assert!(
+            names(&d.path().join(IN_PROGRESS_DIR)).is_empty(),
+            "the in-progress file of subtask 3 is deleted"
+        );
+        w.commit_taken_over(3, vec![(CheckpointId::new(2), c2)]).unwrap();
+        assert_eq!(w.pre_commit(CheckpointId::new(3)).unwrap(), None);
+        assert!(
+            names(&d.path().join(PENDING_DIR)).is_empty(),
+            "the pending file of abandoned checkpoint 3 is deleted"
+        );
+        assert_eq!(read_committed_lines(d.path()).unwrap(), lines(0..4));
+        drop(w);
+        // Subtask 0 of 2 takes over subtasks 2 (none here), not 3.
+        drop(at(0, 2, Some(2)).unwrap());
+        // Subtask 3 committed checkpoint 2: restoring checkpoint 1 would produce it again.
+        let e = match at(1, 2, Some(1)) {
+            Ok(_) => panic!("output ahead of the restored checkpoint must stop the start"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), crate::ErrorKind::Config, "{e}");
+        assert!(e.to_string().contains(&n("out-3-0000000002.jsonl")), "{e}");
     }
 
     #[test]

@@ -103,6 +103,16 @@ pub trait SinkWriter<T, C>: Send {
     /// committable twice has the effect of committing it once.
     fn commit(&mut self, committables: Vec<(CheckpointId, C)>) -> Result<()>;
 
+    /// After a restore at another parallelism: makes visible the committables of the restored
+    /// checkpoint that sink subtask `subtask` of the checkpoint pre-committed, a subtask this
+    /// writer takes over (it no longer runs, or runs elsewhere with other state). Called once
+    /// per such subtask when the writer is created, before any record is written. Idempotent
+    /// as `commit`; the default commits them as this writer's own.
+    fn commit_taken_over(&mut self, subtask: usize, committables: Vec<(CheckpointId, C)>) -> Result<()> {
+        let _ = subtask;
+        self.commit(committables)
+    }
+
     /// Discards records written but not pre-committed (the job is failing or cancelled).
     fn abort(&mut self) -> Result<()> {
         Ok(())

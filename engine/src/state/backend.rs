@@ -98,6 +98,59 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `External` on I/O failure, `Checkpoint` if the restore directory is unusable.
     fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>>;
+
+    /// Opens the store of `scope` from snapshots of subtasks of another parallelism (a restore
+    /// that rescales, see [`rescale`](super::rescale)): it holds exactly the entries of the key
+    /// groups of `scope.key_groups` found in `parts`, and nothing else. `parts[0]` is the base
+    /// (the snapshot with the largest overlap); each part's `taken` key groups lie in
+    /// `scope.key_groups` and no two parts take the same key group. The snapshots are only read.
+    /// Whatever a previous run of the same scope left in the working directory is discarded.
+    ///
+    /// # Errors
+    /// `External` on I/O failure, `Checkpoint` if a snapshot is unusable, `Config` for a backend
+    /// that cannot rescale (the default).
+    fn open_store_rescaled(&self, scope: &StoreScope, parts: &[SnapshotPart]) -> Result<Box<dyn KeyedStore>> {
+        let _ = parts;
+        Err(crate::Error::config(format!(
+            "the {} state backend cannot restore keyed state at another parallelism (store {})",
+            self.name(),
+            scope.relative_dir().display()
+        )))
+    }
+}
+
+/// How the store of a keyed subtask is restored from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedRestore {
+    /// From the snapshot of the same subtask at the same parallelism, whole
+    /// ([`StateBackend::open_store`]).
+    Whole(PathBuf),
+    /// From parts of snapshots taken at another parallelism
+    /// ([`StateBackend::open_store_rescaled`]); empty when none holds a key group of the subtask.
+    Rescaled(Vec<SnapshotPart>),
+}
+
+impl KeyedRestore {
+    /// Opens the store of `scope` with `backend` as this restore says.
+    ///
+    /// # Errors
+    /// As [`StateBackend::open_store`] and [`StateBackend::open_store_rescaled`].
+    pub fn open(&self, backend: &dyn StateBackend, scope: &StoreScope) -> Result<Box<dyn KeyedStore>> {
+        match self {
+            KeyedRestore::Whole(dir) => backend.open_store(scope, Some(dir)),
+            KeyedRestore::Rescaled(parts) if parts.is_empty() => backend.open_store(scope, None),
+            KeyedRestore::Rescaled(parts) => backend.open_store_rescaled(scope, parts),
+        }
+    }
+}
+
+/// The snapshot of one subtask of a checkpoint, and the key groups a restore takes from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPart {
+    /// The snapshot's directory (what [`KeyedStore::snapshot_to`] wrote).
+    pub dir: PathBuf,
+    /// The key groups taken from it.
+    pub taken: KeyGroupRange,
 }
 
 /// An ordered map from bytes to bytes holding one operator subtask's keyed state.
@@ -127,4 +180,10 @@ pub trait KeyedStore: Send {
     /// # Errors
     /// `Checkpoint` if the snapshot cannot be written.
     fn snapshot_to(&mut self, dir: &Path) -> Result<Vec<PathBuf>>;
+}
+
+/// The smallest entry key of key group `kg`, or above every key group when `kg` is
+/// [`MAX_KEY_GROUPS`](super::key_group::MAX_KEY_GROUPS): range bounds for whole key groups.
+pub fn key_group_start(kg: usize) -> [u8; 2] {
+    (kg as u16).to_be_bytes()
 }

@@ -29,6 +29,8 @@ macro_rules! conformance_tests {
             restore_from_unusable_dir_fails,
             approximate_size_tracks_writes,
             random_operations_match_a_btreemap,
+            rescale_moves_every_key_to_the_owner_of_its_key_group,
+            rescale_from_a_missing_snapshot_fails,
         );
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
@@ -45,6 +47,9 @@ macro_rules! conformance_tests {
         }
     };
 }
+pub use super::rescale_conformance::{
+    rescale_from_a_missing_snapshot_fails, rescale_moves_every_key_to_the_owner_of_its_key_group,
+};
 pub(crate) use conformance_tests;
 
 /// A scope for tests.

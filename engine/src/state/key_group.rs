@@ -65,6 +65,12 @@ impl KeyGroupRange {
     pub fn is_empty(&self) -> bool {
         false
     }
+
+    /// The key groups in both ranges, if any.
+    pub fn intersect(&self, other: &KeyGroupRange) -> Option<KeyGroupRange> {
+        let (start, end) = (self.start.max(other.start), self.end.min(other.end));
+        (start <= end).then_some(KeyGroupRange { start, end })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! except what [`KeyedStore::snapshot_to`] wrote: `state.bin`, a header (magic, format version,
 //! payload length, CRC32C of the payload) followed by the bincode-encoded entries.
 
-use super::backend::{KeyedStore, StateBackend, StoreScope};
+use super::backend::{key_group_start, KeyedStore, SnapshotPart, StateBackend, StoreScope};
+use super::KeyGroupRange;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -53,9 +54,32 @@ impl StateBackend for MemoryBackend {
                 ))
             })?,
         };
-        let size = map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        Ok(Box::new(MemoryStore { map, size }))
+        Ok(Box::new(MemoryStore::of(map)))
     }
+
+    fn open_store_rescaled(&self, scope: &StoreScope, parts: &[SnapshotPart]) -> Result<Box<dyn KeyedStore>> {
+        let mut map = BTreeMap::new();
+        for part in parts {
+            let mut taken = load(&part.dir).map_err(|e| {
+                e.context(format!(
+                    "restoring memory store {} from {} (key groups {}..={})",
+                    scope.relative_dir().display(),
+                    part.dir.display(),
+                    part.taken.start,
+                    part.taken.end
+                ))
+            })?;
+            map.append(&mut key_group_range(&mut taken, part.taken));
+        }
+        Ok(Box::new(MemoryStore::of(map)))
+    }
+}
+
+/// Takes the entries of the key groups of `range` out of `map`.
+fn key_group_range(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, range: KeyGroupRange) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut taken = map.split_off(&key_group_start(range.start as usize)[..]);
+    taken.split_off(&key_group_start(range.end as usize + 1)[..]);
+    taken
 }
 
 /// One subtask's state held in memory.
@@ -67,6 +91,11 @@ struct MemoryStore {
 }
 
 impl MemoryStore {
+    fn of(map: BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+        let size = map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        MemoryStore { map, size }
+    }
+
     /// Entries whose key starts with `prefix`, in order.
     fn prefix_range<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
         self.map

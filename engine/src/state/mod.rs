@@ -6,9 +6,12 @@ mod conformance;
 pub mod key_group;
 pub mod layout;
 pub mod memory;
+pub mod rescale;
+#[cfg(test)]
+mod rescale_conformance;
 pub mod rocks;
 
-pub use backend::{KeyedStore, StateBackend, StoreScope};
+pub use backend::{KeyedRestore, KeyedStore, SnapshotPart, StateBackend, StoreScope};
 pub use key_group::{key_group_for, key_group_of, KeyGroup, KeyGroupRange};
 pub use memory::MemoryBackend;
 pub use rocks::RocksDbBackend;

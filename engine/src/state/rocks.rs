@@ -9,7 +9,9 @@
 //! A running job holds the lock `dir/job/_lock` ([`lock_job`](StateBackend::lock_job)), so that
 //! a second process of the same job cannot delete the working directories of the first.
 
-use super::backend::{dir_name, KeyedStore, StateBackend, StoreScope};
+mod rescale;
+
+use super::backend::{dir_name, KeyedStore, SnapshotPart, StateBackend, StoreScope};
 use crate::ownership::dir_lock::DirLock;
 use crate::ownership::{OwnerInfo, OwnerRecord};
 use crate::{Error, Result};
@@ -138,10 +140,15 @@ impl RocksDbBackend {
         }
     }
 
+    /// The working directory of the store of `scope`.
+    fn work_dir(&self, scope: &StoreScope) -> Result<PathBuf> {
+        std::path::absolute(self.dir.join(scope.relative_dir()))
+            .map_err(|e| Error::io(format!("resolving the state directory {}", self.dir.display()), e))
+    }
+
     /// Opens the store of `scope`; see [`StateBackend::open_store`].
     fn open(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<RocksDbStore> {
-        let work = std::path::absolute(self.dir.join(scope.relative_dir()))
-            .map_err(|e| Error::io(format!("resolving the state directory {}", self.dir.display()), e))?;
+        let work = self.work_dir(scope)?;
         let guard = OpenGuard::acquire(&work)?;
         match fs::remove_dir_all(&work) {
             Ok(()) => {}
@@ -210,6 +217,10 @@ impl StateBackend for RocksDbBackend {
 
     fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>> {
         Ok(Box::new(self.open(scope, restore_from)?))
+    }
+
+    fn open_store_rescaled(&self, scope: &StoreScope, parts: &[SnapshotPart]) -> Result<Box<dyn KeyedStore>> {
+        Ok(Box::new(self.open_rescaled(scope, parts)?))
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct Settings {
     pub(crate) sink: String,
     /// The restore rules the marker found at start is checked against.
     pub(crate) ctx: weir_engine::connector::SinkContext,
+    /// Fence the ids of the subtasks above the parallelism that this subtask owns (module
+    /// `lingering`); false for the writer of a subtask taken over, which its owner fenced.
+    pub(crate) fence_removed: bool,
 }
 
 /// One sink subtask's transactional writer.
@@ -39,9 +42,10 @@ pub(crate) struct Settings {
 /// # After a crash
 /// The constructor fences every older producer of the same transactional id (aborting what
 /// it left open) before reading the marker, so the marker it reads is final: epochs at or
-/// below it were committed exactly once, epochs above it not at all. Subtask 0 first fences
-/// the ids of the subtasks above the current parallelism that ran before (module
-/// `lingering`), aborting what they left open.
+/// below it were committed exactly once, epochs above it not at all. Subtask `j` of `p` first
+/// fences the ids of the subtasks `k >= p` with `k mod p == j` that ran before (module
+/// `lingering`), aborting what they left open; after a rescale it produces the restored
+/// epochs of such a subtask under that subtask's id and marker, with a writer of its own.
 pub(crate) struct ExactlyOnceWriter<T> {
     producer: BaseProducer<DeliveryTracker>,
     marker: EpochMarker,
@@ -81,12 +85,12 @@ impl<T: 'static> ExactlyOnceWriter<T> {
         producer
             .init_transactions(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(format!("{what}: initializing transactions"), e))?;
-        let fencing = if settings.subtask == 0 {
+        let fencing = if settings.fence_removed {
             Fencing::start(
                 settings.conn.clone(),
                 settings.topic.clone(),
                 settings.prefix.clone(),
-                settings.parallelism,
+                (settings.subtask, settings.parallelism),
                 settings.sink.clone(),
             )?
         } else {
@@ -250,6 +254,46 @@ impl<T: Send + 'static> SinkWriter<T, KafkaCommittable> for ExactlyOnceWriter<T>
             self.run_transaction(epoch, &c.records)?;
         }
         Ok(())
+    }
+
+    /// Produces the restored epochs of subtask `subtask` (above the parallelism, taken over
+    /// after a rescale) under its own transactional id, checked against and moving its own
+    /// marker, exactly as that subtask's writer would after a restore: its `init_transactions`
+    /// fences every older producer of the id first, so the marker read is final. This
+    /// writer's fencing, which covers that id, is finished before.
+    fn commit_taken_over(&mut self, subtask: usize, committables: Vec<(CheckpointId, KafkaCommittable)>) -> Result<()> {
+        self.fencing
+            .finish()
+            .map_err(|e| e.context(format!("Kafka sink {}", self.settings.sink)))?;
+        let s = &self.settings;
+        let settings = Settings {
+            conn: s.conn.clone(),
+            topic: s.topic.clone(),
+            transactional_id: format!("{}-{subtask}", s.prefix),
+            prefix: s.prefix.clone(),
+            subtask,
+            parallelism: s.parallelism,
+            transaction_timeout: s.transaction_timeout,
+            fresh_start: false,
+            sink: s.sink.clone(),
+            ctx: s.ctx.clone(),
+            fence_removed: false,
+        };
+        let shape = RecordShape {
+            serializer: self.shape.serializer.clone(),
+            key: self.shape.key.clone(),
+            partitioner: self.shape.partitioner.clone(),
+            headers: self.shape.headers.clone(),
+            partitions: self.shape.partitions,
+            fixed_partition: self.shape.fixed_partition,
+            epoch_headers: self
+                .shape
+                .epoch_headers
+                .as_ref()
+                .map(|_| (subtask.to_string(), super::record::new_session())),
+        };
+        tracing::info!(sink = %s.sink, subtask = s.subtask, taken_over = subtask, epochs = committables.len(), "producing the restored epochs of a sink subtask above the parallelism");
+        ExactlyOnceWriter::new(settings, shape)?.commit(committables)
     }
 
     fn abort(&mut self) -> Result<()> {

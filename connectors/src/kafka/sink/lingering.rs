@@ -4,15 +4,17 @@
 //! than an earlier run had, nobody calls `init_transactions` for the ids above the new range:
 //! a transaction such a subtask left open would stay open until the broker's transaction
 //! timeout (holding back every `read_committed` consumer of its partitions), and a zombie
-//! process with such an id could still commit. Subtask 0 therefore fences those ids at every
-//! start (beside opening, finished before it commits its first epoch), as Flink's Kafka sink
-//! aborts lingering transactions.
+//! process with such an id could still commit. Subtask `j` of `p` therefore fences the ids
+//! `k >= p` with `k mod p == j` at every start (beside opening, finished before it commits its
+//! first epoch or produces the epochs of such a subtask it takes over after a rescale), as
+//! Flink's Kafka sink aborts lingering transactions. Each id has one fencer, the subtask that
+//! takes over its restored epochs, so the two never race.
 //!
 //! Which subtasks ran before is recorded on the broker, so it survives a fresh start and a
 //! lost checkpoint: every sink subtask commits its epoch marker (a consumer group named after
-//! its transactional id) before it produces anything. Subtask 0 looks for the marker of
-//! `<prefix>-<p>` (without waiting for open transactions); while there is one, it fences that
-//! id and goes on with `p + 1`.
+//! its transactional id) before it produces anything. Subtask `j` looks for the marker of
+//! `<prefix>-<p + j>` (without waiting for open transactions); while there is one, it fences
+//! that id and goes on with `p + j + p`.
 //!
 //! # After a crash
 //! Fencing is idempotent and changes no marker, so a crash part-way leaves the same ids to
@@ -40,12 +42,12 @@ impl Fencing {
         conn: KafkaConnection,
         topic: String,
         prefix: String,
-        parallelism: usize,
+        (subtask, parallelism): (usize, usize),
         sink: String,
     ) -> Result<Self> {
         std::thread::Builder::new()
             .name(format!("weir-{sink}-fencing"))
-            .spawn(move || fence_subtasks_above(&conn, &topic, &prefix, parallelism, &sink))
+            .spawn(move || fence_subtasks_above(&conn, &topic, &prefix, (subtask, parallelism), &sink))
             .map(|h| Fencing(Some(h)))
             .map_err(|e| Error::io("starting the Kafka sink's fencing of earlier subtasks", e))
     }
@@ -65,9 +67,9 @@ impl Fencing {
     }
 }
 
-/// Fences the transactional id `<prefix>-<k>` of every sink subtask `k >= parallelism` that
-/// ran before (its open transaction is aborted; its older producers can no longer commit).
-/// Returns how many ids had run.
+/// Fences the transactional id `<prefix>-<k>` of every sink subtask `k >= parallelism` with
+/// `k mod parallelism == subtask` that ran before (its open transaction is aborted; its older
+/// producers can no longer commit). Returns how many ids had run.
 ///
 /// # Errors
 /// `External` (retryable) if the broker cannot be reached; `Config` for refused properties.
@@ -75,18 +77,20 @@ pub(crate) fn fence_subtasks_above(
     conn: &KafkaConnection,
     topic: &str,
     prefix: &str,
-    parallelism: usize,
+    (subtask, parallelism): (usize, usize),
     sink: &str,
 ) -> Result<usize> {
-    let mut k = parallelism;
+    let mut k = parallelism + subtask;
+    let mut fenced = 0;
     loop {
         let id = format!("{prefix}-{k}");
         if !EpochMarker::was_written(conn, topic, &id)? {
-            return Ok(k - parallelism);
+            return Ok(fenced);
         }
         fence(conn, &id, sink)?;
         tracing::info!(sink, transactional_id = %id, parallelism, "fenced the transactional id of a sink subtask above the parallelism, which an earlier run had");
-        k += 1;
+        fenced += 1;
+        k += parallelism;
     }
 }
 

@@ -39,8 +39,11 @@
 //! marker when nothing was restored and the restore mode is not `RestoreMode::Fresh`, stops
 //! the start and leaves the marker as it was.
 //! marker, so checkpoint numbering of an earlier job cannot hide new epochs. At every start
-//! subtask 0 also fences the ids of subtasks above the parallelism that an earlier run had
-//! (their markers record that they ran), aborting what they left open (module `lingering`).
+//! subtask `j` of `p` also fences the ids of subtasks `k >= p` with `k mod p == j` that an
+//! earlier run had (their markers record that they ran), aborting what they left open (module
+//! `lingering`). After a restore at a lower parallelism it takes over those subtasks' restored
+//! epochs and produces them as they would have: under their ids, checked against and moving
+//! their markers.
 
 mod at_least_once;
 #[cfg(test)]
@@ -334,6 +337,7 @@ impl<T: Data> Sink<T> for KafkaSink<T> {
                         fresh_start: ctx.restored_checkpoint.is_none(),
                         sink: ctx.name.clone(),
                         ctx: ctx.clone(),
+                        fence_removed: true,
                     },
                     shape,
                 )?))

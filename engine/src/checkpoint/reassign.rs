@@ -1,0 +1,170 @@
+//! Which restored state each subtask of the job opens with, when a step's parallelism may differ
+//! from the checkpoint's: the decisions of [`state::rescale`](crate::state::rescale) applied to
+//! what a restore materialized.
+
+use super::restore::{RestoreInput, SubtaskKey};
+use crate::state::rescale::{assign_keyed_state, operator_state_owner};
+use crate::state::{KeyedRestore, SnapshotPart};
+
+/// The operator state one subtask opens with.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RestoredOperatorState {
+    /// Its own state, when the step kept its parallelism.
+    pub(crate) own: Option<Vec<u8>>,
+    /// The states of old subtasks it takes, after a change of parallelism.
+    pub(crate) rescaled: Vec<(usize, Vec<u8>)>,
+}
+
+impl RestoreInput {
+    /// The step's parallelism in the restored checkpoint, when it differs from `parallelism`.
+    fn old_parallelism(&self, step: &str, parallelism: usize) -> Option<usize> {
+        self.parallelism.get(step).copied().filter(|&old| old != parallelism)
+    }
+
+    /// How subtask `subtask` of keyed step `step`, now at `parallelism`, restores its store;
+    /// `None` when the checkpoint holds no keyed state for it (it starts empty).
+    pub(crate) fn keyed_restore(
+        &self,
+        step: &str,
+        subtask: usize,
+        parallelism: usize,
+        max_parallelism: usize,
+    ) -> Option<KeyedRestore> {
+        let Some(old) = self.old_parallelism(step, parallelism) else {
+            return self
+                .keyed
+                .get(&SubtaskKey::new(step, subtask))
+                .map(|dir| KeyedRestore::Whole(dir.clone()));
+        };
+        let parts: Vec<SnapshotPart> = assign_keyed_state(subtask, parallelism, old, max_parallelism)
+            .sources
+            .into_iter()
+            .filter_map(|t| {
+                self.keyed
+                    .get(&SubtaskKey::new(step, t.old_subtask))
+                    .map(|dir| SnapshotPart {
+                        dir: dir.clone(),
+                        taken: t.taken,
+                    })
+            })
+            .collect();
+        (!parts.is_empty()).then_some(KeyedRestore::Rescaled(parts))
+    }
+
+    /// The operator state subtask `subtask` of step `step`, now at `parallelism`, opens with. A
+    /// sink (`sink`) takes the states of the old subtasks it owns now; any other step gets
+    /// every old subtask's to combine.
+    pub(crate) fn operator_state_for(
+        &self,
+        step: &str,
+        subtask: usize,
+        parallelism: usize,
+        sink: bool,
+    ) -> RestoredOperatorState {
+        let Some(old) = self.old_parallelism(step, parallelism) else {
+            return RestoredOperatorState {
+                own: self.operator_state.get(&SubtaskKey::new(step, subtask)).cloned(),
+                rescaled: Vec::new(),
+            };
+        };
+        let rescaled = (0..old)
+            .filter(|&i| !sink || operator_state_owner(i, parallelism) == subtask)
+            .filter_map(|i| {
+                self.operator_state
+                    .get(&SubtaskKey::new(step, i))
+                    .map(|state| (i, state.clone()))
+            })
+            .collect();
+        RestoredOperatorState { own: None, rescaled }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::KeyGroupRange;
+    use std::path::PathBuf;
+
+    fn range(subtask: usize, parallelism: usize) -> KeyGroupRange {
+        KeyGroupRange::for_subtask(subtask, parallelism, 128)
+    }
+
+    fn input(old: usize) -> RestoreInput {
+        let mut input = RestoreInput::default();
+        input.parallelism.insert("count".into(), old);
+        input.parallelism.insert("out".into(), old);
+        for i in 0..old {
+            input
+                .keyed
+                .insert(SubtaskKey::new("count", i), PathBuf::from(format!("count-{i}")));
+            input.operator_state.insert(SubtaskKey::new("out", i), vec![i as u8]);
+        }
+        input
+    }
+
+    #[test]
+    fn the_same_parallelism_restores_each_subtask_whole() {
+        let input = input(2);
+        assert_eq!(
+            input.keyed_restore("count", 1, 2, 128),
+            Some(KeyedRestore::Whole(PathBuf::from("count-1")))
+        );
+        assert_eq!(
+            input.operator_state_for("out", 1, 2, true),
+            RestoredOperatorState {
+                own: Some(vec![1]),
+                rescaled: Vec::new()
+            }
+        );
+        assert_eq!(input.keyed_restore("other", 0, 2, 128), None);
+    }
+
+    #[test]
+    fn two_to_three_splits_the_old_ranges_over_the_new_subtasks() {
+        let input = input(2);
+        let Some(KeyedRestore::Rescaled(parts)) = input.keyed_restore("count", 1, 3, 128) else {
+            panic!("rescaled");
+        };
+        let middle = range(1, 3);
+        assert_eq!(
+            parts,
+            vec![
+                SnapshotPart {
+                    dir: PathBuf::from("count-1"),
+                    taken: KeyGroupRange {
+                        start: range(1, 2).start,
+                        end: middle.end
+                    }
+                },
+                SnapshotPart {
+                    dir: PathBuf::from("count-0"),
+                    taken: KeyGroupRange {
+                        start: middle.start,
+                        end: range(0, 2).end
+                    }
+                },
+            ]
+        );
+        // A new sink subtask without an old one of its index starts without operator state.
+        assert_eq!(
+            input.operator_state_for("out", 2, 3, true),
+            RestoredOperatorState::default()
+        );
+    }
+
+    #[test]
+    fn four_to_two_gives_each_sink_subtask_the_committables_of_two() {
+        let input = input(4);
+        assert_eq!(
+            input.operator_state_for("out", 1, 2, true).rescaled,
+            vec![(1, vec![1]), (3, vec![3])]
+        );
+        // Other operators see every old subtask's state.
+        assert_eq!(input.operator_state_for("out", 1, 2, false).rescaled.len(), 4);
+        let Some(KeyedRestore::Rescaled(parts)) = input.keyed_restore("count", 0, 2, 128) else {
+            panic!("rescaled");
+        };
+        let dirs: Vec<_> = parts.iter().map(|p| p.dir.clone()).collect();
+        assert_eq!(dirs, vec![PathBuf::from("count-0"), PathBuf::from("count-1")]);
+    }
+}
