@@ -42,6 +42,8 @@ struct Spec {
     /// A fail point at which every master and worker process aborts, on its nth hit, the
     /// first time it starts.
     abort_at: Option<(String, u64)>,
+    /// Every step's parallelism [default 2].
+    parallelism: Option<usize>,
 }
 
 impl Spec {
@@ -83,6 +85,7 @@ fn cluster_savepoint_child() {
     let job = Job {
         step: Box::leak(spec.step.clone().into_boxed_str()),
         rate: spec.rate,
+        parallelism: spec.parallelism.unwrap_or(2),
         from_savepoint: spec
             .from_savepoint
             .as_ref()
@@ -253,4 +256,46 @@ fn assert_path_is_dir(p: &Path) {
         "{} is gone: a job never deletes the savepoint it started from",
         p.display()
     );
+}
+
+/// Rescale on a cluster: stopped with a savepoint at parallelism 2, the job starts from it at
+/// 3 (each worker fetching the old subtasks its new ones take, every worker process aborting
+/// once), then is stopped again and restored from its own checkpoint at 1: the output equals
+/// the model.
+#[test]
+fn a_cluster_rescales_from_a_savepoint_and_from_its_checkpoint_with_exact_output() {
+    crate::common::trace_if_asked();
+    within(420, || {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let at = dir.join("savepoint");
+        let first = Spec {
+            after_records: EVENTS / 5,
+            stop_into: Some(at.display().to_string()),
+            ..Spec::of(dir, "checkpoints-a", "tally", SLOW)
+        };
+        let sp = taken(&run(&first, &[]).stopped, "the stop with savepoint at parallelism 2");
+        let wider = Spec {
+            from_savepoint: Some(at.clone()),
+            parallelism: Some(3),
+            abort_at: Some((fail::PROCESS_RECORD.to_string(), 40)),
+            after_records: EVENTS / 2,
+            stop_into: Some(dir.join("savepoint-3").display().to_string()),
+            ..Spec::of(dir, "checkpoints-b", "tally", SLOW)
+        };
+        let out = run(&wider, &[]);
+        let second = taken(&out.stopped, "the stop with savepoint at parallelism 3");
+        let report = out.report.expect("the run at parallelism 3");
+        assert_eq!(report.restored_from, Some(sp.id));
+        let before = committed(dir).len() as u64;
+        assert!(before < EVENTS, "stopped midway: {before}");
+        // At parallelism 1, from the job's own latest checkpoint (the stop's).
+        let narrower = Spec {
+            parallelism: Some(1),
+            ..Spec::of(dir, "checkpoints-b", "tally", FAST)
+        };
+        let report = run(&narrower, &[]).report.expect("the run at parallelism 1");
+        assert_eq!(report.restored_from, Some(second.id));
+        check_against_model(dir);
+    });
 }

@@ -83,6 +83,8 @@ pub(crate) struct Job<'a> {
     /// The name of the stateful step ("tally"; a changed job renames it).
     pub(crate) step: &'static str,
     pub(crate) rate: f64,
+    /// Every step's parallelism (2 unless a test rescales).
+    pub(crate) parallelism: usize,
     pub(crate) from_savepoint: Option<SavepointRestore>,
     pub(crate) tune: fn(&mut CheckpointConfig),
     /// Checkpoint storage other than the `checkpoints` directory (an S3 bucket).
@@ -96,6 +98,7 @@ impl<'a> Job<'a> {
             checkpoints: dir.join(checkpoints),
             step: "tally",
             rate: SLOW,
+            parallelism: 2,
             from_savepoint: None,
             tune: |_| {},
             storage: None,
@@ -110,7 +113,7 @@ impl<'a> Job<'a> {
         cfg.interval = Duration::from_millis(40);
         (self.tune)(&mut cfg);
         let mut p = Pipeline::new("savepoints")
-            .parallelism(2)
+            .parallelism(self.parallelism)
             .batch_size(32)
             .state_dir(self.dir.join("state"))
             .checkpointing(cfg);

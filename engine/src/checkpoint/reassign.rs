@@ -2,9 +2,11 @@
 //! from the checkpoint's: the decisions of [`state::rescale`](crate::state::rescale) applied to
 //! what a restore materialized.
 
+use super::metadata::CheckpointMetadata;
 use super::restore::{RestoreInput, SubtaskKey};
 use crate::state::rescale::{assign_keyed_state, operator_state_owner};
 use crate::state::{KeyedRestore, SnapshotPart};
+use std::collections::{BTreeSet, HashMap};
 
 /// The operator state one subtask opens with.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -79,6 +81,44 @@ impl RestoreInput {
     }
 }
 
+/// The subtasks of checkpoint `meta` whose state a cluster worker fetches to run `mine` (its
+/// subtasks now, by step and index) at `parallelism` (each step's now). Pure.
+///
+/// A step that kept its parallelism needs the state of the same subtasks. For a rescaled step,
+/// an old subtask with keyed files is fetched only when its key groups overlap those of one of
+/// the worker's new subtasks of the step (keyed state is the bulk of a checkpoint); an old
+/// subtask with operator state only (sink committables, a watermark) is fetched whenever the
+/// worker runs a subtask of the step, as whichever subtask takes it over may be here.
+pub(crate) fn state_to_fetch(
+    meta: &CheckpointMetadata,
+    mine: &BTreeSet<SubtaskKey>,
+    parallelism: &HashMap<String, usize>,
+) -> BTreeSet<SubtaskKey> {
+    let mut wanted: BTreeSet<SubtaskKey> = BTreeSet::new();
+    for op in &meta.operators {
+        let here: Vec<usize> = mine.iter().filter(|k| k.step == op.name).map(|k| k.subtask).collect();
+        let now = parallelism.get(&op.name).copied().unwrap_or(op.parallelism);
+        if here.is_empty() {
+            continue;
+        }
+        if now == op.parallelism {
+            wanted.extend(here.iter().map(|&s| SubtaskKey::new(&op.name, s)));
+            continue;
+        }
+        let keyed: BTreeSet<usize> = here
+            .iter()
+            .flat_map(|&s| assign_keyed_state(s, now, op.parallelism, meta.max_parallelism).sources)
+            .map(|t| t.old_subtask)
+            .collect();
+        for st in &op.subtasks {
+            if st.keyed_files.is_empty() || keyed.contains(&st.subtask) {
+                wanted.insert(SubtaskKey::new(&op.name, st.subtask));
+            }
+        }
+    }
+    wanted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +189,57 @@ mod tests {
         assert_eq!(
             input.operator_state_for("out", 2, 3, true),
             RestoredOperatorState::default()
+        );
+    }
+
+    #[test]
+    fn a_worker_fetches_the_old_subtasks_its_new_ones_take() {
+        use crate::checkpoint::metadata::{
+            CheckpointMetadata, CheckpointStats, OperatorState, StoredFile, SubtaskState, FORMAT_VERSION,
+        };
+        let file = |name: &str| StoredFile {
+            name: name.into(),
+            key: name.into(),
+            size: 1,
+            crc32c: 0,
+        };
+        let op = |name: &str, keyed: bool| OperatorState {
+            name: name.into(),
+            parallelism: 2,
+            subtasks: (0..2)
+                .map(|i| SubtaskState {
+                    subtask: i,
+                    key_groups: range(i, 2),
+                    keyed_files: if keyed { vec![file("000007.sst")] } else { Vec::new() },
+                    operator_state: (!keyed).then(|| file("operator-state")),
+                })
+                .collect(),
+        };
+        let meta = CheckpointMetadata {
+            version: FORMAT_VERSION,
+            job: "j".into(),
+            id: crate::message::CheckpointId::new(4),
+            owner_epoch: None,
+            kind: crate::message::BarrierKind::Checkpoint,
+            max_parallelism: 128,
+            sources: Vec::new(),
+            operators: vec![op("count", true), op("out", false), op("same", true)],
+            stats: CheckpointStats::default(),
+        };
+        let now: HashMap<String, usize> = [("count".into(), 3), ("out".into(), 3), ("same".into(), 2)].into();
+        let key = |step: &str, s: usize| SubtaskKey::new(step, s);
+        // New subtask 2 of 3 owns key groups 86..=127, all of old subtask 1's.
+        let mine: BTreeSet<SubtaskKey> = [key("count", 2), key("out", 2), key("same", 1)].into();
+        assert_eq!(
+            state_to_fetch(&meta, &mine, &now),
+            [key("count", 1), key("out", 0), key("out", 1), key("same", 1)].into()
+        );
+        // New subtask 1 of 3 (43..=85) overlaps both old ones; a worker without the step
+        // fetches none of it.
+        let mine: BTreeSet<SubtaskKey> = [key("count", 1)].into();
+        assert_eq!(
+            state_to_fetch(&meta, &mine, &now),
+            [key("count", 0), key("count", 1)].into()
         );
     }
 

@@ -167,14 +167,13 @@ pub(crate) struct RestoreOutcome {
 }
 
 /// Checks that `meta` fits the job; a mismatch is a configuration error (never a fallback).
-/// A step's parallelism may differ from the checkpoint's (its state is redistributed), except
-/// when `state_elsewhere`: a cluster's workers fetch only their own subtasks' state.
+/// A step's parallelism may differ from the checkpoint's: its state is redistributed (on a
+/// cluster, each worker fetches the old subtasks its new ones take).
 fn check_compatible(
     meta: &CheckpointMetadata,
     job: &str,
     max_parallelism: usize,
     parallelism: &HashMap<String, usize>,
-    state_elsewhere: bool,
 ) -> Result<()> {
     if meta.job != job {
         return Err(Error::config(format!(
@@ -192,17 +191,6 @@ fn check_compatible(
     }
     for op in &meta.operators {
         match parallelism.get(&op.name) {
-            // Workers fetch the state of the subtasks they run, by subtask index: a different
-            // parallelism would drop or misplace it.
-            Some(&p) if p != op.parallelism && state_elsewhere => {
-                return Err(Error::config(format!(
-                    "step \"{}\" had parallelism {} in checkpoint {}, now {p}: a job on workers cannot be \
-                     rescaled yet; restore it in one process at the new parallelism, and run it on workers from \
-                     its first checkpoint",
-                    op.name, op.parallelism, meta.id
-                ))
-                .with_reason(Reason::ParallelismChanged))
-            }
             Some(&p) if op.parallelism == 0 || op.parallelism > max_parallelism => {
                 return Err(Error::checkpoint(format!(
                     "checkpoint {}: step \"{}\" has parallelism {} with max parallelism {max_parallelism} (now {p})",
@@ -353,7 +341,7 @@ pub(crate) fn restore_from(
             read_metadata(storage, id)
         })
         .and_then(|meta| {
-            check_compatible(&meta, job, max_parallelism, parallelism, policy.state_elsewhere)?;
+            check_compatible(&meta, job, max_parallelism, parallelism)?;
             let _ = std::fs::remove_dir_all(dir);
             let input = if policy.state_elsewhere {
                 materialize(storage, &meta, dir, retry, &|_| false, &|_, _| None)?
@@ -490,18 +478,15 @@ mod tests {
             stats: CheckpointStats::default(),
         };
         let now: HashMap<String, usize> = [("count".to_string(), 3)].into_iter().collect();
-        check_compatible(&meta, "j", 128, &now, false).unwrap();
-        let e = check_compatible(&meta, "j", 128, &now, true).unwrap_err();
-        assert_eq!(e.reason(), Some(Reason::ParallelismChanged), "{e}");
-        assert!(e.to_string().contains("cannot be rescaled yet"), "{e}");
-        let e = check_compatible(&meta, "j", 64, &now, false).unwrap_err();
+        check_compatible(&meta, "j", 128, &now).unwrap();
+        let e = check_compatible(&meta, "j", 64, &now).unwrap_err();
         assert_eq!(e.reason(), Some(Reason::MaxParallelismChanged), "{e}");
         meta.operators[0].subtasks[1].key_groups = KeyGroupRange { start: 0, end: 127 };
-        let e = check_compatible(&meta, "j", 128, &now, false).unwrap_err();
+        let e = check_compatible(&meta, "j", 128, &now).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
         // Without a change of parallelism the ranges are not looked at (as before).
         let same: HashMap<String, usize> = [("count".to_string(), 2)].into_iter().collect();
-        check_compatible(&meta, "j", 128, &same, true).unwrap();
+        check_compatible(&meta, "j", 128, &same).unwrap();
     }
 
     /// Local recovery: a worker's own copy of a subtask's snapshot is used when it verifies

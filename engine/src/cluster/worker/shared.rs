@@ -12,6 +12,7 @@
 //! fetches from the storage whatever does not.
 
 use crate::checkpoint::metadata::StoredFile;
+use crate::checkpoint::reassign::state_to_fetch;
 use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, SubtaskKey, READ_RETRY};
 use crate::checkpoint::staging::StagingArea;
 use crate::checkpoint::storage::CheckpointStorage;
@@ -265,17 +266,27 @@ impl WorkerCore {
             let copy = self.local_copy(id, operator, subtask);
             (!from_savepoint && copy.is_dir()).then_some(copy)
         };
-        let input =
-            materialize(storage.as_ref(), &meta, &dir, READ_RETRY, &|k| mine.contains(k), &local).map_err(|e| {
-                let corrupt = e.kind() == crate::ErrorKind::Checkpoint;
-                let what = if from_savepoint { "savepoint" } else { "checkpoint" };
-                let e = e.context(format!("worker {} restoring {what} {id}", self.me));
-                if corrupt {
-                    e.with_reason(crate::Reason::RestoredStateCorrupt)
-                } else {
-                    e
-                }
-            })?;
+        // After a change of parallelism, the new subtasks take state of other old subtasks.
+        let parallelism = crate::runtime::plan::parallelism_by_name(&self.graph, &self.cfg)?;
+        let wanted = state_to_fetch(&meta, &mine, &parallelism);
+        let input = materialize(
+            storage.as_ref(),
+            &meta,
+            &dir,
+            READ_RETRY,
+            &|k| wanted.contains(k),
+            &local,
+        )
+        .map_err(|e| {
+            let corrupt = e.kind() == crate::ErrorKind::Checkpoint;
+            let what = if from_savepoint { "savepoint" } else { "checkpoint" };
+            let e = e.context(format!("worker {} restoring {what} {id}", self.me));
+            if corrupt {
+                e.with_reason(crate::Reason::RestoredStateCorrupt)
+            } else {
+                e
+            }
+        })?;
         lock(&self.completed).files = (!from_savepoint).then(|| (id, Arc::new(reusable_files(&meta))));
         Ok(input)
     }
