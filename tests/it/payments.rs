@@ -601,3 +601,27 @@ fn stop_move_and_resume(extra: &[&str]) {
     assert!(stdout.contains("verification PASSED"), "{stdout}");
     assert!(stdout.contains("RPO: 0 events lost, 0 events duplicated"), "{stdout}");
 }
+
+/// The rescale drill: the job runs at parallelism 2, then 3, then 1, each segment stopping
+/// gracefully at a final checkpoint the next restores at its own parallelism; the audit of the
+/// committed output finds every event exactly once. On one process and on a cluster.
+#[test]
+fn the_rescale_drill_passes_its_audit_in_one_process_and_on_workers() {
+    for extra in [&[][..], &["--workers", "3"][..]] {
+        let mut args = vec!["--rescale", "2,3,1", "--events", "60000", "--rate", "30000"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{extra:?}: {stdout}\n{stderr}");
+        assert!(stdout.contains("rescale drill"), "{stdout}");
+        assert_eq!(
+            stdout.matches("chk ").count(),
+            2,
+            "two segments stopped at a checkpoint: {stdout}"
+        );
+        assert!(stdout.contains("verification PASSED"), "{stdout}");
+        assert!(stdout.contains("RPO: 0 events lost, 0 events duplicated"), "{stdout}");
+    }
+    let (_, err) = text(&run(&["--rescale", "2"]));
+    assert!(err.contains("two parallelisms"), "{err}");
+}

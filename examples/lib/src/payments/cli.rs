@@ -8,7 +8,7 @@ use super::generator::Workload;
 use super::pipeline::{self, JobSettings};
 use super::report::{self, ProgressView, Snapshot};
 use super::savepoints::{self, SavepointPlan};
-use super::{audit, drill, kafka};
+use super::{audit, drill, kafka, rescale};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -117,6 +117,12 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = workers, allow_negative_numbers = true, conflicts_with = "kafka")]
     pub workers: Option<u64>,
 
+    /// Rescale drill: run the job in segments at these parallelisms (for example 2,3,1), each
+    /// stopping gracefully at a final checkpoint after its share of the input and the next
+    /// restoring it at its own parallelism; then the audit. With --workers N, on a cluster.
+    #[arg(long, value_name = "LIST", value_parser = rescale::parse, conflicts_with_all = ["kafka", "dr_drill", "worker"])]
+    pub rescale: Option<rescale::Steps>,
+
     /// Where --savepoint-after-ms and --stop-with-savepoint-after-ms write savepoints: each
     /// into a new directory DIR/savepoint-<unix ms> (printed), which can be copied anywhere.
     /// Needs --drill 0 (with --workers N, the launcher asks the cluster's master for them).
@@ -153,6 +159,10 @@ pub struct Args {
     /// Internal: failures a child arms (`panic@POSITION,abort@POSITION`).
     #[arg(long, hide = true, requires = "worker")]
     pub inject: Option<String>,
+
+    /// Internal: a child stops the job gracefully once it has read this far.
+    #[arg(long, hide = true, requires = "worker")]
+    pub stop_at_position: Option<u64>,
 
     /// Internal: a child's RocksDB state directory.
     #[arg(long, hide = true, requires = "worker")]
@@ -275,6 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             from_savepoint: args.from_savepoint.clone(),
             allow_non_restored_state: args.allow_non_restored_state,
             savepoints: savepoint_plan(&args),
+            stop_at_position: args.stop_at_position,
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -320,8 +331,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         from_savepoint: args.from_savepoint.clone(),
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: savepoint_plan(&args),
+        stop_at_position: None,
     };
     let with_savepoints = !settings.savepoints.is_empty() || settings.from_savepoint.is_some();
+    if with_savepoints && args.rescale.is_some() {
+        bail!("--rescale takes no savepoint flags: its segments stop at final checkpoints of their own");
+    }
     if with_savepoints && (args.drill != 0 || args.dr_drill) {
         bail!(
             "--savepoint-dir and --from-savepoint run the job without injected failures: add --drill 0 (with or \
@@ -363,6 +378,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let view = ProgressView::new(workload.events);
+    if let Some(rescale::Steps(steps)) = &args.rescale {
+        println!(
+            "rescale drill: parallelism {}, each segment a child process{}",
+            steps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" -> "),
+            args.workers
+                .map(|n| format!(" on a master and {n} worker processes"))
+                .unwrap_or_default()
+        );
+        let outcome = rescale::run(&settings, steps, scratch.path(), &view);
+        view.finish();
+        let (segments, _) = outcome?;
+        println!("{}", rescale::table(&segments));
+        return verify(&settings.output_dir, kafka.as_ref(), None, None);
+    }
     if args.dr_drill {
         let Some((b_location, b_storage)) = settings.replica.clone() else {
             unreachable!("the drill always has a replica")

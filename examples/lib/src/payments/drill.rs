@@ -221,6 +221,9 @@ pub enum Message {
         /// The savepoint the job stopped with (id, location), when it did.
         #[serde(default)]
         stopped_with_savepoint: Option<(CheckpointId, String)>,
+        /// The final checkpoint of a graceful stop, when the job stopped at one.
+        #[serde(default)]
+        stopped_at: Option<CheckpointId>,
     },
     /// Something the user should read (a savepoint taken or failed).
     Note { text: String },
@@ -257,6 +260,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     let started = Instant::now();
     let handle = pipeline::build(settings).start()?;
     let mut schedule = settings.savepoints.schedule();
+    let mut stop_at = settings.stop_at_position;
     let mut restarts_seen = 0u32;
     let mut position = base_position;
     // The panic armed and not yet recovered from: when the job went down, how far it had read.
@@ -318,6 +322,17 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
                 fault: f.kind,
                 position,
             });
+        }
+        if p.running && stop_at.is_some_and(|at| position >= at) {
+            stop_at = None;
+            match handle.stop() {
+                Ok(id) => emit(&Message::Note {
+                    text: format!("stopped at checkpoint {id} (event {position})"),
+                }),
+                Err(e) => emit(&Message::Note {
+                    text: format!("the stop failed, the job goes on: {e}"),
+                }),
+            }
         }
         let checkpoint = p.last_checkpoint.map(|(id, _)| id);
         let state = (p.running, p.attempt, checkpoint);
@@ -426,6 +441,7 @@ pub fn report_message(r: &JobReport) -> Message {
         late_records: counter("settle", "late_records"),
         duplicates_dropped: counter("dedupe", "duplicates"),
         stopped_with_savepoint: r.stopped_with_savepoint.as_ref().map(|sp| (sp.id, sp.location.clone())),
+        stopped_at: r.stopped_at,
     }
 }
 
@@ -465,6 +481,8 @@ pub struct DrillOutcome {
     pub late_records: u64,
     /// The savepoint the job stopped with (id, location), when it did: the run is not over.
     pub stopped_with_savepoint: Option<(CheckpointId, String)>,
+    /// The final checkpoint the job stopped at (`stop_at_position`), when it did.
+    pub stopped_at: Option<CheckpointId>,
 }
 
 impl DrillOutcome {
@@ -504,6 +522,9 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
         if let Some(after) = after {
             c.args([flag, &after.as_millis().to_string()]);
         }
+    }
+    if let Some(position) = s.stop_at_position {
+        c.args(["--stop-at-position", &position.to_string()]);
     }
     if let Some(dir) = &s.from_savepoint {
         c.arg("--from-savepoint").arg(dir);
@@ -836,6 +857,7 @@ pub fn supervise(
             restarts,
             checkpoints,
             stopped_with_savepoint,
+            stopped_at,
             ..
         }) = report
         else {
@@ -863,6 +885,7 @@ pub fn supervise(
         }
         out.late_records = late_records;
         out.stopped_with_savepoint = stopped_with_savepoint;
+        out.stopped_at = stopped_at;
         break;
     }
     // A failure armed too close to the end may never trigger: it was not injected.

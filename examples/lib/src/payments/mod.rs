@@ -2,7 +2,7 @@
 //! outputs), [`rules`] (authorization, fraud and refund rules), [`generator`], [`pipeline`]
 //! (the Weir job), [`kafka`] (the job against Kafka), [`model`] (the sequential model),
 //! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`savepoints`]
-//! (savepoints on request), [`report`]
+//! (savepoints on request), [`rescale`] (the rescale drill), [`report`]
 //! (progress bar and summary tables), [`cli`] (the example's flags and its runs).
 
 pub mod audit;
@@ -15,5 +15,6 @@ pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod report;
+pub mod rescale;
 pub mod rules;
 pub mod savepoints;

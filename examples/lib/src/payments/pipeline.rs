@@ -74,6 +74,9 @@ pub struct JobSettings {
     pub allow_non_restored_state: bool,
     /// Savepoints the run takes on request.
     pub savepoints: super::savepoints::SavepointPlan,
+    /// Stop the job gracefully at a final checkpoint once it has read this far (the rescale
+    /// drill's segments).
+    pub stop_at_position: Option<u64>,
 }
 
 /// What deduplication does with a request.
