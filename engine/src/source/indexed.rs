@@ -4,23 +4,18 @@
 
 use super::{ReadStatus, SplitId, SplitPosition};
 
-/// The splits one reader owns, read round-robin record by record (which keeps their event
+/// The splits one reader owns, read in index order across splits (which keeps their event
 /// times close together).
 #[derive(Debug)]
 pub(crate) struct IndexedSplits {
     /// (split id, split number, indices of this split read so far)
     splits: Vec<(SplitId, u64, u64)>,
     stride: u64,
-    current: usize,
 }
 
 impl IndexedSplits {
     pub(crate) fn new(splits: Vec<(SplitId, u64, u64)>, stride: u64) -> Self {
-        IndexedSplits {
-            splits,
-            stride,
-            current: 0,
-        }
+        IndexedSplits { splits, stride }
     }
 
     /// Number of splits owned.
@@ -33,24 +28,27 @@ impl IndexedSplits {
         self.splits.iter().map(|s| s.2).sum()
     }
 
-    /// Hands up to `budget` next indices below `end` (no bound if `None`) to `emit`.
+    /// Hands up to `budget` next indices below `end` (no bound if `None`) to `emit`, lowest
+    /// index first: splits that are behind (after a rescale dealt out splits of readers that had
+    /// read at different speeds) catch up before the others go on, so a reader's records stay
+    /// in index order and a watermark derived from them never runs ahead of a lagging split.
     pub(crate) fn poll(&mut self, budget: usize, end: Option<u64>, mut emit: impl FnMut(u64)) -> ReadStatus {
-        let n = self.splits.len();
-        let (mut emitted, mut exhausted) = (0, 0);
-        while emitted < budget && exhausted < n {
-            let (_, k, read) = &mut self.splits[self.current % n];
-            let i = *k + *read * self.stride;
-            self.current += 1;
-            if end.is_some_and(|e| i >= e) {
-                exhausted += 1;
-                continue;
-            }
+        let mut emitted = 0;
+        while emitted < budget {
+            let next = self
+                .splits
+                .iter_mut()
+                .map(|(_, k, read)| (*k + *read * self.stride, read))
+                .filter(|(i, _)| end.is_none_or(|e| *i < e))
+                .min_by_key(|(i, _)| *i);
+            let Some((i, read)) = next else {
+                return ReadStatus::Finished;
+            };
             emit(i);
             *read += 1;
             emitted += 1;
-            exhausted = 0;
         }
-        if exhausted >= n {
+        if self.splits.is_empty() {
             ReadStatus::Finished
         } else {
             ReadStatus::More
@@ -67,5 +65,27 @@ impl IndexedSplits {
                 event_time: None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lagging_splits_catch_up_before_the_others_go_on() {
+        // Split 0 of 3 read 1 index, split 2 read 4 (a rescale dealt them to one reader).
+        let mut splits = IndexedSplits::new(vec![("a".into(), 0, 1), ("c".into(), 2, 4)], 3);
+        let mut got = Vec::new();
+        assert!(matches!(splits.poll(5, None, |i| got.push(i)), ReadStatus::More));
+        assert_eq!(got, vec![3, 6, 9, 12, 14], "index order across splits");
+        // Bounded: both run out below 16.
+        let mut rest = Vec::new();
+        assert!(matches!(
+            splits.poll(10, Some(16), |i| rest.push(i)),
+            ReadStatus::Finished
+        ));
+        assert_eq!(rest, vec![15]);
+        assert_eq!(splits.read(), 1 + 4 + 5 + 1);
     }
 }
