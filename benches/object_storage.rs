@@ -14,11 +14,13 @@
 //! 3. **Replication lag** at 1 s checkpoints: the 100 MB job with checkpoints in a local
 //!    directory replicated asynchronously to S3; the replica's lag sampled every 100 ms.
 
+#[path = "common/restore_time.rs"]
+mod restore_time;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::checkpoint::replication::{ReplicationConfig, ReplicationMode};
 use weir::engine::checkpoint::{CheckpointConfig, CheckpointStorage, LocalDirStorage};
-use weir::engine::runtime::LifecyclePhase;
 use weir::engine::source::generator::mix;
 use weir::object_storage::testing::S3Server;
 use weir::prelude::*;
@@ -90,27 +92,12 @@ fn build_state(keys: u64, storage: Arc<dyn CheckpointStorage>, state: &std::path
 /// from the attempt's start until every subtask runs on restored state.
 fn restore_ms(keys: u64, storage: Arc<dyn CheckpointStorage>, state: &std::path::Path) -> f64 {
     let _ = std::fs::remove_dir_all(state);
-    let handle = job(keys, CheckpointConfig::with_storage(storage), state)
-        .start()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let l = handle.lifecycle();
-        let started = l
-            .iter()
-            .find(|e| e.phase == LifecyclePhase::RestoreStarted)
-            .map(|e| e.at);
-        let running = l.iter().find(|e| e.phase == LifecyclePhase::Running).map(|e| e.at);
-        if let (Some(s), Some(r)) = (started, running) {
-            handle.cancel();
-            let _ = handle.join();
-            return r.duration_since(s).as_secs_f64() * 1e3;
-        }
-        if handle.is_finished() || Instant::now() > deadline {
-            panic!("the restored job never ran: {:?}", handle.join());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    restore_time::restore_ms(
+        job(keys, CheckpointConfig::with_storage(storage), state)
+            .start()
+            .expect("start"),
+        Duration::from_secs(600),
+    )
 }
 
 fn main() {

@@ -9,10 +9,12 @@
 //! key groups with range deletes, then ingests the rest as SST files; 3 → 2 likewise). Restore
 //! = the attempt's start until every subtask runs on restored state; medians.
 
+#[path = "common/restore_time.rs"]
+mod restore_time;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::checkpoint::{CheckpointConfig, CheckpointStorage, LocalDirStorage, RestoreMode};
-use weir::engine::runtime::LifecyclePhase;
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 use weir_examples::latest_value::LatestValue;
@@ -83,25 +85,10 @@ fn restore_ms(
     state: &std::path::Path,
 ) -> f64 {
     let _ = std::fs::remove_dir_all(state);
-    let handle = job(keys, parallelism, storage, Some(id), state).start().expect("start");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let l = handle.lifecycle();
-        let started = l
-            .iter()
-            .find(|e| e.phase == LifecyclePhase::RestoreStarted)
-            .map(|e| e.at);
-        let running = l.iter().find(|e| e.phase == LifecyclePhase::Running).map(|e| e.at);
-        if let (Some(s), Some(r)) = (started, running) {
-            handle.cancel();
-            let _ = handle.join();
-            return r.duration_since(s).as_secs_f64() * 1e3;
-        }
-        if handle.is_finished() || Instant::now() > deadline {
-            panic!("the restored job never ran: {:?}", handle.join());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    restore_time::restore_ms(
+        job(keys, parallelism, storage, Some(id), state).start().expect("start"),
+        Duration::from_secs(900),
+    )
 }
 
 fn main() {
