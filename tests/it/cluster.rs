@@ -67,13 +67,21 @@ fn pids(file: &Path) -> ClusterPids {
     }
 }
 
+/// The id of the newest completed checkpoint in `root/checkpoints` (0: none).
 pub(crate) fn checkpoints(root: &Path) -> usize {
     std::fs::read_dir(root.join("checkpoints"))
-        .map(|d| d.flatten().filter(|e| e.path().join("_metadata").is_file()).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("_metadata").is_file())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0)
+        })
         .unwrap_or(0)
 }
 
-/// Waits for one more checkpoint to complete than `after` (the job makes progress again).
+/// Waits for a checkpoint newer than checkpoint `after` to complete (the job makes progress
+/// again). Ids, not counts: retention keeps the count at 3.
 pub(crate) fn await_checkpoint(root: &Path, after: usize, child: &mut Child) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
