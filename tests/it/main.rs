@@ -34,5 +34,6 @@ mod rescale;
 mod runtime;
 mod savepoints;
 mod smoke;
+mod status_page;
 mod watermark_recovery;
 mod windows;
