@@ -99,11 +99,11 @@ pub(crate) fn status(s: &Value) -> String {
             "{:<28} {:<8} {:>4} {:>10} {:>10} {:>14} {:>14} {:>5.0}%  {watermark}",
             str_of(&st["name"]),
             str_of(&st["kind"]),
-            st["parallelism"],
+            str_of(&st["parallelism"]),
             rate(&st["rate_in"]),
             rate(&st["rate_out"]),
-            st["records_in"],
-            st["records_out"],
+            str_of(&st["records_in"]),
+            str_of(&st["records_out"]),
             st["backpressure"].as_f64().unwrap_or(0.0) * 100.0
         );
     }
@@ -144,10 +144,10 @@ pub(crate) fn status(s: &Value) -> String {
             let _ = writeln!(
                 out,
                 "{:<6} {:<22} {:>8} {:>5} {:>6} {:>11} ago",
-                w["id"],
+                str_of(&w["id"]),
                 str_of(&w["address"]),
-                w["pid"],
-                w["slots"],
+                str_of(&w["pid"]),
+                str_of(&w["slots"]),
                 if w["alive"].as_bool() == Some(true) { "yes" } else { "no" },
                 ms(&w["last_heartbeat_ms"])
             );
@@ -166,7 +166,7 @@ pub(crate) fn checkpoints(history: &Value) -> String {
         let _ = writeln!(
             out,
             "{:>8} {:<20} {:<12} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
-            c["id"],
+            str_of(&c["id"]),
             str_of(&c["kind"]),
             str_of(&c["status"]),
             ms(&c["duration_ms"]),

@@ -12,6 +12,7 @@ mod kafka;
 
 mod checkpoints;
 mod cli;
+mod cli_job;
 mod cluster;
 mod cluster_savepoints;
 mod exactly_once;
