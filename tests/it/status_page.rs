@@ -215,3 +215,71 @@ fn an_address_in_use_is_a_config_error_naming_it() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+/// A local cluster (a master and 2 worker processes): the master process serves the status,
+/// with the workers and every subtask's counters from their heartbeats, and stops the job.
+#[test]
+fn the_master_process_of_a_cluster_serves_the_status_with_its_workers() {
+    use crate::cluster::free_port;
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let url = format!("http://{addr}");
+    let mut c = std::process::Command::new(crate::process_kill::example("wordcount"));
+    // The input takes ~40 s at this rate: the job runs until it is stopped.
+    c.args(["--sentences", "400000", "--rate", "10000", "--checkpoint-ms", "100"])
+        .args(["--parallelism", "2"])
+        .arg("--checkpoint-dir")
+        .arg(tmp.path().join("checkpoints"))
+        .arg("--output-dir")
+        .arg(tmp.path().join("output"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["WEIR_ROLE", "WEIR_MASTER", "WEIR_WORKER_ID"] {
+        c.env_remove(k);
+    }
+    c.env("WEIR_WORKERS", "2")
+        .env("WEIR_SLOTS", "1")
+        .env("WEIR_HEARTBEAT_MS", "100")
+        .env("WEIR_STATUS_ADDR", &addr);
+    let mut child = c.spawn().unwrap();
+    let mut status = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(Instant::now() < deadline, "the master never showed a running job: {status}");
+        if let Ok(mut r) = ureq::get(&format!("{url}/api/status")).call() {
+            status = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            let workers = status["workers"].as_array().unwrap();
+            let counted = status["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["subtasks"].as_array().unwrap().len() == s["parallelism"].as_u64().unwrap() as usize);
+            if status["state"] == "running"
+                && workers.len() == 2
+                && workers.iter().all(|w| w["alive"] == true)
+                && counted
+                && status["steps"][0]["records_out"].as_u64().unwrap() > 0
+                && status["last_checkpoint"].is_u64()
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut pids: Vec<u64> = status["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_u64().unwrap()).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "two worker processes: {status}");
+    let (code, stopped) = post(&format!("{url}/api/stop"), "");
+    assert_eq!(code, 200, "{stopped}");
+    // The example audits its output against its whole input after the job: a stopped run
+    // fails that audit, but its report says how it ended.
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stopped at a final checkpoint"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
