@@ -267,7 +267,11 @@ impl Chain {
         for item in items.drain(..) {
             let next = match item {
                 Emitted::Batch(b) => Input::Batch(0, b),
-                Emitted::Watermark(w) => Input::Watermark(w),
+                Emitted::Watermark(w) => {
+                    // A step that makes watermarks (an assigner) shows the ones it emits.
+                    self.links[i].ctx.metrics.set_watermark(w);
+                    Input::Watermark(w)
+                }
                 Emitted::Idle(idle) => Input::Idle(idle),
             };
             self.push_one(i + 1, next)?;

@@ -664,7 +664,6 @@ impl Master {
                 }
                 Action::Publish { metadata, triggered } => {
                     let id = metadata.id;
-                    let stats = metadata.stats.clone();
                     let c = self
                         .coordinator
                         .as_mut()
@@ -677,13 +676,20 @@ impl Master {
                                     crate::runtime::chain::panic_message(&p)
                                 )))
                             })
-                            .map(|_| ());
-                    {
-                        let mut history = self.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-                        match &published {
-                            Ok(()) => history.completed(id, &stats),
-                            Err(e) => history.ended(id, CheckpointState::Failed, e.to_string(), now_ms()),
-                        }
+                            .map(|stats| {
+                                self.live
+                                    .checkpoints
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .completed(id, &stats);
+                            });
+                    if let Err(e) = &published {
+                        self.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).ended(
+                            id,
+                            CheckpointState::Failed,
+                            e.to_string(),
+                            now_ms(),
+                        );
                     }
                     if published.is_ok() {
                         *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) =
