@@ -146,18 +146,30 @@ fn run(cli: &Cli) -> Result<String, CliError> {
     match &cli.command {
         Command::Status(job) => {
             let status = job::get(&job.url()?, "/api/status")?;
-            Ok(if json { job::pretty(&status) } else { summary::status(&status) })
+            Ok(if json {
+                job::pretty(&status)
+            } else {
+                summary::status(&status)
+            })
         }
         Command::Checkpoints(CheckpointsArgs { storage: None, job }) => {
             let history = job::get(&job.url()?, "/api/checkpoints")?;
-            Ok(if json { job::pretty(&history) } else { summary::checkpoints(&history) })
+            Ok(if json {
+                job::pretty(&history)
+            } else {
+                summary::checkpoints(&history)
+            })
         }
         Command::Checkpoints(CheckpointsArgs {
             storage: Some(command), ..
         }) => storage_command(command, json),
         Command::Savepoint { job, target } => {
             let sp = job::post(&job.url()?, "/api/savepoint", target)?;
-            Ok(if json { job::pretty(&sp) } else { summary::savepoint(&sp) })
+            Ok(if json {
+                job::pretty(&sp)
+            } else {
+                summary::savepoint(&sp)
+            })
         }
         Command::Stop(job) => {
             let stopped = job::post(&job.url()?, "/api/stop", "")?;

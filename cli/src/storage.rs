@@ -17,16 +17,18 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use weir_engine::checkpoint::metadata::{OperatorState, SourceState, StoredFile};
-use weir_engine::checkpoint::{
-    read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage,
-};
+use weir_engine::checkpoint::{read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage};
 use weir_engine::message::{BarrierKind, CheckpointId};
 use weir_object_storage::Location;
 
 /// `weir checkpoints list DIR|URL`: one line per checkpoint (JSON with `json`).
 pub(crate) fn list(dir: &str, json: bool) -> Result<String, CliError> {
     let rows = list_rows(&open_storage(dir)?)?;
-    Ok(if json { list_json(&rows)? } else { list_table(dir, &rows) })
+    Ok(if json {
+        list_json(&rows)?
+    } else {
+        list_table(dir, &rows)
+    })
 }
 
 /// `weir checkpoints show DIR|URL [ID]`: one checkpoint, or the only one (a savepoint's).

@@ -75,7 +75,10 @@ pub(crate) fn status(s: &Value) -> String {
         "no checkpoint storage: a failure fails the job"
     };
     let last = match s["last_checkpoint"].as_u64() {
-        Some(id) => format!("last completed checkpoint {id}, {} ago", ms(&s["since_last_checkpoint_ms"])),
+        Some(id) => format!(
+            "last completed checkpoint {id}, {} ago",
+            ms(&s["since_last_checkpoint_ms"])
+        ),
         None => "no completed checkpoint yet".into(),
     };
     let rto = list(&s["recoveries"])
@@ -109,7 +112,14 @@ pub(crate) fn status(s: &Value) -> String {
     }
     let edges: Vec<String> = list(&s["edges"])
         .iter()
-        .map(|e| format!("{} -[{}]-> {}", str_of(&e["from"]), str_of(&e["partitioning"]), str_of(&e["to"])))
+        .map(|e| {
+            format!(
+                "{} -[{}]-> {}",
+                str_of(&e["from"]),
+                str_of(&e["partitioning"]),
+                str_of(&e["to"])
+            )
+        })
         .collect();
     if !edges.is_empty() {
         let _ = writeln!(out, "edges: {}", edges.join(", "));
@@ -139,7 +149,11 @@ pub(crate) fn status(s: &Value) -> String {
     }
     let workers = list(&s["workers"]);
     if !workers.is_empty() {
-        let _ = writeln!(out, "\n{:<6} {:<22} {:>8} {:>5} {:>6} {:>14}", "WORKER", "ADDRESS", "PID", "SLOTS", "ALIVE", "HEARTBEAT");
+        let _ = writeln!(
+            out,
+            "\n{:<6} {:<22} {:>8} {:>5} {:>6} {:>14}",
+            "WORKER", "ADDRESS", "PID", "SLOTS", "ALIVE", "HEARTBEAT"
+        );
         for w in workers {
             let _ = writeln!(
                 out,
@@ -148,7 +162,11 @@ pub(crate) fn status(s: &Value) -> String {
                 str_of(&w["address"]),
                 str_of(&w["pid"]),
                 str_of(&w["slots"]),
-                if w["alive"].as_bool() == Some(true) { "yes" } else { "no" },
+                if w["alive"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
                 ms(&w["last_heartbeat_ms"])
             );
         }

@@ -55,7 +55,11 @@ fn status_checkpoints_savepoint_and_stop_of_a_running_job() {
     let saved = ok(&weir(&["savepoint", "--job", &url, target.to_str().unwrap()]));
     assert!(saved.starts_with("savepoint "), "{saved}");
     let refused = weir(&["savepoint", "--job", &url, target.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(2), "a target holding a savepoint is refused");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "a target holding a savepoint is refused"
+    );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("400"), "{refused:?}");
 
     let stopped = ok(&weir(&["stop", "--job", &url, "--json"]));
@@ -65,14 +69,22 @@ fn status_checkpoints_savepoint_and_stop_of_a_running_job() {
     let report = handle.join().unwrap();
     assert_eq!(report.stopped_at.map(|c| c.get()), Some(id), "{report}");
     // The final checkpoint is in the job's storage, where the storage commands read it.
-    let listed = ok(&weir(&["checkpoints", "list", tmp.path().join("checkpoints").to_str().unwrap()]));
+    let listed = ok(&weir(&[
+        "checkpoints",
+        "list",
+        tmp.path().join("checkpoints").to_str().unwrap(),
+    ]));
     assert!(listed.contains(&id.to_string()), "{listed}");
 }
 
 #[test]
 fn a_job_that_cannot_be_reached_is_a_clear_error() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     for args in [
         vec!["status", "--job", url.as_str()],

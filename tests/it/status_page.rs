@@ -36,7 +36,9 @@ pub(crate) fn job(dir: &Path) -> Pipeline {
 pub(crate) fn start_checkpointed(dir: &Path) -> (JobHandle, String) {
     let handle = job(dir).start().unwrap();
     let addr: SocketAddr = handle.status_addr().expect("the job serves its status");
-    wait_until("the job completed a checkpoint", || handle.progress().last_checkpoint.is_some());
+    wait_until("the job completed a checkpoint", || {
+        handle.progress().last_checkpoint.is_some()
+    });
     (handle, format!("http://{addr}"))
 }
 
@@ -54,7 +56,10 @@ pub(crate) fn post(url: &str, body: &str) -> (u16, Value) {
         .new_agent();
     let mut r = agent.post(url).send(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let code = r.status().as_u16();
-    (code, serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap())
+    (
+        code,
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+    )
 }
 
 /// The ids of the completed checkpoints in a checkpoint history.
@@ -85,7 +90,10 @@ fn rendered_dom(url: &str, out: &Path) -> String {
     let mut browser = WatchedServer::spawn(c).expect("starting chromium");
     let deadline = Instant::now() + Duration::from_secs(120);
     while browser.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "chromium did not render the page within 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "chromium did not render the page within 120 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::read_to_string(out).unwrap()
@@ -99,7 +107,10 @@ fn chromium_renders_the_steps_and_checkpoints_of_a_running_job() {
     assert!(!handle.is_finished(), "the job ran while the page was rendered");
     // Rendered by the page's script from /api/status, not in the HTML served.
     for step in STEPS {
-        assert!(dom.contains(&format!("data-step=\"{step}\"")), "step {step} is drawn:\n{dom}");
+        assert!(
+            dom.contains(&format!("data-step=\"{step}\"")),
+            "step {step} is drawn:\n{dom}"
+        );
     }
     assert!(dom.contains("status-probe"), "{dom}");
     let completed = completed_ids(&get(&format!("{url}/api/checkpoints")));
@@ -124,7 +135,12 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
     let first = get(&format!("{url}/api/status"));
     assert_eq!(first["job"], "status-probe");
     assert_eq!(first["checkpointing"], true);
-    let names: Vec<&str> = first["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = first["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, STEPS);
     assert!(first["steps"].as_array().unwrap().iter().all(|s| s["parallelism"] == 2));
     let edges: Vec<(String, String, String)> = first["edges"]
@@ -136,8 +152,14 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
             (s("from"), s("to"), s("partitioning"))
         })
         .collect();
-    assert!(edges.contains(&("calibrate".into(), "per-sensor-total".into(), "hash".into())), "{edges:?}");
-    assert!(edges.contains(&("readings".into(), "calibrate".into(), "forward".into())), "{edges:?}");
+    assert!(
+        edges.contains(&("calibrate".into(), "per-sensor-total".into(), "hash".into())),
+        "{edges:?}"
+    );
+    assert!(
+        edges.contains(&("readings".into(), "calibrate".into(), "forward".into())),
+        "{edges:?}"
+    );
     // The counters, the uptime, the checkpoints and the rates move while the job runs.
     let mut latest = first.clone();
     wait_until("the status moved", || {
@@ -168,7 +190,10 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
     let target = tmp.path().join("savepoint");
     let (code, sp) = post(&format!("{url}/api/savepoint"), target.to_str().unwrap());
     assert_eq!(code, 200, "{sp}");
-    assert!(target.join(format!("chk-{}", sp["id"])).join("_metadata").exists(), "{sp}");
+    assert!(
+        target.join(format!("chk-{}", sp["id"])).join("_metadata").exists(),
+        "{sp}"
+    );
     let (code, again) = post(&format!("{url}/api/savepoint"), target.to_str().unwrap());
     assert_eq!(code, 400, "a target that holds a savepoint is refused: {again}");
     assert!(again["error"].as_str().unwrap().contains("savepoint"), "{again}");
@@ -184,7 +209,11 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
     let last = get(&format!("{url}/api/status"));
     assert_eq!(last["state"], "finished", "{}", last["state"]);
     assert!(completed_ids(&last["checkpoints"]).contains(&id));
-    assert!(last["savepoints"].as_array().unwrap().iter().any(|s| s["id"] == sp["id"]));
+    assert!(last["savepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == sp["id"]));
     let (code, late) = post(&format!("{url}/api/cancel"), "");
     assert_eq!(code, 409, "{late}");
     let report = handle.join().unwrap();
@@ -246,7 +275,10 @@ fn the_master_process_of_a_cluster_serves_the_status_with_its_workers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(child.try_wait().unwrap().is_none(), "the job ended early");
-        assert!(Instant::now() < deadline, "the master never showed a running job: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the master never showed a running job: {status}"
+        );
         if let Ok(mut r) = ureq::get(&format!("{url}/api/status")).call() {
             status = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
             let workers = status["workers"].as_array().unwrap();
@@ -267,7 +299,12 @@ fn the_master_process_of_a_cluster_serves_the_status_with_its_workers() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut pids: Vec<u64> = status["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_u64().unwrap()).collect();
+    let mut pids: Vec<u64> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
     pids.sort();
     pids.dedup();
     assert_eq!(pids.len(), 2, "two worker processes: {status}");

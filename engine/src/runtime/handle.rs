@@ -8,9 +8,9 @@ use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
 use crate::runtime::report::MetricsEntry;
 use crate::runtime::report::{FailureInfo, RestoreStats};
+use crate::runtime::savepoint_request::{not_taken, SavepointQueue, SavepointRequest};
 use crate::runtime::status::history::CheckpointHistory;
 use crate::runtime::status::{JobState, StatusServer, SubtaskCounters, WorkerStatus};
-use crate::runtime::savepoint_request::{not_taken, SavepointQueue, SavepointRequest};
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -101,7 +101,13 @@ impl Live {
     pub(crate) fn counters(&self) -> Vec<SubtaskCounters> {
         let metrics = self.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = SubtaskCounters::of(&metrics);
-        out.extend(self.remote_subtasks.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        out.extend(
+            self.remote_subtasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
         out
     }
 

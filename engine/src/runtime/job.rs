@@ -12,10 +12,10 @@ use crate::checkpoint::staging::StagingArea;
 use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::runtime::handle::{JobHandle, JobStopper, Live};
-use crate::runtime::status::snapshot::JobShape;
-use crate::runtime::status::StatusServer;
 use crate::runtime::master::Master;
 use crate::runtime::plan;
+use crate::runtime::status_server::server::serve_status;
+use crate::runtime::status_server::snapshot::JobShape;
 use crate::{Error, Result};
 use crossbeam_channel::unbounded;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,7 +102,7 @@ pub(crate) fn start_on(
     let live = Arc::new(Live::default());
     // Bound before the master starts: an address in use fails the start.
     let status = match cfg.status_addr {
-        Some(addr) => Some(StatusServer::start(
+        Some(addr) => Some(serve_status(
             addr,
             live.clone(),
             JobShape::of(&graph, &cfg)?,

@@ -21,11 +21,11 @@ use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
 use crate::runtime::handle::{Ended, LifecyclePhase, Live};
-use crate::runtime::status::{CheckpointState, JobState};
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::remote::{AttemptRequest, Controls, RemoteExecutor};
 use crate::runtime::report::{FailureInfo, JobReport, MetricsEntry, OperatorReport, RestoreStats};
 use crate::runtime::savepoint_request::{not_taken, SavepointRequest, SavepointRequests};
+use crate::runtime::status::{CheckpointState, JobState};
 use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -610,7 +610,11 @@ impl Master {
         // progress never counts them twice.
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Vec::new());
         self.live.remote_source_records.store(0, Ordering::Relaxed);
-        self.live.remote_subtasks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.live
+            .remote_subtasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.live.remote_sink_records.store(0, Ordering::Relaxed);
         self.live
             .earlier_source_records

@@ -16,6 +16,7 @@ pub mod report;
 pub(crate) mod savepoint_request;
 pub(crate) mod signals;
 pub mod status;
+pub(crate) mod status_server;
 pub(crate) mod task;
 
 pub use handle::{JobHandle, JobStopper, LifecycleEvent, LifecyclePhase, Progress};

@@ -75,7 +75,11 @@ impl CheckpointHistory {
 
     /// The attempt ended: checkpoints still in progress will never complete.
     pub(crate) fn attempt_ended(&mut self, now_ms: u64) {
-        for e in self.entries.iter_mut().filter(|e| e.status == CheckpointState::InProgress) {
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.status == CheckpointState::InProgress)
+        {
             e.status = CheckpointState::Failed;
             e.duration_ms = Some(now_ms.saturating_sub(e.triggered_at_ms) as f64);
             e.failure = Some("its attempt ended before it completed".into());
@@ -104,7 +108,12 @@ mod tests {
             ..Default::default()
         };
         h.completed(CheckpointId::new(KEPT as u64 + 1), &stats);
-        h.ended(CheckpointId::new(KEPT as u64), CheckpointState::Aborted, "timed out".into(), 0);
+        h.ended(
+            CheckpointId::new(KEPT as u64),
+            CheckpointState::Aborted,
+            "timed out".into(),
+            0,
+        );
         h.attempt_ended(u64::MAX);
         let e = h.entries();
         assert_eq!(e.len(), KEPT);
@@ -113,6 +122,10 @@ mod tests {
         assert_eq!(e[KEPT - 2].failure.as_deref(), Some("timed out"));
         assert_eq!(e[KEPT - 1].status, CheckpointState::Completed);
         assert_eq!(e[KEPT - 1].state_bytes, Some(10));
-        assert_eq!(e[0].status, CheckpointState::Failed, "in progress when the attempt ended");
+        assert_eq!(
+            e[0].status,
+            CheckpointState::Failed,
+            "in progress when the attempt ended"
+        );
     }
 }

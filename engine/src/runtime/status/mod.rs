@@ -1,4 +1,4 @@
-//! A running job's status, served over HTTP by the process that runs the job's master: a
+//! A running job's status (the types the API answers with), served over HTTP by the process that runs the job's master: a
 //! status page (`GET /`) and a JSON API (`GET /api/status`, `GET /api/checkpoints`,
 //! `POST /api/savepoint`, `POST /api/stop`, `POST /api/cancel`).
 //!
@@ -15,8 +15,7 @@
 
 pub(crate) mod history;
 pub(crate) mod rates;
-pub(crate) mod server;
-pub(crate) mod snapshot;
+mod running;
 
 use crate::checkpoint::savepoint::Savepoint;
 pub use crate::runtime::report::{FailureInfo, RestoreStats};
@@ -241,4 +240,4 @@ impl SubtaskCounters {
     }
 }
 
-pub use server::StatusServer;
+pub use running::StatusServer;

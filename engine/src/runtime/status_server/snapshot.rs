@@ -1,11 +1,11 @@
 //! Puts a [`JobStatus`] together from what the master shows while it runs ([`Live`]), the job
 //! graph, and the rates the status server sampled.
 
-use super::rates::RateWindow;
-use super::{EdgeInfo, JobState, JobStatus, StepStatus, SubtaskCounters, SubtaskStatus};
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind, Partitioning};
 use crate::runtime::handle::Live;
+use crate::runtime::status::rates::RateWindow;
+use crate::runtime::status::{EdgeInfo, JobState, JobStatus, StepStatus, SubtaskCounters, SubtaskStatus};
 use crate::Result;
 use std::sync::atomic::Ordering;
 use std::time::Instant;

@@ -1,11 +1,11 @@
 //! The status HTTP server: an axum router on its own thread with a small tokio runtime, so that
 //! it runs next to the master thread whatever runtime (if any) the program uses.
 
-use super::rates::RateWindow;
 use super::snapshot::{self, JobShape};
-use super::JobStatus;
 use crate::checkpoint::location::open_location;
 use crate::runtime::handle::{JobStopper, Live};
+use crate::runtime::status::rates::RateWindow;
+use crate::runtime::status::{CheckpointEntry, JobStatus, StatusServer};
 use crate::{Error, ErrorKind, Result};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The status page: one self-contained HTML file (inline CSS and JavaScript).
@@ -50,74 +49,46 @@ impl Shared {
     }
 }
 
-/// A running status server; dropping it stops it.
-pub struct StatusServer {
+/// Binds `addr` and serves the status of the job `live` shows.
+///
+/// # Errors
+/// `Config` naming the address when it cannot be bound; `Internal` when the server's
+/// thread or runtime cannot start.
+pub(crate) fn serve_status(
     addr: SocketAddr,
-    shutdown: tokio::sync::watch::Sender<bool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for StatusServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusServer").field("addr", &self.addr).finish()
-    }
-}
-
-impl StatusServer {
-    /// Binds `addr` and serves the status of the job `live` shows.
-    ///
-    /// # Errors
-    /// `Config` naming the address when it cannot be bound; `Internal` when the server's
-    /// thread or runtime cannot start.
-    pub(crate) fn start(addr: SocketAddr, live: Arc<Live>, shape: JobShape, stopper: JobStopper) -> Result<Self> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            Error::config(format!(
-                "cannot serve the job's status on {addr}: {e} (set another status address, or none)"
-            ))
-        })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the status server's address", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("setting up the status server's socket", e))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the status server's runtime", e))?;
-        let shared = Arc::new(Shared {
-            live,
-            shape,
-            stopper,
-            started: Instant::now(),
-            rates: Mutex::new(RateWindow::default()),
-        });
-        let (shutdown, stopped) = tokio::sync::watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("weir-status".into())
-            .spawn(move || serve(runtime, listener, shared, stopped))
-            .map_err(|e| Error::io("spawning the status server thread", e))?;
-        tracing::info!(address = %bound, "serving the job's status");
-        Ok(StatusServer {
-            addr: bound,
-            shutdown,
-            thread: Some(thread),
-        })
-    }
-
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for StatusServer {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    live: Arc<Live>,
+    shape: JobShape,
+    stopper: JobStopper,
+) -> Result<StatusServer> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::config(format!(
+            "cannot serve the job's status on {addr}: {e} (set another status address, or none)"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the status server's address", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("setting up the status server's socket", e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the status server's runtime", e))?;
+    let shared = Arc::new(Shared {
+        live,
+        shape,
+        stopper,
+        started: Instant::now(),
+        rates: Mutex::new(RateWindow::default()),
+    });
+    let (shutdown, stopped) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("weir-status".into())
+        .spawn(move || serve(runtime, listener, shared, stopped))
+        .map_err(|e| Error::io("spawning the status server thread", e))?;
+    tracing::info!(address = %bound, "serving the job's status");
+    Ok(StatusServer::new(bound, shutdown, thread))
 }
 
 fn serve(
@@ -181,7 +152,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Json<JobStatus> {
     Json(s.status())
 }
 
-async fn checkpoints(State(s): State<Arc<Shared>>) -> Json<Vec<super::CheckpointEntry>> {
+async fn checkpoints(State(s): State<Arc<Shared>>) -> Json<Vec<CheckpointEntry>> {
     Json(s.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).entries())
 }
 
@@ -231,7 +202,10 @@ async fn savepoint(State(s): State<Arc<Shared>>, body: String) -> Response {
     match tokio::task::spawn_blocking(move || stopper.request(Some(storage), false)).await {
         Ok(Ok(sp)) => Json(sp).into_response(),
         Ok(Err(e)) => error_response(e),
-        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, format!("the savepoint request failed: {e}")),
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the savepoint request failed: {e}"),
+        ),
     }
 }
 
@@ -240,7 +214,10 @@ async fn stop(State(s): State<Arc<Shared>>) -> Response {
     match tokio::task::spawn_blocking(move || stopper.stop()).await {
         Ok(Ok(id)) => Json(serde_json::json!({ "stopped_at": id.get() })).into_response(),
         Ok(Err(e)) => error_response(e),
-        Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, format!("the stop request failed: {e}")),
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the stop request failed: {e}"),
+        ),
     }
 }
 
