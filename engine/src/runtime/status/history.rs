@@ -118,10 +118,13 @@ mod tests {
         let e = h.entries();
         assert_eq!(e.len(), KEPT);
         assert_eq!(e[0].id, 3, "the two oldest are gone");
-        assert_eq!(e[KEPT - 2].status, CheckpointState::Aborted);
-        assert_eq!(e[KEPT - 2].failure.as_deref(), Some("timed out"));
-        assert_eq!(e[KEPT - 1].status, CheckpointState::Completed);
-        assert_eq!(e[KEPT - 1].state_bytes, Some(10));
+        assert_eq!(e[KEPT - 3].id, KEPT as u64);
+        assert_eq!(e[KEPT - 3].status, CheckpointState::Aborted);
+        assert_eq!(e[KEPT - 3].failure.as_deref(), Some("timed out"));
+        assert_eq!(e[KEPT - 2].status, CheckpointState::Completed);
+        assert_eq!(e[KEPT - 2].state_bytes, Some(10));
+        assert_eq!(e[KEPT - 2].duration_ms, Some(12.0));
+        assert_eq!(e[KEPT - 1].status, CheckpointState::Failed);
         assert_eq!(
             e[0].status,
             CheckpointState::Failed,
