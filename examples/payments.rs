@@ -49,5 +49,12 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    cli::main(Cli::parse().args)
+    let args = Cli::parse().args;
+    // Logs on stderr: WEIR_LOG=info (or any filter) and WEIR_LOG_FORMAT=json. The drill injects
+    // failures on purpose and reports them itself, so only errors show by default.
+    if let Err(e) = weir_examples::logging::init("error") {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    cli::main(args)
 }
