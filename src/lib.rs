@@ -23,3 +23,11 @@ pub use weir_connectors as connectors;
 pub use weir_engine as engine;
 pub use weir_engine::prelude;
 pub use weir_object_storage as object_storage;
+
+/// The pages under `docs/`, compiled and run as doctests like the README, so that their code
+/// keeps matching the API.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../docs/configuration.md")]
+    mod configuration {}
+}

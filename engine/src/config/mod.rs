@@ -3,6 +3,7 @@
 //! ([`cancellation_timeout`]).
 
 pub mod cancellation_timeout;
+pub mod layered;
 pub mod restart;
 
 use crate::checkpoint::CheckpointConfig;
@@ -47,6 +48,10 @@ pub struct JobConfig {
     /// The job's fail points (tests and drills inject failures there); `None`, the default,
     /// means the process-wide set, which nothing arms outside a drill's child process.
     pub fail_points: Option<crate::fail::FailPoints>,
+    /// Deployment variables from a configuration file's `[cluster]` section
+    /// ([`Configuration::cluster_vars`](layered::Configuration::cluster_vars)): where the
+    /// environment does not set a variable, the cluster reads it here.
+    pub cluster_vars: std::collections::BTreeMap<String, String>,
 }
 
 impl JobConfig {
@@ -66,6 +71,7 @@ impl JobConfig {
             cancellation_timeout: crate::config::cancellation_timeout::DEFAULT_CANCELLATION_TIMEOUT,
             on_cancellation_timeout: CancellationTimeoutAction::default(),
             fail_points: None,
+            cluster_vars: Default::default(),
         }
     }
 

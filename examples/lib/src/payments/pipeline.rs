@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_engine::checkpoint::replication::ReplicationConfig;
 use weir_engine::checkpoint::{CheckpointConfig, CheckpointStorage};
+use weir_engine::config::layered::Configuration;
 use weir_engine::data::Data;
 use weir_engine::prelude::*;
 
@@ -77,6 +78,10 @@ pub struct JobSettings {
     /// Stop the job gracefully at a final checkpoint once it has read this far (the rescale
     /// drill's segments).
     pub stop_at_position: Option<u64>,
+    /// The `--config` file, which drill children read again.
+    pub config_file: Option<PathBuf>,
+    /// Configuration keys the job applies over its own settings (those the flags did not take).
+    pub configuration: Configuration,
 }
 
 /// What deduplication does with a request.
@@ -193,7 +198,7 @@ impl AggregateFunction<Movement> for Settle {
 }
 
 /// The job, ready to start.
-pub fn build(s: &JobSettings) -> Pipeline {
+pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
     let mut p = Pipeline::new("payments")
         .parallelism(s.parallelism)
         .checkpointing(checkpoint_config(s))
@@ -270,7 +275,8 @@ pub fn build(s: &JobSettings) -> Pipeline {
     );
     commit(s, &settled, "settlements-out", SETTLEMENTS_DIR);
     commit(s, &late, "late-out", LATE_DIR);
-    p
+    // Last: the configuration file's keys win over the example's own settings.
+    p.configure(&s.configuration)
 }
 
 /// Commits `stream` to `output` exactly once: a file sink under the output directory, or the
