@@ -28,6 +28,18 @@ pub use weir_object_storage as object_storage;
 /// keeps matching the API.
 #[cfg(doctest)]
 mod docs {
+    #[doc = include_str!("../docs/benchmarks.md")]
+    mod benchmarks {}
+    #[doc = include_str!("../docs/checkpoints.md")]
+    mod checkpoints {}
+    #[doc = include_str!("../docs/cluster.md")]
+    mod cluster {}
     #[doc = include_str!("../docs/configuration.md")]
     mod configuration {}
+    #[doc = include_str!("../docs/guide.md")]
+    mod guide {}
+    #[doc = include_str!("../docs/kafka.md")]
+    mod kafka {}
+    #[doc = include_str!("../docs/payments.md")]
+    mod payments {}
 }
