@@ -22,5 +22,8 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::run(Cli::parse().args)
+    let args = Cli::parse().args;
+    // Logs on stderr: WEIR_LOG=info (or any filter), WEIR_LOG_FORMAT=json.
+    weir_examples::logging::init("warn")?;
+    cli::run(args)
 }

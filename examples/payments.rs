@@ -30,9 +30,10 @@
 //! sequential model), `audit.rs` (verification), `drill.rs` (supervisor and failure
 //! injection), `report.rs` (progress bar and summary tables), `cli.rs` (the flags and the runs).
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::process::ExitCode;
-use weir_examples::payments::cli;
+use weir_examples::payments::{cli, configuration};
 
 /// Card payments with retries, refunds, fraud rules and settlement, exactly once, through a
 /// disaster-recovery drill.
@@ -49,5 +50,25 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    cli::main(Cli::parse().args)
+    let matches = Cli::command().get_matches();
+    let mut args = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli.args,
+        Err(e) => e.exit(),
+    };
+    // Logs on stderr: WEIR_LOG=info (or any filter) and WEIR_LOG_FORMAT=json. The drill injects
+    // failures on purpose and reports them itself, so only errors show by default.
+    if let Err(e) = weir_examples::logging::init("error") {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    // --config FILE and WEIR_* variables, under the flags given on the command line.
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    match configuration::resolve(&mut args, given) {
+        Ok(rest) => args.configuration = rest,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    cli::main(args)
 }

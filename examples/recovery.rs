@@ -26,5 +26,8 @@
 //! (RPO), `report.rs` (table, CSV, JSON), `plot.rs` (PNG), `cli.rs` (flags).
 
 fn main() -> anyhow::Result<()> {
+    // Logs on stderr: WEIR_LOG=info (or any filter), WEIR_LOG_FORMAT=json. The benchmark
+    // injects failures on purpose and measures them itself, so only errors show by default.
+    weir_examples::logging::init("error")?;
     weir_examples::recovery::cli::main()
 }

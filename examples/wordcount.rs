@@ -30,12 +30,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Logs on stderr with RUST_LOG set (for example RUST_LOG=info).
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    // Logs on stderr: WEIR_LOG=info (or any filter), WEIR_LOG_FORMAT=json.
+    weir_examples::logging::init("warn")?;
     wordcount::run(cli.args)
 }

@@ -23,3 +23,23 @@ pub use weir_connectors as connectors;
 pub use weir_engine as engine;
 pub use weir_engine::prelude;
 pub use weir_object_storage as object_storage;
+
+/// The pages under `docs/`, compiled and run as doctests like the README, so that their code
+/// keeps matching the API.
+#[cfg(doctest)]
+mod docs {
+    #[doc = include_str!("../docs/benchmarks.md")]
+    mod benchmarks {}
+    #[doc = include_str!("../docs/checkpoints.md")]
+    mod checkpoints {}
+    #[doc = include_str!("../docs/cluster.md")]
+    mod cluster {}
+    #[doc = include_str!("../docs/configuration.md")]
+    mod configuration {}
+    #[doc = include_str!("../docs/guide.md")]
+    mod guide {}
+    #[doc = include_str!("../docs/kafka.md")]
+    mod kafka {}
+    #[doc = include_str!("../docs/payments.md")]
+    mod payments {}
+}

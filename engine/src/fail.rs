@@ -175,10 +175,7 @@ impl FailPoints {
                 format!("injected failure at fail point {name}"),
             )),
             FailAction::Panic => panic!("injected panic at fail point {name}"),
-            FailAction::Abort => {
-                eprintln!("weir: injected process abort at fail point {name}");
-                std::process::abort()
-            }
+            FailAction::Abort => std::process::abort(),
         }
     }
 }

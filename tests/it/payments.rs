@@ -627,3 +627,79 @@ fn the_rescale_drill_passes_its_audit_in_one_process_and_on_workers() {
     let (_, err) = text(&run(&["--rescale", "2"]));
     assert!(err.contains("two parallelisms"), "{err}");
 }
+
+/// `--config FILE` with `WEIR_*` variables over it and flags over both: the file's
+/// parallelism and interval give way to a flag and a variable, the keys the example has no
+/// flag for reach the job (a max parallelism below the parallelism is refused by the engine,
+/// in the drill's child process too), and a misspelt key or variable is a usage error naming it.
+#[test]
+fn a_configuration_file_sets_the_job_under_variables_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weir.toml");
+    std::fs::write(
+        &file,
+        "[job]\nparallelism = 3\n[checkpoint]\ninterval = \"400ms\"\nretained = 4\n\
+         [restart]\nstrategy = \"fixed-delay\"\nmax_attempts = 50\ndelay = \"20ms\"\n",
+    )
+    .unwrap();
+    let with_env = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(example());
+        c.args(args).arg("--config").arg(&file);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("running the payments example")
+    };
+
+    // The file alone.
+    let o = with_env(&["--drill", "0", "--events", "20000"], &[]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("parallelism 3,") && stdout.contains("checkpoint every 400 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+
+    // A variable over the file, a flag over both; a drill with failures applies the file's
+    // restart strategy in its child processes and still passes its audit.
+    let o = with_env(
+        &["--drill", "2", "--events", "20000", "--parallelism", "2"],
+        &[("WEIR_CHECKPOINT_INTERVAL", "300ms")],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("parallelism 2,") && stdout.contains("checkpoint every 300 ms"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verification PASSED"), "{stdout}");
+
+    // A key without a flag reaches the job: the engine refuses parallelism 3 over 2 key groups.
+    let o = with_env(
+        &["--drill", "0", "--events", "1000"],
+        &[("WEIR_JOB_MAX_PARALLELISM", "2")],
+    );
+    let (stdout, stderr) = text(&o);
+    assert!(!o.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("exceeds max parallelism 2"), "{stderr}");
+
+    // Misspelt: a key in the file, a variable.
+    std::fs::write(dir.path().join("typo.toml"), "[checkpoint]\nintervall = \"1s\"\n").unwrap();
+    let o = run(&[
+        "--drill",
+        "0",
+        "--config",
+        dir.path().join("typo.toml").to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint.intervall") && stderr.contains("typo.toml"),
+        "{stderr}"
+    );
+    let o = with_env(&["--drill", "0"], &[("WEIR_CHECKPOINT_INTERVALL", "1s")]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("WEIR_CHECKPOINT_INTERVALL"), "{stderr}");
+}

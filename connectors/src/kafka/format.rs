@@ -117,6 +117,31 @@ impl<T: Serialize + 'static> KafkaSerializer<T> for Bincode<T> {
     }
 }
 
+/// Reads a compacted topic's tombstones as values: a record without a value (a deletion of
+/// its key) becomes `None`, any other record `Some` of what `D` makes of it (`D`'s errors stay
+/// bad records). Without it, the built-in formats take a tombstone for a bad record.
+///
+/// ```
+/// use weir_connectors::kafka::{Json, KafkaDeserializer, KafkaMessage, Nullable};
+/// let format = Nullable(Json::<u64>::new());
+/// let tombstone = KafkaMessage { topic: "accounts", partition: 0, offset: 9, key: Some(b"a-17"), payload: None, timestamp: None };
+/// assert_eq!(format.deserialize(&tombstone), Ok(None));
+/// ```
+///
+/// To keep the key as well (a changelog of key and latest value), deserialize with a function
+/// of the message: `|m: &KafkaMessage<'_>| Ok((m.key.map(<[u8]>::to_vec), m.payload.map(<[u8]>::to_vec)))`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nullable<D>(pub D);
+
+impl<T, D: KafkaDeserializer<T>> KafkaDeserializer<Option<T>> for Nullable<D> {
+    fn deserialize(&self, m: &KafkaMessage<'_>) -> std::result::Result<Option<T>, String> {
+        match m.payload {
+            None => Ok(None),
+            Some(_) => self.0.deserialize(m).map(Some),
+        }
+    }
+}
+
 /// Any function of the raw message is a deserializer.
 impl<T, F> KafkaDeserializer<T> for F
 where
@@ -160,5 +185,19 @@ mod tests {
             ..msg(b"")
         };
         assert!(j.deserialize(&tomb).unwrap_err().contains("tombstone"));
+    }
+
+    #[test]
+    fn nullable_reads_tombstones_as_none_and_keeps_bad_records_bad() {
+        let n = Nullable(Json::<u64>::new());
+        let tomb = KafkaMessage {
+            payload: None,
+            ..msg(b"")
+        };
+        assert_eq!(n.deserialize(&tomb), Ok(None));
+        assert_eq!(n.deserialize(&msg(b"17")), Ok(Some(17)));
+        assert!(n.deserialize(&msg(b"seventeen")).unwrap_err().contains("JSON"));
+        // An empty value is not a tombstone: it is a value that does not parse.
+        assert!(n.deserialize(&msg(b"")).is_err());
     }
 }

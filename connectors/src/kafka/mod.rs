@@ -19,6 +19,6 @@ pub mod source;
 pub mod testing;
 
 pub use client::{ensure_topic, KafkaConnection};
-pub use format::{Bincode, Json, KafkaDeserializer, KafkaMessage, KafkaSerializer};
+pub use format::{Bincode, Json, KafkaDeserializer, KafkaMessage, KafkaSerializer, Nullable};
 pub use sink::{DeliveryGuarantee, KafkaSink};
 pub use source::{BadRecordPolicy, KafkaSource, SourceCounters, StartPosition};

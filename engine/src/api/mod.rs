@@ -1,6 +1,7 @@
 //! The typed pipeline API: [`Pipeline`], [`Stream`], [`KeyedStream`], connected streams and
 //! windows. Every step has a stable name; checkpointed state is addressed by it.
 
+pub mod configure;
 pub mod connected;
 pub mod keyed;
 pub(crate) mod partition;

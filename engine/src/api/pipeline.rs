@@ -61,7 +61,7 @@ impl Pipeline {
     }
 
     /// Applies `f` to the settings and resolves the configuration again.
-    fn set(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+    pub(super) fn set(mut self, f: impl FnOnce(&mut Settings)) -> Self {
         f(&mut self.settings);
         self.config = self.settings.resolve(&self.name);
         self

@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub(crate) fail_points: Option<crate::fail::FailPoints>,
     /// `status_addr`: where the status server listens.
     pub(crate) status_addr: Option<std::net::SocketAddr>,
+    /// `configure`: deployment variables from a configuration file's `[cluster]` section.
+    pub(crate) cluster_vars: std::collections::BTreeMap<String, String>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).
@@ -82,6 +84,7 @@ impl Settings {
         }
         c.fail_points = self.fail_points.clone();
         c.status_addr = self.status_addr;
+        c.cluster_vars = self.cluster_vars.clone();
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {
             (Some(chk), Some(i)) => chk.interval = i,

@@ -360,7 +360,12 @@ pub(crate) fn restore_from(
                          it; append-only sinks hold it twice)",
                         reasons.join("; ")
                     );
-                    tracing::warn!(checkpoint = id.get(), newer = newer.get(), "{message}");
+                    tracing::warn!(
+                        event = "fallback",
+                        checkpoint = id.get(),
+                        newer = newer.get(),
+                        "{message}"
+                    );
                     RestoreWarning {
                         restored: id,
                         newer: *newer,
@@ -379,6 +384,7 @@ pub(crate) fn restore_from(
                     return Err(stop);
                 }
                 tracing::warn!(
+                    event = "fallback",
                     checkpoint = id.get(),
                     error = %e,
                     "checkpoint is corrupt; falling back to the previous retained checkpoint as allowed by \

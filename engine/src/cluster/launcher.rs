@@ -97,7 +97,7 @@ pub(crate) fn report_and_exit_if_launched(result: Result<JobReport>) -> Result<J
         .and_then(|b| std::fs::write(&tmp, b))
         .and_then(|_| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
-        eprintln!("weir master: writing the job's outcome to {}: {e}", path.display());
+        tracing::error!(path = %path.display(), error = %e, "the master could not write the job's outcome");
         std::process::exit(3);
     }
     std::process::exit(if ok { 0 } else { 1 });
@@ -136,7 +136,7 @@ pub(crate) fn watch_supervisor() {
         .name("weir-supervisor-watch".into())
         .spawn(move || loop {
             if std::os::unix::process::parent_id() != pid {
-                eprintln!("weir: the launcher (pid {pid}) is gone; ending");
+                tracing::error!(launcher_pid = pid, "the launcher is gone; ending");
                 std::process::exit(2);
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -43,7 +43,8 @@ use crate::runtime::job;
 use crate::Result;
 use std::sync::Arc;
 
-/// Starts the job the way this process's environment says ([`Deployment::from_env`]): in this
+/// Starts the job the way this process's environment says ([`Deployment::from_env`], with the
+/// configuration file's `[cluster]` keys where no variable is set): in this
 /// process, as a local cluster, or as the master or a worker of a cluster.
 ///
 /// A worker never returns from here unless it fails: it runs until the master ends the job,
@@ -54,7 +55,7 @@ use std::sync::Arc;
 /// `Config` for a bad deployment setting or a pipeline that cannot run; a worker's error when
 /// the master refused it or could not be reached.
 pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
-    let deployment = Deployment::from_env()?;
+    let deployment = Deployment::from_vars(|k| std::env::var(k).ok().or_else(|| cfg.cluster_vars.get(k).cloned()))?;
     launcher::watch_supervisor();
     match deployment {
         Deployment::InProcess => job::start(Arc::new(graph), cfg),

@@ -3,6 +3,7 @@
 //! ([`cancellation_timeout`]).
 
 pub mod cancellation_timeout;
+pub mod layered;
 pub mod restart;
 
 use crate::checkpoint::CheckpointConfig;
@@ -50,6 +51,10 @@ pub struct JobConfig {
     /// Where the process that runs the job's master serves the job's status page and API
     /// (`None`, the default: no status server). See [`crate::runtime::status`].
     pub status_addr: Option<std::net::SocketAddr>,
+    /// Deployment variables from a configuration file's `[cluster]` section
+    /// ([`Configuration::cluster_vars`](layered::Configuration::cluster_vars)): where the
+    /// environment does not set a variable, the cluster reads it here.
+    pub cluster_vars: std::collections::BTreeMap<String, String>,
 }
 
 impl JobConfig {
@@ -70,6 +75,7 @@ impl JobConfig {
             on_cancellation_timeout: CancellationTimeoutAction::default(),
             fail_points: None,
             status_addr: None,
+            cluster_vars: Default::default(),
         }
     }
 

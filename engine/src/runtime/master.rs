@@ -188,7 +188,14 @@ impl Master {
                     let restored_id = restored.as_ref().map(|r| r.metadata.id);
                     attempt_restored = restored_id;
                     if let Some(r) = &restored {
-                        tracing::info!(checkpoint = r.metadata.id.get(), attempt, "restoring checkpoint");
+                        tracing::info!(
+                            event = "restore",
+                            job = %self.cfg.name,
+                            attempt,
+                            checkpoint = r.metadata.id.get(),
+                            source_records = r.metadata.stats.source_records,
+                            "restoring checkpoint"
+                        );
                         if attempt == 1 {
                             self.report.restored_from = Some(r.metadata.id);
                             self.report.restored_from_savepoint = from_savepoint
@@ -211,11 +218,15 @@ impl Master {
                             records_replayed: reached.saturating_sub(base),
                         };
                         tracing::info!(
+                            event = "recovered",
+                            job = %self.cfg.name,
                             attempt,
                             checkpoint = ?stats.checkpoint.map(CheckpointId::get),
-                            detect_to_running_ms = stats.detect_to_running_ms,
+                            rto_ms = stats.detect_to_running_ms,
+                            cancel_ms = stats.cancel_ms,
                             restore_ms = stats.restore_ms,
                             records_replayed = stats.records_replayed,
+                            rpo_events_lost = 0,
                             "recovered"
                         );
                         self.live
@@ -282,9 +293,24 @@ impl Master {
                     }
                     if self.coordinator.is_none() || !retryable {
                         if self.coordinator.is_none() && retryable {
-                            tracing::error!("job failed and has no checkpoint storage to recover from");
+                            tracing::error!(
+                                event = "failure",
+                                job = %self.cfg.name,
+                                attempt,
+                                error = %e,
+                                restart = false,
+                                "job failed and has no checkpoint storage to recover from"
+                            );
                         } else if !retryable {
-                            tracing::error!(error = %e, kind = ?e.kind(), "job failed with an error a restart cannot fix; not restarting");
+                            tracing::error!(
+                                event = "failure",
+                                job = %self.cfg.name,
+                                attempt,
+                                error = %e,
+                                kind = ?e.kind(),
+                                restart = false,
+                                "job failed with an error a restart cannot fix; not restarting"
+                            );
                         }
                         return Err(e.context(format!("job {}", self.cfg.name)));
                     }
@@ -296,7 +322,15 @@ impl Master {
                             tracker.gave_up_because()
                         )));
                     };
-                    tracing::warn!(error = %e, attempt, ?delay, "job failed; restarting from the latest completed checkpoint");
+                    tracing::warn!(
+                        event = "failure",
+                        job = %self.cfg.name,
+                        attempt,
+                        error = %e,
+                        restart = true,
+                        delay_ms = delay.as_millis() as u64,
+                        "job failed; restarting from the latest completed checkpoint"
+                    );
                     self.live.restarts.store(tracker.restarts(), Ordering::Relaxed);
                     failed_at = Some((at, cancelled, last_reached));
                     if !self.sleep_unless_cancelled(delay) {
@@ -571,7 +605,7 @@ impl Master {
             };
             if let Err(e) = result {
                 if end.is_none() {
-                    tracing::error!(error = %e, attempt, "job attempt failed");
+                    tracing::debug!(error = %e, attempt, "job attempt failed");
                     end = Some(AttemptEnd::Failed(Failure::now(e)));
                 }
                 cancel_all(&shared, &controls);

@@ -15,6 +15,7 @@
 //! not the `weir` facade, which has it as a dev-dependency.
 
 pub mod latest_value;
+pub mod logging;
 pub mod nexmark;
 pub mod payments;
 pub mod recovery;

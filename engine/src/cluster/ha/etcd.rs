@@ -330,7 +330,6 @@ impl Leadership {
 /// Stops acting as the leader of term `term`: ends the process at once (no destructor, no
 /// further write), so that its supervisor starts it again as a standby.
 pub(crate) fn step_down(term: Term, why: &str) -> ! {
-    tracing::error!(term, "this master stops leading: {why}");
-    eprintln!("weir master: term {term} is over ({why}); ending so that a standby leads");
+    tracing::error!(term, "this master stops leading: {why}; ending so that a standby leads");
     std::process::exit(STEPPED_DOWN_EXIT)
 }

@@ -158,6 +158,17 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub status_addr: Option<std::net::SocketAddr>,
 
+    /// A Weir configuration file (TOML; see docs/configuration.md), with WEIR_* variables over
+    /// it and these flags over both: job.parallelism, checkpoint.interval, checkpoint.storage,
+    /// checkpoint.replica and state.backend set the matching flags when they are not given; the
+    /// other keys (restart, checkpoint timeout and retention, cluster) apply to the job.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The configuration keys left for the job once the flags took theirs.
+    #[arg(skip)]
+    pub configuration: weir_engine::config::layered::Configuration,
+
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_storage", "output_dir"])]
     pub worker: bool,
@@ -293,6 +304,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             savepoints: savepoint_plan(&args),
             stop_at_position: args.stop_at_position,
             status_addr: args.status_addr,
+            config_file: args.config.clone(),
+            configuration: args.configuration.clone(),
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -340,6 +353,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         savepoints: savepoint_plan(&args),
         stop_at_position: None,
         status_addr: args.status_addr,
+        config_file: args.config.clone(),
+        configuration: args.configuration.clone(),
     };
     let with_savepoints = !settings.savepoints.is_empty() || settings.from_savepoint.is_some();
     if with_savepoints && args.rescale.is_some() {
@@ -529,7 +544,7 @@ fn run_in_process(s: &JobSettings, view: &ProgressView) -> anyhow::Result<Option
         _ => {}
     }
     let started = Instant::now();
-    let handle = pipeline::build(s).start()?;
+    let handle = pipeline::build(s)?.start()?;
     // SIGTERM or Ctrl-C stops the job at a final checkpoint; a second one cancels it.
     weir_engine::runtime::stop_on_termination(&handle, Duration::from_secs(60))?;
     let mut schedule = s.savepoints.schedule();

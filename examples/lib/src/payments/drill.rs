@@ -242,7 +242,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
     // A master or worker process of the job's cluster: it runs its part of the job (and
     // exits when the job ends); the launcher process reports to the supervisor.
     if std::env::var_os("WEIR_ROLE").is_some() {
-        pipeline::build(settings).start()?;
+        pipeline::build(settings)?.start()?;
         bail!("a master or worker process returned from starting its job");
     }
     faults.sort_by_key(|f| f.at);
@@ -258,7 +258,7 @@ pub fn worker(settings: &JobSettings, mut faults: Vec<Fault>) -> anyhow::Result<
         position: base_position,
     });
     let started = Instant::now();
-    let handle = pipeline::build(settings).start()?;
+    let handle = pipeline::build(settings)?.start()?;
     let mut schedule = settings.savepoints.schedule();
     let mut stop_at = settings.stop_at_position;
     let mut restarts_seen = 0u32;
@@ -502,6 +502,9 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
         .args(["--checkpoint-storage", &s.checkpoint_location])
         .arg("--output-dir")
         .arg(&s.output_dir);
+    if let Some(file) = &s.config_file {
+        c.arg("--config").arg(file);
+    }
     match &s.state_dir {
         Some(d) => c.arg("--state-dir").arg(d),
         None => c.arg("--memory"),

@@ -3,10 +3,12 @@
 //! (the Weir job), [`kafka`] (the job against Kafka), [`model`] (the sequential model),
 //! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`savepoints`]
 //! (savepoints on request), [`rescale`] (the rescale drill), [`report`]
-//! (progress bar and summary tables), [`cli`] (the example's flags and its runs).
+//! (progress bar and summary tables), [`cli`] (the example's flags and its runs),
+//! [`configuration`] (`--config FILE` under the flags).
 
 pub mod audit;
 pub mod cli;
+pub mod configuration;
 pub mod domain;
 pub mod dr;
 pub mod drill;

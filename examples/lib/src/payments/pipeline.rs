@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_engine::checkpoint::replication::ReplicationConfig;
 use weir_engine::checkpoint::{CheckpointConfig, CheckpointStorage};
+use weir_engine::config::layered::Configuration;
 use weir_engine::data::Data;
 use weir_engine::prelude::*;
 
@@ -79,6 +80,10 @@ pub struct JobSettings {
     pub stop_at_position: Option<u64>,
     /// Where the process that runs the job's master serves its status page and API.
     pub status_addr: Option<std::net::SocketAddr>,
+    /// The `--config` file, which drill children read again.
+    pub config_file: Option<PathBuf>,
+    /// Configuration keys the job applies over its own settings (those the flags did not take).
+    pub configuration: Configuration,
 }
 
 /// What deduplication does with a request.
@@ -195,7 +200,7 @@ impl AggregateFunction<Movement> for Settle {
 }
 
 /// The job, ready to start.
-pub fn build(s: &JobSettings) -> Pipeline {
+pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
     let mut p = Pipeline::new("payments")
         .parallelism(s.parallelism)
         .checkpointing(checkpoint_config(s))
@@ -275,7 +280,8 @@ pub fn build(s: &JobSettings) -> Pipeline {
     );
     commit(s, &settled, "settlements-out", SETTLEMENTS_DIR);
     commit(s, &late, "late-out", LATE_DIR);
-    p
+    // Last: the configuration file's keys win over the example's own settings.
+    p.configure(&s.configuration)
 }
 
 /// Commits `stream` to `output` exactly once: a file sink under the output directory, or the
