@@ -51,6 +51,17 @@ impl WatchedServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether the server has ended (its watchdog ends with it): its exit status then.
+    ///
+    /// # Errors
+    /// The status could not be read.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
+        }
+    }
+
     /// Kills the server and its watchdog (the whole group); again is a no-op.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use weir::prelude::*;
 
 fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    Command::new(crate::common::weir_bin())
         .args(args)
         .output()
         .expect("running the weir binary")

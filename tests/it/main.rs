@@ -12,6 +12,7 @@ mod kafka;
 
 mod checkpoints;
 mod cli;
+mod cli_job;
 mod cluster;
 mod cluster_savepoints;
 mod exactly_once;
@@ -34,5 +35,6 @@ mod rescale;
 mod runtime;
 mod savepoints;
 mod smoke;
+mod status_page;
 mod watermark_recovery;
 mod windows;

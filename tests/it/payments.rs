@@ -465,7 +465,7 @@ fn a_cluster_drill_with_checkpoints_on_s3_passes_the_audit() {
     assert!(stdout.contains("RPO: 0 events lost, 0 events duplicated"), "{stdout}");
     assert!(stdout.contains("verification PASSED"), "{stdout}");
     // The checkpoints are in the bucket, readable with the CLI.
-    let cli = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let cli = Command::new(crate::common::weir_bin())
         .args(["checkpoints", "list", &storage])
         .envs(server.env())
         .output()

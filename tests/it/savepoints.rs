@@ -267,7 +267,7 @@ fn a_job_stopped_with_a_savepoint_resumes_from_a_copy_elsewhere_with_exact_outpu
         std::fs::remove_dir_all(dir.join("savepoints")).unwrap();
         std::fs::remove_dir_all(dir.join("checkpoints-a")).unwrap();
         // `weir checkpoints show` takes a savepoint's directory without an id.
-        let shown = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        let shown = std::process::Command::new(crate::common::weir_bin())
             .args(["checkpoints", "show", elsewhere.to_str().unwrap()])
             .output()
             .unwrap();

@@ -19,6 +19,8 @@ impl Pipeline {
     ///   one of the two);
     /// - `[state]`: the state backend;
     /// - `[restart]`: the restart strategy;
+    /// - `[status]`: where the job's master serves its status page and API
+    ///   ([`status_addr`](Self::status_addr));
     /// - `[cluster]`: deployment variables the environment does not set.
     ///
     /// # Errors
@@ -51,6 +53,9 @@ impl Pipeline {
         Ok(self.set(move |s| {
             if let Some(n) = config.job.parallelism {
                 s.parallelism = Some(n);
+            }
+            if let Some(addr) = config.status.address {
+                s.status_addr = Some(addr);
             }
             if let Some(n) = config.job.max_parallelism {
                 s.max_parallelism = Some(n);

@@ -188,6 +188,14 @@ impl Pipeline {
         self.set(|s| s.fail_points = Some(points))
     }
 
+    /// Serves the job's status page (`GET /`) and its HTTP API (`/api/status`,
+    /// `/api/checkpoints`, `/api/savepoint`, `/api/stop`, `/api/cancel`) on `addr`, in the
+    /// process that runs the job's master (see [`crate::runtime::status`]). An address that
+    /// cannot be bound makes [`start`](Self::start) fail with a `Config` error naming it.
+    pub fn status_addr(self, addr: std::net::SocketAddr) -> Self {
+        self.set(|s| s.status_addr = Some(addr))
+    }
+
     /// The effective configuration so far (the same whatever the order of the builder calls).
     pub fn config(&self) -> &JobConfig {
         &self.config

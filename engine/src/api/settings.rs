@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) cancellation: Option<(Duration, crate::config::cancellation_timeout::CancellationTimeoutAction)>,
     /// `fail_points`: the job's own fail points.
     pub(crate) fail_points: Option<crate::fail::FailPoints>,
+    /// `status_addr`: where the status server listens.
+    pub(crate) status_addr: Option<std::net::SocketAddr>,
     /// `configure`: deployment variables from a configuration file's `[cluster]` section.
     pub(crate) cluster_vars: std::collections::BTreeMap<String, String>,
 }
@@ -81,6 +83,7 @@ impl Settings {
             c.on_cancellation_timeout = action;
         }
         c.fail_points = self.fail_points.clone();
+        c.status_addr = self.status_addr;
         c.cluster_vars = self.cluster_vars.clone();
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {

@@ -18,6 +18,7 @@
 //! | `WEIR_WORKER_WAIT_MS` | how long the master waits for all workers before it deploys on those present | 10000 |
 //! | `WEIR_ETCD_ENDPOINTS` | etcd's endpoints (`host:port` or `http://host:port`, comma-separated): masters elect a leader there, workers find it there | unset: one master, no etcd |
 //! | `WEIR_HA_LEASE_MS` | the leader's lease: a leader that cannot renew it stops; a standby takes over this long after the leader died | 3000 |
+//! | `WEIR_STATUS_ADDR` | (master) where the master serves the job's status page and API, `ip:port` (see [`crate::runtime::status`]) | unset: the program's `status_addr`, if any |
 //! | `WEIR_MASTERS` | (local cluster) how many masters the launcher starts; more than 1 needs `WEIR_ETCD_ENDPOINTS` | 1 |
 
 use crate::net::{NetSettings, WorkerId};
@@ -111,6 +112,9 @@ pub struct MasterSettings {
     /// The host workers reach this master at, when it listens on every address
     /// (`WEIR_ADVERTISE_HOST`; default: the host name).
     pub advertise_host: Option<String>,
+    /// Where the master serves the job's status page and API (`WEIR_STATUS_ADDR`; it
+    /// overrides the program's [`status_addr`](crate::api::Pipeline::status_addr)).
+    pub status: Option<SocketAddr>,
 }
 
 impl MasterSettings {
@@ -243,6 +247,14 @@ impl Deployment {
                     heartbeats,
                     ha,
                     advertise_host: get("WEIR_ADVERTISE_HOST"),
+                    status: match get("WEIR_STATUS_ADDR") {
+                        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                            Error::config(format!(
+                                "WEIR_STATUS_ADDR={a:?}: the status server listens on an ip:port, such as 0.0.0.0:8081"
+                            ))
+                        })?),
+                        None => None,
+                    },
                 }))
             }
             Some("worker") => {

@@ -208,6 +208,8 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result
         live,
         events,
         master: Some(master),
+        // The master process serves the status (WEIR_STATUS_ADDR).
+        status: None,
     })
 }
 

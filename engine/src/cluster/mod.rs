@@ -68,6 +68,10 @@ pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
             launcher::start(&cfg.name, workers, slots, masters)
         }
         Deployment::Master(settings) => {
+            let mut cfg = cfg;
+            if let Some(addr) = settings.status {
+                cfg.status_addr = Some(addr);
+            }
             let started = (|| {
                 crate::runtime::plan::validate(&graph, &cfg)?;
                 let graph = Arc::new(graph);

@@ -13,6 +13,7 @@ use crate::message::CheckpointId;
 use crate::net::WorkerId;
 use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent};
+use crate::runtime::status::SubtaskCounters;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ pub struct WorkerHello {
 }
 
 /// How far a worker's share of an attempt got, sent with every heartbeat.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptProgress {
     /// The attempt (0: none runs).
     pub attempt: u32,
@@ -63,6 +64,9 @@ pub struct AttemptProgress {
     pub source_records: u64,
     /// Records its sink subtasks received in the attempt.
     pub sink_records: u64,
+    /// The counters of each of its subtasks in the attempt (for the status page).
+    #[serde(default)]
+    pub subtasks: Vec<SubtaskCounters>,
 }
 
 /// The master's answer to a heartbeat.

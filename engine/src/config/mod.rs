@@ -48,6 +48,9 @@ pub struct JobConfig {
     /// The job's fail points (tests and drills inject failures there); `None`, the default,
     /// means the process-wide set, which nothing arms outside a drill's child process.
     pub fail_points: Option<crate::fail::FailPoints>,
+    /// Where the process that runs the job's master serves the job's status page and API
+    /// (`None`, the default: no status server). See [`crate::runtime::status`].
+    pub status_addr: Option<std::net::SocketAddr>,
     /// Deployment variables from a configuration file's `[cluster]` section
     /// ([`Configuration::cluster_vars`](layered::Configuration::cluster_vars)): where the
     /// environment does not set a variable, the cluster reads it here.
@@ -71,6 +74,7 @@ impl JobConfig {
             cancellation_timeout: crate::config::cancellation_timeout::DEFAULT_CANCELLATION_TIMEOUT,
             on_cancellation_timeout: CancellationTimeoutAction::default(),
             fail_points: None,
+            status_addr: None,
             cluster_vars: Default::default(),
         }
     }

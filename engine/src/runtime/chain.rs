@@ -27,6 +27,8 @@ pub(crate) struct Chain {
     /// The input gate's watermarks, kept for a first operator that only forwards event time
     /// (restored when opening, reported before each snapshot, checkpointed in its state).
     head_input: Option<EventTime>,
+    /// The counters of the source heading the chain, if one does (its watermark is kept there).
+    source_metrics: Option<crate::metrics::OperatorMetrics>,
 }
 
 enum Input {
@@ -64,6 +66,7 @@ impl Chain {
                 .collect(),
             outputs,
             head_input: None,
+            source_metrics: None,
         }
     }
 
@@ -114,8 +117,17 @@ impl Chain {
         self.push_one(0, Input::Batch(input, batch))
     }
 
+    /// Keeps the watermark of the source heading the chain in `metrics`.
+    pub(crate) fn with_source_metrics(mut self, metrics: Option<crate::metrics::OperatorMetrics>) -> Self {
+        self.source_metrics = metrics;
+        self
+    }
+
     /// Advances the chain head's input watermark.
     pub(crate) fn push_watermark(&mut self, wm: Timestamp) -> Result<()> {
+        if let Some(m) = &self.source_metrics {
+            m.set_watermark(wm);
+        }
         self.push_one(0, Input::Watermark(wm))
     }
 
@@ -239,7 +251,10 @@ impl Chain {
                     ctx.metrics.add_in(b.len() as u64);
                     guarded(ctx, || op.process_batch(input, b, em))
                 }
-                Input::Watermark(w) => guarded(ctx, || op.on_watermark(w, em)),
+                Input::Watermark(w) => {
+                    ctx.metrics.set_watermark(w);
+                    guarded(ctx, || op.on_watermark(w, em))
+                }
                 Input::Idle(idle) => guarded(ctx, || op.on_idle(idle, em)),
                 Input::Time(now) => guarded(ctx, || op.on_processing_time(now, em)),
                 Input::Finish => guarded(ctx, || op.finish(em)),
@@ -252,7 +267,11 @@ impl Chain {
         for item in items.drain(..) {
             let next = match item {
                 Emitted::Batch(b) => Input::Batch(0, b),
-                Emitted::Watermark(w) => Input::Watermark(w),
+                Emitted::Watermark(w) => {
+                    // A step that makes watermarks (an assigner) shows the ones it emits.
+                    self.links[i].ctx.metrics.set_watermark(w);
+                    Input::Watermark(w)
+                }
                 Emitted::Idle(idle) => Input::Idle(idle),
             };
             self.push_one(i + 1, next)?;

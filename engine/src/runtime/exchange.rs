@@ -7,6 +7,7 @@
 use crate::data::ErasedBatch;
 pub use crate::graph::partitioning::{KeyPartitioner, Partitioning};
 use crate::message::Message;
+use crate::metrics::OperatorMetrics;
 use crate::runtime::attempt::JobShared;
 use crate::{Error, Result};
 use crossbeam_channel::{Select, Sender, TrySendError};
@@ -25,6 +26,8 @@ pub(crate) struct OutputEdge {
 pub(crate) struct Outputs {
     pub(crate) edges: Vec<OutputEdge>,
     pub(crate) job: Arc<JobShared>,
+    /// The counters of the chain's last step: the time sends wait for room is added there.
+    pub(crate) metrics: OperatorMetrics,
 }
 
 impl Outputs {
@@ -45,26 +48,27 @@ impl Outputs {
 
     fn route(&mut self, e: usize, batch: Box<dyn ErasedBatch>) -> Result<()> {
         let job = self.job.clone();
+        let job = (&*job, &self.metrics);
         let edge = &mut self.edges[e];
         match &edge.partitioning {
-            Partitioning::Forward => send(&job, &edge.senders[0], Message::Batch(batch)),
+            Partitioning::Forward => send(job, &edge.senders[0], Message::Batch(batch)),
             Partitioning::Rebalance => {
                 let i = edge.next % edge.senders.len();
                 edge.next = edge.next.wrapping_add(1);
-                send(&job, &edge.senders[i], Message::Batch(batch))
+                send(job, &edge.senders[i], Message::Batch(batch))
             }
             Partitioning::Broadcast => {
                 let (last, rest) = edge.senders.split_last().expect("an edge has a sender");
                 for s in rest {
-                    send(&job, s, Message::Batch(batch.clone_batch()))?;
+                    send(job, s, Message::Batch(batch.clone_batch()))?;
                 }
-                send(&job, last, Message::Batch(batch))
+                send(job, last, Message::Batch(batch))
             }
             Partitioning::Hash(p) => {
                 let parts = p.split(batch, edge.senders.len(), edge.max_parallelism)?;
                 for (i, part) in parts.into_iter().enumerate() {
                     if !part.is_empty() {
-                        send(&job, &edge.senders[i], Message::Batch(part))?;
+                        send(job, &edge.senders[i], Message::Batch(part))?;
                     }
                 }
                 Ok(())
@@ -76,7 +80,7 @@ impl Outputs {
     pub(crate) fn broadcast(&mut self, make: impl Fn() -> Message) -> Result<()> {
         for edge in &self.edges {
             for s in &edge.senders {
-                send(&self.job, s, make())?;
+                send((&self.job, &self.metrics), s, make())?;
             }
         }
         Ok(())
@@ -84,13 +88,15 @@ impl Outputs {
 }
 
 /// Sends with backpressure; gives up as soon as the attempt is cancelled.
-fn send(job: &JobShared, tx: &Sender<Message>, msg: Message) -> Result<()> {
+fn send((job, metrics): (&JobShared, &OperatorMetrics), tx: &Sender<Message>, msg: Message) -> Result<()> {
     let msg = match tx.try_send(msg) {
         Ok(()) => return Ok(()),
         Err(TrySendError::Disconnected(_)) => return Err(downstream_stopped()),
         Err(TrySendError::Full(m)) => m,
     };
     // The channel is full: wait for room or for the cancellation, whichever comes first.
+    let blocked = std::time::Instant::now();
+    let _count = BlockedTime(metrics, blocked);
     let mut sel = Select::new();
     let send_op = sel.send(tx);
     sel.recv(job.cancel_signal());
@@ -100,6 +106,15 @@ fn send(job: &JobShared, tx: &Sender<Message>, msg: Message) -> Result<()> {
     } else {
         let _ = op.recv(job.cancel_signal());
         Err(Error::new(crate::ErrorKind::Cancelled, "job cancelled"))
+    }
+}
+
+/// Adds the time since `.1` to the step's blocked time when dropped.
+struct BlockedTime<'a>(&'a OperatorMetrics, std::time::Instant);
+
+impl Drop for BlockedTime<'_> {
+    fn drop(&mut self) {
+        self.0.add_blocked(self.1.elapsed());
     }
 }
 

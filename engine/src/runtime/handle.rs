@@ -7,7 +7,10 @@ use crate::message::CheckpointId;
 use crate::runtime::events::TaskEvent;
 use crate::runtime::report::JobReport;
 use crate::runtime::report::MetricsEntry;
+use crate::runtime::report::{FailureInfo, RestoreStats};
 use crate::runtime::savepoint_request::{not_taken, SavepointQueue, SavepointRequest};
+use crate::runtime::status::history::CheckpointHistory;
+use crate::runtime::status::{JobState, StatusServer, SubtaskCounters, WorkerStatus};
 use crate::{Error, Result};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -37,9 +40,77 @@ pub(crate) struct Live {
     pub(crate) replication: Mutex<Option<ReplicationStatus>>,
     /// Savepoints (and stops) asked for and not yet taken by the master.
     pub(crate) savepoint_requests: Mutex<SavepointQueue>,
+    /// A graceful stop (or a stop with savepoint) was asked for and not refused yet.
+    pub(crate) stop_requested: AtomicBool,
+    /// The latest checkpoints and their outcome (for the status page).
+    pub(crate) checkpoints: Mutex<CheckpointHistory>,
+    /// Every recovery so far.
+    pub(crate) restores: Mutex<Vec<RestoreStats>>,
+    /// Every failure so far.
+    pub(crate) failures: Mutex<Vec<FailureInfo>>,
+    /// Savepoints written so far.
+    pub(crate) savepoints: Mutex<Vec<Savepoint>>,
+    /// Every subtask's counters of the current attempt on workers (a cluster's master).
+    pub(crate) remote_subtasks: Mutex<Vec<SubtaskCounters>>,
+    /// The job's workers (a cluster's master).
+    pub(crate) workers: Mutex<Vec<WorkerStatus>>,
+    /// How the job ended, once it has.
+    pub(crate) ended: Mutex<Option<Ended>>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    pub(crate) state: JobState,
+    pub(crate) error: Option<String>,
+    pub(crate) at: Instant,
 }
 
 impl Live {
+    /// The job's progress.
+    pub(crate) fn progress(&self) -> Progress {
+        let metrics = self.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let current: u64 = metrics
+            .iter()
+            .filter(|m| m.is_source)
+            .map(|m| m.metrics.records_out())
+            .sum();
+        let sink: u64 = metrics
+            .iter()
+            .filter(|m| m.is_sink)
+            .map(|m| m.metrics.records_in())
+            .sum();
+        Progress {
+            source_records: self.earlier_source_records.load(Ordering::Relaxed)
+                + current
+                + self.remote_source_records.load(Ordering::Relaxed),
+            sink_records: sink + self.remote_sink_records.load(Ordering::Relaxed),
+            last_checkpoint: self
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|(id, at)| (id, at.elapsed())),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            attempt: self.attempt.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            replication: self.replication.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Every subtask's counters in the current attempt: in this process, or on workers.
+    pub(crate) fn counters(&self) -> Vec<SubtaskCounters> {
+        let metrics = self.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut out = SubtaskCounters::of(&metrics);
+        out.extend(
+            self.remote_subtasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
+        out
+    }
+
     /// Shows `p`, the progress of this job's master in another process (a local cluster's
     /// launcher does): its records count on top of `earlier_source_records`.
     pub(crate) fn show(&self, p: &Progress, earlier_source_records: u64, earlier_restarts: u32) {
@@ -125,6 +196,10 @@ impl std::fmt::Debug for JobStopper {
 }
 
 impl JobStopper {
+    pub(crate) fn new(live: Arc<Live>, events: Sender<TaskEvent>) -> Self {
+        JobStopper { live, events }
+    }
+
     /// [`JobHandle::stop`].
     ///
     /// # Errors
@@ -153,14 +228,22 @@ impl JobStopper {
     /// that ended answers new ones at once.
     pub(crate) fn request(&self, target: Option<Arc<dyn CheckpointStorage>>, stop: bool) -> Result<Savepoint> {
         let (reply, answer) = crossbeam_channel::bounded(1);
+        if stop {
+            self.live.stop_requested.store(true, Ordering::Relaxed);
+        }
         self.live
             .savepoint_requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(SavepointRequest { target, stop, reply });
-        answer
+        let answer = answer
             .recv()
-            .unwrap_or_else(|_| Err(not_taken("no savepoint was taken: the job has ended".into())))
+            .unwrap_or_else(|_| Err(not_taken("no savepoint was taken: the job has ended".into())));
+        if stop && answer.is_err() {
+            // The job keeps running (or has ended already).
+            self.live.stop_requested.store(false, Ordering::Relaxed);
+        }
+        answer
     }
 }
 
@@ -169,6 +252,9 @@ pub struct JobHandle {
     pub(crate) live: Arc<Live>,
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) master: Option<JoinHandle<Result<JobReport>>>,
+    /// The status server, when the job has a status address; it stops when the handle is
+    /// joined or dropped.
+    pub(crate) status: Option<StatusServer>,
 }
 
 impl std::fmt::Debug for JobHandle {
@@ -248,38 +334,13 @@ impl JobHandle {
 
     /// The job's progress.
     pub fn progress(&self) -> Progress {
-        let metrics = self
-            .live
-            .attempt_metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let current: u64 = metrics
-            .iter()
-            .filter(|m| m.is_source)
-            .map(|m| m.metrics.records_out())
-            .sum();
-        let sink: u64 = metrics
-            .iter()
-            .filter(|m| m.is_sink)
-            .map(|m| m.metrics.records_in())
-            .sum();
-        Progress {
-            source_records: self.live.earlier_source_records.load(Ordering::Relaxed)
-                + current
-                + self.live.remote_source_records.load(Ordering::Relaxed),
-            sink_records: sink + self.live.remote_sink_records.load(Ordering::Relaxed),
-            last_checkpoint: self
-                .live
-                .last_checkpoint
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .map(|(id, at)| (id, at.elapsed())),
-            restarts: self.live.restarts.load(Ordering::Relaxed),
-            attempt: self.live.attempt.load(Ordering::Relaxed),
-            running: self.live.running.load(Ordering::Relaxed),
-            replication: self.live.replication.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        }
+        self.live.progress()
+    }
+
+    /// Where the job's status server listens (`None`: no status address was set, or the job's
+    /// master runs in another process).
+    pub fn status_addr(&self) -> Option<std::net::SocketAddr> {
+        self.status.as_ref().map(|s| s.addr())
     }
 
     /// Every attempt's lifecycle so far, in order: for each attempt `RestoreStarted`, then

@@ -11,9 +11,11 @@ use crate::checkpoint::pointer::CheckpointPointer;
 use crate::checkpoint::staging::StagingArea;
 use crate::config::JobConfig;
 use crate::graph::Graph;
-use crate::runtime::handle::{JobHandle, Live};
+use crate::runtime::handle::{JobHandle, JobStopper, Live};
 use crate::runtime::master::Master;
 use crate::runtime::plan;
+use crate::runtime::status_server::server::serve_status;
+use crate::runtime::status_server::snapshot::JobShape;
 use crate::{Error, Result};
 use crossbeam_channel::unbounded;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +100,16 @@ pub(crate) fn start_on(
     };
     let (events_tx, events_rx) = unbounded();
     let live = Arc::new(Live::default());
+    // Bound before the master starts: an address in use fails the start.
+    let status = match cfg.status_addr {
+        Some(addr) => Some(serve_status(
+            addr,
+            live.clone(),
+            JobShape::of(&graph, &cfg)?,
+            JobStopper::new(live.clone(), events_tx.clone()),
+        )?),
+        None => None,
+    };
     let master = {
         let (live, events_tx) = (live.clone(), events_tx.clone());
         std::thread::Builder::new()
@@ -117,5 +129,6 @@ pub(crate) fn start_on(
         live,
         events: events_tx,
         master: Some(master),
+        status,
     })
 }

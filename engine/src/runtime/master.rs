@@ -20,11 +20,12 @@ use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
-use crate::runtime::handle::{LifecyclePhase, Live};
+use crate::runtime::handle::{Ended, LifecyclePhase, Live};
 use crate::runtime::plan::{self, PhysicalPlan, RestoreInput};
 use crate::runtime::remote::{AttemptRequest, Controls, RemoteExecutor};
 use crate::runtime::report::{FailureInfo, JobReport, MetricsEntry, OperatorReport, RestoreStats};
 use crate::runtime::savepoint_request::{not_taken, SavepointRequest, SavepointRequests};
+use crate::runtime::status::{CheckpointState, JobState};
 use crate::runtime::task::now_ms;
 use crate::{Error, ErrorKind, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -139,6 +140,16 @@ impl Master {
             .close(why);
         self.savepoints.extend(late);
         self.savepoints.job_ended(why);
+        let (state, error) = match &result {
+            Ok(r) if r.cancelled => (JobState::Cancelled, None),
+            Ok(_) => (JobState::Finished, None),
+            Err(e) => (JobState::Failed, Some(e.to_string())),
+        };
+        *self.live.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ended {
+            state,
+            error,
+            at: Instant::now(),
+        });
         result
     }
 
@@ -218,6 +229,11 @@ impl Master {
                             rpo_events_lost = 0,
                             "recovered"
                         );
+                        self.live
+                            .restores
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(stats.clone());
                         self.report.restores.push(stats);
                     }
                     last_reached = out.source_records;
@@ -259,11 +275,17 @@ impl Master {
                     }
                     self.live.record(attempt, LifecyclePhase::FailureDetected, at);
                     self.live.record(attempt, LifecyclePhase::Cancelled, cancelled);
-                    self.report.failures.push(FailureInfo {
+                    let failure = FailureInfo {
                         attempt,
                         at_ms,
                         error: e.to_string(),
-                    });
+                    };
+                    self.live
+                        .failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(failure.clone());
+                    self.report.failures.push(failure);
                     let retryable = restartable(e.kind());
                     if self.live.cancel_requested.load(Ordering::Relaxed) {
                         self.report.cancelled = true;
@@ -489,6 +511,8 @@ impl Master {
                     let (source, sink) = remote.records();
                     self.live.remote_source_records.store(source, Ordering::Relaxed);
                     self.live.remote_sink_records.store(sink, Ordering::Relaxed);
+                    *self.live.remote_subtasks.lock().unwrap_or_else(|e| e.into_inner()) = remote.subtasks();
+                    *self.live.workers.lock().unwrap_or_else(|e| e.into_inner()) = remote.workers();
                 }
                 if end.is_none() {
                     // The protocol learns of a trigger only once it is carried out: the
@@ -590,6 +614,11 @@ impl Master {
         self.live.running.store(false, Ordering::Relaxed);
         self.savepoints
             .attempt_ended("the attempt ended before it completed (a failure, or the job was cancelled)");
+        self.live
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attempt_ended(now_ms());
         if let Some(remote) = self.remote.as_mut() {
             remote.end_attempt();
         }
@@ -615,6 +644,11 @@ impl Master {
         // progress never counts them twice.
         *self.live.attempt_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Vec::new());
         self.live.remote_source_records.store(0, Ordering::Relaxed);
+        self.live
+            .remote_subtasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.live.remote_sink_records.store(0, Ordering::Relaxed);
         self.live
             .earlier_source_records
@@ -680,7 +714,21 @@ impl Master {
                                     crate::runtime::chain::panic_message(&p)
                                 )))
                             })
-                            .map(|_| ());
+                            .map(|stats| {
+                                self.live
+                                    .checkpoints
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .completed(id, &stats);
+                            });
+                    if let Err(e) = &published {
+                        self.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).ended(
+                            id,
+                            CheckpointState::Failed,
+                            e.to_string(),
+                            now_ms(),
+                        );
+                    }
                     if published.is_ok() {
                         *self.live.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some((id, Instant::now()));
@@ -717,6 +765,12 @@ impl Master {
                     tolerable,
                 } => {
                     self.report.checkpoints_aborted += 1;
+                    self.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).ended(
+                        id,
+                        CheckpointState::Aborted,
+                        reason.describe(),
+                        now_ms(),
+                    );
                     if let Some(request) = self.savepoints.take(id) {
                         request.answer(Err(not_taken(format!(
                             "savepoint {id} was not completed: its checkpoint {}",
@@ -761,6 +815,13 @@ impl Master {
         tracing::debug!(checkpoint = id.get(), ?kind, "triggering checkpoint");
         if kind.is_savepoint() {
             self.savepoints.triggered(id);
+        }
+        if self.coordinator.is_some() {
+            self.live
+                .checkpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .triggered(id, kind, barrier.triggered_at_ms);
         }
         for &t in &a.source_tasks {
             a.controls.send(t, Control::TriggerCheckpoint { barrier });
@@ -826,6 +887,11 @@ impl Master {
         match c.write_savepoint(id, target.as_ref()) {
             Ok(mut sp) => {
                 sp.stopped_job = stop;
+                self.live
+                    .savepoints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(sp.clone());
                 self.report.savepoints.push(sp.clone());
                 if stop {
                     self.report.stopped_with_savepoint = Some(sp.clone());

@@ -15,8 +15,11 @@ pub(crate) mod remote;
 pub mod report;
 pub(crate) mod savepoint_request;
 pub(crate) mod signals;
+pub mod status;
+pub(crate) mod status_server;
 pub(crate) mod task;
 
 pub use handle::{JobHandle, JobStopper, LifecycleEvent, LifecyclePhase, Progress};
 pub use report::{JobReport, OperatorReport};
 pub use signals::stop_on_termination;
+pub use status::{JobState, JobStatus};

@@ -188,9 +188,12 @@ pub(crate) fn build(
             let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
             let mut ops = Vec::new();
             let mut head_kind = None;
+            let mut source_metrics = None;
+            let mut tail_metrics = OperatorMetrics::default();
             for &node_id in chain_nodes {
                 let node = &graph.nodes[node_id];
                 let metrics = OperatorMetrics::default();
+                tail_metrics = metrics.clone();
                 match &node.kind {
                     NodeKind::Source(src) => {
                         let splits = split_assignment.as_ref().expect("source splits listed");
@@ -218,6 +221,7 @@ pub(crate) fn build(
                             )
                             .with_context(|| format!("creating source reader {}[{s}]", node.name))?;
                         head_kind = Some(Head::Source(driver));
+                        source_metrics = Some(metrics.clone());
                         plan.source_tasks.push(task_id);
                     }
                     NodeKind::Operator { factory, keyed, .. } => {
@@ -280,6 +284,8 @@ pub(crate) fn build(
                     }
                 }
                 plan.metrics.push(MetricsEntry {
+                    step: node_id,
+                    subtask: s,
                     operator: node.name.clone(),
                     is_source: matches!(node.kind, NodeKind::Source(_)),
                     is_sink: matches!(node.kind, NodeKind::Operator { sink: true, .. }),
@@ -315,8 +321,10 @@ pub(crate) fn build(
                     Outputs {
                         edges,
                         job: job.clone(),
+                        metrics: tail_metrics,
                     },
-                ),
+                )
+                .with_source_metrics(source_metrics),
                 control: ctl_rx,
                 events: events.clone(),
                 job: job.clone(),

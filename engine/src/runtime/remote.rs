@@ -54,6 +54,16 @@ pub(crate) trait RemoteExecutor: Send {
     /// workers last reported them.
     fn records(&self) -> (u64, u64);
 
+    /// Every subtask's counters in the current attempt, as the workers last reported them.
+    fn subtasks(&self) -> Vec<crate::runtime::status::SubtaskCounters> {
+        Vec::new()
+    }
+
+    /// The workers, as their heartbeats show them.
+    fn workers(&self) -> Vec<crate::runtime::status::WorkerStatus> {
+        Vec::new()
+    }
+
     /// The attempt is over (every subtask reported exited): nothing of it is forwarded any more.
     fn end_attempt(&mut self);
 

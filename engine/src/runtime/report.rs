@@ -11,6 +11,10 @@ use std::time::Duration;
 /// The metrics of one operator subtask, by operator name.
 #[derive(Clone, Debug)]
 pub(crate) struct MetricsEntry {
+    /// The step's index in the job graph.
+    pub(crate) step: usize,
+    /// The subtask's index within the step.
+    pub(crate) subtask: usize,
     pub(crate) operator: String,
     pub(crate) is_source: bool,
     pub(crate) is_sink: bool,

@@ -61,3 +61,28 @@ pub fn trace_if_asked() {
             .try_init();
     }
 }
+
+/// The `weir` command (package `weir-cli`), built for this test profile on first use: it lives
+/// in its own package, whose binary the tests of this one cannot depend on.
+pub fn weir_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // This test binary is target/<profile>/deps/it-<hash>.
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+            let target = profile_dir.parent().expect("the target directory");
+            let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            build
+                .args(["build", "--quiet", "-p", "weir-cli", "--bin", "weir"])
+                .env("CARGO_TARGET_DIR", target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let status = build.status().expect("running cargo to build the weir command");
+            assert!(status.success(), "building the weir command failed: {status:?}");
+            profile_dir.join("weir")
+        })
+        .clone()
+}

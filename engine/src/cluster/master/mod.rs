@@ -378,6 +378,16 @@ impl RemoteExecutor for ClusterMaster {
         self.shared.registry().records()
     }
 
+    fn subtasks(&self) -> Vec<crate::runtime::status::SubtaskCounters> {
+        self.shared.registry().subtasks()
+    }
+
+    fn workers(&self) -> Vec<crate::runtime::status::WorkerStatus> {
+        self.shared
+            .registry()
+            .status(self.shared.heartbeats.timeout, Instant::now())
+    }
+
     fn end_attempt(&mut self) {
         self.forwarders.clear();
         self.shared.registry().attempt = None;

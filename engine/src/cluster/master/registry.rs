@@ -10,6 +10,7 @@
 use crate::cluster::protocol::{AttemptProgress, Pulse, WorkerHello, WorkerServiceClient};
 use crate::net::WorkerId;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
+use crate::runtime::status::{SubtaskCounters, WorkerStatus};
 use crate::{Error, ErrorKind};
 use crossbeam_channel::Sender;
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,6 +95,34 @@ impl Registry {
             .fold((0, 0), |(s, k), w| {
                 (s + w.progress.source_records, k + w.progress.sink_records)
             })
+    }
+
+    /// Every subtask's counters in the current attempt, as its worker last reported them.
+    pub(crate) fn subtasks(&self) -> Vec<SubtaskCounters> {
+        let Some(a) = &self.attempt else { return Vec::new() };
+        self.workers
+            .values()
+            .filter(|w| w.progress.attempt == a.wire)
+            .flat_map(|w| w.progress.subtasks.iter().copied())
+            .collect()
+    }
+
+    /// The registered workers: alive while heard from within `timeout`.
+    pub(crate) fn status(&self, timeout: Duration, now: Instant) -> Vec<WorkerStatus> {
+        self.workers
+            .iter()
+            .map(|(&id, w)| {
+                let silent = now.saturating_duration_since(w.last_seen);
+                WorkerStatus {
+                    id,
+                    address: w.hello.control.to_string(),
+                    pid: w.hello.pid,
+                    slots: w.hello.slots,
+                    alive: silent <= timeout,
+                    last_heartbeat_ms: silent.as_millis() as u64,
+                }
+            })
+            .collect()
     }
 
     /// The workers that can take a deployment.

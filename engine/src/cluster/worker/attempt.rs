@@ -188,6 +188,11 @@ impl WorkerAttempt {
         (source, sink)
     }
 
+    /// The counters of each subtask this worker runs in this attempt.
+    pub(crate) fn counters(&self) -> Vec<crate::runtime::status::SubtaskCounters> {
+        crate::runtime::status::SubtaskCounters::of(&self.metrics)
+    }
+
     /// The subtasks this worker runs.
     pub(crate) fn tasks(&self) -> impl Iterator<Item = usize> + '_ {
         self.controls.keys().copied()

@@ -359,6 +359,7 @@ impl WorkerCore {
                     attempt: c.attempt.number(),
                     source_records,
                     sink_records,
+                    subtasks: c.attempt.counters(),
                 }
             }
             None => AttemptProgress::default(),

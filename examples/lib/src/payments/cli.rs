@@ -152,6 +152,12 @@ pub struct Args {
     #[arg(long, requires = "from_savepoint")]
     pub allow_non_restored_state: bool,
 
+    /// Serve the job's status page and API on this address (for example 127.0.0.1:8081; open
+    /// it in a browser, or use `weir status --job http://ADDR`). With --workers N, the cluster's
+    /// master process serves it.
+    #[arg(long, value_name = "ADDR")]
+    pub status_addr: Option<std::net::SocketAddr>,
+
     /// A Weir configuration file (TOML; see docs/configuration.md), with WEIR_* variables over
     /// it and these flags over both: job.parallelism, checkpoint.interval, checkpoint.storage,
     /// checkpoint.replica and state.backend set the matching flags when they are not given; the
@@ -297,6 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             allow_non_restored_state: args.allow_non_restored_state,
             savepoints: savepoint_plan(&args),
             stop_at_position: args.stop_at_position,
+            status_addr: args.status_addr,
             config_file: args.config.clone(),
             configuration: args.configuration.clone(),
         };
@@ -345,6 +352,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: savepoint_plan(&args),
         stop_at_position: None,
+        status_addr: args.status_addr,
         config_file: args.config.clone(),
         configuration: args.configuration.clone(),
     };

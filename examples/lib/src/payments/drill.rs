@@ -529,6 +529,9 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
     if let Some(position) = s.stop_at_position {
         c.args(["--stop-at-position", &position.to_string()]);
     }
+    if let Some(addr) = s.status_addr {
+        c.args(["--status-addr", &addr.to_string()]);
+    }
     if let Some(dir) = &s.from_savepoint {
         c.arg("--from-savepoint").arg(dir);
         if s.allow_non_restored_state {

@@ -78,6 +78,8 @@ pub struct JobSettings {
     /// Stop the job gracefully at a final checkpoint once it has read this far (the rescale
     /// drill's segments).
     pub stop_at_position: Option<u64>,
+    /// Where the process that runs the job's master serves its status page and API.
+    pub status_addr: Option<std::net::SocketAddr>,
     /// The `--config` file, which drill children read again.
     pub config_file: Option<PathBuf>,
     /// Configuration keys the job applies over its own settings (those the flags did not take).
@@ -211,6 +213,9 @@ pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
             max_attempts: 50,
             delay: Duration::from_millis(20),
         });
+    if let Some(addr) = s.status_addr {
+        p = p.status_addr(addr);
+    }
     if let Some(dir) = &s.from_savepoint {
         p = p.from_savepoint(SavepointRestore::dir(dir).allow_non_restored_state(s.allow_non_restored_state));
     }

@@ -1,127 +1,48 @@
-//! `weir`: inspects a job's checkpoint storage, a directory or an object store URL
-//! (`s3://bucket/prefix`, `gs://...`, `az://...`; credentials and endpoint from the standard
-//! environment variables, see `weir::object_storage`).
-//!
-//! ```text
-//! weir checkpoints list <dir|url> [--json]        one line per checkpoint
-//! weir checkpoints show <dir|url> <id> [--json]   operators, subtasks, files, source positions, stats
-//! weir checkpoints show <savepoint dir|url>         the savepoint in a savepoint's directory
-//! ```
+//! The storage commands: `weir checkpoints list|show DIR|URL` read a job's checkpoint storage,
+//! a directory or an object store URL (`s3://bucket/prefix`, `gs://...`, `az://...`;
+//! credentials and endpoint from the standard environment variables, see
+//! `weir_object_storage`).
 //!
 //! A savepoint's directory is laid out as a checkpoint directory holding one checkpoint
 //! (`chk-<id>/_metadata` and its files), of kind `savepoint` or `stop-savepoint`: `list`
 //! lists it, and `show` without an id shows it.
 //!
-//! Exit codes: 0 on success, 2 for a usage error, a missing directory or a checkpoint that is
-//! not there (or not complete), 1 for anything else (unreadable or corrupt metadata).
-//!
 //! # Checkpointing
-//! The tool only reads: it never changes a checkpoint directory, so it is safe to run against
-//! the storage of a running job. A checkpoint is listed as complete exactly when its
+//! These commands only read: they never change a checkpoint directory, so they are safe to run
+//! against the storage of a running job. A checkpoint is listed as complete exactly when its
 //! `_metadata` exists, which after a crash is the case only for checkpoints that completed.
 
-use clap::{Parser, Subcommand};
+use crate::CliError;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::process::ExitCode;
 use std::sync::Arc;
-use weir::engine::checkpoint::metadata::{OperatorState, SourceState, StoredFile};
-use weir::engine::checkpoint::{
-    read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage,
-};
-use weir::engine::message::{BarrierKind, CheckpointId};
-use weir::object_storage::Location;
+use weir_engine::checkpoint::metadata::{OperatorState, SourceState, StoredFile};
+use weir_engine::checkpoint::{read_metadata, CheckpointMetadata, CheckpointStats, CheckpointStorage, LocalDirStorage};
+use weir_engine::message::{BarrierKind, CheckpointId};
+use weir_object_storage::Location;
 
-/// Inspect Weir checkpoints.
-#[derive(Debug, Parser)]
-#[command(name = "weir", version, about)]
-struct Cli {
-    /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
+/// `weir checkpoints list DIR|URL`: one line per checkpoint (JSON with `json`).
+pub(crate) fn list(dir: &str, json: bool) -> Result<String, CliError> {
+    let rows = list_rows(&open_storage(dir)?)?;
+    Ok(if json {
+        list_json(&rows)?
+    } else {
+        list_table(dir, &rows)
+    })
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Inspect a job's checkpoint directory.
-    #[command(subcommand)]
-    Checkpoints(CheckpointsCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum CheckpointsCommand {
-    /// Lists every checkpoint in the directory: id, completeness, kind, trigger time, sizes,
-    /// durations and source records.
-    List {
-        /// The checkpoint storage: a directory or an object store URL.
-        #[arg(value_name = "DIR|URL")]
-        dir: String,
-    },
-    /// Shows one completed checkpoint or a savepoint: operators, subtasks, key groups, files,
-    /// source positions and statistics.
-    Show {
-        /// The checkpoint storage (a directory or an object store URL), or a savepoint's.
-        #[arg(value_name = "DIR|URL")]
-        dir: String,
-        /// The checkpoint id; may be left out when the storage holds one completed
-        /// checkpoint (a savepoint's).
-        id: Option<CheckpointId>,
-    },
-}
-
-/// A failure, with the exit code it maps to.
-#[derive(Debug)]
-enum CliError {
-    /// The user named something that is not there (exit code 2).
-    NotFound(String),
-    /// Anything else (exit code 1).
-    Failed(String),
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(CliError::NotFound(msg)) => {
-            eprintln!("weir: error: {msg}");
-            ExitCode::from(2)
-        }
-        Err(CliError::Failed(msg)) => {
-            eprintln!("weir: error: {msg}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Runs a command and returns what to print.
-fn run(cli: &Cli) -> Result<String, CliError> {
-    match &cli.command {
-        Command::Checkpoints(CheckpointsCommand::List { dir }) => {
-            let rows = list_rows(&open_storage(dir)?)?;
-            Ok(if cli.json {
-                list_json(&rows)?
-            } else {
-                list_table(dir, &rows)
-            })
-        }
-        Command::Checkpoints(CheckpointsCommand::Show { dir, id }) => {
-            let storage = open_storage(dir)?;
-            let id = match id {
-                Some(id) => *id,
-                None => only_checkpoint(&storage)?,
-            };
-            let meta = load_checkpoint(&storage, id)?;
-            if cli.json {
-                show_json(&meta)
-            } else {
-                Ok(show_text(&meta))
-            }
-        }
+/// `weir checkpoints show DIR|URL [ID]`: one checkpoint, or the only one (a savepoint's).
+pub(crate) fn show(dir: &str, id: Option<u64>, json: bool) -> Result<String, CliError> {
+    let storage = open_storage(dir)?;
+    let id = match id {
+        Some(id) => CheckpointId::new(id),
+        None => only_checkpoint(&storage)?,
+    };
+    let meta = load_checkpoint(&storage, id)?;
+    if json {
+        show_json(&meta)
+    } else {
+        Ok(show_text(&meta))
     }
 }
 
@@ -132,7 +53,7 @@ fn open_storage(location: &str) -> Result<Arc<dyn CheckpointStorage>, CliError> 
     let dir = match parsed {
         Location::Local(dir) => dir,
         Location::Object { .. } => {
-            let storage = weir::object_storage::open(location).map_err(|e| CliError::Failed(e.to_string()))?;
+            let storage = weir_object_storage::open(location).map_err(|e| CliError::Failed(e.to_string()))?;
             storage
                 .list()
                 .map_err(|e| CliError::Failed(format!("listing {location}: {e}")))?;
@@ -236,7 +157,7 @@ fn kind_name(kind: BarrierKind) -> &'static str {
 
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
 fn format_time(ms: u64) -> String {
-    let t = weir::engine::wall_clock::utc_timestamp(ms);
+    let t = weir_engine::wall_clock::utc_timestamp(ms);
     t.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
