@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) cancellation: Option<(Duration, crate::config::cancellation_timeout::CancellationTimeoutAction)>,
     /// `fail_points`: the job's own fail points.
     pub(crate) fail_points: Option<crate::fail::FailPoints>,
+    /// `metrics_addr`: where the job's process serves its metrics.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).
@@ -79,6 +81,7 @@ impl Settings {
             c.on_cancellation_timeout = action;
         }
         c.fail_points = self.fail_points.clone();
+        c.metrics_addr = self.metrics_addr;
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {
             (Some(chk), Some(i)) => chk.interval = i,

@@ -19,6 +19,7 @@
 //! | `WEIR_ETCD_ENDPOINTS` | etcd's endpoints (`host:port` or `http://host:port`, comma-separated): masters elect a leader there, workers find it there | unset: one master, no etcd |
 //! | `WEIR_HA_LEASE_MS` | the leader's lease: a leader that cannot renew it stops; a standby takes over this long after the leader died | 3000 |
 //! | `WEIR_MASTERS` | (local cluster) how many masters the launcher starts; more than 1 needs `WEIR_ETCD_ENDPOINTS` | 1 |
+//! | `WEIR_METRICS_ADDR` | the `ip:port` this process serves its metrics at (`/metrics`, for Prometheus); overrides the job's `metrics_addr`. A local cluster gives its master `m` port + m and worker `i` port + masters + i | the job's `metrics_addr`, else none |
 
 use crate::net::{NetSettings, WorkerId};
 use crate::{Error, Result};
@@ -111,6 +112,8 @@ pub struct MasterSettings {
     /// The host workers reach this master at, when it listens on every address
     /// (`WEIR_ADVERTISE_HOST`; default: the host name).
     pub advertise_host: Option<String>,
+    /// Where it serves its metrics (`WEIR_METRICS_ADDR`; `None`: the job's `metrics_addr`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl MasterSettings {
@@ -147,6 +150,8 @@ pub struct WorkerSettings {
     pub master_wait: Duration,
     /// High availability: the worker finds the leader in etcd (`None`: at `master`).
     pub ha: Option<HaSettings>,
+    /// Where it serves its metrics (`WEIR_METRICS_ADDR`; `None`: the job's `metrics_addr`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How this process takes part in its job.
@@ -243,6 +248,7 @@ impl Deployment {
                     heartbeats,
                     ha,
                     advertise_host: get("WEIR_ADVERTISE_HOST"),
+                    metrics: metrics_addr(&get)?,
                 }))
             }
             Some("worker") => {
@@ -295,6 +301,7 @@ impl Deployment {
                     heartbeats,
                     master_wait: millis(&get, "WEIR_MASTER_WAIT_MS")?.unwrap_or(Duration::from_secs(30)),
                     ha,
+                    metrics: metrics_addr(&get)?,
                 }))
             }
             Some(other) => Err(Error::config(format!(
@@ -315,6 +322,35 @@ pub(crate) fn net_settings(heartbeats: &Heartbeats, channel_capacity: usize) -> 
         hello_wait: (heartbeats.timeout * 3).max(Duration::from_secs(5)),
         ..NetSettings::default()
     }
+}
+
+/// `WEIR_METRICS_ADDR`, the address this process serves its metrics at.
+fn metrics_addr(get: &impl Fn(&str) -> Option<String>) -> Result<Option<SocketAddr>> {
+    get(METRICS_ADDR_ENV)
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                Error::config(format!(
+                    "{METRICS_ADDR_ENV}={a:?} must be an ip:port, such as 0.0.0.0:9464"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The variable naming the address a process serves its metrics at.
+pub const METRICS_ADDR_ENV: &str = "WEIR_METRICS_ADDR";
+
+/// `WEIR_METRICS_ADDR` of this process's environment, if set.
+///
+/// # Errors
+/// `Config` when it is not an `ip:port`.
+pub fn metrics_addr_from_env() -> Result<Option<SocketAddr>> {
+    metrics_addr(&|k: &str| {
+        std::env::var(k)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
 }
 
 fn number(get: &impl Fn(&str) -> Option<String>, key: &str, min: u32, max: u32) -> Result<Option<u32>> {

@@ -47,6 +47,10 @@ pub struct JobConfig {
     /// The job's fail points (tests and drills inject failures there); `None`, the default,
     /// means the process-wide set, which nothing arms outside a drill's child process.
     pub fail_points: Option<crate::fail::FailPoints>,
+    /// Where the process running the job serves its metrics for Prometheus
+    /// (`http://addr/metrics`); `None`, the default, serves none. `WEIR_METRICS_ADDR`, when
+    /// set, takes precedence (see [`crate::cluster::config`]).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl JobConfig {
@@ -66,6 +70,7 @@ impl JobConfig {
             cancellation_timeout: crate::config::cancellation_timeout::DEFAULT_CANCELLATION_TIMEOUT,
             on_cancellation_timeout: CancellationTimeoutAction::default(),
             fail_points: None,
+            metrics_addr: None,
         }
     }
 
@@ -74,6 +79,13 @@ impl JobConfig {
         self.fail_points
             .clone()
             .unwrap_or_else(crate::fail::FailPoints::process_wide)
+    }
+
+    /// Serves the metrics of the process running the job at `http://addr/metrics`
+    /// ([`metrics_addr`](Self::metrics_addr)).
+    pub fn with_metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
     }
 
     /// Checks the settings that do not depend on the graph.

@@ -11,6 +11,9 @@ use crate::runtime::attempt::JobShared;
 use crate::{Error, Result};
 use crossbeam_channel::{Select, Sender, TrySendError};
 use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::SecondsCounter;
 
 /// One outgoing edge of a subtask: a partitioning and a sender per reachable downstream subtask.
 pub(crate) struct OutputEdge {
@@ -25,6 +28,8 @@ pub(crate) struct OutputEdge {
 pub(crate) struct Outputs {
     pub(crate) edges: Vec<OutputEdge>,
     pub(crate) job: Arc<JobShared>,
+    /// Seconds spent blocked on full channels (the subtask's backpressure).
+    pub(crate) backpressured: SecondsCounter,
 }
 
 impl Outputs {
@@ -44,27 +49,27 @@ impl Outputs {
     }
 
     fn route(&mut self, e: usize, batch: Box<dyn ErasedBatch>) -> Result<()> {
-        let job = self.job.clone();
+        let (job, self_bp) = (&*self.job, &self.backpressured);
         let edge = &mut self.edges[e];
         match &edge.partitioning {
-            Partitioning::Forward => send(&job, &edge.senders[0], Message::Batch(batch)),
+            Partitioning::Forward => send(&job, &self_bp, &edge.senders[0], Message::Batch(batch)),
             Partitioning::Rebalance => {
                 let i = edge.next % edge.senders.len();
                 edge.next = edge.next.wrapping_add(1);
-                send(&job, &edge.senders[i], Message::Batch(batch))
+                send(&job, &self_bp, &edge.senders[i], Message::Batch(batch))
             }
             Partitioning::Broadcast => {
                 let (last, rest) = edge.senders.split_last().expect("an edge has a sender");
                 for s in rest {
-                    send(&job, s, Message::Batch(batch.clone_batch()))?;
+                    send(&job, &self_bp, s, Message::Batch(batch.clone_batch()))?;
                 }
-                send(&job, last, Message::Batch(batch))
+                send(&job, &self_bp, last, Message::Batch(batch))
             }
             Partitioning::Hash(p) => {
                 let parts = p.split(batch, edge.senders.len(), edge.max_parallelism)?;
                 for (i, part) in parts.into_iter().enumerate() {
                     if !part.is_empty() {
-                        send(&job, &edge.senders[i], Message::Batch(part))?;
+                        send(&job, &self_bp, &edge.senders[i], Message::Batch(part))?;
                     }
                 }
                 Ok(())
@@ -76,7 +81,7 @@ impl Outputs {
     pub(crate) fn broadcast(&mut self, make: impl Fn() -> Message) -> Result<()> {
         for edge in &self.edges {
             for s in &edge.senders {
-                send(&self.job, s, make())?;
+                send(&self.job, &self.backpressured, s, make())?;
             }
         }
         Ok(())
@@ -84,13 +89,18 @@ impl Outputs {
 }
 
 /// Sends with backpressure; gives up as soon as the attempt is cancelled.
-fn send(job: &JobShared, tx: &Sender<Message>, msg: Message) -> Result<()> {
+fn send(job: &JobShared, backpressured: &SecondsCounter, tx: &Sender<Message>, msg: Message) -> Result<()> {
     let msg = match tx.try_send(msg) {
         Ok(()) => return Ok(()),
         Err(TrySendError::Disconnected(_)) => return Err(downstream_stopped()),
         Err(TrySendError::Full(m)) => m,
     };
     // The channel is full: wait for room or for the cancellation, whichever comes first.
+    let blocked = Instant::now();
+    let _count = BlockedTime {
+        since: blocked,
+        into: backpressured,
+    };
     let mut sel = Select::new();
     let send_op = sel.send(tx);
     sel.recv(job.cancel_signal());
@@ -100,6 +110,18 @@ fn send(job: &JobShared, tx: &Sender<Message>, msg: Message) -> Result<()> {
     } else {
         let _ = op.recv(job.cancel_signal());
         Err(Error::new(crate::ErrorKind::Cancelled, "job cancelled"))
+    }
+}
+
+/// Adds the time since `since` to `into` when dropped (however the blocked send ends).
+struct BlockedTime<'a> {
+    since: Instant,
+    into: &'a SecondsCounter,
+}
+
+impl Drop for BlockedTime<'_> {
+    fn drop(&mut self) {
+        self.into.inc_by(self.since.elapsed().as_secs_f64());
     }
 }
 

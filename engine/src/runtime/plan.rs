@@ -4,7 +4,7 @@
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind};
 use crate::message::Message;
-use crate::metrics::OperatorMetrics;
+use crate::metrics::{OperatorMetrics, TaskClock};
 use crate::net::inbound::InboundEnd;
 use crate::net::{ChannelId, WorkerId};
 use crate::operator::{OperatorContext, StoreOpener};
@@ -190,7 +190,7 @@ pub(crate) fn build(
             let mut head_kind = None;
             for &node_id in chain_nodes {
                 let node = &graph.nodes[node_id];
-                let metrics = OperatorMetrics::default();
+                let metrics = OperatorMetrics::new(&cfg.name, &node.name, s);
                 match &node.kind {
                     NodeKind::Source(src) => {
                         let splits = split_assignment.as_ref().expect("source splits listed");
@@ -306,6 +306,8 @@ pub(crate) fn build(
                 })
                 .collect();
             let names: Vec<&str> = chain_nodes.iter().map(|&i| graph.nodes[i].name.as_str()).collect();
+            // A chain's time is reported under its first step.
+            let clock = TaskClock::new(&cfg.name, names[0], s);
             plan.tasks.push(Task {
                 id: task_id,
                 name: format!("{}[{s}]", names.join(" -> ")),
@@ -315,12 +317,14 @@ pub(crate) fn build(
                     Outputs {
                         edges,
                         job: job.clone(),
+                        backpressured: clock.backpressure_counter(),
                     },
                 ),
                 control: ctl_rx,
                 events: events.clone(),
                 job: job.clone(),
                 batch_size: cfg.batch_size,
+                clock,
             });
             plan.controls.insert(task_id, ctl_tx);
         }
