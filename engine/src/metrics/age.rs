@@ -4,7 +4,7 @@
 //! Subtasks and masters store a timestamp (ms since the epoch) in an atomic; the scrape turns
 //! it into seconds, so a watermark that stopped moving shows a growing lag without any ticker.
 
-use crate::metrics::registry::{JobLabels, SubtaskLabels};
+use crate::metrics::labels::{JobLabels, SubtaskLabels};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;

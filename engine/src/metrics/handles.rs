@@ -156,6 +156,12 @@ impl TaskClock {
     /// The subtask starts waiting for input: the time since the last mark was busy, except
     /// what it spent backpressured.
     pub(crate) fn wait_starts(&mut self) {
+        self.busy_until_now();
+    }
+
+    /// Counts the time since the last mark as busy (except what was backpressured): a loop
+    /// that never waits calls it once per round.
+    pub(crate) fn busy_until_now(&mut self) {
         let now = Instant::now();
         let blocked = self.backpressured.get();
         let busy = now.duration_since(self.mark).as_secs_f64() - (blocked - self.backpressured_at_mark);

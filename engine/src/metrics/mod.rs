@@ -11,6 +11,7 @@
 mod age;
 mod endpoint;
 mod handles;
+mod labels;
 mod registry;
 mod user;
 
@@ -102,6 +103,11 @@ impl OperatorMetrics {
     /// A copy of the named counters.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.inner.custom.snapshot()
+    }
+
+    /// Whether this subtask's series are exported (the process serves metrics).
+    pub fn is_exported(&self) -> bool {
+        self.inner.exported.labels.is_some()
     }
 
     /// The histogram a sink subtask observes its commit latency in (seconds).

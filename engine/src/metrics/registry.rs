@@ -9,7 +9,7 @@
 //! Nothing here is durable: a restarted process starts every counter at zero (Prometheus's
 //! `rate()` and `increase()` handle such resets).
 
-use prometheus_client::encoding::EncodeLabelSet;
+pub(crate) use crate::metrics::labels::{CounterLabels, JobLabels, PartitionLabels, SubtaskLabels};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,39 +22,6 @@ use std::sync::OnceLock;
 pub(crate) type SecondsCounter = Counter<f64, AtomicU64>;
 /// A gauge holding a fractional value.
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// The label of job-wide metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct JobLabels {
-    pub(crate) job: String,
-}
-
-/// The labels of one subtask of one step.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct SubtaskLabels {
-    pub(crate) job: String,
-    pub(crate) step: String,
-    pub(crate) subtask: u32,
-}
-
-/// The labels of a named counter of one subtask (`ctx.count(name, n)`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct CounterLabels {
-    pub(crate) job: String,
-    pub(crate) step: String,
-    pub(crate) subtask: u32,
-    pub(crate) name: String,
-}
-
-/// The labels of one partition a source subtask reads.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct PartitionLabels {
-    pub(crate) job: String,
-    pub(crate) step: String,
-    pub(crate) subtask: u32,
-    pub(crate) topic: String,
-    pub(crate) partition: i32,
-}
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 

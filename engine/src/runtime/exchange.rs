@@ -52,24 +52,24 @@ impl Outputs {
         let (job, self_bp) = (&*self.job, &self.backpressured);
         let edge = &mut self.edges[e];
         match &edge.partitioning {
-            Partitioning::Forward => send(&job, &self_bp, &edge.senders[0], Message::Batch(batch)),
+            Partitioning::Forward => send(job, self_bp, &edge.senders[0], Message::Batch(batch)),
             Partitioning::Rebalance => {
                 let i = edge.next % edge.senders.len();
                 edge.next = edge.next.wrapping_add(1);
-                send(&job, &self_bp, &edge.senders[i], Message::Batch(batch))
+                send(job, self_bp, &edge.senders[i], Message::Batch(batch))
             }
             Partitioning::Broadcast => {
                 let (last, rest) = edge.senders.split_last().expect("an edge has a sender");
                 for s in rest {
-                    send(&job, &self_bp, s, Message::Batch(batch.clone_batch()))?;
+                    send(job, self_bp, s, Message::Batch(batch.clone_batch()))?;
                 }
-                send(&job, &self_bp, last, Message::Batch(batch))
+                send(job, self_bp, last, Message::Batch(batch))
             }
             Partitioning::Hash(p) => {
                 let parts = p.split(batch, edge.senders.len(), edge.max_parallelism)?;
                 for (i, part) in parts.into_iter().enumerate() {
                     if !part.is_empty() {
-                        send(&job, &self_bp, &edge.senders[i], Message::Batch(part))?;
+                        send(job, self_bp, &edge.senders[i], Message::Batch(part))?;
                     }
                 }
                 Ok(())

@@ -164,7 +164,10 @@ impl Task {
                     self.clock.watermark(w);
                 }
                 match status {
-                    ReadStatus::More => continue,
+                    ReadStatus::More => {
+                        self.clock.busy_until_now();
+                        continue;
+                    }
                     ReadStatus::Pending(d) => d.min(TICK),
                     ReadStatus::Finished => {
                         exhausted = true;

@@ -7,6 +7,7 @@
 //! The scrape configuration sets `honor_labels: true`, so that Weir's `job` label is kept
 //! (without it Prometheus renames it `exported_job`; see docs/metrics.md).
 
+mod kafka;
 mod prometheus;
 
 use super::common::{self, Backend};
@@ -82,6 +83,14 @@ fn prometheus_scrapes_records_and_checkpoints_of_a_running_job() {
         });
         assert!(s.iter().all(|s| s.value >= 0.0), "{series}: {s:?}");
     }
+    // The rate-limited source both works and waits: its time is accounted for.
+    prom.wait_for(
+        &format!(
+            r#"sum(weir_subtask_busy_seconds_total{{job="{job}",step="numbers"}}) > 0 and sum(weir_subtask_idle_seconds_total{{job="{job}",step="numbers"}}) > 0"#
+        ),
+        PATIENCE_SECS,
+        |s| s.len() == 1,
+    );
     prom.wait_for(
         &format!(r#"weir_time_since_last_checkpoint_seconds{{job="{job}"}}"#),
         PATIENCE_SECS,

@@ -152,6 +152,12 @@ pub struct Args {
     #[arg(long, requires = "from_savepoint")]
     pub allow_non_restored_state: bool,
 
+    /// Serve the job's metrics for Prometheus at http://ADDR/metrics (for example
+    /// 127.0.0.1:9464) while it runs; see docs/metrics.md. With --workers N the master serves
+    /// at ADDR and worker i (0-based) at ADDR's port + 1 + i.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_storage", "output_dir"])]
     pub worker: bool,
@@ -286,6 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             allow_non_restored_state: args.allow_non_restored_state,
             savepoints: savepoint_plan(&args),
             stop_at_position: args.stop_at_position,
+            metrics_addr: args.metrics_addr,
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -332,6 +339,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_non_restored_state: args.allow_non_restored_state,
         savepoints: savepoint_plan(&args),
         stop_at_position: None,
+        metrics_addr: args.metrics_addr,
     };
     let with_savepoints = !settings.savepoints.is_empty() || settings.from_savepoint.is_some();
     if with_savepoints && args.rescale.is_some() {

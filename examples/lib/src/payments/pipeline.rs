@@ -77,6 +77,8 @@ pub struct JobSettings {
     /// Stop the job gracefully at a final checkpoint once it has read this far (the rescale
     /// drill's segments).
     pub stop_at_position: Option<u64>,
+    /// Where the job's processes serve their metrics (`None`: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What deduplication does with a request.
@@ -206,6 +208,9 @@ pub fn build(s: &JobSettings) -> Pipeline {
             max_attempts: 50,
             delay: Duration::from_millis(20),
         });
+    if let Some(addr) = s.metrics_addr {
+        p = p.metrics_addr(addr);
+    }
     if let Some(dir) = &s.from_savepoint {
         p = p.from_savepoint(SavepointRestore::dir(dir).allow_non_restored_state(s.allow_non_restored_state));
     }
