@@ -387,6 +387,33 @@ mod tests {
     }
 
     #[test]
+    fn masters_and_workers_read_their_metrics_address() {
+        let metrics = |role: &[(&str, &str)]| match deploy(role).unwrap() {
+            Deployment::Master(m) => m.metrics,
+            Deployment::Worker(w) => w.metrics,
+            other => panic!("not a master or worker: {other:?}"),
+        };
+        let master = [("WEIR_ROLE", "master"), ("WEIR_WORKERS", "2")];
+        let worker = [
+            ("WEIR_ROLE", "worker"),
+            ("WEIR_MASTER", "m:6123"),
+            ("WEIR_WORKER_ID", "1"),
+        ];
+        assert_eq!(metrics(&master), None);
+        assert_eq!(metrics(&worker), None);
+        let with = |vars: &[(&'static str, &'static str)]| {
+            let mut v = vars.to_vec();
+            v.push((METRICS_ADDR_ENV, "0.0.0.0:9464"));
+            v
+        };
+        assert_eq!(metrics(&with(&master)), Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(metrics(&with(&worker)), Some("0.0.0.0:9464".parse().unwrap()));
+        let mut bad = worker.to_vec();
+        bad.push((METRICS_ADDR_ENV, "localhost"));
+        config_error(&bad, "WEIR_METRICS_ADDR=\"localhost\" must be an ip:port");
+    }
+
+    #[test]
     fn nothing_set_runs_in_this_process_and_workers_alone_launch_a_local_cluster() {
         assert_eq!(deploy(&[]).unwrap(), Deployment::InProcess);
         assert_eq!(
