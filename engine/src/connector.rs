@@ -13,6 +13,7 @@ pub use crate::data::{Data, Record, Timestamp};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
 pub use crate::fail;
 pub use crate::message::CheckpointId;
+pub use crate::metrics::{ConsumerLag, OperatorMetrics};
 pub use crate::sink::{Sink, SinkContext, SinkWriter};
 pub use crate::source::{
     AssignedSplit, ReadStatus, Source, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,

@@ -22,6 +22,7 @@ mod ha;
 mod kafka_exactly_once;
 mod kafka_sink;
 mod kafka_source;
+mod metrics;
 mod nexmark;
 mod object_storage;
 mod operators;

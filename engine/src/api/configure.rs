@@ -19,6 +19,8 @@ impl Pipeline {
     ///   one of the two);
     /// - `[state]`: the state backend;
     /// - `[restart]`: the restart strategy;
+    /// - `[metrics]`: where the process serves Prometheus metrics
+    ///   ([`metrics_addr`](Self::metrics_addr));
     /// - `[status]`: where the job's master serves its status page and API
     ///   ([`status_addr`](Self::status_addr));
     /// - `[cluster]`: deployment variables the environment does not set.
@@ -56,6 +58,9 @@ impl Pipeline {
             }
             if let Some(addr) = config.status.address {
                 s.status_addr = Some(addr);
+            }
+            if let Some(addr) = config.metrics.address {
+                s.metrics_addr = Some(addr);
             }
             if let Some(n) = config.job.max_parallelism {
                 s.max_parallelism = Some(n);

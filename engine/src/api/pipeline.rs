@@ -196,6 +196,14 @@ impl Pipeline {
         self.set(|s| s.status_addr = Some(addr))
     }
 
+    /// Serves the metrics of the process running the job at `http://addr/metrics` for
+    /// Prometheus (see `docs/metrics.md`; off by default). Jobs of one process asking for the
+    /// same address share its endpoint. In a cluster, `WEIR_METRICS_ADDR` sets each process's
+    /// address instead; a local cluster gives its master this port and worker `i` port + 1 + i.
+    pub fn metrics_addr(self, addr: std::net::SocketAddr) -> Self {
+        self.set(|s| s.metrics_addr = Some(addr))
+    }
+
     /// The effective configuration so far (the same whatever the order of the builder calls).
     pub fn config(&self) -> &JobConfig {
         &self.config

@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) status_addr: Option<std::net::SocketAddr>,
     /// `configure`: deployment variables from a configuration file's `[cluster]` section.
     pub(crate) cluster_vars: std::collections::BTreeMap<String, String>,
+    /// `metrics_addr`: where the job's process serves its metrics.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Records that `method` set what `set_by` tracks (each method once).
@@ -85,6 +87,7 @@ impl Settings {
         c.fail_points = self.fail_points.clone();
         c.status_addr = self.status_addr;
         c.cluster_vars = self.cluster_vars.clone();
+        c.metrics_addr = self.metrics_addr;
         c.checkpoint = self.checkpoint.clone();
         match (&mut c.checkpoint, self.interval) {
             (Some(chk), Some(i)) => chk.interval = i,

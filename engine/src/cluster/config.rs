@@ -20,6 +20,7 @@
 //! | `WEIR_HA_LEASE_MS` | the leader's lease: a leader that cannot renew it stops; a standby takes over this long after the leader died | 3000 |
 //! | `WEIR_STATUS_ADDR` | (master) where the master serves the job's status page and API, `ip:port` (see [`crate::runtime::status`]) | unset: the program's `status_addr`, if any |
 //! | `WEIR_MASTERS` | (local cluster) how many masters the launcher starts; more than 1 needs `WEIR_ETCD_ENDPOINTS` | 1 |
+//! | `WEIR_METRICS_ADDR` | the `ip:port` this process serves its metrics at (`/metrics`, for Prometheus); overrides the job's `metrics_addr`. A local cluster gives its master `m` port + m and worker `i` port + masters + i | the job's `metrics_addr`, else none |
 
 use crate::net::{NetSettings, WorkerId};
 use crate::{Error, Result};
@@ -115,6 +116,8 @@ pub struct MasterSettings {
     /// Where the master serves the job's status page and API (`WEIR_STATUS_ADDR`; it
     /// overrides the program's [`status_addr`](crate::api::Pipeline::status_addr)).
     pub status: Option<SocketAddr>,
+    /// Where it serves its metrics (`WEIR_METRICS_ADDR`; `None`: the job's `metrics_addr`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl MasterSettings {
@@ -151,6 +154,8 @@ pub struct WorkerSettings {
     pub master_wait: Duration,
     /// High availability: the worker finds the leader in etcd (`None`: at `master`).
     pub ha: Option<HaSettings>,
+    /// Where it serves its metrics (`WEIR_METRICS_ADDR`; `None`: the job's `metrics_addr`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How this process takes part in its job.
@@ -255,6 +260,7 @@ impl Deployment {
                         })?),
                         None => None,
                     },
+                    metrics: metrics_addr(&get)?,
                 }))
             }
             Some("worker") => {
@@ -307,6 +313,7 @@ impl Deployment {
                     heartbeats,
                     master_wait: millis(&get, "WEIR_MASTER_WAIT_MS")?.unwrap_or(Duration::from_secs(30)),
                     ha,
+                    metrics: metrics_addr(&get)?,
                 }))
             }
             Some(other) => Err(Error::config(format!(
@@ -327,6 +334,35 @@ pub(crate) fn net_settings(heartbeats: &Heartbeats, channel_capacity: usize) -> 
         hello_wait: (heartbeats.timeout * 3).max(Duration::from_secs(5)),
         ..NetSettings::default()
     }
+}
+
+/// `WEIR_METRICS_ADDR`, the address this process serves its metrics at.
+fn metrics_addr(get: &impl Fn(&str) -> Option<String>) -> Result<Option<SocketAddr>> {
+    get(METRICS_ADDR_ENV)
+        .map(|a| {
+            a.parse::<SocketAddr>().map_err(|_| {
+                Error::config(format!(
+                    "{METRICS_ADDR_ENV}={a:?} must be an ip:port, such as 0.0.0.0:9464"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The variable naming the address a process serves its metrics at.
+pub const METRICS_ADDR_ENV: &str = "WEIR_METRICS_ADDR";
+
+/// `WEIR_METRICS_ADDR` of this process's environment, if set.
+///
+/// # Errors
+/// `Config` when it is not an `ip:port`.
+pub fn metrics_addr_from_env() -> Result<Option<SocketAddr>> {
+    metrics_addr(&|k: &str| {
+        std::env::var(k)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
 }
 
 fn number(get: &impl Fn(&str) -> Option<String>, key: &str, min: u32, max: u32) -> Result<Option<u32>> {
@@ -360,6 +396,33 @@ mod tests {
         let e = deploy(vars).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         assert!(e.to_string().contains(says), "{e} should say {says:?}");
+    }
+
+    #[test]
+    fn masters_and_workers_read_their_metrics_address() {
+        let metrics = |role: &[(&str, &str)]| match deploy(role).unwrap() {
+            Deployment::Master(m) => m.metrics,
+            Deployment::Worker(w) => w.metrics,
+            other => panic!("not a master or worker: {other:?}"),
+        };
+        let master = [("WEIR_ROLE", "master"), ("WEIR_WORKERS", "2")];
+        let worker = [
+            ("WEIR_ROLE", "worker"),
+            ("WEIR_MASTER", "m:6123"),
+            ("WEIR_WORKER_ID", "1"),
+        ];
+        assert_eq!(metrics(&master), None);
+        assert_eq!(metrics(&worker), None);
+        let with = |vars: &[(&'static str, &'static str)]| {
+            let mut v = vars.to_vec();
+            v.push((METRICS_ADDR_ENV, "0.0.0.0:9464"));
+            v
+        };
+        assert_eq!(metrics(&with(&master)), Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(metrics(&with(&worker)), Some("0.0.0.0:9464".parse().unwrap()));
+        let mut bad = worker.to_vec();
+        bad.push((METRICS_ADDR_ENV, "localhost"));
+        config_error(&bad, "WEIR_METRICS_ADDR=\"localhost\" must be an ip:port");
     }
 
     #[test]

@@ -148,7 +148,13 @@ pub(crate) fn watch_supervisor() {
 ///
 /// # Errors
 /// `Io` when a process cannot be started.
-pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result<JobHandle> {
+pub(crate) fn start(
+    job: &str,
+    workers: u32,
+    slots: u32,
+    masters: u32,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<JobHandle> {
     let dir = std::env::temp_dir().join(format!(
         "weir-cluster-{}-{}-{}",
         crate::state::backend::dir_name(job),
@@ -180,6 +186,7 @@ pub(crate) fn start(job: &str, workers: u32, slots: u32, masters: u32) -> Result
         starts: BTreeMap::new(),
         restarts: 0,
         pids_file: std::env::var_os(PIDS_ENV).map(PathBuf::from),
+        metrics,
     };
     for m in 0..masters.max(1) {
         cluster.spawn_master(m)?;
@@ -235,6 +242,9 @@ struct Local {
     starts: BTreeMap<(bool, u32), u32>,
     restarts: u32,
     pids_file: Option<PathBuf>,
+    /// The job's metrics address: master `m` serves at its port + m, worker `w` at its
+    /// port + masters + w (every process at port 0 when it is 0).
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl Local {
@@ -256,7 +266,8 @@ impl Local {
             .env_remove(PIDS_ENV)
             .env_remove(REPORT_ENV)
             .env_remove(PROGRESS_ENV)
-            .env_remove(RELAY_ENV);
+            .env_remove(RELAY_ENV)
+            .env_remove(crate::cluster::config::METRICS_ADDR_ENV);
         Ok(c)
     }
 
@@ -268,6 +279,9 @@ impl Local {
             .env(REPORT_ENV, &self.report)
             .env(PROGRESS_ENV, &self.progress)
             .env(RELAY_ENV, self.relay.dir());
+        if let Some(a) = self.metrics_addr(m) {
+            c.env(crate::cluster::config::METRICS_ADDR_ENV, a.to_string());
+        }
         let child = c.spawn().map_err(|e| Error::io("starting the master process", e))?;
         tracing::info!(master = m, pid = child.id(), %addr, "master process started");
         self.masters.insert(m, child);
@@ -282,6 +296,9 @@ impl Local {
             .env("WEIR_SLOTS", self.slots.to_string())
             .env("WEIR_DATA_ADDR", "127.0.0.1:0")
             .env_remove("WEIR_ADVERTISE_HOST");
+        if let Some(a) = self.metrics_addr(self.master_addrs.len() as u32 + w) {
+            c.env(crate::cluster::config::METRICS_ADDR_ENV, a.to_string());
+        }
         let child = c
             .spawn()
             .map_err(|e| Error::io(format!("starting worker process {w}"), e))?;
@@ -289,6 +306,15 @@ impl Local {
         self.worker_procs.insert(w, child);
         self.write_pids();
         Ok(())
+    }
+
+    /// The metrics address of the `n`th process (masters first, then workers).
+    fn metrics_addr(&self, n: u32) -> Option<std::net::SocketAddr> {
+        let mut a = self.metrics?;
+        if a.port() != 0 {
+            a.set_port(a.port().saturating_add(u16::try_from(n).unwrap_or(u16::MAX)));
+        }
+        Some(a)
     }
 
     fn write_pids(&self) {

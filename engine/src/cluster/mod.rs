@@ -54,8 +54,11 @@ use std::sync::Arc;
 /// # Errors
 /// `Config` for a bad deployment setting or a pipeline that cannot run; a worker's error when
 /// the master refused it or could not be reached.
-pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
+pub(crate) fn start(graph: Graph, mut cfg: JobConfig) -> Result<JobHandle> {
     let deployment = Deployment::from_vars(|k| std::env::var(k).ok().or_else(|| cfg.cluster_vars.get(k).cloned()))?;
+    if let Some(addr) = config::metrics_addr_from_env()? {
+        cfg.metrics_addr = Some(addr);
+    }
     launcher::watch_supervisor();
     match deployment {
         Deployment::InProcess => job::start(Arc::new(graph), cfg),
@@ -65,7 +68,7 @@ pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
             masters,
         } => {
             crate::runtime::plan::validate(&graph, &cfg)?;
-            launcher::start(&cfg.name, workers, slots, masters)
+            launcher::start(&cfg.name, workers, slots, masters, cfg.metrics_addr)
         }
         Deployment::Master(settings) => {
             let mut cfg = cfg;
@@ -73,6 +76,8 @@ pub(crate) fn start(graph: Graph, cfg: JobConfig) -> Result<JobHandle> {
                 cfg.status_addr = Some(addr);
             }
             let started = (|| {
+                let mut cfg = cfg;
+                cfg.metrics_addr = settings.metrics.or(cfg.metrics_addr);
                 crate::runtime::plan::validate(&graph, &cfg)?;
                 let graph = Arc::new(graph);
                 // With etcd, a standby waits here until it leads.

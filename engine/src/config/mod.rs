@@ -55,6 +55,10 @@ pub struct JobConfig {
     /// ([`Configuration::cluster_vars`](layered::Configuration::cluster_vars)): where the
     /// environment does not set a variable, the cluster reads it here.
     pub cluster_vars: std::collections::BTreeMap<String, String>,
+    /// Where the process running the job serves its metrics for Prometheus
+    /// (`http://addr/metrics`); `None`, the default, serves none. `WEIR_METRICS_ADDR`, when
+    /// set, takes precedence (see [`crate::cluster::config`]).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl JobConfig {
@@ -76,6 +80,7 @@ impl JobConfig {
             fail_points: None,
             status_addr: None,
             cluster_vars: Default::default(),
+            metrics_addr: None,
         }
     }
 
@@ -84,6 +89,13 @@ impl JobConfig {
         self.fail_points
             .clone()
             .unwrap_or_else(crate::fail::FailPoints::process_wide)
+    }
+
+    /// Serves the metrics of the process running the job at `http://addr/metrics`
+    /// ([`metrics_addr`](Self::metrics_addr)).
+    pub fn with_metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
     }
 
     /// Checks the settings that do not depend on the graph.

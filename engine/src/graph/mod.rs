@@ -42,7 +42,8 @@ impl<S: Source> ErasedSource for S {
         metrics: OperatorMetrics,
         name: &str,
     ) -> Result<Box<dyn SourceDriver>> {
-        let reader = self.create_reader(splits, subtask)?;
+        let mut reader = self.create_reader(splits, subtask)?;
+        reader.attach_metrics(&metrics);
         Ok(Box::new(TypedSourceDriver::<S::Out> {
             reader,
             taken: Vec::new(),

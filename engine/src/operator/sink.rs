@@ -29,6 +29,8 @@ pub(crate) struct SinkOp<T, S: Sink<T>> {
     pub(crate) pending: Vec<(CheckpointId, S::Committable)>,
     /// The job's fail points (set by `open`).
     fail_points: FailPoints,
+    /// Commit latency, exported (set by `open`).
+    commit_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl<T: Data, S: Sink<T>> SinkOp<T, S> {
@@ -38,6 +40,7 @@ impl<T: Data, S: Sink<T>> SinkOp<T, S> {
             writer: None,
             pending: Vec::new(),
             fail_points: FailPoints::new(),
+            commit_latency: prometheus_client::metrics::histogram::Histogram::new([1.0]),
         }
     }
 
@@ -73,6 +76,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             fail_points: ctx.fail_points.clone(),
         };
         self.fail_points = ctx.fail_points.clone();
+        self.commit_latency = ctx.metrics.sink_commit_latency();
         let mut writer = self.sink.create_writer(&sink_ctx)?;
         if let Some(state) = restored {
             tracing::debug!(
@@ -151,7 +155,10 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
         }
         self.fail_points.hit(fail::DURING_COMMIT)?;
         let ready: Vec<_> = self.pending.drain(..split).collect();
-        self.writer()?.commit(ready)
+        let started = std::time::Instant::now();
+        self.writer()?.commit(ready)?;
+        self.commit_latency.observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn close(&mut self) {

@@ -12,6 +12,9 @@ use crate::runtime::attempt::JobShared;
 use crate::{Error, Result};
 use crossbeam_channel::{Select, Sender, TrySendError};
 use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::SecondsCounter;
 
 /// One outgoing edge of a subtask: a partitioning and a sender per reachable downstream subtask.
 pub(crate) struct OutputEdge {
@@ -28,6 +31,8 @@ pub(crate) struct Outputs {
     pub(crate) job: Arc<JobShared>,
     /// The counters of the chain's last step: the time sends wait for room is added there.
     pub(crate) metrics: OperatorMetrics,
+    /// Seconds spent blocked on full channels (the subtask's backpressure).
+    pub(crate) backpressured: SecondsCounter,
 }
 
 impl Outputs {
@@ -47,28 +52,27 @@ impl Outputs {
     }
 
     fn route(&mut self, e: usize, batch: Box<dyn ErasedBatch>) -> Result<()> {
-        let job = self.job.clone();
-        let job = (&*job, &self.metrics);
+        let (job, self_bp) = (&*self.job, (&self.metrics, &self.backpressured));
         let edge = &mut self.edges[e];
         match &edge.partitioning {
-            Partitioning::Forward => send(job, &edge.senders[0], Message::Batch(batch)),
+            Partitioning::Forward => send(job, self_bp, &edge.senders[0], Message::Batch(batch)),
             Partitioning::Rebalance => {
                 let i = edge.next % edge.senders.len();
                 edge.next = edge.next.wrapping_add(1);
-                send(job, &edge.senders[i], Message::Batch(batch))
+                send(job, self_bp, &edge.senders[i], Message::Batch(batch))
             }
             Partitioning::Broadcast => {
                 let (last, rest) = edge.senders.split_last().expect("an edge has a sender");
                 for s in rest {
-                    send(job, s, Message::Batch(batch.clone_batch()))?;
+                    send(job, self_bp, s, Message::Batch(batch.clone_batch()))?;
                 }
-                send(job, last, Message::Batch(batch))
+                send(job, self_bp, last, Message::Batch(batch))
             }
             Partitioning::Hash(p) => {
                 let parts = p.split(batch, edge.senders.len(), edge.max_parallelism)?;
                 for (i, part) in parts.into_iter().enumerate() {
                     if !part.is_empty() {
-                        send(job, &edge.senders[i], Message::Batch(part))?;
+                        send(job, self_bp, &edge.senders[i], Message::Batch(part))?;
                     }
                 }
                 Ok(())
@@ -80,7 +84,7 @@ impl Outputs {
     pub(crate) fn broadcast(&mut self, make: impl Fn() -> Message) -> Result<()> {
         for edge in &self.edges {
             for s in &edge.senders {
-                send((&self.job, &self.metrics), s, make())?;
+                send(&self.job, (&self.metrics, &self.backpressured), s, make())?;
             }
         }
         Ok(())
@@ -88,15 +92,24 @@ impl Outputs {
 }
 
 /// Sends with backpressure; gives up as soon as the attempt is cancelled.
-fn send((job, metrics): (&JobShared, &OperatorMetrics), tx: &Sender<Message>, msg: Message) -> Result<()> {
+fn send(
+    job: &JobShared,
+    (metrics, backpressured): (&OperatorMetrics, &SecondsCounter),
+    tx: &Sender<Message>,
+    msg: Message,
+) -> Result<()> {
     let msg = match tx.try_send(msg) {
         Ok(()) => return Ok(()),
         Err(TrySendError::Disconnected(_)) => return Err(downstream_stopped()),
         Err(TrySendError::Full(m)) => m,
     };
     // The channel is full: wait for room or for the cancellation, whichever comes first.
-    let blocked = std::time::Instant::now();
-    let _count = BlockedTime(metrics, blocked);
+    let blocked = Instant::now();
+    let _count = BlockedTime {
+        since: blocked,
+        metrics,
+        into: backpressured,
+    };
     let mut sel = Select::new();
     let send_op = sel.send(tx);
     sel.recv(job.cancel_signal());
@@ -109,12 +122,19 @@ fn send((job, metrics): (&JobShared, &OperatorMetrics), tx: &Sender<Message>, ms
     }
 }
 
-/// Adds the time since `.1` to the step's blocked time when dropped.
-struct BlockedTime<'a>(&'a OperatorMetrics, std::time::Instant);
+/// Adds the time since `since` to `into` and to the step's blocked time when dropped (however
+/// the blocked send ends).
+struct BlockedTime<'a> {
+    since: Instant,
+    metrics: &'a OperatorMetrics,
+    into: &'a SecondsCounter,
+}
 
 impl Drop for BlockedTime<'_> {
     fn drop(&mut self) {
-        self.0.add_blocked(self.1.elapsed());
+        let waited = self.since.elapsed();
+        self.metrics.add_blocked(waited);
+        self.into.inc_by(waited.as_secs_f64());
     }
 }
 

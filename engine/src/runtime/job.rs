@@ -41,6 +41,9 @@ pub(crate) fn start_on(
 ) -> Result<JobHandle> {
     let on_workers = remote.is_some();
     plan::validate(&graph, &cfg)?;
+    if let Some(addr) = cfg.metrics_addr {
+        crate::metrics::serve(addr)?;
+    }
     // Everything that can be checked before starting is: `start` returns these errors itself.
     let keyed = graph
         .nodes

@@ -17,6 +17,7 @@ use crate::config::restart::RestartTracker;
 use crate::config::JobConfig;
 use crate::graph::Graph;
 use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::metrics::{CompletedCheckpoint, JobMetrics};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::control::Control;
 use crate::runtime::events::{FailureReport, TaskEvent, TaskOutcome};
@@ -90,6 +91,8 @@ pub(crate) struct Master {
     remote: Option<Box<dyn RemoteExecutor>>,
     /// Savepoints the user asked for: waiting, or in flight.
     savepoints: SavepointRequests,
+    /// The job's exported checkpoint, restart and recovery series.
+    metrics: JobMetrics,
 }
 
 impl Master {
@@ -103,7 +106,6 @@ impl Master {
     ) -> Self {
         Master {
             graph,
-            cfg,
             coordinator,
             events,
             events_tx,
@@ -112,6 +114,8 @@ impl Master {
             commit_id_base: now_ms() * 1_000,
             remote: None,
             savepoints: SavepointRequests::default(),
+            metrics: JobMetrics::new(&cfg.name),
+            cfg,
         }
     }
 
@@ -234,6 +238,8 @@ impl Master {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push(stats.clone());
+                        self.metrics
+                            .recovered(stats.detect_to_running_ms / 1e3, stats.records_replayed);
                         self.report.restores.push(stats);
                     }
                     last_reached = out.source_records;
@@ -332,6 +338,7 @@ impl Master {
                         "job failed; restarting from the latest completed checkpoint"
                     );
                     self.live.restarts.store(tracker.restarts(), Ordering::Relaxed);
+                    self.metrics.restarted();
                     failed_at = Some((at, cancelled, last_reached));
                     if !self.sleep_unless_cancelled(delay) {
                         self.report.cancelled = true;
@@ -580,6 +587,7 @@ impl Master {
                         a.running_at = Some(now);
                         self.live.record(attempt, LifecyclePhase::Running, now);
                         self.live.running.store(true, Ordering::Relaxed);
+                        self.metrics.set_running(true);
                         if let Some(d) = a.restore_dir.take() {
                             // Every store copied or linked what it needs while opening.
                             let _ = std::fs::remove_dir_all(d);
@@ -612,6 +620,7 @@ impl Master {
             }
         }
         self.live.running.store(false, Ordering::Relaxed);
+        self.metrics.set_running(false);
         self.savepoints
             .attempt_ended("the attempt ended before it completed (a failure, or the job was cancelled)");
         self.live
@@ -720,8 +729,17 @@ impl Master {
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .completed(id, &stats);
+                                self.metrics.checkpoint_completed(CompletedCheckpoint {
+                                    id: stats.id.get(),
+                                    total: stats.total_ms / 1e3,
+                                    alignment: stats.alignment_ms / 1e3,
+                                    sync: stats.sync_ms / 1e3,
+                                    size_bytes: stats.state_bytes,
+                                    uploaded_bytes: stats.uploaded_bytes,
+                                })
                             });
                     if let Err(e) = &published {
+                        self.metrics.checkpoint_failed();
                         self.live.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).ended(
                             id,
                             CheckpointState::Failed,
@@ -771,6 +789,7 @@ impl Master {
                         reason.describe(),
                         now_ms(),
                     );
+                    self.metrics.checkpoint_aborted();
                     if let Some(request) = self.savepoints.take(id) {
                         request.answer(Err(not_taken(format!(
                             "savepoint {id} was not completed: its checkpoint {}",

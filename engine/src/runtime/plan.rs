@@ -4,7 +4,7 @@
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind};
 use crate::message::Message;
-use crate::metrics::OperatorMetrics;
+use crate::metrics::{OperatorMetrics, TaskClock};
 use crate::net::inbound::InboundEnd;
 use crate::net::{ChannelId, WorkerId};
 use crate::operator::{OperatorContext, StoreOpener};
@@ -192,7 +192,7 @@ pub(crate) fn build(
             let mut tail_metrics = OperatorMetrics::default();
             for &node_id in chain_nodes {
                 let node = &graph.nodes[node_id];
-                let metrics = OperatorMetrics::default();
+                let metrics = OperatorMetrics::new(&cfg.name, &node.name, s);
                 tail_metrics = metrics.clone();
                 match &node.kind {
                     NodeKind::Source(src) => {
@@ -312,6 +312,8 @@ pub(crate) fn build(
                 })
                 .collect();
             let names: Vec<&str> = chain_nodes.iter().map(|&i| graph.nodes[i].name.as_str()).collect();
+            // A chain's time is reported under its first step.
+            let clock = TaskClock::new(&cfg.name, names[0], s);
             plan.tasks.push(Task {
                 id: task_id,
                 name: format!("{}[{s}]", names.join(" -> ")),
@@ -322,6 +324,7 @@ pub(crate) fn build(
                         edges,
                         job: job.clone(),
                         metrics: tail_metrics,
+                        backpressured: clock.backpressure_counter(),
                     },
                 )
                 .with_source_metrics(source_metrics),
@@ -329,6 +332,7 @@ pub(crate) fn build(
                 events: events.clone(),
                 job: job.clone(),
                 batch_size: cfg.batch_size,
+                clock,
             });
             plan.controls.insert(task_id, ctl_tx);
         }

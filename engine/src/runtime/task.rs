@@ -16,6 +16,7 @@
 use crate::checkpoint::ack::{CheckpointAck, OperatorSubtaskSnapshot, SourceSnapshot};
 use crate::data::{Timestamp, MAX_WATERMARK};
 use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::metrics::TaskClock;
 use crate::operator::{OperatorContext, SnapshotTarget};
 use crate::runtime::attempt::JobShared;
 use crate::runtime::chain::Chain;
@@ -50,6 +51,8 @@ pub(crate) struct Task {
     pub(crate) events: Sender<TaskEvent>,
     pub(crate) job: Arc<JobShared>,
     pub(crate) batch_size: usize,
+    /// Busy, idle and backpressured time, and the watermark, for the metrics.
+    pub(crate) clock: TaskClock,
 }
 
 /// What a source task has sent downstream of its reader's watermark.
@@ -157,8 +160,14 @@ impl Task {
                     self.chain.push_batch(0, b)?;
                 }
                 event_time.advance(src.watermark(), &mut self.chain)?;
+                if let Some(w) = event_time.watermark {
+                    self.clock.watermark(w);
+                }
                 match status {
-                    ReadStatus::More => continue,
+                    ReadStatus::More => {
+                        self.clock.busy_until_now();
+                        continue;
+                    }
                     ReadStatus::Pending(d) => d.min(TICK),
                     ReadStatus::Finished => {
                         exhausted = true;
@@ -169,7 +178,10 @@ impl Task {
                     }
                 }
             };
-            match self.control.recv_timeout(wait) {
+            self.clock.wait_starts();
+            let received = self.control.recv_timeout(wait);
+            self.clock.wait_ends();
+            match received {
                 Ok(c) => {
                     if let Some(done) = self.on_source_control(c, &mut src, &mut phase)? {
                         return Ok(done);
@@ -263,10 +275,14 @@ impl Task {
                 }
                 timeout = timeout.min(Duration::from_millis(d - wall));
             }
-            match gate.next(&self.control, timeout)? {
+            self.clock.wait_starts();
+            let event = gate.next(&self.control, timeout)?;
+            self.clock.wait_ends();
+            match event {
                 GateEvent::Batch(input, b) => self.chain.push_batch(input, b)?,
                 GateEvent::Watermark(w) => {
                     watermark = w;
+                    self.clock.watermark(w);
                     self.chain.push_watermark(w)?;
                 }
                 GateEvent::Idle(idle) => self.chain.push_idle(idle)?,

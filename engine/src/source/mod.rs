@@ -158,4 +158,11 @@ pub trait SourceReader<T>: Send {
         let _ = (id, positions);
         Ok(())
     }
+
+    /// Called once, before the first poll, with this subtask's counters: a reader may add to
+    /// named counters (`metrics.count("dead_letters", n)`) and export its lag per partition
+    /// ([`OperatorMetrics::consumer_lag`](crate::metrics::OperatorMetrics::consumer_lag)).
+    fn attach_metrics(&mut self, metrics: &crate::metrics::OperatorMetrics) {
+        let _ = metrics;
+    }
 }

@@ -118,12 +118,14 @@ impl BadRecords {
     /// # Errors
     /// A retryable `External` error if any was not: the records are read (and dead-lettered)
     /// again after the restart.
-    pub(super) fn flush(&mut self) -> Result<()> {
+    /// Returns how many dead letters this call saw acknowledged.
+    pub(super) fn flush(&mut self) -> Result<u64> {
         if let Some(d) = &mut self.dead_letters {
             let n = d.flush()?;
             self.counters.dead_lettered.fetch_add(n, Ordering::Relaxed);
+            return Ok(n);
         }
-        Ok(())
+        Ok(0)
     }
 
     fn warn(&mut self, m: &KafkaMessage<'_>, reason: &str, what: &str) {

@@ -29,6 +29,7 @@
 
 mod bad_record;
 mod discovery;
+mod lag;
 mod reader;
 mod start;
 mod watermark;

@@ -5,6 +5,7 @@
 use super::super::format::KafkaMessage;
 use super::bad_record::BadRecords;
 use super::discovery::Discovery;
+use super::lag::LagReporter;
 use super::start::{offset_range, resolve, Start, StartPosition};
 use super::watermark::PartitionWatermarks;
 use super::{parse_split_id, split_id, SourceSettings, DEFAULT_GROUP_ID};
@@ -21,7 +22,7 @@ use weir_engine::connector::{
     AssignedSplit, ReadStatus, SourceReader, SourceWatermark, SplitId, SplitPosition, SubtaskInfo,
 };
 use weir_engine::connector::{CheckpointId, Data, Record, Timestamp};
-use weir_engine::connector::{Error, Result};
+use weir_engine::connector::{Error, OperatorMetrics, Result};
 
 /// How long one poll waits for a record when none is buffered.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -53,6 +54,8 @@ pub(super) struct KafkaReader<T> {
     /// A fresh start at a position that can move: nothing is handed out until a checkpoint
     /// holding the resolved positions has completed.
     awaiting_durable_start: bool,
+    /// Named counters (dead letters) and the lag per partition, once the engine attached them.
+    metrics: Option<(OperatorMetrics, Option<LagReporter>)>,
 }
 
 /// Everything but the consumers (so a message borrowed from a consumer can update it).
@@ -177,6 +180,7 @@ impl<T: Data> KafkaReader<T> {
             state,
             turn: 0,
             awaiting_durable_start,
+            metrics: None,
         };
         reader.assign(&added)?;
         Ok(reader)
@@ -411,7 +415,20 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
             }
         }
         // A checkpoint may cover these records from now on: their dead letters must be durable.
-        self.state.bad.flush()?;
+        let dead_letters = self.state.bad.flush()?;
+        if let Some((metrics, lag)) = &mut self.metrics {
+            if dead_letters > 0 {
+                metrics.count("dead_letters", dead_letters);
+            }
+            if let Some(lag) = lag {
+                lag.maybe_report(
+                    self.state
+                        .partitions
+                        .iter()
+                        .map(|p| (p.topic.as_str(), p.partition, p.next)),
+                );
+            }
+        }
         Ok(if self.state.finished() {
             ReadStatus::Finished
         } else if handled > 0 {
@@ -434,6 +451,21 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
                 event_time: self.state.watermarks.as_ref().and_then(|w| w.max_timestamp(i)),
             })
             .collect()
+    }
+
+    fn attach_metrics(&mut self, metrics: &OperatorMetrics) {
+        let lag = if metrics.is_exported() {
+            match consumer(&self.state.settings) {
+                Ok(c) => LagReporter::start(metrics, c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Kafka source cannot report its lag: no consumer");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.metrics = Some((metrics.clone(), lag));
     }
 
     fn watermark(&mut self) -> SourceWatermark {

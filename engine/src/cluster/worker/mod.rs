@@ -91,6 +91,9 @@ impl WorkerService for WorkerServer {
 /// the master wait.
 pub(crate) fn run(graph: Graph, mut cfg: JobConfig, settings: WorkerSettings) -> Result<std::convert::Infallible> {
     let me = settings.id;
+    if let Some(addr) = settings.metrics.or(cfg.metrics_addr) {
+        crate::metrics::serve(addr)?;
+    }
     if let Some(b) = cfg.state_backend.for_worker(me) {
         cfg.state_backend = b;
     }

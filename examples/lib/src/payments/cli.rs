@@ -168,6 +168,11 @@ pub struct Args {
     /// The configuration keys left for the job once the flags took theirs.
     #[arg(skip)]
     pub configuration: weir_engine::config::layered::Configuration,
+    /// Serve the job's metrics for Prometheus at http://ADDR/metrics (for example
+    /// 127.0.0.1:9464) while it runs; see docs/metrics.md. With --workers N the master serves
+    /// at ADDR and worker i (0-based) at ADDR's port + 1 + i.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Internal: run as a drill's child process (JSON lines on stdout).
     #[arg(long, hide = true, requires_all = ["checkpoint_storage", "output_dir"])]
@@ -306,6 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             status_addr: args.status_addr,
             config_file: args.config.clone(),
             configuration: args.configuration.clone(),
+            metrics_addr: args.metrics_addr,
         };
         let faults = drill::parse_injections(args.inject.as_deref().unwrap_or(""))?;
         return drill::worker(&settings, faults);
@@ -355,6 +361,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         status_addr: args.status_addr,
         config_file: args.config.clone(),
         configuration: args.configuration.clone(),
+        metrics_addr: args.metrics_addr,
     };
     let with_savepoints = !settings.savepoints.is_empty() || settings.from_savepoint.is_some();
     if with_savepoints && args.rescale.is_some() {

@@ -526,6 +526,9 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
             c.args([flag, &after.as_millis().to_string()]);
         }
     }
+    if let Some(addr) = s.metrics_addr {
+        c.args(["--metrics-addr", &addr.to_string()]);
+    }
     if let Some(position) = s.stop_at_position {
         c.args(["--stop-at-position", &position.to_string()]);
     }

@@ -84,6 +84,8 @@ pub struct JobSettings {
     pub config_file: Option<PathBuf>,
     /// Configuration keys the job applies over its own settings (those the flags did not take).
     pub configuration: Configuration,
+    /// Where the job's processes serve their metrics (`None`: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What deduplication does with a request.
@@ -215,6 +217,9 @@ pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
         });
     if let Some(addr) = s.status_addr {
         p = p.status_addr(addr);
+    }
+    if let Some(addr) = s.metrics_addr {
+        p = p.metrics_addr(addr);
     }
     if let Some(dir) = &s.from_savepoint {
         p = p.from_savepoint(SavepointRestore::dir(dir).allow_non_restored_state(s.allow_non_restored_state));
