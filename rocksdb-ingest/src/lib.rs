@@ -113,10 +113,7 @@ unsafe fn key(files: *const ffi::rocksdb_livefiles_t, i: c_int, get: KeyFn) -> V
 /// # Errors
 /// RocksDB's message when it refuses or fails.
 pub fn ingest_db_files(db: &DB, files: &[PathBuf]) -> Result<(), IngestError> {
-    let paths: Vec<CString> = files
-        .iter()
-        .map(|p| path_cstring(p))
-        .collect::<Result<_, _>>()?;
+    let paths: Vec<CString> = files.iter().map(|p| path_cstring(p)).collect::<Result<_, _>>()?;
     let ptrs: Vec<*const c_char> = paths.iter().map(|p| p.as_ptr()).collect();
     // SAFETY: the options are created and destroyed here; `paths` outlives the call; `db` is
     // open; the error string RocksDB allocates is copied and freed.
@@ -175,7 +172,9 @@ mod tests {
         src.flush().unwrap();
         let mut files = live_files(&src);
         assert!(files.len() >= 2, "{files:?}");
-        assert!(files.iter().all(|f| f.name.ends_with(".sst") && f.largest_seqno >= f.smallest_seqno));
+        assert!(files
+            .iter()
+            .all(|f| f.name.ends_with(".sst") && f.largest_seqno >= f.smallest_seqno));
         // Older versions first: the deepest level first, then by sequence number.
         files.sort_by_key(|f| (std::cmp::Reverse(f.level), f.largest_seqno));
         let paths: Vec<PathBuf> = files.iter().map(|f| tmp.path().join("src").join(&f.name)).collect();

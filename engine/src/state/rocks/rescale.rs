@@ -151,7 +151,9 @@ fn take(backend: &RocksDbBackend, db: &DB, part: &SnapshotPart, range: KeyGroupR
         let paths: Vec<PathBuf> = files.iter().map(|f| part.dir.join(&f.name)).collect();
         match ingest_db_files(db, &paths) {
             Ok(()) => return Ok(Taken::Linked),
-            Err(e) => tracing::debug!(snapshot = %part.dir.display(), error = %e, "RocksDB refused the files; rewriting the part"),
+            Err(e) => {
+                tracing::debug!(snapshot = %part.dir.display(), error = %e, "RocksDB refused the files; rewriting the part")
+            }
         }
     } else {
         tracing::debug!(snapshot = %part.dir.display(), "files reach into key groups of other parts; rewriting the part");
@@ -218,6 +220,132 @@ mod tests {
             subtask,
             key_groups,
         }
+    }
+
+    fn key(kg: u16, i: u32) -> Vec<u8> {
+        let mut k = kg.to_be_bytes().to_vec();
+        k.push(1);
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    }
+
+    fn entries_of(store: &mut dyn KeyedStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        store
+            .scan_prefix(b"", &mut |k, v| {
+                out.insert(k.to_vec(), v.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+        out
+    }
+
+    fn inodes(dir: &Path) -> std::collections::BTreeSet<u64> {
+        use std::os::unix::fs::MetadataExt;
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+            .map(|p| fs::metadata(p).unwrap().ino())
+            .collect()
+    }
+
+    /// Rescales the snapshots `snaps` (of `snaps.len()` subtasks) to `new_p` subtasks and
+    /// snapshots each new store; checks that each holds exactly its key groups of `expected`
+    /// (also after a full compaction), and returns the new snapshots.
+    fn rescale(
+        backend: &RocksDbBackend,
+        root: &Path,
+        name: &str,
+        snaps: &[PathBuf],
+        new_p: usize,
+        expected: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for j in 0..new_p {
+            let a = assign_keyed_state(j, new_p, snaps.len(), 128);
+            let parts: Vec<SnapshotPart> = a
+                .sources
+                .iter()
+                .map(|t| SnapshotPart {
+                    dir: snaps[t.old_subtask].clone(),
+                    taken: t.taken,
+                })
+                .collect();
+            let mut store = backend.open_rescaled(&scope(name, j, a.key_groups), &parts).unwrap();
+            let own: BTreeMap<Vec<u8>, Vec<u8>> = expected
+                .iter()
+                .filter(|(k, _)| a.key_groups.contains(u16::from_be_bytes([k[0], k[1]])))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let ctx = format!("{name}: {} -> {new_p}, subtask {j}", snaps.len());
+            assert!(entries_of(&mut store) == own, "{ctx}: exactly its key groups");
+            // A later write of a taken key wins over the linked files' versions.
+            let first = own.keys().next().unwrap().clone();
+            store.put(&first, b"later").unwrap();
+            assert_eq!(store.get(&first).unwrap().as_deref(), Some(&b"later"[..]), "{ctx}");
+            store.put(&first, &own[&first]).unwrap();
+            let snap = root.join(format!("{name}-{j}"));
+            store.snapshot_to(&snap).unwrap();
+            // Dropped key groups never come back, compacted or not.
+            store.db.compact_range::<&[u8], &[u8]>(None, None);
+            assert!(entries_of(&mut store) == own, "{ctx}: after a full compaction");
+            drop(store);
+            // The snapshot of a rescaled store restores like any other.
+            let mut restored = backend
+                .open(&scope(&format!("{name}-restored"), j, a.key_groups), Some(&snap))
+                .unwrap();
+            assert!(entries_of(&mut restored) == own, "{ctx}: restored from its snapshot");
+            out.push(snap);
+        }
+        out
+    }
+
+    /// 2 -> 3 -> 2 -> 1 from stores of many files: the other parts' files are linked, not
+    /// rewritten (their inodes are in the new store); every new store holds exactly its key
+    /// groups, before and after a full compaction, and its snapshot restores them. The second
+    /// and third rescales start from snapshots of rescaled stores, whose files reach into
+    /// other key groups (some parts are then rewritten).
+    #[test]
+    fn rescaled_stores_link_the_other_parts_files_and_hold_exactly_their_key_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = RocksDbBackend::new(tmp.path().join("state"))
+            .write_buffer_size(64 * 1024)
+            .target_file_size(64 * 1024)
+            .block_cache_size(1 << 20);
+        let mut expected = BTreeMap::new();
+        let mut snaps = Vec::new();
+        for i in 0..2 {
+            let range = KeyGroupRange::for_subtask(i, 2, 128);
+            let mut old = backend.open(&scope("old", i, range), None).unwrap();
+            for kg in range.start..=range.end {
+                for n in 0u32..150 {
+                    let v = vec![(kg as u8) ^ (n as u8); 64];
+                    old.put(&key(kg, n), b"overwritten").unwrap();
+                    old.put(&key(kg, n), &v).unwrap();
+                    expected.insert(key(kg, n), v);
+                }
+                // A deleted key stays deleted in every layout.
+                old.delete(&key(kg, 7)).unwrap();
+                expected.remove(&key(kg, 7));
+                if kg % 16 == 0 {
+                    old.db.flush().unwrap();
+                }
+            }
+            let snap = tmp.path().join(format!("old-{i}"));
+            old.snapshot_to(&snap).unwrap();
+            snaps.push(snap);
+        }
+        let three = rescale(&backend, tmp.path(), "three", &snaps, 3, &expected);
+        // New subtask 1 of 3 (43..=85) takes 64..=85 from old subtask 1, its base, and 43..=63
+        // from old subtask 0 as linked files.
+        let (linked, base) = (inodes(&snaps[0]), inodes(&tmp.path().join("three-1")));
+        assert!(
+            linked.intersection(&base).next().is_some(),
+            "old subtask 0's files are linked"
+        );
+        let two = rescale(&backend, tmp.path(), "two", &three, 2, &expected);
+        rescale(&backend, tmp.path(), "one", &two, 1, &expected);
     }
 
     /// A store large enough to span many SST files, in levels below L0 after compaction, so
