@@ -459,7 +459,7 @@ impl<S: Default + Clone + Serialize + serde::de::DeserializeOwned + Send + 'stat
     for SumAs<S>
 {
     type Out = u64;
-    fn process(&mut self, (account, _): (u64, u64), ctx: &mut KeyedContext<'_, u64, (u64, u64)>) -> Result<()> {
+    fn process(&mut self, (account, _): (u64, u64), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
         let mut sum = ctx.value_state::<S>("sum");
         let v = sum.get()?.unwrap_or_default();
         sum.set(&v)?;
