@@ -379,6 +379,64 @@ fn a_restore_at_lower_parallelism_produces_the_epochs_of_removed_subtasks_once()
     );
 }
 
+/// The exactly-once sink restored up and down from every parallelism among 1 to 4: the job is
+/// cancelled after a checkpoint at each parallelism of 2 -> 3 -> 4 -> 1 -> 2 -> 1 -> 3 and
+/// finishes at 2. Each restore commits the restored epochs of every old subtask (under the old
+/// subtask's transactional id when it is gone), so the output holds every record once.
+#[test]
+fn the_sink_is_restored_up_and_down_from_every_parallelism() {
+    crate::common::trace_if_asked();
+    let broker = TestBroker::start().unwrap();
+    let topic = broker.unique_topic("rescale-seq");
+    broker.create_topic(&topic, 3).unwrap();
+    let prefix = format!("{topic}-txn");
+    let dir = tempfile::tempdir().unwrap();
+    let job = |parallelism: usize, rate: f64| {
+        let p = checkpointed("kafka-rescale-seq", dir.path(), parallelism);
+        p.source(
+            "payments",
+            GeneratorSource::new(|i| payment(5, i))
+                .bounded(EVENTS)
+                .splits(SPLITS as usize)
+                .rate_per_second(rate),
+        )
+        .key_by("by-account", |p: &(u64, u64, i64)| p.0)
+        .process("balance", Balance)
+        .sink("to-kafka", posted_sink(&broker, &topic, &prefix));
+        p
+    };
+    let mut after = 0;
+    // Up from 2, 3, 1 (twice); down from 4, 2, 3; the final run is 3 -> 2.
+    for parallelism in [2, 3, 4, 1, 2, 1, 3] {
+        let handle = job(parallelism, 200.0).start().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while handle
+            .progress()
+            .last_checkpoint
+            .is_none_or(|(id, _)| id.get() <= after)
+        {
+            assert!(std::time::Instant::now() < deadline, "p{parallelism}: no checkpoint");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        handle.cancel();
+        let report = handle.join().unwrap();
+        assert!(report.cancelled, "p{parallelism}: cancelled before the input ended");
+        after = report.checkpoints.iter().map(|c| c.id.get()).max().unwrap_or(after);
+    }
+    let report = job(2, 100_000.0).run().unwrap();
+    assert!(report.restored_from.is_some());
+    let raw = broker.read_committed(&topic).unwrap();
+    let (committed, _) = split_aborted_copies(&raw);
+    assert_same(
+        &decode(&committed),
+        &model(5, EVENTS),
+        "2 -> 3 -> 4 -> 1 -> 2 -> 1 -> 3 -> 2",
+    );
+    if broker.filters_aborted() {
+        assert_same(&decode(&raw), &model(5, EVENTS), "read_committed");
+    }
+}
+
 #[test]
 fn a_fresh_start_over_the_markers_of_an_earlier_run_needs_restore_mode_fresh() {
     let broker = TestBroker::start().unwrap();

@@ -432,15 +432,17 @@ fn replay_after_failures_is_exactly_once_through_keyed_state() {
 }
 
 /// Partitions and their positions are dealt out again when a job restores at another
-/// parallelism: cancelled at 2 after checkpoints, restored at 3, cancelled again, finished at
-/// 1; every record is counted once, in order per key.
+/// parallelism: the job is cancelled after a checkpoint and restored at the next parallelism
+/// of a sequence that passes through every ordered pair among 1 to 4 (1 -> 2 -> 1 -> 3 -> 1
+/// -> 4 -> 2 -> 3 -> 2 -> 4 -> 3 -> 4 -> 1), finishing at 1; every record is counted once, in
+/// order per key.
 #[test]
 fn a_rescaled_restore_reads_every_partition_on_from_its_position() {
     crate::common::trace_if_asked();
     let b = broker();
     let topic = b.unique_topic("src-rescale");
     b.create_topic(&topic, 4).unwrap();
-    const N: u64 = 12_000;
+    const N: u64 = 24_000;
     produce(&b, &topic, 4, 0..N);
     let mut counts = std::collections::BTreeMap::<u64, u64>::new();
     let model: Vec<String> = (0..N)
@@ -462,7 +464,7 @@ fn a_rescaled_restore_reads_every_partition_on_from_its_position() {
         p.source("kafka", source(&b, &topic).bounded())
             // Slow while a stage is to be cancelled midway.
             .map("pace", move |e: Event| {
-                if pace && e.id.is_multiple_of(2) {
+                if pace {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 e
@@ -473,7 +475,8 @@ fn a_rescaled_restore_reads_every_partition_on_from_its_position() {
         p
     };
     let mut after = 0;
-    for parallelism in [2, 3] {
+    // Every ordered pair among 1..=4 once: 12 transitions, the last one into the final run.
+    for parallelism in [1, 2, 1, 3, 1, 4, 2, 3, 2, 4, 3, 4] {
         let handle = job(parallelism, true).start().unwrap();
         wait_until(60, "a checkpoint with progress", || {
             handle

@@ -443,3 +443,66 @@ fn a_changed_max_parallelism_or_a_step_above_it_is_refused_clearly() {
         );
     });
 }
+
+/// Sums cents per account in a value state `sum` of type `S`.
+#[derive(Clone)]
+struct SumAs<S>(std::marker::PhantomData<S>);
+
+/// The type the state `sum` has after the change: it no longer decodes what `u64` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Total {
+    cents: u64,
+    note: String,
+}
+
+impl<S: Default + Clone + Serialize + serde::de::DeserializeOwned + Send + 'static> KeyedProcess<u64, (u64, u64)>
+    for SumAs<S>
+{
+    type Out = u64;
+    fn process(&mut self, (account, _): (u64, u64), ctx: &mut KeyedContext<'_, u64, u64>) -> Result<()> {
+        let mut sum = ctx.value_state::<S>("sum");
+        let v = sum.get()?.unwrap_or_default();
+        sum.set(&v)?;
+        ctx.emit(account);
+        Ok(())
+    }
+}
+
+/// A step whose state changed type across a restore (same step, same state name, `u64` ->
+/// a struct) fails the job with a configuration error naming the step and the state, restored
+/// at the same parallelism and rescaled, on both backends.
+#[test]
+fn a_state_whose_type_changed_is_a_clear_error_naming_the_step_and_the_state() {
+    crate::common::trace_if_asked();
+    for backend in crate::common::BACKENDS {
+        for (before, after) in [(2usize, 2usize), (2, 3)] {
+            let d = tempfile::tempdir().unwrap();
+            let job = |parallelism: usize, events: u64, changed: bool| {
+                let p = crate::common::pipeline("state-type", backend, &d)
+                    .parallelism(parallelism)
+                    .checkpoint_storage(d.path().join("checkpoints"));
+                let keyed = p
+                    .source(
+                        "events",
+                        GeneratorSource::new(|i| (i % 16, i)).bounded(events).splits(SPLITS),
+                    )
+                    .key_by("by-account", |e: &(u64, u64)| e.0);
+                if changed {
+                    keyed.process("sums", SumAs::<Total>(Default::default()))
+                } else {
+                    keyed.process("sums", SumAs::<u64>(Default::default()))
+                }
+                .sink("out", DiscardSink::new());
+                p
+            };
+            job(before, 400, false).run().unwrap();
+            let ctx = format!("{backend:?} {before} -> {after}");
+            let e = job(after, 800, true).run().expect_err(&ctx);
+            let text = e.to_string();
+            assert_eq!(e.kind(), ErrorKind::Config, "{ctx}: {text}");
+            assert!(text.contains("sums"), "{ctx}: the step: {text}");
+            assert!(text.contains("state \"sum\""), "{ctx}: the state: {text}");
+            assert!(text.contains("Total"), "{ctx}: the new type: {text}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! store as of the barrier, so after a crash state is exactly what it was at the restored
 //! checkpoint, and replay rebuilds the rest.
 
-use super::scope::{decode, encode, encode_value, is_live, split_value, StateOps, Ttl};
+use super::scope::{decode_state, encode, encode_value, is_live, split_value, StateOps, Ttl};
 use crate::data::Data;
 use crate::Result;
 use std::marker::PhantomData;
@@ -34,7 +34,7 @@ impl<V: Data> ValueState<'_, V> {
         if !is_live(expiry, &*self.ops) {
             return Ok(None);
         }
-        decode(payload).map(Some)
+        decode_state(self.name, "value", payload).map(Some)
     }
 
     /// The value, or `V::default()`.
@@ -86,7 +86,7 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
         if !is_live(expiry, &*self.ops) {
             return Ok(None);
         }
-        decode(payload).map(Some)
+        decode_state(self.name, "map value", payload).map(Some)
     }
 
     /// Whether `k` is present.
@@ -122,7 +122,10 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
         for (k, v) in raw {
             let (expiry, payload) = split_value(&v)?;
             if is_live(expiry, &*self.ops) {
-                out.push((decode(&k)?, decode(payload)?));
+                out.push((
+                    decode_state(self.name, "map key", &k)?,
+                    decode_state(self.name, "map value", payload)?,
+                ));
             }
         }
         Ok(out)
@@ -177,7 +180,7 @@ impl<V: Data> ListState<'_, V> {
             Ok(true)
         })?;
         raw.iter()
-            .map(|v| split_value(v).and_then(|(_, p)| decode(p)))
+            .map(|v| split_value(v).and_then(|(_, p)| decode_state(self.name, "list element", p)))
             .collect()
     }
 

@@ -204,6 +204,29 @@ pub(crate) fn decode<V: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<V> 
     Ok(v)
 }
 
+/// Decodes a payload of state `name` as `V`, all of it: a payload that does not decode, or
+/// decodes with bytes left over, was written as another type (the state's type changed since
+/// the checkpoint this job restored), and is a configuration error naming the state.
+pub(crate) fn decode_state<V: serde::de::DeserializeOwned>(name: &str, what: &str, bytes: &[u8]) -> Result<V> {
+    let changed = |why: String| {
+        Error::config(format!(
+            "state \"{name}\" holds a {what} that does not decode as {} ({why}): was the state's type changed \
+             since the restored checkpoint? Keep the type (or one that decodes its values), or give the new type \
+             a new state name",
+            std::any::type_name::<V>()
+        ))
+    };
+    match bincode::serde::decode_from_slice::<V, _>(bytes, bincode::config::standard()) {
+        Ok((v, used)) if used == bytes.len() => Ok(v),
+        Ok((_, used)) => Err(changed(format!(
+            "{} of {} bytes left over",
+            bytes.len() - used,
+            bytes.len()
+        ))),
+        Err(e) => Err(changed(e.to_string())),
+    }
+}
+
 /// Encodes with bincode.
 pub(crate) fn encode<V: serde::Serialize>(v: &V) -> Result<Vec<u8>> {
     Ok(bincode::serde::encode_to_vec(v, bincode::config::standard())?)
