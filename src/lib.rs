@@ -40,6 +40,10 @@ mod docs {
     mod guide {}
     #[doc = include_str!("../docs/kafka.md")]
     mod kafka {}
+    #[doc = include_str!("../docs/metrics.md")]
+    mod metrics {}
+    #[doc = include_str!("../docs/operations.md")]
+    mod operations {}
     #[doc = include_str!("../docs/payments.md")]
     mod payments {}
 }

@@ -320,3 +320,35 @@ fn the_master_process_of_a_cluster_serves_the_status_with_its_workers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A recovery is reported when the recovered attempt runs, not when it ends: the status shows
+/// it (RTO, checkpoint restored) while the job keeps running.
+#[test]
+fn a_recovery_shows_in_the_status_while_the_job_keeps_running() {
+    use weir::engine::fail::{self, FailAction, FailPoints};
+    let tmp = tempfile::tempdir().unwrap();
+    let points = FailPoints::new();
+    let handle = job(tmp.path()).fail_points(points.clone()).start().unwrap();
+    let url = format!("http://{}", handle.status_addr().expect("the job serves its status"));
+    wait_until("the job completed a checkpoint", || {
+        handle.progress().last_checkpoint.is_some()
+    });
+    points.arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
+    let mut status = Value::Null;
+    wait_until("the status lists the recovery while the job runs", || {
+        status = get(&format!("{url}/api/status"));
+        status["recoveries"].as_array().is_some_and(|r| r.len() == 1) && status["state"] == "running"
+    });
+    let recovery = &status["recoveries"][0];
+    assert_eq!(recovery["attempt"], 2, "{recovery}");
+    assert!(recovery["checkpoint"].as_u64().is_some(), "{recovery}");
+    assert!(
+        recovery["detect_to_running_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{recovery}"
+    );
+    assert_eq!(status["restarts"], 1, "{status}");
+    let (code, answer) = post(&format!("{url}/api/stop"), "");
+    assert_eq!(code, 200, "{answer}");
+    let report = handle.join().unwrap();
+    assert_eq!(report.restores.len(), 1, "{report}");
+}

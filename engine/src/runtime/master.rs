@@ -93,6 +93,27 @@ pub(crate) struct Master {
     savepoints: SavepointRequests,
     /// The job's exported checkpoint, restart and recovery series.
     metrics: JobMetrics,
+    /// The recovery under way: set when an attempt restores after a failure, taken when every
+    /// subtask of that attempt runs (the recovery is then reported at once, not when the
+    /// attempt ends).
+    recovering: Option<Recovering>,
+}
+
+/// What a recovery's figures are measured from.
+#[derive(Debug, Clone, Copy)]
+struct Recovering {
+    /// The failure was detected.
+    failed: Instant,
+    /// The failed attempt was cancelled.
+    cancelled: Instant,
+    /// The new attempt started restoring.
+    restore_started: Instant,
+    /// Source records the failed attempt had read.
+    reached: u64,
+    /// Source records at the restored checkpoint.
+    base: u64,
+    /// The checkpoint restored.
+    checkpoint: Option<CheckpointId>,
 }
 
 impl Master {
@@ -116,6 +137,7 @@ impl Master {
             savepoints: SavepointRequests::default(),
             metrics: JobMetrics::new(&cfg.name),
             cfg,
+            recovering: None,
         }
     }
 
@@ -211,37 +233,17 @@ impl Master {
                         Some(r) => (r.input, Some(r.dir)),
                         None => (RestoreInput::default(), None),
                     };
+                    self.recovering = failed_at.take().map(|(failed, cancelled, reached)| Recovering {
+                        failed,
+                        cancelled,
+                        restore_started,
+                        reached,
+                        base,
+                        checkpoint: restored_id,
+                    });
                     let out = self.run_attempt(attempt, &input, restored_id, dir, base, &parallelism);
-                    if let (Some((fail_time, cancelled, reached)), Some(running)) = (failed_at.take(), out.running_at) {
-                        let stats = RestoreStats {
-                            attempt,
-                            checkpoint: restored_id,
-                            detect_to_running_ms: running.duration_since(fail_time).as_secs_f64() * 1e3,
-                            cancel_ms: cancelled.duration_since(fail_time).as_secs_f64() * 1e3,
-                            restore_ms: running.duration_since(restore_started).as_secs_f64() * 1e3,
-                            records_replayed: reached.saturating_sub(base),
-                        };
-                        tracing::info!(
-                            event = "recovered",
-                            job = %self.cfg.name,
-                            attempt,
-                            checkpoint = ?stats.checkpoint.map(CheckpointId::get),
-                            rto_ms = stats.detect_to_running_ms,
-                            cancel_ms = stats.cancel_ms,
-                            restore_ms = stats.restore_ms,
-                            records_replayed = stats.records_replayed,
-                            rpo_events_lost = 0,
-                            "recovered"
-                        );
-                        self.live
-                            .restores
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(stats.clone());
-                        self.metrics
-                            .recovered(stats.detect_to_running_ms / 1e3, stats.records_replayed);
-                        self.report.restores.push(stats);
-                    }
+                    // An attempt that never ran on its restored state recovered nothing.
+                    self.recovering = None;
                     last_reached = out.source_records;
                     out.end
                 }
@@ -382,6 +384,39 @@ impl Master {
 
     /// Runs one attempt; returns how it ended, when all its subtasks were running, and how
     /// far its sources had read (records since the job's first start, replays excluded).
+    /// Reports the recovery `r` that ended when attempt `attempt` ran on restored state at
+    /// `running`: one log event, the status, the metrics and the job's report.
+    fn recovered(&mut self, attempt: u32, r: Recovering, running: Instant) {
+        let stats = RestoreStats {
+            attempt,
+            checkpoint: r.checkpoint,
+            detect_to_running_ms: running.duration_since(r.failed).as_secs_f64() * 1e3,
+            cancel_ms: r.cancelled.duration_since(r.failed).as_secs_f64() * 1e3,
+            restore_ms: running.duration_since(r.restore_started).as_secs_f64() * 1e3,
+            records_replayed: r.reached.saturating_sub(r.base),
+        };
+        tracing::info!(
+            event = "recovered",
+            job = %self.cfg.name,
+            attempt,
+            checkpoint = stats.checkpoint.map(CheckpointId::get),
+            rto_ms = stats.detect_to_running_ms,
+            cancel_ms = stats.cancel_ms,
+            restore_ms = stats.restore_ms,
+            records_replayed = stats.records_replayed,
+            rpo_events_lost = 0,
+            "recovered"
+        );
+        self.live
+            .restores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats.clone());
+        self.metrics
+            .recovered(stats.detect_to_running_ms / 1e3, stats.records_replayed);
+        self.report.restores.push(stats);
+    }
+
     fn run_attempt(
         &mut self,
         attempt: u32,
@@ -438,7 +473,6 @@ impl Master {
             Err(e) => {
                 return AttemptOutcome {
                     end: AttemptEnd::Failed(Failure::now(e)),
-                    running_at: None,
                     source_records: base_source_records,
                 }
             }
@@ -588,6 +622,9 @@ impl Master {
                         self.live.record(attempt, LifecyclePhase::Running, now);
                         self.live.running.store(true, Ordering::Relaxed);
                         self.metrics.set_running(true);
+                        if let Some(r) = self.recovering.take() {
+                            self.recovered(attempt, r, now);
+                        }
                         if let Some(d) = a.restore_dir.take() {
                             // Every store copied or linked what it needs while opening.
                             let _ = std::fs::remove_dir_all(d);
@@ -670,7 +707,6 @@ impl Master {
         };
         AttemptOutcome {
             end,
-            running_at: a.running_at,
             source_records: base_source_records + attempt_reads,
         }
     }
@@ -962,8 +998,6 @@ impl Master {
 /// How an attempt ended.
 struct AttemptOutcome {
     end: AttemptEnd,
-    /// When all its subtasks were running.
-    running_at: Option<Instant>,
     /// How far its sources had read: records since the job's first start, replays excluded.
     source_records: u64,
 }

@@ -259,6 +259,16 @@ fn positive_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// With `WEIR_LOG` set, prints what the drill's child processes logged (their stderr goes to
+/// `workers.log` in the scratch directory, which is deleted at exit).
+fn show_child_logs(scratch: &Path) {
+    if std::env::var_os("WEIR_LOG").is_some() {
+        if let Ok(text) = std::fs::read_to_string(scratch.join("workers.log")) {
+            eprint!("{text}");
+        }
+    }
+}
+
 /// Runs the example with parsed flags; prints the error and fails on any.
 pub fn main(args: Args) -> ExitCode {
     match run(args) {
@@ -418,6 +428,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let outcome = rescale::run(&settings, steps, scratch.path(), &view);
         view.finish();
+        show_child_logs(scratch.path());
         let (segments, _) = outcome?;
         println!("{}", rescale::table(&segments));
         return verify(&settings.output_dir, kafka.as_ref(), None, None);
@@ -438,6 +449,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let outcome = super::dr::run(&settings, &at_b, scratch.path(), &view);
         view.finish();
+        show_child_logs(scratch.path());
         let outcome = outcome?;
         return verify(&settings.output_dir, kafka.as_ref(), None, Some(&outcome));
     }
@@ -465,6 +477,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         let outcome = drill::supervise(&settings, planned, scratch.path(), &view, stall);
         view.finish();
+        show_child_logs(scratch.path());
         let outcome = outcome?;
         if let Some((id, location)) = &outcome.stopped_with_savepoint {
             println!("{}", savepoints::stopped_message(*id, location));
