@@ -355,7 +355,7 @@ fn a_restore_at_lower_parallelism_produces_the_epochs_of_removed_subtasks_once()
     }
     handle.cancel();
     assert!(handle.join().unwrap().cancelled, "cancelled before the input ended");
-    let report = job(2, 100_000.0).run().unwrap();
+    let report = job(1, 100_000.0).run().unwrap();
     assert!(report.restored_from.is_some());
     let raw = broker.read_committed(&topic).unwrap();
     // On a broker that shows aborted copies (a transaction the cancel cut short), only the
@@ -379,12 +379,12 @@ fn a_restore_at_lower_parallelism_produces_the_epochs_of_removed_subtasks_once()
     );
 }
 
-/// The exactly-once sink restored up and down from every parallelism among 1 to 4: the job is
-/// cancelled after a checkpoint at each parallelism of 2 -> 3 -> 4 -> 1 -> 2 -> 1 -> 3 and
-/// finishes at 2. Each restore commits the restored epochs of every old subtask (under the old
+/// The exactly-once sink restored through every ordered pair of parallelisms among 1 to 4: the
+/// job is cancelled after a checkpoint at each parallelism of 1 -> 2 -> 1 -> 3 -> 1 -> 4 -> 2 ->
+/// 3 -> 2 -> 4 -> 3 -> 4 and finishes at 1. Each restore commits the restored epochs of every old subtask (under the old
 /// subtask's transactional id when it is gone), so the output holds every record once.
 #[test]
-fn the_sink_is_restored_up_and_down_from_every_parallelism() {
+fn the_sink_is_restored_through_every_parallelism_transition() {
     crate::common::trace_if_asked();
     let broker = TestBroker::start().unwrap();
     let topic = broker.unique_topic("rescale-seq");
@@ -406,8 +406,9 @@ fn the_sink_is_restored_up_and_down_from_every_parallelism() {
         p
     };
     let mut after = 0;
-    // Up from 2, 3, 1 (twice); down from 4, 2, 3; the final run is 3 -> 2.
-    for parallelism in [2, 3, 4, 1, 2, 1, 3] {
+    // Every ordered pair among 1-4: 1->2->1->3->1->4->2->3->2->4->3->4, and the final run
+    // is 4 -> 1.
+    for parallelism in [1, 2, 1, 3, 1, 4, 2, 3, 2, 4, 3, 4] {
         let handle = job(parallelism, 200.0).start().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while handle
@@ -430,7 +431,7 @@ fn the_sink_is_restored_up_and_down_from_every_parallelism() {
     assert_same(
         &decode(&committed),
         &model(5, EVENTS),
-        "2 -> 3 -> 4 -> 1 -> 2 -> 1 -> 3 -> 2",
+        "1 -> 2 -> 1 -> 3 -> 1 -> 4 -> 2 -> 3 -> 2 -> 4 -> 3 -> 4 -> 1",
     );
     if broker.filters_aborted() {
         assert_same(&decode(&raw), &model(5, EVENTS), "read_committed");
