@@ -49,10 +49,15 @@ impl S3Server {
     ///
     /// # Errors
     /// `Config` when moto is not installed (with how to install it); `External` when it does
-    /// not come up within 30 s.
+    /// not come up within 90 s (a port another process took meanwhile is retried on another).
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
-        Self::start_on(port)
+        let mut tries = 0;
+        loop {
+            match Self::start_on(free_port()?) {
+                Err(e) if tries < 3 && e.to_string().contains("exited") => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Starts a server on `port` (to restart one on the same address).
@@ -78,13 +83,22 @@ impl S3Server {
             .stderr(Stdio::null());
         let child = WatchedServer::spawn(command)
             .map_err(|e| Error::io(format!("starting the S3 test server ({})", bin.display()), e))?;
-        let server = S3Server { port, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut server = S3Server { port, child };
+        // moto is a Python server: under a loaded test run it can take a while to come up.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while http(port, "GET", "/", b"").is_err() {
+            // A server that exited could not bind its port (another process took it since
+            // `free_port` released it): say so at once rather than wait.
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(Error::external(
+                    true,
+                    format!("the S3 test server exited ({status}) before answering on port {port}"),
+                ));
+            }
             if Instant::now() > deadline {
                 return Err(Error::external(
                     true,
-                    format!("the S3 test server did not answer on port {port} within 30 s"),
+                    format!("the S3 test server did not answer on port {port} within 90 s"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
