@@ -5,14 +5,17 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use weir::prelude::*;
 
-fn weir(args: &[&str]) -> Output {
+/// Runs the `weir` binary with `args` (and no `WEIR_JOB` from the test's environment).
+pub(crate) fn weir(args: &[&str]) -> Output {
     Command::new(crate::common::weir_bin())
         .args(args)
+        .env_remove("WEIR_JOB")
         .output()
         .expect("running the weir binary")
 }
 
-fn stdout(o: &Output) -> String {
+/// The standard output of a `weir` run that must have succeeded.
+pub(crate) fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
         "weir failed with {:?}: {}",

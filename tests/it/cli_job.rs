@@ -1,28 +1,11 @@
 //! The `weir` command against a running job's status server: status, checkpoints, savepoint,
 //! stop, and a job that cannot be reached.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::cli::{stdout as ok, weir};
 use crate::common::weir_bin;
 use crate::status_page::{start_checkpointed, STEPS};
-
-fn weir(args: &[&str]) -> Output {
-    Command::new(weir_bin())
-        .args(args)
-        .env_remove("WEIR_JOB")
-        .output()
-        .expect("running the weir command")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "weir failed with {:?}: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
 
 #[test]
 fn status_checkpoints_savepoint_and_stop_of_a_running_job() {
