@@ -12,6 +12,7 @@ pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK
 pub use crate::error::{Error, ErrorKind, Reason, Result};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
 pub use crate::message::CheckpointId;
+pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;
 pub use crate::runtime::{JobHandle, JobReport, OperatorReport};

@@ -1,6 +1,7 @@
 //! The typed pipeline API: [`Pipeline`], [`Stream`], [`KeyedStream`], connected streams and
 //! windows. Every step has a stable name; checkpointed state is addressed by it.
 
+pub mod broadcast;
 pub mod configure;
 pub mod connected;
 pub mod keyed;
@@ -10,6 +11,7 @@ mod settings;
 pub mod stream;
 pub mod window;
 
+pub use broadcast::{BroadcastConnectedKeyedStream, BroadcastConnectedStream};
 pub use connected::{ConnectedKeyedStreams, ConnectedStreams};
 pub use keyed::KeyedStream;
 pub use pipeline::Pipeline;

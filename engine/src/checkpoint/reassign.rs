@@ -53,22 +53,29 @@ impl RestoreInput {
         (!parts.is_empty()).then_some(KeyedRestore::Rescaled(parts))
     }
 
-    /// The operator state subtask `subtask` of step `step`, now at `parallelism`, opens with. A
-    /// sink (`sink`) takes the states of the old subtasks it owns now; any other step gets
-    /// every old subtask's to combine.
+    /// The operator state subtask `subtask` of step `step`, now at `parallelism`, opens with,
+    /// by the step's [`OperatorStateRule`].
     pub(crate) fn operator_state_for(
         &self,
         step: &str,
         subtask: usize,
         parallelism: usize,
-        sink: bool,
+        rule: OperatorStateRule,
     ) -> RestoredOperatorState {
+        if rule == OperatorStateRule::Replicated {
+            // One copy, written by subtask 0, whatever the parallelism then and now.
+            return RestoredOperatorState {
+                own: self.operator_state.get(&SubtaskKey::new(step, 0)).cloned(),
+                rescaled: Vec::new(),
+            };
+        }
         let Some(old) = self.old_parallelism(step, parallelism) else {
             return RestoredOperatorState {
                 own: self.operator_state.get(&SubtaskKey::new(step, subtask)).cloned(),
                 rescaled: Vec::new(),
             };
         };
+        let sink = rule == OperatorStateRule::Sink;
         let rescaled = (0..old)
             .filter(|&i| !sink || operator_state_owner(i, parallelism) == subtask)
             .filter_map(|i| {
@@ -81,6 +88,20 @@ impl RestoreInput {
     }
 }
 
+/// How a step's operator state is handed out at a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OperatorStateRule {
+    /// Each subtask its own; after a change of parallelism every new subtask gets every old
+    /// subtask's state to combine (source positions, watermarks).
+    Combined,
+    /// A sink's committables: each old subtask's go to exactly one new subtask
+    /// ([`operator_state_owner`]), so every committable is committed once.
+    Sink,
+    /// One copy for the whole step (broadcast state): subtask 0 writes it at every checkpoint
+    /// and every subtask, at any parallelism, restores from that copy.
+    Replicated,
+}
+
 /// The subtasks of checkpoint `meta` whose state a cluster worker fetches to run `mine` (its
 /// subtasks now, by step and index) at `parallelism` (each step's now). Pure.
 ///
@@ -89,10 +110,13 @@ impl RestoreInput {
 /// the worker's new subtasks of the step (keyed state is the bulk of a checkpoint); an old
 /// subtask with operator state only (sink committables, a watermark) is fetched whenever the
 /// worker runs a subtask of the step, as whichever subtask takes it over may be here.
+///
+/// A step with replicated operator state (`replicated`) also needs old subtask 0's copy.
 pub(crate) fn state_to_fetch(
     meta: &CheckpointMetadata,
     mine: &BTreeSet<SubtaskKey>,
     parallelism: &HashMap<String, usize>,
+    replicated: &dyn Fn(&str) -> bool,
 ) -> BTreeSet<SubtaskKey> {
     let mut wanted: BTreeSet<SubtaskKey> = BTreeSet::new();
     for op in &meta.operators {
@@ -100,6 +124,9 @@ pub(crate) fn state_to_fetch(
         let now = parallelism.get(&op.name).copied().unwrap_or(op.parallelism);
         if here.is_empty() {
             continue;
+        }
+        if replicated(&op.name) {
+            wanted.insert(SubtaskKey::new(&op.name, 0));
         }
         if now == op.parallelism {
             wanted.extend(here.iter().map(|&s| SubtaskKey::new(&op.name, s)));
@@ -150,7 +177,7 @@ mod tests {
             Some(KeyedRestore::Whole(PathBuf::from("count-1")))
         );
         assert_eq!(
-            input.operator_state_for("out", 1, 2, true),
+            input.operator_state_for("out", 1, 2, OperatorStateRule::Sink),
             RestoredOperatorState {
                 own: Some(vec![1]),
                 rescaled: Vec::new()
@@ -187,7 +214,7 @@ mod tests {
         );
         // A new sink subtask without an old one of its index starts without operator state.
         assert_eq!(
-            input.operator_state_for("out", 2, 3, true),
+            input.operator_state_for("out", 2, 3, OperatorStateRule::Sink),
             RestoredOperatorState::default()
         );
     }
@@ -231,15 +258,39 @@ mod tests {
         // New subtask 2 of 3 owns key groups 86..=127, all of old subtask 1's.
         let mine: BTreeSet<SubtaskKey> = [key("count", 2), key("out", 2), key("same", 1)].into();
         assert_eq!(
-            state_to_fetch(&meta, &mine, &now),
+            state_to_fetch(&meta, &mine, &now, &|_| false),
             [key("count", 1), key("out", 0), key("out", 1), key("same", 1)].into()
         );
         // New subtask 1 of 3 (43..=85) overlaps both old ones; a worker without the step
         // fetches none of it.
         let mine: BTreeSet<SubtaskKey> = [key("count", 1)].into();
         assert_eq!(
-            state_to_fetch(&meta, &mine, &now),
+            state_to_fetch(&meta, &mine, &now, &|_| false),
             [key("count", 0), key("count", 1)].into()
+        );
+        // A step with replicated state also needs old subtask 0's copy, at any parallelism.
+        let mine: BTreeSet<SubtaskKey> = [key("same", 1)].into();
+        assert_eq!(
+            state_to_fetch(&meta, &mine, &now, &|step| step == "same"),
+            [key("same", 0), key("same", 1)].into()
+        );
+    }
+
+    #[test]
+    fn replicated_state_comes_from_old_subtask_zero_at_any_parallelism() {
+        let input = input(2);
+        for (subtask, parallelism) in [(0, 2), (1, 2), (2, 3), (0, 1)] {
+            assert_eq!(
+                input.operator_state_for("out", subtask, parallelism, OperatorStateRule::Replicated),
+                RestoredOperatorState {
+                    own: Some(vec![0]),
+                    rescaled: Vec::new()
+                }
+            );
+        }
+        assert_eq!(
+            input.operator_state_for("other", 1, 2, OperatorStateRule::Replicated),
+            RestoredOperatorState::default()
         );
     }
 
@@ -247,11 +298,17 @@ mod tests {
     fn four_to_two_gives_each_sink_subtask_the_committables_of_two() {
         let input = input(4);
         assert_eq!(
-            input.operator_state_for("out", 1, 2, true).rescaled,
+            input.operator_state_for("out", 1, 2, OperatorStateRule::Sink).rescaled,
             vec![(1, vec![1]), (3, vec![3])]
         );
         // Other operators see every old subtask's state.
-        assert_eq!(input.operator_state_for("out", 1, 2, false).rescaled.len(), 4);
+        assert_eq!(
+            input
+                .operator_state_for("out", 1, 2, OperatorStateRule::Combined)
+                .rescaled
+                .len(),
+            4
+        );
         let Some(KeyedRestore::Rescaled(parts)) = input.keyed_restore("count", 0, 2, 128) else {
             panic!("rescaled");
         };

@@ -107,6 +107,8 @@ pub(crate) struct Graph {
     pub(crate) edges: Vec<Edge>,
     pub(crate) errors: Vec<Error>,
     names: HashSet<String>,
+    /// Steps whose operator state is one copy for all subtasks (broadcast state).
+    replicated_state: HashSet<String>,
 }
 
 impl Graph {
@@ -135,6 +137,18 @@ impl Graph {
             output: None,
         });
         self.nodes.len() - 1
+    }
+
+    /// Marks step `id` as keeping one copy of operator state for all its subtasks (see
+    /// [`OperatorStateRule::Replicated`](crate::checkpoint::reassign::OperatorStateRule)).
+    pub(crate) fn replicate_operator_state(&mut self, id: NodeId) {
+        let name = self.nodes[id].name.clone();
+        self.replicated_state.insert(name);
+    }
+
+    /// Whether step `name` keeps one copy of operator state for all its subtasks.
+    pub(crate) fn replicates_operator_state(&self, name: &str) -> bool {
+        self.replicated_state.contains(name)
     }
 
     /// Records the record type of `id`'s output, so that its batches can cross processes.

@@ -61,6 +61,15 @@ pub(crate) trait KeyedLogic<K>: Send {
         out: &mut Vec<Record<Self::Out>>,
     ) -> Result<()>;
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+    /// Restores the logic's own operator state (besides the keyed store), if it has any.
+    fn open_logic(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+    /// The logic's own operator state for a checkpoint (`None`: it has none).
+    fn snapshot_logic(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// Adapts a [`KeyedProcess`] and its key function.
@@ -171,7 +180,7 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         self.fail_points = ctx.fail_points.clone();
         self.core = Some(KeyedCore::open(ctx)?);
-        Ok(())
+        self.logic.open_logic(ctx)
     }
 
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
@@ -221,6 +230,8 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     }
 
     fn snapshot(&mut self, _barrier: &Barrier, target: &SnapshotTarget) -> Result<OperatorSnapshot> {
-        self.core()?.snapshot(target)
+        let mut snap = self.core()?.snapshot(target)?;
+        snap.operator_state = self.logic.snapshot_logic()?;
+        Ok(snap)
     }
 }

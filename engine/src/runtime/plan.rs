@@ -1,6 +1,7 @@
 //! Turns the logical graph into subtasks: resolves parallelism, fuses forward-connected steps
 //! into chains, creates the channels of every exchange and opens keyed state.
 
+use crate::checkpoint::reassign::OperatorStateRule;
 use crate::config::JobConfig;
 use crate::graph::{Graph, NodeKind};
 use crate::message::Message;
@@ -246,8 +247,14 @@ pub(crate) fn build(
                             None
                         };
                         let op = factory(s, p).with_context(|| format!("creating operator {}[{s}]", node.name))?;
-                        let sink = matches!(node.kind, NodeKind::Operator { sink: true, .. });
-                        let operator_state = restore.operator_state_for(&node.name, s, p, sink);
+                        let rule = if matches!(node.kind, NodeKind::Operator { sink: true, .. }) {
+                            OperatorStateRule::Sink
+                        } else if graph.replicates_operator_state(&node.name) {
+                            OperatorStateRule::Replicated
+                        } else {
+                            OperatorStateRule::Combined
+                        };
+                        let operator_state = restore.operator_state_for(&node.name, s, p, rule);
                         let ctx = OperatorContext {
                             job: cfg.name.clone(),
                             operator: node.name.clone(),

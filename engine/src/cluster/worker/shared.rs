@@ -268,7 +268,9 @@ impl WorkerCore {
         };
         // After a change of parallelism, the new subtasks take state of other old subtasks.
         let parallelism = crate::runtime::plan::parallelism_by_name(&self.graph, &self.cfg)?;
-        let wanted = state_to_fetch(&meta, &mine, &parallelism);
+        let wanted = state_to_fetch(&meta, &mine, &parallelism, &|step| {
+            self.graph.replicates_operator_state(step)
+        });
         let input = materialize(
             storage.as_ref(),
             &meta,

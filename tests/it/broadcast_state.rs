@@ -1,0 +1,310 @@
+//! Broadcast state: a stream of threshold rules, broadcast to every subtask of a keyed step,
+//! checkpointed once, restored at the same parallelism and rescaled (2 → 2 → 3 → 1), on both
+//! backends; the committed output is compared with a sequential model.
+//!
+//! The rules take effect by event time (a rule applies from its timestamp on), and the keyed
+//! step decides a transaction when the watermark passes the transaction's time, so every rule
+//! in force by then has arrived: the output does not depend on how the two inputs interleave.
+//! The rules' source ends before the first stop, so later stages get the rules only from the
+//! checkpointed broadcast state (a subtask that lost them would decide with the default).
+//! The step counts per account with no deduplication: a transaction decided twice or lost
+//! changes the committed counts.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use weir::engine::source::generator::mix;
+use weir::prelude::*;
+
+use crate::common::{within, Backend};
+
+const EVENTS: u64 = 4_000;
+const ACCOUNTS: u64 = 16;
+const RULES: u64 = 24;
+/// The threshold before the first rule takes effect.
+const DEFAULT_LIMIT: i64 = 500;
+/// Events per second while a stage runs until it is stopped; the last stage runs fast.
+const SLOW: f64 = 400.0;
+const FAST: f64 = 100_000.0;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Txn {
+    id: u64,
+    account: u64,
+    cents: i64,
+    ts: i64,
+}
+
+fn txn(i: u64) -> Txn {
+    let r = mix(0xB40AD, i);
+    Txn {
+        id: i,
+        account: (r >> 8) % ACCOUNTS,
+        cents: 1 + ((r >> 16) % 1_000) as i64,
+        ts: 1_000_000 + 2 * i as i64 + ((r >> 24) % 100) as i64 - 50,
+    }
+}
+
+/// A rule change: from event time `from` on, amounts above `limit` are flagged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Rule {
+    from: i64,
+    limit: i64,
+}
+
+fn rule(j: u64) -> Rule {
+    Rule {
+        from: 1_000_000 + (j * 2 * EVENTS / RULES) as i64,
+        limit: 100 + (mix(0x7E1E5, j) % 900) as i64,
+    }
+}
+
+/// The limit in force at `ts` given the rules in `rules` (effective time → limit).
+fn limit_at(rules: &BTreeMap<i64, i64>, ts: i64) -> i64 {
+    rules.range(..=ts).next_back().map_or(DEFAULT_LIMIT, |(_, l)| *l)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Decision {
+    id: u64,
+    account: u64,
+    flagged: bool,
+    /// The account's decided transactions so far, this one included.
+    count: u64,
+}
+
+#[derive(Clone)]
+struct Flag;
+
+impl KeyedBroadcastProcess<u64, Txn, Rule> for Flag {
+    type Out = Decision;
+    type StateKey = i64;
+    type StateValue = i64;
+
+    fn process(
+        &mut self,
+        t: Txn,
+        _: &BroadcastState<i64, i64>,
+        ctx: &mut KeyedContext<'_, u64, Decision>,
+    ) -> Result<()> {
+        ctx.register_event_time_timer(t.ts)?;
+        ctx.map_state::<u64, Txn>("pending").put(&t.id, &t)
+    }
+
+    fn process_broadcast(
+        &mut self,
+        r: Rule,
+        state: &mut BroadcastState<i64, i64>,
+        _: &mut BroadcastContext<'_, Decision>,
+    ) -> Result<()> {
+        state.insert(r.from, r.limit);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: Timer,
+        state: &BroadcastState<i64, i64>,
+        ctx: &mut KeyedContext<'_, u64, Decision>,
+    ) -> Result<()> {
+        let mut due: Vec<Txn> = ctx
+            .map_state::<u64, Txn>("pending")
+            .entries()?
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| t.ts <= timer.time)
+            .collect();
+        due.sort_by_key(|t| (t.ts, t.id));
+        for t in due {
+            ctx.map_state::<u64, Txn>("pending").remove(&t.id)?;
+            let mut count = ctx.value_state::<u64>("count");
+            let n = count.get()?.unwrap_or(0) + 1;
+            count.set(&n)?;
+            let limit = state.range(..=t.ts).next_back().map_or(DEFAULT_LIMIT, |(_, l)| *l);
+            ctx.emit(Decision {
+                id: t.id,
+                account: t.account,
+                flagged: t.cents > limit,
+                count: n,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn pipeline(dir: &Path, backend: Backend, parallelism: usize, rate: f64) -> Pipeline {
+    let mut p = Pipeline::new("broadcast-rules")
+        .parallelism(parallelism)
+        .batch_size(32)
+        .checkpoint_storage(dir.join("checkpoints"))
+        .checkpoint_interval(Duration::from_millis(30));
+    p = match backend {
+        Backend::Memory => p.state_backend(MemoryBackend::new()),
+        Backend::Rocks => p.state_dir(dir.join("state")),
+    };
+    let rules = p
+        .source("rules", GeneratorSource::new(rule).bounded(RULES).splits(1))
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO).with_timestamp_assigner(|r: &Rule| r.from),
+        );
+    p.source(
+        "txns",
+        GeneratorSource::new(txn)
+            .bounded(EVENTS)
+            .splits(4)
+            .rate_per_second(rate),
+    )
+    .assign_timestamps_and_watermarks(
+        WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|t: &Txn| t.ts),
+    )
+    .key_by("by-account", |t: &Txn| t.account)
+    .connect_broadcast(&rules)
+    .process("flag", Flag)
+    .sink("decisions", FileSink::exactly_once(dir.join("decisions")));
+    p
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the stages at `shapes`, each but the last cancelled after it completed a new
+/// checkpoint, the next restoring it; returns the checkpoint each restored stage started from.
+fn run_stages(dir: &Path, backend: Backend, shapes: &[usize]) -> Vec<Option<CheckpointId>> {
+    let mut restored = Vec::new();
+    let mut after = 0u64;
+    for (n, &p) in shapes.iter().enumerate() {
+        let last = n + 1 == shapes.len();
+        let handle = pipeline(dir, backend, p, if last { FAST } else { SLOW })
+            .start()
+            .unwrap();
+        if last {
+            restored.push(handle.join().unwrap().restored_from);
+            break;
+        }
+        wait_until("the stage decided records and completed a checkpoint", || {
+            let pr = handle.progress();
+            handle.is_finished()
+                || pr.source_records >= (n as u64 + 1) * EVENTS / 8
+                    && pr.last_checkpoint.is_some_and(|(id, _)| id.get() > after)
+        });
+        assert!(!handle.is_finished(), "stage {n} ended before it was stopped");
+        handle.cancel();
+        let report = handle.join().unwrap();
+        assert!(report.cancelled, "stage {n} was cancelled before its input ended");
+        restored.push(report.restored_from);
+        after = report.checkpoints.iter().map(|c| c.id.get()).max().unwrap_or(after);
+    }
+    restored
+}
+
+fn check(dir: &Path, ctx: &str) {
+    let rules: BTreeMap<i64, i64> = (0..RULES).map(rule).map(|r| (r.from, r.limit)).collect();
+    let mut committed: BTreeMap<u64, Decision> = BTreeMap::new();
+    let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for line in weir::engine::sink::read_committed_lines(dir.join("decisions")).unwrap() {
+        let d: Decision = serde_json::from_str(&line).unwrap();
+        counts.entry(d.account).or_default().push(d.count);
+        assert!(
+            committed.insert(d.id, d.clone()).is_none(),
+            "{ctx}: transaction {} decided twice",
+            d.id
+        );
+    }
+    assert_eq!(committed.len() as u64, EVENTS, "{ctx}: every transaction decided once");
+    let mut per_account: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut flagged = 0;
+    for i in 0..EVENTS {
+        let t = txn(i);
+        *per_account.entry(t.account).or_default() += 1;
+        let want = t.cents > limit_at(&rules, t.ts);
+        flagged += usize::from(want);
+        assert_eq!(
+            committed[&i].flagged, want,
+            "{ctx}: transaction {i} decided with the wrong rule"
+        );
+    }
+    for (account, n) in per_account {
+        let mut got = counts.remove(&account).unwrap_or_default();
+        got.sort_unstable();
+        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "{ctx}: account {account}: counts");
+    }
+    // The rules matter: the default alone would decide differently.
+    let default_flagged = (0..EVENTS).filter(|&i| txn(i).cents > DEFAULT_LIMIT).count();
+    assert_ne!(flagged, default_flagged, "{ctx}: the rules must change decisions");
+}
+
+fn restored_through(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = [2, 2, 3, 1];
+    let restored = run_stages(dir.path(), backend, &shapes);
+    assert!(restored[0].is_none());
+    assert!(
+        restored[1..].iter().all(Option::is_some),
+        "{backend:?}: every later stage restored a checkpoint: {restored:?}"
+    );
+    check(dir.path(), &format!("{backend:?} through {shapes:?}"));
+}
+
+#[test]
+fn broadcast_rules_survive_restores_and_rescales_in_memory() {
+    within(300, || restored_through(Backend::Memory));
+}
+
+#[test]
+fn broadcast_rules_survive_restores_and_rescales_on_rocksdb() {
+    within(300, || restored_through(Backend::Rocks));
+}
+
+/// A plain stream connected to a broadcast stream: every main record sees the rules that
+/// arrived; with the rules' source ended before the main one starts deciding, each record is
+/// decided by the full rule set.
+#[test]
+fn a_non_keyed_stream_reads_the_broadcast_state() {
+    #[derive(Clone)]
+    struct Tag;
+    impl BroadcastProcess<u64, Rule> for Tag {
+        type Out = (u64, usize);
+        type StateKey = i64;
+        type StateValue = i64;
+        fn process(
+            &mut self,
+            v: u64,
+            s: &BroadcastState<i64, i64>,
+            ctx: &mut BroadcastContext<'_, (u64, usize)>,
+        ) -> Result<()> {
+            ctx.emit((v, s.len()));
+            Ok(())
+        }
+        fn process_broadcast(
+            &mut self,
+            r: Rule,
+            s: &mut BroadcastState<i64, i64>,
+            _: &mut BroadcastContext<'_, (u64, usize)>,
+        ) -> Result<()> {
+            s.insert(r.from, r.limit);
+            Ok(())
+        }
+    }
+    let out = within(120, || {
+        let p = Pipeline::new("broadcast-plain").parallelism(2);
+        let rules = p.source("rules", GeneratorSource::new(rule).bounded(RULES).splits(1));
+        let sink = CollectSink::new();
+        p.source("numbers", GeneratorSource::new(|i| i).bounded(2_000).splits(2))
+            .connect_broadcast(&rules)
+            .process("tag", Tag)
+            .sink("out", sink.clone());
+        p.run().unwrap();
+        sink.records()
+    });
+    assert_eq!(out.len(), 2_000);
+    let mut seen: Vec<u64> = out.iter().map(|(v, _)| *v).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..2_000).collect::<Vec<_>>());
+    assert!(out.iter().all(|(_, n)| *n <= RULES as usize));
+}
