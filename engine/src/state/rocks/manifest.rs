@@ -50,17 +50,15 @@ pub(super) fn file_name(id: &str, name: &str) -> String {
 /// 64 bits from the standard library's randomly keyed hasher over the time, the process and a
 /// counter.
 pub(super) fn fresh_id() -> String {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    (
+    let h = std::collections::hash_map::RandomState::new().hash_one((
         std::time::SystemTime::now(),
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
-    )
-        .hash(&mut h);
-    format!("{:016x}", h.finish())
+    ));
+    format!("{h:016x}")
 }
 
 /// Writes the segment list into the snapshot directory `dir` and fsyncs it; returns its name.
@@ -128,7 +126,7 @@ fn validate(segments: &[SegmentEntry]) -> std::result::Result<(), String> {
         if s.id.is_empty() && segments.len() > 1 {
             return Err("has an unnamed segment beside others".into());
         }
-        if !s.id.is_empty() && !(s.id.len() == 16 && s.id.bytes().all(|b| b.is_ascii_hexdigit())) {
+        if !s.id.is_empty() && (s.id.len() != 16 || !s.id.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(format!("has a malformed segment id {:?}", s.id));
         }
         if segments[..i].iter().any(|o| o.id == s.id) {

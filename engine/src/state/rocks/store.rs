@@ -22,6 +22,9 @@ use rocksdb::{WriteBufferManager, WriteOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// A segment to scan and the bounds to scan it within: (segment index, lower, upper).
+type RouteScan = (usize, Option<[u8; 2]>, Option<[u8; 2]>);
+
 /// One subtask's state in one or more RocksDB instances.
 pub(super) struct RocksDbStore {
     /// Declared before `_open` so that the databases are closed before the scope is released.
@@ -83,7 +86,7 @@ impl RocksDbStore {
     /// The routes (index, range, segment) whose key groups a key starting with `prefix` may
     /// have, in key-group order, with the bounds to scan each within: none below the first
     /// route, none above the last (see [`segment_of`](Self::segment_of)).
-    fn routes_for(&self, prefix: &[u8]) -> Vec<(usize, Option<[u8; 2]>, Option<[u8; 2]>)> {
+    fn routes_for(&self, prefix: &[u8]) -> Vec<RouteScan> {
         let (lo, hi) = (key_group_prefix(prefix, 0), key_group_prefix(prefix, 0xFF));
         let last = self.routes.len() - 1;
         self.routes
