@@ -5,10 +5,9 @@
 //! `WEIR_BENCH_KEYS` sets another count) and runs to its end at parallelism 2, and once more at
 //! 3, with checkpoints in a local directory. Each final checkpoint is then restored three times
 //! at its own parallelism (plain: every subtask opens one snapshot, its files linked) and three
-//! times at the other (2 → 3: each new subtask opens the largest overlap, hard-links the SST
-//! files of the other overlap in, and drops the other key groups with range deletes; 3 → 2
-//! likewise). Restore
-//! = the attempt's start until every subtask runs on restored state; medians.
+//! times at the other (2 → 3: each new subtask keeps every overlap of at least 16 MiB as a
+//! segment of its store, its SST files hard-linked from the checkpoint and the other key
+//! groups dropped with range deletes; 3 → 2 likewise). Restore = the attempt's start until every subtask runs on restored state; medians.
 
 #[path = "common/restore_time.rs"]
 mod restore_time;
