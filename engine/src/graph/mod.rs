@@ -2,6 +2,7 @@
 //! edges between them with their partitioning. The runtime turns it into subtasks.
 
 pub mod partitioning;
+pub(crate) mod side_outputs;
 
 use crate::data::BatchCodec;
 use crate::metrics::OperatorMetrics;
@@ -107,6 +108,8 @@ pub(crate) struct Graph {
     pub(crate) edges: Vec<Edge>,
     pub(crate) errors: Vec<Error>,
     names: HashSet<String>,
+    /// Steps with side outputs, by the hidden step of their main output.
+    pub(crate) side_outputs: std::collections::HashMap<NodeId, side_outputs::SideOutputSource>,
 }
 
 impl Graph {
