@@ -1,7 +1,7 @@
 //! Everything a pipeline author needs: `use weir_engine::prelude::*;`.
 
-pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
 pub use crate::api::window::WindowCollector;
+pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
 pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
 };

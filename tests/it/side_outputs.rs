@@ -1,7 +1,6 @@
 //! Side outputs, fallible steps under a bad-record policy, and `open`/`close` with a runtime
 //! context: each checked against a sequential model, through failures and a rescale.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -125,9 +124,24 @@ fn assert_model(got: Outputs, ctx: &str) {
     let (gm, go, gr) = got;
     // Compared as booleans first, so that a failure names the difference briefly.
     let (gm, go, gr) = (sorted(gm), sorted(go), sorted(gr));
-    assert!(gm == m, "{ctx}: main output: {} records, {} expected", gm.len(), m.len());
-    assert!(go == o, "{ctx}: side output odd: {} records, {} expected", go.len(), o.len());
-    assert!(gr == r, "{ctx}: side output round: {} records, {} expected", gr.len(), r.len());
+    assert!(
+        gm == m,
+        "{ctx}: main output: {} records, {} expected",
+        gm.len(),
+        m.len()
+    );
+    assert!(
+        go == o,
+        "{ctx}: side output odd: {} records, {} expected",
+        go.len(),
+        o.len()
+    );
+    assert!(
+        gr == r,
+        "{ctx}: side output round: {} records, {} expected",
+        gr.len(),
+        r.len()
+    );
 }
 
 #[test]
@@ -157,7 +171,10 @@ fn side_outputs_are_exactly_once_through_failures() {
         let p = checkpointed("side-outputs-failures", dir.path(), parallelism, points);
         classify(&p, Some(40_000.0), &sinks);
         let report = p.run().unwrap();
-        assert!(report.restarts >= 2, "p{parallelism}: the failures restarted the job: {report}");
+        assert!(
+            report.restarts >= 2,
+            "p{parallelism}: the failures restarted the job: {report}"
+        );
         assert_model(sinks.outputs(), &format!("p{parallelism} with failures"));
     }
 }
@@ -175,9 +192,7 @@ fn side_outputs_are_exactly_once_across_a_rescale() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let at = dir.path().join("savepoint");
-    handle
-        .stop_with_savepoint(Arc::new(LocalDirStorage::new(&at)))
-        .unwrap();
+    handle.stop_with_savepoint(Arc::new(LocalDirStorage::new(&at))).unwrap();
     handle.join().unwrap();
     // The same sinks: the restored run commits the savepoint's committables again, which an
     // idempotent sink (as CollectSink) ignores.
@@ -190,7 +205,10 @@ fn side_outputs_are_exactly_once_across_a_rescale() {
     classify(&p, None, &first);
     let report = p.run().unwrap();
     assert!(report.restored_from_savepoint.is_some());
-    assert!(before > 0 && first.outputs().0.len() > before, "both runs committed output");
+    assert!(
+        before > 0 && first.outputs().0.len() > before,
+        "both runs committed output"
+    );
     assert_model(first.outputs(), "stopped at parallelism 2, restored at 3");
 }
 
@@ -234,7 +252,12 @@ fn skipped_bad_records_are_counted_in_the_report() {
         .try_map("parse", BadRecordPolicy::Skip, parse)
         .sink("out", out.clone());
     let report = p.run().unwrap();
-    let skipped = report.operator("parse").unwrap().counters.get("skipped_records").copied();
+    let skipped = report
+        .operator("parse")
+        .unwrap()
+        .counters
+        .get("skipped_records")
+        .copied();
     assert_eq!(skipped, Some(bad_records()));
     let expected: Vec<u64> = (0..EVENTS).filter(|i| i % 7 != 3).collect();
     assert_eq!(sorted(out.records()), expected);
@@ -251,7 +274,10 @@ fn dead_letters_are_delivered_exactly_once_through_failures() {
     let parsed = p
         .source(
             "texts",
-            GeneratorSource::new(text).bounded(EVENTS).splits(4).rate_per_second(40_000.0),
+            GeneratorSource::new(text)
+                .bounded(EVENTS)
+                .splits(4)
+                .rate_per_second(40_000.0),
         )
         .try_flat_map("parse", BadRecordPolicy::DeadLetter, |s: String| parse(s).map(|n| [n]));
     // A keyed step downstream, so that the fail point PROCESS_RECORD hits.
@@ -262,11 +288,22 @@ fn dead_letters_are_delivered_exactly_once_through_failures() {
     parsed.dead_letters::<String>().sink("dead", dead.clone());
     let report = p.run().unwrap();
     assert!(report.restarts >= 2, "{report}");
-    let letters = sorted(dead.records().into_iter().map(|d| (d.record, d.step, d.error)).collect());
+    let letters = sorted(
+        dead.records()
+            .into_iter()
+            .map(|d| (d.record, d.step, d.error))
+            .collect(),
+    );
     let expected: Vec<(String, String, String)> = sorted(
         (0..EVENTS)
             .filter(|i| i % 7 == 3)
-            .map(|i| (format!("bad-{i}"), "parse".to_string(), "invalid digit found in string".to_string()))
+            .map(|i| {
+                (
+                    format!("bad-{i}"),
+                    "parse".to_string(),
+                    "invalid digit found in string".to_string(),
+                )
+            })
             .collect(),
     );
     assert_eq!(letters, expected);
@@ -299,7 +336,13 @@ impl Recording {
         ));
     }
     fn attempts(&self, step: &str) -> BTreeSet<u32> {
-        self.opened.lock().unwrap().iter().filter(|o| o.0 == step).map(|o| o.4).collect()
+        self.opened
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| o.0 == step)
+            .map(|o| o.4)
+            .collect()
     }
 }
 
@@ -352,11 +395,14 @@ fn open_and_close_get_the_runtime_context_and_the_attempt_grows_after_a_failure(
     points.arm(fail::PROCESS_RECORD, 20, FailAction::Error);
     let rec = Recording::new();
     let p = checkpointed("open-close", dir.path(), 2, points).max_parallelism(64);
-    p.source("numbers", GeneratorSource::new(|i| i).bounded(EVENTS).rate_per_second(40_000.0))
-        .map_function("mapped", rec.clone())
-        .key_by("by-number", |v: &u64| *v)
-        .process("recorded", rec.clone())
-        .sink("upserts", Idempotent::new(rec.clone()));
+    p.source(
+        "numbers",
+        GeneratorSource::new(|i| i).bounded(EVENTS).rate_per_second(40_000.0),
+    )
+    .map_function("mapped", rec.clone())
+    .key_by("by-number", |v: &u64| *v)
+    .process("recorded", rec.clone())
+    .sink("upserts", Idempotent::new(rec.clone()));
     let report = p.run().unwrap();
     assert_eq!(report.restarts, 1, "{report}");
     let opened = rec.opened.lock().unwrap().clone();
@@ -377,4 +423,3 @@ fn open_and_close_get_the_runtime_context_and_the_attempt_grows_after_a_failure(
     // Every keyed and map subtask of both attempts was closed.
     assert_eq!(*rec.closed.lock().unwrap(), 8);
 }
-

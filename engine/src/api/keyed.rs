@@ -2,6 +2,7 @@
 
 use super::connected::ConnectedKeyedStreams;
 use super::partition::HashPartitioner;
+use super::side_output::{is_tagged, main_output, tag_flag};
 use super::stream::{add_operator, Stream};
 use crate::data::{Data, Key};
 use crate::graph::OperatorFactory;
@@ -9,7 +10,6 @@ use crate::graph::Partitioning;
 use crate::operator::keyed_process::{KeyFn, KeyedOperator, KeyedProcess, OneInput};
 use crate::operator::rolling::{AggregateFunction, AggregateProcess, ReduceProcess};
 use crate::operator::OperatorCore;
-use super::side_output::{is_tagged, main_output, tag_flag};
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};

@@ -53,7 +53,10 @@ pub(crate) fn main_output<O: Data>(step: Stream<O>, name: &str, tagged: Arc<Atom
             _o: PhantomData,
         }),
     );
-    let main = follow(Stream::new(step.graph.clone(), vec![main], Partitioning::Forward), &step);
+    let main = follow(
+        Stream::new(step.graph.clone(), vec![main], Partitioning::Forward),
+        &step,
+    );
     step.graph.borrow_mut().side_outputs.insert(
         main.nodes[0],
         SideOutputSource {
@@ -78,7 +81,10 @@ impl<O: Data> Stream<O> {
     pub fn side_output<T: Data>(&self, tag: &OutputTag<T>) -> Stream<T> {
         let mut g = self.graph.borrow_mut();
         let source = match self.nodes.as_slice() {
-            [main] => g.side_outputs.get(main).map(|s| (*main, s.step, s.read.get(&tag.id()).copied())),
+            [main] => g
+                .side_outputs
+                .get(main)
+                .map(|s| (*main, s.step, s.read.get(&tag.id()).copied())),
             _ => None,
         };
         let Some((main, step, read)) = source else {
@@ -87,7 +93,11 @@ impl<O: Data> Stream<O> {
                 "side_output(\"{}\") on the output of {}: side outputs come from keyed process and co-process \
                  functions, window steps and try_map/try_filter/try_flat_map, read on the stream they return",
                 tag.name(),
-                if steps.is_empty() { "no step".to_string() } else { format!("step \"{}\"", steps.join("+")) }
+                if steps.is_empty() {
+                    "no step".to_string()
+                } else {
+                    format!("step \"{}\"", steps.join("+"))
+                }
             )));
             drop(g);
             return Stream::new(self.graph.clone(), Vec::new(), Partitioning::Forward);

@@ -12,9 +12,9 @@
 //! they are checkpointed with the rest of the keyed state.
 
 use super::keyed::KeyedStream;
+use super::side_output::{main_output, tag_flag};
 use super::stream::Stream;
 use crate::data::{Data, Key};
-use super::side_output::{main_output, tag_flag};
 use crate::operator::rolling::AggregateFunction;
 pub use crate::operator::window::contents::WindowCollector;
 use crate::operator::window::contents::{AggContents, ProcessContents, ReduceContents};

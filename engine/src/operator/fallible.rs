@@ -66,7 +66,10 @@ impl<I: Data, O: Data> OperatorCore for FallibleOp<I, O> {
                 })),
                 Err(error) => match self.policy {
                     BadRecordPolicy::Fail => {
-                        return Err(Error::data(format!("step \"{}\" rejected a record: {error}", self.step)))
+                        return Err(Error::data(format!(
+                            "step \"{}\" rejected a record: {error}",
+                            self.step
+                        )))
                     }
                     BadRecordPolicy::Skip => skipped += 1,
                     BadRecordPolicy::DeadLetter => {

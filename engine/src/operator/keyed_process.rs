@@ -3,8 +3,8 @@
 use super::keyed_core::KeyedCore;
 use super::{ChannelWatermark, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MIN_WATERMARK};
-use crate::keyed::timers::TimeDomain;
 use crate::functions::RuntimeContext;
+use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
 use crate::side_output::SideOutputs;

@@ -59,7 +59,10 @@ impl<O: Data, T: Data> OperatorCore for SideOutputOp<O, T> {
                 if id == self.id {
                     let (value, _): (T, usize) = bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
                         .map_err(|e| {
-                            Error::data(format!("a record of side output \"{}\" does not decode: {e}", self.name))
+                            Error::data(format!(
+                                "a record of side output \"{}\" does not decode: {e}",
+                                self.name
+                            ))
                         })?;
                     side.push(Record {
                         value,

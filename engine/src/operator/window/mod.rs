@@ -196,12 +196,7 @@ where
     }
 
     /// Adds `value` to the session `new` merges into; gives `value` back if that session is late.
-    fn add_merging(
-        &self,
-        ctx: &mut KeyedContext<'_, K, C::Out>,
-        new: TimeWindow,
-        value: T,
-    ) -> Result<Option<T>> {
+    fn add_merging(&self, ctx: &mut KeyedContext<'_, K, C::Out>, new: TimeWindow, value: T) -> Result<Option<T>> {
         let existing: Vec<TimeWindow> = ctx
             .map_state::<WindowKey, ()>(INDEX)
             .keys()?
@@ -237,12 +232,7 @@ where
 
     /// Adds `value` to each of its `windows` that is not late; a record no window accepts is
     /// late.
-    fn route(
-        &self,
-        ctx: &mut KeyedContext<'_, K, C::Out>,
-        windows: &[TimeWindow],
-        value: T,
-    ) -> Result<()> {
+    fn route(&self, ctx: &mut KeyedContext<'_, K, C::Out>, windows: &[TimeWindow], value: T) -> Result<()> {
         if windows.is_empty() {
             ctx.count("unwindowed_records", 1);
             return Ok(());
