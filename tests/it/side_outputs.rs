@@ -27,12 +27,12 @@ impl KeyedProcess<u64, u64> for Classify {
         let n = count.get()?.unwrap_or(0) + 1;
         count.set(&n)?;
         let key = *ctx.key();
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             ctx.emit((key, v, n));
         } else {
             ctx.output(&ODD, (key, v, n))?;
         }
-        if v % 10 == 0 {
+        if v.is_multiple_of(10) {
             ctx.output(&ROUND, v)?;
         }
         Ok(())
@@ -49,12 +49,12 @@ fn model(events: u64) -> Outputs {
         let key = v % KEYS;
         counts[key as usize] += 1;
         let n = counts[key as usize];
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             main.push((key, v, n));
         } else {
             odd.push((key, v, n));
         }
-        if v % 10 == 0 {
+        if v.is_multiple_of(10) {
             round.push(v);
         }
     }
