@@ -1,5 +1,6 @@
 //! Everything a pipeline author needs: `use weir_engine::prelude::*;`.
 
+pub use crate::api::window::WindowCollector;
 pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
 pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
@@ -10,12 +11,14 @@ pub use crate::checkpoint::{
 pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
+pub use crate::functions::{FlatMapFunction, MapFunction, RuntimeContext};
 pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
 pub use crate::message::CheckpointId;
 pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;
 pub use crate::runtime::{JobHandle, JobReport, OperatorReport};
+pub use crate::side_output::{BadRecordPolicy, DeadLetter, OutputTag};
 pub use crate::sink::{CollectSink, DiscardSink, Sink, SinkContext, SinkWriter};
 pub use crate::sink::{FileSink, Idempotent, IdempotentSink};
 pub use crate::source::{

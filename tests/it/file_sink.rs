@@ -348,6 +348,8 @@ fn subtask_writer(
         name: "out".to_string(),
         subtask: 0,
         parallelism: 1,
+        max_parallelism: 128,
+        attempt: 1,
         restored_checkpoint: restored,
         checkpoint_timing: None,
         committed_output: Default::default(),

@@ -36,6 +36,7 @@ mod replication;
 mod rescale;
 mod runtime;
 mod savepoints;
+mod side_outputs;
 mod smoke;
 mod status_page;
 mod watermark_recovery;

@@ -2,6 +2,7 @@
 //! streams (keyed co-process with shared per-key state: joins, enrichment).
 
 use super::keyed::{per_subtask, KeyedStream};
+use super::side_output::{is_tagged, main_output, tag_flag};
 use super::stream::{add_operator, factory, Stream};
 use crate::data::{Data, Key};
 use crate::graph::Partitioning;
@@ -80,8 +81,12 @@ pub struct ConnectedKeyedStreams<K, A, B> {
 }
 
 impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
-    /// Runs `process` on both inputs with the shared state and timers of each key.
+    /// Runs `process` on both inputs with the shared state and timers of each key. Its main
+    /// output goes through a hidden step `"{name}.main"`; its side outputs are read with
+    /// [`Stream::side_output`] on the returned stream.
     pub fn process<P: KeyedCoProcess<K, A, B> + Clone>(&self, name: &str, process: P) -> Stream<P::Out> {
+        let tagged = tag_flag();
+        let flag = tagged.clone();
         let (ka, kb) = (self.first.key_fn.clone(), self.second.key_fn.clone());
         let graph = &self.first.stream.graph;
         let id = add_operator(
@@ -99,8 +104,10 @@ impl<K: Key, A: Data, B: Data> ConnectedKeyedStreams<K, A, B> {
                     key_b: kb.clone(),
                     process: p,
                 })
+                .tagged(is_tagged(&flag))
             }),
         );
-        Stream::new(graph.clone(), vec![id], Partitioning::Forward)
+        let step = Stream::new(graph.clone(), vec![id], Partitioning::Forward);
+        main_output(step, &format!("{name}.main"), tagged)
     }
 }

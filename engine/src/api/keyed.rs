@@ -2,6 +2,7 @@
 
 use super::connected::ConnectedKeyedStreams;
 use super::partition::HashPartitioner;
+use super::side_output::{is_tagged, main_output, tag_flag};
 use super::stream::{add_operator, Stream};
 use crate::data::{Data, Key};
 use crate::graph::OperatorFactory;
@@ -10,6 +11,7 @@ use crate::operator::keyed_process::{KeyFn, KeyedOperator, KeyedProcess, OneInpu
 use crate::operator::rolling::{AggregateFunction, AggregateProcess, ReduceProcess};
 use crate::operator::OperatorCore;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// A stream whose records are routed by key: each key's records reach one subtask, in order
@@ -72,8 +74,23 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         Stream::new(self.stream.graph.clone(), vec![id], Partitioning::Forward)
     }
 
-    /// Runs `process` on every record with the state and timers of its key.
+    /// Runs `process` on every record with the state and timers of its key. Its main output
+    /// goes through a hidden step `"{name}.main"`; its side outputs (`ctx.output(&TAG, v)`) are
+    /// read with [`Stream::side_output`] on the returned stream.
     pub fn process<P: KeyedProcess<K, T> + Clone>(&self, name: &str, process: P) -> Stream<P::Out> {
+        let tagged = tag_flag();
+        let step = self.process_step(name, process, tagged.clone());
+        main_output(step, &format!("{name}.main"), tagged)
+    }
+
+    /// The keyed step running `process` itself (its operators tag their output once `tagged`
+    /// is raised).
+    pub(crate) fn process_step<P: KeyedProcess<K, T> + Clone>(
+        &self,
+        name: &str,
+        process: P,
+        tagged: Arc<AtomicBool>,
+    ) -> Stream<P::Out> {
         let key_fn = self.key_fn.clone();
         self.keyed_step(
             name,
@@ -82,23 +99,25 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
                     key_fn: key_fn.clone(),
                     process: p,
                 })
+                .tagged(is_tagged(&tagged))
             }),
         )
     }
 
     /// Emits, for every record, the running combination `f(previous, record)` of its key.
     pub fn reduce(&self, name: &str, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> Stream<T> {
-        self.process(name, ReduceProcess { f: Arc::new(f) })
+        self.process_step(name, ReduceProcess { f: Arc::new(f) }, tag_flag())
     }
 
     /// Emits, for every record, the running result of `agg` over its key's records.
     pub fn aggregate<A: AggregateFunction<T>>(&self, name: &str, agg: A) -> Stream<A::Out> {
-        self.process(
+        self.process_step(
             name,
             AggregateProcess {
                 agg: Arc::new(agg),
                 _t: PhantomData,
             },
+            tag_flag(),
         )
     }
 

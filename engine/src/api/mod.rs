@@ -4,10 +4,13 @@
 pub mod broadcast;
 pub mod configure;
 pub mod connected;
+mod fallible;
+mod functions;
 pub mod keyed;
 pub(crate) mod partition;
 pub mod pipeline;
 mod settings;
+pub(crate) mod side_output;
 pub mod stream;
 pub mod window;
 

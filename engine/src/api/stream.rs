@@ -91,7 +91,7 @@ impl<T: Data> Stream<T> {
         }
     }
 
-    fn then<O: Data>(&self, name: &str, factory: OperatorFactory) -> Stream<O> {
+    pub(crate) fn then<O: Data>(&self, name: &str, factory: OperatorFactory) -> Stream<O> {
         let id = add_operator(
             &self.graph,
             name,

@@ -12,12 +12,14 @@
 //! they are checkpointed with the rest of the keyed state.
 
 use super::keyed::KeyedStream;
+use super::side_output::{main_output, tag_flag};
 use super::stream::Stream;
 use crate::data::{Data, Key};
-use crate::graph::ParallelismRule;
 use crate::operator::rolling::AggregateFunction;
+pub use crate::operator::window::contents::WindowCollector;
 use crate::operator::window::contents::{AggContents, ProcessContents, ReduceContents};
-use crate::operator::window::{WindowContents, WindowOperator, WindowOutput};
+use crate::operator::window::{WindowContents, WindowOperator};
+use crate::side_output::late_records;
 use crate::window::millis;
 pub use crate::window::{Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed};
 use crate::Error;
@@ -42,11 +44,11 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
 /// A keyed stream grouped into windows; a step such as [`aggregate`](Self::aggregate) turns it
 /// into a stream of window results.
 ///
-/// The `*_with_late` variants also return the late records (see the [module docs](self)) as a
-/// second stream, through steps named `"{name}.results"` and `"{name}.late"`; the plain
-/// variants only count them (the results go through a step named `"{name}.results"`). These
-/// steps always run at the window step's parallelism: `.parallelism(n)` on either returned
-/// stream sets the parallelism of the window step `name` itself.
+/// The results go through a hidden step named `"{name}.results"`. The `*_with_late` variants
+/// also return the late records (see the [module docs](self)) as a second stream: the window
+/// step's side output `"late"`, through a step named `"{name}.late"`; the plain variants only
+/// count them. These steps always run at the window step's parallelism: `.parallelism(n)` on
+/// either returned stream sets the parallelism of the window step `name` itself.
 pub struct WindowedStream<K, T, W> {
     keyed: KeyedStream<K, T>,
     assigner: W,
@@ -73,7 +75,7 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
 
     /// One result per window: `agg` over the window's records.
     pub fn aggregate<A: AggregateFunction<T>>(&self, name: &str, agg: A) -> Stream<Windowed<K, A::Out>> {
-        results(&self.step(name, AggContents::new(agg), false), name)
+        self.step(name, AggContents::new(agg))
     }
 
     /// [`aggregate`](Self::aggregate), plus the stream of late records.
@@ -82,12 +84,12 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
         name: &str,
         agg: A,
     ) -> (Stream<Windowed<K, A::Out>>, Stream<T>) {
-        split(&self.step(name, AggContents::new(agg), true), name)
+        with_late(self.aggregate(name, agg))
     }
 
     /// One result per window: the window's records combined with `f`.
     pub fn reduce(&self, name: &str, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> Stream<Windowed<K, T>> {
-        results(&self.step(name, ReduceContents { f: Arc::new(f) }, false), name)
+        self.step(name, ReduceContents { f: Arc::new(f) })
     }
 
     /// [`reduce`](Self::reduce), plus the stream of late records.
@@ -96,7 +98,7 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
         name: &str,
         f: impl Fn(T, T) -> T + Send + Sync + 'static,
     ) -> (Stream<Windowed<K, T>>, Stream<T>) {
-        split(&self.step(name, ReduceContents { f: Arc::new(f) }, true), name)
+        with_late(self.reduce(name, f))
     }
 
     /// Calls `f` with the key, the window and all its records once the window fires, and
@@ -107,7 +109,23 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
         name: &str,
         f: impl Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync + 'static,
     ) -> Stream<O> {
-        results(&self.step(name, ProcessContents::new(f), false), name)
+        self.process_with_outputs(name, move |k, w, records, out| {
+            for r in f(k, w, records) {
+                out.emit(r);
+            }
+            Ok(())
+        })
+    }
+
+    /// [`process`](Self::process) with a collector: `out.emit(result)` emits a result,
+    /// `out.output(&TAG, value)` a record of side output `TAG` (read with
+    /// [`Stream::side_output`] on the returned stream), both at the window's `max_timestamp`.
+    pub fn process_with_outputs<O: Data>(
+        &self,
+        name: &str,
+        f: impl Fn(&K, TimeWindow, Vec<T>, &mut WindowCollector<'_, O>) -> crate::Result<()> + Send + Sync + 'static,
+    ) -> Stream<O> {
+        self.step(name, ProcessContents::new(f))
     }
 
     /// [`process`](Self::process), plus the stream of late records.
@@ -116,47 +134,20 @@ impl<K: Key, T: Data, W: WindowAssigner> WindowedStream<K, T, W> {
         name: &str,
         f: impl Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync + 'static,
     ) -> (Stream<O>, Stream<T>) {
-        split(&self.step(name, ProcessContents::new(f), true), name)
+        with_late(self.process(name, f))
     }
 
-    /// The window step itself, emitting results and (if `emit_late`) late records.
-    fn step<C: WindowContents<K, T>>(
-        &self,
-        name: &str,
-        contents: C,
-        emit_late: bool,
-    ) -> Stream<WindowOutput<C::Out, T>> {
-        let op = WindowOperator::new(
-            self.assigner.clone(),
-            millis(self.allowed_lateness),
-            contents,
-            emit_late,
-        );
-        self.keyed.process(name, op)
+    /// The window step itself and the hidden step `"{name}.results"` keeping its results.
+    fn step<C: WindowContents<K, T>>(&self, name: &str, contents: C) -> Stream<C::Out> {
+        let op = WindowOperator::new(self.assigner.clone(), millis(self.allowed_lateness), contents);
+        let tagged = tag_flag();
+        let step = self.keyed.process_step(name, op, tagged.clone());
+        main_output(step, &format!("{name}.results"), tagged)
     }
 }
 
-/// Ties `part`, a hidden step fed by window step `window`, to the window step's parallelism:
-/// it always runs at it (so their edge stays forward), and `.parallelism(n)` on `part` sets it.
-fn follow<O>(part: Stream<O>, window: &Stream<impl Sized>) -> Stream<O> {
-    if let ([p], [w]) = (part.nodes.as_slice(), window.nodes.as_slice()) {
-        part.graph.borrow_mut().nodes[*p].rule = ParallelismRule::SameAs(*w);
-    }
-    part
-}
-
-fn results<R: Data, T: Data>(out: &Stream<WindowOutput<R, T>>, name: &str) -> Stream<R> {
-    let results = out.flat_map(&format!("{name}.results"), |o| match o {
-        WindowOutput::Result(r) => Some(r),
-        WindowOutput::Late(_) => None,
-    });
-    follow(results, out)
-}
-
-fn split<R: Data, T: Data>(out: &Stream<WindowOutput<R, T>>, name: &str) -> (Stream<R>, Stream<T>) {
-    let late = out.flat_map(&format!("{name}.late"), |o| match o {
-        WindowOutput::Late(t) => Some(t),
-        WindowOutput::Result(_) => None,
-    });
-    (results(out, name), follow(late, out))
+/// The results of a window step and its side output of late records.
+fn with_late<R: Data, T: Data>(results: Stream<R>) -> (Stream<R>, Stream<T>) {
+    let late = results.side_output(&late_records::<T>());
+    (results, late)
 }

@@ -2,6 +2,7 @@
 //! edges between them with their partitioning. The runtime turns it into subtasks.
 
 pub mod partitioning;
+pub(crate) mod side_outputs;
 
 use crate::data::BatchCodec;
 use crate::metrics::OperatorMetrics;
@@ -109,6 +110,8 @@ pub(crate) struct Graph {
     names: HashSet<String>,
     /// Steps whose operator state is one copy for all subtasks (broadcast state).
     replicated_state: HashSet<String>,
+    /// Steps with side outputs, by the hidden step of their main output.
+    pub(crate) side_outputs: std::collections::HashMap<NodeId, side_outputs::SideOutputSource>,
 }
 
 impl Graph {

@@ -5,6 +5,7 @@ use super::scope::{is_live, split_value, KeyScope, StateOps, NS_USER};
 use super::timers::TimeDomain;
 use crate::data::{Data, Record, Timestamp};
 use crate::metrics::OperatorMetrics;
+use crate::side_output::{OutputTag, SideOutputs};
 use crate::Result;
 use std::marker::PhantomData;
 
@@ -13,6 +14,7 @@ pub struct KeyedContext<'a, K, O> {
     pub(crate) scope: KeyScope<'a>,
     pub(crate) key: &'a K,
     pub(crate) out: &'a mut Vec<Record<O>>,
+    pub(crate) side: &'a mut SideOutputs,
     pub(crate) metrics: &'a OperatorMetrics,
 }
 
@@ -48,6 +50,23 @@ impl<K, O: Data> KeyedContext<'_, K, O> {
     /// Emits `value` with event time `timestamp`.
     pub fn emit_at(&mut self, value: O, timestamp: Timestamp) {
         self.out.push(Record::with_timestamp(value, timestamp));
+    }
+
+    /// Emits `value` to the side output `tag` with the current event time (read it with
+    /// `stream.side_output(&tag)`; dropped if nobody does).
+    ///
+    /// # Errors
+    /// `Data` if `value` cannot be encoded.
+    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) -> Result<()> {
+        self.side.emit(tag, &value, self.scope.timestamp)
+    }
+
+    /// Emits `value` to the side output `tag` with event time `timestamp`.
+    ///
+    /// # Errors
+    /// `Data` if `value` cannot be encoded.
+    pub fn output_at<T: Data>(&mut self, tag: &OutputTag<T>, value: T, timestamp: Timestamp) -> Result<()> {
+        self.side.emit(tag, &value, Some(timestamp))
     }
 
     /// Adds `n` to the operator's counter `name` (shown in the job report).

@@ -127,7 +127,8 @@ impl OperatorMetrics {
     }
     /// Adds `n` to the named counter (for example `late_records`, `duplicates`). Exported as
     /// `weir_user_counter_total{name="..."}`; `late_records` as `weir_late_records_total`
-    /// and `dead_letters` as `weir_dead_letters_total`. Takes a lock only the first time a
+    /// `dead_letters` as `weir_dead_letters_total` and `skipped_records` as
+    /// `weir_skipped_records_total`. Takes a lock only the first time a
     /// name is seen.
     pub fn count(&self, name: &str, n: u64) {
         self.inner.custom.add(name, n);

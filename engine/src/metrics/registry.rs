@@ -38,6 +38,7 @@ pub(crate) struct Families {
     pub(crate) user_counter: Family<CounterLabels, Counter>,
     pub(crate) late_records: Family<SubtaskLabels, Counter>,
     pub(crate) dead_letters: Family<SubtaskLabels, Counter>,
+    pub(crate) skipped_records: Family<SubtaskLabels, Counter>,
     pub(crate) busy: Family<SubtaskLabels, SecondsCounter>,
     pub(crate) idle: Family<SubtaskLabels, SecondsCounter>,
     pub(crate) backpressured: Family<SubtaskLabels, SecondsCounter>,
@@ -76,6 +77,7 @@ impl Metrics {
             user_counter: Family::default(),
             late_records: Family::default(),
             dead_letters: Family::default(),
+            skipped_records: Family::default(),
             busy: Family::default(),
             idle: Family::default(),
             backpressured: Family::default(),
@@ -121,8 +123,13 @@ impl Metrics {
         );
         r.register(
             "weir_dead_letters",
-            "Records a source could not read and sent to its dead-letter topic",
+            "Records a source could not read and sent to its dead-letter topic, or a fallible step rejected and sent to its dead-letter output",
             f.dead_letters.clone(),
+        );
+        r.register(
+            "weir_skipped_records",
+            "Records a fallible step rejected and skipped (bad-record policy Skip)",
+            f.skipped_records.clone(),
         );
         r.register(
             "weir_subtask_busy_seconds",

@@ -61,6 +61,7 @@ impl NamedCounters {
                 match name {
                     "late_records" => f.late_records.get_or_create_owned(l),
                     "dead_letters" => f.dead_letters.get_or_create_owned(l),
+                    "skipped_records" => f.skipped_records.get_or_create_owned(l),
                     _ => f.user_counter.get_or_create_owned(&CounterLabels {
                         job: l.job.clone(),
                         step: l.step.clone(),

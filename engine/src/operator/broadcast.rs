@@ -284,6 +284,12 @@ impl<K: Key, T: Data, B: Data, P: KeyedBroadcastProcess<K, T, B>> KeyedLogic<K> 
         self.process.on_timer(timer, &self.state, ctx)
     }
 
+    fn open(&mut self, _ctx: &crate::functions::RuntimeContext) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self) {}
+
     fn open_logic(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.subtask = ctx.subtask;
         self.state = BroadcastState::restore(ctx)?;

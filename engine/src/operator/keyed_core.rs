@@ -12,6 +12,7 @@ use crate::keyed::timers::{TimeDomain, TimerService};
 use crate::keyed::{KeyedContext, Timer};
 use crate::metrics::OperatorMetrics;
 use crate::operator::{ChannelWatermark, OperatorContext, OperatorSnapshot, SnapshotTarget};
+use crate::side_output::SideOutputs;
 use crate::state::{key_group_of, KeyGroup, KeyGroupRange, KeyedStore};
 use crate::{Error, Result};
 use std::marker::PhantomData;
@@ -25,6 +26,8 @@ pub(crate) struct KeyedCore<K> {
     timers: TimerService,
     key_buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// What the user function emitted to side outputs since the operator last took it.
+    pub(crate) side: SideOutputs,
     /// The watermark the operator acted on last (restored from the checkpoint it opened from).
     pub(crate) watermark: Timestamp,
     /// The watermark of each input channel when the runtime last reported them.
@@ -55,6 +58,7 @@ impl<K: Key> KeyedCore<K> {
             store,
             timers,
             key_buf: Vec::with_capacity(64),
+            side: SideOutputs::default(),
             scratch: Vec::with_capacity(128),
             watermark: stored.watermark,
             input_channels: stored.channels.clone(),
@@ -104,6 +108,7 @@ impl<K: Key> KeyedCore<K> {
             },
             key,
             out,
+            side: &mut self.side,
             metrics: &self.metrics,
         };
         f(&mut ctx)
@@ -144,6 +149,7 @@ impl<K: Key> KeyedCore<K> {
                 },
                 key: &key,
                 out,
+                side: &mut self.side,
                 metrics: &self.metrics,
             };
             match t.namespace.first() {

@@ -3,9 +3,11 @@
 use super::keyed_core::KeyedCore;
 use super::{ChannelWatermark, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MIN_WATERMARK};
+use crate::functions::RuntimeContext;
 use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
+use crate::side_output::SideOutputs;
 use crate::wall_clock::now_ms;
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -26,6 +28,16 @@ pub trait KeyedProcess<K, I>: Send + 'static {
         let _ = (timer, ctx);
         Ok(())
     }
+
+    /// Called once per subtask and attempt, before the first record or timer, with where the
+    /// subtask runs (its attempt number grows with every restart).
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Called once when the attempt ends, normally or not. Must not panic.
+    fn close(&mut self) {}
 }
 
 /// A function over two keyed streams with the same key type and shared keyed state: the
@@ -45,6 +57,16 @@ pub trait KeyedCoProcess<K, A, B>: Send + 'static {
         let _ = (timer, ctx);
         Ok(())
     }
+
+    /// Called once per subtask and attempt, before the first record or timer, with where the
+    /// subtask runs (its attempt number grows with every restart).
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Called once when the attempt ends, normally or not. Must not panic.
+    fn close(&mut self) {}
 }
 
 /// Extracts the key of a record.
@@ -61,6 +83,8 @@ pub(crate) trait KeyedLogic<K>: Send {
         out: &mut Vec<Record<Self::Out>>,
     ) -> Result<()>;
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()>;
+    fn close(&mut self);
     /// Restores the logic's own operator state (besides the keyed store), if it has any.
     fn open_logic(&mut self, ctx: &OperatorContext) -> Result<()> {
         let _ = ctx;
@@ -97,6 +121,12 @@ impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P>
     }
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, P::Out>) -> Result<()> {
         self.process.on_timer(timer, ctx)
+    }
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        self.process.open(ctx)
+    }
+    fn close(&mut self) {
+        self.process.close()
     }
 }
 
@@ -138,6 +168,12 @@ impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for Two
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, P::Out>) -> Result<()> {
         self.process.on_timer(timer, ctx)
     }
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        self.process.open(ctx)
+    }
+    fn close(&mut self) {
+        self.process.close()
+    }
 }
 
 /// The operator running a keyed function.
@@ -146,6 +182,9 @@ pub(crate) struct KeyedOperator<K, L> {
     pub(crate) core: Option<KeyedCore<K>>,
     /// The job's fail points (set by `open`).
     fail_points: crate::fail::FailPoints,
+    /// Whether a side output of the step is read: then it emits [`Tagged`](crate::side_output::Tagged) records, else its
+    /// main records as they are (and drops side records).
+    tagged: bool,
 }
 
 impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
@@ -154,7 +193,14 @@ impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
             logic,
             core: None,
             fail_points: crate::fail::FailPoints::new(),
+            tagged: false,
         }
+    }
+
+    /// Emits [`Tagged`](crate::side_output::Tagged) records, with the side records (see [`crate::side_output`]).
+    pub(crate) fn tagged(mut self, tagged: bool) -> Self {
+        self.tagged = tagged;
+        self
     }
 
     fn core(&mut self) -> Result<&mut KeyedCore<K>> {
@@ -171,8 +217,18 @@ impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
             .as_mut()
             .ok_or_else(|| Error::internal("keyed operator used before open"))?;
         core.fire_timers(domain, up_to, now_ms(), &mut buf, &mut |ctx, t| logic.on_timer(t, ctx))?;
-        out.batch(erase(buf));
+        emit(self.tagged, &mut core.side, buf, out);
         Ok(())
+    }
+}
+
+/// Emits a keyed operator's main records and, if `tagged`, its side records.
+fn emit<O: Data>(tagged: bool, side: &mut SideOutputs, main: Vec<Record<O>>, out: &mut Emitter) {
+    if tagged {
+        out.batch(erase(side.tag_with(main)));
+    } else {
+        side.clear();
+        out.batch(erase(main));
     }
 }
 
@@ -180,7 +236,12 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         self.fail_points = ctx.fail_points.clone();
         self.core = Some(KeyedCore::open(ctx)?);
+        self.logic.open(&ctx.runtime())?;
         self.logic.open_logic(ctx)
+    }
+
+    fn close(&mut self) {
+        self.logic.close();
     }
 
     fn process_batch(&mut self, input: usize, batch: Box<dyn ErasedBatch>, out: &mut Emitter) -> Result<()> {
@@ -191,7 +252,7 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
             .as_mut()
             .ok_or_else(|| Error::internal("keyed operator used before open"))?;
         self.logic.process_input(input, batch, core, &mut buf)?;
-        out.batch(erase(buf));
+        emit(self.tagged, &mut core.side, buf, out);
         Ok(())
     }
 

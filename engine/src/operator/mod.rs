@@ -6,11 +6,14 @@
 //! nothing is in flight inside a chain when a barrier is handled.
 
 pub mod broadcast;
+pub(crate) mod fallible;
 pub(crate) mod keyed_core;
 pub mod keyed_process;
 pub mod rolling;
+pub(crate) mod side_outputs;
 pub mod sink;
 pub mod stateless;
+pub(crate) mod user_functions;
 pub mod watermarks;
 pub(crate) mod window;
 
@@ -68,6 +71,8 @@ pub struct OperatorContext {
     pub parallelism: usize,
     /// Number of key groups of the job.
     pub max_parallelism: usize,
+    /// The attempt this subtask belongs to (1 for the job's first, one more per restart).
+    pub attempt: u32,
     /// Key groups owned by this subtask.
     pub key_groups: KeyGroupRange,
     /// The keyed store, for keyed operators (opened by the runtime before `open`).
@@ -118,6 +123,18 @@ impl OperatorContext {
     /// `operator[subtask]`, for messages.
     pub fn describe(&self) -> String {
         format!("{}[{}]", self.operator, self.subtask)
+    }
+
+    /// What user functions see of this subtask.
+    pub fn runtime(&self) -> crate::functions::RuntimeContext {
+        crate::functions::RuntimeContext {
+            job: self.job.clone(),
+            step: self.operator.clone(),
+            subtask: self.subtask,
+            parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
+            attempt: self.attempt,
+        }
     }
 }
 

@@ -69,6 +69,8 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             name: ctx.operator.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
+            max_parallelism: ctx.max_parallelism,
+            attempt: ctx.attempt,
             restored_checkpoint: restored.as_ref().map(|s| s.checkpoint).or(ctx.restored_checkpoint),
             checkpoint_timing: ctx.checkpoint_timing,
             committed_output: ctx.committed_output.clone(),
@@ -166,6 +168,7 @@ impl<T: Data, S: Sink<T>> OperatorCore for SinkOp<T, S> {
             if let Err(e) = w.abort() {
                 tracing::warn!(error = %e, "sink abort failed");
             }
+            w.close();
         }
     }
 }

@@ -22,16 +22,18 @@ pub struct JobShared {
     cancel_signal: Receiver<()>,
     /// The job's fail points, for the attempt's subtasks.
     fail_points: FailPoints,
+    /// The attempt's number (1 for the first), shown to user functions.
+    attempt: u32,
 }
 
 impl Default for JobShared {
     fn default() -> Self {
-        JobShared::new(None, FailPoints::new())
+        JobShared::new(None, FailPoints::new(), 1)
     }
 }
 
 impl JobShared {
-    pub(crate) fn new(snapshot_root: Option<PathBuf>, fail_points: FailPoints) -> Self {
+    pub(crate) fn new(snapshot_root: Option<PathBuf>, fail_points: FailPoints, attempt: u32) -> Self {
         let (tx, rx) = bounded(0);
         JobShared {
             cancelled: Cancellation::new(),
@@ -39,7 +41,13 @@ impl JobShared {
             cancel_tx: Mutex::new(Some(tx)),
             cancel_signal: rx,
             fail_points,
+            attempt,
         }
+    }
+
+    /// The attempt's number: 1 for the job's first, one more after each restart.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// A channel that never delivers and disconnects when the attempt is cancelled: select

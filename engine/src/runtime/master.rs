@@ -431,7 +431,7 @@ impl Master {
         }
         self.live.attempt.store(attempt, Ordering::Relaxed);
         let snapshot_root = self.coordinator.as_ref().map(|c| c.staging_root());
-        let shared = Arc::new(JobShared::new(snapshot_root, self.cfg.fail_points()));
+        let shared = Arc::new(JobShared::new(snapshot_root, self.cfg.fail_points(), attempt));
         let started = match self.remote.as_mut() {
             None => start_local(&self.graph, &self.cfg, &shared, &self.events_tx, input),
             Some(remote) => {

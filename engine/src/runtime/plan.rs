@@ -261,6 +261,7 @@ pub(crate) fn build(
                             subtask: s,
                             parallelism: p,
                             max_parallelism: cfg.max_parallelism,
+                            attempt: job.attempt(),
                             key_groups,
                             store: None,
                             store_opener,

@@ -694,6 +694,8 @@ mod tests {
             name: name.to_string(),
             subtask,
             parallelism: 2,
+            max_parallelism: 128,
+            attempt: 1,
             restored_checkpoint: restored,
             checkpoint_timing: None,
             committed_output: Default::default(),

@@ -41,6 +41,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// number), and the pipeline to produce the same records on replay. Until replay catches up,
 /// readers may see values the failed attempt wrote after `r`.
 pub trait IdempotentSink<T>: Send + Sync + 'static {
+    /// Called once per sink subtask and attempt, before its first write, with the subtask's
+    /// context (default: nothing to do). One instance serves every subtask of the process.
+    ///
+    /// # Errors
+    /// `Config` or `External` if the destination cannot be used.
+    fn open(&self, ctx: &crate::functions::RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Called once per sink subtask when its attempt ends, normally or not. Must not panic.
+    fn close(&self, ctx: &crate::functions::RuntimeContext) {
+        let _ = ctx;
+    }
+
     /// The id `record` is stored under: a deterministic function of the record.
     fn id(&self, record: &T) -> String;
 
@@ -103,15 +118,19 @@ impl<S> Idempotent<S> {
 impl<T: Data, S: IdempotentSink<T>> Sink<T> for Idempotent<S> {
     type Committable = ();
 
-    fn create_writer(&self, _ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T, ()>>> {
+    fn create_writer(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<T, ()>>> {
+        let runtime = ctx.runtime();
+        self.inner.open(&runtime)?;
         Ok(Box::new(IdempotentWriter {
             sink: self.inner.clone(),
+            runtime,
         }))
     }
 }
 
 struct IdempotentWriter<S> {
     sink: Arc<S>,
+    runtime: crate::functions::RuntimeContext,
 }
 
 impl<T: Data, S: IdempotentSink<T>> SinkWriter<T, ()> for IdempotentWriter<S> {
@@ -130,6 +149,10 @@ impl<T: Data, S: IdempotentSink<T>> SinkWriter<T, ()> for IdempotentWriter<S> {
 
     fn commit(&mut self, _committables: Vec<(CheckpointId, ())>) -> Result<()> {
         Ok(())
+    }
+
+    fn close(&mut self) {
+        IdempotentSink::<T>::close(&*self.sink, &self.runtime);
     }
 }
 
@@ -237,6 +260,8 @@ mod tests {
             name: "out".into(),
             subtask: 0,
             parallelism: 1,
+            max_parallelism: 128,
+            attempt: 1,
             restored_checkpoint: None,
             checkpoint_timing: None,
             committed_output: Default::default(),

@@ -36,6 +36,10 @@ pub struct SinkContext {
     pub subtask: usize,
     /// The sink's parallelism.
     pub parallelism: usize,
+    /// The job's max parallelism (its number of key groups).
+    pub max_parallelism: usize,
+    /// The attempt this writer belongs to: 1 for the job's first, one more per restart.
+    pub attempt: u32,
     /// The checkpoint the job restored from, if it did: output pre-committed after it (and
     /// not in it) belongs to an abandoned attempt and must be discarded.
     pub restored_checkpoint: Option<CheckpointId>,
@@ -55,6 +59,18 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
+    /// The same context user functions are opened with.
+    pub fn runtime(&self) -> crate::functions::RuntimeContext {
+        crate::functions::RuntimeContext {
+            job: self.job.clone(),
+            step: self.name.clone(),
+            subtask: self.subtask,
+            parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
+            attempt: self.attempt,
+        }
+    }
+
     /// Checks what this sink subtask found committed in its destination before it starts:
     /// `newest` is the newest checkpoint whose output it holds as committed (a final file of
     /// that checkpoint, a transaction marker), `found` says what and where, for the error.
@@ -117,4 +133,8 @@ pub trait SinkWriter<T, C>: Send {
     fn abort(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// The attempt ended (normally or not), after `abort` if it failed: release external
+    /// resources. Must not panic.
+    fn close(&mut self) {}
 }

@@ -96,7 +96,11 @@ impl WorkerAttempt {
             })
             .collect();
         let ends = plane.open_attempt(&spec.cfg.name, spec.fingerprint, spec.attempt, &inbound)?;
-        let shared = Arc::new(JobShared::new(spec.snapshot_root.clone(), spec.cfg.fail_points()));
+        let shared = Arc::new(JobShared::new(
+            spec.snapshot_root.clone(),
+            spec.cfg.fail_points(),
+            spec.attempt,
+        ));
         let placement = Placement {
             me: spec.me,
             worker_of_task: worker_of_task.clone(),

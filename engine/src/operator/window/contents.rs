@@ -5,6 +5,7 @@ use super::{window_key, WindowContents, WindowKey};
 use crate::data::{Data, Key, Timestamp};
 use crate::keyed::KeyedContext;
 use crate::operator::rolling::AggregateFunction;
+use crate::side_output::{OutputTag, SideOutputs};
 use crate::window::{TimeWindow, Windowed};
 use crate::Result;
 use std::marker::PhantomData;
@@ -141,7 +142,8 @@ impl<K: Key, T: Data> WindowContents<K, T> for ReduceContents<T> {
 }
 
 /// A window function over all records of a window.
-pub(crate) type ProcessFn<K, T, O> = Arc<dyn Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync>;
+pub(crate) type ProcessFn<K, T, O> =
+    Arc<dyn Fn(&K, TimeWindow, Vec<T>, &mut WindowCollector<'_, O>) -> Result<()> + Send + Sync>;
 
 /// Every record of each window, in one list state per window (so appending is O(1) and a
 /// window's records are read with one prefix scan), named by [`list_name`].
@@ -150,8 +152,33 @@ pub(crate) struct ProcessContents<K, T, O> {
 }
 
 impl<K, T, O> ProcessContents<K, T, O> {
-    pub(crate) fn new(f: impl Fn(&K, TimeWindow, Vec<T>) -> Vec<O> + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        f: impl Fn(&K, TimeWindow, Vec<T>, &mut WindowCollector<'_, O>) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
         ProcessContents { f: Arc::new(f) }
+    }
+}
+
+/// Where a window `process` function emits: the window's results and side outputs, all at
+/// the window's [`max_timestamp`](TimeWindow::max_timestamp).
+pub struct WindowCollector<'a, O> {
+    results: &'a mut Vec<O>,
+    side: &'a mut SideOutputs,
+    timestamp: Timestamp,
+}
+
+impl<O> WindowCollector<'_, O> {
+    /// Emits a result of the window.
+    pub fn emit(&mut self, result: O) {
+        self.results.push(result);
+    }
+
+    /// Emits `value` to the side output `tag`.
+    ///
+    /// # Errors
+    /// `Data` if `value` cannot be encoded.
+    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) -> Result<()> {
+        self.side.emit(tag, &value, Some(self.timestamp))
     }
 }
 
@@ -193,7 +220,12 @@ impl<K: Key, T: Data, O: Data> WindowContents<K, T> for ProcessContents<K, T, O>
         let name = list_name(w);
         let values = ctx.list_state::<T>(&name).get()?;
         if !values.is_empty() {
-            out.extend((self.f)(ctx.key(), w, values));
+            let mut collector = WindowCollector {
+                results: out,
+                side: &mut *ctx.side,
+                timestamp: w.max_timestamp(),
+            };
+            (self.f)(ctx.key, w, values, &mut collector)?;
         }
         Ok(())
     }

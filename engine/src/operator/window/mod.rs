@@ -20,21 +20,11 @@ pub(crate) mod contents;
 use crate::data::{Data, Key, Timestamp};
 use crate::keyed::{KeyedContext, TimeDomain, Timer};
 use crate::operator::keyed_process::KeyedProcess;
+use crate::side_output::late_records;
 use crate::window::{TimeWindow, WindowAssigner};
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::sync::Arc;
-
-/// What the window step emits: window results and, if asked for, late records; the API splits
-/// the two into separate streams.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum WindowOutput<R, T> {
-    /// A result of a window that fired.
-    Result(R),
-    /// A record that arrived after all its windows were cleaned up.
-    Late(T),
-}
 
 /// A window as a map-state key: `(end, start)`, each an `i64` with the sign bit flipped in
 /// big-endian bytes. bincode writes byte arrays verbatim, so map-state iteration (the order of
@@ -87,7 +77,6 @@ pub(crate) struct WindowOperator<K, W, C, T> {
     /// Allowed lateness in ms.
     lateness: i64,
     contents: Arc<C>,
-    emit_late: bool,
     scratch: Vec<TimeWindow>,
     _kt: PhantomData<fn(K, T)>,
 }
@@ -98,7 +87,6 @@ impl<K, W: Clone, C, T> Clone for WindowOperator<K, W, C, T> {
             assigner: self.assigner.clone(),
             lateness: self.lateness,
             contents: self.contents.clone(),
-            emit_late: self.emit_late,
             scratch: Vec::new(),
             _kt: PhantomData,
         }
@@ -107,12 +95,11 @@ impl<K, W: Clone, C, T> Clone for WindowOperator<K, W, C, T> {
 
 impl<K, W, C, T> WindowOperator<K, W, C, T> {
     /// A window operator; `lateness` in ms (negative counts as zero).
-    pub(crate) fn new(assigner: W, lateness: i64, contents: C, emit_late: bool) -> Self {
+    pub(crate) fn new(assigner: W, lateness: i64, contents: C) -> Self {
         WindowOperator {
             assigner,
             lateness: lateness.max(0),
             contents: Arc::new(contents),
-            emit_late,
             scratch: Vec::new(),
             _kt: PhantomData,
         }
@@ -170,17 +157,17 @@ where
     C: WindowContents<K, T>,
 {
     /// Emits what `w` yields, each result at `w.max_timestamp()`.
-    fn fire(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: TimeWindow) -> Result<()> {
+    fn fire(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow) -> Result<()> {
         let mut out = Vec::new();
         self.contents.results(ctx, w, &mut out)?;
         for r in out {
-            ctx.emit_at(WindowOutput::Result(r), w.max_timestamp());
+            ctx.emit_at(r, w.max_timestamp());
         }
         Ok(())
     }
 
     /// Registers the timers of a new (not late) window.
-    fn register_timers(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: &TimeWindow) -> Result<()> {
+    fn register_timers(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: &TimeWindow) -> Result<()> {
         let wm = ctx.current_watermark();
         let fire_at = w.max_timestamp();
         if fire_at > wm {
@@ -195,7 +182,7 @@ where
 
     /// Adds `value` to `w` (not late), creating the window if needed; fires it at once if the
     /// watermark already passed its end (a record within the allowed lateness).
-    fn add_to(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, w: TimeWindow, value: T) -> Result<()> {
+    fn add_to(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow, value: T) -> Result<()> {
         let k = window_key(w);
         if !ctx.map_state::<WindowKey, ()>(INDEX).contains(&k)? {
             ctx.map_state::<WindowKey, ()>(INDEX).put(&k, &())?;
@@ -209,12 +196,7 @@ where
     }
 
     /// Adds `value` to the session `new` merges into; gives `value` back if that session is late.
-    fn add_merging(
-        &self,
-        ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>,
-        new: TimeWindow,
-        value: T,
-    ) -> Result<Option<T>> {
+    fn add_merging(&self, ctx: &mut KeyedContext<'_, K, C::Out>, new: TimeWindow, value: T) -> Result<Option<T>> {
         let existing: Vec<TimeWindow> = ctx
             .map_state::<WindowKey, ()>(INDEX)
             .keys()?
@@ -250,12 +232,7 @@ where
 
     /// Adds `value` to each of its `windows` that is not late; a record no window accepts is
     /// late.
-    fn route(
-        &self,
-        ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>,
-        windows: &[TimeWindow],
-        value: T,
-    ) -> Result<()> {
+    fn route(&self, ctx: &mut KeyedContext<'_, K, C::Out>, windows: &[TimeWindow], value: T) -> Result<()> {
         if windows.is_empty() {
             ctx.count("unwindowed_records", 1);
             return Ok(());
@@ -283,18 +260,17 @@ where
         }
         if !accepted {
             if let Some(v) = value {
-                self.late(ctx, v);
+                self.late(ctx, v)?;
             }
         }
         Ok(())
     }
 
-    /// Handles a record none of whose windows accepted it.
-    fn late(&self, ctx: &mut KeyedContext<'_, K, WindowOutput<C::Out, T>>, value: T) {
+    /// Handles a record none of whose windows accepted it: counts it and emits it to the
+    /// side output of late records (read by the `*_with_late` variants).
+    fn late(&self, ctx: &mut KeyedContext<'_, K, C::Out>, value: T) -> Result<()> {
         ctx.count("late_records", 1);
-        if self.emit_late {
-            ctx.emit(WindowOutput::Late(value));
-        }
+        ctx.output(&late_records::<T>(), value)
     }
 }
 
@@ -305,7 +281,7 @@ where
     W: WindowAssigner,
     C: WindowContents<K, T>,
 {
-    type Out = WindowOutput<C::Out, T>;
+    type Out = C::Out;
 
     fn process(&mut self, value: T, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()> {
         let ts = ctx.timestamp().ok_or_else(|| {

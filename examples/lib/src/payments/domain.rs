@@ -239,14 +239,6 @@ pub struct Settlement {
     pub net_cents: Cents,
 }
 
-/// Everything authorization emits, split into the output streams afterwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    Decision(Decision),
-    Refund(RefundResult),
-    Fraud(FraudAlert),
-}
-
 /// A movement on a merchant's ledger: what settlement adds up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Movement {
@@ -257,15 +249,6 @@ pub enum Movement {
 }
 
 impl Movement {
-    /// The movement an outcome causes, if any.
-    pub fn of(outcome: &Outcome) -> Option<Movement> {
-        match outcome {
-            Outcome::Decision(d) => Movement::of_decision(d),
-            Outcome::Refund(r) => Movement::of_refund(r),
-            Outcome::Fraud(_) => None,
-        }
-    }
-
     /// An approved payment is owed to the merchant.
     pub fn of_decision(d: &Decision) -> Option<Movement> {
         (d.status == Status::Approved).then_some(Movement::Payment {

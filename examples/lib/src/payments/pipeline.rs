@@ -4,15 +4,18 @@
 //! ```text
 //! payment-requests (generator, 8 splits) ─ watermarks (5 s out of order)
 //!   ─hash(customer)▶ dedupe      MapState of idempotency keys, event-time TTL
-//!        ├─ dropped retries ────────────────────────────────────▶ retries-out      (FileSink)
+//!        ├─ side output RETRIES ────────────────────────────────▶ retries-out      (FileSink)
 //!        └─ fresh requests ─hash(customer)▶ authorize   ValueState account, MapState payments; rules.rs
-//!        ├─ decisions ──────────────────────────────────────────▶ decisions-out    (FileSink)
-//!        ├─ refund-results ─────────────────────────────────────▶ refunds-out      (FileSink)
-//!        ├─ fraud-alerts ───────────────────────────────────────▶ alerts-out       (FileSink)
-//!        └─ merchant-movements ─hash(merchant)▶ settle (1-minute tumbling windows)
+//!        ├─ decisions (main output) ────────────────────────────▶ decisions-out    (FileSink)
+//!        ├─ side output REFUNDS ────────────────────────────────▶ refunds-out      (FileSink)
+//!        ├─ side output FRAUD_ALERTS ───────────────────────────▶ alerts-out       (FileSink)
+//!        └─ side output MOVEMENTS ─hash(merchant)▶ settle (1-minute tumbling windows)
 //!                                    ├─ settlement ─────────────▶ settlements-out  (FileSink)
 //!                                    └─ late records ───────────▶ late-out         (FileSink, stays empty)
 //! ```
+//!
+//! Each side output is a stream of its own (`stream.side_output(&TAG)`), committed exactly
+//! once like the main output: it is part of the same step and its same checkpoints.
 //!
 //! Determinism: each customer's events come from one source split, in order, and both keyed
 //! steps are keyed by customer, so each customer's requests reach `dedupe` and `authorize` in
@@ -21,8 +24,8 @@
 //! (5 s) exceeds the input's lateness (3 s), so no record is late for its window.
 
 use super::domain::{
-    CustomerId, DroppedRetry, MerchantId, Movement, Outcome, PaymentEvent, Settlement, SettlementTotals, ALERTS_DIR,
-    DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
+    CustomerId, Decision, DroppedRetry, FraudAlert, MerchantId, Movement, PaymentEvent, RefundResult, Settlement,
+    SettlementTotals, ALERTS_DIR, DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
 use super::generator::Workload;
 use super::kafka::KafkaSettings;
@@ -88,24 +91,24 @@ pub struct JobSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// What deduplication does with a request.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub enum Deduped {
-    /// The first request with its idempotency key: on to authorization.
-    Fresh(PaymentEvent),
-    /// A client retry, dropped (and committed as such, so that the audit counts it).
-    Retry(DroppedRetry),
-}
+/// Client retries deduplication dropped (committed as such, so that the audit counts them).
+pub const RETRIES: OutputTag<DroppedRetry> = OutputTag::new("retries");
+/// Results of refunds, from authorization.
+pub const REFUNDS: OutputTag<RefundResult> = OutputTag::new("refunds");
+/// Fraud alerts raised by authorization.
+pub const FRAUD_ALERTS: OutputTag<FraudAlert> = OutputTag::new("fraud-alerts");
+/// The movements on merchants' ledgers that approved payments and accepted refunds cause.
+pub const MOVEMENTS: OutputTag<Movement> = OutputTag::new("movements");
 
-/// Drops requests whose idempotency key this customer already used, emitting a
-/// [`DroppedRetry`] for each.
+/// Passes on the first request with each idempotency key of a customer; drops the others,
+/// emitting a [`DroppedRetry`] for each to the side output [`RETRIES`].
 #[derive(Clone)]
 pub struct Dedupe;
 
 impl KeyedProcess<CustomerId, PaymentEvent> for Dedupe {
-    type Out = Deduped;
+    type Out = PaymentEvent;
 
-    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Deduped>) -> Result<()> {
+    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, PaymentEvent>) -> Result<()> {
         let key = event.idempotency_key();
         // Per idempotency key: the retries dropped so far.
         let mut seen = ctx
@@ -115,25 +118,27 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Dedupe {
             Some(retries) => {
                 seen.put(&key, &(retries + 1))?;
                 ctx.count("duplicates", 1);
-                ctx.emit(Deduped::Retry(DroppedRetry::of(&event, retries + 1)));
+                ctx.output(&RETRIES, DroppedRetry::of(&event, retries + 1))?;
             }
             None => {
                 seen.put(&key, &0)?;
-                ctx.emit(Deduped::Fresh(event));
+                ctx.emit(event);
             }
         }
         Ok(())
     }
 }
 
-/// Authorizes payments and carries out refunds against the customer's account.
+/// Authorizes payments and carries out refunds against the customer's account: decisions are
+/// its main output; refund results, fraud alerts and merchant movements its side outputs
+/// [`REFUNDS`], [`FRAUD_ALERTS`] and [`MOVEMENTS`].
 #[derive(Clone)]
 pub struct Authorize;
 
 impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
-    type Out = Outcome;
+    type Out = Decision;
 
-    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Outcome>) -> Result<()> {
+    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Decision>) -> Result<()> {
         let customer = *ctx.key();
         let mut account = ctx
             .value_state::<Account>("account")
@@ -151,10 +156,13 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
                     "declined"
                 };
                 ctx.count(counter, 1);
-                ctx.emit(Outcome::Decision(decision));
+                if let Some(m) = Movement::of_decision(&decision) {
+                    ctx.output(&MOVEMENTS, m)?;
+                }
+                ctx.emit(decision);
                 if let Some(alert) = alert {
                     ctx.count("fraud_alerts", 1);
-                    ctx.emit(Outcome::Fraud(alert));
+                    ctx.output(&FRAUD_ALERTS, alert)?;
                 }
             }
             PaymentEvent::Refund(r) => {
@@ -170,7 +178,10 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
                     "refunds_rejected"
                 };
                 ctx.count(counter, 1);
-                ctx.emit(Outcome::Refund(result));
+                if let Some(m) = Movement::of_refund(&result) {
+                    ctx.output(&MOVEMENTS, m)?;
+                }
+                ctx.output(&REFUNDS, result)?;
             }
         }
         ctx.value_state::<Account>("account").set(&account)
@@ -238,40 +249,19 @@ pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
                     .with_timestamp_assigner(|e: &PaymentEvent| e.event_time()),
             ),
     };
-    let deduped = requests
+    let fresh = requests
         .key_by("by-customer", PaymentEvent::customer)
         .process("dedupe", Dedupe);
-    let retries = deduped.flat_map("dropped-retries", |d: Deduped| match d {
-        Deduped::Retry(r) => Some(r),
-        Deduped::Fresh(_) => None,
-    });
-    commit(s, &retries, "retries-out", RETRIES_DIR);
-    let outcomes = deduped
-        .flat_map("fresh-requests", |d: Deduped| match d {
-            Deduped::Fresh(e) => Some(e),
-            Deduped::Retry(_) => None,
-        })
+    commit(s, &fresh.side_output(&RETRIES), "retries-out", RETRIES_DIR);
+    let decisions = fresh
         .key_by("by-customer-account", PaymentEvent::customer)
         .process("authorize", Authorize);
-
-    let decisions = outcomes.flat_map("decisions", |o: Outcome| match o {
-        Outcome::Decision(d) => Some(d),
-        _ => None,
-    });
     commit(s, &decisions, "decisions-out", DECISIONS_DIR);
-    let refund_results = outcomes.flat_map("refund-results", |o: Outcome| match o {
-        Outcome::Refund(r) => Some(r),
-        _ => None,
-    });
-    commit(s, &refund_results, "refunds-out", REFUNDS_DIR);
-    let alerts = outcomes.flat_map("fraud-alerts", |o: Outcome| match o {
-        Outcome::Fraud(a) => Some(a),
-        _ => None,
-    });
-    commit(s, &alerts, "alerts-out", ALERTS_DIR);
+    commit(s, &decisions.side_output(&REFUNDS), "refunds-out", REFUNDS_DIR);
+    commit(s, &decisions.side_output(&FRAUD_ALERTS), "alerts-out", ALERTS_DIR);
 
-    let (settlements, late) = outcomes
-        .flat_map("merchant-movements", |o: Outcome| Movement::of(&o))
+    let (settlements, late) = decisions
+        .side_output(&MOVEMENTS)
         .key_by("by-merchant", Movement::merchant)
         .window(TumblingEventTime::of(Duration::from_millis(
             SETTLEMENT_WINDOW_MS as u64,

@@ -1,0 +1,75 @@
+//! User functions as objects with `open`/`close` hooks, and the [`RuntimeContext`] they are
+//! opened with (Flink's `RichFunction` and `RuntimeContext`).
+//!
+//! # After a crash
+//! Fields of a function object are not checkpointed: every attempt clones the function given
+//! to the pipeline again, calls `open` with the new attempt's number, and feeds it the records
+//! replayed from the restored checkpoint. `open` is the place to connect to external systems,
+//! `close` (called when the attempt ends, normally or not) the place to release them.
+
+use crate::data::Data;
+use crate::Result;
+
+/// Where one subtask of a user function runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeContext {
+    /// The job's name.
+    pub job: String,
+    /// The step's name.
+    pub step: String,
+    /// This subtask's index, `0..parallelism`.
+    pub subtask: usize,
+    /// The step's parallelism.
+    pub parallelism: usize,
+    /// The job's max parallelism (its number of key groups).
+    pub max_parallelism: usize,
+    /// The attempt this subtask belongs to: 1 for the job's first run in this process, one
+    /// more after each restart (a restore after a failure).
+    pub attempt: u32,
+}
+
+impl RuntimeContext {
+    /// `step[subtask]`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}[{}]", self.step, self.subtask)
+    }
+}
+
+/// A map function object with `open`/`close` hooks (see [`Stream::map_function`](crate::api::Stream::map_function)).
+/// One clone runs per subtask.
+pub trait MapFunction<I>: Send + 'static {
+    /// The output record type.
+    type Out: Data;
+
+    /// Called once per subtask and attempt, before the first record.
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Maps one record. An error fails the job (and restarts it, as any failure); for errors
+    /// that are about the record use `try_map` and a bad-record policy.
+    fn map(&mut self, value: I) -> Result<Self::Out>;
+
+    /// Called once when the attempt ends, normally or not. Must not panic.
+    fn close(&mut self) {}
+}
+
+/// A flat-map function object with `open`/`close` hooks (see
+/// [`Stream::flat_map_function`](crate::api::Stream::flat_map_function)). One clone runs per subtask.
+pub trait FlatMapFunction<I>: Send + 'static {
+    /// The output record type.
+    type Out: Data;
+
+    /// Called once per subtask and attempt, before the first record.
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Appends the outputs of one record to `out`.
+    fn flat_map(&mut self, value: I, out: &mut Vec<Self::Out>) -> Result<()>;
+
+    /// Called once when the attempt ends, normally or not. Must not panic.
+    fn close(&mut self) {}
+}
