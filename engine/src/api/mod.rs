@@ -3,6 +3,7 @@
 
 pub mod configure;
 pub mod connected;
+pub mod join;
 pub mod keyed;
 pub(crate) mod partition;
 pub mod pipeline;
@@ -11,6 +12,9 @@ pub mod stream;
 pub mod window;
 
 pub use connected::{ConnectedKeyedStreams, ConnectedStreams};
+pub use join::{
+    Groups, IntervalJoin, IntervalJoined, Pairs, WindowJoin, WindowJoinKeys, WindowJoinWhere, WindowedJoin,
+};
 pub use keyed::KeyedStream;
 pub use pipeline::Pipeline;
 pub use stream::{SinkStep, Stream};

@@ -6,6 +6,7 @@
 //! nothing is in flight inside a chain when a barrier is handled.
 
 pub(crate) mod keyed_core;
+pub mod join;
 pub mod keyed_process;
 pub mod rolling;
 pub mod sink;

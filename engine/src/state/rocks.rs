@@ -280,6 +280,27 @@ impl KeyedStore for RocksDbStore {
         Ok(it.status()?)
     }
 
+    fn scan_prefix_from(
+        &mut self,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut read = ReadOptions::default();
+        if let Some(end) = prefix_successor(prefix) {
+            read.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_opt(read);
+        it.seek(from.max(prefix));
+        while let Some((k, v)) = it.item() {
+            if !k.starts_with(prefix) || !f(k, v)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        Ok(it.status()?)
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
         match prefix_successor(prefix) {
             Some(end) => {
