@@ -3,6 +3,9 @@
 pub use crate::api::window::WindowCollector;
 pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
 pub use crate::api::{
+    Groups, IntervalJoin, IntervalJoined, Pairs, WindowJoin, WindowJoinKeys, WindowJoinWhere, WindowedJoin,
+};
+pub use crate::api::{
     Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
 };
 pub use crate::checkpoint::{
@@ -12,9 +15,12 @@ pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
 pub use crate::functions::{FlatMapFunction, MapFunction, RuntimeContext};
-pub use crate::keyed::{KeyedContext, ListState, MapState, TimeDomain, Timer, Ttl, ValueState};
-pub use crate::message::CheckpointId;
 pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
+pub use crate::keyed::{
+    KeyedContext, ListState, MapState, SortKey, SortedMapState, TimeDomain, Timer, Ttl, ValueState,
+};
+pub use crate::message::CheckpointId;
+pub use crate::operator::join::interval::IntervalJoinContext;
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;
 pub use crate::runtime::{JobHandle, JobReport, OperatorReport};

@@ -6,6 +6,7 @@ pub mod configure;
 pub mod connected;
 mod fallible;
 mod functions;
+pub mod join;
 pub mod keyed;
 pub(crate) mod partition;
 pub mod pipeline;
@@ -16,6 +17,9 @@ pub mod window;
 
 pub use broadcast::{BroadcastConnectedKeyedStream, BroadcastConnectedStream};
 pub use connected::{ConnectedKeyedStreams, ConnectedStreams};
+pub use join::{
+    Groups, IntervalJoin, IntervalJoined, Pairs, WindowJoin, WindowJoinKeys, WindowJoinWhere, WindowedJoin,
+};
 pub use keyed::KeyedStream;
 pub use pipeline::Pipeline;
 pub use stream::{SinkStep, Stream};

@@ -52,6 +52,8 @@ pub(crate) trait StateOps {
     fn delete_raw(&mut self, name: &str, suffix: &[u8]) -> Result<()>;
     /// Visits `(suffix, value)` of every entry of `name` for the current key, in suffix order.
     fn scan_raw(&mut self, name: &str, f: &mut EntryVisitor<'_>) -> Result<()>;
+    /// [`scan_raw`](Self::scan_raw) from the first suffix at or after `from`.
+    fn scan_raw_from(&mut self, name: &str, from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()>;
     fn delete_all_raw(&mut self, name: &str) -> Result<()>;
     /// Current time in `domain` (watermark or wall clock).
     fn now(&self, domain: TimeDomain) -> Timestamp;
@@ -122,6 +124,13 @@ impl StateOps for KeyScope<'_> {
         self.write_entry_key(name, &[]);
         let n = self.buf.len();
         self.store.scan_prefix(self.buf, &mut |k, v| f(&k[n..], v))
+    }
+
+    fn scan_raw_from(&mut self, name: &str, from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
+        self.write_entry_key(name, &[]);
+        let n = self.buf.len();
+        let start = [self.buf.as_slice(), from].concat();
+        self.store.scan_prefix_from(self.buf, &start, &mut |k, v| f(&k[n..], v))
     }
 
     fn delete_all_raw(&mut self, name: &str) -> Result<()> {

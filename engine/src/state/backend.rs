@@ -168,6 +168,18 @@ pub trait KeyedStore: Send {
     /// returns `Ok(false)` or an error.
     #[allow(clippy::type_complexity)]
     fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    /// Visits, in ascending key order, every entry whose key starts with `prefix` and is at
+    /// least `from`, until `f` returns `Ok(false)` or an error: a range scan that seeks to
+    /// `from` instead of reading the entries before it (the default reads and skips them).
+    #[allow(clippy::type_complexity)]
+    fn scan_prefix_from(
+        &mut self,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_prefix(prefix, &mut |k, v| if k < from { Ok(true) } else { f(k, v) })
+    }
     /// Removes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()>;
     /// An estimate of the bytes of live state (keys and values).

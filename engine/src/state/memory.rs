@@ -137,6 +137,25 @@ impl KeyedStore for MemoryStore {
         Ok(())
     }
 
+    fn scan_prefix_from(
+        &mut self,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let start = from.max(prefix);
+        let entries = self
+            .map
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix));
+        for (k, v) in entries {
+            if !f(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
         let keys: Vec<Vec<u8>> = self.prefix_range(prefix).map(|(k, _)| k.clone()).collect();
         for k in keys {

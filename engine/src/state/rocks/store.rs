@@ -138,6 +138,32 @@ impl KeyedStore for RocksDbStore {
         Ok(())
     }
 
+    fn scan_prefix_from(
+        &mut self,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        if self.segments.len() == 1 {
+            return self.segments[0].scan(prefix, Some(from), None, f).map(|_| ());
+        }
+        for (seg, lower, upper) in self.routes_for(prefix) {
+            // Seek to the later of the route's start and `from`; a route ending before `from`
+            // yields nothing.
+            let lower = match lower {
+                Some(l) if l.as_slice() > from => l.to_vec(),
+                _ => from.to_vec(),
+            };
+            if upper.is_some_and(|u| u.as_slice() <= lower.as_slice()) {
+                continue;
+            }
+            if !self.segments[seg].scan(prefix, Some(&lower), upper.as_ref().map(|b| &b[..]), f)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
         let mut done: Vec<usize> = Vec::new();
         for (seg, _, _) in self.routes_for(prefix) {
