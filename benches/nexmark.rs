@@ -1,5 +1,6 @@
-//! Nexmark throughput: queries q0, q1, q2, q5 and q7 over the generated Nexmark stream, each
-//! without and with checkpoints every second.
+//! Nexmark throughput: the queries of Flink's Nexmark suite (q0 to q22 but q10, see
+//! `weir_examples::nexmark::queries`) over the generated Nexmark stream, each without and with
+//! checkpoints every second.
 //!
 //! Each run is unbounded and cancelled after a warm-up and a measured interval; the figure is
 //! the events read by the source during the interval over its length (events/s, the unit of
@@ -10,7 +11,8 @@
 //!
 //! `cargo bench --bench nexmark`. Knobs: `WEIR_BENCH_RUNS` (default 3), `WEIR_BENCH_SECONDS`
 //! (measured seconds per run, default 3), `WEIR_BENCH_PARALLELISM` (default 1),
-//! `WEIR_BENCH_BACKEND` (`memory`, the default, or `rocksdb`), `WEIR_BENCH_QUERY` (one query),
+//! `WEIR_BENCH_BACKEND` (`memory`, the default, or `rocksdb`), `WEIR_BENCH_QUERY` (one query, or
+//! several separated by commas),
 //! `WEIR_BENCH_DIR` (where state and checkpoints go).
 
 use std::time::Duration;
@@ -36,7 +38,10 @@ fn main() {
         .parse()
         .expect("WEIR_BENCH_BACKEND");
     let queries: Vec<Query> = match std::env::var("WEIR_BENCH_QUERY") {
-        Ok(q) => vec![q.parse().expect("WEIR_BENCH_QUERY")],
+        Ok(q) => q
+            .split(',')
+            .map(|q| q.trim().parse().expect("WEIR_BENCH_QUERY"))
+            .collect(),
         Err(_) => Query::ALL.to_vec(),
     };
     let (warmup, interval) = (Duration::from_millis(1000), Duration::from_secs(seconds));

@@ -1,4 +1,5 @@
-//! Nexmark on Weir: runs queries q0, q1, q2, q5 and q7 over a generated Nexmark stream and
+//! Nexmark on Weir: runs the queries of Flink's Nexmark suite (q0 to q22 but q10) over a
+//! generated Nexmark stream and
 //! prints each one's throughput, in events per second of wall time and per second of CPU time
 //! (per fully used core), for comparison with other engines' published Nexmark figures.
 //!

@@ -26,6 +26,8 @@ mod kafka_sink;
 mod kafka_source;
 mod metrics;
 mod nexmark;
+mod nexmark_models;
+mod nexmark_suite;
 mod object_storage;
 mod operators;
 mod payments;

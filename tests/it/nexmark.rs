@@ -254,7 +254,7 @@ fn stateless_queries_equal_the_sequential_model() {
 
 /// q5 by brute force: every 2 s-aligned window of 10 s holding a bid, its count per auction,
 /// and the auctions with the largest count.
-fn q5_model(input: &[Event]) -> Vec<HotItem> {
+pub(crate) fn q5_model(input: &[Event]) -> Vec<HotItem> {
     let (size, slide) = (Q5_WINDOW.as_millis() as i64, Q5_SLIDE.as_millis() as i64);
     let mut counts: BTreeMap<i64, BTreeMap<u64, u64>> = BTreeMap::new();
     for b in bids(input) {
@@ -281,7 +281,7 @@ fn q5_model(input: &[Event]) -> Vec<HotItem> {
 }
 
 /// q7 by brute force: every 10 s window's bids with its highest price.
-fn q7_model(input: &[Event]) -> Vec<HighestBid> {
+pub(crate) fn q7_model(input: &[Event]) -> Vec<HighestBid> {
     let size = Q7_WINDOW.as_millis() as i64;
     let mut windows: BTreeMap<i64, Vec<Bid>> = BTreeMap::new();
     for b in bids(input) {
