@@ -6,6 +6,7 @@
 //! - [`recovery`]: the recovery-time benchmark (RTO phase by phase, RPO audit);
 //! - [`nexmark`]: Nexmark queries q0, q1, q2, q5 and q7 and the throughput harness;
 //! - [`wordcount`]: word count on keyed state with exactly-once file output and its audit;
+//! - [`peer`]: the keyed running sum of the Flink peer (`shared/peer/flink`), same formulas and figures;
 //! - [`running_sum`]: the keyed running sum the throughput and cluster benchmarks measure;
 //! - [`latest_value`]: the latest value per key, the state-heavy workload of the cluster and
 //!   object storage benchmarks.
@@ -18,6 +19,7 @@ pub mod latest_value;
 pub mod logging;
 pub mod nexmark;
 pub mod payments;
+pub mod peer;
 pub mod recovery;
 pub mod running_sum;
 pub mod wordcount;
