@@ -168,12 +168,15 @@ impl Job<'_> {
             p = p.from_savepoint(SavepointRestore::dir(sp));
         }
         let source = |name: &str, seed: u64| {
-            let mut g = GeneratorSource::new(move |i| ev(seed, i)).bounded(EVENTS).splits(SPLITS);
+            let mut g = GeneratorSource::new(move |i| ev(seed, i))
+                .bounded(EVENTS)
+                .splits(SPLITS);
             if let Some(rate) = self.rate {
                 g = g.rate_per_second(rate);
             }
             p.source(name, g).assign_timestamps_and_watermarks(
-                WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(2)).with_timestamp_assigner(|e: &Ev| e.ts),
+                WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(2))
+                    .with_timestamp_assigner(|e: &Ev| e.ts),
             )
         };
         let left = source("left", LEFT_SEED);
@@ -194,7 +197,9 @@ impl Job<'_> {
             .where_(|e: &Ev| e.key)
             .equal_to(|e: &Ev| e.key)
             .window(TumblingEventTime::of(Duration::from_millis(WINDOW_MS as u64)))
-            .process("window-join", |_, w, l: &Ev, r: &Ev| Some((l.id, r.id, w.max_timestamp())))
+            .process("window-join", |_, w, l: &Ev, r: &Ev| {
+                Some((l.id, r.id, w.max_timestamp()))
+            })
             .sink("window-out", sinks.window.clone());
 
         left.co_group(&right)
@@ -221,7 +226,10 @@ fn counter(report: &JobReport, step: &str, name: &str) -> u64 {
 }
 
 fn check(got: &Outputs, want: &Outputs, ctx: &str) {
-    assert!(!want.interval.is_empty() && !want.window.is_empty(), "the model joins nothing");
+    assert!(
+        !want.interval.is_empty() && !want.window.is_empty(),
+        "the model joins nothing"
+    );
     assert_eq!(got.interval.len(), want.interval.len(), "{ctx}: interval join pairs");
     assert_eq!(got.interval, want.interval, "{ctx}: interval join");
     assert_eq!(got.window.len(), want.window.len(), "{ctx}: window join pairs");
@@ -279,7 +287,10 @@ fn joins_are_exactly_once_across_failures() {
             let r = |k: u64| mix(p as u64 * 7 + n as u64, k);
             let failures = vec![
                 (fail::PROCESS_RECORD, 30 + r(0) % 60),
-                ([fail::SNAPSHOT_SYNC, fail::AFTER_PRE_COMMIT, fail::DURING_COMMIT][(r(1) % 3) as usize], 2 + r(2) % 4),
+                (
+                    [fail::SNAPSHOT_SYNC, fail::AFTER_PRE_COMMIT, fail::DURING_COMMIT][(r(1) % 3) as usize],
+                    2 + r(2) % 4,
+                ),
             ];
             let ctx = format!("{backend:?} p {p} failures {failures:?}");
             let (got, report) = run_once(backend, p, failures);
@@ -318,7 +329,10 @@ fn joins_are_exact_across_a_rescale() {
             let p = handle.progress();
             handle.is_finished() || p.source_records >= EVENTS / 2 && p.last_checkpoint.is_some()
         });
-        assert!(!handle.is_finished(), "{ctx}: the first run ended before it was stopped");
+        assert!(
+            !handle.is_finished(),
+            "{ctx}: the first run ended before it was stopped"
+        );
         let at = dir.path().join("savepoint");
         handle.stop_with_savepoint(Arc::new(LocalDirStorage::new(&at))).unwrap();
         handle.join().unwrap();
@@ -362,7 +376,10 @@ fn exclusive_bounds_and_negative_intervals_follow_the_bounds() {
             .assign_timestamps_and_watermarks(strategy().with_timestamp_assigner(|e: &(u32, i64)| e.1))
             .key_by("l", |e: &(u32, i64)| e.0);
         let right = p
-            .source("right", VecSource::new((90..=110).step_by(5).map(|t| (1u32, t)).collect()))
+            .source(
+                "right",
+                VecSource::new((90..=110).step_by(5).map(|t| (1u32, t)).collect()),
+            )
             .assign_timestamps_and_watermarks(strategy().with_timestamp_assigner(|e: &(u32, i64)| e.1))
             .key_by("r", |e: &(u32, i64)| e.0);
         let mut j = left.interval_join(&right).between(lower, upper);
@@ -372,9 +389,14 @@ fn exclusive_bounds_and_negative_intervals_follow_the_bounds() {
         if up_ex {
             j = j.upper_exclusive();
         }
-        j.process("j", |_, r: &(u32, i64), ctx| ctx.emit(r.1)).sink("out", sink.clone());
+        j.process("j", |_, r: &(u32, i64), ctx| ctx.emit(r.1))
+            .sink("out", sink.clone());
         p.run().unwrap();
-        assert_eq!(sorted(sink.records()), want.to_vec(), "{lower}..{upper} {lo_ex} {up_ex}");
+        assert_eq!(
+            sorted(sink.records()),
+            want.to_vec(),
+            "{lower}..{upper} {lo_ex} {up_ex}"
+        );
     }
 }
 
@@ -415,7 +437,16 @@ type Entry = ((i64, String), u64);
 
 /// What a dump reports: every entry, the entries in `[lo, hi)`, those from `lo` on, the first
 /// and the last entry, and whether the map is empty.
-type Dump = (u32, u64, Vec<Entry>, Vec<Entry>, Vec<Entry>, Option<Entry>, Option<Entry>, bool);
+type Dump = (
+    u32,
+    u64,
+    Vec<Entry>,
+    Vec<Entry>,
+    Vec<Entry>,
+    Option<Entry>,
+    Option<Entry>,
+    bool,
+);
 
 fn cmd(i: u64) -> (u64, Cmd) {
     let r = mix(5, i);
@@ -499,9 +530,16 @@ fn sorted_model() -> Vec<Dump> {
 #[test]
 fn sorted_map_state_iterates_and_scans_in_key_order_on_both_backends_across_restores() {
     let want = sorted(sorted_model());
-    assert!(want.iter().any(|d| d.3.len() >= 2), "the model dumps ranges with entries");
+    assert!(
+        want.iter().any(|d| d.3.len() >= 2),
+        "the model dumps ranges with entries"
+    );
     for backend in BACKENDS {
-        for (p, failures) in [(1, vec![]), (2, vec![(fail::PROCESS_RECORD, 25)]), (4, vec![(fail::UPLOAD, 2)])] {
+        for (p, failures) in [
+            (1, vec![]),
+            (2, vec![(fail::PROCESS_RECORD, 25)]),
+            (4, vec![(fail::UPLOAD, 2)]),
+        ] {
             let ctx = format!("{backend:?} p {p} {failures:?}");
             let dir = tempfile::tempdir().unwrap();
             let points = FailPoints::new();

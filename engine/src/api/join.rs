@@ -101,7 +101,13 @@ impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
             self.upper
         };
         if lower > upper {
-            self.join.left.stream.graph.borrow_mut().errors.push(Error::config(format!(
+            self.join
+                .left
+                .stream
+                .graph
+                .borrow_mut()
+                .errors
+                .push(Error::config(format!(
                 "interval join \"{name}\": the lower bound {} ms{} is above the upper bound {} ms{}: no pair can join",
                 self.lower,
                 if self.lower_exclusive { " (exclusive)" } else { "" },

@@ -198,14 +198,38 @@ mod tests {
     #[test]
     fn u64_sorts_across_varint_widths() {
         // 250/251 and 2^16, 2^32 are where bincode's varint changes width.
-        order_preserved(&[0u64, 1, 250, 251, 252, 255, 256, 65_535, 65_536, 1 << 32, (1 << 32) + 1, u64::MAX]);
+        order_preserved(&[
+            0u64,
+            1,
+            250,
+            251,
+            252,
+            255,
+            256,
+            65_535,
+            65_536,
+            1 << 32,
+            (1 << 32) + 1,
+            u64::MAX,
+        ]);
         order_preserved(&[0u16, 250, 251, u16::MAX]);
     }
 
     #[test]
     fn strings_sort_bytewise_with_prefixes_and_zero_bytes_first() {
         let s = |v: &str| v.to_string();
-        order_preserved(&[s(""), s("\0"), s("\0\0"), s("\0a"), s("a"), s("a\0"), s("a\0b"), s("ab"), s("b"), s("é")]);
+        order_preserved(&[
+            s(""),
+            s("\0"),
+            s("\0\0"),
+            s("\0a"),
+            s("a"),
+            s("a\0"),
+            s("a\0b"),
+            s("ab"),
+            s("b"),
+            s("é"),
+        ]);
     }
 
     #[test]
@@ -220,7 +244,9 @@ mod tests {
     fn malformed_or_foreign_bytes_are_errors_naming_the_state() {
         let e = decode_sort_key::<i64>("buffer", &[1, 2, 3]).unwrap_err().to_string();
         assert!(e.contains("\"buffer\"") && e.contains("i64"), "{e}");
-        let e = decode_sort_key::<u32>("buffer", &[0, 0, 0, 1, 9]).unwrap_err().to_string();
+        let e = decode_sort_key::<u32>("buffer", &[0, 0, 0, 1, 9])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("left over"), "{e}");
         assert!(decode_sort_key::<String>("s", &[b'a', 0]).is_err());
         assert!(decode_sort_key::<String>("s", &[b'a', 0, 7]).is_err());

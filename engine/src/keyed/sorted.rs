@@ -131,7 +131,10 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
 
     /// The live entry with the smallest key (reads from the start up to the first live one).
     pub fn first(&mut self) -> Result<Option<(UK, UV)>> {
-        let (event_time, processing_time) = (self.ops.now(TimeDomain::EventTime), self.ops.now(TimeDomain::ProcessingTime));
+        let (event_time, processing_time) = (
+            self.ops.now(TimeDomain::EventTime),
+            self.ops.now(TimeDomain::ProcessingTime),
+        );
         let mut found = None;
         self.ops.scan_raw(self.name, &mut |k, v| {
             let (expiry, _) = split_value(v)?;

@@ -7,8 +7,8 @@
 
 pub mod broadcast;
 pub(crate) mod fallible;
-pub(crate) mod keyed_core;
 pub mod join;
+pub(crate) mod keyed_core;
 pub mod keyed_process;
 pub mod rolling;
 pub(crate) mod side_outputs;

@@ -192,7 +192,11 @@ impl<K: Key, A: Data, B: Data, O: Data> KeyedCoProcess<K, A, B> for IntervalJoin
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, O>) -> Result<()> {
         // Left and right timers may share a time: each firing expires both sides up to it.
         expire::<K, A, O>(ctx, LEFT, timer.time.saturating_sub(self.upper.max(0)))?;
-        expire::<K, B, O>(ctx, RIGHT, timer.time.saturating_sub(self.lower.saturating_neg().max(0)))?;
+        expire::<K, B, O>(
+            ctx,
+            RIGHT,
+            timer.time.saturating_sub(self.lower.saturating_neg().max(0)),
+        )?;
         Ok(())
     }
 }

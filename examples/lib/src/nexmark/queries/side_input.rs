@@ -97,10 +97,7 @@ mod tests {
             (t.len(), t.get(0), t.get(1), t.get(2)),
             (2, Some("zero"), Some("one"), None)
         );
-        assert_eq!(
-            SideInput::from_csv(&"0,0\n1,1\n".to_string()).unwrap(),
-            SideInput::generated(2)
-        );
+        assert_eq!(SideInput::from_csv("0,0\n1,1\n").unwrap(), SideInput::generated(2));
         assert!(SideInput::from_csv("0,a\n0,b")
             .unwrap_err()
             .contains("line 2: key 0 appears twice"));

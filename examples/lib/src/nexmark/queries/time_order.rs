@@ -10,6 +10,9 @@ use weir_engine::prelude::*;
 /// Folds one record into a key's state, pushing any results.
 pub(crate) type Fold<T, S, O> = Arc<dyn Fn(&mut S, T, &mut Vec<O>) + Send + Sync>;
 
+/// The types an [`InTimeOrder`] works on, for its marker field.
+type TypesOf<T, S, O> = fn() -> (T, S, O);
+
 /// A keyed process that holds each record until the watermark reaches its timestamp, then
 /// folds the key's due records into the key's state in the order (timestamp, record), and
 /// emits the results at that timestamp.
@@ -23,7 +26,7 @@ pub(crate) type Fold<T, S, O> = Arc<dyn Fn(&mut S, T, &mut Vec<O>) + Send + Sync
 /// timers: a restored job holds exactly the records that had arrived by the checkpoint.
 pub(crate) struct InTimeOrder<T, S, O> {
     fold: Fold<T, S, O>,
-    _t: PhantomData<fn() -> (T, S, O)>,
+    _t: PhantomData<TypesOf<T, S, O>>,
 }
 
 impl<T, S, O> Clone for InTimeOrder<T, S, O> {
