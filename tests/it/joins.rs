@@ -538,7 +538,7 @@ fn sorted_map_state_iterates_and_scans_in_key_order_on_both_backends_across_rest
         for (p, failures) in [
             (1, vec![]),
             (2, vec![(fail::PROCESS_RECORD, 25)]),
-            (4, vec![(fail::UPLOAD, 2)]),
+            (4, vec![(fail::SNAPSHOT_SYNC, 3)]),
         ] {
             let ctx = format!("{backend:?} p {p} {failures:?}");
             let dir = tempfile::tempdir().unwrap();
