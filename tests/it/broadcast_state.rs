@@ -13,11 +13,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
-use crate::common::{within, Backend};
+use crate::common::{wait_until, within, Backend};
 
 const EVENTS: u64 = 4_000;
 const ACCOUNTS: u64 = 16;
@@ -165,14 +165,6 @@ fn pipeline(dir: &Path, backend: Backend, parallelism: usize, rate: f64) -> Pipe
     p
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs the stages at `shapes`, each but the last cancelled after it completed a new
 /// checkpoint, the next restoring it; returns the checkpoint each restored stage started from.
 fn run_stages(dir: &Path, backend: Backend, shapes: &[usize]) -> Vec<Option<CheckpointId>> {
@@ -187,7 +179,7 @@ fn run_stages(dir: &Path, backend: Backend, shapes: &[usize]) -> Vec<Option<Chec
             restored.push(handle.join().unwrap().restored_from);
             break;
         }
-        wait_until("the stage decided records and completed a checkpoint", || {
+        wait_until("the stage decided records and completed a checkpoint", 90, || {
             let pr = handle.progress();
             handle.is_finished()
                 || pr.source_records >= (n as u64 + 1) * EVENTS / 8

@@ -102,7 +102,7 @@ fn cluster_savepoint_child() {
         Err(e) => out.report = Err(e.to_string()),
         Ok(handle) => {
             if spec.savepoint_into.is_some() || spec.stop_into.is_some() {
-                crate::savepoints::wait_until("the job made progress", || {
+                crate::common::wait_until("the job made progress", 60, || {
                     let p = handle.progress();
                     p.source_records >= spec.after_records && p.last_checkpoint.is_some()
                 });

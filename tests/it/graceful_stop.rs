@@ -42,7 +42,7 @@ fn graceful_stop_child() {
     // Workers and the master never return from here; the launcher (or the one process) does.
     let handle = job.start();
     weir::engine::runtime::stop_on_termination(&handle, Duration::from_secs(60)).unwrap();
-    crate::savepoints::wait_until("the job made progress", || {
+    crate::common::wait_until("the job made progress", 60, || {
         let p = handle.progress();
         p.source_records >= EVENTS / 4 && p.last_checkpoint.is_some()
     });

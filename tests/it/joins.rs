@@ -8,12 +8,12 @@
 //! to be empty once the watermark passed every record (its counters of buffered and expired
 //! records). Sorted map state is checked against a `BTreeMap` model, with restores.
 
-use crate::common::{sorted, Backend, BACKENDS};
+use crate::common::{sorted, wait_until, Backend, BACKENDS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::operator::join::interval::{BUFFERED_COUNTER, EXPIRED_COUNTER};
 use weir::engine::source::generator::mix;
@@ -300,14 +300,6 @@ fn joins_are_exactly_once_across_failures() {
     }
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn joins_are_exact_across_a_rescale() {
     let want = expected();
@@ -325,7 +317,7 @@ fn joins_are_exact_across_a_rescale() {
             from_savepoint: None,
         };
         let handle = first.pipeline(&sinks).start().unwrap();
-        wait_until("the first run read records and completed a checkpoint", || {
+        wait_until("the first run read records and completed a checkpoint", 90, || {
             let p = handle.progress();
             handle.is_finished() || p.source_records >= EVENTS / 2 && p.last_checkpoint.is_some()
         });

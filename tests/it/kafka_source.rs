@@ -22,6 +22,8 @@ use weir::engine::sink::read_committed_lines;
 use weir::engine::source::SourceWatermark;
 use weir::prelude::*;
 
+use crate::common::wait_until;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Event {
     id: u64,
@@ -70,13 +72,6 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 /// Waits up to `secs` for `cond`.
-fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Runs a bounded pipeline reading `src` into a collect sink.
 fn collect(src: KafkaSource<Event>, parallelism: usize) -> Vec<Event> {
@@ -284,9 +279,9 @@ fn a_failure_before_the_first_checkpoint_skips_nothing_produced_after_the_start(
         let sink = CollectSink::new();
         // Checkpoints far apart: without a first checkpoint at once, the failure comes first.
         let job = latest_job(&b, &[&topic], dir.path(), Duration::from_secs(2), &sink, &points);
-        wait_until(20, "the first attempt to run", || first_attempt_ran(&job));
+        wait_until("the first attempt to run", 20, || first_attempt_ran(&job));
         produce(&b, &topic, 1, 10..20); // after the start: must all be read
-        wait_until(30, "the restart", || {
+        wait_until("the restart", 30, || {
             job.progress().restarts >= 1 && job.progress().running
         });
         produce(&b, &topic, 1, 20..25);
@@ -325,15 +320,15 @@ fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
         &sink,
         &FailPoints::new(),
     );
-    wait_until(20, "the job to run", || job.progress().running);
+    wait_until("the job to run", 20, || job.progress().running);
     produce(&b, &old, 1, 0..5);
-    wait_until(20, "the first records", || sink.records().len() >= 5);
+    wait_until("the first records", 20, || sink.records().len() >= 5);
     let read_at = job
         .progress()
         .last_checkpoint
         .map(|c| c.0)
         .unwrap_or(CheckpointId::new(0));
-    wait_until(20, "a checkpoint after them", || {
+    wait_until("a checkpoint after them", 20, || {
         job.progress().last_checkpoint.is_some_and(|c| c.0 > read_at.next())
     });
     job.cancel();
@@ -351,7 +346,7 @@ fn a_topic_added_to_a_restored_job_is_read_from_its_beginning() {
         &sink,
         &FailPoints::new(),
     );
-    wait_until(20, "the old topic's records", || sink.records().len() >= 5);
+    wait_until("the old topic's records", 20, || sink.records().len() >= 5);
     std::thread::sleep(Duration::from_millis(1_000));
     job.cancel();
     let report = job.join().unwrap();
@@ -478,7 +473,7 @@ fn a_rescaled_restore_reads_every_partition_on_from_its_position() {
     // Every ordered pair among 1..=4 once: 12 transitions, the last one into the final run.
     for parallelism in [1, 2, 1, 3, 1, 4, 2, 3, 2, 4, 3, 4] {
         let handle = job(parallelism, true).start().unwrap();
-        wait_until(60, "a checkpoint with progress", || {
+        wait_until("a checkpoint with progress", 60, || {
             handle
                 .progress()
                 .last_checkpoint
@@ -521,7 +516,7 @@ fn records_of_an_open_transaction_wait_until_it_commits() {
     let sink = CollectSink::new();
     p.source("kafka", source(&b, &topic)).sink("out", sink.clone());
     let job = p.start().unwrap();
-    wait_until(20, "the committed records", || sink.records().len() >= 5);
+    wait_until("the committed records", 20, || sink.records().len() >= 5);
     std::thread::sleep(Duration::from_millis(1_000));
     assert_eq!(
         sorted(sink.records()),
@@ -529,7 +524,7 @@ fn records_of_an_open_transaction_wait_until_it_commits() {
         "open transaction held back"
     );
     producer.commit_transaction(Duration::from_secs(30)).unwrap();
-    wait_until(20, "the transaction's records", || sink.records().len() >= 10);
+    wait_until("the transaction's records", 20, || sink.records().len() >= 10);
     job.cancel();
     job.join().unwrap();
     assert_eq!(sorted(sink.records()), (0..10).map(event).collect::<Vec<_>>());
@@ -586,7 +581,7 @@ fn windows_with_an_empty_partition(
 #[test]
 fn an_idle_partition_does_not_stall_the_watermark() {
     let (sink, job, _broker) = windows_with_an_empty_partition(Some(Duration::from_millis(300)));
-    wait_until(20, "a window result", || !sink.records().is_empty());
+    wait_until("a window result", 20, || !sink.records().is_empty());
     job.cancel();
     job.join().unwrap();
     let first = &sink.records()[0];
@@ -596,7 +591,7 @@ fn an_idle_partition_does_not_stall_the_watermark() {
 #[test]
 fn without_idleness_an_empty_partition_holds_the_watermark_back() {
     let (sink, job, _broker) = windows_with_an_empty_partition(None);
-    wait_until(20, "every record read", || job.progress().source_records >= 50);
+    wait_until("every record read", 20, || job.progress().source_records >= 50);
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(sink.records().is_empty(), "no window may fire: {:?}", sink.records());
     job.cancel();
@@ -690,7 +685,7 @@ fn partitions_added_while_running_are_discovered() {
     let job = p.start().unwrap();
     let first: Vec<TestRecord> = (0..5).map(|i| record_of(&event(i), 1)).collect();
     b.produce(&topic, &first).unwrap();
-    wait_until(20, "partition 0's records", || sink.records().len() >= 5);
+    wait_until("partition 0's records", 20, || sink.records().len() >= 5);
     match add_partitions(&b.connection(), &topic, 3) {
         Err(e) if e.to_string().contains("UnsupportedFeature") => {
             // tansu cannot add partitions; the test below covers discovery on it.
@@ -703,7 +698,7 @@ fn partitions_added_while_running_are_discovered() {
     }
     let more: Vec<TestRecord> = (5..35).map(|i| record_of(&event(i), 3)).collect();
     b.produce(&topic, &more).unwrap();
-    wait_until(30, "the new partitions' records", || sink.records().len() >= 35);
+    wait_until("the new partitions' records", 30, || sink.records().len() >= 35);
     job.cancel();
     job.join().unwrap();
     assert_eq!(sorted(sink.records()), (0..35).map(event).collect::<Vec<_>>());
@@ -787,7 +782,7 @@ fn a_bad_record_fails_the_job_without_restarts_under_the_fail_policy() {
     p.source("kafka", source(&b, &topic).bounded().bad_records(BadRecordPolicy::Fail))
         .sink("out", DiscardSink::new());
     let job = p.start().unwrap();
-    wait_until(30, "the job to end", || job.is_finished());
+    wait_until("the job to end", 30, || job.is_finished());
     assert_eq!(job.progress().restarts, 0, "a bad record must not cause a restart loop");
     let e = job.join().expect_err("the job fails");
     assert_eq!(e.kind(), ErrorKind::Data, "{e}");

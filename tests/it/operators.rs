@@ -543,6 +543,7 @@ impl SourceReader<u64> for UntilDoneReader {
                 split: "only".into(),
                 offset: self.next,
                 event_time: None,
+                state: None,
             }]
         } else {
             Vec::new()

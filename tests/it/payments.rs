@@ -64,6 +64,10 @@ fn a_drill_with_mixed_failures_passes_the_audit_with_zero_rpo() {
         "7",
         "--checkpoint-ms",
         "100",
+        // The fraud rules change nine times; published slowly, payments overtake them and
+        // wait in `authorize` until their rules arrive, across every failure.
+        "--rules-rate",
+        "2",
     ]);
     let (stdout, stderr) = text(&out);
     println!("{stdout}");
@@ -315,6 +319,7 @@ fn help_documents_every_flag_and_bad_values_are_clear_errors() {
         "--seed",
         "--parallelism",
         "--rate",
+        "--rules-rate",
         "--checkpoint-ms",
         "--checkpoint-dir",
         "--output-dir",
@@ -342,6 +347,7 @@ fn help_documents_every_flag_and_bad_values_are_clear_errors() {
         (&["--rate", "0"][..], "--rate"),
         (&["--rate", "-100"][..], "-100"),
         (&["--rate", "fast"][..], "--rate"),
+        (&["--rules-rate", "0"][..], "--rules-rate"),
         (&["--checkpoint-ms", "0"][..], "--checkpoint-ms"),
         (&["--drill", "-1"][..], "-1"),
         (&["--drill", "many"][..], "--drill"),

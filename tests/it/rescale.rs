@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
-use crate::common::{within, Backend};
+use crate::common::{wait_until, within, Backend};
 
 const EVENTS: u64 = 6_000;
 const ACCOUNTS: u64 = 24;
@@ -195,14 +195,6 @@ enum Stop {
     Cancel,
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs the job through `shapes`: every stage but the last reads a while, completes a
 /// checkpoint after `after` (the checkpoint or savepoint it started from) and is stopped as
 /// `stops` says; the last stage finishes the input. Returns the checkpoint each stage restored.
@@ -228,7 +220,7 @@ fn run_stages(dir: &Path, backend: Backend, shapes: &[Shape], stops: &[Stop]) ->
             restored.push(report.restored_from);
             break;
         }
-        wait_until("the stage read records and completed a checkpoint", || {
+        wait_until("the stage read records and completed a checkpoint", 90, || {
             let p = handle.progress();
             handle.is_finished()
                 || p.source_records >= EVENTS / 40 && p.last_checkpoint.is_some_and(|(id, _)| id.get() > after)

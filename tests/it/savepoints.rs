@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::engine::checkpoint::metadata::StoredFile;
 use weir::engine::checkpoint::{read_metadata, CheckpointStorage, OwnerInfo, OwnerLease};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
-use crate::common::within;
+use crate::common::{wait_until, within};
 
 pub(crate) const EVENTS: u64 = 4_000;
 const REGIONS: u64 = 5;
@@ -142,17 +142,9 @@ pub(crate) fn local(dir: &Path) -> Arc<dyn CheckpointStorage> {
     Arc::new(LocalDirStorage::new(dir))
 }
 
-pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits until the job has read `records` and completed a checkpoint.
 fn wait_for_progress(handle: &JobHandle, records: u64) {
-    wait_until("the job made progress", || {
+    wait_until("the job made progress", 60, || {
         let p = handle.progress();
         p.source_records >= records && p.last_checkpoint.is_some()
     });
@@ -350,7 +342,7 @@ fn a_savepoint_taken_while_running_does_not_stop_the_job_and_survives_retention(
         assert!(!handle.is_finished(), "a savepoint does not stop the job");
         // Later checkpoints complete, and retention (1 kept) deletes the job's checkpoint the
         // savepoint was copied from.
-        wait_until("later checkpoints completed", || {
+        wait_until("later checkpoints completed", 60, || {
             handle.is_finished()
                 || handle
                     .progress()
@@ -391,7 +383,7 @@ fn retention_by_age_keeps_only_recent_checkpoints_and_the_newest() {
             ..Job::new(dir, "checkpoints")
         };
         let handle = job.start();
-        wait_until("many checkpoints completed", || {
+        wait_until("many checkpoints completed", 60, || {
             handle.is_finished() || handle.progress().last_checkpoint.is_some_and(|(id, _)| id.get() >= 20)
         });
         handle.cancel();
@@ -608,7 +600,7 @@ fn a_savepoint_on_s3_copied_to_another_bucket_resumes_with_exact_output() {
         )
         .unwrap();
         copier.offer(&meta);
-        wait_until("the savepoint copied", || copier.replicated() == Some(sp.id));
+        wait_until("the savepoint copied", 60, || copier.replicated() == Some(sp.id));
         drop(copier);
         // The original and the job's checkpoints are gone.
         for (bucket, prefix) in [(&savepoints, "ledger/first"), (&checkpoints, "run-a")] {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use weir::engine::connector::WatchedServer;
 use weir::prelude::*;
 
-use crate::savepoints::wait_until;
+use crate::common::wait_until;
 
 /// The steps of [`job`], in graph order.
 pub(crate) const STEPS: [&str; 4] = ["readings", "calibrate", "per-sensor-total", "totals-out"];
@@ -36,7 +36,7 @@ pub(crate) fn job(dir: &Path) -> Pipeline {
 pub(crate) fn start_checkpointed(dir: &Path) -> (JobHandle, String) {
     let handle = job(dir).start().unwrap();
     let addr: SocketAddr = handle.status_addr().expect("the job serves its status");
-    wait_until("the job completed a checkpoint", || {
+    wait_until("the job completed a checkpoint", 60, || {
         handle.progress().last_checkpoint.is_some()
     });
     (handle, format!("http://{addr}"))
@@ -162,7 +162,7 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
     );
     // The counters, the uptime, the checkpoints and the rates move while the job runs.
     let mut latest = first.clone();
-    wait_until("the status moved", || {
+    wait_until("the status moved", 60, || {
         latest = get(&format!("{url}/api/status"));
         latest["source_records"].as_u64() > first["source_records"].as_u64()
             && latest["uptime_ms"].as_u64() > first["uptime_ms"].as_u64()
@@ -205,7 +205,7 @@ fn the_status_api_follows_the_job_and_stops_it_at_a_final_checkpoint() {
     assert_eq!(code, 200, "{stopped}");
     let id = stopped["stopped_at"].as_u64().unwrap();
     // The server shows the final state until the handle is joined.
-    wait_until("the job ended", || handle.is_finished());
+    wait_until("the job ended", 60, || handle.is_finished());
     let last = get(&format!("{url}/api/status"));
     assert_eq!(last["state"], "finished", "{}", last["state"]);
     assert!(completed_ids(&last["checkpoints"]).contains(&id));
@@ -330,12 +330,12 @@ fn a_recovery_shows_in_the_status_while_the_job_keeps_running() {
     let points = FailPoints::new();
     let handle = job(tmp.path()).fail_points(points.clone()).start().unwrap();
     let url = format!("http://{}", handle.status_addr().expect("the job serves its status"));
-    wait_until("the job completed a checkpoint", || {
+    wait_until("the job completed a checkpoint", 60, || {
         handle.progress().last_checkpoint.is_some()
     });
     points.arm(fail::PROCESS_RECORD, 1, FailAction::Panic);
     let mut status = Value::Null;
-    wait_until("the status lists the recovery while the job runs", || {
+    wait_until("the status lists the recovery while the job runs", 60, || {
         status = get(&format!("{url}/api/status"));
         status["recoveries"].as_array().is_some_and(|r| r.len() == 1) && status["state"] == "running"
     });

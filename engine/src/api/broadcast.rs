@@ -3,6 +3,7 @@
 //! records in [`BroadcastState`](crate::operator::broadcast::BroadcastState).
 
 use super::keyed::{per_subtask, KeyedStream};
+use super::side_output::{is_tagged, main_output, tag_flag};
 use super::stream::{add_operator, Stream};
 use crate::data::{Data, Key};
 use crate::graph::Partitioning;
@@ -50,8 +51,12 @@ impl<T: Data> Stream<T> {
 
 impl<K: Key, T: Data, B: Data> BroadcastConnectedKeyedStream<K, T, B> {
     /// Runs `process` on the keyed records (with their key's state and timers, reading the
-    /// broadcast state) and on the broadcast records (updating the broadcast state).
+    /// broadcast state) and on the broadcast records (updating the broadcast state). Its main
+    /// output goes through a hidden step `"{name}.main"`; its side outputs (`ctx.output(&TAG, v)`
+    /// on the keyed side) are read with [`Stream::side_output`] on the returned stream.
     pub fn process<P: KeyedBroadcastProcess<K, T, B> + Clone>(&self, name: &str, process: P) -> Stream<P::Out> {
+        let tagged = tag_flag();
+        let flag = tagged.clone();
         let key_fn = self.keyed.key_fn.clone();
         let graph = &self.keyed.stream.graph;
         let id = add_operator(
@@ -71,10 +76,12 @@ impl<K: Key, T: Data, B: Data> BroadcastConnectedKeyedStream<K, T, B> {
                     subtask: 0,
                     _b: PhantomData,
                 })
+                .tagged(is_tagged(&flag))
             }),
         );
         graph.borrow_mut().replicate_operator_state(id);
-        Stream::new(graph.clone(), vec![id], Partitioning::Forward)
+        let step = Stream::new(graph.clone(), vec![id], Partitioning::Forward);
+        main_output(step, &format!("{name}.main"), tagged)
     }
 }
 

@@ -244,6 +244,7 @@ mod tests {
                     split: "0".into(),
                     offset: 1234,
                     event_time: Some(-5),
+                    state: None,
                 }],
             }],
             operators: Vec::new(),

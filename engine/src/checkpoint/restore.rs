@@ -256,8 +256,78 @@ fn take_local_copy(local: &Path, f: &StoredFile, dest: &Path) -> bool {
     }
 }
 
+/// Files verified (and fetched) at once during a restore: reading and checksumming large
+/// snapshots is most of a restore, and the files are independent.
+const FETCH_THREADS: usize = 4;
+
+/// One keyed-state file a restore lays out: where it goes, and the local copy to try first.
+struct FileFetch<'m> {
+    file: &'m StoredFile,
+    dest: PathBuf,
+    local: Option<PathBuf>,
+}
+
+/// Verifies and lays out `fetches`, on up to [`FETCH_THREADS`] threads. Returns how many were
+/// taken from local copies and how many fetched; on failure, the error of the first failed
+/// file in `fetches` order (so that the error a restore reports does not depend on timing).
+fn fetch_all(
+    storage: &dyn CheckpointStorage,
+    id: CheckpointId,
+    retry: ReadRetry,
+    fetches: &[FileFetch<'_>],
+) -> Result<(usize, usize)> {
+    let one = |f: &FileFetch<'_>| -> Result<bool> {
+        if f.local.as_ref().is_some_and(|c| take_local_copy(c, f.file, &f.dest)) {
+            return Ok(true);
+        }
+        with_retries(retry, &|| format!("checkpoint {id}, file {}", f.file.key), || {
+            storage.fetch_verified(f.file, &f.dest)
+        })?;
+        Ok(false)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, FETCH_THREADS)
+        .min(fetches.len().max(1));
+    let results: Vec<Result<bool>> = if threads <= 1 {
+        fetches.iter().map(one).collect()
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<bool>>>> =
+            fetches.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(f) = fetches.get(i) else { break };
+                    let r = one(f);
+                    let failed = r.is_err();
+                    *slots[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+                    if failed {
+                        // Later files are not needed: let the other threads run out.
+                        next.fetch_add(fetches.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .filter_map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .collect()
+    };
+    let (mut local, mut fetched) = (0, 0);
+    for r in results {
+        if r? {
+            local += 1;
+        } else {
+            fetched += 1;
+        }
+    }
+    Ok((local, fetched))
+}
+
 /// Verifies every file of `meta` that `wanted` selects and lays its keyed state out under
-/// `dir`; source positions are always all taken.
+/// `dir` (several files at once); source positions are always all taken.
 pub(crate) fn materialize(
     storage: &dyn CheckpointStorage,
     meta: &CheckpointMetadata,
@@ -266,7 +336,6 @@ pub(crate) fn materialize(
     wanted: SubtaskFilter<'_>,
     local: LocalCopies<'_>,
 ) -> Result<RestoreInput> {
-    let (mut taken_locally, mut fetched) = (0usize, 0usize);
     let mut input = RestoreInput {
         checkpoint: Some(meta.id),
         parallelism: meta.operators.iter().map(|o| (o.name.clone(), o.parallelism)).collect(),
@@ -282,6 +351,7 @@ pub(crate) fn materialize(
         }
     }
     let id = meta.id;
+    let mut fetches = Vec::new();
     for op in &meta.operators {
         for st in &op.subtasks {
             if !wanted(&SubtaskKey::new(&op.name, st.subtask)) {
@@ -290,16 +360,11 @@ pub(crate) fn materialize(
             if !st.keyed_files.is_empty() {
                 let d = dir.join(dir_name(&op.name)).join(st.subtask.to_string());
                 let copy = local(&op.name, st.subtask);
-                for f in &st.keyed_files {
-                    if copy.as_ref().is_some_and(|c| take_local_copy(c, f, &d.join(&f.name))) {
-                        taken_locally += 1;
-                        continue;
-                    }
-                    with_retries(retry, &|| format!("checkpoint {id}, file {}", f.key), || {
-                        storage.fetch_verified(f, &d.join(&f.name))
-                    })?;
-                    fetched += 1;
-                }
+                fetches.extend(st.keyed_files.iter().map(|f| FileFetch {
+                    file: f,
+                    dest: d.join(&f.name),
+                    local: copy.clone(),
+                }));
                 input.keyed.insert(SubtaskKey::new(&op.name, st.subtask), d);
             }
             if let Some(f) = &st.operator_state {
@@ -313,6 +378,7 @@ pub(crate) fn materialize(
             }
         }
     }
+    let (taken_locally, fetched) = fetch_all(storage, id, retry, &fetches)?;
     if taken_locally > 0 {
         tracing::info!(checkpoint = %id, taken_locally, fetched, "restored keyed state from local copies where they verified");
     }

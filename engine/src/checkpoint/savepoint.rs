@@ -258,6 +258,7 @@ mod tests {
                     split: "0".into(),
                     offset: 5,
                     event_time: None,
+                    state: None,
                 }],
             }],
             operators: vec![OperatorState {

@@ -114,6 +114,7 @@ impl SourceReader<String> for LinesReader {
                 split: id.clone(),
                 offset: *off,
                 event_time: None,
+                state: None,
             })
             .collect()
     }

@@ -23,14 +23,16 @@ type GenFn<T> = Arc<dyn Fn(u64) -> T + Send + Sync>;
 type TsFn<T> = Arc<dyn Fn(u64, &T) -> Timestamp + Send + Sync>;
 
 /// Generates record `i = 0, 1, 2, …` with a user function; bounded or unbounded, optionally
-/// rate-limited. Split `k` of `n` produces the indices `k, k + n, k + 2n, …`; a split's offset
-/// is how many of its indices were read.
+/// rate-limited. Split `k` of `n` produces the indices `k, k + n, k + 2n, …`, or with
+/// [`contiguous`](Self::contiguous) (bounded only) a contiguous range of them, as Flink's data
+/// generator does; a split's offset is how many of its indices were read.
 pub struct GeneratorSource<T> {
     make: GenFn<T>,
     timestamp: Option<TsFn<T>>,
     count: Option<u64>,
     splits: usize,
     rate: Option<f64>,
+    contiguous: bool,
 }
 
 impl<T> std::fmt::Debug for GeneratorSource<T> {
@@ -52,6 +54,25 @@ impl<T: Data> GeneratorSource<T> {
             count: None,
             splits: 1,
             rate: None,
+            contiguous: false,
+        }
+    }
+
+    /// Each split owns a contiguous range of indices: with `count` records in `n` splits,
+    /// split `k` produces `k·len .. min((k+1)·len, count)` where `len = ceil(count / n)` (Flink's
+    /// data generator). The source must be [`bounded`](Self::bounded). Its split ids differ
+    /// from the strided ones (`genc-k-of-n`), so a checkpoint of one layout never restores
+    /// into the other.
+    pub fn contiguous(mut self) -> Self {
+        self.contiguous = true;
+        self
+    }
+
+    fn split_prefix(&self) -> &'static str {
+        if self.contiguous {
+            "genc-"
+        } else {
+            "gen-"
         }
     }
 
@@ -91,8 +112,13 @@ impl<T: Data> Source for GeneratorSource<T> {
                 )));
             }
         }
+        if self.contiguous && self.count.is_none() {
+            return Err(Error::config(
+                "a generator with contiguous splits must be bounded (GeneratorSource::bounded)",
+            ));
+        }
         Ok((0..self.splits)
-            .map(|k| format!("gen-{k}-of-{}", self.splits))
+            .map(|k| format!("{}{k}-of-{}", self.split_prefix(), self.splits))
             .collect())
     }
 
@@ -100,7 +126,7 @@ impl<T: Data> Source for GeneratorSource<T> {
         let mut parsed = Vec::with_capacity(splits.len());
         for AssignedSplit { id, offset: off, .. } in splits {
             let k = id
-                .strip_prefix("gen-")
+                .strip_prefix(self.split_prefix())
                 .and_then(|s| s.split("-of-").next())
                 .and_then(|s| s.parse::<u64>().ok())
                 .filter(|_| id.ends_with(&format!("-of-{}", self.splits)))
@@ -115,7 +141,10 @@ impl<T: Data> Source for GeneratorSource<T> {
             start: Instant::now(),
             start_read: parsed.iter().map(|p| p.2).sum(),
             rate: per_split_rate.map(|r| r * parsed.len() as f64),
-            splits: IndexedSplits::new(parsed, self.splits as u64),
+            splits: match (self.contiguous, self.count) {
+                (true, Some(count)) => IndexedSplits::contiguous(parsed, count.div_ceil(self.splits as u64)),
+                _ => IndexedSplits::new(parsed, self.splits as u64),
+            },
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! Splits of an indexed sequence, shared by the vector and generator sources: split `k` of
-//! `stride` holds the indices `k, k + stride, k + 2·stride, …`, and its offset counts how many
-//! of them were read, so a position restores to exactly the next index.
+//! `stride` holds the indices `k, k + stride, k + 2·stride, …` (strided, the default), or the
+//! contiguous range `k·len, …, (k+1)·len - 1` ([`IndexedSplits::contiguous`]); its offset
+//! counts how many of them were read, so a position restores to exactly the next index.
 
 use super::{ReadStatus, SplitId, SplitPosition};
 
@@ -11,11 +12,27 @@ pub(crate) struct IndexedSplits {
     /// (split id, split number, indices of this split read so far)
     splits: Vec<(SplitId, u64, u64)>,
     stride: u64,
+    /// `Some(len)`: split `k` holds the `len` indices from `k·len` on instead of every
+    /// `stride`-th.
+    contiguous: Option<u64>,
 }
 
 impl IndexedSplits {
     pub(crate) fn new(splits: Vec<(SplitId, u64, u64)>, stride: u64) -> Self {
-        IndexedSplits { splits, stride }
+        IndexedSplits {
+            splits,
+            stride,
+            contiguous: None,
+        }
+    }
+
+    /// Splits that each hold `len` consecutive indices: split `k` holds `k·len .. (k+1)·len`.
+    pub(crate) fn contiguous(splits: Vec<(SplitId, u64, u64)>, len: u64) -> Self {
+        IndexedSplits {
+            splits,
+            stride: 1,
+            contiguous: Some(len),
+        }
     }
 
     /// Number of splits owned.
@@ -35,13 +52,24 @@ impl IndexedSplits {
     pub(crate) fn poll(&mut self, budget: usize, end: Option<u64>, mut emit: impl FnMut(u64)) -> ReadStatus {
         let mut emitted = 0;
         while emitted < budget {
-            let next = self
-                .splits
-                .iter_mut()
-                .map(|(_, k, read)| (*k + *read * self.stride, read))
-                .filter(|(i, _)| end.is_none_or(|e| *i < e))
-                .min_by_key(|(i, _)| *i);
-            let Some((i, read)) = next else {
+            let (stride, contiguous) = (self.stride, self.contiguous);
+            let candidates = self.splits.iter_mut().filter_map(|(_, k, read)| {
+                let (index, split_end) = match contiguous {
+                    None => (*k + *read * stride, end),
+                    Some(len) => (
+                        *k * len + *read,
+                        Some(end.map_or((*k + 1) * len, |e| e.min((*k + 1) * len))),
+                    ),
+                };
+                split_end.is_none_or(|e| index < e).then_some((index, *read, read))
+            });
+            // Strided splits go lowest index first; contiguous ones evenly (fewest read first,
+            // then lowest split), so each split's records keep pace with the others'.
+            let next = match contiguous {
+                None => candidates.min_by_key(|(i, _, _)| *i),
+                Some(_) => candidates.min_by_key(|(i, n, _)| (*n, *i)),
+            };
+            let Some((i, _, read)) = next else {
                 return ReadStatus::Finished;
             };
             emit(i);
@@ -63,6 +91,7 @@ impl IndexedSplits {
                 split: id.clone(),
                 offset: *read,
                 event_time: None,
+                state: None,
             })
             .collect()
     }
@@ -87,5 +116,18 @@ mod tests {
         ));
         assert_eq!(rest, vec![15]);
         assert_eq!(splits.read(), 1 + 4 + 5 + 1);
+    }
+
+    #[test]
+    fn contiguous_splits_read_their_own_ranges_evenly() {
+        // 10 indices in splits of 4: [0, 4), [4, 8), [8, 10). Split 1 had read 1 already.
+        let mut splits = IndexedSplits::contiguous(vec![("a".into(), 0, 0), ("b".into(), 1, 1), ("c".into(), 2, 0)], 4);
+        let mut got = Vec::new();
+        assert!(matches!(
+            splits.poll(100, Some(10), |i| got.push(i)),
+            ReadStatus::Finished
+        ));
+        assert_eq!(got, vec![0, 8, 1, 5, 9, 2, 6, 3, 7]);
+        assert_eq!(splits.read(), 10);
     }
 }

@@ -26,12 +26,19 @@ pub use vec::VecSource;
 /// A split's stable identifier.
 pub type SplitId = String;
 
-/// Where reading of one split continues: the offset of the next record.
+/// Where reading of one split continues: the offset of the next record, and for a source
+/// whose position is more than a number (a file name and a byte offset, a Kinesis sequence
+/// number, a compound cursor), a typed [`state`](Self::state) of its own.
+///
+/// Positions are stored in checkpoint metadata (JSON) and sent between processes; the typed
+/// state is kept as the JSON text of the source's own type, so it reads back in later versions
+/// that add fields with defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitPosition {
     /// The split.
     pub split: SplitId,
     /// Offset of the next record to read (its meaning is the source's: index, byte, Kafka offset).
+    /// A source with a typed state may use it as a count of records read, or leave it 0.
     pub offset: u64,
     /// The largest event timestamp handed out from this split so far, for a source that
     /// derives a watermark per split (Kafka). Restored with the offset, so that after a
@@ -39,6 +46,57 @@ pub struct SplitPosition {
     /// its event-time tracking again from the replayed records. `None` for other sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<Timestamp>,
+    /// The source's own position type, as JSON text ([`with_state`](Self::with_state)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+impl SplitPosition {
+    /// Split `split` continues at `offset` (no event time, no typed state).
+    pub fn at(split: impl Into<SplitId>, offset: u64) -> Self {
+        SplitPosition {
+            split: split.into(),
+            offset,
+            event_time: None,
+            state: None,
+        }
+    }
+
+    /// This position with the source's typed position `state` (any serde type: a path and a
+    /// byte offset, a sequence number as a string, a struct of several cursors).
+    ///
+    /// # Errors
+    /// `Internal` if `state` cannot be serialized to JSON (a map with non-string keys, say).
+    pub fn with_state<P: Serialize>(mut self, state: &P) -> Result<Self> {
+        let text = serde_json::to_string(state).map_err(|e| {
+            crate::Error::internal(format!("encoding the position of split {}", self.split)).with_source(e)
+        })?;
+        self.state = Some(text);
+        Ok(self)
+    }
+
+    /// The typed position, `None` when the position has none.
+    ///
+    /// # Errors
+    /// `Checkpoint` naming the split when the stored state does not read as `P` (the source's
+    /// position type changed incompatibly since the checkpoint was taken).
+    pub fn state<P: serde::de::DeserializeOwned>(&self) -> Result<Option<P>> {
+        decode_state(&self.split, self.state.as_deref())
+    }
+}
+
+/// Reads a split's typed position.
+fn decode_state<P: serde::de::DeserializeOwned>(split: &str, state: Option<&str>) -> Result<Option<P>> {
+    state
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                crate::Error::checkpoint(format!(
+                    "the restored position of split {split} ({text}) does not read as {}: {e}",
+                    std::any::type_name::<P>()
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// A split handed to a reader, with where reading continues.
@@ -52,6 +110,9 @@ pub struct AssignedSplit {
     pub offset: Option<u64>,
     /// The split's restored [`SplitPosition::event_time`].
     pub event_time: Option<Timestamp>,
+    /// The split's restored typed position ([`SplitPosition::state`]), as JSON text; read it
+    /// with [`state`](Self::state).
+    pub state: Option<String>,
 }
 
 impl AssignedSplit {
@@ -61,6 +122,7 @@ impl AssignedSplit {
             id: id.into(),
             offset: None,
             event_time: None,
+            state: None,
         }
     }
 
@@ -70,7 +132,16 @@ impl AssignedSplit {
             id: position.split,
             offset: Some(position.offset),
             event_time: position.event_time,
+            state: position.state,
         }
+    }
+
+    /// The restored typed position, `None` on a fresh start or when the position has none.
+    ///
+    /// # Errors
+    /// `Checkpoint` naming the split when the stored position does not read as `P`.
+    pub fn state<P: serde::de::DeserializeOwned>(&self) -> Result<Option<P>> {
+        decode_state(&self.id, self.state.as_deref())
     }
 }
 

@@ -86,3 +86,16 @@ pub fn weir_bin() -> std::path::PathBuf {
         })
         .clone()
 }
+
+/// Polls `done` every 10 ms until it holds; fails the test naming `what` after `secs` seconds
+/// (generous: the machine running the tests is shared and loaded).
+pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -164,7 +164,13 @@ impl<T: Data> KafkaReader<T> {
             discovery,
         };
         let mut added = Vec::new();
-        for ((topic, partition), AssignedSplit { id, offset, event_time }) in parsed.into_iter().zip(splits) {
+        for (
+            (topic, partition),
+            AssignedSplit {
+                id, offset, event_time, ..
+            },
+        ) in parsed.into_iter().zip(splits)
+        {
             let start = match offset {
                 Some(o) => Start {
                     offset: i64::try_from(o)
@@ -449,6 +455,7 @@ impl<T: Data> SourceReader<T> for KafkaReader<T> {
                 split: p.split.clone(),
                 offset: p.next.max(0) as u64,
                 event_time: self.state.watermarks.as_ref().and_then(|w| w.max_timestamp(i)),
+                state: None,
             })
             .collect()
     }

@@ -34,6 +34,12 @@ pub struct Args {
     #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
 
+    /// Fraud rule changes per second on the rules stream [default: the whole schedule at
+    /// once]. A slow rules stream makes `authorize` hold payments back until their rules are
+    /// published.
+    #[arg(long, value_parser = positive_rate, allow_negative_numbers = true)]
+    pub rules_rate: Option<f64>,
+
     /// Checkpoint interval in milliseconds.
     #[arg(long, default_value_t = 250, value_parser = at_least_one, allow_negative_numbers = true)]
     pub checkpoint_ms: u64,
@@ -306,6 +312,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             workload,
             parallelism: args.parallelism as usize,
             rate: args.rate,
+            rules_rate: args.rules_rate,
             checkpoint_storage: open_storage(&location)?,
             checkpoint_location: location,
             replica,
@@ -356,6 +363,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workload,
         parallelism: args.parallelism as usize,
         rate: args.rate,
+        rules_rate: args.rules_rate,
         checkpoint_storage: storage,
         checkpoint_location: location,
         replica,

@@ -183,6 +183,8 @@ pub struct FraudAlert {
     pub merchant: MerchantId,
     pub amount_cents: Cents,
     pub rule: FraudRule,
+    /// The version of the rule set that fired (see `fraud_rules`).
+    pub rules_version: u32,
     /// What the rule saw: approved payments in the last minute (velocity) or the running
     /// average in cents (amount spike).
     pub observed: i64,

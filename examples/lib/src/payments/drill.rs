@@ -512,6 +512,9 @@ pub(crate) fn child_command(exe: &Path, s: &JobSettings, inject: &[Fault], log: 
     if let Some(r) = s.rate {
         c.args(["--rate", &r.to_string()]);
     }
+    if let Some(r) = s.rules_rate {
+        c.args(["--rules-rate", &r.to_string()]);
+    }
     if let Some((replica, _)) = &s.replica {
         c.args(["--replica-storage", replica]);
     }

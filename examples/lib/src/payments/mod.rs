@@ -1,5 +1,5 @@
 //! Card payments, exactly once, through a disaster-recovery drill: [`domain`] (events and
-//! outputs), [`rules`] (authorization, fraud and refund rules), [`generator`], [`pipeline`]
+//! outputs), [`rules`] (authorization, fraud and refund rules), [`fraud_rules`] (the rules stream), [`generator`], [`pipeline`]
 //! (the Weir job), [`kafka`] (the job against Kafka), [`model`] (the sequential model),
 //! [`audit`] (verification), [`drill`] (supervisor and failure injection), [`savepoints`]
 //! (savepoints on request), [`rescale`] (the rescale drill), [`report`]
@@ -12,6 +12,7 @@ pub mod configuration;
 pub mod domain;
 pub mod dr;
 pub mod drill;
+pub mod fraud_rules;
 pub mod generator;
 pub mod kafka;
 pub mod model;

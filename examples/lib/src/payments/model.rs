@@ -4,6 +4,7 @@
 use super::domain::{
     Decision, DroppedRetry, FraudAlert, Movement, PaymentEvent, RefundResult, Settlement, SettlementTotals,
 };
+use super::fraud_rules::rules_at;
 use super::generator::Workload;
 use super::rules::{self, Account, PaymentEntry};
 use std::collections::{BTreeMap, HashMap};
@@ -62,7 +63,7 @@ pub fn expected(w: &Workload) -> Expected {
         let account = accounts.entry(customer).or_insert_with(|| Account::open(customer));
         match event {
             PaymentEvent::Payment(p) => {
-                let (decision, alert) = rules::authorize(account, &p);
+                let (decision, alert) = rules::authorize(account, &p, &rules_at(w, p.event_time));
                 payments.insert((customer, p.payment_id.clone()), PaymentEntry::of(&decision));
                 settle(Movement::of_decision(&decision), p.event_time);
                 out.decisions.push(decision);

@@ -6,6 +6,7 @@
 //!   ─hash(customer)▶ dedupe      MapState of idempotency keys, event-time TTL
 //!        ├─ side output RETRIES ────────────────────────────────▶ retries-out      (FileSink)
 //!        └─ fresh requests ─hash(customer)▶ authorize   ValueState account, MapState payments; rules.rs
+//! fraud-rules (generator, 1 split) ─broadcast──────▶ authorize   broadcast state: rule changes
 //!        ├─ decisions (main output) ────────────────────────────▶ decisions-out    (FileSink)
 //!        ├─ side output REFUNDS ────────────────────────────────▶ refunds-out      (FileSink)
 //!        ├─ side output FRAUD_ALERTS ───────────────────────────▶ alerts-out       (FileSink)
@@ -24,9 +25,10 @@
 //! (5 s) exceeds the input's lateness (3 s), so no record is late for its window.
 
 use super::domain::{
-    CustomerId, Decision, DroppedRetry, FraudAlert, MerchantId, Movement, PaymentEvent, RefundResult, Settlement,
-    SettlementTotals, ALERTS_DIR, DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
+    CustomerId, Decision, DroppedRetry, EventTime, FraudAlert, MerchantId, Movement, PaymentEvent, RefundResult,
+    Settlement, SettlementTotals, ALERTS_DIR, DECISIONS_DIR, LATE_DIR, REFUNDS_DIR, RETRIES_DIR, SETTLEMENTS_DIR,
 };
+use super::fraud_rules::{self, FraudRules, RuleChange};
 use super::generator::Workload;
 use super::kafka::KafkaSettings;
 use super::model::SETTLEMENT_WINDOW_MS;
@@ -55,6 +57,8 @@ pub struct JobSettings {
     pub parallelism: usize,
     /// Events per second in total (default: as fast as possible).
     pub rate: Option<f64>,
+    /// Fraud rule changes per second on the rules stream (default: the whole schedule at once).
+    pub rules_rate: Option<f64>,
     /// Where checkpoints live, as the user wrote it: a directory or an object store URL
     /// (`s3://bucket/prefix`); drill children get the same location.
     pub checkpoint_location: String,
@@ -129,24 +133,48 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Dedupe {
     }
 }
 
-/// Authorizes payments and carries out refunds against the customer's account: decisions are
-/// its main output; refund results, fraud alerts and merchant movements its side outputs
-/// [`REFUNDS`], [`FRAUD_ALERTS`] and [`MOVEMENTS`].
+/// Authorizes payments and carries out refunds against the customer's account, with the fraud
+/// rules of the broadcast rules stream: decisions are its main output; refund results, fraud
+/// alerts and merchant movements its side outputs [`REFUNDS`], [`FRAUD_ALERTS`] and
+/// [`MOVEMENTS`].
+///
+/// The broadcast state maps each rule change's `effective_from` to the change. A payment at
+/// event time `t` is decided with the change in force at `t`, once the rules are published
+/// through `t`; a request that comes before that, or behind one held back, waits in the
+/// customer's `held-back` list (in arrival order) until an event-time timer at its time finds
+/// the rules published (the step's watermark is the minimum of both inputs', so it passes `t`
+/// only after the rules stream has). After a crash the held-back requests, the rules and the
+/// timers are restored from the checkpoint with everything else.
 #[derive(Clone)]
 pub struct Authorize;
 
-impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
-    type Out = Decision;
+/// The rules of the broadcast state in force at `t`, if they are published through `t`.
+fn rules_in_force(rules: &BroadcastState<EventTime, RuleChange>, t: EventTime) -> Option<FraudRules> {
+    let (_, latest) = rules.range(..).next_back()?;
+    if latest.published_through < t {
+        return None;
+    }
+    rules.range(..=t).next_back().map(|(_, c)| c.rules)
+}
 
-    fn process(&mut self, event: PaymentEvent, ctx: &mut KeyedContext<'_, CustomerId, Decision>) -> Result<()> {
+impl Authorize {
+    /// Handles one request whose rules are known (`fraud` is `None` only for refunds).
+    fn decide(
+        &self,
+        event: PaymentEvent,
+        fraud: Option<&FraudRules>,
+        ctx: &mut KeyedContext<'_, CustomerId, Decision>,
+    ) -> Result<()> {
         let customer = *ctx.key();
+        // Outputs carry the request's event time, also when a timer released it.
+        let t = event.event_time();
         let mut account = ctx
             .value_state::<Account>("account")
             .get()?
             .unwrap_or_else(|| Account::open(customer));
-        match event {
-            PaymentEvent::Payment(p) => {
-                let (decision, alert) = rules::authorize(&mut account, &p);
+        match (event, fraud) {
+            (PaymentEvent::Payment(p), Some(fraud)) => {
+                let (decision, alert) = rules::authorize(&mut account, &p, fraud);
                 // Kept without a TTL: a refund may come long after its payment.
                 ctx.map_state::<String, PaymentEntry>("payments")
                     .put(&p.payment_id, &PaymentEntry::of(&decision))?;
@@ -157,15 +185,21 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
                 };
                 ctx.count(counter, 1);
                 if let Some(m) = Movement::of_decision(&decision) {
-                    ctx.output(&MOVEMENTS, m)?;
+                    ctx.output_at(&MOVEMENTS, m, t)?;
                 }
-                ctx.emit(decision);
+                ctx.emit_at(decision, t);
                 if let Some(alert) = alert {
                     ctx.count("fraud_alerts", 1);
-                    ctx.output(&FRAUD_ALERTS, alert)?;
+                    ctx.output_at(&FRAUD_ALERTS, alert, t)?;
                 }
             }
-            PaymentEvent::Refund(r) => {
+            (PaymentEvent::Payment(p), None) => {
+                return Err(Error::internal(format!(
+                    "payment {} decided without fraud rules",
+                    p.payment_id
+                )))
+            }
+            (PaymentEvent::Refund(r), _) => {
                 let mut payments = ctx.map_state::<String, PaymentEntry>("payments");
                 let mut entry = payments.get(&r.payment_id)?;
                 let result = rules::refund(&mut account, entry.as_mut(), &r);
@@ -179,12 +213,86 @@ impl KeyedProcess<CustomerId, PaymentEvent> for Authorize {
                 };
                 ctx.count(counter, 1);
                 if let Some(m) = Movement::of_refund(&result) {
-                    ctx.output(&MOVEMENTS, m)?;
+                    ctx.output_at(&MOVEMENTS, m, t)?;
                 }
-                ctx.output(&REFUNDS, result)?;
+                ctx.output_at(&REFUNDS, result, t)?;
             }
         }
         ctx.value_state::<Account>("account").set(&account)
+    }
+
+    /// Decides the held-back requests of the current customer from the oldest on, as long as
+    /// their rules are published; keeps the rest, in order.
+    fn release(
+        &self,
+        rules: &BroadcastState<EventTime, RuleChange>,
+        ctx: &mut KeyedContext<'_, CustomerId, Decision>,
+    ) -> Result<()> {
+        let held = ctx.list_state::<PaymentEvent>("held-back").get()?;
+        let mut released = 0;
+        for event in &held {
+            match event {
+                PaymentEvent::Payment(p) => match rules_in_force(rules, p.event_time) {
+                    Some(fraud) => self.decide(event.clone(), Some(&fraud), ctx)?,
+                    None => break,
+                },
+                PaymentEvent::Refund(_) => self.decide(event.clone(), None, ctx)?,
+            }
+            released += 1;
+        }
+        if released > 0 {
+            ctx.count("released", released as u64);
+            ctx.list_state::<PaymentEvent>("held-back").update(&held[released..])?;
+        }
+        Ok(())
+    }
+}
+
+impl KeyedBroadcastProcess<CustomerId, PaymentEvent, RuleChange> for Authorize {
+    type Out = Decision;
+    type StateKey = EventTime;
+    type StateValue = RuleChange;
+
+    fn process(
+        &mut self,
+        event: PaymentEvent,
+        rules: &BroadcastState<EventTime, RuleChange>,
+        ctx: &mut KeyedContext<'_, CustomerId, Decision>,
+    ) -> Result<()> {
+        // Nothing held back: the common case, decided at once when the rules are known.
+        let held = ctx.list_state::<PaymentEvent>("held-back").get()?;
+        if held.is_empty() {
+            match &event {
+                PaymentEvent::Refund(_) => return self.decide(event, None, ctx),
+                PaymentEvent::Payment(p) => {
+                    if let Some(fraud) = rules_in_force(rules, p.event_time) {
+                        return self.decide(event, Some(&fraud), ctx);
+                    }
+                }
+            }
+        }
+        ctx.count("held_back", 1);
+        ctx.register_event_time_timer(event.event_time())?;
+        ctx.list_state::<PaymentEvent>("held-back").add(&event)
+    }
+
+    fn process_broadcast(
+        &mut self,
+        change: RuleChange,
+        rules: &mut BroadcastState<EventTime, RuleChange>,
+        _ctx: &mut BroadcastContext<'_, Decision>,
+    ) -> Result<()> {
+        rules.insert(change.effective_from, change);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _timer: Timer,
+        rules: &BroadcastState<EventTime, RuleChange>,
+        ctx: &mut KeyedContext<'_, CustomerId, Decision>,
+    ) -> Result<()> {
+        self.release(rules, ctx)
     }
 }
 
@@ -253,8 +361,22 @@ pub fn build(s: &JobSettings) -> weir_engine::Result<Pipeline> {
         .key_by("by-customer", PaymentEvent::customer)
         .process("dedupe", Dedupe);
     commit(s, &fresh.side_output(&RETRIES), "retries-out", RETRIES_DIR);
+    let rule_changes = p
+        .source("fraud-rules", fraud_rules::source(&s.workload, s.rules_rate))
+        // The rules stream's watermark stays OUT_OF_ORDERNESS behind the time the rules are
+        // published through. A request held back behind an earlier one whose rules are not
+        // published yet is at most MAX_LATENESS_MS older than it, so it is still ahead of the
+        // step's watermark when it is released: its movement is never late for settlement.
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::monotonous().with_timestamp_assigner(|c: &RuleChange| {
+                c.published_through
+                    .saturating_sub(OUT_OF_ORDERNESS.as_millis() as EventTime)
+                    + 1
+            }),
+        );
     let decisions = fresh
         .key_by("by-customer-account", PaymentEvent::customer)
+        .connect_broadcast(&rule_changes)
         .process("authorize", Authorize);
     commit(s, &decisions, "decisions-out", DECISIONS_DIR);
     commit(s, &decisions.side_output(&REFUNDS), "refunds-out", REFUNDS_DIR);

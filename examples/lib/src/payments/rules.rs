@@ -1,5 +1,6 @@
 //! The business rules, as pure functions over one customer's account: authorization with
-//! credit limits and fraud rules, and refunds. The Weir job (`pipeline.rs`) keeps the account
+//! credit limits and fraud rules (whose parameters change over time, see
+//! [`fraud_rules`](super::fraud_rules)), and refunds. The Weir job (`pipeline.rs`) keeps the account
 //! in keyed state and calls these; the sequential model (`model.rs`) keeps it in a `HashMap`
 //! and calls the same functions, so a difference in the committed output can only come from
 //! how the events were delivered: lost, duplicated or reordered.
@@ -8,17 +9,12 @@ use super::domain::{
     Cents, CustomerId, Decision, DeclineReason, EventTime, FraudAlert, FraudRule, MerchantId, PaymentRequested,
     RefundRejection, RefundRequested, RefundResult, RefundStatus, Status, SETTLEMENT_CURRENCY,
 };
+use super::fraud_rules::FraudRules;
 use serde::{Deserialize, Serialize};
 use weir_engine::source::generator::mix;
 
 /// The sliding event-time window of the velocity rule.
 pub const VELOCITY_WINDOW_MS: i64 = 60_000;
-/// Approved payments allowed within the velocity window; one more is declined as fraud.
-pub const VELOCITY_MAX_APPROVED: usize = 6;
-/// Approved payments needed before the amount-spike rule applies.
-pub const SPIKE_MIN_HISTORY: u64 = 5;
-/// A payment above this multiple of the customer's average approved amount is a spike.
-pub const SPIKE_FACTOR: i64 = 8;
 /// The customer pays the statement (the outstanding balance) at every cycle boundary.
 pub const STATEMENT_CYCLE_MS: i64 = 10 * 60_000;
 /// Approved payments older than this (relative to the newest request) are forgotten.
@@ -94,8 +90,9 @@ impl PaymentEntry {
 }
 
 /// Decides a (deduplicated) payment request against the customer's account: currency, fraud
-/// rules (velocity in a sliding minute of event time, amount spike), then available credit.
-pub fn authorize(account: &mut Account, p: &PaymentRequested) -> (Decision, Option<FraudAlert>) {
+/// rules (velocity in a sliding minute of event time, amount spike) with the parameters in
+/// force at the payment's event time, then available credit.
+pub fn authorize(account: &mut Account, p: &PaymentRequested, fraud: &FraudRules) -> (Decision, Option<FraudAlert>) {
     let t = p.event_time;
     account.advance(t);
     account.recent.retain(|(at, _)| *at > t - RECENT_KEEP_MS);
@@ -109,14 +106,14 @@ pub fn authorize(account: &mut Account, p: &PaymentRequested) -> (Decision, Opti
             .filter(|(at, _)| *at > t - VELOCITY_WINDOW_MS && *at <= t)
             .count();
         let average = account.approved_sum_cents / account.approved.max(1) as Cents;
-        let fraud = if in_window >= VELOCITY_MAX_APPROVED {
+        let suspicion = if in_window >= fraud.velocity_max_approved {
             Some((FraudRule::Velocity, in_window as i64))
-        } else if account.approved >= SPIKE_MIN_HISTORY && p.amount_cents > SPIKE_FACTOR * average {
+        } else if account.approved >= fraud.spike_min_history && p.amount_cents > fraud.spike_factor * average {
             Some((FraudRule::AmountSpike, average))
         } else {
             None
         };
-        match fraud {
+        match suspicion {
             Some((rule, observed)) => {
                 alert = Some(FraudAlert {
                     payment_id: p.payment_id.clone(),
@@ -124,6 +121,7 @@ pub fn authorize(account: &mut Account, p: &PaymentRequested) -> (Decision, Opti
                     merchant: p.merchant,
                     amount_cents: p.amount_cents,
                     rule,
+                    rules_version: fraud.version,
                     observed,
                     event_time: t,
                 });

@@ -214,6 +214,7 @@ impl SourceReader<(u64, u64)> for ScheduledReader {
                 split: split.clone(),
                 offset: *offset,
                 event_time: None,
+                state: None,
             })
             .collect()
     }
