@@ -43,4 +43,5 @@ mod side_outputs;
 mod smoke;
 mod status_page;
 mod watermark_recovery;
+mod window_triggers;
 mod windows;
