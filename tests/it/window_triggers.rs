@@ -561,3 +561,53 @@ fn meaningless_window_configurations_are_errors_naming_the_step() {
         assert!(err.contains(what), "{what}: {err}");
     }
 }
+
+/// A trigger of one's own: fires and purges a key's global window at each negative value,
+/// and keeps how many records it saw in trigger state.
+#[derive(Debug)]
+struct UntilNegative;
+
+impl Trigger<(u32, i64)> for UntilNegative {
+    fn on_element(&self, v: &(u32, i64), _: Option<Timestamp>, ctx: &mut TriggerContext<'_>) -> Result<TriggerResult> {
+        let seen = ctx.state::<u64>("seen")?.unwrap_or(0) + 1;
+        ctx.set_state("seen", &seen)?;
+        Ok(if v.1 < 0 {
+            TriggerResult::FireAndPurge
+        } else {
+            TriggerResult::Continue
+        })
+    }
+    fn on_event_time(&self, _: Timestamp, _: &mut TriggerContext<'_>) -> Result<TriggerResult> {
+        Ok(TriggerResult::Continue)
+    }
+    fn on_processing_time(&self, _: Timestamp, _: &mut TriggerContext<'_>) -> Result<TriggerResult> {
+        Ok(TriggerResult::Continue)
+    }
+    fn clear(&self, ctx: &mut TriggerContext<'_>) -> Result<()> {
+        ctx.clear_state("seen")
+    }
+}
+
+#[test]
+fn a_trigger_of_ones_own_decides_firing_and_purging() {
+    let input: Vec<(u32, i64)> = vec![(1, 1), (2, 10), (1, 2), (1, -3), (2, -20), (1, 4), (2, 30), (1, -5)];
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let p = crate::common::pipeline("own-trigger", backend, &dir).parallelism(2);
+        let out = CollectSink::new();
+        p.source("in", VecSource::new(input.clone()))
+            .key_by("k", |v: &(u32, i64)| v.0)
+            .window(GlobalWindows::create())
+            .trigger(UntilNegative)
+            .process("groups", |k: &u32, _, vs: Vec<(u32, i64)>| {
+                vec![(*k, vs.into_iter().map(|v| v.1).collect::<Vec<_>>())]
+            })
+            .sink("out", out.clone());
+        p.run().unwrap();
+        assert_eq!(
+            sorted(out.records()),
+            vec![(1, vec![1, 2, -3]), (1, vec![4, -5]), (2, vec![10, -20])],
+            "{backend:?}: the trailing 30 never fires"
+        );
+    }
+}
