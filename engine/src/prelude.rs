@@ -3,10 +3,12 @@
 pub use crate::api::window::WindowCollector;
 pub use crate::api::{ConnectedKeyedStreams, ConnectedStreams, KeyedStream, Pipeline, SinkStep, Stream};
 pub use crate::api::{
-    Groups, IntervalJoin, IntervalJoined, Pairs, WindowJoin, WindowJoinKeys, WindowJoinWhere, WindowedJoin,
+    Evictor, GlobalWindows, Session, SlidingEventTime, SlidingProcessingTime, Stamped, TimeWindow, Trigger,
+    TriggerContext, TriggerResult, TumblingEventTime, TumblingProcessingTime, WindowAssigner, WindowTime, Windowed,
+    WindowedStream,
 };
 pub use crate::api::{
-    Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream,
+    Groups, IntervalJoin, IntervalJoined, Pairs, WindowJoin, WindowJoinKeys, WindowJoinWhere, WindowedJoin,
 };
 pub use crate::checkpoint::{
     CheckpointConfig, CheckpointStats, LocalDirStorage, OnCancel, RestoreMode, Savepoint, SavepointRestore,
@@ -33,3 +35,7 @@ pub use crate::source::{
 };
 pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
 pub use crate::time::WatermarkStrategy;
+pub use crate::window::evictor::{count_evictor, time_evictor, EvictorContext};
+/// The built-in triggers: `triggers::count(n)`, `triggers::purging(t)`,
+/// `triggers::continuous_event_time(d)`, ...
+pub use crate::window::triggers;

@@ -1,11 +1,20 @@
-//! Event-time windows: what a window is ([`TimeWindow`]), what a window step emits
-//! ([`Windowed`]), and the assigners that put a record into windows (tumbling, sliding,
-//! session). The window step itself is `operator::window`; the fluent API is
-//! `api::window`.
+//! Windows: what a window is ([`TimeWindow`]), what a window step emits ([`Windowed`]), and
+//! the assigners that put a record into windows: event time (tumbling, sliding, session, here),
+//! processing time ([`processing`]) and the one global window ([`global`]). When a window fires
+//! is decided by its [`trigger`](mod@trigger) ([`triggers`] has the built-ins); an
+//! [`evictor`](mod@evictor) may drop records before the window function sees them. The window
+//! step itself is `operator::window`; the fluent API is `api::window`.
 //!
-//! Semantics are Flink's: a window `[start, end)` fires once the watermark reaches its
-//! [`max_timestamp`](TimeWindow::max_timestamp) `end - 1`, and every result is emitted with
-//! that timestamp.
+//! Semantics are Flink's: with the default trigger an event-time window `[start, end)` fires
+//! once the watermark reaches its [`max_timestamp`](TimeWindow::max_timestamp) `end - 1`, a
+//! processing-time window once the subtask's wall clock does, and every result is emitted
+//! with that timestamp.
+
+pub mod evictor;
+pub mod global;
+pub mod processing;
+pub mod trigger;
+pub mod triggers;
 
 use crate::data::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -32,6 +41,16 @@ impl TimeWindow {
     /// reaches it, and its results carry it as their timestamp.
     pub fn max_timestamp(&self) -> Timestamp {
         self.end.saturating_sub(1)
+    }
+
+    /// The window of [`GlobalWindows`](global::GlobalWindows): all of time,
+    /// `[i64::MIN, i64::MAX)`. Its `max_timestamp` is `i64::MAX - 1`, reached only by the final
+    /// watermark at the end of a bounded input.
+    pub const fn global() -> Self {
+        TimeWindow {
+            start: Timestamp::MIN,
+            end: Timestamp::MAX,
+        }
     }
 
     /// Whether `ts` lies in the window.
@@ -62,10 +81,34 @@ pub struct Windowed<K, R> {
     pub value: R,
 }
 
+/// The clock an assigner places records by, which decides the default trigger, when a
+/// window's state is dropped, and whether allowed lateness applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowTime {
+    /// By the record's timestamp: the default trigger fires at the watermark, state is dropped
+    /// at `max_timestamp + allowed lateness`, later records are late.
+    EventTime,
+    /// By the subtask's wall clock when the record arrives: the default trigger fires on a
+    /// processing-time timer at `max_timestamp`, when the state is dropped too; no record is
+    /// late.
+    ProcessingTime,
+    /// Every record in the one [global window](TimeWindow::global): it never fires unless a
+    /// trigger says so, and its state is kept (purging triggers empty it).
+    Global,
+}
+
 /// Decides which windows a record belongs to, from its timestamp.
 pub trait WindowAssigner: Clone + Send + Sync + std::fmt::Debug + 'static {
-    /// Appends the windows that contain `timestamp` to `out` (possibly none).
+    /// Appends the windows that contain `timestamp` to `out` (possibly none). For a
+    /// [processing-time](WindowTime::ProcessingTime) assigner `timestamp` is the subtask's
+    /// wall clock in ms when the record arrives; for a [global](WindowTime::Global) one it is
+    /// the record's timestamp if it has one, else 0.
     fn assign_windows(&self, timestamp: Timestamp, out: &mut Vec<TimeWindow>);
+
+    /// The clock records are placed by. Default: [event time](WindowTime::EventTime).
+    fn time(&self) -> WindowTime {
+        WindowTime::EventTime
+    }
 
     /// Whether windows of a key that [intersect](TimeWindow::intersects) merge into one
     /// (session windows).

@@ -45,4 +45,5 @@ mod smoke;
 mod status_page;
 mod typed_positions;
 mod watermark_recovery;
+mod window_triggers;
 mod windows;

@@ -23,4 +23,8 @@ pub use join::{
 pub use keyed::KeyedStream;
 pub use pipeline::Pipeline;
 pub use stream::{SinkStep, Stream};
-pub use window::{Session, SlidingEventTime, TimeWindow, TumblingEventTime, WindowAssigner, Windowed, WindowedStream};
+pub use window::{
+    Evictor, GlobalWindows, Session, SlidingEventTime, SlidingProcessingTime, Stamped, TimeWindow, Trigger,
+    TriggerContext, TriggerResult, TumblingEventTime, TumblingProcessingTime, WindowAssigner, WindowTime, Windowed,
+    WindowedStream,
+};

@@ -36,6 +36,15 @@ pub trait KeyedProcess<K, I>: Send + 'static {
         Ok(())
     }
 
+    /// Called once when all inputs have ended (after the final watermark): return `true` to
+    /// have every pending processing-time timer fire now, in time order, as if the wall clock
+    /// had reached the end of time (the window step does, so processing-time windows fire at
+    /// the end of a bounded input). The default, `false`, drops them with the job. A function
+    /// returning `true` must stop registering processing-time timers, or this never ends.
+    fn drain_processing_time(&mut self) -> bool {
+        false
+    }
+
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
 }
@@ -94,6 +103,10 @@ pub(crate) trait KeyedLogic<K>: Send {
     fn snapshot_logic(&mut self) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
+    /// See [`KeyedProcess::drain_processing_time`].
+    fn drain_processing_time(&mut self) -> bool {
+        false
+    }
 }
 
 /// Adapts a [`KeyedProcess`] and its key function.
@@ -127,6 +140,9 @@ impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P>
     }
     fn close(&mut self) {
         self.process.close()
+    }
+    fn drain_processing_time(&mut self) -> bool {
+        self.process.drain_processing_time()
     }
 }
 
@@ -288,6 +304,15 @@ impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
 
     fn next_deadline_ms(&self) -> Option<u64> {
         self.core.as_ref().and_then(|c| c.next_processing_time())
+    }
+
+    /// Fires every processing-time timer if the logic asks for it (see
+    /// [`KeyedProcess::drain_processing_time`]).
+    fn finish(&mut self, out: &mut Emitter) -> Result<()> {
+        if self.logic.drain_processing_time() {
+            self.fire(TimeDomain::ProcessingTime, Timestamp::MAX, out)?;
+        }
+        Ok(())
     }
 
     fn snapshot(&mut self, _barrier: &Barrier, target: &SnapshotTarget) -> Result<OperatorSnapshot> {

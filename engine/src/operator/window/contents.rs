@@ -167,7 +167,15 @@ pub struct WindowCollector<'a, O> {
     timestamp: Timestamp,
 }
 
-impl<O> WindowCollector<'_, O> {
+impl<'a, O> WindowCollector<'a, O> {
+    pub(crate) fn new(results: &'a mut Vec<O>, side: &'a mut SideOutputs, timestamp: Timestamp) -> Self {
+        WindowCollector {
+            results,
+            side,
+            timestamp,
+        }
+    }
+
     /// Emits a result of the window.
     pub fn emit(&mut self, result: O) {
         self.results.push(result);

@@ -1,30 +1,46 @@
 //! The window operator: a [`KeyedProcess`] that keeps each key's windows in keyed state and
-//! fires them with event-time timers, so windows are checkpointed like any keyed state.
+//! fires them when their [`Trigger`] says so, so windows and trigger state are checkpointed
+//! like any keyed state.
 //!
 //! # State of a key
 //! * `window.index`: map state from each live window (encoded by [`WindowKey`], which orders by
 //!   end, then start) to `()`;
-//! * the window contents, owned by a [`WindowContents`] (accumulators, reduced values or the
-//!   records themselves).
+//! * the window contents, owned by a [`WindowContents`] (accumulators, reduced values, the
+//!   records themselves, or the records with their timestamps when an evictor is set);
+//! * the trigger's state, `window.trigger.*` (see [`trigger_state`]).
 //!
 //! # Timers
-//! A window `w` has a timer at `w.max_timestamp()` (fire) and, with allowed lateness `L > 0`,
-//! one at `w.max_timestamp() + L` (clean-up); with `L = 0` the first does both. Timers are only
-//! registered for times after the current watermark, so a timer at `t` concerns exactly the
-//! windows whose fire or clean-up time is `t`. Timers identify (key, time) only: windows of a
-//! key may share one, so a merged-away session deletes its timers only when no remaining window
-//! of the key needs them.
+//! The trigger registers the timers it fires on (the event-time trigger one at
+//! `w.max_timestamp()`). The step adds a clean-up timer per window: for event-time windows an
+//! event-time timer at `w.max_timestamp() + L` (allowed lateness `L`), for processing-time
+//! windows a processing-time timer at `w.max_timestamp()`; the global window is never cleaned
+//! up. Timers identify (key, time) only: a timer asks the trigger about every window of its key,
+//! and triggers check that the time is theirs. Timers of windows that no longer exist (merged
+//! away) fire harmlessly.
+//!
+//! # After a crash
+//! Everything above is keyed state: a restored subtask has each window's contents, index entry,
+//! trigger state and timers as of the checkpoint, and replayed records rebuild the rest exactly
+//! once. Processing-time timers that passed while the job was down fire right after the
+//! restore. At the end of a bounded input processing time is advanced to the end of time (see
+//! [`KeyedProcess::drain_processing_time`]): every processing-time timer fires, in order, so
+//! processing-time windows fire and continuous processing-time triggers fire what arrived since
+//! their last firing; triggers cannot register new processing-time timers from then on.
 
 pub(crate) mod contents;
+pub(crate) mod evicting;
+pub(crate) mod trigger_state;
 
 use crate::data::{Data, Key, Timestamp};
 use crate::keyed::{KeyedContext, TimeDomain, Timer};
 use crate::operator::keyed_process::KeyedProcess;
 use crate::side_output::late_records;
-use crate::window::{TimeWindow, WindowAssigner};
+use crate::window::trigger::{Trigger, TriggerContext, TriggerResult};
+use crate::window::{TimeWindow, WindowAssigner, WindowTime};
 use crate::{Error, Result};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use trigger_state::KeyedTriggerState;
 
 /// A window as a map-state key: `(end, start)`, each an `i64` with the sign bit flipped in
 /// big-endian bytes. bincode writes byte arrays verbatim, so map-state iteration (the order of
@@ -74,9 +90,14 @@ const INDEX: &str = "window.index";
 /// The keyed process behind every windowed step.
 pub(crate) struct WindowOperator<K, W, C, T> {
     assigner: W,
-    /// Allowed lateness in ms.
+    /// The assigner's clock.
+    time: WindowTime,
+    /// Allowed lateness in ms (event-time windows only).
     lateness: i64,
     contents: Arc<C>,
+    trigger: Arc<dyn Trigger<T>>,
+    /// Set once all inputs ended: processing-time timers then fire and drop their windows.
+    draining: bool,
     scratch: Vec<TimeWindow>,
     _kt: PhantomData<fn(K, T)>,
 }
@@ -85,39 +106,53 @@ impl<K, W: Clone, C, T> Clone for WindowOperator<K, W, C, T> {
     fn clone(&self) -> Self {
         WindowOperator {
             assigner: self.assigner.clone(),
+            time: self.time,
             lateness: self.lateness,
             contents: self.contents.clone(),
+            trigger: self.trigger.clone(),
+            draining: false,
             scratch: Vec::new(),
             _kt: PhantomData,
         }
     }
 }
 
-impl<K, W, C, T> WindowOperator<K, W, C, T> {
-    /// A window operator; `lateness` in ms (negative counts as zero).
-    pub(crate) fn new(assigner: W, lateness: i64, contents: C) -> Self {
+impl<K, W: WindowAssigner, C, T> WindowOperator<K, W, C, T> {
+    /// A window operator firing on `trigger`; `lateness` in ms (negative counts as zero; only
+    /// event-time windows have any).
+    pub(crate) fn new(assigner: W, lateness: i64, contents: C, trigger: Arc<dyn Trigger<T>>) -> Self {
+        let time = assigner.time();
         WindowOperator {
             assigner,
-            lateness: lateness.max(0),
+            time,
+            lateness: if time == WindowTime::EventTime {
+                lateness.max(0)
+            } else {
+                0
+            },
             contents: Arc::new(contents),
+            trigger,
+            draining: false,
             scratch: Vec::new(),
             _kt: PhantomData,
         }
     }
 
-    /// When `w`'s state is dropped: `max_timestamp + lateness` (saturating, as in Flink).
-    fn cleanup_time(&self, w: &TimeWindow) -> Timestamp {
-        w.max_timestamp().saturating_add(self.lateness)
+    /// When and on which clock `w`'s state is dropped: event-time windows at
+    /// `max_timestamp + lateness` (saturating, as in Flink), processing-time windows at
+    /// `max_timestamp`, the global window never.
+    fn cleanup(&self, w: &TimeWindow) -> Option<(TimeDomain, Timestamp)> {
+        match self.time {
+            WindowTime::EventTime => Some((TimeDomain::EventTime, w.max_timestamp().saturating_add(self.lateness))),
+            WindowTime::ProcessingTime => Some((TimeDomain::ProcessingTime, w.max_timestamp())),
+            WindowTime::Global => None,
+        }
     }
 
-    /// Whether `w` is past its clean-up time at watermark `wm`: records for it are late.
+    /// Whether `w` is past its clean-up time at watermark `wm`: records for it are late (only
+    /// event-time windows are ever late).
     fn is_late(&self, w: &TimeWindow, wm: Timestamp) -> bool {
-        self.cleanup_time(w) <= wm
-    }
-
-    /// Whether `w` needs a timer at `t`.
-    fn needs_timer(&self, w: &TimeWindow, t: Timestamp) -> bool {
-        w.max_timestamp() == t || self.cleanup_time(w) == t
+        matches!(self.cleanup(w), Some((TimeDomain::EventTime, t)) if t <= wm)
     }
 }
 
@@ -166,33 +201,58 @@ where
         Ok(())
     }
 
-    /// Registers the timers of a new (not late) window.
-    fn register_timers(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: &TimeWindow) -> Result<()> {
-        let wm = ctx.current_watermark();
-        let fire_at = w.max_timestamp();
-        if fire_at > wm {
-            ctx.register_event_time_timer(fire_at)?;
+    /// Acts on a trigger's decision for `w`.
+    fn act(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow, decision: TriggerResult) -> Result<()> {
+        if decision.is_fire() {
+            self.fire(ctx, w)?;
         }
-        let cleanup = self.cleanup_time(w);
-        if cleanup != fire_at {
-            ctx.register_event_time_timer(cleanup)?;
+        if decision.is_purge() {
+            self.contents.clear(ctx, w)?;
         }
         Ok(())
     }
 
-    /// Adds `value` to `w` (not late), creating the window if needed; fires it at once if the
-    /// watermark already passed its end (a record within the allowed lateness).
+    /// Runs `f` with the trigger context of window `w` of the current key.
+    fn with_trigger<R>(
+        &self,
+        ctx: &mut KeyedContext<'_, K, C::Out>,
+        w: TimeWindow,
+        f: impl FnOnce(&dyn Trigger<T>, &mut TriggerContext<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut backend = KeyedTriggerState {
+            ctx,
+            draining: self.draining,
+        };
+        let mut tctx = TriggerContext::new(&mut backend, w);
+        f(self.trigger.as_ref(), &mut tctx)
+    }
+
+    /// Records a new window in the index and registers its clean-up timer.
+    fn open_window(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow) -> Result<()> {
+        ctx.map_state::<WindowKey, ()>(INDEX).put(&window_key(w), &())?;
+        match self.cleanup(&w) {
+            Some((TimeDomain::EventTime, t)) => ctx.register_event_time_timer(t),
+            Some((TimeDomain::ProcessingTime, t)) => ctx.register_processing_time_timer(t),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops everything of `w`: contents, trigger state and its index entry.
+    fn drop_window(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow) -> Result<()> {
+        self.contents.clear(ctx, w)?;
+        self.with_trigger(ctx, w, |t, tctx| t.clear(tctx))?;
+        ctx.map_state::<WindowKey, ()>(INDEX).remove(&window_key(w))
+    }
+
+    /// Adds `value` to `w` (not late), creating the window if needed, and asks the trigger.
     fn add_to(&self, ctx: &mut KeyedContext<'_, K, C::Out>, w: TimeWindow, value: T) -> Result<()> {
-        let k = window_key(w);
-        if !ctx.map_state::<WindowKey, ()>(INDEX).contains(&k)? {
-            ctx.map_state::<WindowKey, ()>(INDEX).put(&k, &())?;
-            self.register_timers(ctx, &w)?;
+        if !ctx.map_state::<WindowKey, ()>(INDEX).contains(&window_key(w))? {
+            self.open_window(ctx, w)?;
         }
+        let ts = ctx.timestamp();
+        let decision = self.with_trigger(ctx, w, |t, tctx| t.on_element(&value, ts, tctx))?;
         self.contents.add(ctx, w, value)?;
-        if w.max_timestamp() <= ctx.current_watermark() {
-            self.fire(ctx, w)?;
-        }
-        Ok(())
+        self.act(ctx, w, decision)
     }
 
     /// Adds `value` to the session `new` merges into; gives `value` back if that session is late.
@@ -210,20 +270,13 @@ where
         let sources: Vec<TimeWindow> = absorbed.iter().copied().filter(|w| *w != merged).collect();
         if !sources.is_empty() {
             self.contents.merge(ctx, merged, &sources)?;
-            for s in &sources {
-                ctx.map_state::<WindowKey, ()>(INDEX).remove(&window_key(*s))?;
-            }
-            let remaining: Vec<TimeWindow> = existing.iter().copied().filter(|w| !sources.contains(w)).collect();
-            for s in &sources {
-                for t in [s.max_timestamp(), self.cleanup_time(s)] {
-                    if !remaining.iter().any(|w| self.needs_timer(w, t)) {
-                        ctx.delete_event_time_timer(t)?;
-                    }
-                }
-            }
             if !absorbed.contains(&merged) {
-                ctx.map_state::<WindowKey, ()>(INDEX).put(&window_key(merged), &())?;
-                self.register_timers(ctx, &merged)?;
+                self.open_window(ctx, merged)?;
+            }
+            self.with_trigger(ctx, merged, |t, tctx| t.on_merge(&sources, tctx))?;
+            for s in &sources {
+                self.with_trigger(ctx, *s, |t, tctx| t.clear(tctx))?;
+                ctx.map_state::<WindowKey, ()>(INDEX).remove(&window_key(*s))?;
             }
         }
         self.add_to(ctx, merged, value)?;
@@ -272,6 +325,22 @@ where
         ctx.count("late_records", 1);
         ctx.output(&late_records::<T>(), value)
     }
+
+    /// The time the assigner places the current record by.
+    fn assign_time(&self, ctx: &KeyedContext<'_, K, C::Out>) -> Result<Timestamp> {
+        match self.time {
+            WindowTime::EventTime => ctx.timestamp().ok_or_else(|| {
+                Error::data(
+                    "an event-time window step got a record without timestamp; assign timestamps and watermarks \
+                     upstream, or use processing-time or count windows",
+                )
+            }),
+            WindowTime::ProcessingTime => {
+                Ok(Timestamp::try_from(ctx.current_processing_time()).unwrap_or(Timestamp::MAX))
+            }
+            WindowTime::Global => Ok(ctx.timestamp().unwrap_or(0)),
+        }
+    }
 }
 
 impl<K, T, W, C> KeyedProcess<K, T> for WindowOperator<K, W, C, T>
@@ -284,33 +353,34 @@ where
     type Out = C::Out;
 
     fn process(&mut self, value: T, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()> {
-        let ts = ctx.timestamp().ok_or_else(|| {
-            Error::data("a window step got a record without timestamp; assign timestamps and watermarks upstream")
-        })?;
+        let at = self.assign_time(ctx)?;
         let mut windows = std::mem::take(&mut self.scratch);
         windows.clear();
-        self.assigner.assign_windows(ts, &mut windows);
+        self.assigner.assign_windows(at, &mut windows);
         let result = self.route(ctx, &windows, value);
         self.scratch = windows;
         result
     }
 
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()> {
-        if timer.domain != TimeDomain::EventTime {
-            return Ok(());
-        }
         let t = timer.time;
         for k in ctx.map_state::<WindowKey, ()>(INDEX).keys()? {
             let w = key_window(k);
-            if w.max_timestamp() == t {
-                self.fire(ctx, w)?;
-            }
-            if self.cleanup_time(&w) == t {
-                self.contents.clear(ctx, w)?;
-                ctx.map_state::<WindowKey, ()>(INDEX).remove(&k)?;
+            let decision = self.with_trigger(ctx, w, |tr, tctx| match timer.domain {
+                TimeDomain::EventTime => tr.on_event_time(t, tctx),
+                TimeDomain::ProcessingTime => tr.on_processing_time(t, tctx),
+            })?;
+            self.act(ctx, w, decision)?;
+            if self.cleanup(&w) == Some((timer.domain, t)) {
+                self.drop_window(ctx, w)?;
             }
         }
         Ok(())
+    }
+
+    fn drain_processing_time(&mut self) -> bool {
+        self.draining = true;
+        true
     }
 }
 
