@@ -154,7 +154,10 @@ impl Task {
             }
             // Deadlines an operator of the chain asked for (timers, async results) come
             // between ticks too.
-            let deadline = self.chain.next_deadline_ms().filter(|_| matches!(phase, Phase::Running));
+            let deadline = self
+                .chain
+                .next_deadline_ms()
+                .filter(|_| matches!(phase, Phase::Running));
             if deadline.is_some_and(|d| d <= now_ms()) {
                 self.chain.on_processing_time(now_ms())?;
             }

@@ -89,7 +89,11 @@ where
                 Err(e) => (Outcome::TimedOut(e), true),
             },
         };
-        let _ = done.send(Completion { seq, outcome, timed_out });
+        let _ = done.send(Completion {
+            seq,
+            outcome,
+            timed_out,
+        });
     })
     .abort_handle()
 }

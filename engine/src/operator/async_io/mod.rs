@@ -137,7 +137,10 @@ impl<I: Data, F: AsyncFunction<I>> AsyncOp<I, F> {
     /// in flight.
     fn issue(&mut self) -> Result<()> {
         let (Some(rt), Some(f)) = (self.runtime, self.f.as_ref()) else {
-            return Err(Error::internal(format!("async step \"{}\" used before open", self.step)));
+            return Err(Error::internal(format!(
+                "async step \"{}\" used before open",
+                self.step
+            )));
         };
         while self.in_flight.len() < self.options.capacity {
             let Some((seq, input)) = self.queue.issue_next() else {
@@ -217,7 +220,10 @@ impl<I: Data, F: AsyncFunction<I>> AsyncOp<I, F> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(Error::internal(format!("async step \"{}\": results channel closed", self.step)))
+                    return Err(Error::internal(format!(
+                        "async step \"{}\": results channel closed",
+                        self.step
+                    )))
                 }
             }
         }

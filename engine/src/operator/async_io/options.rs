@@ -157,7 +157,12 @@ mod tests {
         let r = RetryStrategy::exponential(5, Duration::from_millis(10), Duration::from_millis(35), 2.0);
         let waits: Vec<_> = (1..=4).map(|a| r.backoff(a).as_millis()).collect();
         assert_eq!(waits, vec![10, 20, 35, 35]);
-        assert_eq!(RetryStrategy::fixed_delay(3, Duration::from_millis(7)).backoff(3).as_millis(), 7);
+        assert_eq!(
+            RetryStrategy::fixed_delay(3, Duration::from_millis(7))
+                .backoff(3)
+                .as_millis(),
+            7
+        );
     }
 
     #[test]
@@ -168,6 +173,8 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("async step \"enrich\": capacity"), "{err}");
         assert!(AsyncOptions::ordered(Duration::ZERO).validate("enrich").is_err());
-        assert!(AsyncOptions::unordered(Duration::from_secs(1)).validate("enrich").is_ok());
+        assert!(AsyncOptions::unordered(Duration::from_secs(1))
+            .validate("enrich")
+            .is_ok());
     }
 }
