@@ -52,7 +52,7 @@ impl Behaviour {
 }
 
 fn divides(every: u64, i: u64) -> bool {
-    every != 0 && i % every == 0
+    every != 0 && i.is_multiple_of(every)
 }
 
 /// A TCP service on loopback: one request per connection, `"<n>\n"` in, `"<answer>\n"` or
