@@ -22,8 +22,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
-/// While a keyed subtask processes a batch of records: simulates a user function that fails
-/// (or a worker that dies) mid-stream, between checkpoints.
+/// While a keyed subtask processes a batch of records, or an async step just issued a
+/// record's request: simulates a user function that fails (or a worker that dies) mid-stream,
+/// between checkpoints.
 pub const PROCESS_RECORD: &str = "process-record";
 /// In a subtask's synchronous snapshot, before it acknowledges the barrier: simulates a
 /// failure while state is being snapshotted (the checkpoint never completes).

@@ -73,3 +73,45 @@ pub trait FlatMapFunction<I>: Send + 'static {
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
 }
+
+/// An async function calling an external service for each record (Flink's `AsyncFunction`; see
+/// [`Stream::async_map`](crate::api::Stream::async_map)). One clone runs per subtask; its
+/// futures run on a runtime shared by the process, never on the subtask's thread.
+///
+/// # After a crash
+/// Calls are at least once, results exactly once: the records whose results were not emitted
+/// when a checkpoint was taken are in that checkpoint, and after a restore they are called
+/// again (a call whose result was lost in the failure is repeated). Each record's results
+/// appear once in the committed output. A service with side effects must accept a repeated
+/// call (make it idempotent, e.g. by a request id derived from the record).
+pub trait AsyncFunction<I>: Send + Sync + 'static {
+    /// The output record type.
+    type Out: Data;
+
+    /// Called once per subtask and attempt, before the first call, inside the async runtime
+    /// (clients that need a Tokio runtime can be built here).
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Calls the service for one record; resolves to its results (any number). An error is
+    /// retried by the step's retry strategy and then handled by its bad-record policy. Many
+    /// calls run at once (up to the step's capacity): do not block the thread inside.
+    fn call(&self, input: I) -> impl std::future::Future<Output = Result<Vec<Self::Out>>> + Send;
+
+    /// The outcome of a record whose request did not complete within the step's timeout (all
+    /// its attempts). The default fails the job (as Flink's); return a fallback result instead
+    /// to go on. An error here always fails the job.
+    fn timeout(&self, input: I) -> Result<Vec<Self::Out>> {
+        let _ = input;
+        Err(crate::Error::new(
+            crate::ErrorKind::UserFunction,
+            "the request timed out (the async function has no timeout fallback)",
+        ))
+    }
+
+    /// Called once when the attempt ends, normally or not, after its requests in flight were
+    /// cancelled. Must not panic.
+    fn close(&self) {}
+}

@@ -16,11 +16,12 @@ pub use crate::checkpoint::{
 pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
-pub use crate::functions::{FlatMapFunction, MapFunction, RuntimeContext};
+pub use crate::functions::{AsyncFunction, FlatMapFunction, MapFunction, RuntimeContext};
 pub use crate::keyed::{
     KeyedContext, ListState, MapState, SortKey, SortedMapState, TimeDomain, Timer, Ttl, ValueState,
 };
 pub use crate::message::CheckpointId;
+pub use crate::operator::async_io::options::{AsyncOptions, ResultOrder, RetryStrategy};
 pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
 pub use crate::operator::join::interval::IntervalJoinContext;
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};

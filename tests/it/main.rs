@@ -10,6 +10,7 @@ mod common;
 mod etcd;
 mod kafka;
 
+mod async_io;
 mod broadcast_state;
 mod checkpoints;
 mod cli;

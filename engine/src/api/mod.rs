@@ -1,6 +1,7 @@
 //! The typed pipeline API: [`Pipeline`], [`Stream`], [`KeyedStream`], connected streams and
 //! windows. Every step has a stable name; checkpointed state is addressed by it.
 
+mod async_io;
 pub mod broadcast;
 pub mod configure;
 pub mod connected;

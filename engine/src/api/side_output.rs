@@ -136,7 +136,7 @@ impl<O: Data> Stream<O> {
         Stream::new(self.graph.clone(), vec![node], Partitioning::Forward)
     }
 
-    /// The dead letters of a fallible step (`try_map`, `try_filter`, `try_flat_map`) run with
+    /// The dead letters of a fallible step (`try_map`, `try_filter`, `try_flat_map`, `async_map`) run with
     /// [`BadRecordPolicy::DeadLetter`](crate::side_output::BadRecordPolicy::DeadLetter): each
     /// rejected input record of type `I` with the error, exactly once. The side output
     /// [`DeadLetter::TAG`].

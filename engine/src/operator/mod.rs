@@ -5,6 +5,7 @@
 //! operator emits has been delivered downstream before the runtime calls it again; in particular
 //! nothing is in flight inside a chain when a barrier is handled.
 
+pub mod async_io;
 pub mod broadcast;
 pub(crate) mod fallible;
 pub mod join;

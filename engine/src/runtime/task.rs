@@ -152,6 +152,15 @@ impl Task {
                 self.chain.on_processing_time(now_ms())?;
                 next_tick = Instant::now() + TICK;
             }
+            // Deadlines an operator of the chain asked for (timers, async results) come
+            // between ticks too.
+            let deadline = self
+                .chain
+                .next_deadline_ms()
+                .filter(|_| matches!(phase, Phase::Running));
+            if deadline.is_some_and(|d| d <= now_ms()) {
+                self.chain.on_processing_time(now_ms())?;
+            }
             let wait = if exhausted || matches!(phase, Phase::AwaitingFinalCommit(_)) {
                 TICK
             } else {
@@ -177,6 +186,10 @@ impl Task {
                         TICK
                     }
                 }
+            };
+            let wait = match deadline {
+                Some(d) => wait.min(Duration::from_millis(d.saturating_sub(now_ms()))),
+                None => wait,
             };
             self.clock.wait_starts();
             let received = self.control.recv_timeout(wait);
