@@ -65,7 +65,9 @@ impl KeyedProcess<u64, (u64, u64)> for Sum {
 }
 
 fn run(events: u64, codec: Codec) {
-    let p = Pipeline::new("state-codecs").parallelism(1).state_backend(MemoryBackend::new());
+    let p = Pipeline::new("state-codecs")
+        .parallelism(1)
+        .state_backend(MemoryBackend::new());
     p.source("gen", GeneratorSource::new(|i| (i % 10_000, i)).bounded(events))
         .key_by("by-key", |(k, _): &(u64, u64)| *k)
         .process("sum", Sum(codec))
@@ -80,7 +82,9 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n));
     g.bench_function("by-name-bincode", |b| b.iter(|| run(n, Codec::ByName)));
     g.bench_function("descriptor-positional", |b| b.iter(|| run(n, Codec::Positional)));
-    g.bench_function("descriptor-self-describing", |b| b.iter(|| run(n, Codec::SelfDescribing)));
+    g.bench_function("descriptor-self-describing", |b| {
+        b.iter(|| run(n, Codec::SelfDescribing))
+    });
     g.finish();
 }
 

@@ -141,7 +141,11 @@ fn check(dir: &Path) {
         let mut reads = per_account.remove(&account).unwrap_or_default();
         reads.sort_by_key(|r| r.count);
         let counts: Vec<u64> = reads.iter().map(|r| r.count).collect();
-        assert_eq!(counts, (1..=ids.len() as u64).collect::<Vec<_>>(), "account {account}: counts");
+        assert_eq!(
+            counts,
+            (1..=ids.len() as u64).collect::<Vec<_>>(),
+            "account {account}: counts"
+        );
         let mut got_ids: Vec<u64> = reads.iter().map(|r| r.id).collect();
         got_ids.sort_unstable();
         assert_eq!(got_ids, ids, "account {account}: every transaction once");
@@ -157,7 +161,11 @@ fn check(dir: &Path) {
                 .filter(|e| e.now as i64 + PROCESSING_TTL_MS > r.now as i64)
                 .map(|e| e.id)
                 .collect();
-            assert_eq!(r.by_event_time, by_event, "account {account}: event-time list at count {}", r.count);
+            assert_eq!(
+                r.by_event_time, by_event,
+                "account {account}: event-time list at count {}",
+                r.count
+            );
             assert_eq!(
                 r.by_processing_time, by_wall,
                 "account {account}: processing-time list at count {}",
@@ -167,7 +175,10 @@ fn check(dir: &Path) {
             expired_wall += c + 1 - by_wall.len();
         }
     }
-    assert!(expired_event > 0 && expired_wall > 0, "elements expired in both domains");
+    assert!(
+        expired_event > 0 && expired_wall > 0,
+        "elements expired in both domains"
+    );
 }
 
 #[test]

@@ -90,7 +90,9 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
         if !is_live(header.expiry, &*self.ops) {
             return Ok(None);
         }
-        self.schema.decode(self.name, "map value", header.format, payload).map(Some)
+        self.schema
+            .decode(self.name, "map value", header.format, payload)
+            .map(Some)
     }
 
     /// Whether `k` is present.

@@ -287,11 +287,7 @@ impl<V: Data> StateSchema<V> {
     }
 
     /// Registers a migration from version `from` (read as `Old`) to the current type.
-    pub(crate) fn add_migration<Old: Data>(
-        &mut self,
-        from: u32,
-        f: impl Fn(Old) -> V + Send + Sync + 'static,
-    ) {
+    pub(crate) fn add_migration<Old: Data>(&mut self, from: u32, f: impl Fn(Old) -> V + Send + Sync + 'static) {
         let m = Migration {
             from,
             old_type: std::any::type_name::<Old>(),

@@ -98,13 +98,29 @@ struct AccountText {
 
 #[test]
 fn headers_round_trip_every_expiry_and_version() {
-    let expiries = [None, Some((TimeDomain::EventTime, -5)), Some((TimeDomain::ProcessingTime, 1 << 40))];
+    let expiries = [
+        None,
+        Some((TimeDomain::EventTime, -5)),
+        Some((TimeDomain::ProcessingTime, 1 << 40)),
+    ];
     let formats = [
         None,
-        Some(Format { codec: StateCodec::Positional, version: 0 }),
-        Some(Format { codec: StateCodec::SelfDescribing, version: 127 }),
-        Some(Format { codec: StateCodec::SelfDescribing, version: 128 }),
-        Some(Format { codec: StateCodec::Positional, version: u32::MAX }),
+        Some(Format {
+            codec: StateCodec::Positional,
+            version: 0,
+        }),
+        Some(Format {
+            codec: StateCodec::SelfDescribing,
+            version: 127,
+        }),
+        Some(Format {
+            codec: StateCodec::SelfDescribing,
+            version: 128,
+        }),
+        Some(Format {
+            codec: StateCodec::Positional,
+            version: u32::MAX,
+        }),
     ];
     for e in expiries {
         for f in formats {
@@ -149,7 +165,10 @@ fn a_descriptor_reads_values_written_by_name_and_rewrites_them_with_its_format()
     });
     assert_eq!(
         decode_header(&raw).unwrap().0.format,
-        Format { codec: StateCodec::SelfDescribing, version: 0 }
+        Format {
+            codec: StateCodec::SelfDescribing,
+            version: 0
+        }
     );
     // And a state opened by name still reads it (same version, codec from the header).
     let back = fx.with(b"k", |s| by_name::<AccountV1>(s, "account").get().unwrap());
@@ -163,7 +182,14 @@ fn an_added_field_with_a_default_reads_self_describing_values_without_a_migratio
     let v2: ValueStateDescriptor<AccountV2> = ValueStateDescriptor::new("account");
     fx.with(b"k", |s| handle(s, &v1).set(&AccountV1 { id: 4, cents: -1 }).unwrap());
     let got = fx.with(b"k", |s| handle(s, &v2).get().unwrap());
-    assert_eq!(got, Some(AccountV2 { id: 4, cents: -1, frozen: false }));
+    assert_eq!(
+        got,
+        Some(AccountV2 {
+            id: 4,
+            cents: -1,
+            frozen: false
+        })
+    );
 }
 
 #[test]
@@ -178,14 +204,40 @@ fn a_positional_change_needs_a_migration_and_reads_through_it() {
     let migrated: ValueStateDescriptor<AccountV2> = ValueStateDescriptor::new("account")
         .positional()
         .version(1)
-        .migrate_from::<AccountV1>(0, |a| AccountV2 { id: a.id, cents: a.cents, frozen: a.cents < 0 });
+        .migrate_from::<AccountV1>(0, |a| AccountV2 {
+        id: a.id,
+        cents: a.cents,
+        frozen: a.cents < 0,
+    });
     let got = fx.with(b"k", |s| handle(s, &migrated).get().unwrap());
-    assert_eq!(got, Some(AccountV2 { id: 2, cents: 10, frozen: false }));
+    assert_eq!(
+        got,
+        Some(AccountV2 {
+            id: 2,
+            cents: 10,
+            frozen: false
+        })
+    );
     // Written back at version 1, read at version 1 without the migration.
-    fx.with(b"k", |s| handle(s, &migrated).set(&AccountV2 { id: 2, cents: 11, frozen: true }).unwrap());
+    fx.with(b"k", |s| {
+        handle(s, &migrated)
+            .set(&AccountV2 {
+                id: 2,
+                cents: 11,
+                frozen: true,
+            })
+            .unwrap()
+    });
     let plain_v1: ValueStateDescriptor<AccountV2> = ValueStateDescriptor::new("account").positional().version(1);
     let got = fx.with(b"k", |s| handle(s, &plain_v1).get().unwrap());
-    assert_eq!(got, Some(AccountV2 { id: 2, cents: 11, frozen: true }));
+    assert_eq!(
+        got,
+        Some(AccountV2 {
+            id: 2,
+            cents: 11,
+            frozen: true
+        })
+    );
     // A job of version 0 cannot read values of version 1.
     let e = fx.with(b"k", |s| handle(s, &v1).get().unwrap_err());
     assert!(e.to_string().contains("newer version"), "{e}");
@@ -200,7 +252,9 @@ fn a_changed_field_type_is_an_error_naming_the_state() {
     let mut fx = Fixture::new();
     let v1: MapStateDescriptor<u32, AccountV1> = MapStateDescriptor::new("accounts");
     let changed: MapStateDescriptor<u32, AccountText> = MapStateDescriptor::new("accounts");
-    fx.with(b"k", |s| handle(s, &v1).put(&5, &AccountV1 { id: 5, cents: 1 }).unwrap());
+    fx.with(b"k", |s| {
+        handle(s, &v1).put(&5, &AccountV1 { id: 5, cents: 1 }).unwrap()
+    });
     let e = fx.with(b"k", |s| handle(s, &changed).entries().unwrap_err());
     assert!(e.to_string().contains("state \"accounts\""), "{e}");
     assert!(e.to_string().contains("AccountText"), "{e}");
@@ -220,7 +274,11 @@ fn list_elements_expire_one_by_one_and_clean_up_keeps_the_live_ones() {
     assert_eq!(live, vec![2, 3], "the element written at 1000 expired at 1100");
     // Clean-up timers were registered in the list namespace, one per expiry.
     let mut due = Vec::new();
-    while let Some(t) = fx.timers.pop_due(fx.store.as_mut(), TimeDomain::EventTime, 1_150).unwrap() {
+    while let Some(t) = fx
+        .timers
+        .pop_due(fx.store.as_mut(), TimeDomain::EventTime, 1_150)
+        .unwrap()
+    {
         due.push(t);
     }
     assert_eq!(due.iter().map(|t| t.time).collect::<Vec<_>>(), vec![1_100, 1_150]);
@@ -290,7 +348,10 @@ fn the_restore_check_names_the_step_and_the_state_that_cannot_be_read() {
     assert!(e.to_string().contains("\"history\""), "{e}");
     let newer = [ValueStateDescriptor::<AccountV1>::new("account").version(3).declare()];
     let e = check_restored_states(fx.store.as_mut(), ALL, &newer, "tally[1]").unwrap_err();
-    assert!(e.to_string().contains("\"account\"") && e.to_string().contains("migrate_from"), "{e}");
+    assert!(
+        e.to_string().contains("\"account\"") && e.to_string().contains("migrate_from"),
+        "{e}"
+    );
     // A state with no values in the restored key groups passes.
     let empty = [ValueStateDescriptor::<AccountText>::new("other").declare()];
     check_restored_states(fx.store.as_mut(), ALL, &empty, "tally[0]").unwrap();

@@ -6,8 +6,8 @@
 
 use crate::data::{Key, Record, Timestamp};
 use crate::keyed::context::clean_up_expired;
-use crate::keyed::event_time::EventTime;
 use crate::keyed::descriptors::StateDeclaration;
+use crate::keyed::event_time::EventTime;
 use crate::keyed::restore_check::check_restored_states;
 use crate::keyed::scope::{KeyScope, NS_TTL, NS_TTL_LIST, NS_USER};
 use crate::keyed::timers::{TimeDomain, TimerService};
