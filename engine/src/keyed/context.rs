@@ -1,7 +1,9 @@
 //! What a keyed user function sees: the current key, its state, timers, time and output.
 
+use super::descriptors::{StateAccess, StateDescriptor};
 use super::handles::{ListState, MapState, ValueState};
-use super::scope::{is_live, split_value, KeyScope, StateOps, NS_USER};
+use super::schema::{decode_header, StateSchema};
+use super::scope::{is_live, KeyScope, StateOps, NS_USER};
 use super::timers::TimeDomain;
 use crate::data::{Data, Record, Timestamp};
 use crate::metrics::OperatorMetrics;
@@ -74,32 +76,43 @@ impl<K, O: Data> KeyedContext<'_, K, O> {
         self.metrics.count(name, n);
     }
 
-    /// The value state `name` of the current key.
+    /// The state `descriptor` declares, for the current key: its handle, with the
+    /// descriptor's TTL and schema (values carry their schema version; older versions are read
+    /// through the descriptor's migrations).
+    pub fn state<'s, D: StateDescriptor>(&'s mut self, descriptor: &D) -> D::Handle<'s> {
+        descriptor.handle(StateAccess { ops: &mut self.scope })
+    }
+
+    /// The value state `name` of the current key, written unversioned with bincode (as before
+    /// state descriptors); prefer [`state`](Self::state) with a
+    /// [`ValueStateDescriptor`](super::ValueStateDescriptor) for a state whose type may change.
     pub fn value_state<'s, V: Data>(&'s mut self, name: &'s str) -> ValueState<'s, V> {
         ValueState {
             ops: &mut self.scope,
             name,
             ttl: None,
-            _v: PhantomData,
+            schema: StateSchema::unversioned(),
         }
     }
 
-    /// The map state `name` of the current key.
+    /// The map state `name` of the current key, values written unversioned with bincode.
     pub fn map_state<'s, UK: Data, UV: Data>(&'s mut self, name: &'s str) -> MapState<'s, UK, UV> {
         MapState {
             ops: &mut self.scope,
             name,
             ttl: None,
-            _kv: PhantomData,
+            schema: StateSchema::unversioned(),
+            _k: PhantomData,
         }
     }
 
-    /// The list state `name` of the current key.
+    /// The list state `name` of the current key, elements written unversioned with bincode.
     pub fn list_state<'s, V: Data>(&'s mut self, name: &'s str) -> ListState<'s, V> {
         ListState {
             ops: &mut self.scope,
             name,
-            _v: PhantomData,
+            ttl: None,
+            schema: StateSchema::unversioned(),
         }
     }
 
@@ -136,19 +149,27 @@ pub struct Timer {
 }
 
 /// Deletes the expired entries of state `name` of the scope's key (a TTL clean-up timer fired).
-pub(crate) fn clean_up_expired(scope: &mut KeyScope<'_>, name: &str) -> Result<()> {
+/// For a list (`list`), the entry without suffix is the element counter and is kept while an
+/// element remains; once none does, the counter goes too, so the list reads as empty.
+pub(crate) fn clean_up_expired(scope: &mut KeyScope<'_>, name: &str, list: bool) -> Result<()> {
     let mut expired = Vec::new();
     let mut raws = Vec::new();
     scope.scan_raw(name, &mut |suffix, v| {
-        raws.push((suffix.to_vec(), v.to_vec()));
+        if !(list && suffix.is_empty()) {
+            raws.push((suffix.to_vec(), v.to_vec()));
+        }
         Ok(true)
     })?;
+    let remaining = raws.len();
     for (suffix, v) in raws {
-        if let Ok((Some(e), _)) = split_value(&v) {
-            if !is_live(Some(e), &*scope) {
+        if let Ok((header, _)) = decode_header(&v) {
+            if header.expiry.is_some() && !is_live(header.expiry, &*scope) {
                 expired.push(suffix);
             }
         }
+    }
+    if list && expired.len() == remaining {
+        return scope.delete_all_raw(name);
     }
     for s in expired {
         scope.delete_raw(name, &s)?;

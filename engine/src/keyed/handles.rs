@@ -3,19 +3,21 @@
 //! # Checkpointing
 //! Every write goes to the operator subtask's keyed store at once; a checkpoint captures the
 //! store as of the barrier, so after a crash state is exactly what it was at the restored
-//! checkpoint, and replay rebuilds the rest.
+//! checkpoint, and replay rebuilds the rest. Each value carries its expiry and the schema
+//! format it was written with (see [`schema`](super::schema)), so a restored job reads older
+//! values through the migrations of its descriptors.
 
-use super::scope::{decode_state, encode, encode_value, is_live, split_value, StateOps, Ttl};
+use super::schema::{decode_header, StateSchema};
+use super::scope::{encode, is_live, StateOps, Ttl, NS_TTL, NS_TTL_LIST};
 use crate::data::Data;
 use crate::Result;
-use std::marker::PhantomData;
 
 /// A single value per key.
 pub struct ValueState<'c, V> {
     pub(crate) ops: &'c mut dyn StateOps,
     pub(crate) name: &'c str,
     pub(crate) ttl: Option<Ttl>,
-    pub(crate) _v: PhantomData<V>,
+    pub(crate) schema: StateSchema<V>,
 }
 
 impl<V: Data> ValueState<'_, V> {
@@ -30,11 +32,11 @@ impl<V: Data> ValueState<'_, V> {
         let Some(raw) = self.ops.get_raw(self.name, &[])? else {
             return Ok(None);
         };
-        let (expiry, payload) = split_value(&raw)?;
-        if !is_live(expiry, &*self.ops) {
+        let (header, payload) = decode_header(&raw)?;
+        if !is_live(header.expiry, &*self.ops) {
             return Ok(None);
         }
-        decode_state(self.name, "value", payload).map(Some)
+        self.schema.decode(self.name, "value", header.format, payload).map(Some)
     }
 
     /// The value, or `V::default()`.
@@ -48,10 +50,10 @@ impl<V: Data> ValueState<'_, V> {
     /// Sets the value.
     pub fn set(&mut self, value: &V) -> Result<()> {
         let expiry = match &self.ttl {
-            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl)?),
+            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl, NS_TTL)?),
             None => None,
         };
-        let bytes = encode_value(value, expiry)?;
+        let bytes = self.schema.encode(value, expiry)?;
         self.ops.put_raw(self.name, &[], &bytes)
     }
 
@@ -61,12 +63,14 @@ impl<V: Data> ValueState<'_, V> {
     }
 }
 
-/// A map per key. Iteration is in the order of the map keys' bincode encoding.
+/// A map per key. Iteration is in the order of the map keys' bincode encoding. Map keys are
+/// always bincode (they address entries); the schema versions and migrates the values.
 pub struct MapState<'c, UK, UV> {
     pub(crate) ops: &'c mut dyn StateOps,
     pub(crate) name: &'c str,
     pub(crate) ttl: Option<Ttl>,
-    pub(crate) _kv: PhantomData<(UK, UV)>,
+    pub(crate) schema: StateSchema<UV>,
+    pub(crate) _k: std::marker::PhantomData<UK>,
 }
 
 impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
@@ -82,11 +86,13 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
         let Some(raw) = self.ops.get_raw(self.name, &kb)? else {
             return Ok(None);
         };
-        let (expiry, payload) = split_value(&raw)?;
-        if !is_live(expiry, &*self.ops) {
+        let (header, payload) = decode_header(&raw)?;
+        if !is_live(header.expiry, &*self.ops) {
             return Ok(None);
         }
-        decode_state(self.name, "map value", payload).map(Some)
+        self.schema
+            .decode(self.name, "map value", header.format, payload)
+            .map(Some)
     }
 
     /// Whether `k` is present.
@@ -98,10 +104,10 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
     pub fn put(&mut self, k: &UK, v: &UV) -> Result<()> {
         let kb = encode(k)?;
         let expiry = match &self.ttl {
-            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl)?),
+            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl, NS_TTL)?),
             None => None,
         };
-        let bytes = encode_value(v, expiry)?;
+        let bytes = self.schema.encode(v, expiry)?;
         self.ops.put_raw(self.name, &kb, &bytes)
     }
 
@@ -120,11 +126,11 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
         })?;
         let mut out = Vec::with_capacity(raw.len());
         for (k, v) in raw {
-            let (expiry, payload) = split_value(&v)?;
-            if is_live(expiry, &*self.ops) {
+            let (header, payload) = decode_header(&v)?;
+            if is_live(header.expiry, &*self.ops) {
                 out.push((
-                    decode_state(self.name, "map key", &k)?,
-                    decode_state(self.name, "map value", payload)?,
+                    super::scope::decode_state(self.name, "map key", &k)?,
+                    self.schema.decode(self.name, "map value", header.format, payload)?,
                 ));
             }
         }
@@ -148,13 +154,27 @@ impl<UK: Data, UV: Data> MapState<'_, UK, UV> {
 }
 
 /// A list per key; `add` is O(1): elements are separate entries after a counter.
+///
+/// With a TTL ([`with_ttl`](Self::with_ttl)) every element expires on its own, `ttl` after
+/// the write that added it (as Flink's list-state TTL): reads skip expired elements, and a
+/// clean-up timer per expiry deletes them from the store. The expiry is stored with each
+/// element, so a restored or rescaled job expires exactly the elements the failed one would
+/// have (event time: at the same watermark).
 pub struct ListState<'c, V> {
     pub(crate) ops: &'c mut dyn StateOps,
     pub(crate) name: &'c str,
-    pub(crate) _v: PhantomData<V>,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) schema: StateSchema<V>,
 }
 
 impl<V: Data> ListState<'_, V> {
+    /// Elements added through this handle expire `ttl` after they were added; reads skip
+    /// expired elements.
+    pub fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     fn next_seq(&mut self) -> Result<u64> {
         Ok(match self.ops.get_raw(self.name, &[])? {
             Some(raw) if raw.len() == 8 => u64::from_be_bytes(raw[..8].try_into().expect("8 bytes")),
@@ -165,12 +185,16 @@ impl<V: Data> ListState<'_, V> {
     /// Appends `v`.
     pub fn add(&mut self, v: &V) -> Result<()> {
         let seq = self.next_seq()?;
-        self.ops
-            .put_raw(self.name, &(seq + 1).to_be_bytes(), &encode_value(v, None)?)?;
+        let expiry = match &self.ttl {
+            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl, NS_TTL_LIST)?),
+            None => None,
+        };
+        let bytes = self.schema.encode(v, expiry)?;
+        self.ops.put_raw(self.name, &(seq + 1).to_be_bytes(), &bytes)?;
         self.ops.put_raw(self.name, &[], &(seq + 1).to_be_bytes())
     }
 
-    /// Every element, in insertion order.
+    /// Every live element, in insertion order.
     pub fn get(&mut self) -> Result<Vec<V>> {
         let mut raw = Vec::new();
         self.ops.scan_raw(self.name, &mut |k, v| {
@@ -179,12 +203,17 @@ impl<V: Data> ListState<'_, V> {
             }
             Ok(true)
         })?;
-        raw.iter()
-            .map(|v| split_value(v).and_then(|(_, p)| decode_state(self.name, "list element", p)))
-            .collect()
+        let mut out = Vec::with_capacity(raw.len());
+        for v in raw {
+            let (header, payload) = decode_header(&v)?;
+            if is_live(header.expiry, &*self.ops) {
+                out.push(self.schema.decode(self.name, "list element", header.format, payload)?);
+            }
+        }
+        Ok(out)
     }
 
-    /// Replaces the list with `values`.
+    /// Replaces the list with `values` (each expiring `ttl` from now, with a TTL).
     pub fn update(&mut self, values: &[V]) -> Result<()> {
         self.clear()?;
         for v in values {
@@ -193,9 +222,26 @@ impl<V: Data> ListState<'_, V> {
         Ok(())
     }
 
-    /// Whether the list is empty.
+    /// Whether the list has no live element.
     pub fn is_empty(&mut self) -> Result<bool> {
-        Ok(self.next_seq()? == 0)
+        if self.next_seq()? == 0 {
+            return Ok(true);
+        }
+        if self.ttl.is_none() {
+            return Ok(false);
+        }
+        let mut live = false;
+        let mut expiries = Vec::new();
+        self.ops.scan_raw(self.name, &mut |k, v| {
+            if !k.is_empty() {
+                expiries.push(decode_header(v)?.0.expiry);
+            }
+            Ok(true)
+        })?;
+        for e in expiries {
+            live |= is_live(e, &*self.ops);
+        }
+        Ok(!live)
     }
 
     /// Removes every element.

@@ -1,6 +1,7 @@
 //! The state of the current key as seen by typed handles: raw access scoped to one key,
 //! value encoding with optional expiry, and TTL bookkeeping.
 
+use super::schema::{decode_header, Format, StateSchema};
 use super::timers::{TimeDomain, TimerEntry, TimerService};
 use crate::data::Timestamp;
 use crate::state::layout::write_user_state_prefix;
@@ -10,8 +11,11 @@ use std::time::Duration;
 
 /// Timer namespace of timers registered by user functions.
 pub(crate) const NS_USER: u8 = 0;
-/// Timer namespace of TTL clean-up timers (followed by the state name).
+/// Timer namespace of TTL clean-up timers of value and map state (followed by the state name).
 pub(crate) const NS_TTL: u8 = 1;
+/// Timer namespace of TTL clean-up timers of list state (followed by the state name): the
+/// clean-up keeps the list's element counter.
+pub(crate) const NS_TTL_LIST: u8 = 2;
 
 /// Time to live of a state entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +30,7 @@ pub struct Ttl {
 impl Ttl {
     /// Entries expire `d` of event time after the timestamp of the record that wrote them,
     /// once the watermark passes that point. Replays expire exactly the same entries.
-    pub fn event_time(d: Duration) -> Self {
+    pub const fn event_time(d: Duration) -> Self {
         Ttl {
             duration: d,
             domain: TimeDomain::EventTime,
@@ -34,7 +38,7 @@ impl Ttl {
     }
 
     /// Entries expire `d` of wall-clock time after they were written.
-    pub fn processing_time(d: Duration) -> Self {
+    pub const fn processing_time(d: Duration) -> Self {
         Ttl {
             duration: d,
             domain: TimeDomain::ProcessingTime,
@@ -57,8 +61,9 @@ pub(crate) trait StateOps {
     fn delete_all_raw(&mut self, name: &str) -> Result<()>;
     /// Current time in `domain` (watermark or wall clock).
     fn now(&self, domain: TimeDomain) -> Timestamp;
-    /// The expiry of an entry written now with `ttl`; registers its clean-up timer.
-    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl) -> Result<Expiry>;
+    /// The expiry of an entry written now with `ttl`; registers its clean-up timer in
+    /// namespace `ns` ([`NS_TTL`] or [`NS_TTL_LIST`]).
+    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl, ns: u8) -> Result<Expiry>;
 }
 
 /// The current key's slice of a keyed store.
@@ -145,7 +150,7 @@ impl StateOps for KeyScope<'_> {
         }
     }
 
-    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl) -> Result<Expiry> {
+    fn expiry_for_write(&mut self, name: &str, ttl: &Ttl, ns: u8) -> Result<Expiry> {
         let base = match ttl.domain {
             TimeDomain::EventTime => self.timestamp.ok_or_else(|| {
                 Error::data(format!(
@@ -155,9 +160,9 @@ impl StateOps for KeyScope<'_> {
             TimeDomain::ProcessingTime => self.now_ms as Timestamp,
         };
         let expiry = base.saturating_add(ttl.duration.as_millis() as Timestamp);
-        let mut ns = vec![NS_TTL];
-        ns.extend_from_slice(name.as_bytes());
-        self.register_timer(ttl.domain, expiry, ns)?;
+        let mut namespace = vec![ns];
+        namespace.extend_from_slice(name.as_bytes());
+        self.register_timer(ttl.domain, expiry, namespace)?;
         Ok((ttl.domain, expiry))
     }
 }
@@ -165,38 +170,24 @@ impl StateOps for KeyScope<'_> {
 /// An entry's expiry: the clock and the time at which it expires.
 pub(crate) type Expiry = (TimeDomain, Timestamp);
 
-/// Encodes a state value: `[0] value`, or `[1|2] expiry:i64 value` for an entry that expires
-/// in event time (1) or processing time (2).
-pub(crate) fn encode_value<V: serde::Serialize>(v: &V, expiry: Option<Expiry>) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(16);
-    match expiry {
-        None => out.push(0),
-        Some((domain, e)) => {
-            out.push(match domain {
-                TimeDomain::EventTime => 1,
-                TimeDomain::ProcessingTime => 2,
-            });
-            out.extend_from_slice(&e.to_be_bytes());
-        }
-    }
-    bincode::serde::encode_into_std_write(v, &mut out, bincode::config::standard())?;
-    Ok(out)
+/// Encodes a value of a state opened by name: the unversioned header (`[0]`, or `[1|2]
+/// expiry:i64` for an entry that expires in event or processing time) and the bincode payload.
+pub(crate) fn encode_value<V: crate::data::Data>(v: &V, expiry: Option<Expiry>) -> Result<Vec<u8>> {
+    StateSchema::<V>::unversioned().encode(v, expiry)
 }
 
-/// Splits an encoded state value into its expiry and payload.
+/// Splits an unversioned state value into its expiry and payload; a value carrying a schema
+/// format (written through a state descriptor) is an error here.
 pub(crate) fn split_value(raw: &[u8]) -> Result<(Option<Expiry>, &[u8])> {
-    let domain = match raw.first() {
-        Some(0) => return Ok((None, &raw[1..])),
-        Some(1) => TimeDomain::EventTime,
-        Some(2) => TimeDomain::ProcessingTime,
-        _ => return Err(Error::data("malformed state value header")),
-    };
-    if raw.len() < 9 {
-        return Err(Error::data("malformed state value header"));
+    let (header, payload) = decode_header(raw)?;
+    if header.format != Format::UNVERSIONED {
+        return Err(Error::config(format!(
+            "a state value was written with schema {:?} by a state descriptor; this state kind reads only \
+             unversioned values",
+            header.format
+        )));
     }
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&raw[1..9]);
-    Ok((Some((domain, i64::from_be_bytes(a))), &raw[9..]))
+    Ok((header.expiry, payload))
 }
 
 /// Whether an entry with `expiry` is still visible at the scope's current times.
@@ -213,27 +204,12 @@ pub(crate) fn decode<V: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<V> 
     Ok(v)
 }
 
-/// Decodes a payload of state `name` as `V`, all of it: a payload that does not decode, or
-/// decodes with bytes left over, was written as another type (the state's type changed since
-/// the checkpoint this job restored), and is a configuration error naming the state.
-pub(crate) fn decode_state<V: serde::de::DeserializeOwned>(name: &str, what: &str, bytes: &[u8]) -> Result<V> {
-    let changed = |why: String| {
-        Error::config(format!(
-            "state \"{name}\" holds a {what} that does not decode as {} ({why}): was the state's type changed \
-             since the restored checkpoint? Keep the type (or one that decodes its values), or give the new type \
-             a new state name",
-            std::any::type_name::<V>()
-        ))
-    };
-    match bincode::serde::decode_from_slice::<V, _>(bytes, bincode::config::standard()) {
-        Ok((v, used)) if used == bytes.len() => Ok(v),
-        Ok((_, used)) => Err(changed(format!(
-            "{} of {} bytes left over",
-            bytes.len() - used,
-            bytes.len()
-        ))),
-        Err(e) => Err(changed(e.to_string())),
-    }
+/// Decodes an unversioned payload of state `name` as `V`, all of it: a payload that does not
+/// decode, or decodes with bytes left over, was written as another type (the state's type
+/// changed since the checkpoint this job restored), and is a configuration error naming the
+/// state.
+pub(crate) fn decode_state<V: crate::data::Data>(name: &str, what: &str, bytes: &[u8]) -> Result<V> {
+    StateSchema::<V>::unversioned().decode(name, what, Format::UNVERSIONED, bytes)
 }
 
 /// Encodes with bincode.

@@ -12,7 +12,7 @@
 //! move with it when a job is restored at another parallelism.
 
 use super::context::KeyedContext;
-use super::scope::{decode_state, encode_value, is_live, split_value, StateOps, Ttl};
+use super::scope::{decode_state, encode_value, is_live, split_value, StateOps, Ttl, NS_TTL};
 use super::sort_key::{decode_sort_key, encode_sort_key, SortKey};
 use super::timers::TimeDomain;
 use crate::data::Data;
@@ -86,7 +86,7 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
     /// Sets `k` to `v`.
     pub fn put(&mut self, k: &UK, v: &UV) -> Result<()> {
         let expiry = match &self.ttl {
-            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl)?),
+            Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl, NS_TTL)?),
             None => None,
         };
         let bytes = encode_value(v, expiry)?;

@@ -6,8 +6,10 @@
 
 use crate::data::{Key, Record, Timestamp};
 use crate::keyed::context::clean_up_expired;
+use crate::keyed::descriptors::StateDeclaration;
 use crate::keyed::event_time::EventTime;
-use crate::keyed::scope::{KeyScope, NS_TTL, NS_USER};
+use crate::keyed::restore_check::check_restored_states;
+use crate::keyed::scope::{KeyScope, NS_TTL, NS_TTL_LIST, NS_USER};
 use crate::keyed::timers::{TimeDomain, TimerService};
 use crate::keyed::{KeyedContext, Timer};
 use crate::metrics::OperatorMetrics;
@@ -154,15 +156,24 @@ impl<K: Key> KeyedCore<K> {
             };
             match t.namespace.first() {
                 Some(&NS_USER) => on_timer(&mut ctx, Timer { time: t.time, domain })?,
-                Some(&NS_TTL) => {
+                Some(&ns @ (NS_TTL | NS_TTL_LIST)) => {
                     let name = std::str::from_utf8(&t.namespace[1..])
                         .map_err(|_| Error::internal("TTL timer with a non-UTF-8 state name"))?;
-                    clean_up_expired(&mut ctx.scope, name)?;
+                    clean_up_expired(&mut ctx.scope, name, ns == NS_TTL_LIST)?;
                 }
                 _ => return Err(Error::internal("timer with an unknown namespace")),
             }
         }
         Ok(())
+    }
+
+    /// Checks the restored values of the states the function declares (see
+    /// [`check_restored_states`]): a state the job cannot read fails the open.
+    pub(crate) fn check_declared_states(&mut self, declared: &[StateDeclaration]) -> Result<()> {
+        if declared.is_empty() {
+            return Ok(());
+        }
+        check_restored_states(self.store.as_mut(), self.key_groups, declared, &self.describe)
     }
 
     /// The earliest processing-time timer.

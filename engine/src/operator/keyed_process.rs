@@ -4,6 +4,7 @@ use super::keyed_core::KeyedCore;
 use super::{ChannelWatermark, Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp, MIN_WATERMARK};
 use crate::functions::RuntimeContext;
+use crate::keyed::descriptors::StateDeclaration;
 use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
@@ -45,6 +46,16 @@ pub trait KeyedProcess<K, I>: Send + 'static {
         false
     }
 
+    /// The keyed states the function uses, from their descriptors
+    /// (`vec![BALANCE.declare(), RECENT.declare()]`): when the step opens from a checkpoint
+    /// or savepoint, their restored values are checked against these declarations, and a
+    /// state the job cannot read (its type changed without a new schema version and a
+    /// migration) fails the restore with an error naming the step and the state. States not
+    /// declared here are checked at their first read.
+    fn states(&self) -> Vec<StateDeclaration> {
+        Vec::new()
+    }
+
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
 }
@@ -74,6 +85,16 @@ pub trait KeyedCoProcess<K, A, B>: Send + 'static {
         Ok(())
     }
 
+    /// The keyed states the function uses, from their descriptors
+    /// (`vec![BALANCE.declare(), RECENT.declare()]`): when the step opens from a checkpoint
+    /// or savepoint, their restored values are checked against these declarations, and a
+    /// state the job cannot read (its type changed without a new schema version and a
+    /// migration) fails the restore with an error naming the step and the state. States not
+    /// declared here are checked at their first read.
+    fn states(&self) -> Vec<StateDeclaration> {
+        Vec::new()
+    }
+
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
 }
@@ -94,6 +115,10 @@ pub(crate) trait KeyedLogic<K>: Send {
     fn on_timer(&mut self, timer: Timer, ctx: &mut KeyedContext<'_, K, Self::Out>) -> Result<()>;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<()>;
     fn close(&mut self);
+    /// The states the user function declares (checked when the step opens).
+    fn states(&self) -> Vec<StateDeclaration> {
+        Vec::new()
+    }
     /// Restores the logic's own operator state (besides the keyed store), if it has any.
     fn open_logic(&mut self, ctx: &OperatorContext) -> Result<()> {
         let _ = ctx;
@@ -144,6 +169,10 @@ impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P>
     fn drain_processing_time(&mut self) -> bool {
         self.process.drain_processing_time()
     }
+
+    fn states(&self) -> Vec<StateDeclaration> {
+        self.process.states()
+    }
 }
 
 /// Adapts a [`KeyedCoProcess`] and its two key functions.
@@ -189,6 +218,9 @@ impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for Two
     }
     fn close(&mut self) {
         self.process.close()
+    }
+    fn states(&self) -> Vec<StateDeclaration> {
+        self.process.states()
     }
 }
 
@@ -251,7 +283,9 @@ fn emit<O: Data>(tagged: bool, side: &mut SideOutputs, main: Vec<Record<O>>, out
 impl<K: Key, L: KeyedLogic<K>> OperatorCore for KeyedOperator<K, L> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         self.fail_points = ctx.fail_points.clone();
-        self.core = Some(KeyedCore::open(ctx)?);
+        let mut core = KeyedCore::open(ctx)?;
+        core.check_declared_states(&self.logic.states())?;
+        self.core = Some(core);
         self.logic.open(&ctx.runtime())?;
         self.logic.open_logic(ctx)
     }
