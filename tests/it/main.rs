@@ -20,6 +20,7 @@ mod exactly_once;
 mod file_sink;
 mod graceful_stop;
 mod ha;
+mod harness;
 mod joins;
 mod kafka_exactly_once;
 mod kafka_sink;

@@ -14,6 +14,8 @@ pub mod dr;
 pub mod drill;
 pub mod generator;
 pub mod kafka;
+#[cfg(test)]
+mod logic_tests;
 pub mod model;
 pub mod pipeline;
 pub mod report;
