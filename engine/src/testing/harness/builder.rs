@@ -193,7 +193,8 @@ impl HarnessBuilder {
             self.parallelism,
             self.max_parallelism,
             backend.name(),
-        )?;
+        )
+        .map_err(|e| Error::config(format!("harness for step \"{}\": {}", self.step, e.message())))?;
         let mut store = match &restore {
             Some(r) => r.open(backend.as_ref(), &scope)?,
             None => backend.open_store(&scope, None)?,
