@@ -52,7 +52,6 @@ pub mod side_output;
 pub mod sink;
 pub mod source;
 pub mod state;
-#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time;
 pub mod wall_clock;

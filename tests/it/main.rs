@@ -22,6 +22,7 @@ mod file_sink;
 mod generator_splits;
 mod graceful_stop;
 mod ha;
+mod harness;
 mod joins;
 mod kafka_exactly_once;
 mod kafka_sink;

@@ -149,6 +149,14 @@ impl TimerService {
         self.processing.first().map(|t| t.time)
     }
 
+    /// The registered timers of `domain`, earliest first.
+    pub(crate) fn registered(&self, domain: TimeDomain) -> impl Iterator<Item = &TimerEntry> + '_ {
+        match domain {
+            TimeDomain::EventTime => self.event.iter(),
+            TimeDomain::ProcessingTime => self.processing.iter(),
+        }
+    }
+
     /// Number of registered timers (both domains).
     #[allow(dead_code)]
     pub(crate) fn len(&self) -> usize {

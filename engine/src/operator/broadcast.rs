@@ -19,7 +19,6 @@ use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp};
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
 use crate::operator::keyed_core::KeyedCore;
-use crate::wall_clock::now_ms;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -259,7 +258,7 @@ impl<K: Key, T: Data, B: Data, P: KeyedBroadcastProcess<K, T, B>> KeyedLogic<K> 
         let (p, state) = (&mut self.process, &mut self.state);
         match input {
             0 => {
-                let now = now_ms();
+                let now = core.now_ms();
                 for r in downcast::<T>(batch)? {
                     let key = (self.key_fn)(&r.value);
                     core.with_key(&key, r.timestamp, now, out, |ctx| p.process(r.value, state, ctx))?;

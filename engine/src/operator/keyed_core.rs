@@ -43,6 +43,9 @@ pub(crate) struct KeyedCore<K> {
     /// The attempt, checked while timers fire: a timer that re-arms itself at the time it
     /// fires must not keep a cancelled subtask from stopping.
     cancellation: crate::cancellation::Cancellation,
+    /// The processing time a test harness drives by hand (`None`: the wall clock). Records,
+    /// timers and TTLs of the operator all read [`now_ms`](Self::now_ms).
+    pub(crate) manual_processing_time: Option<u64>,
     _k: PhantomData<fn() -> K>,
 }
 
@@ -70,8 +73,23 @@ impl<K: Key> KeyedCore<K> {
             metrics: ctx.metrics.clone(),
             describe: ctx.describe(),
             cancellation: ctx.cancellation.clone(),
+            manual_processing_time: None,
             _k: PhantomData,
         })
+    }
+
+    /// The operator's processing time: the wall clock, or the time a test harness set.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.manual_processing_time.unwrap_or_else(crate::wall_clock::now_ms)
+    }
+
+    /// The timers of `domain` registered by the user function (not TTL clean-ups), earliest
+    /// first, as `(time, encoded key)`.
+    pub(crate) fn user_timers(&self, domain: TimeDomain) -> impl Iterator<Item = (Timestamp, &[u8])> + '_ {
+        self.timers
+            .registered(domain)
+            .filter(|t| t.namespace.first() == Some(&NS_USER))
+            .map(|t| (t.time, t.key.as_slice()))
     }
 
     fn encode_key(&mut self, key: &K) -> Result<KeyGroup> {

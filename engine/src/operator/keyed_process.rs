@@ -9,7 +9,6 @@ use crate::keyed::timers::TimeDomain;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
 use crate::side_output::SideOutputs;
-use crate::wall_clock::now_ms;
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -149,7 +148,7 @@ impl<K: Key, I: Data, P: KeyedProcess<K, I>> KeyedLogic<K> for OneInput<K, I, P>
         core: &mut KeyedCore<K>,
         out: &mut Vec<Record<P::Out>>,
     ) -> Result<()> {
-        let now = now_ms();
+        let now = core.now_ms();
         for r in downcast::<I>(batch)? {
             let key = (self.key_fn)(&r.value);
             let p = &mut self.process;
@@ -191,7 +190,7 @@ impl<K: Key, A: Data, B: Data, P: KeyedCoProcess<K, A, B>> KeyedLogic<K> for Two
         core: &mut KeyedCore<K>,
         out: &mut Vec<Record<P::Out>>,
     ) -> Result<()> {
-        let now = now_ms();
+        let now = core.now_ms();
         let p = &mut self.process;
         match input {
             0 => {
@@ -264,7 +263,8 @@ impl<K: Key, L: KeyedLogic<K>> KeyedOperator<K, L> {
             .core
             .as_mut()
             .ok_or_else(|| Error::internal("keyed operator used before open"))?;
-        core.fire_timers(domain, up_to, now_ms(), &mut buf, &mut |ctx, t| logic.on_timer(t, ctx))?;
+        let now = core.now_ms();
+        core.fire_timers(domain, up_to, now, &mut buf, &mut |ctx, t| logic.on_timer(t, ctx))?;
         emit(self.tagged, &mut core.side, buf, out);
         Ok(())
     }

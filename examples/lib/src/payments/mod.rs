@@ -15,6 +15,8 @@ pub mod drill;
 pub mod fraud_rules;
 pub mod generator;
 pub mod kafka;
+#[cfg(test)]
+mod logic_tests;
 pub mod model;
 pub mod pipeline;
 pub mod report;
