@@ -71,8 +71,6 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-/// Waits up to `secs` for `cond`.
-
 /// Runs a bounded pipeline reading `src` into a collect sink.
 fn collect(src: KafkaSource<Event>, parallelism: usize) -> Vec<Event> {
     let p = Pipeline::new("kafka-read").parallelism(parallelism);

@@ -17,8 +17,8 @@ use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
+use crate::common::wait_until;
 use crate::common::within;
-use crate::savepoints::wait_until;
 
 const EVENTS: u64 = 4_000;
 const ACCOUNTS: u64 = 8;
@@ -204,7 +204,7 @@ fn list_elements_expire_per_element_across_a_failure_and_rescales() {
                 assert!(report.restored_from.is_some());
                 break;
             }
-            wait_until("the stage read records and completed a checkpoint", || {
+            wait_until("the stage read records and completed a checkpoint", 60, || {
                 let p = handle.progress();
                 handle.is_finished()
                     || p.source_records >= (n as u64 + 1) * EVENTS / 6

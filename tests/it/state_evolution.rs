@@ -17,8 +17,9 @@ use weir::engine::fail::{self, FailAction, FailPoints};
 use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
+use crate::common::wait_until;
 use crate::common::within;
-use crate::savepoints::{local, wait_until};
+use crate::savepoints::local;
 
 const EVENTS: u64 = 3_000;
 const ACCOUNTS: u64 = 12;
@@ -221,7 +222,7 @@ fn pipeline<P: KeyedProcess<u64, Txn, Out = Posted> + Clone>(
 /// then stops it with a savepoint in `dir/savepoint`.
 fn run_until_savepoint<P: KeyedProcess<u64, Txn, Out = Posted> + Clone>(dir: &Path, ledger: P) {
     let handle = pipeline(dir, "checkpoints-a", ledger, 2, SLOW, None).start().unwrap();
-    wait_until("the first version made progress", || {
+    wait_until("the first version made progress", 60, || {
         let p = handle.progress();
         p.source_records >= EVENTS / 3 && p.last_checkpoint.is_some()
     });

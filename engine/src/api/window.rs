@@ -31,6 +31,7 @@ pub use crate::window::global::GlobalWindows;
 use crate::window::millis;
 pub use crate::window::processing::{SlidingProcessingTime, TumblingProcessingTime};
 pub use crate::window::trigger::{Trigger, TriggerContext, TriggerResult};
+use crate::window::triggers::default_trigger;
 pub use crate::window::triggers::{
     continuous_event_time, continuous_processing_time, count, purging, ContinuousEventTimeTrigger,
     ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger, NeverTrigger, ProcessingTimeTrigger,
@@ -120,15 +121,6 @@ impl<K, T, W: std::fmt::Debug> std::fmt::Debug for WindowedStream<K, T, W> {
             .field("trigger", &self.trigger)
             .field("evictor", &self.evictor)
             .finish()
-    }
-}
-
-/// The trigger of windows of `time` when none is given.
-fn default_trigger<T: Data>(time: WindowTime) -> Arc<dyn Trigger<T>> {
-    match time {
-        WindowTime::EventTime => Arc::new(EventTimeTrigger),
-        WindowTime::ProcessingTime => Arc::new(ProcessingTimeTrigger),
-        WindowTime::Global => Arc::new(NeverTrigger),
     }
 }
 

@@ -6,10 +6,21 @@
 //! [`TriggerContext`], checkpointed with the window's contents.
 
 use super::trigger::{Trigger, TriggerContext, TriggerResult};
-use super::{millis, TimeWindow};
+use super::{millis, TimeWindow, WindowTime};
 use crate::data::Timestamp;
 use crate::{Error, Result};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The trigger of windows of `time` when none is given: event time, processing time, or
+/// never (a global window fires only on a trigger of one's own).
+pub fn default_trigger<T: 'static>(time: WindowTime) -> Arc<dyn Trigger<T>> {
+    match time {
+        WindowTime::EventTime => Arc::new(EventTimeTrigger),
+        WindowTime::ProcessingTime => Arc::new(ProcessingTimeTrigger),
+        WindowTime::Global => Arc::new(NeverTrigger),
+    }
+}
 
 /// State of [`CountTrigger`]: records since the last firing.
 const COUNT: &str = "count";

@@ -84,7 +84,8 @@ impl<W: WindowAssigner> WindowHarnessBuilder<W> {
         self.assigner
             .validate()
             .map_err(|msg| Error::config(format!("harness for window step \"{}\": {msg}", self.settings.step)))?;
-        let op = WindowOperator::new(self.assigner, millis(self.lateness), contents);
+        let trigger = crate::window::triggers::default_trigger(self.assigner.time());
+        let op = WindowOperator::new(self.assigner, millis(self.lateness), contents, trigger);
         self.settings.keyed(WindowStep { inner: Box::new(op) })
     }
 
