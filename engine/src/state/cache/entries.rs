@@ -214,7 +214,7 @@ impl Entries {
         // After the hand to the end, then from the start twice (the first pass over an entry may
         // only clear its reference): every entry is visited at least twice. Victims are removed
         // after each sweep, so no sweep meets one again.
-        let mut sweeps: Vec<(Bound<&[u8]>, Bound<&[u8]>)> = Vec::new();
+        let mut sweeps: Vec<KeyRange<'_>> = Vec::new();
         if let Some(h) = hand.as_deref() {
             sweeps.push((Bound::Excluded(h), Bound::Unbounded));
         }
@@ -249,6 +249,9 @@ impl Entries {
         }
     }
 }
+
+/// The bounds of a range of keys.
+type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A bound over an owned key as a bound over a slice.
 fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
