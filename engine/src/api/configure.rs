@@ -17,7 +17,8 @@ impl Pipeline {
     /// - `[checkpoint]`: `storage` replaces the program's storage (or turns checkpointing on),
     ///   the other keys change the program's checkpoint configuration (they need storage from
     ///   one of the two);
-    /// - `[state]`: the state backend;
+    /// - `[state]`: the state backend; `cache_mb` alone sets the cache of the program's RocksDB
+    ///   backend;
     /// - `[restart]`: the restart strategy;
     /// - `[metrics]`: where the process serves Prometheus metrics
     ///   ([`metrics_addr`](Self::metrics_addr));
@@ -33,7 +34,18 @@ impl Pipeline {
         let storage = config.checkpoint_storage()?;
         let replica = config.replica_storage()?;
         let restart = config.restart_strategy()?;
-        let backend = config.state_backend();
+        let backend = match (config.state_backend(), config.state_cache_bytes()) {
+            (Some(backend), _) => Some(backend),
+            // `state.cache_mb` alone: the program's backend with that cache.
+            (None, Some(bytes)) => Some(self.config().state_backend.with_cache_size(bytes).ok_or_else(|| {
+                Error::config(format!(
+                    "state.cache_mb sets the cache in front of RocksDB, and the job's state backend is {}: \
+                     set state.dir (or the program's RocksDB backend)",
+                    self.config().state_backend.name()
+                ))
+            })?),
+            (None, None) => None,
+        };
         let has_storage = storage.is_some() || self.config().checkpoint.is_some();
         let c = &config.checkpoint;
         if !has_storage {
@@ -139,6 +151,36 @@ mod tests {
             }
         );
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn state_cache_mb_sizes_the_rocksdb_cache_and_is_refused_without_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_dir = Configuration::from_toml(&format!(
+            "[state]\ndir = {:?}\ncache_mb = 8\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let p = Pipeline::new("cached").configure(&with_dir).unwrap();
+        let described = format!("{:?}", p.config().state_backend);
+        assert!(described.contains(&format!("cache_size: {}", 8 << 20)), "{described}");
+
+        // Alone, it sizes the program's RocksDB backend.
+        let alone = Configuration::from_toml("[state]\ncache_mb = 0\n").unwrap();
+        let p = Pipeline::new("cached")
+            .state_backend(crate::state::RocksDbBackend::new(dir.path()))
+            .configure(&alone)
+            .unwrap();
+        let described = format!("{:?}", p.config().state_backend);
+        assert!(described.contains("cache_size: 0"), "{described}");
+
+        let e = Pipeline::new("memory").configure(&alone).unwrap_err();
+        assert!(
+            e.to_string().contains("state.cache_mb") && e.to_string().contains("memory"),
+            "{e}"
+        );
+        let e = Configuration::from_toml("[state]\nbackend = \"memory\"\ncache_mb = 8\n").unwrap_err();
+        assert!(e.to_string().contains("state.cache_mb = 8"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// This backend with a write-back state cache of `bytes` per store (0: none; see
+    /// [`CachedStore`](super::cache::CachedStore)), or `None` for a backend that has no cache
+    /// (the default).
+    fn with_cache_size(&self, bytes: usize) -> Option<std::sync::Arc<dyn StateBackend>> {
+        let _ = bytes;
+        None
+    }
+
     /// Takes exclusive ownership of job `job`'s part of the working directory for as long as
     /// the returned lock lives (the OS releases it when the process dies). `None` for backends
     /// without a directory. Opening a store deletes what an earlier run left in its working
@@ -180,6 +188,22 @@ pub trait KeyedStore: Send {
     ) -> Result<()> {
         self.scan_prefix(prefix, &mut |k, v| if k < from { Ok(true) } else { f(k, v) })
     }
+    /// Applies `ops` in order, as many [`put`](Self::put)s and [`delete`](Self::delete)s would
+    /// (the default does exactly that); a store that has a cheaper batched write uses it. A
+    /// key appears at most once in `ops` when the state cache calls it, so applying a prefix
+    /// of `ops` again after a failure gives the same result.
+    ///
+    /// # Errors
+    /// As `put` and `delete`; some of `ops` may have been applied.
+    fn write_batch(&mut self, ops: &[WriteOp<'_>]) -> Result<()> {
+        for op in ops {
+            match *op {
+                WriteOp::Put(k, v) => self.put(k, v)?,
+                WriteOp::Delete(k) => self.delete(k)?,
+            }
+        }
+        Ok(())
+    }
     /// Removes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()>;
     /// An estimate of the bytes of live state (keys and values).
@@ -192,6 +216,33 @@ pub trait KeyedStore: Send {
     /// # Errors
     /// `Checkpoint` if the snapshot cannot be written.
     fn snapshot_to(&mut self, dir: &Path) -> Result<Vec<PathBuf>>;
+}
+
+/// One write of a [`KeyedStore::write_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp<'a> {
+    /// Sets the key to the value.
+    Put(&'a [u8], &'a [u8]),
+    /// Removes the key.
+    Delete(&'a [u8]),
+}
+
+impl<'a> WriteOp<'a> {
+    /// The key written.
+    pub fn key(&self) -> &'a [u8] {
+        match *self {
+            WriteOp::Put(k, _) | WriteOp::Delete(k) => k,
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` when there is none
+/// (empty or all-0xFF prefix): the exclusive upper bound of a prefix range.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let last = prefix.iter().rposition(|&b| b != 0xFF)?;
+    let mut end = prefix[..=last].to_vec();
+    end[last] += 1;
+    Some(end)
 }
 
 /// The smallest entry key of key group `kg`, or above every key group when `kg` is

@@ -1,6 +1,7 @@
 //! Keyed state: backends, the byte layout, key groups and the typed handles user functions see.
 
 pub mod backend;
+pub mod cache;
 #[cfg(test)]
 mod conformance;
 pub mod key_group;
@@ -11,7 +12,8 @@ pub mod rescale;
 mod rescale_conformance;
 pub mod rocks;
 
-pub use backend::{KeyedRestore, KeyedStore, SnapshotPart, StateBackend, StoreScope};
+pub use backend::{KeyedRestore, KeyedStore, SnapshotPart, StateBackend, StoreScope, WriteOp};
+pub use cache::CachedStore;
 pub use key_group::{key_group_for, key_group_of, KeyGroup, KeyGroupRange};
 pub use memory::MemoryBackend;
 pub use rocks::RocksDbBackend;

@@ -15,7 +15,8 @@ mod rescale;
 mod segment;
 mod store;
 
-use super::backend::{dir_name, KeyedStore, SnapshotPart, StateBackend, StoreScope};
+use super::backend::{dir_name, prefix_successor, KeyedStore, SnapshotPart, StateBackend, StoreScope};
+use super::cache::CachedStore;
 use super::KeyGroupRange;
 use crate::ownership::dir_lock::DirLock;
 use crate::ownership::{OwnerInfo, OwnerRecord};
@@ -49,6 +50,12 @@ const DEFAULT_BLOCK_CACHE_SIZE: usize = 128 << 20;
 /// than a plain restore), so 16 MiB costs at most ~0.1 s, the time a plain restore of 1 GB
 /// takes; larger overlaps are linked, which costs the same whatever their size.
 const DEFAULT_SEGMENT_MERGE_THRESHOLD: u64 = 16 << 20;
+/// Default of [`RocksDbBackend::cache_size`]: the write-back cache of each store. 64 MiB holds
+/// about 500 000 small entries (a key of ~30 bytes, a value of ~10, ~96 bytes of overhead), so
+/// the keyed state of a subtask of most aggregations fits whole; it is twice a store's memtable
+/// budget (two memtables of 16 MiB), which RocksDB spends on the same writes. A checkpoint
+/// writes the dirty entries (at most the budget) into the memtable in its synchronous phase.
+pub const DEFAULT_CACHE_SIZE: usize = 64 << 20;
 /// At most this many segments per store: a rescale rewrites the smallest overlaps beyond it
 /// into the largest, whatever their size, so that databases per subtask stay bounded.
 const MAX_SEGMENTS: usize = 8;
@@ -62,6 +69,8 @@ pub struct RocksDbBackend {
     target_file_size: u64,
     block_cache_size: usize,
     segment_merge_threshold: u64,
+    /// Budget of each store's write-back cache in bytes; 0: no cache.
+    cache_size: usize,
     /// Created on first use so that the builder methods can still change its size.
     cache: Arc<OnceLock<Cache>>,
 }
@@ -74,6 +83,7 @@ impl fmt::Debug for RocksDbBackend {
             .field("target_file_size", &self.target_file_size)
             .field("block_cache_size", &self.block_cache_size)
             .field("segment_merge_threshold", &self.segment_merge_threshold)
+            .field("cache_size", &self.cache_size)
             .finish()
     }
 }
@@ -88,6 +98,7 @@ impl RocksDbBackend {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             block_cache_size: DEFAULT_BLOCK_CACHE_SIZE,
             segment_merge_threshold: DEFAULT_SEGMENT_MERGE_THRESHOLD,
+            cache_size: DEFAULT_CACHE_SIZE,
             cache: Arc::new(OnceLock::new()),
         }
     }
@@ -122,6 +133,31 @@ impl RocksDbBackend {
     pub fn segment_merge_threshold(mut self, bytes: u64) -> Self {
         self.segment_merge_threshold = bytes;
         self
+    }
+
+    /// Sets the budget of the write-back cache in front of each store, in bytes (default
+    /// [`DEFAULT_CACHE_SIZE`], 64 MiB; 0 disables it): keys, values and a per-entry overhead.
+    /// Reads that hit it and writes skip RocksDB; dirty entries reach RocksDB in write batches
+    /// at each checkpoint, when the budget is spent and before scans (see
+    /// [`CachedStore`](super::cache::CachedStore)). State larger than the budget works, with
+    /// misses read from RocksDB. A checkpoint contains the same entries with or without it.
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = bytes;
+        self
+    }
+
+    /// The budget of each store's write-back cache in bytes (0: none).
+    pub fn cache_budget(&self) -> usize {
+        self.cache_size
+    }
+
+    /// `store` behind the write-back cache, when it has a budget.
+    fn cached(&self, store: RocksDbStore) -> Box<dyn KeyedStore> {
+        if self.cache_size == 0 {
+            Box::new(store)
+        } else {
+            Box::new(CachedStore::new(Box::new(store), self.cache_size))
+        }
     }
 
     /// The directory holding the stores' working directories.
@@ -319,12 +355,16 @@ impl StateBackend for RocksDbBackend {
         DirLock::acquire(&job_dir.join(STATE_LOCK_FILE), &record, &resource).map(Some)
     }
 
+    fn with_cache_size(&self, bytes: usize) -> Option<Arc<dyn StateBackend>> {
+        Some(Arc::new(self.clone().cache_size(bytes)))
+    }
+
     fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>> {
-        Ok(Box::new(self.open(scope, restore_from)?))
+        Ok(self.cached(self.open(scope, restore_from)?))
     }
 
     fn open_store_rescaled(&self, scope: &StoreScope, parts: &[SnapshotPart]) -> Result<Box<dyn KeyedStore>> {
-        Ok(Box::new(self.open_rescaled(scope, parts)?))
+        Ok(self.cached(self.open_rescaled(scope, parts)?))
     }
 }
 
@@ -377,15 +417,6 @@ fn copy_snapshot(src: &Path, id: &str, work: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The smallest key greater than every key starting with `prefix`, or `None` when there is none
-/// (empty or all-0xFF prefix).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let last = prefix.iter().rposition(|&b| b != 0xFF)?;
-    let mut end = prefix[..=last].to_vec();
-    end[last] += 1;
-    Some(end)
-}
-
 /// Working directories of the stores open in this process.
 static OPEN_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
@@ -423,7 +454,20 @@ mod tests {
     use crate::ErrorKind;
     use std::os::unix::fs::MetadataExt;
 
+    // With the default cache (64 MiB: every entry of a test stays cached until a snapshot).
     super::super::conformance::conformance_tests!(|root: &Path| small(root));
+
+    /// The suite with a cache of a few entries: every few writes flush and evict.
+    mod tiny_cache {
+        use super::*;
+        crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(400));
+    }
+
+    /// The suite on RocksDB alone.
+    mod no_cache {
+        use super::*;
+        crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(0));
+    }
 
     /// A backend with a small memtable, so that tests flush and compact.
     fn small(root: &Path) -> RocksDbBackend {

@@ -27,6 +27,19 @@ impl Configuration {
                 "state.backend = \"rocksdb\" needs state.dir, the directory RocksDB works in",
             ));
         }
+        if let Some(mb) = self.state.cache_mb {
+            if self.state.backend == Some(BackendKind::Memory) {
+                return Err(Error::config(format!(
+                    "state.cache_mb = {mb} sets the cache in front of RocksDB; state.backend = \"memory\" has none: \
+                     remove state.cache_mb or use \"rocksdb\""
+                )));
+            }
+            if self.state_cache_bytes().is_none() {
+                return Err(Error::config(format!(
+                    "state.cache_mb = {mb} is more memory than this machine can address"
+                )));
+            }
+        }
         for (key, value) in [
             ("checkpoint.interval", self.checkpoint.interval),
             ("checkpoint.timeout", self.checkpoint.timeout),
@@ -125,13 +138,28 @@ impl Configuration {
         Ok(Some(strategy))
     }
 
-    /// The state backend `[state]` describes (`None`: the section is empty).
+    /// The state backend `[state]` describes (`None`: it names no backend; `state.cache_mb`
+    /// alone changes the program's backend, see
+    /// [`Pipeline::configure`](crate::api::Pipeline::configure)).
     pub fn state_backend(&self) -> Option<Arc<dyn StateBackend>> {
         match (self.state.backend, &self.state.dir) {
             (Some(BackendKind::Memory), _) => Some(Arc::new(MemoryBackend::new())),
-            (_, Some(dir)) => Some(Arc::new(RocksDbBackend::new(dir))),
+            (_, Some(dir)) => {
+                let mut rocks = RocksDbBackend::new(dir);
+                if let Some(bytes) = self.state_cache_bytes() {
+                    rocks = rocks.cache_size(bytes);
+                }
+                Some(Arc::new(rocks))
+            }
             (Some(BackendKind::Rocksdb), None) | (None, None) => None,
         }
+    }
+
+    /// `state.cache_mb` in bytes (`None`: not set, or too large for a `usize`, which
+    /// [`check`](Self::check) refuses).
+    pub fn state_cache_bytes(&self) -> Option<usize> {
+        let mb = usize::try_from(self.state.cache_mb?).ok()?;
+        mb.checked_mul(1 << 20)
     }
 
     /// The checkpoint storage `checkpoint.storage` names, opened (`None`: not set).

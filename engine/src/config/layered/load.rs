@@ -19,6 +19,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("WEIR_CHECKPOINT_REPLICA", "checkpoint.replica"),
     ("WEIR_STATE_BACKEND", "state.backend"),
     ("WEIR_STATE_DIR", "state.dir"),
+    ("WEIR_STATE_CACHE_MB", "state.cache_mb"),
     ("WEIR_RESTART_STRATEGY", "restart.strategy"),
     ("WEIR_RESTART_MAX_ATTEMPTS", "restart.max_attempts"),
     ("WEIR_RESTART_DELAY", "restart.delay"),

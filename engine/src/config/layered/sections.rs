@@ -68,6 +68,8 @@ pub struct StateSection {
     pub backend: Option<BackendKind>,
     /// RocksDB's working directory.
     pub dir: Option<PathBuf>,
+    /// The write-back cache in front of each RocksDB store, MiB (0: none; default 64).
+    pub cache_mb: Option<u64>,
 }
 
 /// A state backend.

@@ -58,6 +58,11 @@ impl Segment {
         Ok(self.db.delete_opt(key, write)?)
     }
 
+    /// Applies `batch` atomically.
+    pub(super) fn write(&self, batch: WriteBatch, write: &WriteOptions) -> Result<()> {
+        Ok(self.db.write_opt(batch, write)?)
+    }
+
     /// Visits, in key order, the entries starting with `prefix` that are not below `lower` nor
     /// at or above `upper`; `Ok(false)` when `f` asked to stop.
     #[allow(clippy::type_complexity)]

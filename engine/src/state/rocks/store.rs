@@ -15,10 +15,10 @@
 use super::manifest;
 use super::segment::Segment;
 use super::{sync_snapshot, OpenGuard};
-use crate::state::backend::KeyedStore;
+use crate::state::backend::{KeyedStore, WriteOp};
 use crate::state::KeyGroupRange;
 use crate::{Error, Result};
-use rocksdb::{WriteBufferManager, WriteOptions};
+use rocksdb::{WriteBatch, WriteBufferManager, WriteOptions};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -72,15 +72,20 @@ impl RocksDbStore {
     /// written by Weir's operators) goes to the first or last segment, which keeps every
     /// segment's keys in the store's byte order.
     fn segment_of(&self, key: &[u8]) -> &Segment {
+        &self.segments[self.segment_index_of(key)]
+    }
+
+    /// The index in `segments` of [`segment_of`](Self::segment_of).
+    fn segment_index_of(&self, key: &[u8]) -> usize {
         if self.segments.len() == 1 {
-            return &self.segments[0];
+            return 0;
         }
         let kg = key_group_prefix(key, 0);
         let i = self
             .routes
             .partition_point(|(r, _)| r.end < kg)
             .min(self.routes.len() - 1);
-        &self.segments[self.routes[i].1]
+        self.routes[i].1
     }
 
     /// The routes (index, range, segment) whose key groups a key starting with `prefix` may
@@ -118,6 +123,25 @@ impl KeyedStore for RocksDbStore {
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.segment_of(key).delete(key, &self.write)
+    }
+
+    /// One RocksDB write batch per segment that `ops` touch (one in all for a store that was
+    /// never rescaled); each is atomic, and they are written in segment order.
+    fn write_batch(&mut self, ops: &[WriteOp<'_>]) -> Result<()> {
+        let mut batches: Vec<Option<WriteBatch>> = (0..self.segments.len()).map(|_| None).collect();
+        for op in ops {
+            let batch = batches[self.segment_index_of(op.key())].get_or_insert_with(WriteBatch::default);
+            match *op {
+                WriteOp::Put(k, v) => batch.put(k, v),
+                WriteOp::Delete(k) => batch.delete(k),
+            }
+        }
+        for (segment, batch) in self.segments.iter().zip(batches) {
+            if let Some(batch) = batch {
+                segment.write(batch, &self.write)?;
+            }
+        }
+        Ok(())
     }
 
     fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
@@ -267,6 +291,8 @@ mod tests {
         /// Scans `prefix`, stopping after `limit` entries.
         Scan(Vec<u8>, usize),
         DeletePrefix(Vec<u8>),
+        /// Puts (`Some`) and deletes (`None`) in one `write_batch`.
+        Batch(Vec<(Vec<u8>, Option<u8>)>),
         /// Snapshots the store and continues on its restored copy.
         Restore,
     }
@@ -292,6 +318,7 @@ mod tests {
             2 => key().prop_map(Op::Get),
             3 => (prefix(), 1usize..20).prop_map(|(p, n)| Op::Scan(p, n)),
             1 => prefix().prop_map(Op::DeletePrefix),
+            2 => prop::collection::vec((key(), prop::option::of(any::<u8>())), 0..8).prop_map(Op::Batch),
             1 => Just(Op::Restore),
         ]
     }
@@ -352,6 +379,24 @@ mod tests {
                     Op::DeletePrefix(prefix) => {
                         store.delete_prefix(&prefix).unwrap();
                         model.retain(|k, _| !k.starts_with(&prefix));
+                    }
+                    Op::Batch(writes) => {
+                        let values: Vec<[u8; 1]> = writes.iter().map(|(_, v)| [v.unwrap_or(0)]).collect();
+                        let ops: Vec<WriteOp<'_>> = writes
+                            .iter()
+                            .zip(&values)
+                            .map(|((k, v), value)| match v {
+                                Some(_) => WriteOp::Put(k, value),
+                                None => WriteOp::Delete(k),
+                            })
+                            .collect();
+                        store.write_batch(&ops).unwrap();
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => model.insert(k, vec![v]),
+                                None => model.remove(&k),
+                            };
+                        }
                     }
                     Op::Restore => {
                         let snap = work.with_extension(format!("snap-{i}"));

@@ -119,8 +119,10 @@ fn pipeline(s: &Settings, probe: &Arc<Probe>) -> anyhow::Result<Pipeline> {
     p = if s.memory {
         p.state_backend(MemoryBackend::new())
     } else {
-        let rocks = RocksDbBackend::new(&state_dir);
-        // CACHE: if let Some(mb) = s.state_cache_mb { rocks = rocks.cache_size(mb << 20); }
+        let mut rocks = RocksDbBackend::new(&state_dir);
+        if let Some(mb) = s.state_cache_mb {
+            rocks = rocks.cache_size((mb as usize) << 20);
+        }
         p.state_backend(rocks)
     };
     if let Some(interval) = s.checkpoint_interval {
