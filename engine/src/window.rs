@@ -168,26 +168,35 @@ impl TumblingEventTime {
 
 impl WindowAssigner for TumblingEventTime {
     fn assign_windows(&self, timestamp: Timestamp, out: &mut Vec<TimeWindow>) {
-        let size = millis(self.size);
-        out.push(clamped(window_start(timestamp, millis(self.offset), size), size));
+        out.push(tumbling_window(timestamp, self.size, self.offset));
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        let (size, offset) = (millis(self.size), millis(self.offset));
-        if size <= 0 {
-            return Err(format!(
-                "tumbling window size must be at least 1 ms, got {:?}",
-                self.size
-            ));
-        }
-        if offset >= size {
-            return Err(format!(
-                "tumbling window offset {:?} must be smaller than its size {:?}",
-                self.offset, self.size
-            ));
-        }
-        Ok(())
+        validate_tumbling("", self.size, self.offset)
     }
+}
+
+/// The tumbling window of `size` shifted by `offset` that holds time `t` (event or processing
+/// time: both tumbling assigners use it).
+pub(crate) fn tumbling_window(t: Timestamp, size: Duration, offset: Duration) -> TimeWindow {
+    let size = millis(size);
+    clamped(window_start(t, millis(offset), size), size)
+}
+
+/// Checks a tumbling window's size and offset; `kind` prefixes the window's name in the
+/// message (`""` or `"processing-time "`).
+pub(crate) fn validate_tumbling(kind: &str, size: Duration, offset: Duration) -> std::result::Result<(), String> {
+    if millis(size) <= 0 {
+        return Err(format!(
+            "{kind}tumbling window size must be at least 1 ms, got {size:?}"
+        ));
+    }
+    if millis(offset) >= millis(size) {
+        return Err(format!(
+            "{kind}tumbling window offset {offset:?} must be smaller than its size {size:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Windows of `size` starting every `slide`: a record belongs to about `size / slide`

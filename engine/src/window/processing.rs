@@ -8,7 +8,9 @@
 //! handled again, so every record is counted in exactly one tumbling window, whatever the firing
 //! times. At the end of a bounded input, windows that have not fired yet fire then.
 
-use super::{clamped, millis, window_start, TimeWindow, WindowAssigner, WindowTime};
+use super::{
+    clamped, millis, tumbling_window, validate_tumbling, window_start, TimeWindow, WindowAssigner, WindowTime,
+};
 use crate::data::Timestamp;
 use std::time::Duration;
 
@@ -40,8 +42,7 @@ impl TumblingProcessingTime {
 
 impl WindowAssigner for TumblingProcessingTime {
     fn assign_windows(&self, now: Timestamp, out: &mut Vec<TimeWindow>) {
-        let size = millis(self.size);
-        out.push(clamped(window_start(now, millis(self.offset), size), size));
+        out.push(tumbling_window(now, self.size, self.offset));
     }
 
     fn time(&self) -> WindowTime {
@@ -49,20 +50,7 @@ impl WindowAssigner for TumblingProcessingTime {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        let (size, offset) = (millis(self.size), millis(self.offset));
-        if size <= 0 {
-            return Err(format!(
-                "processing-time tumbling window size must be at least 1 ms, got {:?}",
-                self.size
-            ));
-        }
-        if offset >= size {
-            return Err(format!(
-                "processing-time tumbling window offset {:?} must be smaller than its size {:?}",
-                self.offset, self.size
-            ));
-        }
-        Ok(())
+        validate_tumbling("processing-time ", self.size, self.offset)
     }
 }
 
