@@ -16,7 +16,8 @@ pub use crate::checkpoint::{
 pub use crate::config::restart::RestartStrategy;
 pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 pub use crate::error::{Error, ErrorKind, Reason, Result};
-pub use crate::functions::{AsyncFunction, FlatMapFunction, MapFunction, RuntimeContext};
+pub use crate::functions::operator_state::{ListDistribution, OperatorListDescriptor, OperatorListState};
+pub use crate::functions::{AsyncFunction, FlatMapFunction, FunctionStateContext, MapFunction, RuntimeContext};
 pub use crate::keyed::{
     KeyedContext, ListState, ListStateDescriptor, MapState, MapStateDescriptor, SortKey, SortedMapState, StateCodec,
     StateDeclaration, StateDescriptor, TimeDomain, Timer, Ttl, ValueState, ValueStateDescriptor,

@@ -33,6 +33,7 @@ mod nexmark;
 mod nexmark_models;
 mod nexmark_suite;
 mod object_storage;
+mod operator_state;
 mod operators;
 mod payments;
 mod process_kill;

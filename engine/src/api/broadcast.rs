@@ -6,7 +6,7 @@ use super::keyed::{per_subtask, KeyedStream};
 use super::side_output::{is_tagged, main_output, tag_flag};
 use super::stream::{add_operator, Stream};
 use crate::data::{Data, Key};
-use crate::graph::Partitioning;
+use crate::graph::{Partitioning, StateSharing};
 use crate::operator::broadcast::{
     BroadcastOperator, BroadcastProcess, BroadcastState, KeyedBroadcastLogic, KeyedBroadcastProcess,
 };
@@ -79,7 +79,7 @@ impl<K: Key, T: Data, B: Data> BroadcastConnectedKeyedStream<K, T, B> {
                 .tagged(is_tagged(&flag))
             }),
         );
-        graph.borrow_mut().replicate_operator_state(id);
+        graph.borrow_mut().share_operator_state(id, StateSharing::Replicated);
         let step = Stream::new(graph.clone(), vec![id], Partitioning::Forward);
         main_output(step, &format!("{name}.main"), tagged)
     }
@@ -106,7 +106,7 @@ impl<T: Data, B: Data> BroadcastConnectedStream<T, B> {
                 _tb: PhantomData,
             }),
         );
-        graph.borrow_mut().replicate_operator_state(id);
+        graph.borrow_mut().share_operator_state(id, StateSharing::Replicated);
         Stream::new(graph.clone(), vec![id], Partitioning::Forward)
     }
 }

@@ -69,7 +69,26 @@ impl RestoreInput {
                 rescaled: Vec::new(),
             };
         }
-        let Some(old) = self.old_parallelism(step, parallelism) else {
+        let old = self.old_parallelism(step, parallelism);
+        if rule == OperatorStateRule::Redistributed {
+            // Every old subtask's, at any parallelism (and its own too, when it kept it).
+            let old = old.or_else(|| self.parallelism.get(step).copied()).unwrap_or(0);
+            return RestoredOperatorState {
+                own: self
+                    .operator_state
+                    .get(&SubtaskKey::new(step, subtask))
+                    .filter(|_| old == parallelism)
+                    .cloned(),
+                rescaled: (0..old)
+                    .filter_map(|i| {
+                        self.operator_state
+                            .get(&SubtaskKey::new(step, i))
+                            .map(|state| (i, state.clone()))
+                    })
+                    .collect(),
+            };
+        }
+        let Some(old) = old else {
             return RestoredOperatorState {
                 own: self.operator_state.get(&SubtaskKey::new(step, subtask)).cloned(),
                 rescaled: Vec::new(),
@@ -100,6 +119,9 @@ pub(crate) enum OperatorStateRule {
     /// One copy for the whole step (broadcast state): subtask 0 writes it at every checkpoint
     /// and every subtask, at any parallelism, restores from that copy.
     Replicated,
+    /// Every subtask gets every old subtask's state at any parallelism, its own as well when
+    /// the step kept its parallelism, and takes its share (operator lists of function steps).
+    Redistributed,
 }
 
 /// The subtasks of checkpoint `meta` whose state a cluster worker fetches to run `mine` (its
@@ -111,12 +133,13 @@ pub(crate) enum OperatorStateRule {
 /// subtask with operator state only (sink committables, a watermark) is fetched whenever the
 /// worker runs a subtask of the step, as whichever subtask takes it over may be here.
 ///
-/// A step with replicated operator state (`replicated`) also needs old subtask 0's copy.
+/// A step with replicated operator state also needs old subtask 0's copy, and a step that
+/// redistributes its operator state needs every old subtask's (by the step's `rule`).
 pub(crate) fn state_to_fetch(
     meta: &CheckpointMetadata,
     mine: &BTreeSet<SubtaskKey>,
     parallelism: &HashMap<String, usize>,
-    replicated: &dyn Fn(&str) -> bool,
+    rule: &dyn Fn(&str) -> OperatorStateRule,
 ) -> BTreeSet<SubtaskKey> {
     let mut wanted: BTreeSet<SubtaskKey> = BTreeSet::new();
     for op in &meta.operators {
@@ -125,8 +148,14 @@ pub(crate) fn state_to_fetch(
         if here.is_empty() {
             continue;
         }
-        if replicated(&op.name) {
-            wanted.insert(SubtaskKey::new(&op.name, 0));
+        match rule(&op.name) {
+            OperatorStateRule::Replicated => {
+                wanted.insert(SubtaskKey::new(&op.name, 0));
+            }
+            OperatorStateRule::Redistributed => {
+                wanted.extend(op.subtasks.iter().map(|st| SubtaskKey::new(&op.name, st.subtask)));
+            }
+            OperatorStateRule::Combined | OperatorStateRule::Sink => {}
         }
         if now == op.parallelism {
             wanted.extend(here.iter().map(|&s| SubtaskKey::new(&op.name, s)));
@@ -258,21 +287,65 @@ mod tests {
         // New subtask 2 of 3 owns key groups 86..=127, all of old subtask 1's.
         let mine: BTreeSet<SubtaskKey> = [key("count", 2), key("out", 2), key("same", 1)].into();
         assert_eq!(
-            state_to_fetch(&meta, &mine, &now, &|_| false),
+            state_to_fetch(&meta, &mine, &now, &|_| OperatorStateRule::Combined),
             [key("count", 1), key("out", 0), key("out", 1), key("same", 1)].into()
         );
         // New subtask 1 of 3 (43..=85) overlaps both old ones; a worker without the step
         // fetches none of it.
         let mine: BTreeSet<SubtaskKey> = [key("count", 1)].into();
         assert_eq!(
-            state_to_fetch(&meta, &mine, &now, &|_| false),
+            state_to_fetch(&meta, &mine, &now, &|_| OperatorStateRule::Combined),
             [key("count", 0), key("count", 1)].into()
         );
         // A step with replicated state also needs old subtask 0's copy, at any parallelism.
         let mine: BTreeSet<SubtaskKey> = [key("same", 1)].into();
         assert_eq!(
-            state_to_fetch(&meta, &mine, &now, &|step| step == "same"),
+            state_to_fetch(&meta, &mine, &now, &|step| {
+                if step == "same" {
+                    OperatorStateRule::Replicated
+                } else {
+                    OperatorStateRule::Combined
+                }
+            }),
             [key("same", 0), key("same", 1)].into()
+        );
+        // A step that redistributes its operator state needs every old subtask's, even when it
+        // kept its parallelism.
+        assert_eq!(
+            state_to_fetch(&meta, &mine, &now, &|step| {
+                if step == "same" {
+                    OperatorStateRule::Redistributed
+                } else {
+                    OperatorStateRule::Combined
+                }
+            }),
+            [key("same", 0), key("same", 1)].into()
+        );
+    }
+
+    #[test]
+    fn redistributed_state_goes_to_every_subtask_at_any_parallelism() {
+        let input = input(2);
+        let all = vec![(0, vec![0]), (1, vec![1])];
+        assert_eq!(
+            input.operator_state_for("out", 1, 2, OperatorStateRule::Redistributed),
+            RestoredOperatorState {
+                own: Some(vec![1]),
+                rescaled: all.clone()
+            }
+        );
+        for (subtask, parallelism) in [(2, 3), (0, 1)] {
+            assert_eq!(
+                input.operator_state_for("out", subtask, parallelism, OperatorStateRule::Redistributed),
+                RestoredOperatorState {
+                    own: None,
+                    rescaled: all.clone()
+                }
+            );
+        }
+        assert_eq!(
+            input.operator_state_for("other", 0, 2, OperatorStateRule::Redistributed),
+            RestoredOperatorState::default()
         );
     }
 

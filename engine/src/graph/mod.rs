@@ -101,6 +101,16 @@ pub(crate) struct Edge {
     pub(crate) partitioning: Partitioning,
 }
 
+/// How a step's operator state is shared between its subtasks at a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateSharing {
+    /// One copy for all subtasks (broadcast state): subtask 0's.
+    Replicated,
+    /// Every subtask reads every old subtask's state and takes its share (operator lists of
+    /// function steps, some of which go to every subtask).
+    Redistributed,
+}
+
 /// The logical graph, plus configuration errors found while building it (reported by `run`).
 #[derive(Default)]
 pub(crate) struct Graph {
@@ -108,8 +118,8 @@ pub(crate) struct Graph {
     pub(crate) edges: Vec<Edge>,
     pub(crate) errors: Vec<Error>,
     names: HashSet<String>,
-    /// Steps whose operator state is one copy for all subtasks (broadcast state).
-    replicated_state: HashSet<String>,
+    /// Steps whose operator state is not each subtask's own at a restore, by step name.
+    state_sharing: std::collections::HashMap<String, StateSharing>,
     /// Steps with side outputs, by the hidden step of their main output.
     pub(crate) side_outputs: std::collections::HashMap<NodeId, side_outputs::SideOutputSource>,
 }
@@ -142,16 +152,15 @@ impl Graph {
         self.nodes.len() - 1
     }
 
-    /// Marks step `id` as keeping one copy of operator state for all its subtasks (see
-    /// [`OperatorStateRule::Replicated`](crate::checkpoint::reassign::OperatorStateRule)).
-    pub(crate) fn replicate_operator_state(&mut self, id: NodeId) {
+    /// Marks how step `id`'s operator state is shared between its subtasks at a restore.
+    pub(crate) fn share_operator_state(&mut self, id: NodeId, sharing: StateSharing) {
         let name = self.nodes[id].name.clone();
-        self.replicated_state.insert(name);
+        self.state_sharing.insert(name, sharing);
     }
 
-    /// Whether step `name` keeps one copy of operator state for all its subtasks.
-    pub(crate) fn replicates_operator_state(&self, name: &str) -> bool {
-        self.replicated_state.contains(name)
+    /// How step `name`'s operator state is shared at a restore (`None`: each subtask its own).
+    pub(crate) fn operator_state_sharing(&self, name: &str) -> Option<StateSharing> {
+        self.state_sharing.get(name).copied()
     }
 
     /// Records the record type of `id`'s output, so that its batches can cross processes.

@@ -87,7 +87,9 @@ pub struct OperatorContext {
     /// After a restore at another parallelism (then `restored_state` is `None`): the operator
     /// state of old subtasks, by their index in the checkpoint. A sink subtask gets those it
     /// takes over (see [`state::rescale::operator_state_owner`](crate::state::rescale::operator_state_owner));
-    /// any other operator gets every old subtask's and combines them.
+    /// any other operator gets every old subtask's and combines them. A function step (whose
+    /// operator lists may go to every subtask) gets every old subtask's at any parallelism,
+    /// next to its own in `restored_state` when it kept its parallelism.
     pub rescaled_state: Vec<(usize, Vec<u8>)>,
     /// The checkpoint the job restored, if any (also for a subtask that has no state in it).
     pub restored_checkpoint: Option<crate::message::CheckpointId>,

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::reassign::OperatorStateRule;
 use crate::config::JobConfig;
-use crate::graph::{Graph, NodeKind};
+use crate::graph::{Graph, NodeKind, StateSharing};
 use crate::message::Message;
 use crate::metrics::{OperatorMetrics, TaskClock};
 use crate::net::inbound::InboundEnd;
@@ -39,6 +39,18 @@ pub(crate) struct PhysicalPlan {
     pub(crate) metrics: Vec<MetricsEntry>,
     /// Channels to subtasks on other workers (none in-process).
     pub(crate) outbound: OutboundQueues,
+}
+
+/// How step `node`'s operator state is handed out at a restore.
+pub(crate) fn operator_state_rule(graph: &Graph, node: &crate::graph::Node) -> OperatorStateRule {
+    if matches!(node.kind, NodeKind::Operator { sink: true, .. }) {
+        return OperatorStateRule::Sink;
+    }
+    match graph.operator_state_sharing(&node.name) {
+        Some(StateSharing::Replicated) => OperatorStateRule::Replicated,
+        Some(StateSharing::Redistributed) => OperatorStateRule::Redistributed,
+        None => OperatorStateRule::Combined,
+    }
 }
 
 /// The parallelism of every step, by name.
@@ -247,13 +259,7 @@ pub(crate) fn build(
                             None
                         };
                         let op = factory(s, p).with_context(|| format!("creating operator {}[{s}]", node.name))?;
-                        let rule = if matches!(node.kind, NodeKind::Operator { sink: true, .. }) {
-                            OperatorStateRule::Sink
-                        } else if graph.replicates_operator_state(&node.name) {
-                            OperatorStateRule::Replicated
-                        } else {
-                            OperatorStateRule::Combined
-                        };
+                        let rule = operator_state_rule(graph, node);
                         let operator_state = restore.operator_state_for(&node.name, s, p, rule);
                         let ctx = OperatorContext {
                             job: cfg.name.clone(),

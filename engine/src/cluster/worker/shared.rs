@@ -12,7 +12,7 @@
 //! fetches from the storage whatever does not.
 
 use crate::checkpoint::metadata::StoredFile;
-use crate::checkpoint::reassign::state_to_fetch;
+use crate::checkpoint::reassign::{state_to_fetch, OperatorStateRule};
 use crate::checkpoint::restore::{materialize, with_retries, RestoreInput, SubtaskKey, READ_RETRY};
 use crate::checkpoint::staging::StagingArea;
 use crate::checkpoint::storage::CheckpointStorage;
@@ -269,7 +269,13 @@ impl WorkerCore {
         // After a change of parallelism, the new subtasks take state of other old subtasks.
         let parallelism = crate::runtime::plan::parallelism_by_name(&self.graph, &self.cfg)?;
         let wanted = state_to_fetch(&meta, &mine, &parallelism, &|step| {
-            self.graph.replicates_operator_state(step)
+            self.graph
+                .nodes
+                .iter()
+                .find(|n| n.name == step)
+                .map_or(OperatorStateRule::Combined, |n| {
+                    crate::runtime::plan::operator_state_rule(&self.graph, n)
+                })
         });
         let input = materialize(
             storage.as_ref(),

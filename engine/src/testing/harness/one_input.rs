@@ -8,7 +8,7 @@ use crate::functions::{FlatMapFunction, MapFunction};
 use crate::metrics::OperatorMetrics;
 use crate::operator::fallible::FallibleOp;
 use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
-use crate::operator::user_functions::{FlatMapFunctionOp, MapFunctionOp};
+use crate::operator::user_functions::{flat_map_function_op, map_function_op};
 use crate::operator::{Emitter, OperatorCore};
 use crate::side_output::BadRecordPolicy;
 use crate::{Error, Result};
@@ -248,7 +248,7 @@ impl HarnessBuilder {
     /// # Errors
     /// As [`map`](Self::map); the function's `open` error.
     pub fn map_function<I: Data, F: MapFunction<I>>(self, f: F) -> Result<OneInputHarness<I, F::Out>> {
-        OneInputHarness::open(&self, Box::new(MapFunctionOp::<I, F> { f, _i: PhantomData }), false)
+        OneInputHarness::open(&self, Box::new(map_function_op::<I, F>(f)), false)
     }
 
     /// A [`OneInputHarness`] of a `flat_map_function` step with these settings.
@@ -256,7 +256,7 @@ impl HarnessBuilder {
     /// # Errors
     /// As [`map_function`](Self::map_function).
     pub fn flat_map_function<I: Data, F: FlatMapFunction<I>>(self, f: F) -> Result<OneInputHarness<I, F::Out>> {
-        OneInputHarness::open(&self, Box::new(FlatMapFunctionOp::<I, F> { f, _i: PhantomData }), false)
+        OneInputHarness::open(&self, Box::new(flat_map_function_op::<I, F>(f)), false)
     }
 
     /// A [`OneInputHarness`] of a `try_map` step under `policy` with these settings.

@@ -3,12 +3,18 @@
 //!
 //! # After a crash
 //! Fields of a function object are not checkpointed: every attempt clones the function given
-//! to the pipeline again, calls `open` with the new attempt's number, and feeds it the records
-//! replayed from the restored checkpoint. `open` is the place to connect to external systems,
-//! `close` (called when the attempt ends, normally or not) the place to release them.
+//! to the pipeline again, calls `initialize_state` (its [operator state](operator_state), as
+//! the restored checkpoint held it) and `open` with the new attempt's number, and feeds it the
+//! records replayed from that checkpoint. `open` is the place to connect to external systems,
+//! `close` (called when the attempt ends, normally or not) the place to release them; what
+//! must survive a failure goes into operator lists, brought up to date in `snapshot_state`.
+
+pub mod operator_state;
 
 use crate::data::Data;
+use crate::message::CheckpointId;
 use crate::Result;
+pub use operator_state::FunctionStateContext;
 
 /// Where one subtask of a user function runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +47,14 @@ pub trait MapFunction<I>: Send + 'static {
     /// The output record type.
     type Out: Data;
 
+    /// Called once per subtask and attempt, before `open`: declare the function's operator
+    /// lists (see [`operator_state`]) and keep their handles. After a restore they hold this
+    /// subtask's share of the checkpoint's elements.
+    fn initialize_state(&mut self, state: &mut FunctionStateContext<'_>) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Called once per subtask and attempt, before the first record.
     fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
         let _ = ctx;
@@ -50,6 +64,13 @@ pub trait MapFunction<I>: Send + 'static {
     /// Maps one record. An error fails the job (and restarts it, as any failure); for errors
     /// that are about the record use `try_map` and a bad-record policy.
     fn map(&mut self, value: I) -> Result<Self::Out>;
+
+    /// Called at every checkpoint barrier, after every record before it and before any after
+    /// it: bring the operator lists up to date (what they hold on return is checkpointed).
+    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let _ = checkpoint;
+        Ok(())
+    }
 
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
@@ -61,6 +82,14 @@ pub trait FlatMapFunction<I>: Send + 'static {
     /// The output record type.
     type Out: Data;
 
+    /// Called once per subtask and attempt, before `open`: declare the function's operator
+    /// lists (see [`operator_state`]) and keep their handles. After a restore they hold this
+    /// subtask's share of the checkpoint's elements.
+    fn initialize_state(&mut self, state: &mut FunctionStateContext<'_>) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Called once per subtask and attempt, before the first record.
     fn open(&mut self, ctx: &RuntimeContext) -> Result<()> {
         let _ = ctx;
@@ -69,6 +98,20 @@ pub trait FlatMapFunction<I>: Send + 'static {
 
     /// Appends the outputs of one record to `out`.
     fn flat_map(&mut self, value: I, out: &mut Vec<Self::Out>) -> Result<()>;
+
+    /// Called at every checkpoint barrier, after every record before it and before any after
+    /// it: bring the operator lists up to date (what they hold on return is checkpointed).
+    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// All input has ended: appends what the function still holds (e.g. a partly filled
+    /// batch in an operator list) to `out`. These records have no event time.
+    fn finish(&mut self, out: &mut Vec<Self::Out>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
 
     /// Called once when the attempt ends, normally or not. Must not panic.
     fn close(&mut self) {}
