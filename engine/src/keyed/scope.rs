@@ -162,8 +162,25 @@ impl StateOps for KeyScope<'_> {
         let expiry = base.saturating_add(ttl.duration.as_millis() as Timestamp);
         let mut namespace = vec![ns];
         namespace.extend_from_slice(name.as_bytes());
-        self.register_timer(ttl.domain, expiry, namespace)?;
+        self.register_timer(ttl.domain, clean_up_time(expiry, ttl), namespace)?;
         Ok((ttl.domain, expiry))
+    }
+}
+
+/// How many clean-up slots a TTL is cut into (see [`clean_up_time`]).
+const CLEAN_UP_SLOTS_PER_TTL: i64 = 4;
+
+/// When the clean-up timer of an entry expiring at `expiry` fires: at the end of its slot, a
+/// quarter of the TTL. The writes to one key's state within a slot share one timer, and one
+/// scan of the state when it fires, instead of one of each per write: a map written often (an
+/// idempotency key map) would otherwise scan all its entries once per write. An expired entry
+/// is never read (reads check its expiry); it only stays stored up to a quarter of the TTL
+/// longer.
+pub(crate) fn clean_up_time(expiry: Timestamp, ttl: &Ttl) -> Timestamp {
+    let slot = (ttl.duration.as_millis() as i64 / CLEAN_UP_SLOTS_PER_TTL).max(1);
+    match expiry.rem_euclid(slot) {
+        0 => expiry,
+        r => expiry.saturating_add(slot - r),
     }
 }
 

@@ -272,7 +272,8 @@ fn list_elements_expire_one_by_one_and_clean_up_keeps_the_live_ones() {
     fx.watermark = 1_100;
     let live = fx.with(b"k", |s| handle(s, &recent).get().unwrap());
     assert_eq!(live, vec![2, 3], "the element written at 1000 expired at 1100");
-    // Clean-up timers were registered in the list namespace, one per expiry.
+    // Clean-up timers were registered in the list namespace, one per slot of a quarter of the
+    // TTL (25 ms here), at the end of the slot of each expiry.
     let mut due = Vec::new();
     while let Some(t) = fx
         .timers
@@ -283,6 +284,12 @@ fn list_elements_expire_one_by_one_and_clean_up_keeps_the_live_ones() {
     }
     assert_eq!(due.iter().map(|t| t.time).collect::<Vec<_>>(), vec![1_100, 1_150]);
     assert!(due.iter().all(|t| t.namespace[0] == NS_TTL_LIST));
+    let ttl = Ttl::event_time(Duration::from_millis(100));
+    assert_eq!(
+        [1_075, 1_076, 1_099, 1_100, 1_101].map(|e| super::scope::clean_up_time(e, &ttl)),
+        [1_075, 1_100, 1_100, 1_100, 1_125],
+        "expiries of one slot share its end"
+    );
     fx.watermark = 1_150;
     fx.with(b"k", |s| super::context::clean_up_expired(s, "recent", true).unwrap());
     let stored = fx.with(b"k", |s| {
