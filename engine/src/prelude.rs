@@ -18,8 +18,9 @@ pub use crate::data::{Data, Key, Record, Timestamp, MAX_WATERMARK, MIN_WATERMARK
 pub use crate::error::{Error, ErrorKind, Reason, Result};
 pub use crate::functions::{AsyncFunction, FlatMapFunction, MapFunction, RuntimeContext};
 pub use crate::keyed::{
-    KeyedContext, ListState, ListStateDescriptor, MapState, MapStateDescriptor, SortKey, SortedMapState, StateCodec,
-    StateDeclaration, StateDescriptor, TimeDomain, Timer, Ttl, ValueState, ValueStateDescriptor,
+    KeyedContext, ListState, ListStateDescriptor, MapState, MapStateDescriptor, SortKey, SortedMapState,
+    SortedMapStateDescriptor, StateCodec, StateDeclaration, StateDescriptor, TimeDomain, Timer, Ttl, ValueState,
+    ValueStateDescriptor,
 };
 pub use crate::message::CheckpointId;
 pub use crate::operator::async_io::options::{AsyncOptions, ResultOrder, RetryStrategy};
