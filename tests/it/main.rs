@@ -23,6 +23,7 @@ mod generator_splits;
 mod graceful_stop;
 mod ha;
 mod harness;
+mod harness_two_input;
 mod joins;
 mod kafka_exactly_once;
 mod kafka_sink;

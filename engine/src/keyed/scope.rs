@@ -172,6 +172,7 @@ pub(crate) type Expiry = (TimeDomain, Timestamp);
 
 /// Encodes a value of a state opened by name: the unversioned header (`[0]`, or `[1|2]
 /// expiry:i64` for an entry that expires in event or processing time) and the bincode payload.
+#[cfg(test)]
 pub(crate) fn encode_value<V: crate::data::Data>(v: &V, expiry: Option<Expiry>) -> Result<Vec<u8>> {
     StateSchema::<V>::unversioned().encode(v, expiry)
 }
