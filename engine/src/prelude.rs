@@ -24,7 +24,9 @@ pub use crate::keyed::{
 };
 pub use crate::message::CheckpointId;
 pub use crate::operator::async_io::options::{AsyncOptions, ResultOrder, RetryStrategy};
-pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
+pub use crate::operator::broadcast::{
+    BroadcastContext, BroadcastProcess, BroadcastState, BroadcastStateDescriptor, KeyedBroadcastProcess,
+};
 pub use crate::operator::join::interval::IntervalJoinContext;
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;

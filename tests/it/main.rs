@@ -11,6 +11,7 @@ mod etcd;
 mod kafka;
 
 mod async_io;
+mod broadcast_evolution;
 mod broadcast_state;
 mod checkpoints;
 mod cli;
