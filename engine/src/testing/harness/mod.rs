@@ -6,8 +6,8 @@
 //!   RocksDB with [`HarnessBuilder::rocksdb`]), timers, TTLs and side outputs.
 //! - [`KeyedCoProcessHarness`]: a [`KeyedCoProcess`](crate::operator::keyed_process::KeyedCoProcess)
 //!   over two keyed streams sharing keyed state and timers.
-//! - [`KeyedBroadcastHarness`]: a
-//!   [`KeyedBroadcastProcess`](crate::operator::broadcast::KeyedBroadcastProcess), its keyed
+//! - [`KeyedBroadcastHarness`]: a keyed broadcast function
+//!   ([`KeyedBroadcastProcess`](crate::operator::broadcast::KeyedBroadcastProcess)), its keyed
 //!   input and its broadcast input, keyed state and the broadcast state.
 //! - [`BroadcastHarness`]: a [`BroadcastProcess`](crate::operator::broadcast::BroadcastProcess)
 //!   over a non-keyed stream and a broadcast stream.
