@@ -19,12 +19,15 @@ pub use crate::error::{Error, ErrorKind, Reason, Result};
 pub use crate::functions::operator_state::{ListDistribution, OperatorListDescriptor, OperatorListState};
 pub use crate::functions::{AsyncFunction, FlatMapFunction, FunctionStateContext, MapFunction, RuntimeContext};
 pub use crate::keyed::{
-    KeyedContext, ListState, ListStateDescriptor, MapState, MapStateDescriptor, SortKey, SortedMapState, StateCodec,
-    StateDeclaration, StateDescriptor, TimeDomain, Timer, Ttl, ValueState, ValueStateDescriptor,
+    KeyedContext, ListState, ListStateDescriptor, MapState, MapStateDescriptor, SortKey, SortedMapState,
+    SortedMapStateDescriptor, StateCodec, StateDeclaration, StateDescriptor, TimeDomain, Timer, Ttl, ValueState,
+    ValueStateDescriptor,
 };
 pub use crate::message::CheckpointId;
 pub use crate::operator::async_io::options::{AsyncOptions, ResultOrder, RetryStrategy};
-pub use crate::operator::broadcast::{BroadcastContext, BroadcastProcess, BroadcastState, KeyedBroadcastProcess};
+pub use crate::operator::broadcast::{
+    BroadcastContext, BroadcastProcess, BroadcastState, BroadcastStateDescriptor, KeyedBroadcastProcess,
+};
 pub use crate::operator::join::interval::IntervalJoinContext;
 pub use crate::operator::keyed_process::{KeyedCoProcess, KeyedProcess};
 pub use crate::operator::rolling::AggregateFunction;

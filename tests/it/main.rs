@@ -11,6 +11,7 @@ mod etcd;
 mod kafka;
 
 mod async_io;
+mod broadcast_evolution;
 mod broadcast_state;
 mod checkpoints;
 mod cli;
@@ -23,6 +24,7 @@ mod generator_splits;
 mod graceful_stop;
 mod ha;
 mod harness;
+mod harness_two_input;
 mod joins;
 mod kafka_exactly_once;
 mod kafka_sink;

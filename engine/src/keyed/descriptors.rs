@@ -2,12 +2,14 @@
 //! access (`ctx.state(&BALANCE)`) and by the check a step runs when it restores.
 //!
 //! ```
-//! use weir_engine::keyed::{Ttl, ValueStateDescriptor, ListStateDescriptor};
+//! use weir_engine::keyed::{Ttl, ValueStateDescriptor, ListStateDescriptor, SortedMapStateDescriptor};
 //! use std::time::Duration;
 //!
 //! const BALANCE: ValueStateDescriptor<i64> = ValueStateDescriptor::new("balance");
 //! const RECENT: ListStateDescriptor<u64> =
 //!     ListStateDescriptor::new("recent").with_ttl(Ttl::event_time(Duration::from_secs(60)));
+//! // Pending amounts by event time, iterated and range-scanned in time order.
+//! const PENDING: SortedMapStateDescriptor<i64, u64> = SortedMapStateDescriptor::new("pending");
 //! ```
 //!
 //! A descriptor writes its values with a schema format (codec and version, see
@@ -36,6 +38,8 @@
 use super::handles::{ListState, MapState, ValueState};
 use super::schema::{decode_header, Format, StateCodec, StateSchema};
 use super::scope::{decode_state, StateOps, Ttl};
+use super::sort_key::{decode_sort_key, SortKey};
+use super::sorted::SortedMapState;
 use crate::data::Data;
 use crate::Result;
 use std::marker::PhantomData;
@@ -48,7 +52,7 @@ pub struct StateAccess<'s> {
 
 /// A descriptor of a keyed state: gives the typed handle of the current key.
 pub trait StateDescriptor {
-    /// The handle (`ValueState`, `MapState`, `ListState`).
+    /// The handle (`ValueState`, `MapState`, `ListState`, `SortedMapState`).
     type Handle<'s>;
 
     /// The handle of the current key's state.
@@ -67,6 +71,8 @@ pub enum StateKind {
     Map,
     /// [`ListState`].
     List,
+    /// [`SortedMapState`].
+    SortedMap,
 }
 
 /// Checks one stored entry `(suffix, value)` of a state: decodes it as the job would.
@@ -347,6 +353,70 @@ impl<V: Data> StateDescriptor for ListStateDescriptor<V> {
                     return Ok(());
                 }
                 check_value(&schema, name, "list element", raw)
+            }),
+        }
+    }
+}
+
+/// Declares a [`SortedMapState`]: name, key and value types, TTL and the values' schema. Map
+/// keys are written with the order-preserving [`SortKey`] encoding (their type must not
+/// change); the schema versions and migrates the values, as for [`MapStateDescriptor`].
+pub struct SortedMapStateDescriptor<UK, UV> {
+    name: &'static str,
+    ttl: Option<Ttl>,
+    schema: StateSchema<UV>,
+    _k: PhantomData<fn() -> UK>,
+}
+
+impl<UK: SortKey, UV: Data> SortedMapStateDescriptor<UK, UV> {
+    /// A sorted map state `name` of self-describing values, schema version 0, without TTL.
+    pub const fn new(name: &'static str) -> Self {
+        SortedMapStateDescriptor {
+            name,
+            ttl: None,
+            schema: StateSchema::declared(),
+            _k: PhantomData,
+        }
+    }
+
+    schema_builders!(UV);
+}
+
+impl<UK, UV> Clone for SortedMapStateDescriptor<UK, UV> {
+    fn clone(&self) -> Self {
+        SortedMapStateDescriptor {
+            name: self.name,
+            ttl: self.ttl,
+            schema: self.schema.clone(),
+            _k: PhantomData,
+        }
+    }
+}
+
+impl<UK: SortKey + 'static, UV: Data> StateDescriptor for SortedMapStateDescriptor<UK, UV> {
+    type Handle<'s> = SortedMapState<'s, UK, UV>;
+
+    fn handle<'s>(&self, access: StateAccess<'s>) -> SortedMapState<'s, UK, UV> {
+        SortedMapState {
+            ops: access.ops,
+            name: self.name,
+            ttl: self.ttl,
+            schema: self.schema.clone(),
+            _k: PhantomData,
+        }
+    }
+
+    fn declare(&self) -> StateDeclaration {
+        let schema = self.schema.clone();
+        let name = self.name;
+        StateDeclaration {
+            name,
+            kind: StateKind::SortedMap,
+            format: schema.format(),
+            migrates_from: schema.migrates_from(),
+            check: Arc::new(move |suffix, raw| {
+                decode_sort_key::<UK>(name, suffix)?;
+                check_value(&schema, name, "sorted map value", raw)
             }),
         }
     }

@@ -16,7 +16,8 @@ mod tests;
 
 pub use context::{KeyedContext, Timer};
 pub use descriptors::{
-    ListStateDescriptor, MapStateDescriptor, StateDeclaration, StateDescriptor, StateKind, ValueStateDescriptor,
+    ListStateDescriptor, MapStateDescriptor, SortedMapStateDescriptor, StateDeclaration, StateDescriptor, StateKind,
+    ValueStateDescriptor,
 };
 pub use handles::{ListState, MapState, ValueState};
 pub use schema::{Format, StateCodec};

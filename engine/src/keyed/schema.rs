@@ -41,14 +41,14 @@ pub enum StateCodec {
 }
 
 impl StateCodec {
-    fn tag(self) -> u8 {
+    pub(crate) fn tag(self) -> u8 {
         match self {
             StateCodec::Positional => 0,
             StateCodec::SelfDescribing => 1,
         }
     }
 
-    fn from_tag(t: u8) -> Option<Self> {
+    pub(crate) fn from_tag(t: u8) -> Option<Self> {
         match t {
             0 => Some(StateCodec::Positional),
             1 => Some(StateCodec::SelfDescribing),

@@ -1,7 +1,7 @@
 //! The state of the current key as seen by typed handles: raw access scoped to one key,
 //! value encoding with optional expiry, and TTL bookkeeping.
 
-use super::schema::{decode_header, Format, StateSchema};
+use super::schema::{Format, StateSchema};
 use super::timers::{TimeDomain, TimerEntry, TimerService};
 use crate::data::Timestamp;
 use crate::state::layout::write_user_state_prefix;
@@ -189,22 +189,9 @@ pub(crate) type Expiry = (TimeDomain, Timestamp);
 
 /// Encodes a value of a state opened by name: the unversioned header (`[0]`, or `[1|2]
 /// expiry:i64` for an entry that expires in event or processing time) and the bincode payload.
+#[cfg(test)]
 pub(crate) fn encode_value<V: crate::data::Data>(v: &V, expiry: Option<Expiry>) -> Result<Vec<u8>> {
     StateSchema::<V>::unversioned().encode(v, expiry)
-}
-
-/// Splits an unversioned state value into its expiry and payload; a value carrying a schema
-/// format (written through a state descriptor) is an error here.
-pub(crate) fn split_value(raw: &[u8]) -> Result<(Option<Expiry>, &[u8])> {
-    let (header, payload) = decode_header(raw)?;
-    if header.format != Format::UNVERSIONED {
-        return Err(Error::config(format!(
-            "a state value was written with schema {:?} by a state descriptor; this state kind reads only \
-             unversioned values",
-            header.format
-        )));
-    }
-    Ok((header.expiry, payload))
 }
 
 /// Whether an entry with `expiry` is still visible at the scope's current times.

@@ -6,13 +6,19 @@
 //! bincode, so existing `MapState` entries in checkpoints keep their encoding and stay
 //! readable, and only key types with a meaningful order can be used.
 //!
+//! Declared with a [`SortedMapStateDescriptor`](super::SortedMapStateDescriptor)
+//! (`ctx.state(&DESC)`), its values carry their schema format and evolve as other declared
+//! states do; opened by name (`ctx.sorted_map_state("name")`), they are written unversioned
+//! with bincode, as before descriptors.
+//!
 //! # Checkpointing
 //! As every keyed state: writes go to the subtask's keyed store at once, a checkpoint captures
 //! the store as of the barrier. Entries live under the key group of the record's key, so they
 //! move with it when a job is restored at another parallelism.
 
 use super::context::KeyedContext;
-use super::scope::{decode_state, encode_value, is_live, split_value, StateOps, Ttl, NS_TTL};
+use super::schema::{decode_header, StateSchema};
+use super::scope::{is_live, StateOps, Ttl, NS_TTL};
 use super::sort_key::{decode_sort_key, encode_sort_key, SortKey};
 use super::timers::TimeDomain;
 use crate::data::Data;
@@ -24,20 +30,25 @@ use std::ops::{Bound, RangeBounds};
 /// return entries in ascending key order, and `range`/`remove_range` seek to the start of the
 /// range instead of reading the whole map.
 pub struct SortedMapState<'c, UK, UV> {
-    ops: &'c mut dyn StateOps,
-    name: &'c str,
-    ttl: Option<Ttl>,
-    _kv: PhantomData<(UK, UV)>,
+    pub(crate) ops: &'c mut dyn StateOps,
+    pub(crate) name: &'c str,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) schema: StateSchema<UV>,
+    pub(crate) _k: PhantomData<fn() -> UK>,
 }
 
 impl<K, O: Data> KeyedContext<'_, K, O> {
-    /// The sorted map state `name` of the current key.
+    /// The sorted map state `name` of the current key, values written unversioned with
+    /// bincode; prefer [`state`](Self::state) with a
+    /// [`SortedMapStateDescriptor`](super::SortedMapStateDescriptor) for a state whose value
+    /// type may change.
     pub fn sorted_map_state<'s, UK: SortKey, UV: Data>(&'s mut self, name: &'s str) -> SortedMapState<'s, UK, UV> {
         SortedMapState {
             ops: &mut self.scope,
             name,
             ttl: None,
-            _kv: PhantomData,
+            schema: StateSchema::unversioned(),
+            _k: PhantomData,
         }
     }
 }
@@ -71,11 +82,11 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
         let Some(raw) = self.ops.get_raw(self.name, &encode_sort_key(k))? else {
             return Ok(None);
         };
-        let (expiry, payload) = split_value(&raw)?;
-        if !is_live(expiry, &*self.ops) {
+        let (header, payload) = decode_header(&raw)?;
+        if !is_live(header.expiry, &*self.ops) {
             return Ok(None);
         }
-        decode_state(self.name, "sorted map value", payload).map(Some)
+        self.decode(header.format, payload).map(Some)
     }
 
     /// Whether `k` is present.
@@ -89,7 +100,7 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
             Some(ttl) => Some(self.ops.expiry_for_write(self.name, ttl, NS_TTL)?),
             None => None,
         };
-        let bytes = encode_value(v, expiry)?;
+        let bytes = self.schema.encode(v, expiry)?;
         self.ops.put_raw(self.name, &encode_sort_key(k), &bytes)
     }
 
@@ -118,12 +129,9 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
     pub fn range(&mut self, range: impl RangeBounds<UK>) -> Result<Vec<(UK, UV)>> {
         let mut out = Vec::new();
         for (k, v) in self.raw_range(&range, usize::MAX)? {
-            let (expiry, payload) = split_value(&v)?;
-            if is_live(expiry, &*self.ops) {
-                out.push((
-                    decode_sort_key(self.name, &k)?,
-                    decode_state(self.name, "sorted map value", payload)?,
-                ));
+            let (header, payload) = decode_header(&v)?;
+            if is_live(header.expiry, &*self.ops) {
+                out.push((decode_sort_key(self.name, &k)?, self.decode(header.format, payload)?));
             }
         }
         Ok(out)
@@ -137,8 +145,8 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
         );
         let mut found = None;
         self.ops.scan_raw(self.name, &mut |k, v| {
-            let (expiry, _) = split_value(v)?;
-            let live = match expiry {
+            let (header, _) = decode_header(v)?;
+            let live = match header.expiry {
                 None => true,
                 Some((TimeDomain::EventTime, at)) => at > event_time,
                 Some((TimeDomain::ProcessingTime, at)) => at > processing_time,
@@ -151,10 +159,10 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
         let Some((k, v)) = found else {
             return Ok(None);
         };
-        let (_, payload) = split_value(&v)?;
+        let (header, payload) = decode_header(&v)?;
         Ok(Some((
             decode_sort_key(self.name, &k)?,
-            decode_state(self.name, "sorted map value", payload)?,
+            self.decode(header.format, payload)?,
         )))
     }
 
@@ -181,6 +189,11 @@ impl<UK: SortKey, UV: Data> SortedMapState<'_, UK, UV> {
     /// Removes every entry.
     pub fn clear(&mut self) -> Result<()> {
         self.ops.delete_all_raw(self.name)
+    }
+
+    /// Decodes a value written in `format` (through the schema's migrations).
+    fn decode(&self, format: super::schema::Format, payload: &[u8]) -> Result<UV> {
+        self.schema.decode(self.name, "sorted map value", format, payload)
     }
 
     /// Up to `limit` raw `(encoded key, value)` entries in `range`, expired ones included.

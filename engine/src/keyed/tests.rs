@@ -363,3 +363,75 @@ fn the_restore_check_names_the_step_and_the_state_that_cannot_be_read() {
     let empty = [ValueStateDescriptor::<AccountText>::new("other").declare()];
     check_restored_states(fx.store.as_mut(), ALL, &empty, "tally[0]").unwrap();
 }
+
+#[test]
+fn sorted_map_descriptors_version_their_values_and_keep_the_layout_of_states_opened_by_name() {
+    use super::descriptors::SortedMapStateDescriptor;
+    use super::sorted::SortedMapState;
+    let mut fx = Fixture::new();
+    // Opened by name: unversioned bincode values, byte-identical to before descriptors.
+    fx.with(b"k", |s| {
+        let mut h = SortedMapState::<i64, u32> {
+            ops: s,
+            name: "by-name",
+            ttl: None,
+            schema: StateSchema::unversioned(),
+            _k: std::marker::PhantomData,
+        };
+        h.put(&5, &50).unwrap();
+    });
+    let raw = fx.with(b"k", |s| {
+        use super::scope::StateOps;
+        s.get_raw("by-name", &super::sort_key::encode_sort_key(&5i64))
+            .unwrap()
+            .unwrap()
+    });
+    assert_eq!(raw, encode_value(&50u32, None).unwrap());
+
+    // Declared: values carry their format; a field added with a default reads them, in order.
+    let v1: SortedMapStateDescriptor<i64, AccountV1> = SortedMapStateDescriptor::new("pending");
+    fx.with(b"k", |s| {
+        let mut h = handle(s, &v1);
+        for t in [30i64, -10, 20] {
+            h.put(&t, &AccountV1 { id: t as u64, cents: t }).unwrap();
+        }
+    });
+    let v2: SortedMapStateDescriptor<i64, AccountV2> = SortedMapStateDescriptor::new("pending");
+    let (keys, first, range) = fx.with(b"k", |s| {
+        let mut h = handle(s, &v2);
+        let keys = h.keys().unwrap();
+        let first = h.first().unwrap().unwrap();
+        let range: Vec<i64> = h.range(0..=25).unwrap().into_iter().map(|(k, _)| k).collect();
+        (keys, first, range)
+    });
+    assert_eq!(keys, vec![-10, 20, 30]);
+    assert_eq!(first.1.cents, -10);
+    assert!(!first.1.frozen);
+    assert_eq!(range, vec![20]);
+    check_restored_states(fx.store.as_mut(), ALL, &[v2.declare()], "buffer[0]").unwrap();
+
+    // A new version reads the old values through its migration.
+    let v3 = SortedMapStateDescriptor::<i64, AccountText>::new("pending")
+        .version(1)
+        .migrate_from::<AccountV1>(0, |a| AccountText {
+            id: a.id,
+            cents: a.cents.to_string(),
+        });
+    let migrated = fx.with(b"k", |s| handle(s, &v3).get(&30).unwrap().unwrap());
+    assert_eq!(migrated.cents, "30");
+
+    // A changed value type without a migration fails the restore, naming step and state.
+    let changed = SortedMapStateDescriptor::<i64, AccountText>::new("pending").declare();
+    assert_eq!(changed.kind(), super::descriptors::StateKind::SortedMap);
+    let e = check_restored_states(fx.store.as_mut(), ALL, &[changed], "buffer[0]").unwrap_err();
+    assert!(
+        e.to_string().contains("step buffer[0]") && e.to_string().contains("\"pending\""),
+        "{e}"
+    );
+    let e = fx
+        .with(b"k", |s| {
+            handle(s, &SortedMapStateDescriptor::<i64, AccountText>::new("pending")).entries()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("state \"pending\""), "{e}");
+}

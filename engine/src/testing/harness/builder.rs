@@ -130,6 +130,43 @@ impl HarnessBuilder {
         self
     }
 
+    /// The settings of a harness restoring `snapshot` where it was taken: its subtask,
+    /// parallelism, max parallelism and backend.
+    pub(crate) fn restoring(snapshot: &HarnessSnapshot) -> Self {
+        let b = HarnessBuilder::new()
+            .subtask(snapshot.subtask, snapshot.parallelism)
+            .max_parallelism(snapshot.max_parallelism)
+            .restore_from(snapshot);
+        if snapshot.backend == "rocksdb" {
+            b.rocksdb()
+        } else {
+            b
+        }
+    }
+
+    /// The copy of the step's replicated operator state (the broadcast state) a restore opens
+    /// with: the one subtask 0 wrote, as every subtask of a pipeline reads it at any
+    /// parallelism. `None` without snapshots.
+    ///
+    /// # Errors
+    /// `Config` if snapshots are given but not subtask 0's, which alone holds the copy.
+    pub(crate) fn replicated_state(&self) -> Result<Option<Vec<u8>>> {
+        if self.restore.is_empty() {
+            return Ok(None);
+        }
+        match self.restore.iter().find(|s| s.subtask == 0) {
+            Some(s) => Ok(Some(s.operator_state.as_deref().cloned().unwrap_or_default())),
+            None => {
+                let given: Vec<usize> = self.restore.iter().map(|s| s.subtask).collect();
+                Err(Error::config(format!(
+                    "harness for step \"{}\": the broadcast state is checkpointed by subtask 0 only, and every \
+                     subtask restores that copy; give the snapshot of subtask 0 too (given: subtasks {given:?})",
+                    self.step
+                )))
+            }
+        }
+    }
+
     /// The step's subtask and parallelism, checked.
     pub(crate) fn check(&self) -> Result<KeyGroupRange> {
         if !(1..=MAX_KEY_GROUPS).contains(&self.max_parallelism) {
@@ -162,6 +199,16 @@ impl HarnessBuilder {
         }
         let key_groups = self.check()?;
         Ok(self.context(key_groups, OperatorMetrics::default(), false))
+    }
+
+    /// The operator context of a non-keyed step whose only state is replicated operator state
+    /// (the broadcast state), restored from subtask 0's snapshot if snapshots are given.
+    pub(crate) fn replicated_context(&self) -> Result<OperatorContext> {
+        let key_groups = self.check()?;
+        let restored = self.replicated_state()?;
+        let mut ctx = self.context(key_groups, OperatorMetrics::default(), restored.is_some());
+        ctx.restored_state = restored;
+        Ok(ctx)
     }
 
     /// Opens the keyed store (restored from the snapshots, if any) and the operator context
@@ -201,6 +248,12 @@ impl HarnessBuilder {
         };
         note_stored(store.as_mut(), key_groups, names)?;
         let mut ctx = self.context(key_groups, OperatorMetrics::default(), restore.is_some());
+        // Subtask 0's copy of the broadcast state, if the step has one (see `replicated_state`).
+        ctx.restored_state = self
+            .restore
+            .iter()
+            .find(|s| s.subtask == 0)
+            .and_then(|s| s.operator_state.as_deref().cloned());
         ctx.store = Some(Box::new(NotingStore {
             inner: store,
             names: names.clone(),

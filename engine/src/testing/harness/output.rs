@@ -73,50 +73,54 @@ impl<O: Data> Collected<O> {
 }
 
 /// The output accessors both harnesses share (`output`, `take_output`, `output_values`,
-/// `side_output`, `take_side_output`, `emitted_watermarks`), over a field `collected`.
+/// `side_output`, `take_side_output`, `emitted_watermarks`), over a field `collected` (or the
+/// [`Collected`] at the path given).
 macro_rules! output_accessors {
     ($out:ty) => {
+        $crate::testing::harness::output::output_accessors!($out, collected);
+    };
+    ($out:ty, $($field:ident).+) => {
         /// The main records emitted so far (since the last [`take_output`](Self::take_output)),
         /// in order, each with its timestamp.
         pub fn output(&self) -> &[$crate::data::Record<$out>] {
-            &self.collected.records
+            &self.$($field).+.records
         }
 
         /// The main records emitted so far, which are then forgotten.
         pub fn take_output(&mut self) -> Vec<$crate::data::Record<$out>> {
-            std::mem::take(&mut self.collected.records)
+            std::mem::take(&mut self.$($field).+.records)
         }
 
         /// The values of the main records emitted so far, without their timestamps.
         pub fn output_values(&self) -> Vec<$out> {
-            self.collected.records.iter().map(|r| r.value.clone()).collect()
+            self.$($field).+.records.iter().map(|r| r.value.clone()).collect()
         }
 
         /// The records emitted to side output `tag` so far, in order, with their timestamps.
         ///
         /// # Errors
-        /// `Data` if a record does not decode as `T`.
-        pub fn side_output<T: $crate::data::Data>(
+        /// `Data` if a record does not decode as `S`.
+        pub fn side_output<S: $crate::data::Data>(
             &mut self,
-            tag: &$crate::side_output::OutputTag<T>,
-        ) -> $crate::Result<Vec<$crate::data::Record<T>>> {
-            self.collected.side_output(tag, false)
+            tag: &$crate::side_output::OutputTag<S>,
+        ) -> $crate::Result<Vec<$crate::data::Record<S>>> {
+            self.$($field).+.side_output(tag, false)
         }
 
         /// As [`side_output`](Self::side_output); the records are then forgotten.
         ///
         /// # Errors
-        /// `Data` if a record does not decode as `T`.
-        pub fn take_side_output<T: $crate::data::Data>(
+        /// `Data` if a record does not decode as `S`.
+        pub fn take_side_output<S: $crate::data::Data>(
             &mut self,
-            tag: &$crate::side_output::OutputTag<T>,
-        ) -> $crate::Result<Vec<$crate::data::Record<T>>> {
-            self.collected.side_output(tag, true)
+            tag: &$crate::side_output::OutputTag<S>,
+        ) -> $crate::Result<Vec<$crate::data::Record<S>>> {
+            self.$($field).+.side_output(tag, true)
         }
 
         /// The watermarks the step emitted (forwarded downstream), in order.
         pub fn emitted_watermarks(&self) -> &[$crate::data::Timestamp] {
-            &self.collected.watermarks
+            &self.$($field).+.watermarks
         }
     };
 }

@@ -8,8 +8,9 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A snapshot of a harnessed keyed step, as a checkpoint holds it: the files of its keyed
-/// store (state, timers and watermark), where it was taken, and its backend.
+/// A snapshot of a harnessed step, as a checkpoint holds it: the files of its keyed store
+/// (state, timers and watermark), its operator state (the broadcast state, at subtask 0),
+/// where it was taken, and its backend.
 ///
 /// The files live in a temporary directory that is deleted when the last clone of the
 /// snapshot is dropped; a harness restored from it copies what it needs when it opens.
@@ -17,6 +18,8 @@ use std::sync::Arc;
 pub struct HarnessSnapshot {
     pub(crate) dir: Arc<tempfile::TempDir>,
     pub(crate) files: Vec<PathBuf>,
+    /// The operator state the step wrote (the broadcast state's copy, by subtask 0 only).
+    pub(crate) operator_state: Option<Arc<Vec<u8>>>,
     pub(crate) backend: &'static str,
     pub(crate) subtask: usize,
     pub(crate) parallelism: usize,
@@ -58,6 +61,12 @@ impl HarnessSnapshot {
     /// The directory of the keyed store's snapshot.
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("store")
+    }
+
+    /// The operator state it holds: the encoded broadcast state in the snapshot of subtask 0
+    /// of a broadcast step, `None` otherwise.
+    pub fn operator_state(&self) -> Option<&[u8]> {
+        self.operator_state.as_deref().map(Vec::as_slice)
     }
 
     /// The store's files, relative to [`store_dir`](Self::store_dir).

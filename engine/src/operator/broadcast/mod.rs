@@ -10,25 +10,30 @@
 //! source replays from its checkpointed position, so every rule change after the checkpoint is
 //! applied again, once, before or between the main records exactly as in the first run.
 //!
+//! The state is declared by a [`BroadcastStateDescriptor`] (name, value schema, migrations;
+//! see [`descriptor`]), which the checkpointed copy is written and read with.
+//!
 //! Updates to the map must depend only on the broadcast record and the map (not on the
 //! subtask), or the copies diverge and a restore keeps subtask 0's.
+
+pub mod descriptor;
+
+pub use descriptor::{BroadcastStateDescriptor, DEFAULT_BROADCAST_STATE};
 
 use super::keyed_process::KeyedLogic;
 use super::{Emitter, OperatorContext, OperatorCore, OperatorSnapshot, SnapshotTarget};
 use crate::data::{downcast, erase, Data, ErasedBatch, Key, Record, Timestamp};
+use crate::keyed::descriptors::StateDeclaration;
 use crate::keyed::{KeyedContext, Timer};
 use crate::message::Barrier;
 use crate::operator::keyed_core::KeyedCore;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
-/// Version of the checkpointed encoding of a broadcast state.
-const ENCODING_VERSION: u8 = 1;
-
 /// The broadcast state of one subtask: a map from `SK` to `SV`, the same in every subtask.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BroadcastState<SK, SV> {
-    entries: BTreeMap<SK, SV>,
+    pub(crate) entries: BTreeMap<SK, SV>,
 }
 
 impl<SK: Data + Ord, SV: Data> Default for BroadcastState<SK, SV> {
@@ -85,58 +90,22 @@ impl<SK: Data + Ord, SV: Data> BroadcastState<SK, SV> {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+}
 
-    /// The checkpointed form: a version byte, then the entries in key order.
-    fn encode(&self) -> Result<Vec<u8>> {
-        let entries: Vec<(&SK, &SV)> = self.entries.iter().collect();
-        let mut bytes = vec![ENCODING_VERSION];
-        bincode::serde::encode_into_std_write(&entries, &mut bytes, bincode::config::standard())?;
-        Ok(bytes)
-    }
-
-    /// Reads what [`encode`](Self::encode) wrote; anything else is a clear error naming the
-    /// step (the state's types changed since the checkpoint, or the bytes are not ours).
-    fn decode(step: &str, bytes: &[u8]) -> Result<Self> {
-        let changed = |why: String| {
-            Error::config(format!(
-                "the broadcast state of step \"{step}\" in the restored checkpoint does not decode as a map \
-                 from {} to {} ({why}): were its types changed? Keep them, or give the step a new name",
-                std::any::type_name::<SK>(),
-                std::any::type_name::<SV>()
-            ))
-        };
-        let Some((&version, body)) = bytes.split_first() else {
-            return Err(changed("it is empty".into()));
-        };
-        if version != ENCODING_VERSION {
-            return Err(changed(format!(
-                "encoding version {version}, this build reads {ENCODING_VERSION}"
-            )));
-        }
-        match bincode::serde::decode_from_slice::<Vec<(SK, SV)>, _>(body, bincode::config::standard()) {
-            Ok((entries, used)) if used == body.len() => Ok(BroadcastState {
-                entries: entries.into_iter().collect(),
-            }),
-            Ok((_, used)) => Err(changed(format!(
-                "{} of {} bytes left over",
-                body.len() - used,
-                body.len()
-            ))),
-            Err(e) => Err(changed(e.to_string())),
-        }
-    }
-
-    /// The state subtask `ctx.subtask` opens with: the one copy in the restored checkpoint, if
-    /// any.
-    fn restore(ctx: &OperatorContext) -> Result<Self> {
-        let copy = ctx
-            .restored_state
-            .as_deref()
-            .or_else(|| ctx.rescaled_state.first().map(|(_, raw)| raw.as_slice()));
-        match copy {
-            Some(raw) => Self::decode(&ctx.operator, raw),
-            None => Ok(Self::default()),
-        }
+/// The copy of the broadcast state a subtask opens with: the one in the restored checkpoint
+/// (written by subtask 0, read by every subtask at any parallelism) decoded through
+/// `descriptor`, or an empty state.
+fn restore_state<SK: Data + Ord, SV: Data>(
+    ctx: &OperatorContext,
+    descriptor: &BroadcastStateDescriptor<SK, SV>,
+) -> Result<BroadcastState<SK, SV>> {
+    let copy = ctx
+        .restored_state
+        .as_deref()
+        .or_else(|| ctx.rescaled_state.first().map(|(_, raw)| raw.as_slice()));
+    match copy {
+        Some(raw) => descriptor.decode(&ctx.operator, raw),
+        None => Ok(BroadcastState::default()),
     }
 }
 
@@ -207,6 +176,20 @@ pub trait KeyedBroadcastProcess<K, T, B>: Send + 'static {
         let _ = (timer, state, ctx);
         Ok(())
     }
+
+    /// The broadcast state's descriptor: its name and the schema of its values, which
+    /// checkpoints write it with and a restore reads it through (migrations of older
+    /// versions; a state the job cannot read fails the restore naming the step and the
+    /// state). By default [`DEFAULT_BROADCAST_STATE`], self-describing values of version 0.
+    fn broadcast_state(&self) -> BroadcastStateDescriptor<Self::StateKey, Self::StateValue> {
+        BroadcastStateDescriptor::new(DEFAULT_BROADCAST_STATE)
+    }
+
+    /// The keyed states the function uses, from their descriptors: checked when the step
+    /// opens from a checkpoint, as [`KeyedProcess::states`](super::keyed_process::KeyedProcess::states).
+    fn states(&self) -> Vec<StateDeclaration> {
+        Vec::new()
+    }
 }
 
 /// A function over a (non-keyed) stream connected to a broadcast stream (Flink's
@@ -234,6 +217,14 @@ pub trait BroadcastProcess<T, B>: Send + 'static {
         state: &mut BroadcastState<Self::StateKey, Self::StateValue>,
         ctx: &mut BroadcastContext<'_, Self::Out>,
     ) -> Result<()>;
+
+    /// The broadcast state's descriptor: its name and the schema of its values, which
+    /// checkpoints write it with and a restore reads it through (migrations of older
+    /// versions; a state the job cannot read fails the restore naming the step and the
+    /// state). By default [`DEFAULT_BROADCAST_STATE`], self-describing values of version 0.
+    fn broadcast_state(&self) -> BroadcastStateDescriptor<Self::StateKey, Self::StateValue> {
+        BroadcastStateDescriptor::new(DEFAULT_BROADCAST_STATE)
+    }
 }
 
 /// The keyed form: input 0 is the keyed stream, input 1 the broadcast stream.
@@ -289,16 +280,20 @@ impl<K: Key, T: Data, B: Data, P: KeyedBroadcastProcess<K, T, B>> KeyedLogic<K> 
 
     fn close(&mut self) {}
 
+    fn states(&self) -> Vec<StateDeclaration> {
+        self.process.states()
+    }
+
     fn open_logic(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.subtask = ctx.subtask;
-        self.state = BroadcastState::restore(ctx)?;
+        self.state = restore_state(ctx, &self.process.broadcast_state())?;
         Ok(())
     }
 
     fn snapshot_logic(&mut self) -> Result<Option<Vec<u8>>> {
         // One copy per checkpoint: every subtask holds the same map.
         if self.subtask == 0 {
-            self.state.encode().map(Some)
+            self.process.broadcast_state().encode(&self.state).map(Some)
         } else {
             Ok(None)
         }
@@ -316,7 +311,7 @@ pub(crate) struct BroadcastOperator<T, B, P: BroadcastProcess<T, B>> {
 impl<T: Data, B: Data, P: BroadcastProcess<T, B>> OperatorCore for BroadcastOperator<T, B, P> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         self.subtask = ctx.subtask;
-        self.state = BroadcastState::restore(ctx)?;
+        self.state = restore_state(ctx, &self.process.broadcast_state())?;
         Ok(())
     }
 
@@ -354,30 +349,10 @@ impl<T: Data, B: Data, P: BroadcastProcess<T, B>> OperatorCore for BroadcastOper
         Ok(OperatorSnapshot {
             keyed_files: Vec::new(),
             operator_state: if self.subtask == 0 {
-                Some(self.state.encode()?)
+                Some(self.process.broadcast_state().encode(&self.state)?)
             } else {
                 None
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_encoding_round_trips_and_a_changed_type_is_a_clear_error() {
-        let mut s: BroadcastState<String, u64> = BroadcastState::default();
-        s.insert("limit".into(), 500);
-        s.insert("block".into(), 7);
-        let bytes = s.encode().unwrap();
-        assert_eq!(BroadcastState::<String, u64>::decode("rules", &bytes).unwrap(), s);
-        let e = BroadcastState::<u64, String>::decode("rules", &bytes).unwrap_err();
-        assert!(e.to_string().contains("broadcast state of step \"rules\""), "{e}");
-        let e = BroadcastState::<String, u64>::decode("rules", &[9, 0]).unwrap_err();
-        assert!(e.to_string().contains("encoding version 9"), "{e}");
-        let e = BroadcastState::<String, u64>::decode("rules", &[]).unwrap_err();
-        assert!(e.to_string().contains("empty"), "{e}");
     }
 }
