@@ -261,3 +261,50 @@ fn operator_lists_survive_a_failure_restores_and_rescales_exactly_once() {
         "the new subtask of the 2 → 3 rescale restored the union list: {seen:?}"
     );
 }
+
+/// The harness runs a function step alone: its snapshot holds the operator lists, a restore at
+/// the same parallelism gives each subtask its own, one at another splits them.
+#[test]
+fn the_harness_snapshots_operator_lists_and_splits_them_on_a_rescale() {
+    use weir::engine::testing::harness::HarnessBuilder;
+    let harness = |subtask: usize, parallelism: usize, from: &[_]| {
+        HarnessBuilder::new()
+            .step("batcher")
+            .subtask(subtask, parallelism)
+            .restore_from_all(from)
+            .flat_map_function(Batcher::default())
+            .unwrap()
+    };
+    let mut snapshots = Vec::new();
+    for s in 0..2u64 {
+        let mut h = harness(s as usize, 2, &[]);
+        for v in 0..BATCH as u64 + 10 {
+            h.process_element(s * 1_000 + v, 1).unwrap();
+        }
+        assert_eq!(
+            h.output_values(),
+            vec![(s * 1_000..s * 1_000 + BATCH as u64).collect::<Vec<_>>()]
+        );
+        snapshots.push(h.snapshot().unwrap());
+    }
+    let pending = |s: u64| s * 1_000 + BATCH as u64..s * 1_000 + BATCH as u64 + 10;
+
+    let mut h = harness(1, 2, &snapshots);
+    assert_eq!(h.counters().get("operator_list_restored_elements"), Some(&10));
+    h.finish().unwrap();
+    assert_eq!(h.output_values(), vec![pending(1).collect::<Vec<_>>()]);
+
+    let mut all = Vec::new();
+    for s in 0..3 {
+        let mut h = harness(s, 3, &snapshots);
+        h.finish().unwrap();
+        let got: Vec<u64> = h.output_values().into_iter().flatten().collect();
+        assert!(
+            (6..=7).contains(&got.len()),
+            "subtask {s} of 3 got an even share: {got:?}"
+        );
+        all.extend(got);
+    }
+    all.sort_unstable();
+    assert_eq!(all, pending(0).chain(pending(1)).collect::<Vec<_>>());
+}

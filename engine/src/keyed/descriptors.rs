@@ -13,7 +13,7 @@
 //! ```
 //!
 //! A descriptor writes its values with a schema format (codec and version, see
-//! [`schema`](super::schema)); the default codec is [`StateCodec::SelfDescribing`], so adding a
+//! [`schema`](super::schema)); the default codec is [`StateCodec::SelfDescribing`](super::schema::StateCodec::SelfDescribing), so adding a
 //! field with `#[serde(default)]` or renaming the type needs no migration. Other changes bump
 //! the version and register a migration from each older version still in checkpoints:
 //!
@@ -36,7 +36,7 @@
 //! naming the step and the state.
 
 use super::handles::{ListState, MapState, ValueState};
-use super::schema::{decode_header, Format, StateCodec, StateSchema};
+use super::schema::{decode_header, Format, StateSchema};
 use super::scope::{decode_state, StateOps, Ttl};
 use super::sort_key::{decode_sort_key, SortKey};
 use super::sorted::SortedMapState;
@@ -140,42 +140,12 @@ macro_rules! schema_builders {
             self
         }
 
-        /// Declares the version of the state's type that new values are written as (0 by
-        /// default). Values of older versions are read through [`migrate_from`](Self::migrate_from).
-        pub const fn version(mut self, version: u32) -> Self {
-            self.schema.version = version;
-            self
-        }
-
-        /// Writes values with bincode ([`StateCodec::Positional`]): compact, but any change of
-        /// the type's layout needs a new version and a migration.
-        pub const fn positional(mut self) -> Self {
-            self.schema.codec = StateCodec::Positional;
-            self
-        }
-
-        /// Reads values of version `from` as `Old` (with the codec that wrote them) and converts
-        /// them to the current type. Each older version still in checkpoints needs one; to go
-        /// through several steps, compose them: `|v1| v2_to_v3(v1_to_v2(v1))`.
-        pub fn migrate_from<Old: Data>(mut self, from: u32, f: impl Fn(Old) -> $v + Send + Sync + 'static) -> Self {
-            self.schema.add_migration(from, f);
-            self
-        }
-
-        /// The state's name.
-        pub const fn name(&self) -> &'static str {
-            self.name
-        }
-
         /// The TTL, if any.
         pub const fn ttl(&self) -> Option<Ttl> {
             self.ttl
         }
 
-        /// The format new values are written with.
-        pub fn format(&self) -> Format {
-            self.schema.format()
-        }
+        super::schema::schema_methods!($v);
     };
 }
 

@@ -355,3 +355,47 @@ impl<V: Data> StateSchema<V> {
         })
     }
 }
+
+/// The builder methods every state descriptor shares (keyed, broadcast and operator list
+/// states): version, codec and migrations of its schema, its name and format. The descriptor
+/// needs fields `name: &'static str` and `schema: StateSchema<$v>`.
+macro_rules! schema_methods {
+    ($v:ty) => {
+        /// Declares the version of the state's type that new values are written as (0 by
+        /// default). Values of older versions are read through [`migrate_from`](Self::migrate_from).
+        pub const fn version(mut self, version: u32) -> Self {
+            self.schema.version = version;
+            self
+        }
+
+        /// Writes values with bincode ([`StateCodec::Positional`](crate::keyed::StateCodec::Positional)):
+        /// compact, but any change of the type's layout needs a new version and a migration.
+        pub const fn positional(mut self) -> Self {
+            self.schema.codec = $crate::keyed::schema::StateCodec::Positional;
+            self
+        }
+
+        /// Reads values of version `from` as `Old` (with the codec that wrote them) and converts
+        /// them to the current type. Each older version still in checkpoints needs one; to go
+        /// through several steps, compose them: `|v1| v2_to_v3(v1_to_v2(v1))`.
+        pub fn migrate_from<Old: $crate::data::Data>(
+            mut self,
+            from: u32,
+            f: impl Fn(Old) -> $v + Send + Sync + 'static,
+        ) -> Self {
+            self.schema.add_migration(from, f);
+            self
+        }
+
+        /// The state's name.
+        pub const fn name(&self) -> &'static str {
+            self.name
+        }
+
+        /// The format new values are written with.
+        pub fn format(&self) -> $crate::keyed::schema::Format {
+            self.schema.format()
+        }
+    };
+}
+pub(crate) use schema_methods;

@@ -2,7 +2,7 @@
 //! restore and schema, declared once.
 
 use crate::data::Data;
-use crate::keyed::schema::{Format, StateCodec, StateSchema};
+use crate::keyed::schema::StateSchema;
 use serde::{Deserialize, Serialize};
 
 /// How a list's elements are handed out when a step restores (see the
@@ -52,39 +52,11 @@ impl<T: Data> OperatorListDescriptor<T> {
         self
     }
 
-    /// Declares the version of the element type new elements are written as (0 by default).
-    /// Elements of older versions are read through [`migrate_from`](Self::migrate_from).
-    pub const fn version(mut self, version: u32) -> Self {
-        self.schema.version = version;
-        self
-    }
-
-    /// Writes elements with bincode ([`StateCodec::Positional`]): compact, but any change of
-    /// the type's layout needs a new version and a migration.
-    pub const fn positional(mut self) -> Self {
-        self.schema.codec = StateCodec::Positional;
-        self
-    }
-
-    /// Reads elements of version `from` as `Old` and converts them to the current type.
-    pub fn migrate_from<Old: Data>(mut self, from: u32, f: impl Fn(Old) -> T + Send + Sync + 'static) -> Self {
-        self.schema.add_migration(from, f);
-        self
-    }
-
-    /// The list's name.
-    pub const fn name(&self) -> &'static str {
-        self.name
-    }
+    crate::keyed::schema::schema_methods!(T);
 
     /// How it is handed out at a restore.
     pub const fn distribution(&self) -> ListDistribution {
         self.distribution
-    }
-
-    /// The format new elements are written with.
-    pub fn format(&self) -> Format {
-        self.schema.format()
     }
 
     pub(super) fn schema(&self) -> &StateSchema<T> {

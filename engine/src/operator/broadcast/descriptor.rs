@@ -74,36 +74,7 @@ impl<SK: Data + Ord, SV: Data> BroadcastStateDescriptor<SK, SV> {
         }
     }
 
-    /// Declares the version of the value type that new checkpoints are written as (0 by
-    /// default). Values of older versions are read through [`migrate_from`](Self::migrate_from).
-    pub const fn version(mut self, version: u32) -> Self {
-        self.schema.version = version;
-        self
-    }
-
-    /// Writes values with bincode ([`StateCodec::Positional`]): compact, but any change of the
-    /// value type's layout needs a new version and a migration.
-    pub const fn positional(mut self) -> Self {
-        self.schema.codec = StateCodec::Positional;
-        self
-    }
-
-    /// Reads values of version `from` as `Old` (with the codec that wrote them) and converts
-    /// them to the current type.
-    pub fn migrate_from<Old: Data>(mut self, from: u32, f: impl Fn(Old) -> SV + Send + Sync + 'static) -> Self {
-        self.schema.add_migration(from, f);
-        self
-    }
-
-    /// The state's name.
-    pub const fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The format new values are written with.
-    pub fn format(&self) -> Format {
-        self.schema.format()
-    }
+    crate::keyed::schema::schema_methods!(SV);
 
     /// The versions it migrates from, ascending.
     pub fn migrates_from(&self) -> Vec<u32> {

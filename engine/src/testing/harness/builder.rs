@@ -201,6 +201,46 @@ impl HarnessBuilder {
         Ok(self.context(key_groups, OperatorMetrics::default(), false))
     }
 
+    /// The operator context of a function step (`map_function`, `flat_map_function`), whose
+    /// operator lists restore from the snapshots as a pipeline's do: every subtask gets every
+    /// old subtask's state, and its own too when the parallelism is the same.
+    ///
+    /// # Errors
+    /// `Config` when the snapshots were taken at different parallelisms or repeat a subtask.
+    pub(crate) fn function_context(&self) -> Result<OperatorContext> {
+        let key_groups = self.check()?;
+        let mut ctx = self.context(key_groups, OperatorMetrics::default(), !self.restore.is_empty());
+        if let Some(first) = self.restore.first() {
+            for s in &self.restore {
+                if s.parallelism != first.parallelism {
+                    return Err(Error::config(format!(
+                        "harness for step \"{}\": the snapshots were taken at different parallelisms ({} and {}); \
+                         give the snapshots of all subtasks of one parallelism",
+                        self.step, first.parallelism, s.parallelism
+                    )));
+                }
+                if self.restore.iter().filter(|o| o.subtask == s.subtask).count() > 1 {
+                    return Err(Error::config(format!(
+                        "harness for step \"{}\": two snapshots of subtask {} of {}",
+                        self.step, s.subtask, s.parallelism
+                    )));
+                }
+            }
+            let state = |s: &HarnessSnapshot| s.operator_state.as_deref().cloned();
+            ctx.restored_state = self
+                .restore
+                .iter()
+                .find(|s| s.subtask == self.subtask && s.parallelism == self.parallelism)
+                .and_then(state);
+            ctx.rescaled_state = self
+                .restore
+                .iter()
+                .filter_map(|s| state(s).map(|raw| (s.subtask, raw)))
+                .collect();
+        }
+        Ok(ctx)
+    }
+
     /// The operator context of a non-keyed step whose only state is replicated operator state
     /// (the broadcast state), restored from subtask 0's snapshot if snapshots are given.
     pub(crate) fn replicated_context(&self) -> Result<OperatorContext> {

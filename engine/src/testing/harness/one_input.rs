@@ -3,13 +3,15 @@
 
 use super::builder::HarnessBuilder;
 use super::output::{output_accessors, Collected};
+use super::snapshot::HarnessSnapshot;
 use crate::data::{erase, Data, Record, Timestamp};
 use crate::functions::{FlatMapFunction, MapFunction};
+use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::metrics::OperatorMetrics;
 use crate::operator::fallible::FallibleOp;
 use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
 use crate::operator::user_functions::{flat_map_function_op, map_function_op};
-use crate::operator::{Emitter, OperatorCore};
+use crate::operator::{Emitter, OperatorContext, OperatorCore, SnapshotTarget};
 use crate::side_output::BadRecordPolicy;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ pub struct OneInputHarness<I: Data, O: Data> {
     step: String,
     watermark_in: Timestamp,
     processing_time: u64,
+    settings: HarnessBuilder,
+    checkpoints: u64,
     closed: bool,
     _i: PhantomData<fn(I)>,
 }
@@ -101,8 +105,16 @@ impl<I: Data, O: Data> OneInputHarness<I, O> {
         HarnessBuilder::new().try_flat_map(policy, f)
     }
 
-    fn open(settings: &HarnessBuilder, mut operator: Box<dyn OperatorCore>, tagged: bool) -> Result<Self> {
-        let mut ctx = settings.stateless_context()?;
+    fn open(settings: &HarnessBuilder, operator: Box<dyn OperatorCore>, tagged: bool) -> Result<Self> {
+        Self::open_with(settings, settings.stateless_context()?, operator, tagged)
+    }
+
+    fn open_with(
+        settings: &HarnessBuilder,
+        mut ctx: OperatorContext,
+        mut operator: Box<dyn OperatorCore>,
+        tagged: bool,
+    ) -> Result<Self> {
         operator.open(&mut ctx)?;
         Ok(OneInputHarness {
             operator,
@@ -111,6 +123,8 @@ impl<I: Data, O: Data> OneInputHarness<I, O> {
             step: settings.step.clone(),
             watermark_in: crate::data::MIN_WATERMARK,
             processing_time: settings.processing_time,
+            settings: settings.clone(),
+            checkpoints: 0,
             closed: false,
             _i: PhantomData,
         })
@@ -196,6 +210,53 @@ impl<I: Data, O: Data> OneInputHarness<I, O> {
         self.metrics.counters()
     }
 
+    /// Takes a snapshot as a checkpoint barrier would: a function step's `snapshot_state` runs
+    /// and its operator lists (with its input's event time) are what the snapshot holds. Restore
+    /// it with [`HarnessBuilder::restore_from`] (the snapshots of every subtask of one
+    /// parallelism, for a harness at another: lists are split or unioned as a pipeline's).
+    ///
+    /// # Errors
+    /// The function's `snapshot_state` error, or a list that does not encode.
+    pub fn snapshot(&mut self) -> Result<HarnessSnapshot> {
+        self.check_open()?;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-harness-snapshot-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a harness snapshot directory", e))?;
+        self.checkpoints += 1;
+        let barrier = Barrier {
+            id: CheckpointId::new(self.checkpoints),
+            kind: BarrierKind::Checkpoint,
+            triggered_at_ms: self.processing_time,
+        };
+        let snap = self.operator.snapshot(&barrier, &SnapshotTarget { dir: None })?;
+        self.operator.notify_checkpoint_complete(barrier.id)?;
+        Ok(HarnessSnapshot {
+            dir: Arc::new(dir),
+            files: Vec::new(),
+            operator_state: snap.operator_state.map(Arc::new),
+            backend: "none",
+            subtask: self.settings.subtask,
+            parallelism: self.settings.parallelism,
+            max_parallelism: self.settings.max_parallelism,
+            watermark: self.watermark_in,
+        })
+    }
+
+    /// Ends the input: a final watermark at the end of time, then what the step emits at the
+    /// end (a flat-map function's `finish`), then the function is closed.
+    ///
+    /// # Errors
+    /// The function's error.
+    pub fn finish(&mut self) -> Result<()> {
+        self.process_watermark(crate::data::MAX_WATERMARK)?;
+        let mut out = Emitter::default();
+        let r = self.operator.finish(&mut out);
+        self.collected.collect(out)?;
+        self.close();
+        r
+    }
+
     /// Closes the function (its `close`); the harness accepts nothing after. Dropping the
     /// harness closes it too.
     pub fn close(&mut self) {
@@ -248,7 +309,8 @@ impl HarnessBuilder {
     /// # Errors
     /// As [`map`](Self::map); the function's `open` error.
     pub fn map_function<I: Data, F: MapFunction<I>>(self, f: F) -> Result<OneInputHarness<I, F::Out>> {
-        OneInputHarness::open(&self, Box::new(map_function_op::<I, F>(f)), false)
+        let ctx = self.function_context()?;
+        OneInputHarness::open_with(&self, ctx, Box::new(map_function_op::<I, F>(f)), false)
     }
 
     /// A [`OneInputHarness`] of a `flat_map_function` step with these settings.
@@ -256,7 +318,8 @@ impl HarnessBuilder {
     /// # Errors
     /// As [`map_function`](Self::map_function).
     pub fn flat_map_function<I: Data, F: FlatMapFunction<I>>(self, f: F) -> Result<OneInputHarness<I, F::Out>> {
-        OneInputHarness::open(&self, Box::new(flat_map_function_op::<I, F>(f)), false)
+        let ctx = self.function_context()?;
+        OneInputHarness::open_with(&self, ctx, Box::new(flat_map_function_op::<I, F>(f)), false)
     }
 
     /// A [`OneInputHarness`] of a `try_map` step under `policy` with these settings.
