@@ -6,12 +6,10 @@ use super::builder::HarnessBuilder;
 use super::output::{output_accessors, Collected};
 use super::snapshot::HarnessSnapshot;
 use crate::data::{erase, Data, Record, Timestamp, MIN_WATERMARK};
-use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::operator::broadcast::{BroadcastOperator, BroadcastProcess, BroadcastState};
-use crate::operator::{Emitter, OperatorCore, SnapshotTarget};
+use crate::operator::{Emitter, OperatorCore};
 use crate::{Error, Result};
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 /// Input 0 of the step: the main stream.
 const MAIN: usize = 0;
@@ -204,28 +202,15 @@ impl<T: Data, B: Data, P: BroadcastProcess<T, B>> BroadcastHarness<T, B, P> {
     /// The broadcast state could not be encoded.
     pub fn snapshot(&mut self) -> Result<HarnessSnapshot> {
         self.check_open()?;
-        let dir = tempfile::Builder::new()
-            .prefix("weir-harness-snapshot-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a harness snapshot directory", e))?;
         self.checkpoints += 1;
-        let barrier = Barrier {
-            id: CheckpointId::new(self.checkpoints),
-            kind: BarrierKind::Checkpoint,
-            triggered_at_ms: 0,
-        };
-        let snap = self.operator.snapshot(&barrier, &SnapshotTarget { dir: None })?;
-        self.operator.notify_checkpoint_complete(barrier.id)?;
-        Ok(HarnessSnapshot {
-            dir: Arc::new(dir),
-            files: Vec::new(),
-            operator_state: snap.operator_state.map(Arc::new),
-            backend: "none",
-            subtask: self.settings.subtask,
-            parallelism: self.settings.parallelism,
-            max_parallelism: self.settings.max_parallelism,
-            watermark: self.watermark,
-        })
+        HarnessSnapshot::take(
+            &mut self.operator,
+            self.checkpoints,
+            0,
+            &self.settings,
+            "none",
+            self.watermark,
+        )
     }
 
     /// Ends the inputs (a final watermark at the end of time) and closes the function.

@@ -17,11 +17,10 @@ use super::state_names::StateNames;
 use crate::data::{erase, Data, Key, Record, Timestamp, MIN_WATERMARK};
 use crate::keyed::scope::{decode, StateOps};
 use crate::keyed::{KeyedContext, StateDescriptor, TimeDomain};
-use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::metrics::OperatorMetrics;
 use crate::operator::keyed_core::KeyedCore;
 use crate::operator::keyed_process::{KeyFn, KeyedLogic, KeyedOperator};
-use crate::operator::{Emitter, OperatorCore, SnapshotTarget};
+use crate::operator::{Emitter, OperatorCore};
 use crate::state::{key_group_for, KeyGroupRange};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -320,33 +319,16 @@ impl<K: Key, L: KeyedLogic<K>> KeyedDriver<K, L> {
     /// What a checkpoint taken now would hold of this subtask.
     pub(crate) fn snapshot(&mut self) -> Result<HarnessSnapshot> {
         self.core()?;
-        let dir = tempfile::Builder::new()
-            .prefix("weir-harness-snapshot-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a harness snapshot directory", e))?;
         self.checkpoints += 1;
-        let barrier = Barrier {
-            id: CheckpointId::new(self.checkpoints),
-            kind: BarrierKind::Checkpoint,
-            triggered_at_ms: self.processing_time,
-        };
-        let snap = self.operator.snapshot(
-            &barrier,
-            &SnapshotTarget {
-                dir: Some(dir.path().join("store")),
-            },
-        )?;
-        self.operator.notify_checkpoint_complete(barrier.id)?;
-        Ok(HarnessSnapshot {
-            dir: Arc::new(dir),
-            files: snap.keyed_files,
-            operator_state: snap.operator_state.map(Arc::new),
-            backend: self.backend,
-            subtask: self.settings.subtask,
-            parallelism: self.settings.parallelism,
-            max_parallelism: self.settings.max_parallelism,
-            watermark: self.current_watermark(),
-        })
+        let watermark = self.current_watermark();
+        HarnessSnapshot::take(
+            &mut self.operator,
+            self.checkpoints,
+            self.processing_time,
+            &self.settings,
+            self.backend,
+            watermark,
+        )
     }
 
     pub(crate) fn finish(&mut self) -> Result<()> {

@@ -6,12 +6,11 @@ use super::output::{output_accessors, Collected};
 use super::snapshot::HarnessSnapshot;
 use crate::data::{erase, Data, Record, Timestamp};
 use crate::functions::{FlatMapFunction, MapFunction};
-use crate::message::{Barrier, BarrierKind, CheckpointId};
 use crate::metrics::OperatorMetrics;
 use crate::operator::fallible::FallibleOp;
 use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
 use crate::operator::user_functions::{flat_map_function_op, map_function_op};
-use crate::operator::{Emitter, OperatorContext, OperatorCore, SnapshotTarget};
+use crate::operator::{Emitter, OperatorContext, OperatorCore};
 use crate::side_output::BadRecordPolicy;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -219,28 +218,15 @@ impl<I: Data, O: Data> OneInputHarness<I, O> {
     /// The function's `snapshot_state` error, or a list that does not encode.
     pub fn snapshot(&mut self) -> Result<HarnessSnapshot> {
         self.check_open()?;
-        let dir = tempfile::Builder::new()
-            .prefix("weir-harness-snapshot-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a harness snapshot directory", e))?;
         self.checkpoints += 1;
-        let barrier = Barrier {
-            id: CheckpointId::new(self.checkpoints),
-            kind: BarrierKind::Checkpoint,
-            triggered_at_ms: self.processing_time,
-        };
-        let snap = self.operator.snapshot(&barrier, &SnapshotTarget { dir: None })?;
-        self.operator.notify_checkpoint_complete(barrier.id)?;
-        Ok(HarnessSnapshot {
-            dir: Arc::new(dir),
-            files: Vec::new(),
-            operator_state: snap.operator_state.map(Arc::new),
-            backend: "none",
-            subtask: self.settings.subtask,
-            parallelism: self.settings.parallelism,
-            max_parallelism: self.settings.max_parallelism,
-            watermark: self.watermark_in,
-        })
+        HarnessSnapshot::take(
+            self.operator.as_mut(),
+            self.checkpoints,
+            self.processing_time,
+            &self.settings,
+            "none",
+            self.watermark_in,
+        )
     }
 
     /// Ends the input: a final watermark at the end of time, then what the step emits at the

@@ -1,7 +1,10 @@
 //! Snapshots of a harnessed keyed step, and which of them a restore at some subtask and
 //! parallelism reads (the pipeline's rescaling rules, [`assign_keyed_state`]).
 
+use super::builder::HarnessBuilder;
 use crate::data::Timestamp;
+use crate::message::{Barrier, BarrierKind, CheckpointId};
+use crate::operator::{OperatorCore, SnapshotTarget};
 use crate::state::rescale::assign_keyed_state;
 use crate::state::{KeyGroupRange, KeyedRestore, SnapshotPart};
 use crate::{Error, Result};
@@ -28,6 +31,46 @@ pub struct HarnessSnapshot {
 }
 
 impl HarnessSnapshot {
+    /// Snapshots `operator` as checkpoint number `checkpoint`, triggered at processing time
+    /// `now_ms`, would, and completes that checkpoint (sinks and two-phase steps see it done).
+    /// `backend` names the keyed store's backend (`"none"` without one); `watermark` is the
+    /// step's event time.
+    pub(crate) fn take(
+        operator: &mut dyn OperatorCore,
+        checkpoint: u64,
+        now_ms: u64,
+        settings: &HarnessBuilder,
+        backend: &'static str,
+        watermark: Timestamp,
+    ) -> Result<HarnessSnapshot> {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-harness-snapshot-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a harness snapshot directory", e))?;
+        let barrier = Barrier {
+            id: CheckpointId::new(checkpoint),
+            kind: BarrierKind::Checkpoint,
+            triggered_at_ms: now_ms,
+        };
+        let snap = operator.snapshot(
+            &barrier,
+            &SnapshotTarget {
+                dir: Some(dir.path().join("store")),
+            },
+        )?;
+        operator.notify_checkpoint_complete(barrier.id)?;
+        Ok(HarnessSnapshot {
+            dir: Arc::new(dir),
+            files: snap.keyed_files,
+            operator_state: snap.operator_state.map(Arc::new),
+            backend,
+            subtask: settings.subtask,
+            parallelism: settings.parallelism,
+            max_parallelism: settings.max_parallelism,
+            watermark,
+        })
+    }
+
     /// The subtask that took it.
     pub fn subtask(&self) -> usize {
         self.subtask
