@@ -106,6 +106,7 @@ impl Entries {
     }
 
     /// Number of entries not yet written to the inner store.
+    #[cfg(test)]
     pub(super) fn dirty(&self) -> usize {
         self.dirty
     }
