@@ -50,13 +50,17 @@ const DEFAULT_BLOCK_CACHE_SIZE: usize = 128 << 20;
 /// than a plain restore), so 16 MiB costs at most ~0.1 s, the time a plain restore of 1 GB
 /// takes; larger overlaps are linked, which costs the same whatever their size.
 const DEFAULT_SEGMENT_MERGE_THRESHOLD: u64 = 16 << 20;
-/// Default of [`RocksDbBackend::cache_size`]: no write-back cache, for now. Measured on hot
-/// state (100 k keys, see `docs/benchmarks.md`, "State cache") a 64 MiB cache made the keyed
-/// running sum 5.2x faster without checkpoints and 2.4x with 1 s checkpoints, but it doubled
-/// the synchronous part of a checkpoint (the dirty entries are written at the barrier), and
-/// with state ten times larger than the cache it ran slower than RocksDB alone. Until those
-/// two are closed, the cache is opt-in: `cache_size(64 << 20)` or `state.cache_mb = 64`.
-pub const DEFAULT_CACHE_SIZE: usize = 0;
+/// Default of [`RocksDbBackend::cache_size`]: a 32 MiB write-back cache per store. A store
+/// is one keyed step's subtask, so a worker running `k` keyed steps at parallelism `p` spends
+/// about `k * p * 32 MiB` on it (the budget counts keys, values and a per-entry overhead; the
+/// process's resident memory grows by about that much): 64 MiB for the peer harness's one step
+/// at parallelism 2, 512 MiB for 4 steps at parallelism 4, next to RocksDB's 128 MiB block
+/// cache. 32 MiB holds about 150 k entries of a small aggregate (a 20-byte key and an 8-byte
+/// value): the hot set of the 100 k-account running sum (`docs/benchmarks.md`, "State cache")
+/// fits with room to spare, and state far larger than that is read from RocksDB at about the
+/// cost of RocksDB alone (misses then fill only a sample of entries). Disable it with
+/// `cache_size(0)` or `state.cache_mb = 0`.
+pub const DEFAULT_CACHE_SIZE: usize = 32 << 20;
 /// At most this many segments per store: a rescale rewrites the smallest overlaps beyond it
 /// into the largest, whatever their size, so that databases per subtask stay bounded.
 const MAX_SEGMENTS: usize = 8;
@@ -137,11 +141,12 @@ impl RocksDbBackend {
     }
 
     /// Sets the budget of the write-back cache in front of each store, in bytes (default
-    /// [`DEFAULT_CACHE_SIZE`], none; 0 disables it): keys, values and a per-entry overhead.
-    /// Reads that hit it and writes skip RocksDB; dirty entries reach RocksDB in write batches
-    /// at each checkpoint, when the budget is spent and before scans (see
-    /// [`CachedStore`](super::cache::CachedStore)). State larger than the budget works, with
-    /// misses read from RocksDB. A checkpoint contains the same entries with or without it.
+    /// [`DEFAULT_CACHE_SIZE`], 32 MiB; 0 disables it): keys, values and a per-entry overhead.
+    /// Reads that hit it and writes skip RocksDB; dirty entries reach RocksDB in write batches,
+    /// the oldest first once they take 1/16 of the budget, the rest at each checkpoint, and
+    /// before scans (see [`CachedStore`](super::cache::CachedStore)). State larger than the
+    /// budget works, with misses read from RocksDB. A checkpoint contains the same entries with
+    /// or without it.
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_size = bytes;
         self
@@ -464,7 +469,14 @@ mod tests {
         crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(400));
     }
 
-    /// The suite on RocksDB alone (the default).
+    /// The suite with a cache of a few dozen entries, a few of them dirty: writes are written
+    /// back continuously, oldest first, between and at snapshots.
+    mod small_cache {
+        use super::*;
+        crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(16 * 1024));
+    }
+
+    /// The suite on RocksDB alone.
     mod no_cache {
         use super::*;
         crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(0));
