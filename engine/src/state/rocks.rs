@@ -50,17 +50,19 @@ const DEFAULT_BLOCK_CACHE_SIZE: usize = 128 << 20;
 /// than a plain restore), so 16 MiB costs at most ~0.1 s, the time a plain restore of 1 GB
 /// takes; larger overlaps are linked, which costs the same whatever their size.
 const DEFAULT_SEGMENT_MERGE_THRESHOLD: u64 = 16 << 20;
-/// Default of [`RocksDbBackend::cache_size`]: a 32 MiB write-back cache per store. A store
-/// is one keyed step's subtask, so a worker running `k` keyed steps at parallelism `p` spends
-/// about `k * p * 32 MiB` on it (the budget counts keys, values and a per-entry overhead; the
-/// process's resident memory grows by about that much): 64 MiB for the peer harness's one step
-/// at parallelism 2, 512 MiB for 4 steps at parallelism 4, next to RocksDB's 128 MiB block
-/// cache. 32 MiB holds about 150 k entries of a small aggregate (a 20-byte key and an 8-byte
-/// value): the hot set of the 100 k-account running sum (`docs/benchmarks.md`, "State cache")
-/// fits with room to spare, and state far larger than that is read from RocksDB at about the
-/// cost of RocksDB alone (misses then fill only a sample of entries). Disable it with
-/// `cache_size(0)` or `state.cache_mb = 0`.
-pub const DEFAULT_CACHE_SIZE: usize = 32 << 20;
+/// Default of [`RocksDbBackend::cache_size`]: no write-back cache. The cache is opt-in
+/// ([`RECOMMENDED_CACHE_SIZE`] for a small hot set) because it pays only where a small set of
+/// keys takes most updates: 1.8x on the 100 k-account running sum, but 0.81x with state far
+/// larger than the cache and 0.87x on the payment example, whose keys are written once or twice
+/// each (`docs/benchmarks.md`, "State cache").
+pub const DEFAULT_CACHE_SIZE: usize = 0;
+/// A cache size for jobs with a hot set of keys: 32 MiB per store. A store is one keyed step's
+/// subtask, so a worker running `k` keyed steps at parallelism `p` spends about
+/// `k * p * 32 MiB` on it (the budget counts keys, values and a per-entry overhead): 64 MiB for
+/// one step at parallelism 2, 512 MiB for 4 steps at parallelism 4, next to RocksDB's 128 MiB
+/// block cache. 32 MiB holds about 150 k entries of a small aggregate (a 20-byte key and an
+/// 8-byte value).
+pub const RECOMMENDED_CACHE_SIZE: usize = 32 << 20;
 /// At most this many segments per store: a rescale rewrites the smallest overlaps beyond it
 /// into the largest, whatever their size, so that databases per subtask stay bounded.
 const MAX_SEGMENTS: usize = 8;
@@ -141,7 +143,8 @@ impl RocksDbBackend {
     }
 
     /// Sets the budget of the write-back cache in front of each store, in bytes (default
-    /// [`DEFAULT_CACHE_SIZE`], 32 MiB; 0 disables it): keys, values and a per-entry overhead.
+    /// [`DEFAULT_CACHE_SIZE`], 0: none; [`RECOMMENDED_CACHE_SIZE`] for a hot set of keys): keys,
+    /// values and a per-entry overhead.
     /// Reads that hit it and writes skip RocksDB; dirty entries reach RocksDB in write batches,
     /// the oldest first once they take 1/16 of the budget, the rest at each checkpoint, and
     /// before scans (see [`CachedStore`](super::cache::CachedStore)). State larger than the

@@ -19,7 +19,7 @@
 //! [state]
 //! backend = "rocksdb"                            # or "memory"
 //! dir = "/var/lib/weir/state"
-//! cache_mb = 32                                  # write-back cache per RocksDB store (default 32, 0: none)
+//! cache_mb = 32                                  # write-back cache per RocksDB store (default 0: none)
 //!
 //! [restart]
 //! strategy = "failure-rate"                      # "none", "fixed-delay", "exponential-backoff"
