@@ -12,7 +12,10 @@
 #         SCENARIOS="ckpt recovery" benches/peer/compare.sh
 # Env:    PEER_DIR (default ../shared/peer/flink from the repository), WORK (default /tmp/peer),
 #         EVENTS REC_EVENTS LARGE_KEYS LARGE_PAD (as the Flink peer), WEIR_ARGS (extra
-#         key=value arguments for every Weir run, e.g. state_cache_mb=256).
+#         key=value arguments for every Weir run, e.g. state_cache_mb=256), WEIR_TUNED_ARGS
+#         (a second Weir run per scenario with these settings, printed as "Weir tuned"; default
+#         "state_cache_mb=32 memtable_at_barrier=log", the RocksDB settings for a hot set of
+#         keys; empty: no second run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -48,7 +51,8 @@ weir_args() {
   esac
 }
 
-declare -A F W
+WEIR_TUNED_ARGS=${WEIR_TUNED_ARGS-state_cache_mb=32 memtable_at_barrier=log}
+declare -A F W T
 busy_pct() {
   local a b
   read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat; sleep 2
@@ -70,6 +74,15 @@ for sc in $SCENARIOS; do
   "$WEIR_BIN" $(weir_args "$sc") ${WEIR_ARGS:-} launch_ms="$(date +%s%3N)" work="$WORK/weir" tag="$sc" \
     > "$WORK/compare/$sc.weir" 2> "$WORK/compare/$sc.weir.err" || log "Weir failed on $sc (see $WORK/compare/$sc.weir.err)"
   while read -r _ kv; do W[$sc.${kv%%=*}]=${kv#*=}; done < <(grep -E '^weir [a-z_0-9]+=' "$WORK/compare/$sc.weir" || true)
+  if [[ -n "$WEIR_TUNED_ARGS" && "$sc" != hashmap ]]; then
+    log "scenario $sc: Weir tuned ($WEIR_TUNED_ARGS)"
+    rm -rf "$WORK/weir"
+    # shellcheck disable=SC2046,SC2086
+    "$WEIR_BIN" $(weir_args "$sc") ${WEIR_ARGS:-} $WEIR_TUNED_ARGS launch_ms="$(date +%s%3N)" work="$WORK/weir" \
+      tag="$sc-tuned" > "$WORK/compare/$sc.tuned" 2> "$WORK/compare/$sc.tuned.err" \
+      || log "Weir tuned failed on $sc (see $WORK/compare/$sc.tuned.err)"
+    while read -r _ kv; do T[$sc.${kv%%=*}]=${kv#*=}; done < <(grep -E '^weir [a-z_0-9]+=' "$WORK/compare/$sc.tuned" || true)
+  fi
 done
 
 # figure | scenario.key | lower is better
@@ -78,6 +91,7 @@ ROWS=(
   "events/s, RocksDB, checkpoint every 1 s|ckpt.steady_eps|0"
   "events/s, in-memory state, checkpoint every 1 s|hashmap.steady_eps|0"
   "checkpoint duration p50, 100 k keys (ms)|ckpt.ckpt_rest_duration_ms_p50|1"
+  "checkpoint pause of a keyed subtask p50 (ms; Weir only)|ckpt.ckpt_sync_ms_p50|1"
   "launch to first record (ms)|ckpt.startup_to_first_record_ms|1"
   "recovery, 100 k keys: first record (ms)|recovery.recovery_first_record_ms|1"
   "recovery, 100 k keys: back to 90 % rate (ms)|recovery.recovery_ms|1"
@@ -89,18 +103,20 @@ ROWS=(
 )
 echo
 echo "compare date=$(date -u +%Y-%m-%dT%H:%M:%SZ) cores=$(nproc) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" events=$EVENTS rec_events=$REC_EVENTS large_keys=$LARGE_KEYS"
-printf '| %s | %s | %s | %s |\n' "figure" "Flink" "Weir" "Weir / Flink"
-printf '|---|---:|---:|---:|\n'
+ratio() {
+  python3 -c "import sys
+try: print(f'{float(sys.argv[2]) / float(sys.argv[1]):.2f}')
+except Exception: print('n/a')" "$1" "$2"
+}
+printf '| %s | %s | %s | %s | %s | %s |\n' "figure" "Flink" "Weir" "Weir / Flink" "Weir tuned" "tuned / Flink"
+printf '|---|---:|---:|---:|---:|---:|\n'
 for row in "${ROWS[@]}"; do
   IFS='|' read -r name key _ <<< "$row"
-  f=${F[$key]:-n/a}; w=${W[$key]:-n/a}
-  ratio=$(python3 -c "import sys
-try: print(f'{float(sys.argv[2]) / float(sys.argv[1]):.2f}')
-except Exception: print('n/a')" "$f" "$w")
-  printf '| %s | %s | %s | %s |\n' "$name" "$f" "$w" "$ratio"
+  f=${F[$key]:-n/a}; w=${W[$key]:-n/a}; t=${T[$key]:-n/a}
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$f" "$w" "$(ratio "$f" "$w")" "$t" "$(ratio "$f" "$t")"
 done
 echo
 for sc in $SCENARIOS; do
-  echo "load while $sc ran: flink cpu_other_pct=${F[$sc.cpu_other_pct]:-n/a} weir cpu_other_pct=${W[$sc.cpu_other_pct]:-n/a}"
+  echo "load while $sc ran: flink cpu_other_pct=${F[$sc.cpu_other_pct]:-n/a} weir cpu_other_pct=${W[$sc.cpu_other_pct]:-n/a} tuned cpu_other_pct=${T[$sc.cpu_other_pct]:-n/a}"
 done
-echo "raw output: $WORK/compare/<scenario>.{flink,weir}"
+echo "raw output: $WORK/compare/<scenario>.{flink,weir,tuned}"

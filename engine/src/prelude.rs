@@ -39,7 +39,7 @@ pub use crate::source::{
     AssignedSplit, FileLinesSource, GeneratorSource, ReadStatus, Source, SourceReader, SplitId, SplitPosition,
     SubtaskInfo, VecSource,
 };
-pub use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
+pub use crate::state::{MemoryBackend, MemtableAtBarrier, RocksDbBackend, StateBackend};
 pub use crate::time::WatermarkStrategy;
 pub use crate::window::evictor::{count_evictor, time_evictor, EvictorContext};
 /// The built-in triggers: `triggers::count(n)`, `triggers::purging(t)`,

@@ -181,6 +181,23 @@ struct Run {
     failures: Vec<(&'static str, u64, FailAction)>,
 }
 
+/// Whether a RocksDB run keeps the memtable at barriers (the write-ahead log in its
+/// snapshots) rather than flushing it: every other seed, so that both kinds of snapshot go
+/// through the same failures.
+fn log_at_barrier(seed: u64) -> bool {
+    seed.is_multiple_of(2)
+}
+
+/// A RocksDB backend working in `dir`, keeping the memtable at barriers when `log`.
+fn rocks_backend(dir: &Path, log: bool) -> RocksDbBackend {
+    let at_barrier = if log {
+        MemtableAtBarrier::Log
+    } else {
+        MemtableAtBarrier::Flush
+    };
+    RocksDbBackend::new(dir).memtable_at_barrier(at_barrier)
+}
+
 fn run(r: &Run) -> (Outputs, JobReport) {
     let dir = tempfile::tempdir().unwrap();
     let points = FailPoints::new();
@@ -198,7 +215,7 @@ fn run(r: &Run) -> (Outputs, JobReport) {
             delay: Duration::from_millis(1),
         });
     if r.rocks {
-        p = p.state_dir(dir.path().join("state"));
+        p = p.state_backend(rocks_backend(&dir.path().join("state"), log_at_barrier(r.seed)));
     }
     let ledger_sink = CollectSink::new();
     let window_sink = CollectSink::new();
@@ -373,7 +390,8 @@ fn committed_output_equals_the_failure_free_output_under_injected_failures() {
                 runs += 1;
                 restarts += report.restarts;
                 let ctx = format!(
-                    "seed {seed} p{parallelism} rocks={rocks} failures {failures:?} restarts {}",
+                    "seed {seed} p{parallelism} rocks={rocks} log_at_barrier={} failures {failures:?} restarts {}",
+                    rocks && log_at_barrier(seed),
                     report.restarts
                 );
                 assert_eq!(got.0.len(), expected.0.len(), "{ctx}: ledger record count");
@@ -528,6 +546,9 @@ struct ChildSpec {
     seed: u64,
     parallelism: usize,
     rocks: bool,
+    /// With `rocks`: RocksDB keeps the memtable at barriers (its log is in the snapshots).
+    #[serde(default)]
+    log_at_barrier: bool,
     late: bool,
     dir: PathBuf,
     /// Fail points armed in this attempt: (name, nth hit, "error" | "panic" | "abort").
@@ -615,7 +636,7 @@ fn tally_job(spec: &ChildSpec) -> Pipeline {
             delay: Duration::from_millis(1),
         });
     p = if spec.rocks {
-        p.state_dir(spec.dir.join("state"))
+        p.state_backend(rocks_backend(&spec.dir.join("state"), spec.log_at_barrier))
     } else {
         p.state_backend(MemoryBackend::new())
     };
@@ -777,12 +798,14 @@ fn run_with_aborts_on(
         .as_ref()
         .map(|t| format!(" on s3://{}/{}", t.bucket, t.prefix))
         .unwrap_or_default();
-    let ctx = format!("seed {seed} p{parallelism} rocks={rocks} late={late}{on} plan {plan:?}");
+    let log = log_at_barrier(seed + parallelism as u64);
+    let ctx = format!("seed {seed} p{parallelism} rocks={rocks} log_at_barrier={log} late={late}{on} plan {plan:?}");
     for (n, arm) in plan.iter().enumerate() {
         let spec = ChildSpec {
             seed,
             parallelism,
             rocks,
+            log_at_barrier: log,
             late,
             dir: dir.path().to_path_buf(),
             arm: arm.clone(),
@@ -933,6 +956,7 @@ fn late_events_within_allowed_lateness_are_exact_across_process_aborts() {
         seed: 77,
         parallelism: 2,
         rocks: false,
+        log_at_barrier: false,
         late: true,
         dir: dir.path().to_path_buf(),
         arm: vec![],
@@ -1000,6 +1024,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_across_process_aborts() {
                 seed,
                 parallelism,
                 rocks: true,
+                log_at_barrier: parallelism == 4,
                 late: true,
                 dir: dir.path().to_path_buf(),
                 arm: arm.clone(),
@@ -1047,6 +1072,7 @@ fn count_sensitive_output_is_exact_when_the_leader_master_aborts_mid_checkpoint_
             seed: 11 + run as u64,
             parallelism: 2,
             rocks: true,
+            log_at_barrier: false,
             late: true,
             dir: dir.path().to_path_buf(),
             arm: arm.clone(),
@@ -1086,6 +1112,7 @@ fn the_count_sensitive_checks_see_a_doubled_and_a_lost_event() {
         seed: 5,
         parallelism: 2,
         rocks: false,
+        log_at_barrier: false,
         late: false,
         dir: clean.clone(),
         arm: vec![],
@@ -1208,6 +1235,7 @@ fn count_sensitive_output_is_exact_on_a_cluster_with_s3_checkpoints() {
         seed: 3,
         parallelism: 3,
         rocks: true,
+        log_at_barrier: false,
         late: true,
         dir: dir.path().to_path_buf(),
         arm: arm.clone(),
@@ -1243,6 +1271,7 @@ fn count_sensitive_output_is_exact_through_an_s3_outage() {
         seed: 11,
         parallelism: 2,
         rocks: true,
+        log_at_barrier: false,
         late: false,
         dir: dir.path().to_path_buf(),
         arm: vec![],
@@ -1306,6 +1335,7 @@ fn count_sensitive_output_is_exact_after_losing_site_a() {
         seed: 5,
         parallelism: 2,
         rocks: true,
+        log_at_barrier: false,
         late: true,
         dir: dir.path().to_path_buf(),
         arm: vec![],

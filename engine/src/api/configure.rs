@@ -34,17 +34,23 @@ impl Pipeline {
         let storage = config.checkpoint_storage()?;
         let replica = config.replica_storage()?;
         let restart = config.restart_strategy()?;
-        let backend = match (config.state_backend(), config.state_cache_bytes()) {
-            (Some(backend), _) => Some(backend),
-            // `state.cache_mb` alone: the program's backend with that cache.
-            (None, Some(bytes)) => Some(self.config().state_backend.with_cache_size(bytes).ok_or_else(|| {
+        let overrides = config.state_overrides();
+        let backend = match config.state_backend() {
+            Some(backend) => Some(backend),
+            None if overrides.is_empty() => None,
+            // `state.cache_mb` or `state.memtable_at_barrier` alone: the program's backend
+            // with those settings.
+            None => Some(self.config().state_backend.with_overrides(&overrides).ok_or_else(|| {
+                let key = if overrides.cache_size.is_some() {
+                    "state.cache_mb sets the cache in front of RocksDB"
+                } else {
+                    "state.memtable_at_barrier sets how RocksDB snapshots its memtable"
+                };
                 Error::config(format!(
-                    "state.cache_mb sets the cache in front of RocksDB, and the job's state backend is {}: \
-                     set state.dir (or the program's RocksDB backend)",
+                    "{key}, and the job's state backend is {}: set state.dir (or the program's RocksDB backend)",
                     self.config().state_backend.name()
                 ))
             })?),
-            (None, None) => None,
         };
         let has_storage = storage.is_some() || self.config().checkpoint.is_some();
         let c = &config.checkpoint;
@@ -181,6 +187,41 @@ mod tests {
         );
         let e = Configuration::from_toml("[state]\nbackend = \"memory\"\ncache_mb = 8\n").unwrap_err();
         assert!(e.to_string().contains("state.cache_mb = 8"), "{e}");
+    }
+
+    #[test]
+    fn state_memtable_at_barrier_sets_the_rocksdb_snapshot_and_is_refused_without_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_dir = Configuration::from_toml(&format!(
+            "[state]\ndir = {:?}\nmemtable_at_barrier = \"log\"\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let p = Pipeline::new("log").configure(&with_dir).unwrap();
+        let described = format!("{:?}", p.config().state_backend);
+        assert!(described.contains("memtable_at_barrier: Log"), "{described}");
+
+        // Alone, it changes the program's RocksDB backend and keeps its cache.
+        let alone = Configuration::from_toml("[state]\nmemtable_at_barrier = \"log\"\n").unwrap();
+        let p = Pipeline::new("log")
+            .state_backend(crate::state::RocksDbBackend::new(dir.path()).cache_size(4 << 20))
+            .configure(&alone)
+            .unwrap();
+        let described = format!("{:?}", p.config().state_backend);
+        assert!(
+            described.contains("memtable_at_barrier: Log") && described.contains(&format!("cache_size: {}", 4 << 20)),
+            "{described}"
+        );
+
+        let e = Pipeline::new("memory").configure(&alone).unwrap_err();
+        assert!(
+            e.to_string().contains("state.memtable_at_barrier") && e.to_string().contains("memory"),
+            "{e}"
+        );
+        let e = Configuration::from_toml("[state]\nbackend = \"memory\"\nmemtable_at_barrier = \"log\"\n").unwrap_err();
+        assert!(e.to_string().contains("state.memtable_at_barrier = \"log\""), "{e}");
+        let e = Configuration::from_toml("[state]\nmemtable_at_barrier = \"wal\"\n").unwrap_err();
+        assert!(e.to_string().contains("memtable_at_barrier"), "{e}");
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl Pipeline {
         self.set(|s| s.batch_size = Some(n))
     }
 
-    /// Batches buffered per channel before senders block.
+    /// Batches buffered per channel before senders block (default 4): more smooths bursts,
+    /// fewer lets barriers through a backpressured channel sooner.
     pub fn channel_capacity(self, n: usize) -> Self {
         self.set(|s| s.channel_capacity = Some(n))
     }

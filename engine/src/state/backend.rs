@@ -51,6 +51,23 @@ pub fn sanitize(name: &str) -> String {
         .collect()
 }
 
+/// Settings a configuration changes on the program's state backend without replacing it
+/// (`state.cache_mb` and `state.memtable_at_barrier` without `state.dir`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendOverrides {
+    /// The write-back cache per store, bytes (see [`CachedStore`](super::cache::CachedStore)).
+    pub cache_size: Option<usize>,
+    /// What a store's snapshot at a barrier does with its memtable.
+    pub memtable_at_barrier: Option<super::MemtableAtBarrier>,
+}
+
+impl BackendOverrides {
+    /// Whether it changes anything.
+    pub fn is_empty(&self) -> bool {
+        *self == BackendOverrides::default()
+    }
+}
+
 /// A factory of keyed stores: RocksDB for real jobs, memory for tests and small jobs.
 pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// Short name for reports ("rocksdb", "memory").
@@ -78,11 +95,10 @@ pub trait StateBackend: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// This backend with a write-back state cache of `bytes` per store (0: none; see
-    /// [`CachedStore`](super::cache::CachedStore)), or `None` for a backend that has no cache
-    /// (the default).
-    fn with_cache_size(&self, bytes: usize) -> Option<std::sync::Arc<dyn StateBackend>> {
-        let _ = bytes;
+    /// This backend with the settings of `overrides` that are set changed, or `None` for a
+    /// backend that has none of them (the default).
+    fn with_overrides(&self, overrides: &BackendOverrides) -> Option<std::sync::Arc<dyn StateBackend>> {
+        let _ = overrides;
         None
     }
 

@@ -10,14 +10,18 @@
 //! A running job holds the lock `dir/job/_lock` ([`lock_job`](StateBackend::lock_job)), so that
 //! a second process of the same job cannot delete the working directories of the first.
 
+mod barrier;
 mod manifest;
 mod rescale;
 mod segment;
 mod store;
 
-use super::backend::{dir_name, prefix_successor, KeyedStore, SnapshotPart, StateBackend, StoreScope};
+use super::backend::{
+    dir_name, prefix_successor, BackendOverrides, KeyedStore, SnapshotPart, StateBackend, StoreScope,
+};
 use super::cache::CachedStore;
 use super::KeyGroupRange;
+use super::MemtableAtBarrier;
 use crate::ownership::dir_lock::DirLock;
 use crate::ownership::{OwnerInfo, OwnerRecord};
 use crate::{Error, Result};
@@ -78,6 +82,7 @@ pub struct RocksDbBackend {
     segment_merge_threshold: u64,
     /// Budget of each store's write-back cache in bytes; 0: no cache.
     cache_size: usize,
+    memtable_at_barrier: MemtableAtBarrier,
     /// Created on first use so that the builder methods can still change its size.
     cache: Arc<OnceLock<Cache>>,
 }
@@ -91,6 +96,7 @@ impl fmt::Debug for RocksDbBackend {
             .field("block_cache_size", &self.block_cache_size)
             .field("segment_merge_threshold", &self.segment_merge_threshold)
             .field("cache_size", &self.cache_size)
+            .field("memtable_at_barrier", &self.memtable_at_barrier)
             .finish()
     }
 }
@@ -106,6 +112,7 @@ impl RocksDbBackend {
             block_cache_size: DEFAULT_BLOCK_CACHE_SIZE,
             segment_merge_threshold: DEFAULT_SEGMENT_MERGE_THRESHOLD,
             cache_size: DEFAULT_CACHE_SIZE,
+            memtable_at_barrier: MemtableAtBarrier::default(),
             cache: Arc::new(OnceLock::new()),
         }
     }
@@ -160,6 +167,16 @@ impl RocksDbBackend {
         self.cache_size
     }
 
+    /// Sets what a store's snapshot at a barrier does with the writes still in its memtable
+    /// (default [`MemtableAtBarrier::Flush`]): flush them into an SST file, or keep them and
+    /// include RocksDB's write-ahead log in the snapshot, which makes the pause at a barrier a
+    /// copy of the log instead of a flush. A checkpoint of either kind restores with either
+    /// setting.
+    pub fn memtable_at_barrier(mut self, choice: MemtableAtBarrier) -> Self {
+        self.memtable_at_barrier = choice;
+        self
+    }
+
     /// `store` behind the write-back cache, when it has a budget.
     fn cached(&self, store: RocksDbStore) -> Box<dyn KeyedStore> {
         if self.cache_size == 0 {
@@ -174,8 +191,8 @@ impl RocksDbBackend {
         &self.dir
     }
 
-    /// The options of every store: no WAL-related tuning (writes skip it), LZ4 (zstd at the
-    /// bottom level), bloom filters for point reads, a block cache shared by all stores.
+    /// The options of every store: LZ4 (zstd at the bottom level), bloom filters for point
+    /// reads, a block cache shared by all stores, and what [`MemtableAtBarrier`] needs.
     fn options(&self) -> Options {
         let cache = self.cache.get_or_init(|| Cache::new_lru_cache(self.block_cache_size));
         let mut table = BlockBasedOptions::default();
@@ -198,7 +215,13 @@ impl RocksDbBackend {
         // flush the memtable: that flush was most of the time a cancelled attempt took to
         // stop. The Rust binding has no setter for this option; the options string parser
         // copies the others.
-        match opts.get_options_from_string("avoid_flush_during_shutdown=true") {
+        let needed = barrier::configure(self.memtable_at_barrier, &mut opts);
+        let extra = if needed.is_empty() {
+            "avoid_flush_during_shutdown=true".to_string()
+        } else {
+            format!("avoid_flush_during_shutdown=true;{needed}")
+        };
+        match opts.get_options_from_string(&extra) {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "RocksDB rejected avoid_flush_during_shutdown; stores flush when closed");
@@ -256,14 +279,18 @@ impl RocksDbBackend {
                 })?
             }
         };
-        Ok(Segment { id, ranges, db })
+        Ok(Segment {
+            id,
+            ranges,
+            db,
+            at_barrier: self.memtable_at_barrier,
+        })
     }
 
-    /// Options of the writes of every store: no WAL.
-    fn write_options() -> WriteOptions {
-        let mut write = WriteOptions::default();
-        write.disable_wal(true);
-        write
+    /// Options of the writes of every store: through the write-ahead log only when snapshots
+    /// include it.
+    fn write_options(&self) -> WriteOptions {
+        barrier::write_options(self.memtable_at_barrier)
     }
 
     /// Opens the store of `scope`; see [`StateBackend::open_store`]. A snapshot restores with
@@ -303,7 +330,7 @@ impl RocksDbBackend {
             })
             .collect::<Result<Vec<_>>>()?;
         tracing::debug!(store = %work.display(), restore_from = ?restore_from, segments = segments.len(), "opened store");
-        RocksDbStore::new(segments, Self::write_options(), memtables, guard)
+        RocksDbStore::new(segments, self.write_options(), memtables, guard)
     }
 }
 
@@ -364,8 +391,15 @@ impl StateBackend for RocksDbBackend {
         DirLock::acquire(&job_dir.join(STATE_LOCK_FILE), &record, &resource).map(Some)
     }
 
-    fn with_cache_size(&self, bytes: usize) -> Option<Arc<dyn StateBackend>> {
-        Some(Arc::new(self.clone().cache_size(bytes)))
+    fn with_overrides(&self, overrides: &BackendOverrides) -> Option<Arc<dyn StateBackend>> {
+        let mut b = self.clone();
+        if let Some(bytes) = overrides.cache_size {
+            b = b.cache_size(bytes);
+        }
+        if let Some(choice) = overrides.memtable_at_barrier {
+            b = b.memtable_at_barrier(choice);
+        }
+        Some(Arc::new(b))
     }
 
     fn open_store(&self, scope: &StoreScope, restore_from: Option<&Path>) -> Result<Box<dyn KeyedStore>> {
@@ -483,6 +517,91 @@ mod tests {
     mod no_cache {
         use super::*;
         crate::state::conformance::conformance_tests!(|root: &Path| small(root).cache_size(0));
+    }
+
+    /// The suite with snapshots that keep the memtable and include the write-ahead log.
+    mod log_at_barrier {
+        use super::*;
+        crate::state::conformance::conformance_tests!(|root: &Path| small(root)
+            .cache_size(0)
+            .memtable_at_barrier(MemtableAtBarrier::Log));
+    }
+
+    /// The same with a small cache in front, written back between and at snapshots.
+    mod log_at_barrier_small_cache {
+        use super::*;
+        crate::state::conformance::conformance_tests!(|root: &Path| small(root)
+            .cache_size(16 * 1024)
+            .memtable_at_barrier(MemtableAtBarrier::Log));
+    }
+
+    /// A snapshot that keeps the memtable holds log files and no new SST file; it restores
+    /// exactly, with either setting, and a later snapshot does not change it.
+    #[test]
+    fn a_log_snapshot_restores_exactly_with_either_setting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = RocksDbBackend::new(tmp.path().join("log")).memtable_at_barrier(MemtableAtBarrier::Log);
+        let mut store = log.open_store(&scope(0), None).unwrap();
+        for i in 0..1000u32 {
+            store.put(&i.to_be_bytes(), format!("v{i}").as_bytes()).unwrap();
+        }
+        store.delete(&7u32.to_be_bytes()).unwrap();
+        let snap = tmp.path().join("snap-1");
+        store.snapshot_to(&snap).unwrap();
+        assert!(
+            !files_with_extension(&snap, "log").is_empty(),
+            "the log is in the snapshot"
+        );
+        assert!(files_with_extension(&snap, "sst").is_empty(), "nothing was flushed");
+        let copied: Vec<_> = files_with_extension(&snap, "log")
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        for i in 0..1000u32 {
+            store.put(&i.to_be_bytes(), b"after the barrier").unwrap();
+        }
+        store.snapshot_to(&tmp.path().join("snap-2")).unwrap();
+        let again: Vec<_> = files_with_extension(&snap, "log")
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        assert_eq!(copied, again, "a later snapshot left the first one's log as it was");
+        let want: Vec<(Vec<u8>, Vec<u8>)> = (0..1000u32)
+            .filter(|&i| i != 7)
+            .map(|i| (i.to_be_bytes().to_vec(), format!("v{i}").into_bytes()))
+            .collect();
+        let flush = RocksDbBackend::new(tmp.path().join("flush"));
+        for (n, backend) in [&log, &flush].into_iter().enumerate() {
+            let mut restored = backend.open_store(&scope(1 + n), Some(&snap)).unwrap();
+            assert_eq!(scan_all(restored.as_mut(), b""), want, "restored by backend {n}");
+            restored.put(b"more", b"1").unwrap();
+            restored.snapshot_to(&tmp.path().join(format!("again-{n}"))).unwrap();
+        }
+    }
+
+    /// A log in a snapshot that ends early (a damaged copy) is refused at the restore, never
+    /// replayed as far as it goes.
+    #[test]
+    fn a_damaged_log_in_a_snapshot_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = RocksDbBackend::new(tmp.path().join("log")).memtable_at_barrier(MemtableAtBarrier::Log);
+        let mut store = log.open_store(&scope(0), None).unwrap();
+        for i in 0..1000u32 {
+            store.put(&i.to_be_bytes(), &[7u8; 100]).unwrap();
+        }
+        let snap = tmp.path().join("snap");
+        store.snapshot_to(&snap).unwrap();
+        let logs = files_with_extension(&snap, "log");
+        let last = logs.iter().max_by_key(|f| std::fs::metadata(f).unwrap().len()).unwrap();
+        let len = std::fs::metadata(last).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(last)
+            .unwrap()
+            .set_len(len - 50)
+            .unwrap();
+        let e = log.open_store(&scope(1), Some(&snap)).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
     }
 
     /// A backend with a small memtable, so that tests flush and compact.

@@ -6,7 +6,7 @@ use super::sections::{BackendKind, Configuration, RestartSection, StrategyKind};
 use crate::checkpoint::location::open_location;
 use crate::checkpoint::CheckpointStorage;
 use crate::config::restart::RestartStrategy;
-use crate::state::{MemoryBackend, RocksDbBackend, StateBackend};
+use crate::state::{BackendOverrides, MemoryBackend, RocksDbBackend, StateBackend};
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -39,6 +39,13 @@ impl Configuration {
                     "state.cache_mb = {mb} is more memory than this machine can address"
                 )));
             }
+        }
+        if let (Some(BackendKind::Memory), Some(choice)) = (self.state.backend, self.state.memtable_at_barrier) {
+            return Err(Error::config(format!(
+                "state.memtable_at_barrier = \"{}\" sets how RocksDB snapshots its memtable; state.backend = \"memory\" has none: \
+                 remove state.memtable_at_barrier or use \"rocksdb\"",
+                choice.name()
+            )));
         }
         for (key, value) in [
             ("checkpoint.interval", self.checkpoint.interval),
@@ -139,7 +146,7 @@ impl Configuration {
     }
 
     /// The state backend `[state]` describes (`None`: it names no backend; `state.cache_mb`
-    /// alone changes the program's backend, see
+    /// and `state.memtable_at_barrier` alone change the program's backend, see
     /// [`Pipeline::configure`](crate::api::Pipeline::configure)).
     pub fn state_backend(&self) -> Option<Arc<dyn StateBackend>> {
         match (self.state.backend, &self.state.dir) {
@@ -149,9 +156,20 @@ impl Configuration {
                 if let Some(bytes) = self.state_cache_bytes() {
                     rocks = rocks.cache_size(bytes);
                 }
+                if let Some(choice) = self.state.memtable_at_barrier {
+                    rocks = rocks.memtable_at_barrier(choice);
+                }
                 Some(Arc::new(rocks))
             }
             (Some(BackendKind::Rocksdb), None) | (None, None) => None,
+        }
+    }
+
+    /// The settings of `[state]` that change the program's backend when `[state]` names none.
+    pub fn state_overrides(&self) -> BackendOverrides {
+        BackendOverrides {
+            cache_size: self.state_cache_bytes(),
+            memtable_at_barrier: self.state.memtable_at_barrier,
         }
     }
 

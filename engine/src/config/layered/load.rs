@@ -20,6 +20,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("WEIR_STATE_BACKEND", "state.backend"),
     ("WEIR_STATE_DIR", "state.dir"),
     ("WEIR_STATE_CACHE_MB", "state.cache_mb"),
+    ("WEIR_STATE_MEMTABLE_AT_BARRIER", "state.memtable_at_barrier"),
     ("WEIR_RESTART_STRATEGY", "restart.strategy"),
     ("WEIR_RESTART_MAX_ATTEMPTS", "restart.max_attempts"),
     ("WEIR_RESTART_DELAY", "restart.delay"),
@@ -141,6 +142,7 @@ mod tests {
             let (section, name) = key.split_once('.').unwrap();
             let value = match *key {
                 "state.backend" => "\"memory\"".to_string(),
+                "state.memtable_at_barrier" => "\"log\"".to_string(),
                 "restart.strategy" => "\"none\"".to_string(),
                 "metrics.address" | "status.address" => "\"127.0.0.1:1\"".to_string(),
                 k if k.ends_with("storage") || k.ends_with("replica") || k.ends_with("dir") => "\"x\"".to_string(),

@@ -68,8 +68,11 @@ pub struct StateSection {
     pub backend: Option<BackendKind>,
     /// RocksDB's working directory.
     pub dir: Option<PathBuf>,
-    /// The write-back cache in front of each RocksDB store, MiB (0: none; default 64).
+    /// The write-back cache in front of each RocksDB store, MiB (0: none, the default).
     pub cache_mb: Option<u64>,
+    /// What a RocksDB store's snapshot at a barrier does with its memtable: `flush` (the
+    /// default) or `log`.
+    pub memtable_at_barrier: Option<crate::state::MemtableAtBarrier>,
 }
 
 /// A state backend.

@@ -71,7 +71,7 @@ impl RocksDbBackend {
         let guard = super::OpenGuard::acquire(&work)?;
         Self::reset_work_dir(&work)?;
         let memtables = self.memtable_budget();
-        let write = Self::write_options();
+        let write = self.write_options();
         let mut segments = Vec::new();
         for c in &kept {
             let linking = || {

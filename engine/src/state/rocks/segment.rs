@@ -5,7 +5,7 @@ use super::manifest::{self, SegmentEntry};
 use super::prefix_successor;
 use crate::state::backend::key_group_start;
 use crate::state::key_group::MAX_KEY_GROUPS;
-use crate::state::KeyGroupRange;
+use crate::state::{KeyGroupRange, MemtableAtBarrier};
 use crate::{Error, Result};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{properties, ReadOptions, WriteBatch, WriteOptions, DB};
@@ -25,6 +25,8 @@ pub(super) struct Segment {
     /// key group (those a rescale dropped are covered by range deletions).
     pub(super) ranges: Vec<KeyGroupRange>,
     pub(super) db: DB,
+    /// What [`checkpoint_into`](Self::checkpoint_into) does with the memtable.
+    pub(super) at_barrier: MemtableAtBarrier,
 }
 
 impl Segment {
@@ -183,17 +185,32 @@ impl Segment {
     }
 
     /// Writes a RocksDB checkpoint of the segment into the snapshot directory `dir` (existing),
-    /// its files named as [`manifest::file_name`] says; returns their names. The memtable is
-    /// flushed first. Files are not yet fsynced.
+    /// its files named as [`manifest::file_name`] says; returns their names. With
+    /// [`MemtableAtBarrier::Flush`] the memtable is flushed first and the checkpoint is SST
+    /// files; with [`MemtableAtBarrier::Log`] the buffered log is written out and the
+    /// checkpoint copies the live log files up to their current end, next to the SST files it
+    /// links. Files are not yet fsynced.
     pub(super) fn checkpoint_into(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        // Writes skip the WAL, so the memtable must reach SST files before the checkpoint links
-        // them (create_checkpoint flushes too, but only as long as the WAL looks big enough).
-        self.db
-            .flush()
-            .map_err(|e| Error::checkpoint("flushing the memtable").with_source(e))?;
+        let log_size_for_flush = match self.at_barrier {
+            MemtableAtBarrier::Flush => {
+                // Writes skip the WAL, so the memtable must reach SST files before the
+                // checkpoint links them.
+                self.db
+                    .flush()
+                    .map_err(|e| Error::checkpoint("flushing the memtable").with_source(e))?;
+                0
+            }
+            MemtableAtBarrier::Log => {
+                self.db
+                    .flush_wal(false)
+                    .map_err(|e| Error::checkpoint("writing out the write-ahead log").with_source(e))?;
+                // Never flush: the log files carry what the memtable holds.
+                u64::MAX
+            }
+        };
         let staged = dir.join(format!(".segment-{}", self.id));
         Checkpoint::new(&self.db)
-            .and_then(|c| c.create_checkpoint(&staged))
+            .and_then(|c| c.create_checkpoint_with_log_size(&staged, log_size_for_flush))
             .map_err(|e| Error::checkpoint("creating the checkpoint").with_source(e))?;
         let mut names = Vec::new();
         let entries = fs::read_dir(&staged).map_err(|e| Error::io(format!("listing {}", staged.display()), e))?;

@@ -32,7 +32,7 @@ pub(super) struct RocksDbStore {
     /// The segment owning each key-group range, in key-group order; together the ranges are
     /// the store's key groups.
     routes: Vec<(KeyGroupRange, usize)>,
-    /// Writes skip the WAL.
+    /// Writes skip the WAL unless snapshots include it.
     pub(super) write: WriteOptions,
     /// The memtable budget the segments share (the databases hold it too).
     _memtables: WriteBufferManager,
@@ -280,7 +280,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        RocksDbStore::new(segments, RocksDbBackend::write_options(), memtables, open).unwrap()
+        RocksDbStore::new(segments, backend.write_options(), memtables, open).unwrap()
     }
 
     #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The arguments of one peer run: `key=value` pairs with the names and defaults of
-//! `PaymentSumJob.java`, plus Weir's own (`state_cache_mb`, `work`).
+//! `PaymentSumJob.java`, plus Weir's own (`state_cache_mb`, `memtable_at_barrier`, `work`).
 
 use std::collections::BTreeMap;
 
@@ -22,6 +22,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("tag", "run"),
     // Weir only: the write-back state cache of each RocksDB store, MiB (empty: the default)
     ("state_cache_mb", ""),
+    // Weir only: what a RocksDB snapshot does with the memtable, flush or log (empty: the default)
+    ("memtable_at_barrier", ""),
+    // Weir only: batches in flight per channel (empty: the default)
+    ("channel_capacity", ""),
     // Weir only: where state and checkpoints go (fresh directories per run)
     ("work", "/tmp/weir-peer"),
 ];

@@ -44,6 +44,10 @@ pub struct Settings {
     pub tag: String,
     /// The write-back state cache of each RocksDB store, MiB (`None`: the backend's default).
     pub state_cache_mb: Option<u64>,
+    /// What a RocksDB snapshot does with the memtable (`None`: the backend's default).
+    pub memtable_at_barrier: Option<MemtableAtBarrier>,
+    /// Batches in flight per channel (`None`: the engine's default).
+    pub channel_capacity: Option<usize>,
     /// Working directory for state and checkpoints.
     pub work: PathBuf,
 }
@@ -84,6 +88,14 @@ impl Settings {
                 "" => None,
                 _ => Some(a.num("state_cache_mb")?),
             },
+            memtable_at_barrier: match a.str("memtable_at_barrier") {
+                "" => None,
+                s => Some(s.parse()?),
+            },
+            channel_capacity: match a.str("channel_capacity") {
+                "" => None,
+                _ => Some(a.num("channel_capacity")?),
+            },
             work: PathBuf::from(a.str("work")),
         })
     }
@@ -123,10 +135,16 @@ fn pipeline(s: &Settings, probe: &Arc<Probe>) -> anyhow::Result<Pipeline> {
         if let Some(mb) = s.state_cache_mb {
             rocks = rocks.cache_size((mb as usize) << 20);
         }
+        if let Some(choice) = s.memtable_at_barrier {
+            rocks = rocks.memtable_at_barrier(choice);
+        }
         p.state_backend(rocks)
     };
     if let Some(interval) = s.checkpoint_interval {
         p = p.checkpoint_storage(&ckpt_dir).checkpoint_interval(interval);
+    }
+    if let Some(n) = s.channel_capacity {
+        p = p.channel_capacity(n);
     }
     let (events, keys, splits) = (s.events, s.keys, s.parallelism as u64);
     let source = GeneratorSource::new(move |n| payment(event_index(n, events, splits), keys))
@@ -209,7 +227,7 @@ fn print_figures(
     out(
         "config",
         format!(
-            "tag={} events={} keys={} pad={} parallelism={} checkpointing={} interval_ms={} backend={} state_cache_mb={} fail_at={}",
+            "tag={} events={} keys={} pad={} parallelism={} checkpointing={} interval_ms={} backend={} state_cache_mb={} memtable_at_barrier={} fail_at={}",
             s.tag,
             s.events,
             s.keys,
@@ -219,6 +237,7 @@ fn print_figures(
             s.checkpoint_interval.map(|d| d.as_millis()).unwrap_or(0),
             if s.memory { "memory" } else { "rocksdb" },
             s.state_cache_mb.map(|m| m.to_string()).unwrap_or_else(|| "default".into()),
+            s.memtable_at_barrier.map_or("default", |m| m.name()),
             s.fail_at.map(|f| f as i64).unwrap_or(-1),
         ),
     );
@@ -255,6 +274,14 @@ fn print_figures(
     if let Some((p50, max)) = stat(|c| c.sync_ms) {
         out("ckpt_sync_ms_p50", format!("{p50:.1}"));
         out("ckpt_sync_ms_max", format!("{max:.1}"));
+    }
+    if let Some((p50, max)) = stat(|c| c.alignment_ms) {
+        out("ckpt_alignment_ms_p50", format!("{p50:.1}"));
+        out("ckpt_alignment_ms_max", format!("{max:.1}"));
+    }
+    if let Some((p50, max)) = stat(|c| c.async_ms) {
+        out("ckpt_async_ms_p50", format!("{p50:.1}"));
+        out("ckpt_async_ms_max", format!("{max:.1}"));
     }
     if let Some((p50, _)) = stat(|c| c.uploaded_bytes as f64) {
         out("ckpt_rest_incremental_bytes_p50", format!("{p50:.0}"));
