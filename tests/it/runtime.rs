@@ -1239,13 +1239,16 @@ fn a_subtask_spinning_in_a_re_arming_timer_stops_when_the_attempt_is_cancelled()
     let dir = tempfile::tempdir().unwrap();
     let p = Pipeline::new("re-arming-timer")
         .batch_size(10)
+        .channel_capacity(4)
         .checkpoint_storage(dir.path().join("chk"))
         .restart_strategy(RestartStrategy::None)
         .cancellation_timeout(Duration::from_secs(60), CancellationTimeoutAction::FailJob);
-    // Record 100 fails the attempt once the keyed subtask spins in its timer.
+    // Record 20 fails the attempt once the keyed subtask spins in its timer (which it starts
+    // at record 5, in the first batch). The spinning subtask reads no more input, so the
+    // failing record must come before the channel to it is full: batches of 10, 4 buffered.
     p.source("gen", GeneratorSource::new(|i| i).bounded(2_000))
         .map("boom", |x: u64| {
-            if x == 100 {
+            if x == 20 {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while !SPINNING.load(Ordering::SeqCst) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(1));

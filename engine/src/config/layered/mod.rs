@@ -20,6 +20,7 @@
 //! backend = "rocksdb"                            # or "memory"
 //! dir = "/var/lib/weir/state"
 //! cache_mb = 32                                  # write-back cache per RocksDB store (default 0: none)
+//! memtable_at_barrier = "log"                    # snapshot the write-ahead log, not a flush (default "flush")
 //!
 //! [restart]
 //! strategy = "failure-rate"                      # "none", "fixed-delay", "exponential-backoff"
