@@ -176,8 +176,9 @@ impl Pipeline {
         self.set(|s| s.batch_size = Some(n))
     }
 
-    /// Batches buffered per channel before senders block (default 4): more smooths bursts,
-    /// fewer lets barriers through a backpressured channel sooner.
+    /// Batches buffered per channel before senders block (default 16): more smooths bursts
+    /// and keeps a fast consumer busy, fewer lets barriers through a backpressured channel
+    /// sooner.
     pub fn channel_capacity(self, n: usize) -> Self {
         self.set(|s| s.channel_capacity = Some(n))
     }

@@ -27,10 +27,11 @@ pub struct JobConfig {
     pub state_backend: Arc<dyn StateBackend>,
     /// Records per batch read from a source.
     pub batch_size: usize,
-    /// Batches buffered per channel before the sender blocks (backpressure; default 4). A
+    /// Batches buffered per channel before the sender blocks (backpressure; default 16). A
     /// barrier waits behind what is buffered, so under backpressure this bounds how long it
-    /// travels: with 16 the barriers of a RocksDB running sum at full speed took ~30 ms more to
-    /// reach the keyed subtasks, at the same throughput (`docs/benchmarks.md`).
+    /// travels: 4 took 17–36 ms off the checkpoint duration of a RocksDB running sum at full
+    /// speed, but cost 4–5 % of its throughput, and up to 40 % with the state cache
+    /// (`docs/benchmarks.md`, "Checkpoints without a memtable flush").
     pub channel_capacity: usize,
     /// Checkpointing; `None` means sinks commit only at the commit barriers (every
     /// `commit_interval`) and a failure fails the job (nothing to restore from).
@@ -73,7 +74,7 @@ impl JobConfig {
             max_parallelism: 128,
             state_backend: Arc::new(MemoryBackend::new()),
             batch_size: 1024,
-            channel_capacity: 4,
+            channel_capacity: 16,
             checkpoint: None,
             commit_interval: std::time::Duration::from_secs(1),
             restart: RestartStrategy::default(),

@@ -271,17 +271,18 @@ fn print_figures(
         out("ckpt_rest_duration_ms_p50", format!("{p50:.0}"));
         out("ckpt_rest_duration_ms_max", format!("{max:.0}"));
     }
-    if let Some((p50, max)) = stat(|c| c.sync_ms) {
-        out("ckpt_sync_ms_p50", format!("{p50:.1}"));
-        out("ckpt_sync_ms_max", format!("{max:.1}"));
-    }
-    if let Some((p50, max)) = stat(|c| c.alignment_ms) {
-        out("ckpt_alignment_ms_p50", format!("{p50:.1}"));
-        out("ckpt_alignment_ms_max", format!("{max:.1}"));
-    }
-    if let Some((p50, max)) = stat(|c| c.async_ms) {
-        out("ckpt_async_ms_p50", format!("{p50:.1}"));
-        out("ckpt_async_ms_max", format!("{max:.1}"));
+    // The phases of a checkpoint: a keyed subtask's pause, its barrier alignment, the upload.
+    type Phase = fn(&CheckpointStats) -> f64;
+    let phases: [(&str, Phase); 3] = [
+        ("ckpt_sync_ms", |c| c.sync_ms),
+        ("ckpt_alignment_ms", |c| c.alignment_ms),
+        ("ckpt_async_ms", |c| c.async_ms),
+    ];
+    for (name, phase) in phases {
+        if let Some((p50, max)) = stat(phase) {
+            out(&format!("{name}_p50"), format!("{p50:.1}"));
+            out(&format!("{name}_max"), format!("{max:.1}"));
+        }
     }
     if let Some((p50, _)) = stat(|c| c.uploaded_bytes as f64) {
         out("ckpt_rest_incremental_bytes_p50", format!("{p50:.0}"));
