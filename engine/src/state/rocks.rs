@@ -540,11 +540,7 @@ mod tests {
     #[test]
     fn a_log_snapshot_restores_exactly_with_either_setting() {
         let tmp = tempfile::tempdir().unwrap();
-        let log = RocksDbBackend::new(tmp.path().join("log")).memtable_at_barrier(MemtableAtBarrier::Log);
-        let mut store = log.open_store(&scope(0), None).unwrap();
-        for i in 0..1000u32 {
-            store.put(&i.to_be_bytes(), format!("v{i}").as_bytes()).unwrap();
-        }
+        let (log, mut store) = log_store_with(tmp.path(), 1000, |i| format!("v{i}").into_bytes());
         store.delete(&7u32.to_be_bytes()).unwrap();
         let snap = tmp.path().join("snap-1");
         store.snapshot_to(&snap).unwrap();
@@ -584,11 +580,7 @@ mod tests {
     #[test]
     fn a_damaged_log_in_a_snapshot_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let log = RocksDbBackend::new(tmp.path().join("log")).memtable_at_barrier(MemtableAtBarrier::Log);
-        let mut store = log.open_store(&scope(0), None).unwrap();
-        for i in 0..1000u32 {
-            store.put(&i.to_be_bytes(), &[7u8; 100]).unwrap();
-        }
+        let (log, mut store) = log_store_with(tmp.path(), 1000, |_| vec![7u8; 100]);
         let snap = tmp.path().join("snap");
         store.snapshot_to(&snap).unwrap();
         let logs = files_with_extension(&snap, "log");
@@ -602,6 +594,17 @@ mod tests {
             .unwrap();
         let e = log.open_store(&scope(1), Some(&snap)).map(|_| ()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
+    }
+
+    /// A backend under `root` whose snapshots keep the memtable, and a store of it holding keys
+    /// `0..n` (big-endian) with `value(key)`.
+    fn log_store_with(root: &Path, n: u32, value: impl Fn(u32) -> Vec<u8>) -> (RocksDbBackend, Box<dyn KeyedStore>) {
+        let log = RocksDbBackend::new(root.join("log")).memtable_at_barrier(MemtableAtBarrier::Log);
+        let mut store = log.open_store(&scope(0), None).unwrap();
+        for i in 0..n {
+            store.put(&i.to_be_bytes(), &value(i)).unwrap();
+        }
+        (log, store)
     }
 
     /// A backend with a small memtable, so that tests flush and compact.

@@ -27,24 +27,28 @@ impl Configuration {
                 "state.backend = \"rocksdb\" needs state.dir, the directory RocksDB works in",
             ));
         }
-        if let Some(mb) = self.state.cache_mb {
-            if self.state.backend == Some(BackendKind::Memory) {
+        if self.state.backend == Some(BackendKind::Memory) {
+            let rocksdb_only = [
+                (
+                    "state.cache_mb",
+                    "the cache in front of RocksDB",
+                    self.state.cache_mb.map(|mb| mb.to_string()),
+                ),
+                (
+                    "state.memtable_at_barrier",
+                    "how RocksDB snapshots its memtable",
+                    self.state.memtable_at_barrier.map(|c| format!("\"{}\"", c.name())),
+                ),
+            ];
+            if let Some((key, sets, value)) = rocksdb_only.into_iter().find_map(|(k, s, v)| Some((k, s, v?))) {
                 return Err(Error::config(format!(
-                    "state.cache_mb = {mb} sets the cache in front of RocksDB; state.backend = \"memory\" has none: \
-                     remove state.cache_mb or use \"rocksdb\""
-                )));
-            }
-            if self.state_cache_bytes().is_none() {
-                return Err(Error::config(format!(
-                    "state.cache_mb = {mb} is more memory than this machine can address"
+                    "{key} = {value} sets {sets}; state.backend = \"memory\" has none: remove {key} or use \"rocksdb\""
                 )));
             }
         }
-        if let (Some(BackendKind::Memory), Some(choice)) = (self.state.backend, self.state.memtable_at_barrier) {
+        if let (Some(mb), None) = (self.state.cache_mb, self.state_cache_bytes()) {
             return Err(Error::config(format!(
-                "state.memtable_at_barrier = \"{}\" sets how RocksDB snapshots its memtable; state.backend = \"memory\" has none: \
-                 remove state.memtable_at_barrier or use \"rocksdb\"",
-                choice.name()
+                "state.cache_mb = {mb} is more memory than this machine can address"
             )));
         }
         for (key, value) in [
@@ -151,16 +155,7 @@ impl Configuration {
     pub fn state_backend(&self) -> Option<Arc<dyn StateBackend>> {
         match (self.state.backend, &self.state.dir) {
             (Some(BackendKind::Memory), _) => Some(Arc::new(MemoryBackend::new())),
-            (_, Some(dir)) => {
-                let mut rocks = RocksDbBackend::new(dir);
-                if let Some(bytes) = self.state_cache_bytes() {
-                    rocks = rocks.cache_size(bytes);
-                }
-                if let Some(choice) = self.state.memtable_at_barrier {
-                    rocks = rocks.memtable_at_barrier(choice);
-                }
-                Some(Arc::new(rocks))
-            }
+            (_, Some(dir)) => RocksDbBackend::new(dir).with_overrides(&self.state_overrides()),
             (Some(BackendKind::Rocksdb), None) | (None, None) => None,
         }
     }

@@ -79,7 +79,8 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 /// The cached entries of one store, and their accounting.
 #[derive(Debug, Default)]
 pub(super) struct Entries {
-    map: HashMap<Key, Slot>,
+    /// foldhash: state keys are short byte strings, hashed once per cache operation.
+    map: HashMap<Key, Slot, foldhash::fast::RandomState>,
     /// The keys of `map`, in order.
     order: BTreeSet<Key>,
     /// The clock ring: every key of `map` at least once, in the order the hand visits them.
