@@ -195,7 +195,14 @@ impl<V: Data> ListState<'_, V> {
     }
 
     /// Every live element, in insertion order.
+    ///
+    /// An empty list costs one point read, not a scan: elements are written only after the
+    /// counter (`add`) and the counter is deleted only with every element (`clear`, the TTL
+    /// clean-up of a list whose elements all expired), so a list without a counter has none.
     pub fn get(&mut self) -> Result<Vec<V>> {
+        if self.next_seq()? == 0 {
+            return Ok(Vec::new());
+        }
         let mut raw = Vec::new();
         self.ops.scan_raw(self.name, &mut |k, v| {
             if !k.is_empty() {
