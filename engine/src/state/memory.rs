@@ -77,8 +77,9 @@ fn key_group_range(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, range: KeyGroupRange) -
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_file::{FORMAT_VERSION, MAGIC, SNAPSHOT_FILE};
+    use super::snapshot_file::{KIND, SNAPSHOT_FILE};
     use super::*;
+    use crate::state::framed::frame;
     use crate::{Error, ErrorKind};
     use std::fs;
     use std::path::PathBuf;
@@ -127,7 +128,7 @@ mod tests {
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 0x40;
         cases.push(("checksum", flipped));
-        cases.push(("payload is", good[..good.len() - 1].to_vec()));
+        cases.push(("truncated", good[..good.len() - 1].to_vec()));
         cases.push(("shorter than its header", good[..5].to_vec()));
         for (expected, bytes) in cases {
             fs::write(&file, &bytes).unwrap();
@@ -137,13 +138,7 @@ mod tests {
         }
 
         // Valid header and checksum around a payload that is not an encoded map.
-        let junk = [0xFFu8; 7];
-        let mut bytes = Vec::from(&MAGIC[..]);
-        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&(junk.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&junk).to_le_bytes());
-        bytes.extend_from_slice(&junk);
-        fs::write(&file, &bytes).unwrap();
+        fs::write(&file, frame(KIND, &[0xFFu8; 7])).unwrap();
         let e = restore_err(&dir);
         assert_eq!(e.kind(), ErrorKind::Checkpoint, "{e}");
         assert!(e.to_string().contains("cannot decode"), "{e}");

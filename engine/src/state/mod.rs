@@ -4,6 +4,7 @@ pub mod backend;
 pub mod cache;
 #[cfg(test)]
 mod conformance;
+pub(crate) mod framed;
 pub mod key_group;
 pub mod layout;
 pub mod memory;

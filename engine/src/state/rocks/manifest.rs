@@ -4,14 +4,15 @@
 //! `<segment id>.<RocksDB file name>` (`3f9a...c2.000007.sst`), except those of a segment whose
 //! id is empty (a store that was never rescaled), which keep their RocksDB names: such a
 //! snapshot is laid out exactly as snapshots were before stores had segments. The file
-//! [`SEGMENTS_FILE`] lists the segments and the key groups each owns: a header (magic, format
-//! version, payload length, CRC32C of the payload) then the bincode-encoded list. A snapshot
+//! [`SEGMENTS_FILE`] lists the segments and the key groups each owns: the bincode-encoded list,
+//! framed ([`framed`](crate::state::framed)). A snapshot
 //! without it is one store owning every key group of its subtask (written before segments).
 //!
 //! Because file names carry the segment id, and ids are fresh for every segment a rescale
 //! creates, the same name in two checkpoints of a subtask always means the same bytes (RocksDB
 //! never reuses a file number within a database): incremental checkpoints reference it.
 
+use crate::state::framed::{frame, unframe, FileKind};
 use crate::state::KeyGroupRange;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -21,12 +22,11 @@ use std::path::{Path, PathBuf};
 
 /// Name of the segment list in a snapshot directory.
 pub(super) const SEGMENTS_FILE: &str = "SEGMENTS";
-/// First bytes of the segment list.
-const MAGIC: &[u8; 8] = b"WEIRSEG\0";
-/// Version of the segment list format written by this code.
-const FORMAT_VERSION: u32 = 1;
-/// Header length: magic, version (u32), payload length (u64), payload CRC32C (u32).
-const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+/// What a segment list is: its first bytes and the format version this code writes.
+const KIND: FileKind = FileKind {
+    magic: b"WEIRSEG\0",
+    version: 1,
+};
 
 /// One segment of a snapshot: its id and the key groups it owns, ascending and disjoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,12 +64,7 @@ pub(super) fn fresh_id() -> String {
 /// Writes the segment list into the snapshot directory `dir` and fsyncs it; returns its name.
 pub(super) fn write(dir: &Path, segments: &[SegmentEntry]) -> Result<PathBuf> {
     let payload = bincode::serde::encode_to_vec(segments, bincode::config::standard())?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    let bytes = frame(KIND, &payload);
     let path = dir.join(SEGMENTS_FILE);
     File::create(&path)
         .and_then(|mut f| {
@@ -94,21 +89,7 @@ pub(super) fn read(dir: &Path) -> Result<Option<Vec<SegmentEntry>>> {
         Err(e) => return Err(Error::checkpoint(format!("reading {}", path.display())).with_source(e)),
     };
     let corrupt = |what: &str| Error::checkpoint(format!("the segment list {} {what}", path.display()));
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return Err(corrupt("is not a Weir segment list"));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(corrupt(&format!(
-            "has format version {version}; this Weir reads version {FORMAT_VERSION}"
-        )));
-    }
-    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
-    let payload = &bytes[HEADER_LEN..];
-    if payload.len() as u64 != len || crc32c::crc32c(payload) != crc {
-        return Err(corrupt("is truncated or corrupt (checksum mismatch)"));
-    }
+    let payload = unframe(KIND, &bytes).map_err(|e| corrupt(&e.to_string()))?;
     let (segments, _): (Vec<SegmentEntry>, usize) =
         bincode::serde::decode_from_slice(payload, bincode::config::standard())
             .map_err(|e| corrupt("cannot be decoded").with_source(e))?;
