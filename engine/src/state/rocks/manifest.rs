@@ -5,8 +5,8 @@
 //! id is empty (a store that was never rescaled), which keep their RocksDB names: such a
 //! snapshot is laid out exactly as snapshots were before stores had segments. The file
 //! [`SEGMENTS_FILE`] lists the segments and the key groups each owns: the bincode-encoded list,
-//! framed ([`framed`](crate::state::framed)). A snapshot
-//! without it is one store owning every key group of its subtask (written before segments).
+//! framed ([`framed`](crate::state::framed)). A snapshot without it is one store owning every
+//! key group of its subtask (written before segments).
 //!
 //! Because file names carry the segment id, and ids are fresh for every segment a rescale
 //! creates, the same name in two checkpoints of a subtask always means the same bytes (RocksDB
