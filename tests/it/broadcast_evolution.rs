@@ -13,56 +13,25 @@
 //!   compatible job.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::time::Duration;
 use weir::engine::data::Data;
 use weir::engine::fail::{self, FailAction, FailPoints};
-use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
+use crate::common::threshold_rules::{Decision, Rule, Txn, Workload, DEFAULT_LIMIT};
 use crate::common::{wait_until, within};
 
-const EVENTS: u64 = 3_000;
-const ACCOUNTS: u64 = 12;
-const RULES: u64 = 20;
-/// The limit before the first rule takes effect.
-const DEFAULT_LIMIT: i64 = 500;
+const WORKLOAD: Workload = Workload {
+    events: 3_000,
+    accounts: 12,
+    rules: 20,
+    txn_seed: 0xE701B,
+    rule_seed: 0x7E1E6,
+};
 const SLOW: f64 = 500.0;
 const FAST: f64 = 100_000.0;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Txn {
-    id: u64,
-    account: u64,
-    cents: i64,
-    ts: i64,
-}
-
-fn txn(i: u64) -> Txn {
-    let r = mix(0xE701B, i);
-    Txn {
-        id: i,
-        account: (r >> 8) % ACCOUNTS,
-        cents: 1 + ((r >> 16) % 1_000) as i64,
-        ts: 1_000_000 + 2 * i as i64 + ((r >> 24) % 100) as i64 - 50,
-    }
-}
-
-/// A rule change: from event time `from` on, amounts above `limit` are flagged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Rule {
-    from: i64,
-    limit: i64,
-}
-
-fn rule(j: u64) -> Rule {
-    Rule {
-        from: 1_000_000 + (j * 2 * EVENTS / RULES) as i64,
-        limit: 100 + (mix(0x7E1E6, j) % 900) as i64,
-    }
-}
 
 /// A value type of the broadcast state: made from a rule, read as a limit.
 trait LimitValue: Data {
@@ -120,15 +89,6 @@ impl LimitValue for LimitText {
     fn limit(&self) -> i64 {
         self.limit.parse().unwrap_or(DEFAULT_LIMIT)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Decision {
-    id: u64,
-    account: u64,
-    flagged: bool,
-    /// The account's decided transactions so far, this one included.
-    count: u64,
 }
 
 /// Holds each transaction until the watermark passes its time (so every rule in force then
@@ -210,25 +170,10 @@ fn pipeline<V: LimitValue>(dir: &Path, parallelism: usize, rate: f64) -> Pipelin
         .state_dir(dir.join("state"))
         .checkpoint_storage(dir.join("checkpoints"))
         .checkpoint_interval(Duration::from_millis(30));
-    let rules = p
-        .source("rules", GeneratorSource::new(rule).bounded(RULES).splits(1))
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO).with_timestamp_assigner(|r: &Rule| r.from),
-        );
-    p.source(
-        "txns",
-        GeneratorSource::new(txn)
-            .bounded(EVENTS)
-            .splits(4)
-            .rate_per_second(rate),
-    )
-    .assign_timestamps_and_watermarks(
-        WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|t: &Txn| t.ts),
-    )
-    .key_by("by-account", |t: &Txn| t.account)
-    .connect_broadcast(&rules)
-    .process("flag", flag::<V>())
-    .sink("decisions", FileSink::exactly_once(dir.join("decisions")));
+    WORKLOAD
+        .connect(&p, rate)
+        .process("flag", flag::<V>())
+        .sink("decisions", FileSink::exactly_once(dir.join("decisions")));
     p
 }
 
@@ -238,7 +183,7 @@ fn run_first_version(dir: &Path) {
     let handle = pipeline::<LimitV1>(dir, 2, SLOW).start().unwrap();
     wait_until("the first version made progress and checkpointed", 90, || {
         let p = handle.progress();
-        handle.is_finished() || p.source_records >= EVENTS / 4 && p.last_checkpoint.is_some()
+        handle.is_finished() || p.source_records >= WORKLOAD.events / 4 && p.last_checkpoint.is_some()
     });
     assert!(!handle.is_finished(), "the first version ended before it was cancelled");
     handle.cancel();
@@ -252,37 +197,6 @@ fn committed(dir: &Path) -> Vec<Decision> {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// Every transaction decided once, with the limit in force at its time, and each account's
-/// counts exactly `1..=n`.
-fn check_against_model(dir: &Path) {
-    let rules: BTreeMap<i64, i64> = (0..RULES).map(rule).map(|r| (r.from, r.limit)).collect();
-    let mut decided: BTreeMap<u64, Decision> = BTreeMap::new();
-    let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for d in committed(dir) {
-        counts.entry(d.account).or_default().push(d.count);
-        let id = d.id;
-        assert!(decided.insert(id, d).is_none(), "transaction {id} decided twice");
-    }
-    assert_eq!(decided.len() as u64, EVENTS, "every transaction decided once");
-    let mut per_account: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut flagged = 0;
-    for i in 0..EVENTS {
-        let t = txn(i);
-        *per_account.entry(t.account).or_default() += 1;
-        let limit = rules.range(..=t.ts).next_back().map_or(DEFAULT_LIMIT, |(_, l)| *l);
-        let want = t.cents > limit;
-        flagged += usize::from(want);
-        assert_eq!(decided[&i].flagged, want, "transaction {i} decided with the wrong rule");
-    }
-    for (account, n) in per_account {
-        let mut got = counts.remove(&account).unwrap_or_default();
-        got.sort_unstable();
-        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "account {account}: counts");
-    }
-    let default_flagged = (0..EVENTS).filter(|&i| txn(i).cents > DEFAULT_LIMIT).count();
-    assert_ne!(flagged, default_flagged, "the rules must change decisions");
 }
 
 #[test]
@@ -309,7 +223,7 @@ fn a_broadcast_value_that_gained_a_field_restores_at_another_parallelism_through
             "the second version restored the checkpoint"
         );
         assert_eq!(report.restarts, 1, "the injected failure restarted the job");
-        check_against_model(dir);
+        WORKLOAD.check(dir, "the second version");
     });
 }
 
@@ -335,6 +249,6 @@ fn a_broadcast_value_whose_field_type_changed_fails_the_restore_naming_step_and_
         assert_eq!(committed(dir).len(), before, "the refused job committed nothing");
         // The checkpoint is intact: a compatible version restores it.
         pipeline::<Limit>(dir, 2, FAST).start().unwrap().join().unwrap();
-        check_against_model(dir);
+        WORKLOAD.check(dir, "the second version");
     });
 }

@@ -10,69 +10,23 @@
 //! The step counts per account with no deduplication: a transaction decided twice or lost
 //! changes the committed counts.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use weir::engine::source::generator::mix;
 use weir::prelude::*;
 
+use crate::common::threshold_rules::{Decision, Rule, Txn, Workload, DEFAULT_LIMIT};
 use crate::common::{wait_until, within, Backend};
 
-const EVENTS: u64 = 4_000;
-const ACCOUNTS: u64 = 16;
-const RULES: u64 = 24;
-/// The threshold before the first rule takes effect.
-const DEFAULT_LIMIT: i64 = 500;
+const WORKLOAD: Workload = Workload {
+    events: 4_000,
+    accounts: 16,
+    rules: 24,
+    txn_seed: 0xB40AD,
+    rule_seed: 0x7E1E5,
+};
 /// Events per second while a stage runs until it is stopped; the last stage runs fast.
 const SLOW: f64 = 400.0;
 const FAST: f64 = 100_000.0;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Txn {
-    id: u64,
-    account: u64,
-    cents: i64,
-    ts: i64,
-}
-
-fn txn(i: u64) -> Txn {
-    let r = mix(0xB40AD, i);
-    Txn {
-        id: i,
-        account: (r >> 8) % ACCOUNTS,
-        cents: 1 + ((r >> 16) % 1_000) as i64,
-        ts: 1_000_000 + 2 * i as i64 + ((r >> 24) % 100) as i64 - 50,
-    }
-}
-
-/// A rule change: from event time `from` on, amounts above `limit` are flagged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Rule {
-    from: i64,
-    limit: i64,
-}
-
-fn rule(j: u64) -> Rule {
-    Rule {
-        from: 1_000_000 + (j * 2 * EVENTS / RULES) as i64,
-        limit: 100 + (mix(0x7E1E5, j) % 900) as i64,
-    }
-}
-
-/// The limit in force at `ts` given the rules in `rules` (effective time → limit).
-fn limit_at(rules: &BTreeMap<i64, i64>, ts: i64) -> i64 {
-    rules.range(..=ts).next_back().map_or(DEFAULT_LIMIT, |(_, l)| *l)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Decision {
-    id: u64,
-    account: u64,
-    flagged: bool,
-    /// The account's decided transactions so far, this one included.
-    count: u64,
-}
 
 #[derive(Clone)]
 struct Flag;
@@ -143,25 +97,10 @@ fn pipeline(dir: &Path, backend: Backend, parallelism: usize, rate: f64) -> Pipe
         Backend::Memory => p.state_backend(MemoryBackend::new()),
         Backend::Rocks => p.state_dir(dir.join("state")),
     };
-    let rules = p
-        .source("rules", GeneratorSource::new(rule).bounded(RULES).splits(1))
-        .assign_timestamps_and_watermarks(
-            WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO).with_timestamp_assigner(|r: &Rule| r.from),
-        );
-    p.source(
-        "txns",
-        GeneratorSource::new(txn)
-            .bounded(EVENTS)
-            .splits(4)
-            .rate_per_second(rate),
-    )
-    .assign_timestamps_and_watermarks(
-        WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|t: &Txn| t.ts),
-    )
-    .key_by("by-account", |t: &Txn| t.account)
-    .connect_broadcast(&rules)
-    .process("flag", Flag)
-    .sink("decisions", FileSink::exactly_once(dir.join("decisions")));
+    WORKLOAD
+        .connect(&p, rate)
+        .process("flag", Flag)
+        .sink("decisions", FileSink::exactly_once(dir.join("decisions")));
     p
 }
 
@@ -182,7 +121,7 @@ fn run_stages(dir: &Path, backend: Backend, shapes: &[usize]) -> Vec<Option<Chec
         wait_until("the stage decided records and completed a checkpoint", 90, || {
             let pr = handle.progress();
             handle.is_finished()
-                || pr.source_records >= (n as u64 + 1) * EVENTS / 8
+                || pr.source_records >= (n as u64 + 1) * WORKLOAD.events / 8
                     && pr.last_checkpoint.is_some_and(|(id, _)| id.get() > after)
         });
         assert!(!handle.is_finished(), "stage {n} ended before it was stopped");
@@ -195,42 +134,6 @@ fn run_stages(dir: &Path, backend: Backend, shapes: &[usize]) -> Vec<Option<Chec
     restored
 }
 
-fn check(dir: &Path, ctx: &str) {
-    let rules: BTreeMap<i64, i64> = (0..RULES).map(rule).map(|r| (r.from, r.limit)).collect();
-    let mut committed: BTreeMap<u64, Decision> = BTreeMap::new();
-    let mut counts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for line in weir::engine::sink::read_committed_lines(dir.join("decisions")).unwrap() {
-        let d: Decision = serde_json::from_str(&line).unwrap();
-        counts.entry(d.account).or_default().push(d.count);
-        assert!(
-            committed.insert(d.id, d.clone()).is_none(),
-            "{ctx}: transaction {} decided twice",
-            d.id
-        );
-    }
-    assert_eq!(committed.len() as u64, EVENTS, "{ctx}: every transaction decided once");
-    let mut per_account: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut flagged = 0;
-    for i in 0..EVENTS {
-        let t = txn(i);
-        *per_account.entry(t.account).or_default() += 1;
-        let want = t.cents > limit_at(&rules, t.ts);
-        flagged += usize::from(want);
-        assert_eq!(
-            committed[&i].flagged, want,
-            "{ctx}: transaction {i} decided with the wrong rule"
-        );
-    }
-    for (account, n) in per_account {
-        let mut got = counts.remove(&account).unwrap_or_default();
-        got.sort_unstable();
-        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "{ctx}: account {account}: counts");
-    }
-    // The rules matter: the default alone would decide differently.
-    let default_flagged = (0..EVENTS).filter(|&i| txn(i).cents > DEFAULT_LIMIT).count();
-    assert_ne!(flagged, default_flagged, "{ctx}: the rules must change decisions");
-}
-
 fn restored_through(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let shapes = [2, 2, 3, 1];
@@ -240,7 +143,7 @@ fn restored_through(backend: Backend) {
         restored[1..].iter().all(Option::is_some),
         "{backend:?}: every later stage restored a checkpoint: {restored:?}"
     );
-    check(dir.path(), &format!("{backend:?} through {shapes:?}"));
+    WORKLOAD.check(dir.path(), &format!("{backend:?} through {shapes:?}"));
 }
 
 #[test]
@@ -285,7 +188,12 @@ fn a_non_keyed_stream_reads_the_broadcast_state() {
     }
     let out = within(120, || {
         let p = Pipeline::new("broadcast-plain").parallelism(2);
-        let rules = p.source("rules", GeneratorSource::new(rule).bounded(RULES).splits(1));
+        let rules = p.source(
+            "rules",
+            GeneratorSource::new(|j| WORKLOAD.rule(j))
+                .bounded(WORKLOAD.rules)
+                .splits(1),
+        );
         let sink = CollectSink::new();
         p.source("numbers", GeneratorSource::new(|i| i).bounded(2_000).splits(2))
             .connect_broadcast(&rules)
@@ -298,5 +206,5 @@ fn a_non_keyed_stream_reads_the_broadcast_state() {
     let mut seen: Vec<u64> = out.iter().map(|(v, _)| *v).collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..2_000).collect::<Vec<_>>());
-    assert!(out.iter().all(|(_, n)| *n <= RULES as usize));
+    assert!(out.iter().all(|(_, n)| *n <= WORKLOAD.rules as usize));
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // not every helper is used by every build of the tests
 
+pub mod threshold_rules;
+
 use std::sync::mpsc;
 use std::time::Duration;
 use weir::prelude::*;
