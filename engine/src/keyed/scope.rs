@@ -4,6 +4,7 @@
 use super::schema::{Format, StateSchema};
 use super::timers::{TimeDomain, TimerEntry, TimerService};
 use crate::data::Timestamp;
+use crate::state::backend::EntryVisitor;
 use crate::state::layout::write_user_state_prefix;
 use crate::state::{KeyGroup, KeyedStore};
 use crate::{Error, Result};
@@ -45,9 +46,6 @@ impl Ttl {
         }
     }
 }
-
-/// Visits `(suffix, value)` of one entry; returns whether to continue.
-pub(crate) type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 
 /// Raw, key-scoped state operations; implemented by the runtime's per-key scope.
 pub(crate) trait StateOps {

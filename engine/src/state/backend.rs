@@ -177,6 +177,10 @@ pub struct SnapshotPart {
     pub taken: KeyGroupRange,
 }
 
+/// What a scan calls per entry, with its key and value, in key order; `Ok(false)` stops the
+/// scan, an error stops it and is returned by the scan.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// An ordered map from bytes to bytes holding one operator subtask's keyed state.
 ///
 /// Writes are visible to later reads immediately. Nothing survives a crash unless a checkpoint
@@ -190,18 +194,11 @@ pub trait KeyedStore: Send {
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Visits, in ascending key order, every entry whose key starts with `prefix`, until `f`
     /// returns `Ok(false)` or an error.
-    #[allow(clippy::type_complexity)]
-    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()>;
     /// Visits, in ascending key order, every entry whose key starts with `prefix` and is at
     /// least `from`, until `f` returns `Ok(false)` or an error: a range scan that seeks to
     /// `from` instead of reading the entries before it (the default reads and skips them).
-    #[allow(clippy::type_complexity)]
-    fn scan_prefix_from(
-        &mut self,
-        prefix: &[u8],
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix_from(&mut self, prefix: &[u8], from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.scan_prefix(prefix, &mut |k, v| if k < from { Ok(true) } else { f(k, v) })
     }
     /// Applies `ops` in order, as many [`put`](Self::put)s and [`delete`](Self::delete)s would

@@ -3,7 +3,7 @@
 
 use super::admission::Admission;
 use super::entries::Entries;
-use crate::state::backend::{KeyedStore, WriteOp};
+use crate::state::backend::{EntryVisitor, KeyedStore, WriteOp};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -136,17 +136,12 @@ impl KeyedStore for CachedStore {
         self.make_room()
     }
 
-    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.flush(prefix)?;
         self.inner.scan_prefix(prefix, f)
     }
 
-    fn scan_prefix_from(
-        &mut self,
-        prefix: &[u8],
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix_from(&mut self, prefix: &[u8], from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.flush(prefix)?;
         self.inner.scan_prefix_from(prefix, from, f)
     }
@@ -221,7 +216,7 @@ mod tests {
             self.calls.batched_ops.fetch_add(ops.len(), Ordering::Relaxed);
             self.inner.write_batch(ops)
         }
-        fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
             self.inner.scan_prefix(prefix, f)
         }
         fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {

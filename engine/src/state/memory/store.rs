@@ -8,7 +8,7 @@
 //!   replaced, so snapshots written before and after read the same.
 
 use super::snapshot_file::{save, SNAPSHOT_FILE};
-use crate::state::backend::KeyedStore;
+use crate::state::backend::{EntryVisitor, KeyedStore};
 use crate::Result;
 use bincode::enc::Encoder;
 use bincode::error::EncodeError;
@@ -20,9 +20,6 @@ use std::sync::Arc;
 
 /// A state key, shared between the hash map and the ordered set.
 type Key = Arc<[u8]>;
-
-/// What a scan calls per entry, in key order: `false` stops the scan.
-type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool>;
 
 /// One subtask's state held in memory.
 #[derive(Debug)]
@@ -65,7 +62,7 @@ impl MemoryStore {
 
     /// Calls `f` on the entries from `start` on whose key starts with `prefix`, in order, until
     /// it returns `false`.
-    fn scan(&self, prefix: &[u8], start: &[u8], f: Visit<'_>) -> Result<()> {
+    fn scan(&self, prefix: &[u8], start: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         for key in self.keys_from(prefix, start) {
             if !f(key, &self.values[key])? {
                 break;
@@ -99,16 +96,11 @@ impl KeyedStore for MemoryStore {
         Ok(())
     }
 
-    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.scan(prefix, prefix, f)
     }
 
-    fn scan_prefix_from(
-        &mut self,
-        prefix: &[u8],
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix_from(&mut self, prefix: &[u8], from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.scan(prefix, from.max(prefix), f)
     }
 

@@ -3,7 +3,7 @@
 
 use super::manifest::{self, SegmentEntry};
 use super::prefix_successor;
-use crate::state::backend::key_group_start;
+use crate::state::backend::{key_group_start, EntryVisitor};
 use crate::state::key_group::MAX_KEY_GROUPS;
 use crate::state::{KeyGroupRange, MemtableAtBarrier};
 use crate::{Error, Result};
@@ -73,7 +73,7 @@ impl Segment {
         prefix: &[u8],
         lower: Option<&[u8]>,
         upper: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+        f: &mut EntryVisitor<'_>,
     ) -> Result<bool> {
         let mut read = ReadOptions::default();
         let end = match (prefix_successor(prefix), upper) {

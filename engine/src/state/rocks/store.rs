@@ -15,7 +15,7 @@
 use super::manifest;
 use super::segment::Segment;
 use super::{sync_snapshot, OpenGuard};
-use crate::state::backend::{KeyedStore, WriteOp};
+use crate::state::backend::{EntryVisitor, KeyedStore, WriteOp};
 use crate::state::KeyGroupRange;
 use crate::{Error, Result};
 use rocksdb::{WriteBatch, WriteBufferManager, WriteOptions};
@@ -144,7 +144,7 @@ impl KeyedStore for RocksDbStore {
         Ok(())
     }
 
-    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         if self.segments.len() == 1 {
             return self.segments[0].scan(prefix, None, None, f).map(|_| ());
         }
@@ -162,12 +162,7 @@ impl KeyedStore for RocksDbStore {
         Ok(())
     }
 
-    fn scan_prefix_from(
-        &mut self,
-        prefix: &[u8],
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix_from(&mut self, prefix: &[u8], from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         if self.segments.len() == 1 {
             return self.segments[0].scan(prefix, Some(from), None, f).map(|_| ());
         }

@@ -2,6 +2,7 @@
 //! state name of every user-state entry written, so that reading a state by a name the
 //! function never used is an error rather than an empty state.
 
+use crate::state::backend::EntryVisitor;
 use crate::state::layout::TAG_USER;
 use crate::state::{KeyGroupRange, KeyedStore};
 use crate::Result;
@@ -61,15 +62,10 @@ impl KeyedStore for NotingStore {
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.inner.delete(key)
     }
-    fn scan_prefix(&mut self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan_prefix(&mut self, prefix: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.inner.scan_prefix(prefix, f)
     }
-    fn scan_prefix_from(
-        &mut self,
-        prefix: &[u8],
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn scan_prefix_from(&mut self, prefix: &[u8], from: &[u8], f: &mut EntryVisitor<'_>) -> Result<()> {
         self.inner.scan_prefix_from(prefix, from, f)
     }
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
